@@ -1,0 +1,441 @@
+#include "common/config.h"
+
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/logging.h"
+#include "common/status.h"
+#include "yaml-cpp/yaml.h"
+
+namespace tessera {
+namespace {
+
+std::string Describe(const YAML::Node& node) {
+  if (!node || node.IsNull()) return "(missing)";
+  if (node.IsScalar()) return "'" + node.Scalar() + "'";
+  YAML::Emitter out;
+  out << YAML::Flow << node;
+  return out.c_str();
+}
+
+absl::Status Bad(const std::string& key, const YAML::Node& value, const std::string& expected) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("config: ", key, " = ", Describe(value), ": expected ", expected));
+}
+
+// Reads the keys of one YAML map, remembering which were read so that any
+// other key is reported as unknown. One MapReader per map; not thread-safe.
+class MapReader {
+ public:
+  MapReader(const YAML::Node& node, std::string path) : node_(node), path_(std::move(path)) {}
+
+  absl::Status CheckIsMap() const {
+    if (node_ && !node_.IsNull() && !node_.IsMap()) return Bad(path_, node_, "a mapping");
+    return absl::OkStatus();
+  }
+
+  // The child at `key` (undefined when absent), marked as known.
+  YAML::Node Child(const std::string& key) {
+    known_.insert(key);
+    if (!node_ || !node_.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
+    return node_[key];
+  }
+
+  std::string KeyPath(const std::string& key) const {
+    return path_.empty() ? key : path_ + "." + key;
+  }
+
+  absl::Status Str(const std::string& key, std::string* out,
+                   const std::vector<std::string>& choices = {}) {
+    YAML::Node v = Child(key);
+    if (!v) return absl::OkStatus();
+    if (!v.IsScalar()) return Bad(KeyPath(key), v, "a string");
+    std::string s = v.Scalar();
+    if (!choices.empty() && std::find(choices.begin(), choices.end(), s) == choices.end()) {
+      return Bad(KeyPath(key), v, "one of " + absl::StrJoin(choices, "|"));
+    }
+    *out = s;
+    return absl::OkStatus();
+  }
+
+  absl::Status Bool(const std::string& key, bool* out) {
+    YAML::Node v = Child(key);
+    if (!v) return absl::OkStatus();
+    if (v.IsScalar()) {
+      const std::string& s = v.Scalar();
+      if (s == "true" || s == "yes" || s == "on") return *out = true, absl::OkStatus();
+      if (s == "false" || s == "no" || s == "off") return *out = false, absl::OkStatus();
+    }
+    return Bad(KeyPath(key), v, "true or false");
+  }
+
+  template <typename Int>
+  absl::Status Integer(const std::string& key, Int* out, int64_t min,
+                       int64_t max = std::numeric_limits<int64_t>::max()) {
+    YAML::Node v = Child(key);
+    if (!v) return absl::OkStatus();
+    return ParseInteger(KeyPath(key), v, out, min, max);
+  }
+
+  absl::Status Real(const std::string& key, double* out, double min, double max,
+                    bool min_exclusive = false) {
+    YAML::Node v = Child(key);
+    if (!v) return absl::OkStatus();
+    double d;
+    std::string range = absl::StrCat(min_exclusive ? "a number > " : "a number >= ", min,
+                                     max < std::numeric_limits<double>::max()
+                                         ? absl::StrCat(" and <= ", max)
+                                         : std::string());
+    if (!v.IsScalar() || !absl::SimpleAtod(v.Scalar(), &d) || std::isnan(d) || d < min ||
+        (min_exclusive && d == min) || d > max) {
+      return Bad(KeyPath(key), v, range);
+    }
+    *out = d;
+    return absl::OkStatus();
+  }
+
+  absl::Status Float(const std::string& key, float* out, double min, double max,
+                     bool min_exclusive = false) {
+    double d = *out;
+    TESSERA_RETURN_IF_ERROR(Real(key, &d, min, max, min_exclusive));
+    *out = static_cast<float>(d);
+    return absl::OkStatus();
+  }
+
+  // Fails on the first key of the map that no accessor asked for.
+  absl::Status NoUnknownKeys() const {
+    if (!node_ || !node_.IsMap()) return absl::OkStatus();
+    for (const auto& kv : node_) {
+      std::string key = kv.first.Scalar();
+      if (!known_.count(key)) {
+        std::vector<std::string> sorted(known_.begin(), known_.end());
+        return absl::InvalidArgumentError(absl::StrCat("config: ", KeyPath(key),
+                                                       ": unknown key; expected one of ",
+                                                       absl::StrJoin(sorted, "|")));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  template <typename Int>
+  static absl::Status ParseInteger(const std::string& path, const YAML::Node& v, Int* out,
+                                   int64_t min, int64_t max) {
+    int64_t i;
+    std::string range = absl::StrCat("an integer >= ", min,
+                                     max < std::numeric_limits<int64_t>::max()
+                                         ? absl::StrCat(" and <= ", max)
+                                         : std::string());
+    if (!v.IsScalar() || !absl::SimpleAtoi(v.Scalar(), &i) || i < min || i > max) {
+      return Bad(path, v, range);
+    }
+    *out = static_cast<Int>(i);
+    return absl::OkStatus();
+  }
+
+ private:
+  YAML::Node node_;
+  std::string path_;
+  std::set<std::string> known_;
+};
+
+// Runs `read` over the map at `key` of `parent` and checks for unknown keys.
+absl::Status Section(MapReader& parent, const std::string& key,
+                     const std::function<absl::Status(MapReader&)>& read) {
+  MapReader r(parent.Child(key), parent.KeyPath(key));
+  TESSERA_RETURN_IF_ERROR(r.CheckIsMap());
+  TESSERA_RETURN_IF_ERROR(read(r));
+  return r.NoUnknownKeys();
+}
+
+absl::Status ReadInit(MapReader& r, InitConfig* init) {
+  TESSERA_RETURN_IF_ERROR(r.Str("type", &init->type, {"zeros", "constant", "uniform", "normal"}));
+  TESSERA_RETURN_IF_ERROR(r.Float("value", &init->value, -1e30, 1e30));
+  TESSERA_RETURN_IF_ERROR(r.Float("low", &init->low, -1e30, 1e30));
+  TESSERA_RETURN_IF_ERROR(r.Float("high", &init->high, -1e30, 1e30));
+  TESSERA_RETURN_IF_ERROR(r.Float("mean", &init->mean, -1e30, 1e30));
+  TESSERA_RETURN_IF_ERROR(r.Float("stddev", &init->stddev, 0, 1e30));
+  TESSERA_RETURN_IF_ERROR(r.Integer("seed", &init->seed, 0));
+  if (init->type == "uniform" && !(init->low <= init->high)) {
+    return absl::InvalidArgumentError(absl::StrCat("config: ", r.KeyPath("high"), " = '",
+                                                   init->high, "': expected >= low (",
+                                                   init->low, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadTables(const YAML::Node& list, const std::string& path,
+                        std::vector<TableConfig>* tables) {
+  if (!list) return absl::OkStatus();
+  if (!list.IsSequence()) return Bad(path, list, "a list of tables");
+  std::set<std::string> names;
+  for (size_t i = 0; i < list.size(); ++i) {
+    std::string item_path = absl::StrCat(path, ".", i);
+    MapReader r(list[i], item_path);
+    if (!list[i].IsMap()) return Bad(item_path, list[i], "a mapping with name, kind, size|dim");
+    TableConfig t;
+    std::string kind = "dense";
+    TESSERA_RETURN_IF_ERROR(r.Str("name", &t.name));
+    TESSERA_RETURN_IF_ERROR(r.Str("kind", &kind, {"dense", "sparse"}));
+    t.kind = kind == "dense" ? TableKind::kDense : TableKind::kSparse;
+    TESSERA_RETURN_IF_ERROR(r.Integer("size", &t.size, 1, int64_t{1} << 40));
+    TESSERA_RETURN_IF_ERROR(r.Integer("dim", &t.dim, 1, 1 << 20));
+    TESSERA_RETURN_IF_ERROR(Section(r, "init", [&](MapReader& s) { return ReadInit(s, &t.init); }));
+    TESSERA_RETURN_IF_ERROR(r.NoUnknownKeys());
+    if (t.name.empty()) return Bad(item_path + ".name", list[i]["name"], "a non-empty name");
+    if (!names.insert(t.name).second) {
+      return Bad(item_path + ".name", list[i]["name"], "a name not used by another table");
+    }
+    if (t.kind == TableKind::kDense && t.size == 0) {
+      return Bad(item_path + ".size", list[i]["size"], "an integer >= 1 for a dense table");
+    }
+    tables->push_back(t);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadModel(MapReader& r, ModelConfig* m) {
+  TESSERA_RETURN_IF_ERROR(r.Str("type", &m->type, {"softmax", "mlp", "tables"}));
+  TESSERA_RETURN_IF_ERROR(r.Integer("seed", &m->seed, 0));
+  YAML::Node layers = r.Child("layers");
+  if (layers) {
+    if (!layers.IsSequence()) return Bad(r.KeyPath("layers"), layers, "a list of layer widths");
+    m->layers.clear();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      uint32_t width;
+      TESSERA_RETURN_IF_ERROR(MapReader::ParseInteger(absl::StrCat(r.KeyPath("layers"), ".", i),
+                                                      layers[i], &width, 1, 1 << 24));
+      m->layers.push_back(width);
+    }
+  }
+  TESSERA_RETURN_IF_ERROR(ReadTables(r.Child("tables"), r.KeyPath("tables"), &m->tables));
+  if (m->type == "softmax" && m->layers.size() != 2) {
+    return Bad(r.KeyPath("layers"), layers, "[inputs, classes] for a softmax model");
+  }
+  if (m->type == "mlp" && m->layers.size() < 2) {
+    return Bad(r.KeyPath("layers"), layers, "at least [inputs, classes] for an mlp");
+  }
+  if (m->type == "tables" && m->tables.empty()) {
+    return Bad(r.KeyPath("tables"), r.Child("tables"), "a non-empty list for type tables");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
+  MapReader r(root, "");
+  TESSERA_RETURN_IF_ERROR(r.CheckIsMap());
+  TESSERA_RETURN_IF_ERROR(r.Str("name", &c->name));
+  TESSERA_RETURN_IF_ERROR(Section(r, "cluster", [&](MapReader& s) -> absl::Status {
+    YAML::Node servers = s.Child("servers");
+    if (servers) {
+      if (!servers.IsSequence() || servers.size() == 0) {
+        return Bad(s.KeyPath("servers"), servers, "a non-empty list of host:port addresses");
+      }
+      c->cluster.servers.clear();
+      for (size_t i = 0; i < servers.size(); ++i) {
+        std::string addr = servers[i].IsScalar() ? servers[i].Scalar() : "";
+        if (addr.rfind(':') == std::string::npos || addr.back() == ':') {
+          return Bad(absl::StrCat(s.KeyPath("servers"), ".", i), servers[i], "host:port");
+        }
+        c->cluster.servers.push_back(addr);
+      }
+    }
+    return s.Integer("workers", &c->cluster.workers, 1, 4096);
+  }));
+  if (c->cluster.servers.empty()) {
+    return absl::InvalidArgumentError(
+        "config: cluster.servers is missing: expected a non-empty list of host:port addresses");
+  }
+  TESSERA_RETURN_IF_ERROR(Section(r, "consistency", [&](MapReader& s) -> absl::Status {
+    std::string mode = ModeName(c->consistency.mode);
+    TESSERA_RETURN_IF_ERROR(s.Str("mode", &mode, {"bsp", "ssp", "asp"}));
+    c->consistency.mode = mode == "bsp"   ? ConsistencyMode::kBsp
+                          : mode == "ssp" ? ConsistencyMode::kSsp
+                                          : ConsistencyMode::kAsp;
+    TESSERA_RETURN_IF_ERROR(s.Integer("staleness", &c->consistency.staleness, 0, 1'000'000));
+    TESSERA_RETURN_IF_ERROR(s.Bool("aggregate", &c->consistency.aggregate));
+    if (c->consistency.mode == ConsistencyMode::kBsp) c->consistency.staleness = 0;
+    return absl::OkStatus();
+  }));
+  TESSERA_RETURN_IF_ERROR(Section(r, "model", [&](MapReader& s) { return ReadModel(s, &c->model); }));
+  TESSERA_RETURN_IF_ERROR(Section(r, "optimizer", [&](MapReader& s) -> absl::Status {
+    OptimizerConfig& o = c->optimizer;
+    TESSERA_RETURN_IF_ERROR(s.Str("type", &o.type, {"sgd", "momentum", "adagrad", "adam"}));
+    TESSERA_RETURN_IF_ERROR(s.Float("lr", &o.lr, 0, 1e6, /*min_exclusive=*/true));
+    TESSERA_RETURN_IF_ERROR(s.Float("momentum", &o.momentum, 0, 1));
+    TESSERA_RETURN_IF_ERROR(s.Bool("nesterov", &o.nesterov));
+    TESSERA_RETURN_IF_ERROR(s.Float("beta1", &o.beta1, 0, 0.999999));
+    TESSERA_RETURN_IF_ERROR(s.Float("beta2", &o.beta2, 0, 0.99999999));
+    TESSERA_RETURN_IF_ERROR(s.Float("epsilon", &o.epsilon, 0, 1, /*min_exclusive=*/true));
+    return s.Float("initial_accumulator", &o.initial_accumulator, 0, 1e6);
+  }));
+  TESSERA_RETURN_IF_ERROR(Section(r, "server", [&](MapReader& s) -> absl::Status {
+    ServerConfig& v = c->server;
+    TESSERA_RETURN_IF_ERROR(s.Integer("max_message_bytes", &v.max_message_bytes, 1024,
+                                      std::numeric_limits<int32_t>::max()));
+    TESSERA_RETURN_IF_ERROR(s.Integer("threads", &v.threads, 0, 1024));
+    TESSERA_RETURN_IF_ERROR(s.Integer("max_pull_wait_ms", &v.max_pull_wait_ms, 1));
+    TESSERA_RETURN_IF_ERROR(s.Bool("reject_nonfinite", &v.reject_nonfinite));
+    TESSERA_RETURN_IF_ERROR(s.Bool("exit_when_workers_done", &v.exit_when_workers_done));
+    return s.Integer("sparse_stripes", &v.sparse_stripes, 1, 4096);
+  }));
+  TESSERA_RETURN_IF_ERROR(Section(r, "worker", [&](MapReader& s) -> absl::Status {
+    WorkerConfig& v = c->worker;
+    TESSERA_RETURN_IF_ERROR(s.Integer("rpc_timeout_ms", &v.rpc_timeout_ms, 1));
+    TESSERA_RETURN_IF_ERROR(s.Integer("pull_timeout_ms", &v.pull_timeout_ms, 1));
+    TESSERA_RETURN_IF_ERROR(s.Integer("connect_timeout_ms", &v.connect_timeout_ms, 1));
+    TESSERA_RETURN_IF_ERROR(s.Integer("channels_per_shard", &v.channels_per_shard, 1, 64));
+    TESSERA_RETURN_IF_ERROR(s.Real("progress_interval_s", &v.progress_interval_s, 0, 1e6, true));
+    return s.Str("device", &v.device, {"auto", "cpu", "cuda"});
+  }));
+  TESSERA_RETURN_IF_ERROR(Section(r, "training", [&](MapReader& s) -> absl::Status {
+    TrainingConfig& t = c->training;
+    TESSERA_RETURN_IF_ERROR(s.Integer("epochs", &t.epochs, 1, 1'000'000));
+    TESSERA_RETURN_IF_ERROR(s.Integer("batch_size", &t.batch_size, 1, 1 << 20));
+    TESSERA_RETURN_IF_ERROR(s.Integer("max_steps", &t.max_steps, 0));
+    TESSERA_RETURN_IF_ERROR(s.Integer("eval_every_steps", &t.eval_every_steps, 0));
+    TESSERA_RETURN_IF_ERROR(s.Integer("seed", &t.seed, 0));
+    TESSERA_RETURN_IF_ERROR(s.Real("slow_worker_ms", &t.slow_worker_ms, 0, 1e7));
+    return s.Integer("slow_rank", &t.slow_rank, -1, 4095);
+  }));
+  TESSERA_RETURN_IF_ERROR(Section(r, "data", [&](MapReader& s) -> absl::Status {
+    DataConfig& d = c->data;
+    TESSERA_RETURN_IF_ERROR(s.Str("dataset", &d.dataset, {"fashion_mnist", "synthetic"}));
+    TESSERA_RETURN_IF_ERROR(s.Str("dir", &d.dir));
+    TESSERA_RETURN_IF_ERROR(s.Integer("synthetic_train", &d.synthetic_train, 1, 1 << 26));
+    TESSERA_RETURN_IF_ERROR(s.Integer("synthetic_test", &d.synthetic_test, 1, 1 << 26));
+    return s.Integer("synthetic_seed", &d.synthetic_seed, 0);
+  }));
+  TESSERA_RETURN_IF_ERROR(Section(r, "logging", [&](MapReader& s) -> absl::Status {
+    TESSERA_RETURN_IF_ERROR(s.Str("level", &c->logging.level));
+    if (!IsLogLevel(c->logging.level)) {
+      return Bad(s.KeyPath("level"), s.Child("level"), "one of trace|debug|info|warn|error|off");
+    }
+    return s.Str("metrics_file", &c->logging.metrics_file);
+  }));
+  return r.NoUnknownKeys();
+}
+
+// Sets `path` (dotted; numeric parts index lists) in `node` to `value`.
+absl::Status ApplyOverride(YAML::Node node, const std::string& override_text) {
+  size_t eq = override_text.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--set '", override_text,
+                                                   "': expected key.path=value"));
+  }
+  std::string path = override_text.substr(0, eq);
+  YAML::Node value;
+  try {
+    value = YAML::Load(override_text.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--set ", path, ": value is not valid YAML: ", e.msg));
+  }
+  std::vector<std::string> parts = absl::StrSplit(path, '.');
+  std::vector<YAML::Node> chain = {node};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node cur = chain.back();
+    if (cur.IsScalar() && !cur.IsNull() && i > 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--set ", path, ": '", parts[i - 1],
+                                                     "' is not a mapping key here"));
+    }
+    size_t index;
+    if (cur.IsSequence() && absl::SimpleAtoi(parts[i], &index) && index < cur.size()) {
+      chain.push_back(cur[index]);
+    } else if (cur.IsSequence() || (cur.IsScalar() && !cur.IsNull())) {
+      return absl::InvalidArgumentError(absl::StrCat("--set ", path, ": '", parts[i],
+                                                     "' is not a mapping key here"));
+    } else {
+      chain.push_back(cur[parts[i]]);
+    }
+  }
+  YAML::Node leaf = chain.back();
+  if (leaf.IsScalar() && !leaf.IsNull()) {
+    return absl::InvalidArgumentError(absl::StrCat("--set ", path, ": '",
+                                                   parts[parts.size() - 2],
+                                                   "' is not a mapping key here"));
+  }
+  size_t index;
+  if (leaf.IsSequence() && absl::SimpleAtoi(parts.back(), &index) && index < leaf.size()) {
+    leaf[index] = value;
+  } else {
+    leaf[parts.back()] = value;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* ModeName(ConsistencyMode mode) {
+  switch (mode) {
+    case ConsistencyMode::kBsp: return "bsp";
+    case ConsistencyMode::kSsp: return "ssp";
+    case ConsistencyMode::kAsp: return "asp";
+  }
+  return "?";
+}
+
+std::vector<TableConfig> JobConfig::Tables() const {
+  if (model.type == "tables") return model.tables;
+  std::vector<TableConfig> tables;
+  for (size_t i = 0; i + 1 < model.layers.size(); ++i) {
+    uint64_t in = model.layers[i], out = model.layers[i + 1];
+    TableConfig w;
+    w.name = absl::StrCat("fc", i, ".weight");
+    w.size = in * out;
+    w.init.type = "normal";
+    w.init.stddev = static_cast<float>(std::sqrt(2.0 / static_cast<double>(in)));  // He
+    w.init.seed = model.seed * 1000 + i;
+    TableConfig b;
+    b.name = absl::StrCat("fc", i, ".bias");
+    b.size = out;
+    tables.push_back(w);
+    tables.push_back(b);
+  }
+  return tables;
+}
+
+absl::StatusOr<JobConfig> ParseJobConfig(const std::string& yaml_text,
+                                         const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config: not valid YAML: ", e.what()));
+  }
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  JobConfig config;
+  try {
+    for (const std::string& o : overrides) TESSERA_RETURN_IF_ERROR(ApplyOverride(root, o));
+    TESSERA_RETURN_IF_ERROR(ReadJob(root, &config));
+  } catch (const YAML::Exception& e) {  // a shape the readers did not foresee
+    return absl::InvalidArgumentError(absl::StrCat("config: ", e.what()));
+  }
+  return config;
+}
+
+absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path,
+                                        const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("config: cannot open '", path,
+                                            "': no such file or not readable"));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  auto config = ParseJobConfig(text.str(), overrides);
+  if (!config.ok()) {
+    return absl::Status(config.status().code(),
+                        absl::StrCat(path, ": ", config.status().message()));
+  }
+  return config;
+}
+
+}  // namespace tessera

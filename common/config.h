@@ -1,0 +1,155 @@
+// The job configuration: one YAML file describes a whole job and every daemon
+// reads the same file. Any key may be overridden with `--set a.b=value`
+// (value parsed as YAML, so `--set model.layers=[784,64,10]` works).
+//
+//   auto config = LoadJobConfig("configs/fashion_mnist_mlp.yaml",
+//                               {"consistency.mode=ssp", "consistency.staleness=3"});
+//
+// Validation happens here, once, at start-up: an unknown key, a value of the
+// wrong type or outside its range fails with one line naming the key, the
+// value and what was expected, e.g.
+//   config: consistency.mode = 'bpp': expected one of bsp|ssp|asp
+// Structs are plain values; safe to copy and share read-only across threads.
+#ifndef TESSERA_COMMON_CONFIG_H_
+#define TESSERA_COMMON_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tessera {
+
+enum class ConsistencyMode { kBsp, kSsp, kAsp };
+enum class TableKind { kDense, kSparse };
+
+const char* ModeName(ConsistencyMode mode);
+
+// How a table's values (dense) or a new row's values (sparse) start.
+// Values are a pure function of (seed, table name, index), so they do not
+// depend on how many shards the table is split over.
+struct InitConfig {
+  std::string type = "zeros";  // zeros | constant | uniform | normal
+  float value = 0.0f;          // constant
+  float low = -0.05f;          // uniform
+  float high = 0.05f;
+  float mean = 0.0f;           // normal
+  float stddev = 0.01f;
+  uint64_t seed = 1;
+};
+
+struct TableConfig {
+  std::string name;
+  TableKind kind = TableKind::kDense;
+  uint64_t size = 0;  // dense: number of floats
+  uint32_t dim = 1;   // sparse: floats per row
+  InitConfig init;
+};
+
+struct ClusterConfig {
+  // host:port of shard 0..S-1. May hold {i} (the shard index) and {namespace}.
+  std::vector<std::string> servers;
+  uint32_t workers = 1;
+};
+
+struct ConsistencyConfig {
+  ConsistencyMode mode = ConsistencyMode::kBsp;
+  uint32_t staleness = 0;  // SSP bound s; forced to 0 under BSP
+  // BSP only: sum the W gradients of a clock and apply the optimizer once on
+  // their mean, so W workers of batch b train like one process of batch W*b.
+  bool aggregate = true;
+};
+
+struct ModelConfig {
+  // softmax | mlp: tables derived from `layers`; tables: the `tables` list.
+  std::string type = "mlp";
+  std::vector<uint32_t> layers = {784, 256, 128, 10};
+  uint64_t seed = 1;
+  std::vector<TableConfig> tables;  // type: tables
+};
+
+struct OptimizerConfig {
+  std::string type = "sgd";  // sgd | momentum | adagrad | adam
+  float lr = 0.01f;
+  float momentum = 0.9f;     // momentum
+  bool nesterov = false;     // momentum
+  float beta1 = 0.9f;        // adam
+  float beta2 = 0.999f;      // adam
+  float epsilon = 1e-8f;     // adam, adagrad
+  float initial_accumulator = 0.1f;  // adagrad
+};
+
+struct ServerConfig {
+  // Larger requests fail RESOURCE_EXHAUSTED; larger responses are not sent.
+  int64_t max_message_bytes = 512 << 20;
+  int threads = 0;  // gRPC callback threads; 0 lets gRPC choose
+  // A pull parked on the clock longer than this fails DEADLINE_EXCEEDED even
+  // when its caller's deadline is later; bounds every server-side wait.
+  int64_t max_pull_wait_ms = 120'000;
+  bool reject_nonfinite = true;         // NaN/Inf gradients fail INVALID_ARGUMENT
+  bool exit_when_workers_done = true;   // exit 0 once every worker called Finish
+  uint32_t sparse_stripes = 64;         // lock stripes per sparse table
+};
+
+struct WorkerConfig {
+  int64_t rpc_timeout_ms = 30'000;       // deadline of a push, clock or stats call
+  int64_t pull_timeout_ms = 120'000;     // a pull may wait on the clock this long
+  int64_t connect_timeout_ms = 60'000;   // servers must answer Register within this
+  uint32_t channels_per_shard = 2;       // large transfers spread over channels
+  double progress_interval_s = 5.0;      // seconds between progress lines
+  std::string device = "auto";           // auto | cpu | cuda
+};
+
+struct TrainingConfig {
+  uint32_t epochs = 1;
+  uint32_t batch_size = 64;
+  int64_t max_steps = 0;         // 0: run every epoch to the end
+  int64_t eval_every_steps = 0;  // 0: evaluate at the end only
+  uint64_t seed = 1;             // shuffling
+  double slow_worker_ms = 0;     // experiments: extra delay per step on `slow_rank`
+  int32_t slow_rank = -1;
+};
+
+struct DataConfig {
+  std::string dataset = "fashion_mnist";  // fashion_mnist | synthetic
+  std::string dir = "/usr/share/datasets/fashion-mnist";
+  uint32_t synthetic_train = 4096;        // synthetic: examples
+  uint32_t synthetic_test = 1024;
+  uint64_t synthetic_seed = 7;
+};
+
+struct LoggingConfig {
+  std::string level = "info";
+  std::string metrics_file;  // worker JSON lines; empty: none
+};
+
+struct JobConfig {
+  std::string name = "tessera-job";
+  ClusterConfig cluster;
+  ConsistencyConfig consistency;
+  ModelConfig model;
+  OptimizerConfig optimizer;
+  ServerConfig server;
+  WorkerConfig worker;
+  TrainingConfig training;
+  DataConfig data;
+  LoggingConfig logging;
+
+  uint32_t num_servers() const { return static_cast<uint32_t>(cluster.servers.size()); }
+  // The tables the model needs, in a fixed order (derived or listed).
+  std::vector<TableConfig> Tables() const;
+};
+
+// Reads `path`, applies `overrides` ("a.b=value") in order, then validates.
+// Errors: NOT_FOUND for a missing file, INVALID_ARGUMENT (one line) otherwise.
+absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path,
+                                        const std::vector<std::string>& overrides);
+
+// The same from YAML text (tests, tools).
+absl::StatusOr<JobConfig> ParseJobConfig(const std::string& yaml_text,
+                                         const std::vector<std::string>& overrides);
+
+}  // namespace tessera
+
+#endif  // TESSERA_COMMON_CONFIG_H_

@@ -1,0 +1,69 @@
+#include "common/flags.h"
+
+#include <algorithm>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace tessera {
+
+std::string Flags::Get(const std::string& name) const {
+  auto it = values_.find(name);
+  return it == values_.end() || it->second.empty() ? "" : it->second.back();
+}
+
+std::vector<std::string> Flags::All(const std::string& name) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? std::vector<std::string>{} : it->second;
+}
+
+absl::StatusOr<std::optional<int64_t>> Flags::GetInt(const std::string& name) const {
+  if (!Has(name)) return std::optional<int64_t>();
+  int64_t v;
+  if (!absl::SimpleAtoi(Get(name), &v) || v < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " = '", Get(name), "': expected a non-negative integer"));
+  }
+  return std::optional<int64_t>(v);
+}
+
+absl::StatusOr<Flags> ParseFlags(int argc, char** argv, const std::vector<std::string>& single,
+                                 const std::vector<std::string>& repeatable) {
+  auto known = [&](const std::string& n) {
+    return std::count(single.begin(), single.end(), n) +
+           std::count(repeatable.begin(), repeatable.end(), n);
+  };
+  Flags flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
+      flags.positional_.push_back(arg);
+      continue;
+    }
+    std::string name = arg.substr(2), value;
+    size_t eq = name.find('=');
+    if (eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    } else if (known(name) && i + 1 < argc) {
+      value = argv[++i];
+    } else if (known(name)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, ": expected a value"));
+    }
+    if (!known(name)) {
+      std::vector<std::string> all = single;
+      all.insert(all.end(), repeatable.begin(), repeatable.end());
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, "; expected one of --",
+                                                     absl::StrJoin(all, " --")));
+    }
+    bool is_single = std::count(single.begin(), single.end(), name) > 0;
+    if (is_single && flags.values_.count(name)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, " given twice"));
+    }
+    flags.values_[name].push_back(value);
+  }
+  return flags;
+}
+
+}  // namespace tessera

@@ -1,0 +1,43 @@
+#include "common/initializer.h"
+
+#include <cmath>
+
+#include "common/partition.h"
+
+namespace tessera {
+namespace {
+
+// Uniform in (0, 1), from the top 24 bits of a mixed counter.
+float UnitUniform(uint64_t bits) {
+  return (static_cast<float>(bits >> 40) + 0.5f) * (1.0f / 16777216.0f);
+}
+
+}  // namespace
+
+Initializer::Initializer(const InitConfig& config, const std::string& table_name)
+    : config_(config), stream_(SplitMix64(config.seed)) {
+  for (unsigned char c : table_name) stream_ = SplitMix64(stream_ ^ c);
+}
+
+float Initializer::ValueAt(uint64_t index) const {
+  const std::string& type = config_.type;
+  if (type == "zeros") return 0.0f;
+  if (type == "constant") return config_.value;
+  uint64_t bits = SplitMix64(stream_ ^ SplitMix64(index));
+  if (type == "uniform") return config_.low + (config_.high - config_.low) * UnitUniform(bits);
+  // normal: Box-Muller on two uniforms drawn from one counter.
+  float u1 = UnitUniform(bits);
+  float u2 = UnitUniform(SplitMix64(bits));
+  float z = std::sqrt(-2.0f * std::log(u1)) * std::cos(6.28318530718f * u2);
+  return config_.mean + config_.stddev * z;
+}
+
+void Initializer::Fill(uint64_t first, absl::Span<float> out) const {
+  if (config_.type == "zeros" || config_.type == "constant") {
+    std::fill(out.begin(), out.end(), config_.type == "zeros" ? 0.0f : config_.value);
+    return;
+  }
+  for (size_t i = 0; i < out.size(); ++i) out[i] = ValueAt(first + i);
+}
+
+}  // namespace tessera

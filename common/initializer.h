@@ -1,0 +1,37 @@
+// Deterministic initial values for table entries.
+//
+// The value at (table, index) is a pure function of the InitConfig (type,
+// parameters, seed), the table's name and the index, computed with a counter-
+// based generator. A table therefore starts the same however it is split over
+// shards, and a one-process baseline can reproduce a PS run's initial model.
+// Sparse rows use index = key * dim + j.
+//
+// Pure functions; safe from any thread.
+#ifndef TESSERA_COMMON_INITIALIZER_H_
+#define TESSERA_COMMON_INITIALIZER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/types/span.h"
+#include "common/config.h"
+
+namespace tessera {
+
+class Initializer {
+ public:
+  Initializer(const InitConfig& config, const std::string& table_name);
+
+  // Fills out[i] with the value of index first + i.
+  void Fill(uint64_t first, absl::Span<float> out) const;
+  float ValueAt(uint64_t index) const;
+
+ private:
+  // const after construction
+  InitConfig config_;
+  uint64_t stream_;  // seed mixed with the table name
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_COMMON_INITIALIZER_H_

@@ -1,0 +1,31 @@
+// Status helpers shared by every component. Errors cross component boundaries
+// as absl::Status / absl::StatusOr; the gRPC service layer converts them.
+//
+//   TESSERA_RETURN_IF_ERROR(ValidateSlice(slice));
+//   TESSERA_ASSIGN_OR_RETURN(auto config, LoadJobConfig(path, overrides));
+#ifndef TESSERA_COMMON_STATUS_H_
+#define TESSERA_COMMON_STATUS_H_
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+#define TESSERA_STATUS_CONCAT_INNER_(a, b) a##b
+#define TESSERA_STATUS_CONCAT_(a, b) TESSERA_STATUS_CONCAT_INNER_(a, b)
+
+// Returns from the enclosing function when `expr` (an absl::Status) is not OK.
+#define TESSERA_RETURN_IF_ERROR(expr)               \
+  do {                                              \
+    ::absl::Status tessera_status_ = (expr);        \
+    if (!tessera_status_.ok()) return tessera_status_; \
+  } while (0)
+
+// Declares `lhs` from a StatusOr expression, returning its status on error.
+#define TESSERA_ASSIGN_OR_RETURN(lhs, expr) \
+  TESSERA_ASSIGN_OR_RETURN_IMPL_(TESSERA_STATUS_CONCAT_(tessera_or_, __LINE__), lhs, expr)
+
+#define TESSERA_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
+  auto tmp = (expr);                                   \
+  if (!tmp.ok()) return tmp.status();                  \
+  lhs = std::move(tmp).value()
+
+#endif  // TESSERA_COMMON_STATUS_H_

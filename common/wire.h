@@ -1,0 +1,50 @@
+// Wire encoding of values and keys: raw little-endian bytes in proto `bytes`
+// fields (float32 values, uint64 keys), so a large transfer is one memcpy.
+// Tessera's hosts are little-endian (x86-64, aarch64); a big-endian build
+// fails at compile time rather than sending scrambled numbers.
+//
+// Pure functions; safe from any thread.
+#ifndef TESSERA_COMMON_WIRE_H_
+#define TESSERA_COMMON_WIRE_H_
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/types/span.h"
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "Tessera's wire format is little-endian; this host is not");
+
+namespace tessera {
+
+// Appends nothing: replaces *out with the bytes of `values`.
+inline void EncodeFloats(absl::Span<const float> values, std::string* out) {
+  out->assign(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+}
+
+inline void EncodeKeys(absl::Span<const uint64_t> keys, std::string* out) {
+  out->assign(reinterpret_cast<const char*>(keys.data()), keys.size() * sizeof(uint64_t));
+}
+
+// Views `bytes` as floats / keys without copying. The caller checks the length
+// (bytes.size() % 4 or % 8) first; a ragged tail is ignored here.
+// The std::string's buffer is suitably aligned for both (operator new).
+inline absl::Span<const float> FloatView(const std::string& bytes) {
+  return {reinterpret_cast<const float*>(bytes.data()), bytes.size() / sizeof(float)};
+}
+
+inline absl::Span<const uint64_t> KeyView(const std::string& bytes) {
+  return {reinterpret_cast<const uint64_t*>(bytes.data()), bytes.size() / sizeof(uint64_t)};
+}
+
+// Copies decoded floats into a vector (for callers that keep them).
+inline std::vector<float> DecodeFloats(const std::string& bytes) {
+  auto view = FloatView(bytes);
+  return std::vector<float>(view.begin(), view.end());
+}
+
+}  // namespace tessera
+
+#endif  // TESSERA_COMMON_WIRE_H_

@@ -1,0 +1,85 @@
+#include "server/dense_table.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/initializer.h"
+
+namespace tessera {
+
+DenseTable::DenseTable(const TableConfig& config, DenseRange range, const Optimizer* optimizer,
+                       bool aggregate)
+    : name_(config.name),
+      total_size_(config.size),
+      range_(range),
+      optimizer_(optimizer),
+      num_slots_(optimizer->num_slots()),
+      values_(range.size()),
+      slots_(num_slots_ * range.size()),
+      num_chunks_((range.size() + kChunkFloats - 1) / kChunkFloats) {
+  Initializer(config.init, config.name).Fill(range.begin, absl::MakeSpan(values_));
+  optimizer_->InitSlots(absl::MakeSpan(slots_));
+  if (aggregate) accum_.assign(range.size(), 0.0f);
+  chunks_ = std::make_unique<Chunk[]>(std::max<size_t>(num_chunks_, 1));
+}
+
+template <typename Fn>
+void DenseTable::ForEachChunk(uint64_t begin, uint64_t end, Fn fn) const {
+  for (uint64_t c = begin / kChunkFloats; c * kChunkFloats < end; ++c) {
+    uint64_t lo = std::max(begin, c * kChunkFloats);
+    uint64_t hi = std::min(end, (c + 1) * kChunkFloats);
+    fn(chunks_[c], lo, hi);
+  }
+}
+
+void DenseTable::Read(uint64_t offset, absl::Span<float> out) const {
+  pulls_.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t begin = offset - range_.begin;
+  ForEachChunk(begin, begin + out.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    absl::ReaderMutexLock lock(&chunk.mu);
+    std::memcpy(out.data() + (lo - begin), values_.data() + lo, (hi - lo) * sizeof(float));
+  });
+}
+
+void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scale) {
+  pushes_.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t begin = offset - range_.begin;
+  const size_t stride = range_.size();
+  auto* self = this;
+  ForEachChunk(begin, begin + grad.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    absl::MutexLock lock(&chunk.mu);
+    ++chunk.step;
+    optimizer_->Apply(self->values_.data() + lo, grad.data() + (lo - begin),
+                      self->slots_.data() + lo, stride, hi - lo, chunk.step, scale);
+  });
+}
+
+void DenseTable::Accumulate(uint64_t offset, absl::Span<const float> grad) {
+  pushes_.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t begin = offset - range_.begin;
+  auto* self = this;
+  ForEachChunk(begin, begin + grad.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    absl::MutexLock lock(&chunk.mu);
+    chunk.accumulated = true;
+    float* acc = self->accum_.data() + lo;
+    const float* g = grad.data() + (lo - begin);
+    for (uint64_t i = 0; i < hi - lo; ++i) acc[i] += g[i];
+  });
+}
+
+void DenseTable::ApplyAccumulated(float scale) {
+  const size_t stride = range_.size();
+  auto* self = this;
+  ForEachChunk(0, range_.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    absl::MutexLock lock(&chunk.mu);
+    if (!chunk.accumulated) return;
+    chunk.accumulated = false;
+    ++chunk.step;
+    float* acc = self->accum_.data() + lo;
+    optimizer_->Apply(self->values_.data() + lo, acc, self->slots_.data() + lo, stride, hi - lo,
+                      chunk.step, scale);
+    std::fill(acc, acc + (hi - lo), 0.0f);
+  });
+}
+
+}  // namespace tessera

@@ -1,0 +1,90 @@
+// DenseTable: one shard's contiguous range of a dense table (a weight matrix,
+// a bias), its optimizer state, and the BSP aggregation buffer.
+//
+// Threading: thread-safe. The range is cut into fixed chunks, each with its
+// own reader/writer lock, so pushes to different parts of one table, and
+// pulls anywhere, proceed in parallel; a push holds one chunk at a time.
+// Callers validate offsets first (REQUIRES below): a table never sees bad input.
+#ifndef TESSERA_SERVER_DENSE_TABLE_H_
+#define TESSERA_SERVER_DENSE_TABLE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/config.h"
+#include "common/partition.h"
+#include "server/optimizer.h"
+
+namespace tessera {
+
+class DenseTable {
+ public:
+  // Floats per lock chunk: large enough that locking is rare, small enough
+  // that two pushes to different quarters of a 64 MiB table do not collide.
+  static constexpr uint64_t kChunkFloats = 256 * 1024;
+
+  // `optimizer` must outlive the table. `aggregate` allocates the BSP buffer.
+  DenseTable(const TableConfig& config, DenseRange range, const Optimizer* optimizer,
+             bool aggregate);
+
+  const std::string& name() const { return name_; }
+  uint64_t total_size() const { return total_size_; }
+  DenseRange range() const { return range_; }
+
+  // Copies values [offset, offset + out.size()) (global indices) into `out`.
+  // REQUIRES: range().Contains(offset, out.size()).
+  void Read(uint64_t offset, absl::Span<float> out) const;
+
+  // Applies the optimizer with gradient scale * grad at [offset, offset + grad.size()).
+  // REQUIRES: range().Contains(offset, grad.size()).
+  void Apply(uint64_t offset, absl::Span<const float> grad, float scale);
+
+  // Adds grad into the aggregation buffer. REQUIRES: constructed with aggregate.
+  void Accumulate(uint64_t offset, absl::Span<const float> grad);
+
+  // Applies the optimizer once with scale * (buffer) on every chunk that
+  // received gradients since the last call, then clears the buffer.
+  void ApplyAccumulated(float scale);
+
+  uint64_t pushes() const { return pushes_.load(std::memory_order_relaxed); }
+  uint64_t pulls() const { return pulls_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Chunk {
+    mutable absl::Mutex mu;
+    int64_t step ABSL_GUARDED_BY(mu) = 0;        // optimizer updates applied
+    bool accumulated ABSL_GUARDED_BY(mu) = false;  // buffer holds gradients
+  };
+
+  // Calls fn(chunk, local_begin, local_end) for each chunk overlapping the
+  // local range [begin, end), in order.
+  template <typename Fn>
+  void ForEachChunk(uint64_t begin, uint64_t end, Fn fn) const;
+
+  // const after construction
+  const std::string name_;
+  const uint64_t total_size_;
+  const DenseRange range_;
+  const Optimizer* const optimizer_;
+  const size_t num_slots_;
+
+  // Element i belongs to chunks_[i / kChunkFloats] and is guarded by its mu.
+  std::vector<float> values_;
+  std::vector<float> slots_;   // num_slots_ * range_.size(), stride range_.size()
+  std::vector<float> accum_;   // aggregation buffer; empty unless aggregate
+  std::unique_ptr<Chunk[]> chunks_;
+  size_t num_chunks_;
+
+  std::atomic<uint64_t> pushes_{0};
+  mutable std::atomic<uint64_t> pulls_{0};
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_SERVER_DENSE_TABLE_H_

@@ -1,0 +1,127 @@
+#include "server/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <Eigen/Core>
+
+namespace tessera {
+namespace {
+
+using Vec = Eigen::Map<Eigen::ArrayXf>;
+using ConstVec = Eigen::Map<const Eigen::ArrayXf>;
+
+// Updates run over blocks that fit in L1/L2, so that an update written as
+// several Eigen expressions still streams each array through memory once.
+constexpr size_t kBlock = 2048;
+
+template <typename Body>
+void ForEachBlock(size_t n, Body body) {
+  for (size_t begin = 0; begin < n; begin += kBlock) body(begin, std::min(kBlock, n - begin));
+}
+
+class Sgd : public Optimizer {
+ public:
+  explicit Sgd(const OptimizerConfig& c) : lr_(c.lr) {}
+  int num_slots() const override { return 0; }
+  void Apply(float* w, const float* g, float*, size_t, size_t n, int64_t,
+             float scale) const override {
+    Vec(w, n) -= (lr_ * scale) * ConstVec(g, n);
+  }
+
+ private:
+  const float lr_;
+};
+
+// v = mu * v + g;  w -= lr * v  (Nesterov: w -= lr * (g + mu * v)).
+class Momentum : public Optimizer {
+ public:
+  explicit Momentum(const OptimizerConfig& c)
+      : lr_(c.lr), mu_(c.momentum), nesterov_(c.nesterov) {}
+  int num_slots() const override { return 1; }
+  void Apply(float* w, const float* g, float* slots, size_t, size_t n, int64_t,
+             float scale) const override {
+    ForEachBlock(n, [&](size_t b, size_t len) {
+      Vec wb(w + b, len), vb(slots + b, len);
+      ConstVec gb(g + b, len);
+      vb = mu_ * vb + scale * gb;
+      if (nesterov_) {
+        wb -= lr_ * (scale * gb + mu_ * vb);
+      } else {
+        wb -= lr_ * vb;
+      }
+    });
+  }
+
+ private:
+  const float lr_, mu_;
+  const bool nesterov_;
+};
+
+// acc += g^2;  w -= lr * g / (sqrt(acc) + eps).
+class Adagrad : public Optimizer {
+ public:
+  explicit Adagrad(const OptimizerConfig& c)
+      : lr_(c.lr), eps_(c.epsilon), init_(c.initial_accumulator) {}
+  int num_slots() const override { return 1; }
+  void InitSlots(absl::Span<float> slots) const override {
+    std::fill(slots.begin(), slots.end(), init_);
+  }
+  void Apply(float* w, const float* g, float* slots, size_t, size_t n, int64_t,
+             float scale) const override {
+    ForEachBlock(n, [&](size_t b, size_t len) {
+      Vec wb(w + b, len), acc(slots + b, len);
+      ConstVec gb(g + b, len);
+      acc += (scale * gb).square();
+      wb -= lr_ * scale * gb / (acc.sqrt() + eps_);
+    });
+  }
+
+ private:
+  const float lr_, eps_, init_;
+};
+
+// Kingma & Ba, with the bias corrections folded into the step size:
+// m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+// w -= lr_t m / (sqrt(v) + eps_t),  lr_t = lr sqrt(1-b2^t)/(1-b1^t),
+// eps_t = eps sqrt(1-b2^t): exactly lr * mhat / (sqrt(vhat) + eps).
+class Adam : public Optimizer {
+ public:
+  explicit Adam(const OptimizerConfig& c)
+      : lr_(c.lr), b1_(c.beta1), b2_(c.beta2), eps_(c.epsilon) {}
+  int num_slots() const override { return 2; }
+  void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n,
+             int64_t step, float scale) const override {
+    const double t = static_cast<double>(std::max<int64_t>(step, 1));
+    const double c2 = std::sqrt(1.0 - std::pow(b2_, t));
+    const float lr_t = static_cast<float>(lr_ * c2 / (1.0 - std::pow(b1_, t)));
+    const float eps_t = static_cast<float>(eps_ * c2);
+    float* m = slots;
+    float* v = slots + slot_stride;
+    ForEachBlock(n, [&](size_t b, size_t len) {
+      Vec wb(w + b, len), mb(m + b, len), vb(v + b, len);
+      ConstVec gb(g + b, len);
+      mb = b1_ * mb + ((1.0f - b1_) * scale) * gb;
+      vb = b2_ * vb + ((1.0f - b2_) * scale * scale) * gb.square();
+      wb -= lr_t * mb / (vb.sqrt() + eps_t);
+    });
+  }
+
+ private:
+  const float lr_, b1_, b2_, eps_;
+};
+
+}  // namespace
+
+void Optimizer::InitSlots(absl::Span<float> slots) const {
+  std::fill(slots.begin(), slots.end(), 0.0f);
+}
+
+std::unique_ptr<Optimizer> MakeOptimizer(const OptimizerConfig& config) {
+  if (config.type == "momentum") return std::make_unique<Momentum>(config);
+  if (config.type == "adagrad") return std::make_unique<Adagrad>(config);
+  if (config.type == "adam") return std::make_unique<Adam>(config);
+  return std::make_unique<Sgd>(config);
+}
+
+}  // namespace tessera

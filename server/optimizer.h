@@ -1,0 +1,46 @@
+// Server-side update rules (SGD, momentum/Nesterov, Adagrad, Adam), applied per
+// table to the values a shard owns. Optimizer state lives next to the values
+// it belongs to, partitioned exactly like the table.
+//
+// State layout: an optimizer keeps num_slots() floats of state per value.
+// Slot k of value i sits at slots[k * slot_stride + i], so each slot is a
+// contiguous vector Eigen can map; a dense table uses its length as the
+// stride, a sparse row its dim.
+//
+// Stateless after construction: one instance may be used from many threads
+// at once on disjoint values.
+#ifndef TESSERA_SERVER_OPTIMIZER_H_
+#define TESSERA_SERVER_OPTIMIZER_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/types/span.h"
+#include "common/config.h"
+
+namespace tessera {
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+
+  // Floats of state per value (0 for SGD, 1 for momentum/Adagrad, 2 for Adam).
+  virtual int num_slots() const = 0;
+
+  // Writes the initial state of `slots` (zeros, or Adagrad's accumulator).
+  virtual void InitSlots(absl::Span<float> slots) const;
+
+  // One update of w[0..n) with gradient scale * g[0..n).
+  // `step` counts the updates these values have seen, this one included (>= 1);
+  // Adam uses it for bias correction.
+  // REQUIRES: slot_stride >= n; slots laid out as above.
+  virtual void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n,
+                     int64_t step, float scale) const = 0;
+};
+
+// The optimizer named by config.type. REQUIRES: a validated config.
+std::unique_ptr<Optimizer> MakeOptimizer(const OptimizerConfig& config);
+
+}  // namespace tessera
+
+#endif  // TESSERA_SERVER_OPTIMIZER_H_

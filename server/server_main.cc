@@ -1,0 +1,89 @@
+// tessera-server: one parameter-server shard.
+//
+//   tessera-server --config JOB.yaml [--shard N] [--set key=value ...]
+//                  [--listen HOST:PORT] [--log-level LEVEL]
+//
+// Exit codes: 0 after SIGTERM/SIGINT or once every worker has finished;
+// 2 for a bad flag or config (one line naming the key); 1 when the shard
+// cannot start (e.g. its port is in use).
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/config.h"
+#include "common/flags.h"
+#include "common/identity.h"
+#include "common/logging.h"
+#include "server/shard_server.h"
+#include "spdlog/spdlog.h"
+
+namespace {
+
+int Fail(int code, const std::string& message) {
+  std::fprintf(stderr, "tessera-server: %s\n", message.c_str());
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  auto flags = ParseFlags(argc, argv, {"config", "shard", "listen", "log-level"}, {"set"});
+  if (!flags.ok()) return Fail(2, std::string(flags.status().message()));
+  if (!flags->Has("config")) return Fail(2, "--config FILE is required");
+  auto config = LoadJobConfig(flags->Get("config"), flags->All("set"));
+  if (!config.ok()) return Fail(2, std::string(config.status().message()));
+  auto shard_flag = flags->GetInt("shard");
+  if (!shard_flag.ok()) return Fail(2, std::string(shard_flag.status().message()));
+  auto shard = ResolveShardIndex(*shard_flag);
+  if (!shard.ok()) return Fail(2, std::string(shard.status().message()));
+  if (*shard >= config->num_servers()) {
+    return Fail(2, absl::StrCat("shard index ", *shard, " is not below cluster.servers' count (",
+                                config->num_servers(), ")"));
+  }
+  std::string level = flags->Has("log-level") ? flags->Get("log-level") : config->logging.level;
+  if (auto s = SetupLogging(absl::StrCat("server-", *shard), level); !s.ok()) {
+    return Fail(2, std::string(s.message()));
+  }
+
+  // Signals are taken synchronously by this thread; block them before any
+  // other thread starts so none of gRPC's threads receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::string listen = flags->Has("listen")
+                           ? flags->Get("listen")
+                           : DefaultListenAddress(config->cluster.servers[*shard]);
+  auto server = ShardServer::Start(*config, *shard, listen);
+  if (!server.ok()) return Fail(1, std::string(server.status().message()));
+  size_t values = 0;
+  for (const auto& t : config->Tables()) values += t.kind == TableKind::kDense ? t.size : 0;
+  spdlog::info("shard {}/{} ready on {} (port {}): mode {} staleness {}, {} workers, {} tables, "
+               "{} dense values over all shards",
+               *shard, config->num_servers(), listen, (*server)->port(),
+               ModeName(config->consistency.mode), config->consistency.staleness,
+               config->cluster.workers, config->Tables().size(), values);
+
+  timespec tick{0, 100'000'000};  // check for finished workers every 100 ms
+  while (true) {
+    siginfo_t info;
+    int sig = sigtimedwait(&signals, &info, &tick);
+    if (sig == SIGTERM || sig == SIGINT) {
+      spdlog::info("received {}; draining in-flight calls", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      break;
+    }
+    if (config->server.exit_when_workers_done && (*server)->shard()->AllWorkersFinished()) {
+      spdlog::info("all {} workers finished; exiting", config->cluster.workers);
+      break;
+    }
+  }
+  (*server)->Shutdown(absl::Seconds(5));
+  spdlog::info("shard {} stopped", *shard);
+  return 0;
+}

@@ -1,0 +1,54 @@
+// ShardService: the gRPC face of a Shard (proto/tessera.proto's Shard
+// service) on the callback API. It only translates: requests go to the Shard,
+// absl::Status comes back as grpc::Status with the same code. A pull that must
+// wait is parked inside the Shard as a callback; no gRPC thread waits.
+//
+// Threading: gRPC calls the handlers from its callback threads; the Shard is
+// thread-safe. The service does not own the Shard, which must outlive it.
+#ifndef TESSERA_SERVER_SERVICE_H_
+#define TESSERA_SERVER_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/time/time.h"
+#include "proto/tessera.grpc.pb.h"
+#include "server/shard.h"
+
+namespace tessera {
+
+// absl::Status -> grpc::Status; the codes share their numbering.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class ShardService final : public v1::Shard::CallbackService {
+ public:
+  // Parked pulls wait at most max_pull_wait, whatever the caller's deadline.
+  ShardService(Shard* shard, absl::Duration max_pull_wait)
+      : shard_(shard), max_pull_wait_(max_pull_wait) {}
+
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
+                                     const v1::RegisterRequest* request,
+                                     v1::RegisterResponse* response) override;
+  grpc::ServerUnaryReactor* Pull(grpc::CallbackServerContext* context,
+                                 const v1::PullRequest* request,
+                                 v1::PullResponse* response) override;
+  grpc::ServerUnaryReactor* Push(grpc::CallbackServerContext* context,
+                                 const v1::PushRequest* request,
+                                 v1::PushResponse* response) override;
+  grpc::ServerUnaryReactor* Clock(grpc::CallbackServerContext* context,
+                                  const v1::ClockRequest* request,
+                                  v1::ClockResponse* response) override;
+  grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* context,
+                                   const v1::FinishRequest* request,
+                                   v1::FinishResponse* response) override;
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* context,
+                                  const v1::StatsRequest* request,
+                                  v1::StatsResponse* response) override;
+
+ private:
+  Shard* const shard_;
+  const absl::Duration max_pull_wait_;
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_SERVER_SERVICE_H_

@@ -1,0 +1,365 @@
+#include "server/shard.h"
+
+#include <cmath>
+#include <limits>
+
+#include <Eigen/Core>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/partition.h"
+#include "common/status.h"
+#include "common/wire.h"
+
+namespace tessera {
+namespace {
+
+v1::TableKind ProtoKind(TableKind kind) {
+  return kind == TableKind::kDense ? v1::DENSE : v1::SPARSE;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
+                                                     uint32_t shard_index) {
+  if (shard_index >= config.num_servers()) {
+    return absl::InvalidArgumentError(absl::StrCat("shard index ", shard_index,
+                                                   " is not below cluster.servers' count (",
+                                                   config.num_servers(), ")"));
+  }
+  return std::unique_ptr<Shard>(new Shard(config, shard_index));
+}
+
+Shard::Shard(const JobConfig& config, uint32_t index)
+    : config_(config),
+      index_(index),
+      num_workers_(config.cluster.workers),
+      staleness_(config.consistency.mode == ConsistencyMode::kAsp
+                     ? std::numeric_limits<int64_t>::max() / 2
+                     : static_cast<int64_t>(config.consistency.staleness)),
+      aggregate_(config.consistency.mode == ConsistencyMode::kBsp && config.consistency.aggregate),
+      optimizer_(MakeOptimizer(config.optimizer)),
+      clock_(config.cluster.workers),
+      pushed_this_clock_(new std::atomic<bool>[config.cluster.workers]) {
+  const uint32_t num_shards = config.num_servers();
+  for (const TableConfig& t : config.Tables()) {
+    v1::TableLayout layout;
+    layout.set_name(t.name);
+    layout.set_kind(ProtoKind(t.kind));
+    Resolved ref;
+    if (t.kind == TableKind::kDense) {
+      DenseRange range = DenseShardRange(t.size, index, num_shards);
+      dense_.push_back(std::make_unique<DenseTable>(t, range, optimizer_.get(), aggregate_));
+      ref.dense = dense_.back().get();
+      layout.set_total_size(t.size);
+      layout.set_begin(range.begin);
+      layout.set_end(range.end);
+    } else {
+      sparse_.push_back(
+          std::make_unique<SparseTable>(t, optimizer_.get(), config.server.sparse_stripes));
+      ref.sparse = sparse_.back().get();
+      layout.set_dim(t.dim);
+    }
+    tables_.emplace(t.name, ref);
+    layout_.push_back(layout);
+  }
+  for (uint32_t w = 0; w < num_workers_; ++w) {
+    worker_mu_.push_back(std::make_unique<absl::Mutex>());
+    pushed_this_clock_[w].store(false);
+  }
+}
+
+absl::Status Shard::CheckWorker(uint32_t worker) const {
+  if (worker >= num_workers_) {
+    return absl::InvalidArgumentError(absl::StrCat("worker rank ", worker,
+                                                   " is not below cluster.workers (",
+                                                   num_workers_, ")"));
+  }
+  if (!clock_.IsRegistered(worker)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", worker, " has not registered with shard ", index_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterResponse* response) {
+  if (request.worker_rank() >= num_workers_) {
+    return absl::InvalidArgumentError(absl::StrCat("worker rank ", request.worker_rank(),
+                                                   " is not below cluster.workers (",
+                                                   num_workers_, ")"));
+  }
+  response->set_clock(clock_.Register(request.worker_rank()));
+  response->set_shard_index(index_);
+  response->set_num_shards(config_.num_servers());
+  response->set_num_workers(num_workers_);
+  response->set_mode(ModeName(config_.consistency.mode));
+  response->set_staleness(config_.consistency.staleness);
+  for (const auto& layout : layout_) *response->add_tables() = layout;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Shard::Resolved> Shard::Resolve(const v1::Slice& slice) const {
+  auto it = tables_.find(slice.table());
+  if (it == tables_.end()) {
+    std::vector<std::string> names;
+    for (const auto& layout : layout_) names.push_back(layout.name());
+    return absl::InvalidArgumentError(absl::StrCat("unknown table '", slice.table(),
+                                                   "'; this job's tables are: ",
+                                                   absl::StrJoin(names, ", ")));
+  }
+  Resolved r = it->second;
+  if (r.dense) {
+    DenseRange range = r.dense->range();
+    if (!slice.keys().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("table '", slice.table(), "' is dense: send offset and length, not keys"));
+    }
+    if (!range.Contains(slice.offset(), slice.length())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "table '", slice.table(), "': [", slice.offset(), ", +", slice.length(),
+          ") is outside shard ", index_, "'s range [", range.begin, ", ", range.end, ")"));
+    }
+    r.offset = slice.offset();
+    r.count = slice.length();
+    return r;
+  }
+  if (slice.keys().size() % sizeof(uint64_t) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("table '", slice.table(), "': keys hold ",
+                                                   slice.keys().size(),
+                                                   " bytes, not a whole number of uint64"));
+  }
+  if (slice.offset() != 0 || slice.length() != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("table '", slice.table(), "' is sparse: send keys, not offset/length"));
+  }
+  r.keys = KeyView(slice.keys());
+  const uint32_t num_shards = config_.num_servers();
+  for (size_t i = 0; i < r.keys.size(); ++i) {
+    if (i > 0 && r.keys[i] <= r.keys[i - 1]) {
+      return absl::InvalidArgumentError(absl::StrCat("table '", slice.table(),
+                                                     "': keys must be sorted and unique (key ",
+                                                     r.keys[i], " at position ", i, ")"));
+    }
+    if (SparseShardOf(r.keys[i], num_shards) != index_) {
+      return absl::OutOfRangeError(absl::StrCat("table '", slice.table(), "': key ", r.keys[i],
+                                                " lives on shard ",
+                                                SparseShardOf(r.keys[i], num_shards),
+                                                ", not shard ", index_));
+    }
+  }
+  r.count = r.keys.size() * static_cast<uint64_t>(r.sparse->dim());
+  return r;
+}
+
+absl::Status Shard::ResolveAll(const google::protobuf::RepeatedPtrField<v1::Slice>& slices,
+                               std::vector<Resolved>* out) const {
+  out->reserve(slices.size());
+  for (const auto& slice : slices) {
+    TESSERA_ASSIGN_OR_RETURN(Resolved r, Resolve(slice));
+    out->push_back(r);
+  }
+  return absl::OkStatus();
+}
+
+std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
+                                                v1::PullResponse* response, absl::Time deadline,
+                                                Done done) {
+  auto slices = std::make_shared<std::vector<Resolved>>();
+  absl::Status status = CheckWorker(request.worker_rank());
+  if (status.ok() && request.clock() < 0) {
+    status = absl::InvalidArgumentError(absl::StrCat("pull clock ", request.clock(), " < 0"));
+  }
+  if (status.ok() && request.clock() > clock_.WorkerClock(request.worker_rank())) {
+    status = absl::FailedPreconditionError(absl::StrCat(
+        "worker ", request.worker_rank(), " pulls at clock ", request.clock(),
+        " but is at clock ", clock_.WorkerClock(request.worker_rank())));
+  }
+  if (status.ok()) status = ResolveAll(request.slices(), slices.get());
+  if (status.ok()) {
+    uint64_t bytes = 0;
+    for (const Resolved& r : *slices) bytes += r.count * sizeof(float);
+    if (bytes + 1024 > static_cast<uint64_t>(config_.server.max_message_bytes)) {
+      status = absl::ResourceExhaustedError(absl::StrCat(
+          "pull would return ", bytes, " bytes, over server.max_message_bytes (",
+          config_.server.max_message_bytes, "); split it into smaller pulls"));
+    }
+  }
+  if (!status.ok()) {
+    done(status);
+    return std::nullopt;
+  }
+  auto serve = [this, slices, response, done = std::move(done)](absl::Status s) {
+    if (s.ok()) ReadSlices(*slices, response);
+    done(s);
+  };
+  std::optional<ClockTable::WaiterId> id =
+      clock_.WaitFor(request.clock() - staleness_, deadline, serve);
+  if (!id) serve(absl::OkStatus());
+  return id;
+}
+
+void Shard::ReadSlices(const std::vector<Resolved>& slices, v1::PullResponse* response) {
+  response->set_min_clock(clock_.published_min());
+  for (const Resolved& r : slices) {
+    std::string* bytes = response->add_values();
+    bytes->resize(r.count * sizeof(float));
+    absl::Span<float> out(reinterpret_cast<float*>(bytes->data()), r.count);
+    if (r.dense) {
+      r.dense->Read(r.offset, out);
+    } else {
+      r.sparse->Read(r.keys, out);
+    }
+  }
+}
+
+absl::Status Shard::ValidateGradients(const v1::PushRequest& request,
+                                      const std::vector<Resolved>& slices) const {
+  if (request.gradients_size() != request.slices_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("push has ", request.slices_size(),
+                                                   " slices but ", request.gradients_size(),
+                                                   " gradient payloads"));
+  }
+  for (size_t i = 0; i < slices.size(); ++i) {
+    const std::string& g = request.gradients(i);
+    if (g.size() != slices[i].count * sizeof(float)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "table '", request.slices(i).table(), "': gradient payload is ", g.size(),
+          " bytes, expected ", slices[i].count * sizeof(float), " (", slices[i].count,
+          " float32)"));
+    }
+    if (config_.server.reject_nonfinite) {
+      auto view = FloatView(g);
+      if (!Eigen::Map<const Eigen::ArrayXf>(view.data(), view.size()).allFinite()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "table '", request.slices(i).table(),
+            "': gradient holds NaN or Inf (server.reject_nonfinite is on)"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Shard::ApplyGradients(uint32_t worker, const v1::PushRequest& request,
+                           const std::vector<Resolved>& slices) {
+  if (aggregate_ && !slices.empty()) pushed_this_clock_[worker].store(true);
+  for (size_t i = 0; i < slices.size(); ++i) {
+    const Resolved& r = slices[i];
+    absl::Span<const float> grad = FloatView(request.gradients(i));
+    if (r.dense && aggregate_) {
+      r.dense->Accumulate(r.offset, grad);
+    } else if (r.dense) {
+      r.dense->Apply(r.offset, grad, 1.0f);
+    } else if (aggregate_) {
+      r.sparse->Accumulate(r.keys, grad);
+    } else {
+      r.sparse->Apply(r.keys, grad, 1.0f);
+    }
+    if (!aggregate_) updates_applied_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* response) {
+  const uint32_t worker = request.worker_rank();
+  TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
+  std::vector<Resolved> slices;
+  TESSERA_RETURN_IF_ERROR(ResolveAll(request.slices(), &slices));
+  TESSERA_RETURN_IF_ERROR(ValidateGradients(request, slices));
+
+  absl::MutexLock lock(worker_mu_[worker].get());
+  const int64_t clock = clock_.WorkerClock(worker);
+  if (request.clock() != clock) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", worker, " pushes for clock ", request.clock(), " but is at clock ", clock,
+        request.clock() > clock ? " (ahead of its own clock)" : " (that clock is closed)"));
+  }
+  if (aggregate_ && request.clock() > clock_.published_min()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "BSP: worker ", worker, " pushes for clock ", request.clock(),
+        " before every worker finished clock ", clock_.published_min(), "; pull first"));
+  }
+  ApplyGradients(worker, request, slices);
+  response->set_clock(clock);
+  if (request.advance_clock()) {
+    TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, AdvanceLocked(worker, clock));
+    response->set_clock(advance.clock);
+  }
+  response->set_min_clock(clock_.published_min());
+  return absl::OkStatus();
+}
+
+absl::Status Shard::Clock(const v1::ClockRequest& request, v1::ClockResponse* response) {
+  const uint32_t worker = request.worker_rank();
+  TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
+  absl::MutexLock lock(worker_mu_[worker].get());
+  TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, AdvanceLocked(worker, request.clock()));
+  response->set_clock(advance.clock);
+  response->set_min_clock(clock_.published_min());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ClockTable::Advance> Shard::AdvanceLocked(uint32_t worker, int64_t finished) {
+  TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, clock_.AdvanceClock(worker, finished));
+  if (advance.new_min > advance.old_min) OnMinClock(advance.new_min);
+  return advance;
+}
+
+void Shard::OnMinClock(int64_t new_min) {
+  if (!aggregate_) {
+    clock_.Publish(new_min);
+    return;
+  }
+  absl::MutexLock lock(&aggregate_mu_);
+  uint32_t pushers = 0;
+  for (uint32_t w = 0; w < num_workers_; ++w) pushers += pushed_this_clock_[w].exchange(false);
+  if (pushers > 0) {
+    const float scale = 1.0f / static_cast<float>(pushers);
+    for (auto& table : dense_) table->ApplyAccumulated(scale);
+    for (auto& table : sparse_) table->ApplyAccumulated(scale);
+    updates_applied_.fetch_add(dense_.size() + sparse_.size(), std::memory_order_relaxed);
+  }
+  clock_.Publish(new_min);
+}
+
+absl::Status Shard::Finish(const v1::FinishRequest& request, v1::FinishResponse* response) {
+  const uint32_t worker = request.worker_rank();
+  TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
+  absl::MutexLock lock(worker_mu_[worker].get());
+  const int64_t old_min = clock_.min_clock();
+  response->set_workers_finished(clock_.Finish(worker));
+  const int64_t new_min = clock_.min_clock();
+  if (new_min > old_min) OnMinClock(new_min);
+  return absl::OkStatus();
+}
+
+void Shard::FailParked() {
+  clock_.FailAll(absl::UnavailableError("server shard is shutting down"));
+}
+
+void Shard::Stats(v1::StatsResponse* response) const {
+  response->set_shard_index(index_);
+  response->set_min_clock(clock_.published_min());
+  for (int64_t c : clock_.clocks()) response->add_worker_clocks(c);
+  for (const auto& t : dense_) {
+    auto* s = response->add_tables();
+    s->set_name(t->name());
+    s->set_kind(v1::DENSE);
+    s->set_values(t->range().size());
+    s->set_pushes(t->pushes());
+    s->set_pulls(t->pulls());
+  }
+  for (const auto& t : sparse_) {
+    auto* s = response->add_tables();
+    s->set_name(t->name());
+    s->set_kind(v1::SPARSE);
+    s->set_rows(t->rows());
+    s->set_values(t->rows() * t->dim());
+    s->set_pushes(t->pushes());
+    s->set_pulls(t->pulls());
+  }
+  response->set_parked_pulls(clock_.parked());
+  response->set_pulls_expired(clock_.expired());
+  response->set_updates_applied(updates_applied_.load(std::memory_order_relaxed));
+  response->set_workers_finished(clock_.workers_finished());
+}
+
+}  // namespace tessera

@@ -1,0 +1,138 @@
+// Shard: everything one server shard holds — its part of every table, the
+// optimizer state, the clock table — and the parameter-server logic over
+// them. It speaks in proto messages but knows nothing of gRPC: the service
+// layer (server/service.h) translates calls and statuses.
+//
+//   auto shard = Shard::Create(config, /*shard_index=*/0);
+//   (*shard)->Register(req, &resp);
+//   (*shard)->Pull(pull, &values, deadline, [](absl::Status s) { ... });
+//
+// Every request is validated in full before anything changes, so a bad
+// request leaves the shard as it was:
+//   INVALID_ARGUMENT    unknown table or worker, range or length mismatch,
+//                       unsorted/duplicate keys, NaN/Inf gradients
+//   OUT_OF_RANGE        a sparse key that lives on another shard
+//   FAILED_PRECONDITION unregistered worker, clock ahead of (or behind) the
+//                       worker's own, BSP push for a clock not yet open
+//   RESOURCE_EXHAUSTED  a pull whose answer would exceed max_message_bytes
+//
+// Threading: thread-safe, no lock over the whole shard. Tables lock their own
+// chunks/stripes; the clock table has one short mutex; a worker's pushes to
+// this shard are serialized by a per-worker mutex. Parked pulls hold no thread.
+#ifndef TESSERA_SERVER_SHARD_H_
+#define TESSERA_SERVER_SHARD_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/config.h"
+#include "proto/tessera.pb.h"
+#include "server/clock_table.h"
+#include "server/dense_table.h"
+#include "server/optimizer.h"
+#include "server/sparse_table.h"
+
+namespace tessera {
+
+class Shard {
+ public:
+  using Done = std::function<void(absl::Status)>;
+
+  // Builds shard `shard_index` of the job: creates and initializes its part of
+  // every table. INVALID_ARGUMENT when the index is not below num_servers().
+  static absl::StatusOr<std::unique_ptr<Shard>> Create(const JobConfig& config,
+                                                       uint32_t shard_index);
+
+  absl::Status Register(const v1::RegisterRequest& request, v1::RegisterResponse* response);
+
+  // Answers `request` into *response once the consistency rule allows a pull
+  // at request.clock, then calls done exactly once: inline (the rule already
+  // holds, or the request is bad), or later from the thread that advanced the
+  // clock, expired the deadline, cancelled or shut down. Returns the parked
+  // pull's id, for CancelPull, when it waits.
+  // REQUIRES: request and response stay valid until done runs.
+  std::optional<ClockTable::WaiterId> Pull(const v1::PullRequest& request,
+                                           v1::PullResponse* response, absl::Time deadline,
+                                           Done done);
+  void CancelPull(ClockTable::WaiterId id) { clock_.Cancel(id); }
+
+  absl::Status Push(const v1::PushRequest& request, v1::PushResponse* response);
+  absl::Status Clock(const v1::ClockRequest& request, v1::ClockResponse* response);
+  absl::Status Finish(const v1::FinishRequest& request, v1::FinishResponse* response);
+  void Stats(v1::StatsResponse* response) const;
+
+  // Fails parked pulls whose deadline has passed; the server's reaper calls it.
+  size_t ExpireDue(absl::Time now) { return clock_.ExpireDue(now); }
+  absl::Time NextDeadline() const { return clock_.NextDeadline(); }
+  // Fails every parked pull with UNAVAILABLE; later pulls still work.
+  void FailParked();
+
+  bool AllWorkersFinished() const { return clock_.AllFinished(); }
+  uint32_t index() const { return index_; }
+  const JobConfig& config() const { return config_; }
+
+ private:
+  // A slice of the request, resolved against this shard's tables.
+  struct Resolved {
+    DenseTable* dense = nullptr;
+    SparseTable* sparse = nullptr;
+    uint64_t offset = 0;
+    uint64_t count = 0;            // floats the slice covers
+    absl::Span<const uint64_t> keys;
+  };
+
+  Shard(const JobConfig& config, uint32_t index);
+
+  absl::Status CheckWorker(uint32_t worker) const;
+  absl::StatusOr<Resolved> Resolve(const v1::Slice& slice) const;
+  absl::Status ResolveAll(const google::protobuf::RepeatedPtrField<v1::Slice>& slices,
+                          std::vector<Resolved>* out) const;
+  absl::Status ValidateGradients(const v1::PushRequest& request,
+                                 const std::vector<Resolved>& slices) const;
+  void ReadSlices(const std::vector<Resolved>& slices, v1::PullResponse* response);
+  // Applies (or buffers, under BSP aggregation) validated gradients.
+  void ApplyGradients(uint32_t worker, const v1::PushRequest& request,
+                      const std::vector<Resolved>& slices);
+  // Advances a worker's clock and, when min_clock rises, applies the BSP
+  // buffer and publishes the new min_clock to parked pulls.
+  absl::StatusOr<ClockTable::Advance> AdvanceLocked(uint32_t worker, int64_t finished);
+  void OnMinClock(int64_t new_min);
+
+  // const after construction
+  const JobConfig config_;
+  const uint32_t index_;
+  const uint32_t num_workers_;
+  const int64_t staleness_;   // effective bound; ASP never waits
+  const bool aggregate_;      // BSP aggregation on
+  const std::unique_ptr<Optimizer> optimizer_;
+  std::vector<std::unique_ptr<DenseTable>> dense_;
+  std::vector<std::unique_ptr<SparseTable>> sparse_;
+  absl::flat_hash_map<std::string, Resolved> tables_;  // name -> table
+  std::vector<v1::TableLayout> layout_;
+  std::vector<std::unique_ptr<absl::Mutex>> worker_mu_;  // serializes a worker's pushes
+
+  ClockTable clock_;
+
+  // Serializes apply-then-publish of BSP clocks; taken only at a min_clock rise.
+  // Lock order: a worker's mutex, then aggregate_mu_.
+  absl::Mutex aggregate_mu_;
+  // BSP aggregation: which workers pushed gradients for the open clock; the
+  // buffer is applied as their mean. Set on the push path, read and cleared
+  // under aggregate_mu_ once every worker has advanced.
+  std::unique_ptr<std::atomic<bool>[]> pushed_this_clock_;
+
+  std::atomic<uint64_t> updates_applied_{0};
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_SERVER_SHARD_H_

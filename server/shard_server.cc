@@ -1,0 +1,93 @@
+#include "server/shard_server.h"
+
+#include <arpa/inet.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace tessera {
+namespace {
+
+// How often the reaper wakes at the latest; pulls expire within this of
+// their deadline.
+constexpr absl::Duration kReaperTick = absl::Milliseconds(20);
+
+}  // namespace
+
+std::string DefaultListenAddress(const std::string& configured_address) {
+  size_t colon = configured_address.rfind(':');
+  std::string host = configured_address.substr(0, colon);
+  std::string port = configured_address.substr(colon + 1);
+  in_addr v4;
+  in6_addr v6;
+  std::string bare = host.size() > 2 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+  if (host == "localhost" || inet_pton(AF_INET, bare.c_str(), &v4) == 1 ||
+      inet_pton(AF_INET6, bare.c_str(), &v6) == 1) {
+    return configured_address;
+  }
+  return "0.0.0.0:" + port;
+}
+
+absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(
+    const JobConfig& config, uint32_t shard_index, const std::string& listen_address) {
+  std::unique_ptr<ShardServer> server(new ShardServer());
+  TESSERA_ASSIGN_OR_RETURN(server->shard_, Shard::Create(config, shard_index));
+  server->service_ = std::make_unique<ShardService>(
+      server->shard_.get(), absl::Milliseconds(config.server.max_pull_wait_ms));
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default, which would let a second shard share a
+  // port in use instead of failing at start-up.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.RegisterService(server->service_.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.server.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(config.server.max_message_bytes));
+  if (config.server.threads > 0) {
+    grpc::ResourceQuota quota("tessera-shard");
+    quota.SetMaxThreads(config.server.threads);
+    builder.SetResourceQuota(quota);
+  }
+  server->server_ = builder.BuildAndStart();
+  if (!server->server_ || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", listen_address,
+        ": the port is in use or the address is not on this host"));
+  }
+  server->server_->GetHealthCheckService()->SetServingStatus(true);
+  server->reaper_ = std::thread([s = server.get()] { s->ReaperLoop(); });
+  return server;
+}
+
+void ShardServer::ReaperLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    absl::Time wake = std::min(shard_->NextDeadline(), absl::Now() + kReaperTick);
+    mu_.AwaitWithDeadline(absl::Condition(&stopping_), wake);
+    if (stopping_) break;
+    mu_.Unlock();
+    shard_->ExpireDue(absl::Now());
+    mu_.Lock();
+  }
+}
+
+void ShardServer::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (reaper_.joinable()) reaper_.join();
+  if (!server_) return;  // never started (e.g. the port was in use)
+  server_->GetHealthCheckService()->SetServingStatus(false);
+  shard_->FailParked();
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  shard_->FailParked();  // pulls that parked while shutdown began
+  server_->Wait();
+}
+
+ShardServer::~ShardServer() { Shutdown(absl::Seconds(1)); }
+
+}  // namespace tessera

@@ -1,0 +1,69 @@
+// ShardServer: one running shard — a Shard behind its gRPC service on a
+// listening port, the standard gRPC health service, and a reaper thread that
+// fails parked pulls at their deadline. tessera-server's main() and the
+// integration tests both start shards through it.
+//
+//   auto server = ShardServer::Start(config, /*shard=*/0, "127.0.0.1:0");
+//   int port = (*server)->port();
+//   ...
+//   (*server)->Shutdown(absl::Seconds(5));
+//
+// Threading: Start, Shutdown and the destructor from one owning thread;
+// port(), shard() and WorkersDone() from any thread.
+#ifndef TESSERA_SERVER_SHARD_SERVER_H_
+#define TESSERA_SERVER_SHARD_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/config.h"
+#include "server/service.h"
+#include "server/shard.h"
+
+namespace tessera {
+
+class ShardServer {
+ public:
+  // Builds shard `shard_index` and serves it on `listen_address` (host:port;
+  // port 0 picks a free one). UNAVAILABLE when the address cannot be bound
+  // (port in use), INVALID_ARGUMENT for a bad shard index.
+  static absl::StatusOr<std::unique_ptr<ShardServer>> Start(const JobConfig& config,
+                                                            uint32_t shard_index,
+                                                            const std::string& listen_address);
+  ~ShardServer();
+
+  int port() const { return port_; }
+  Shard* shard() { return shard_.get(); }
+
+  // Stops taking calls, fails parked pulls with UNAVAILABLE, lets in-flight
+  // calls finish for up to `grace`, then cancels the rest. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  ShardServer() = default;
+  void ReaperLoop();
+
+  std::unique_ptr<Shard> shard_;
+  std::unique_ptr<ShardService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::thread reaper_;
+
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// The address a shard listens on by default: its configured address when the
+// host is an IP literal or localhost, else 0.0.0.0 with the same port (a DNS
+// name such as a Kubernetes service names the pod, not an interface).
+std::string DefaultListenAddress(const std::string& configured_address);
+
+}  // namespace tessera
+
+#endif  // TESSERA_SERVER_SHARD_SERVER_H_

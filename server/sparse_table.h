@@ -1,0 +1,91 @@
+// SparseTable: the rows of one sparse table (embeddings, sparse linear
+// weights) that live on this shard, created on first touch with the table's
+// initializer, with their optimizer state and the BSP aggregation buffer.
+//
+// Threading: thread-safe. Rows are spread over lock stripes by a hash of the
+// key (bits independent of the shard choice); a request takes each stripe's
+// lock once, visiting stripes from a rotating start so that concurrent large
+// requests do not convoy. No lock covers the whole table.
+// Callers validate keys first (sorted, unique, owned by this shard).
+#ifndef TESSERA_SERVER_SPARSE_TABLE_H_
+#define TESSERA_SERVER_SPARSE_TABLE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "common/config.h"
+#include "common/initializer.h"
+#include "server/optimizer.h"
+
+namespace tessera {
+
+class SparseTable {
+ public:
+  // `optimizer` must outlive the table.
+  SparseTable(const TableConfig& config, const Optimizer* optimizer, uint32_t num_stripes);
+
+  const std::string& name() const { return name_; }
+  uint32_t dim() const { return dim_; }
+
+  // Copies the rows of `keys` into out (keys.size() * dim floats, row after
+  // row), creating missing rows. REQUIRES: out.size() == keys.size() * dim().
+  void Read(absl::Span<const uint64_t> keys, absl::Span<float> out);
+
+  // Applies the optimizer to each row with gradient scale * its dim floats of grads.
+  // REQUIRES: grads.size() == keys.size() * dim().
+  void Apply(absl::Span<const uint64_t> keys, absl::Span<const float> grads, float scale);
+
+  // Adds grads into the aggregation buffer (rows are created when applied).
+  void Accumulate(absl::Span<const uint64_t> keys, absl::Span<const float> grads);
+
+  // Applies scale * (buffered sum) once per buffered row, then clears the buffer.
+  void ApplyAccumulated(float scale);
+
+  uint64_t rows() const;
+  uint64_t pushes() const { return pushes_.load(std::memory_order_relaxed); }
+  uint64_t pulls() const { return pulls_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Stripe {
+    absl::Mutex mu;
+    // key -> row number; row r occupies data[r * row_floats, (r + 1) * row_floats):
+    // dim values, then num_slots slots of dim floats each.
+    absl::flat_hash_map<uint64_t, uint32_t> rows ABSL_GUARDED_BY(mu);
+    std::vector<float> data ABSL_GUARDED_BY(mu);
+    std::vector<uint32_t> steps ABSL_GUARDED_BY(mu);  // updates applied, per row
+    absl::flat_hash_map<uint64_t, uint32_t> pending ABSL_GUARDED_BY(mu);  // key -> accum row
+    std::vector<float> accum ABSL_GUARDED_BY(mu);
+  };
+
+  uint32_t StripeOf(uint64_t key) const;
+  // The row of `key` in `stripe`, created if missing. REQUIRES: stripe.mu held.
+  float* FindOrCreate(Stripe& stripe, uint64_t key, uint32_t* row_index);
+  // Calls fn(stripe, i) for each i in [0, keys.size()), grouped by stripe,
+  // holding that stripe's lock.
+  template <typename Fn>
+  void ForEachByStripe(absl::Span<const uint64_t> keys, Fn fn);
+
+  // const after construction
+  const std::string name_;
+  const uint32_t dim_;
+  const Optimizer* const optimizer_;
+  const uint32_t num_slots_;
+  const size_t row_floats_;
+  const Initializer init_;
+  std::vector<std::unique_ptr<Stripe>> stripes_;
+
+  std::atomic<uint32_t> next_start_{0};
+  std::atomic<uint64_t> pushes_{0};
+  std::atomic<uint64_t> pulls_{0};
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_SERVER_SPARSE_TABLE_H_

@@ -1,0 +1,162 @@
+// Job config: parsing, --set overrides and every validation error.
+#include "common/config.h"
+
+#include <catch2/catch.hpp>
+
+#include <string>
+
+namespace tessera {
+namespace {
+
+const char* kMinimal = R"(
+cluster:
+  servers: ["127.0.0.1:5000", "127.0.0.1:5001"]
+  workers: 3
+)";
+
+std::string ErrorOf(const std::string& yaml, const std::vector<std::string>& sets = {}) {
+  auto c = ParseJobConfig(yaml, sets);
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.status().code() == absl::StatusCode::kInvalidArgument);
+  return std::string(c.status().message());
+}
+
+TEST_CASE("a minimal config gets documented defaults") {
+  auto c = ParseJobConfig(kMinimal, {});
+  REQUIRE(c.ok());
+  CHECK(c->num_servers() == 2);
+  CHECK(c->cluster.workers == 3);
+  CHECK(c->consistency.mode == ConsistencyMode::kBsp);
+  CHECK(c->consistency.aggregate);
+  CHECK(c->optimizer.type == "sgd");
+  CHECK(c->model.layers == std::vector<uint32_t>{784, 256, 128, 10});
+}
+
+TEST_CASE("every section parses") {
+  auto c = ParseJobConfig(std::string(kMinimal) + R"(
+consistency: {mode: ssp, staleness: 3, aggregate: false}
+model:
+  type: tables
+  tables:
+    - {name: w, kind: dense, size: 10, init: {type: uniform, low: -1, high: 1, seed: 9}}
+    - {name: e, kind: sparse, dim: 4}
+optimizer: {type: adam, lr: 0.002, beta1: 0.8, beta2: 0.99, epsilon: 1e-7}
+server: {max_message_bytes: 1048576, max_pull_wait_ms: 500, reject_nonfinite: false}
+worker: {pull_timeout_ms: 1000, channels_per_shard: 4, device: cpu}
+training: {epochs: 3, batch_size: 32, seed: 5}
+data: {dataset: synthetic, synthetic_train: 100}
+logging: {level: debug}
+)",
+                          {});
+  REQUIRE(c.ok());
+  CHECK(c->consistency.mode == ConsistencyMode::kSsp);
+  CHECK(c->consistency.staleness == 3);
+  CHECK_FALSE(c->consistency.aggregate);
+  REQUIRE(c->Tables().size() == 2);
+  CHECK(c->Tables()[0].init.type == "uniform");
+  CHECK(c->Tables()[0].init.seed == 9);
+  CHECK(c->Tables()[1].kind == TableKind::kSparse);
+  CHECK(c->Tables()[1].dim == 4);
+  CHECK(c->optimizer.beta1 == Approx(0.8));
+  CHECK(c->optimizer.epsilon == Approx(1e-7));
+  CHECK(c->server.max_pull_wait_ms == 500);
+  CHECK_FALSE(c->server.reject_nonfinite);
+  CHECK(c->worker.channels_per_shard == 4);
+  CHECK(c->training.batch_size == 32);
+  CHECK(c->data.dataset == "synthetic");
+  CHECK(c->logging.level == "debug");
+}
+
+TEST_CASE("--set overrides any key, lists included") {
+  auto c = ParseJobConfig(kMinimal, {"consistency.mode=ssp", "consistency.staleness=3",
+                                     "model.layers=[784, 64, 10]", "cluster.servers.1=h:9",
+                                     "optimizer.lr=0.5"});
+  REQUIRE(c.ok());
+  CHECK(c->consistency.mode == ConsistencyMode::kSsp);
+  CHECK(c->consistency.staleness == 3);
+  CHECK(c->model.layers == std::vector<uint32_t>{784, 64, 10});
+  CHECK(c->cluster.servers[1] == "h:9");
+  CHECK(c->optimizer.lr == Approx(0.5));
+}
+
+TEST_CASE("BSP forces staleness 0") {
+  auto c = ParseJobConfig(kMinimal, {"consistency.staleness=4"});
+  REQUIRE(c.ok());
+  CHECK(c->consistency.staleness == 0);
+}
+
+TEST_CASE("mlp tables derive from layers with He init") {
+  auto c = ParseJobConfig(kMinimal, {"model.layers=[4, 3, 2]"});
+  REQUIRE(c.ok());
+  auto t = c->Tables();
+  REQUIRE(t.size() == 4);
+  CHECK(t[0].name == "fc0.weight");
+  CHECK(t[0].size == 12);
+  CHECK(t[0].init.type == "normal");
+  CHECK(t[0].init.stddev == Approx(std::sqrt(2.0 / 4)));
+  CHECK(t[1].name == "fc0.bias");
+  CHECK(t[1].size == 3);
+  CHECK(t[2].size == 6);
+  CHECK(t[3].size == 2);
+}
+
+TEST_CASE("validation errors name the key, the value and what was expected") {
+  CHECK(ErrorOf(kMinimal, {"consistency.mode=bpp"}) ==
+        "config: consistency.mode = 'bpp': expected one of bsp|ssp|asp");
+  CHECK(ErrorOf(kMinimal, {"consistency.staleness=-1"}) ==
+        "config: consistency.staleness = '-1': expected an integer >= 0 and <= 1000000");
+  CHECK(ErrorOf(kMinimal, {"cluster.workers=0"}) ==
+        "config: cluster.workers = '0': expected an integer >= 1 and <= 4096");
+  CHECK(ErrorOf(kMinimal, {"optimizer.lr=0"}) ==
+        "config: optimizer.lr = '0': expected a number > 0 and <= 1e+06");
+  CHECK(ErrorOf(kMinimal, {"optimizer.lr=fast"}) ==
+        "config: optimizer.lr = 'fast': expected a number > 0 and <= 1e+06");
+  CHECK(ErrorOf(kMinimal, {"optimizer.type=rmsprop"}) ==
+        "config: optimizer.type = 'rmsprop': expected one of sgd|momentum|adagrad|adam");
+  CHECK(ErrorOf(kMinimal, {"consistency.aggregate=maybe"}) ==
+        "config: consistency.aggregate = 'maybe': expected true or false");
+  CHECK(ErrorOf(kMinimal, {"logging.level=loud"}) ==
+        "config: logging.level = 'loud': expected one of trace|debug|info|warn|error|off");
+  CHECK(ErrorOf(kMinimal, {"cluster.servers.0=nohost"}) ==
+        "config: cluster.servers.0 = 'nohost': expected host:port");
+  CHECK(ErrorOf(kMinimal, {"model.type=softmax", "model.layers=[784, 100, 10]"}) ==
+        "config: model.layers = [784, 100, 10]: expected [inputs, classes] for a softmax model");
+  CHECK(ErrorOf(kMinimal, {"server.max_message_bytes=10"}).find(
+            "server.max_message_bytes = '10': expected an integer >= 1024") != std::string::npos);
+}
+
+TEST_CASE("unknown keys are errors, not ignored") {
+  CHECK(ErrorOf(kMinimal, {"optimizer.learning_rate=0.1"}) ==
+        "config: optimizer.learning_rate: unknown key; expected one of beta1|beta2|epsilon|"
+        "initial_accumulator|lr|momentum|nesterov|type");
+  CHECK(ErrorOf(std::string(kMinimal) + "trainning: {epochs: 1}\n").find(
+            "config: trainning: unknown key") == 0);
+}
+
+TEST_CASE("table lists are checked") {
+  std::string base = std::string(kMinimal) + "model:\n  type: tables\n  tables:\n";
+  CHECK(ErrorOf(base + "    - {name: w, kind: dense}\n") ==
+        "config: model.tables.0.size = (missing): expected an integer >= 1 for a dense table");
+  CHECK(ErrorOf(base + "    - {name: w, kind: dense, size: 2}\n    - {name: w, kind: sparse}\n") ==
+        "config: model.tables.1.name = 'w': expected a name not used by another table");
+  CHECK(ErrorOf(base + "    - {name: w, kind: blob, size: 2}\n") ==
+        "config: model.tables.0.kind = 'blob': expected one of dense|sparse");
+  CHECK(ErrorOf(base + "    - {name: w, size: 2, init: {type: uniform, low: 1, high: 0}}\n") ==
+        "config: model.tables.0.init.high = '0': expected >= low (1)");
+}
+
+TEST_CASE("missing servers, bad YAML, bad --set and missing files") {
+  CHECK(ErrorOf("cluster: {workers: 2}\n") ==
+        "config: cluster.servers is missing: expected a non-empty list of host:port addresses");
+  CHECK(ErrorOf("cluster: [unclosed\n").find("config: not valid YAML") == 0);
+  CHECK(ErrorOf(kMinimal, {"no-equals-sign"}) ==
+        "--set 'no-equals-sign': expected key.path=value");
+  CHECK(ErrorOf(kMinimal, {"cluster.workers.x=1"}) ==
+        "--set cluster.workers.x: 'workers' is not a mapping key here");
+  auto missing = LoadJobConfig("/nonexistent/job.yaml", {});
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.status().code() == absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,64 @@
+// Initial values are a function of (config, table, index) alone.
+#include "common/initializer.h"
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+namespace tessera {
+namespace {
+
+TEST_CASE("values do not depend on how the table is split") {
+  InitConfig c;
+  c.type = "normal";
+  c.stddev = 0.5f;
+  c.seed = 3;
+  Initializer init(c, "fc0.weight");
+  std::vector<float> whole(100), part(40);
+  init.Fill(0, absl::MakeSpan(whole));
+  init.Fill(60, absl::MakeSpan(part));
+  for (int i = 0; i < 40; ++i) CHECK(part[i] == whole[60 + i]);
+}
+
+TEST_CASE("seed and table name change the stream") {
+  InitConfig c;
+  c.type = "uniform";
+  Initializer a(c, "a"), b(c, "b");
+  c.seed = 2;
+  Initializer a2(c, "a");
+  CHECK(a.ValueAt(5) != b.ValueAt(5));
+  CHECK(a.ValueAt(5) != a2.ValueAt(5));
+  CHECK(a.ValueAt(5) == Initializer(InitConfig{.type = "uniform"}, "a").ValueAt(5));
+}
+
+TEST_CASE("distributions have the configured moments and bounds") {
+  InitConfig u{.type = "uniform", .low = -2.0f, .high = 3.0f};
+  InitConfig n{.type = "normal", .mean = 1.0f, .stddev = 2.0f};
+  Initializer uni(u, "t"), nor(n, "t");
+  double sum = 0, sq = 0;
+  const int kN = 200000;
+  for (int i = 0; i < kN; ++i) {
+    float x = uni.ValueAt(i);
+    REQUIRE(x >= -2.0f);
+    REQUIRE(x <= 3.0f);
+    float y = nor.ValueAt(i);
+    REQUIRE(std::isfinite(y));
+    sum += y;
+    sq += y * y;
+  }
+  double mean = sum / kN, var = sq / kN - mean * mean;
+  CHECK(mean == Approx(1.0).margin(0.02));
+  CHECK(std::sqrt(var) == Approx(2.0).margin(0.02));
+}
+
+TEST_CASE("zeros and constant") {
+  std::vector<float> v(8, 7.0f);
+  Initializer(InitConfig{}, "t").Fill(0, absl::MakeSpan(v));
+  for (float x : v) CHECK(x == 0.0f);
+  Initializer(InitConfig{.type = "constant", .value = 0.25f}, "t").Fill(3, absl::MakeSpan(v));
+  for (float x : v) CHECK(x == 0.25f);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,107 @@
+// Each optimizer against steps computed by hand.
+#include "server/optimizer.h"
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+namespace tessera {
+namespace {
+
+struct Run {
+  std::vector<float> w, slots;
+  std::unique_ptr<Optimizer> opt;
+  Run(const OptimizerConfig& c, std::vector<float> w0) : w(std::move(w0)), opt(MakeOptimizer(c)) {
+    slots.resize(opt->num_slots() * w.size());
+    opt->InitSlots(absl::MakeSpan(slots));
+  }
+  void Step(const std::vector<float>& g, int64_t t, float scale = 1.0f) {
+    opt->Apply(w.data(), g.data(), slots.data(), w.size(), w.size(), t, scale);
+  }
+};
+
+TEST_CASE("sgd: w -= lr * scale * g") {
+  Run r({.type = "sgd", .lr = 0.1f}, {1.0f, -2.0f});
+  CHECK(r.opt->num_slots() == 0);
+  r.Step({0.5f, -1.0f}, 1);
+  CHECK(r.w[0] == Approx(0.95f));
+  CHECK(r.w[1] == Approx(-1.9f));
+  r.Step({1.0f, 1.0f}, 2, 0.5f);
+  CHECK(r.w[0] == Approx(0.90f));
+}
+
+TEST_CASE("momentum: v = mu v + g; w -= lr v") {
+  Run r({.type = "momentum", .lr = 0.1f, .momentum = 0.9f}, {1.0f});
+  r.Step({1.0f}, 1);  // v = 1, w = 0.9
+  CHECK(r.w[0] == Approx(0.9f));
+  r.Step({1.0f}, 2);  // v = 1.9, w = 0.71
+  CHECK(r.slots[0] == Approx(1.9f));
+  CHECK(r.w[0] == Approx(0.71f));
+}
+
+TEST_CASE("nesterov: w -= lr (g + mu v)") {
+  Run r({.type = "momentum", .lr = 0.1f, .momentum = 0.9f, .nesterov = true}, {1.0f});
+  r.Step({1.0f}, 1);  // v = 1, w = 1 - 0.1 * (1 + 0.9) = 0.81
+  CHECK(r.w[0] == Approx(0.81f));
+  r.Step({1.0f}, 2);  // v = 1.9, w = 0.81 - 0.1 * (1 + 1.71) = 0.539
+  CHECK(r.w[0] == Approx(0.539f));
+}
+
+TEST_CASE("adagrad: acc += g^2; w -= lr g / (sqrt(acc) + eps)") {
+  Run r({.type = "adagrad", .lr = 0.5f, .epsilon = 1e-6f, .initial_accumulator = 0.1f}, {1.0f});
+  CHECK(r.slots[0] == Approx(0.1f));
+  r.Step({2.0f}, 1);  // acc = 4.1
+  CHECK(r.slots[0] == Approx(4.1f));
+  CHECK(r.w[0] == Approx(1.0f - 0.5f * 2.0f / (std::sqrt(4.1f) + 1e-6f)));
+}
+
+TEST_CASE("adam matches the textbook update with bias correction") {
+  OptimizerConfig c{.type = "adam", .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f,
+                    .epsilon = 1e-8f};
+  Run r(c, {0.5f, -0.5f, 0.0f});
+  double w[3] = {0.5, -0.5, 0.0}, m[3] = {0, 0, 0}, v[3] = {0, 0, 0};
+  std::vector<std::vector<float>> grads = {{0.1f, -0.2f, 0.0f}, {0.3f, 0.1f, -1.0f},
+                                           {-0.2f, 0.2f, 2.0f}};
+  for (int t = 1; t <= 3; ++t) {
+    r.Step(grads[t - 1], t);
+    for (int i = 0; i < 3; ++i) {
+      double g = grads[t - 1][i];
+      m[i] = 0.9 * m[i] + 0.1 * g;
+      v[i] = 0.999 * v[i] + 0.001 * g * g;
+      double mhat = m[i] / (1 - std::pow(0.9, t)), vhat = v[i] / (1 - std::pow(0.999, t));
+      w[i] -= 0.01 * mhat / (std::sqrt(vhat) + 1e-8);
+    }
+  }
+  for (int i = 0; i < 3; ++i) CHECK(r.w[i] == Approx(w[i]).epsilon(1e-5));
+  // First Adam step moves each value by ~lr in the sign of its gradient.
+  Run first(c, {0.0f});
+  first.Step({123.0f}, 1);
+  CHECK(first.w[0] == Approx(-0.01f).epsilon(1e-4));
+}
+
+TEST_CASE("slot stride lets a sub-range update its own state") {
+  // Adam over values [2, 4) of a 6-value table: state at slots[k*6 + i].
+  auto opt = MakeOptimizer({.type = "adam", .lr = 0.1f});
+  std::vector<float> w(6, 1.0f), slots(12, 0.0f);
+  std::vector<float> g = {1.0f, -1.0f};
+  opt->Apply(w.data() + 2, g.data(), slots.data() + 2, 6, 2, 1, 1.0f);
+  CHECK(w[0] == 1.0f);
+  CHECK(w[2] == Approx(0.9f).epsilon(1e-4));
+  CHECK(w[3] == Approx(1.1f).epsilon(1e-4));
+  CHECK(slots[2] == Approx(0.1f));        // m of value 2
+  CHECK(slots[6 + 2] == Approx(0.001f).epsilon(1e-4));  // v of value 2
+  CHECK(slots[6 + 3] == Approx(0.001f).epsilon(1e-4));
+  CHECK(slots[0] == 0.0f);
+}
+
+TEST_CASE("large arrays (several blocks) update every value") {
+  const size_t n = 10000;
+  auto opt = MakeOptimizer({.type = "adam", .lr = 0.1f});
+  std::vector<float> w(n, 0.0f), slots(2 * n, 0.0f), g(n, 1.0f);
+  opt->Apply(w.data(), g.data(), slots.data(), n, n, 1, 1.0f);
+  for (size_t i = 0; i < n; ++i) REQUIRE(w[i] == Approx(-0.1f).epsilon(1e-4));
+}
+
+}  // namespace
+}  // namespace tessera

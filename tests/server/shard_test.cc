@@ -1,0 +1,399 @@
+// Shard logic without gRPC: consistency gating, BSP aggregation, sparse rows,
+// and every bad-input case leaving the shard unchanged.
+#include "server/shard.h"
+
+#include <catch2/catch.hpp>
+
+#include <optional>
+#include <thread>
+
+#include "common/partition.h"
+#include "common/wire.h"
+
+namespace tessera {
+namespace {
+
+using v1::PullRequest;
+using v1::PullResponse;
+using v1::PushRequest;
+using v1::PushResponse;
+
+const absl::Time kFar = absl::InfiniteFuture();
+
+JobConfig MakeConfig(const std::string& mode, uint32_t staleness, uint32_t workers,
+                     uint32_t servers = 1) {
+  std::string yaml = "cluster: {servers: [";
+  for (uint32_t s = 0; s < servers; ++s) yaml += (s ? ", " : "") + ("h:" + std::to_string(s + 1));
+  yaml += "], workers: " + std::to_string(workers) + "}\n";
+  yaml += "consistency: {mode: " + mode + ", staleness: " + std::to_string(staleness) + "}\n";
+  yaml += R"(
+model:
+  type: tables
+  tables:
+    - {name: w, kind: dense, size: 8, init: {type: constant, value: 1}}
+    - {name: b, kind: dense, size: 2}
+    - {name: emb, kind: sparse, dim: 2, init: {type: uniform, low: -1, high: 1, seed: 4}}
+optimizer: {type: sgd, lr: 1.0}
+)";
+  auto c = ParseJobConfig(yaml, {});
+  REQUIRE(c.ok());
+  return *c;
+}
+
+std::unique_ptr<Shard> MakeShard(const JobConfig& c, uint32_t index = 0) {
+  auto s = Shard::Create(c, index);
+  REQUIRE(s.ok());
+  for (uint32_t w = 0; w < c.cluster.workers; ++w) {
+    v1::RegisterRequest r;
+    r.set_worker_rank(w);
+    v1::RegisterResponse resp;
+    REQUIRE((*s)->Register(r, &resp).ok());
+  }
+  return std::move(*s);
+}
+
+v1::Slice Dense(const std::string& table, uint64_t offset, uint64_t length) {
+  v1::Slice s;
+  s.set_table(table);
+  s.set_offset(offset);
+  s.set_length(length);
+  return s;
+}
+
+v1::Slice Sparse(const std::string& table, const std::vector<uint64_t>& keys) {
+  v1::Slice s;
+  s.set_table(table);
+  EncodeKeys(keys, s.mutable_keys());
+  return s;
+}
+
+PushRequest MakePush(uint32_t worker, int64_t clock, const v1::Slice& slice,
+                     const std::vector<float>& grad, bool advance = false) {
+  PushRequest p;
+  p.set_worker_rank(worker);
+  p.set_clock(clock);
+  *p.add_slices() = slice;
+  EncodeFloats(grad, p.add_gradients());
+  p.set_advance_clock(advance);
+  return p;
+}
+
+// A pull that records how and when it finished.
+struct PendingPull {
+  PullRequest request;
+  PullResponse response;
+  std::optional<absl::Status> status;
+};
+
+std::unique_ptr<PendingPull> StartPull(Shard& shard, uint32_t worker, int64_t clock,
+                                       const v1::Slice& slice, absl::Time deadline = kFar) {
+  auto p = std::make_unique<PendingPull>();
+  p->request.set_worker_rank(worker);
+  p->request.set_clock(clock);
+  *p->request.add_slices() = slice;
+  PendingPull* raw = p.get();
+  shard.Pull(raw->request, &raw->response, deadline, [raw](absl::Status s) { raw->status = s; });
+  return p;
+}
+
+std::vector<float> PullNow(Shard& shard, const v1::Slice& slice, uint32_t worker = 0) {
+  auto p = StartPull(shard, worker, 0, slice);
+  REQUIRE(p->status.has_value());
+  REQUIRE(p->status->ok());
+  return DecodeFloats(p->response.values(0));
+}
+
+void Advance(Shard& shard, uint32_t worker, int64_t clock) {
+  v1::ClockRequest r;
+  r.set_worker_rank(worker);
+  r.set_clock(clock);
+  v1::ClockResponse resp;
+  REQUIRE(shard.Clock(r, &resp).ok());
+}
+
+TEST_CASE("SSP: a pull at clock c waits exactly until min_clock >= c - s") {
+  for (uint32_t s : {0u, 1u, 3u}) {
+    JobConfig c = MakeConfig(s == 0 ? "bsp" : "ssp", s, 2);
+    c.consistency.aggregate = false;
+    auto shard = MakeShard(c);
+    // The fast worker 0 runs ahead to clock 6; the slow worker 1 stays at 0.
+    for (int64_t k = 0; k < 6; ++k) Advance(*shard, 0, k);
+    std::vector<std::unique_ptr<PendingPull>> pulls;
+    for (int64_t clock = 0; clock <= 6; ++clock) {
+      pulls.push_back(StartPull(*shard, 0, clock, Dense("w", 0, 8)));
+    }
+    for (int64_t min = 0; min <= 6; ++min) {
+      for (int64_t clock = 0; clock <= 6; ++clock) {
+        INFO("s=" << s << " min_clock=" << min << " pull clock=" << clock);
+        CHECK(pulls[clock]->status.has_value() == (min >= clock - static_cast<int64_t>(s)));
+      }
+      Advance(*shard, 1, min);  // the slow worker finishes iteration `min`
+    }
+    for (auto& p : pulls) CHECK(p->status->ok());
+  }
+}
+
+TEST_CASE("ASP never waits") {
+  auto shard = MakeShard(MakeConfig("asp", 0, 2));
+  for (int64_t k = 0; k < 50; ++k) Advance(*shard, 0, k);
+  auto p = StartPull(*shard, 0, 50, Dense("w", 0, 8));
+  CHECK(p->status.has_value());
+}
+
+TEST_CASE("a parked pull fails DEADLINE_EXCEEDED at its deadline and nothing else changes") {
+  auto shard = MakeShard(MakeConfig("bsp", 0, 2));
+  Advance(*shard, 0, 0);
+  absl::Time deadline = absl::FromUnixSeconds(100);
+  auto p = StartPull(*shard, 0, 1, Dense("w", 0, 8), deadline);
+  CHECK_FALSE(p->status.has_value());
+  CHECK(shard->ExpireDue(deadline - absl::Milliseconds(1)) == 0);
+  CHECK_FALSE(p->status.has_value());
+  CHECK(shard->ExpireDue(deadline) == 1);
+  REQUIRE(p->status.has_value());
+  CHECK(p->status->code() == absl::StatusCode::kDeadlineExceeded);
+  CHECK(p->response.values_size() == 0);
+}
+
+TEST_CASE("BSP aggregation sums the W pushes of a clock and applies once, as their mean") {
+  const uint32_t kWorkers = 3;
+  auto shard = MakeShard(MakeConfig("bsp", 0, kWorkers));
+  std::vector<std::vector<float>> grads = {{1, 2}, {4, 8}, {7, -1}};
+  for (uint32_t w = 0; w < kWorkers; ++w) {
+    PushResponse resp;
+    REQUIRE(shard->Push(MakePush(w, 0, Dense("b", 0, 2), grads[w]), &resp).ok());
+    // Nothing is applied until every worker has finished the clock.
+    CHECK(PullNow(*shard, Dense("b", 0, 2)) == std::vector<float>{0, 0});
+  }
+  v1::StatsResponse before;
+  shard->Stats(&before);
+  CHECK(before.updates_applied() == 0);
+  for (uint32_t w = 0; w < kWorkers; ++w) Advance(*shard, w, 0);
+  // lr 1: b = 0 - mean(g) = -(1+4+7)/3, -(2+8-1)/3
+  auto b = PullNow(*shard, Dense("b", 0, 2));
+  CHECK(b[0] == Approx(-4.0f));
+  CHECK(b[1] == Approx(-3.0f));
+  v1::StatsResponse after;
+  shard->Stats(&after);
+  CHECK(after.updates_applied() == 3);  // once per table, not once per push
+}
+
+TEST_CASE("BSP aggregation matches one process applying the mean gradient, under Adam") {
+  JobConfig c = MakeConfig("bsp", 0, 2);
+  c.optimizer.type = "adam";
+  c.optimizer.lr = 0.1f;
+  auto shard = MakeShard(c);
+  JobConfig single = MakeConfig("bsp", 0, 1);
+  single.optimizer = c.optimizer;
+  auto reference = MakeShard(single);
+  for (int64_t clock = 0; clock < 5; ++clock) {
+    std::vector<float> g0 = {float(clock), -1}, g1 = {3, float(clock * clock)};
+    PushResponse r;
+    REQUIRE(shard->Push(MakePush(0, clock, Dense("b", 0, 2), g0, true), &r).ok());
+    REQUIRE(shard->Push(MakePush(1, clock, Dense("b", 0, 2), g1, true), &r).ok());
+    std::vector<float> mean = {(g0[0] + g1[0]) / 2, (g0[1] + g1[1]) / 2};
+    REQUIRE(reference->Push(MakePush(0, clock, Dense("b", 0, 2), mean, true), &r).ok());
+  }
+  auto got = PullNow(*shard, Dense("b", 0, 2));
+  auto want = PullNow(*reference, Dense("b", 0, 2));
+  CHECK(got[0] == Approx(want[0]).epsilon(1e-6));
+  CHECK(got[1] == Approx(want[1]).epsilon(1e-6));
+}
+
+TEST_CASE("BSP refuses a push for a clock that is not open yet") {
+  auto shard = MakeShard(MakeConfig("bsp", 0, 2));
+  Advance(*shard, 0, 0);
+  PushResponse resp;
+  auto s = shard->Push(MakePush(0, 1, Dense("b", 0, 2), {1, 1}), &resp);
+  CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("sparse rows are created on first touch with the initializer, then updated") {
+  JobConfig c = MakeConfig("asp", 0, 1);
+  auto shard = MakeShard(c);
+  auto first = PullNow(*shard, Sparse("emb", {3, 9, 100}));
+  REQUIRE(first.size() == 6);
+  Initializer init(c.Tables()[2].init, "emb");
+  CHECK(first[0] == init.ValueAt(3 * 2));
+  CHECK(first[5] == init.ValueAt(100 * 2 + 1));
+  CHECK(PullNow(*shard, Sparse("emb", {3, 9, 100})) == first);  // stable once created
+  PushResponse resp;
+  REQUIRE(shard->Push(MakePush(0, 0, Sparse("emb", {9}), {0.5f, -0.5f}), &resp).ok());
+  auto after = PullNow(*shard, Sparse("emb", {9}));
+  CHECK(after[0] == Approx(first[2] - 0.5f));
+  CHECK(after[1] == Approx(first[3] + 0.5f));
+  v1::StatsResponse stats;
+  shard->Stats(&stats);
+  CHECK(stats.tables(2).rows() == 3);
+}
+
+TEST_CASE("a push with advance_clock moves the worker's clock") {
+  auto shard = MakeShard(MakeConfig("ssp", 1, 2));
+  PushResponse resp;
+  REQUIRE(shard->Push(MakePush(0, 0, Dense("b", 0, 2), {1, 1}, true), &resp).ok());
+  CHECK(resp.clock() == 1);
+  CHECK(resp.min_clock() == 0);
+}
+
+// Everything a client can see of the shard: all values and the clocks.
+struct Snapshot {
+  std::vector<float> w, b, emb;
+  std::vector<int64_t> clocks;
+  bool operator==(const Snapshot& o) const {
+    return w == o.w && b == o.b && emb == o.emb && clocks == o.clocks;
+  }
+};
+
+Snapshot Take(Shard& shard) {
+  Snapshot s;
+  s.w = PullNow(shard, Dense("w", 0, 8));
+  s.b = PullNow(shard, Dense("b", 0, 2));
+  s.emb = PullNow(shard, Sparse("emb", {1, 2, 3}));
+  v1::StatsResponse stats;
+  shard.Stats(&stats);
+  s.clocks.assign(stats.worker_clocks().begin(), stats.worker_clocks().end());
+  return s;
+}
+
+TEST_CASE("bad pushes get the right code and leave the shard unchanged") {
+  JobConfig c = MakeConfig("ssp", 2, 2, /*servers=*/2);
+  auto shard = MakeShard(c, 0);
+  // Keys of shard 0 and of shard 1 under the documented hash.
+  std::vector<uint64_t> mine, theirs;
+  for (uint64_t k = 0; mine.size() < 3 || theirs.empty(); ++k) {
+    (SparseShardOf(k, 2) == 0 ? mine : theirs).push_back(k);
+  }
+  mine.resize(3);
+  DenseRange range = DenseShardRange(8, 0, 2);  // [0, 4)
+  auto snapshot = [&] {
+    Snapshot s;
+    s.w = PullNow(*shard, Dense("w", 0, 4));
+    s.b = PullNow(*shard, Dense("b", 0, 1));
+    s.emb = PullNow(*shard, Sparse("emb", mine));
+    v1::StatsResponse stats;
+    shard->Stats(&stats);
+    s.clocks.assign(stats.worker_clocks().begin(), stats.worker_clocks().end());
+    return s;
+  };
+  const Snapshot before = snapshot();
+  const float nan = std::nanf("");
+  const float inf = std::numeric_limits<float>::infinity();
+
+  struct Case {
+    const char* what;
+    PushRequest push;
+    absl::StatusCode code;
+  };
+  PushRequest two_slices = MakePush(0, 0, Dense("w", 0, 2), {1, 1}, true);
+  *two_slices.add_slices() = Dense("b", 0, 1);  // no second payload
+  PushRequest good_then_bad = MakePush(0, 0, Dense("w", 0, 2), {5, 5}, true);
+  *good_then_bad.add_slices() = Dense("nope", 0, 1);
+  EncodeFloats(std::vector<float>{1}, good_then_bad.add_gradients());
+  PushRequest unregistered = MakePush(0, 0, Dense("w", 0, 1), {1});
+  unregistered.set_worker_rank(7);
+  std::vector<Case> cases = {
+      {"unknown table", MakePush(0, 0, Dense("nope", 0, 1), {1}, true),
+       absl::StatusCode::kInvalidArgument},
+      {"offset past the range", MakePush(0, 0, Dense("w", range.end, 1), {1}, true),
+       absl::StatusCode::kInvalidArgument},
+      {"length past the range", MakePush(0, 0, Dense("w", 2, 3), {1, 1, 1}, true),
+       absl::StatusCode::kInvalidArgument},
+      {"payload shorter than the slice", MakePush(0, 0, Dense("w", 0, 3), {1, 1}, true),
+       absl::StatusCode::kInvalidArgument},
+      {"sparse payload not keys * dim", MakePush(0, 0, Sparse("emb", mine), {1, 1}, true),
+       absl::StatusCode::kInvalidArgument},
+      {"NaN gradient", MakePush(0, 0, Dense("w", 0, 2), {1, nan}, true),
+       absl::StatusCode::kInvalidArgument},
+      {"Inf gradient", MakePush(0, 0, Dense("b", 0, 1), {inf}, true),
+       absl::StatusCode::kInvalidArgument},
+      {"unsorted keys", MakePush(0, 0, Sparse("emb", {mine[1], mine[0]}), {1, 1, 1, 1}, true),
+       absl::StatusCode::kInvalidArgument},
+      {"duplicate keys", MakePush(0, 0, Sparse("emb", {mine[0], mine[0]}), {1, 1, 1, 1}, true),
+       absl::StatusCode::kInvalidArgument},
+      {"key of another shard", MakePush(0, 0, Sparse("emb", {theirs[0]}), {1, 1}, true),
+       absl::StatusCode::kOutOfRange},
+      {"keys on a dense table", MakePush(0, 0, Sparse("w", {mine[0]}), {1}, true),
+       absl::StatusCode::kInvalidArgument},
+      {"slices without payloads", two_slices, absl::StatusCode::kInvalidArgument},
+      {"a good slice then a bad one", good_then_bad, absl::StatusCode::kInvalidArgument},
+      {"clock ahead of the worker's", MakePush(0, 1, Dense("w", 0, 1), {1}, true),
+       absl::StatusCode::kFailedPrecondition},
+      {"rank beyond cluster.workers", unregistered, absl::StatusCode::kInvalidArgument},
+  };
+  for (auto& c : cases) {
+    INFO(c.what);
+    PushResponse resp;
+    CHECK(shard->Push(c.push, &resp).code() == c.code);
+    CHECK(snapshot() == before);
+  }
+}
+
+TEST_CASE("pushes and pulls from unregistered workers fail FAILED_PRECONDITION") {
+  auto s = Shard::Create(MakeConfig("asp", 0, 2), 0);
+  REQUIRE(s.ok());
+  PushResponse resp;
+  CHECK((*s)->Push(MakePush(1, 0, Dense("b", 0, 1), {1}), &resp).code() ==
+        absl::StatusCode::kFailedPrecondition);
+  auto p = StartPull(**s, 1, 0, Dense("b", 0, 1));
+  CHECK(p->status->code() == absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("a pull whose answer would exceed max_message_bytes fails RESOURCE_EXHAUSTED") {
+  JobConfig c = MakeConfig("asp", 0, 1);
+  c.model.tables[0].size = 1 << 20;
+  c.server.max_message_bytes = 1 << 20;
+  auto shard = MakeShard(c);
+  auto p = StartPull(*shard, 0, 0, Dense("w", 0, 1 << 20));
+  CHECK(p->status->code() == absl::StatusCode::kResourceExhausted);
+}
+
+TEST_CASE("bad pulls fail at once without parking") {
+  auto shard = MakeShard(MakeConfig("bsp", 0, 2));
+  CHECK(StartPull(*shard, 0, 0, Dense("w", 4, 8))->status->code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(StartPull(*shard, 0, 3, Dense("w", 0, 8))->status->code() ==
+        absl::StatusCode::kFailedPrecondition);
+  v1::StatsResponse stats;
+  shard->Stats(&stats);
+  CHECK(stats.parked_pulls() == 0);
+}
+
+TEST_CASE("concurrent ASP pushes from many threads equal the sequential result") {
+  const uint32_t kWorkers = 4;
+  const int kPushes = 200;
+  auto shard = MakeShard(MakeConfig("asp", 0, kWorkers));
+  std::vector<std::thread> threads;
+  for (uint32_t w = 0; w < kWorkers; ++w) {
+    threads.emplace_back([&, w] {
+      for (int i = 0; i < kPushes; ++i) {
+        PushResponse resp;
+        // Small integers: float sums are exact, so any order gives one answer.
+        std::vector<float> g(8, static_cast<float>(w + 1));
+        REQUIRE(shard->Push(MakePush(w, i, Dense("w", 0, 8), g, true), &resp).ok());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto w = PullNow(*shard, Dense("w", 0, 8));
+  const float expected = 1.0f - kPushes * (1 + 2 + 3 + 4);
+  for (float x : w) CHECK(x == expected);
+}
+
+TEST_CASE("Finish lets the others run on and reports when all are done") {
+  auto shard = MakeShard(MakeConfig("bsp", 0, 2));
+  Advance(*shard, 0, 0);
+  auto p = StartPull(*shard, 0, 1, Dense("b", 0, 2));
+  CHECK_FALSE(p->status.has_value());
+  v1::FinishRequest f;
+  f.set_worker_rank(1);
+  v1::FinishResponse fr;
+  REQUIRE(shard->Finish(f, &fr).ok());
+  CHECK(fr.workers_finished() == 1);
+  CHECK(p->status.has_value());  // worker 1 no longer holds min_clock back
+  CHECK_FALSE(shard->AllWorkersFinished());
+  f.set_worker_rank(0);
+  REQUIRE(shard->Finish(f, &fr).ok());
+  CHECK(shard->AllWorkersFinished());
+}
+
+}  // namespace
+}  // namespace tessera
