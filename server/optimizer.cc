@@ -92,10 +92,8 @@ class Adam : public Optimizer {
   int num_slots() const override { return 2; }
   void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n,
              int64_t step, float scale) const override {
-    const double t = static_cast<double>(std::max<int64_t>(step, 1));
-    const double c2 = std::sqrt(1.0 - std::pow(b2_, t));
-    const float lr_t = static_cast<float>(lr_ * c2 / (1.0 - std::pow(b1_, t)));
-    const float eps_t = static_cast<float>(eps_ * c2);
+    float lr_t, eps_t;
+    StepConstants(step, &lr_t, &eps_t);
     float* m = slots;
     float* v = slots + slot_stride;
     ForEachBlock(n, [&](size_t b, size_t len) {
@@ -107,11 +105,43 @@ class Adam : public Optimizer {
     });
   }
 
+  void ApplyRows(absl::Span<float* const> rows, absl::Span<const float* const> grads,
+                 uint32_t dim, int64_t step, float scale) const override {
+    float lr_t, eps_t;
+    StepConstants(step, &lr_t, &eps_t);
+    const float a1 = (1.0f - b1_) * scale, a2 = (1.0f - b2_) * scale * scale;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      float* w = rows[r];
+      float* m = w + dim;
+      float* v = m + dim;
+      const float* g = grads[r];
+      for (uint32_t j = 0; j < dim; ++j) {
+        m[j] = b1_ * m[j] + a1 * g[j];
+        v[j] = b2_ * v[j] + a2 * g[j] * g[j];
+        w[j] -= lr_t * m[j] / (std::sqrt(v[j]) + eps_t);
+      }
+    }
+  }
+
  private:
+  void StepConstants(int64_t step, float* lr_t, float* eps_t) const {
+    const double t = static_cast<double>(std::max<int64_t>(step, 1));
+    const double c2 = std::sqrt(1.0 - std::pow(b2_, t));
+    *lr_t = static_cast<float>(lr_ * c2 / (1.0 - std::pow(b1_, t)));
+    *eps_t = static_cast<float>(eps_ * c2);
+  }
+
   const float lr_, b1_, b2_, eps_;
 };
 
 }  // namespace
+
+void Optimizer::ApplyRows(absl::Span<float* const> rows, absl::Span<const float* const> grads,
+                          uint32_t dim, int64_t step, float scale) const {
+  for (size_t r = 0; r < rows.size(); ++r) {
+    Apply(rows[r], grads[r], rows[r] + dim, dim, dim, step, scale);
+  }
+}
 
 void Optimizer::InitSlots(absl::Span<float> slots) const {
   std::fill(slots.begin(), slots.end(), 0.0f);

@@ -36,6 +36,12 @@ class Optimizer {
   // REQUIRES: slot_stride >= n; slots laid out as above.
   virtual void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n,
                      int64_t step, float scale) const = 0;
+
+  // The same update on many short rows at once (sparse tables): rows[i] holds
+  // dim values followed by num_slots() slots of dim floats; grads[i] its
+  // gradient. One call per request keeps per-step constants out of the loop.
+  virtual void ApplyRows(absl::Span<float* const> rows, absl::Span<const float* const> grads,
+                         uint32_t dim, int64_t step, float scale) const;
 };
 
 // The optimizer named by config.type. REQUIRES: a validated config.

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "common/transport.h"
 
 namespace tessera {
 namespace {
@@ -43,8 +44,7 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &server->port_);
   builder.RegisterService(server->service_.get());
-  builder.SetMaxReceiveMessageSize(static_cast<int>(config.server.max_message_bytes));
-  builder.SetMaxSendMessageSize(static_cast<int>(config.server.max_message_bytes));
+  ApplyServerTransport(&builder, config.server.max_message_bytes);
   if (config.server.threads > 0) {
     grpc::ResourceQuota quota("tessera-shard");
     quota.SetMaxThreads(config.server.threads);

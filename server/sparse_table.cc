@@ -25,24 +25,38 @@ uint32_t SparseTable::StripeOf(uint64_t key) const {
   return static_cast<uint32_t>((SplitMix64(key) >> 40) % stripes_.size());
 }
 
-float* SparseTable::FindOrCreate(Stripe& stripe, uint64_t key, uint32_t* row_index) {
-  auto [it, inserted] = stripe.rows.try_emplace(key, static_cast<uint32_t>(stripe.steps.size()));
-  const size_t offset = static_cast<size_t>(it->second) * row_floats_;
+uint32_t SparseTable::FindOrCreate(Stripe& stripe, uint64_t key) {
+  const uint32_t next = static_cast<uint32_t>(stripe.rows.size());
+  auto [it, inserted] = stripe.rows.try_emplace(key, next);
   if (inserted) {
-    stripe.steps.push_back(0);
+    const size_t offset = static_cast<size_t>(next) * row_floats_;
+    if (stripe.data.capacity() < offset + row_floats_) {
+      stripe.data.reserve(std::max<size_t>(2 * stripe.data.capacity(), 1024 * row_floats_));
+    }
     stripe.data.resize(offset + row_floats_);
     float* row = stripe.data.data() + offset;
     init_.Fill(key * dim_, absl::MakeSpan(row, dim_));
     optimizer_->InitSlots(absl::MakeSpan(row + dim_, row_floats_ - dim_));
   }
-  *row_index = it->second;
-  return stripe.data.data() + offset;
+  return it->second;
+}
+
+void SparseTable::FindOrCreateAll(Stripe& stripe, absl::Span<const uint64_t> keys,
+                                  const uint32_t* idx, size_t n, std::vector<uint32_t>* rows) {
+  // Hash-table probes miss the cache; prefetch a few keys ahead.
+  constexpr size_t kAhead = 8;
+  rows->resize(n);
+  for (size_t j = 0; j < std::min(n, kAhead); ++j) stripe.rows.prefetch(keys[idx[j]]);
+  for (size_t j = 0; j < n; ++j) {
+    if (j + kAhead < n) stripe.rows.prefetch(keys[idx[j + kAhead]]);
+    (*rows)[j] = FindOrCreate(stripe, keys[idx[j]]);
+  }
 }
 
 template <typename Fn>
 void SparseTable::ForEachByStripe(absl::Span<const uint64_t> keys, Fn fn) {
   const uint32_t n = static_cast<uint32_t>(stripes_.size());
-  // Counting sort of key positions by stripe.
+  // Counting sort of key positions by stripe (stable: request order kept).
   std::vector<uint32_t> stripe_of(keys.size());
   std::vector<uint32_t> start(n + 1, 0);
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -61,52 +75,78 @@ void SparseTable::ForEachByStripe(absl::Span<const uint64_t> keys, Fn fn) {
     if (start[s] == start[s + 1]) continue;
     Stripe& stripe = *stripes_[s];
     absl::MutexLock lock(&stripe.mu);
-    for (uint32_t j = start[s]; j < start[s + 1]; ++j) fn(stripe, order[j]);
+    fn(stripe, order.data() + start[s], static_cast<size_t>(start[s + 1] - start[s]));
   }
+}
+
+void SparseTable::ApplyToRows(Stripe& stripe, const std::vector<uint32_t>& rows,
+                              const std::vector<const float*>& grads, int64_t step, float scale) {
+  std::vector<float*> ptrs(rows.size());
+  for (size_t j = 0; j < rows.size(); ++j) ptrs[j] = RowData(stripe, rows[j]);
+  optimizer_->ApplyRows(ptrs, grads, dim_, step, scale);
 }
 
 void SparseTable::Read(absl::Span<const uint64_t> keys, absl::Span<float> out) {
   pulls_.fetch_add(1, std::memory_order_relaxed);
-  ForEachByStripe(keys, [&](Stripe& stripe, uint32_t i) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    uint32_t row_index;
-    const float* row = FindOrCreate(stripe, keys[i], &row_index);
-    std::memcpy(out.data() + static_cast<size_t>(i) * dim_, row, dim_ * sizeof(float));
-  });
+  std::vector<uint32_t> rows;
+  ForEachByStripe(
+      keys, [&](Stripe& stripe, const uint32_t* idx, size_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        FindOrCreateAll(stripe, keys, idx, n, &rows);
+        for (size_t j = 0; j < n; ++j) {
+          std::memcpy(out.data() + static_cast<size_t>(idx[j]) * dim_, RowData(stripe, rows[j]),
+                      dim_ * sizeof(float));
+        }
+      });
 }
 
 void SparseTable::Apply(absl::Span<const uint64_t> keys, absl::Span<const float> grads,
                         float scale) {
   pushes_.fetch_add(1, std::memory_order_relaxed);
-  ForEachByStripe(keys, [&](Stripe& stripe, uint32_t i) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    uint32_t r;
-    float* row = FindOrCreate(stripe, keys[i], &r);
-    optimizer_->Apply(row, grads.data() + static_cast<size_t>(i) * dim_, row + dim_, dim_, dim_,
-                      ++stripe.steps[r], scale);
-  });
+  const int64_t step = step_.fetch_add(1, std::memory_order_relaxed) + 1;
+  std::vector<uint32_t> rows;
+  std::vector<const float*> row_grads;
+  ForEachByStripe(
+      keys, [&](Stripe& stripe, const uint32_t* idx, size_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        FindOrCreateAll(stripe, keys, idx, n, &rows);
+        row_grads.resize(n);
+        for (size_t j = 0; j < n; ++j) {
+          row_grads[j] = grads.data() + static_cast<size_t>(idx[j]) * dim_;
+        }
+        ApplyToRows(stripe, rows, row_grads, step, scale);
+      });
 }
 
 void SparseTable::Accumulate(absl::Span<const uint64_t> keys, absl::Span<const float> grads) {
   pushes_.fetch_add(1, std::memory_order_relaxed);
-  ForEachByStripe(keys, [&](Stripe& stripe, uint32_t i) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    auto [it, inserted] =
-        stripe.pending.try_emplace(keys[i], static_cast<uint32_t>(stripe.pending.size()));
-    const size_t offset = static_cast<size_t>(it->second) * dim_;
-    if (inserted) stripe.accum.resize(offset + dim_, 0.0f);
-    const float* g = grads.data() + static_cast<size_t>(i) * dim_;
-    for (uint32_t j = 0; j < dim_; ++j) stripe.accum[offset + j] += g[j];
-  });
+  ForEachByStripe(
+      keys, [&](Stripe& stripe, const uint32_t* idx, size_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        for (size_t j = 0; j < n; ++j) {
+          const uint64_t key = keys[idx[j]];
+          auto [it, inserted] =
+              stripe.pending.try_emplace(key, static_cast<uint32_t>(stripe.pending.size()));
+          const size_t offset = static_cast<size_t>(it->second) * dim_;
+          if (inserted) stripe.accum.resize(offset + dim_, 0.0f);
+          const float* g = grads.data() + static_cast<size_t>(idx[j]) * dim_;
+          for (uint32_t d = 0; d < dim_; ++d) stripe.accum[offset + d] += g[d];
+        }
+      });
 }
 
 void SparseTable::ApplyAccumulated(float scale) {
+  const int64_t step = step_.fetch_add(1, std::memory_order_relaxed) + 1;
+  std::vector<uint32_t> rows;
+  std::vector<const float*> row_grads;
   for (auto& stripe_ptr : stripes_) {
     Stripe& stripe = *stripe_ptr;
     absl::MutexLock lock(&stripe.mu);
+    if (stripe.pending.empty()) continue;
+    rows.clear();
+    row_grads.clear();
     for (const auto& [key, accum_row] : stripe.pending) {
-      uint32_t r;
-      float* row = FindOrCreate(stripe, key, &r);
-      optimizer_->Apply(row, stripe.accum.data() + static_cast<size_t>(accum_row) * dim_,
-                        row + dim_, dim_, dim_, ++stripe.steps[r], scale);
+      rows.push_back(FindOrCreate(stripe, key));
+      row_grads.push_back(stripe.accum.data() + static_cast<size_t>(accum_row) * dim_);
     }
+    ApplyToRows(stripe, rows, row_grads, step, scale);
     stripe.pending.clear();
     stripe.accum.clear();
   }

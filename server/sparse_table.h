@@ -59,18 +59,27 @@ class SparseTable {
     // dim values, then num_slots slots of dim floats each.
     absl::flat_hash_map<uint64_t, uint32_t> rows ABSL_GUARDED_BY(mu);
     std::vector<float> data ABSL_GUARDED_BY(mu);
-    std::vector<uint32_t> steps ABSL_GUARDED_BY(mu);  // updates applied, per row
     absl::flat_hash_map<uint64_t, uint32_t> pending ABSL_GUARDED_BY(mu);  // key -> accum row
     std::vector<float> accum ABSL_GUARDED_BY(mu);
   };
 
   uint32_t StripeOf(uint64_t key) const;
-  // The row of `key` in `stripe`, created if missing. REQUIRES: stripe.mu held.
-  float* FindOrCreate(Stripe& stripe, uint64_t key, uint32_t* row_index);
-  // Calls fn(stripe, i) for each i in [0, keys.size()), grouped by stripe,
-  // holding that stripe's lock.
+  // The row number of `key` in `stripe`, created if missing (rows are created
+  // in request order, so a later request for the same keys reads memory in
+  // order). REQUIRES: stripe.mu held.
+  uint32_t FindOrCreate(Stripe& stripe, uint64_t key);
+  // Row numbers of keys[idx[0..n)] in `stripe`, with hash-table prefetching.
+  void FindOrCreateAll(Stripe& stripe, absl::Span<const uint64_t> keys, const uint32_t* idx,
+                       size_t n, std::vector<uint32_t>* rows);
+  float* RowData(Stripe& stripe, uint32_t row) { return stripe.data.data() + row * row_floats_; }
+  // Calls fn(stripe, idx, n) once per stripe that holds keys: idx lists the
+  // positions in `keys` of that stripe's n keys, in request order. Holds the
+  // stripe's lock during the call.
   template <typename Fn>
   void ForEachByStripe(absl::Span<const uint64_t> keys, Fn fn);
+  // Applies grads[i] to rows[i] of one stripe. REQUIRES: stripe.mu held.
+  void ApplyToRows(Stripe& stripe, const std::vector<uint32_t>& rows,
+                   const std::vector<const float*>& grads, int64_t step, float scale);
 
   // const after construction
   const std::string name_;
@@ -82,6 +91,9 @@ class SparseTable {
   std::vector<std::unique_ptr<Stripe>> stripes_;
 
   std::atomic<uint32_t> next_start_{0};
+  // Optimizer steps of the table. Like PyTorch's SparseAdam and TF's lazy Adam,
+  // bias correction counts the table's updates, not each row's.
+  std::atomic<int64_t> step_{0};
   std::atomic<uint64_t> pushes_{0};
   std::atomic<uint64_t> pulls_{0};
 };

@@ -1,0 +1,268 @@
+// ps_bench: throughput and latency of one running shard over gRPC.
+//
+//   ps_bench --config configs/bench.yaml --server 127.0.0.1:50071 [--channels 4]
+//            [--repeats 20] [--sparse-keys 10000000] [--optimizer-values 16777216]
+//
+// Measures, against a tessera-server started from the same config:
+//   dense pull and push of 4 KiB ... 64 MiB (table "dense"), each transfer
+//     split into pieces of at least 1 MiB spread over the channels at once;
+//   sparse push of N fresh keys (rows created and updated on the server),
+//     then pull of the same keys (table "sparse", dim 1), in 1M-key requests;
+//   the server's optimizer (config's) applied in-process on one core.
+// Prints one line per case: bytes, p50/p99 latency, throughput at p50.
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "common/config.h"
+#include "common/flags.h"
+#include "common/transport.h"
+#include "common/wire.h"
+#include "proto/tessera.grpc.pb.h"
+#include "server/optimizer.h"
+
+namespace tessera {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Several channels (HTTP/2 connections) to one shard; requests go round-robin.
+class Connection {
+ public:
+  Connection(const std::string& address, int channels, int64_t max_bytes) {
+    for (int i = 0; i < channels; ++i) {
+      stubs_.push_back(v1::Shard::NewStub(MakeChannel(address, max_bytes, i)));
+    }
+  }
+  v1::Shard::Stub* stub(size_t i) { return stubs_[i % stubs_.size()].get(); }
+  size_t size() const { return stubs_.size(); }
+
+ private:
+  std::vector<std::unique_ptr<v1::Shard::Stub>> stubs_;
+};
+
+// Sends every request at once (callback API) and waits for all of them.
+template <typename Req, typename Resp, typename Call>
+bool FanOut(Connection& conn, std::vector<Req>& requests, std::vector<Resp>& responses,
+            Call call) {
+  responses.assign(requests.size(), Resp());
+  std::vector<grpc::ClientContext> contexts(requests.size());
+  absl::BlockingCounter done(static_cast<int>(requests.size()));
+  std::atomic<bool> ok{true};
+  for (size_t i = 0; i < requests.size(); ++i) {
+    contexts[i].set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    call(conn.stub(i), &contexts[i], &requests[i], &responses[i], [&](grpc::Status s) {
+      if (!s.ok()) {
+        std::fprintf(stderr, "ps_bench: %s\n", s.error_message().c_str());
+        ok = false;
+      }
+      done.DecrementCount();
+    });
+  }
+  done.Wait();
+  return ok;
+}
+
+struct Timing {
+  double p50, p99;
+};
+
+Timing Percentiles(std::vector<double> t) {
+  std::sort(t.begin(), t.end());
+  auto at = [&](double q) { return t[std::min(t.size() - 1, size_t(q * (t.size() - 1) + 0.5))]; };
+  return {at(0.5), at(0.99)};
+}
+
+void Report(const std::string& what, double bytes, const std::vector<double>& times,
+            const std::string& extra = "") {
+  Timing t = Percentiles(times);
+  std::printf("%-34s %12.0f bytes  p50 %9.3f ms  p99 %9.3f ms  %8.2f GB/s%s\n", what.c_str(),
+              bytes, t.p50 * 1e3, t.p99 * 1e3, bytes / t.p50 / 1e9, extra.c_str());
+  std::fflush(stdout);
+}
+
+// Dense requests for [0, floats), in pieces of >= 1 MiB, at most one per channel.
+std::vector<std::pair<uint64_t, uint64_t>> Pieces(uint64_t floats, size_t channels) {
+  const uint64_t min_piece = (1 << 20) / sizeof(float);
+  uint64_t n = std::max<uint64_t>(1, std::min<uint64_t>(channels, floats / min_piece));
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (uint64_t i = 0; i < n; ++i) out.emplace_back(floats * i / n, floats * (i + 1) / n - floats * i / n);
+  return out;
+}
+
+bool BenchDense(Connection& conn, int repeats, int64_t* clock) {
+  for (uint64_t bytes = 4096; bytes <= (64u << 20); bytes *= 4) {
+    const uint64_t floats = bytes / sizeof(float);
+    auto pieces = Pieces(floats, conn.size());
+    std::vector<v1::PullRequest> pulls(pieces.size());
+    std::vector<v1::PushRequest> pushes(pieces.size());
+    std::vector<float> grad(floats, 1e-3f);
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      auto* s = pulls[i].add_slices();
+      s->set_table("dense");
+      s->set_offset(pieces[i].first);
+      s->set_length(pieces[i].second);
+      *pushes[i].add_slices() = *s;
+      EncodeFloats(absl::MakeConstSpan(grad.data() + pieces[i].first, pieces[i].second),
+                   pushes[i].add_gradients());
+    }
+    std::vector<double> pull_times, push_times;
+    std::vector<v1::PullResponse> pull_resp;
+    std::vector<v1::PushResponse> push_resp;
+    for (int r = 0; r < repeats + 1; ++r) {
+      auto t0 = Clock::now();
+      if (!FanOut(conn, pulls, pull_resp, [](auto* stub, auto* ctx, auto* req, auto* resp, auto cb) {
+            stub->async()->Pull(ctx, req, resp, cb);
+          })) {
+        return false;
+      }
+      auto t1 = Clock::now();
+      for (auto& p : pushes) p.set_clock(*clock);
+      if (!FanOut(conn, pushes, push_resp, [](auto* stub, auto* ctx, auto* req, auto* resp, auto cb) {
+            stub->async()->Push(ctx, req, resp, cb);
+          })) {
+        return false;
+      }
+      auto t2 = Clock::now();
+      if (r == 0) continue;  // warm-up: connections, allocator
+      pull_times.push_back(Seconds(t1 - t0));
+      push_times.push_back(Seconds(t2 - t1));
+    }
+    std::string tag = bytes >= (1 << 20) ? absl::StrCat(bytes >> 20, " MiB") : absl::StrCat(bytes >> 10, " KiB");
+    std::string pieces_note = absl::StrCat("  (", pieces.size(), " request", pieces.size() > 1 ? "s" : "", ")");
+    Report("dense pull " + tag, double(bytes), pull_times, pieces_note);
+    Report("dense push " + tag + " (adam)", double(bytes), push_times, pieces_note);
+  }
+  return true;
+}
+
+bool BenchSparse(Connection& conn, uint64_t num_keys, int repeats, int64_t clock) {
+  const uint64_t kPerRequest = 1'000'000;
+  std::vector<double> push_times, pull_times, update_times;
+  std::mt19937_64 rng(42);
+  for (int r = 0; r < repeats; ++r) {
+    // Fresh random keys each round, so every push creates its rows.
+    std::vector<uint64_t> keys(num_keys);
+    for (auto& k : keys) k = rng();
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    std::vector<v1::PushRequest> pushes;
+    std::vector<v1::PullRequest> pulls;
+    std::vector<float> grad(kPerRequest, 1e-3f);
+    for (uint64_t b = 0; b < keys.size(); b += kPerRequest) {
+      uint64_t n = std::min<uint64_t>(kPerRequest, keys.size() - b);
+      v1::Slice slice;
+      slice.set_table("sparse");
+      EncodeKeys(absl::MakeConstSpan(keys.data() + b, n), slice.mutable_keys());
+      pushes.emplace_back();
+      pushes.back().set_clock(clock);
+      *pushes.back().add_slices() = slice;
+      EncodeFloats(absl::MakeConstSpan(grad.data(), n), pushes.back().add_gradients());
+      pulls.emplace_back();
+      *pulls.back().add_slices() = slice;
+    }
+    std::vector<v1::PushResponse> push_resp;
+    std::vector<v1::PullResponse> pull_resp;
+    auto push = [](auto* stub, auto* ctx, auto* req, auto* resp, auto cb) {
+      stub->async()->Push(ctx, req, resp, cb);
+    };
+    auto t0 = Clock::now();
+    if (!FanOut(conn, pushes, push_resp, push)) return false;
+    auto t1 = Clock::now();
+    if (!FanOut(conn, pulls, pull_resp, [](auto* stub, auto* ctx, auto* req, auto* resp, auto cb) {
+          stub->async()->Pull(ctx, req, resp, cb);
+        })) {
+      return false;
+    }
+    auto t2 = Clock::now();
+    if (!FanOut(conn, pushes, push_resp, push)) return false;
+    auto t3 = Clock::now();
+    push_times.push_back(Seconds(t1 - t0));
+    pull_times.push_back(Seconds(t2 - t1));
+    update_times.push_back(Seconds(t3 - t2));
+  }
+  const double pair_bytes = double(num_keys) * (sizeof(uint64_t) + sizeof(float));
+  std::string note = absl::StrCat("  (", num_keys, " keys, ", (num_keys + kPerRequest - 1) / kPerRequest, " requests)");
+  Report("sparse push, rows created", pair_bytes, push_times, note);
+  Report("sparse pull", pair_bytes, pull_times, note);
+  Report("sparse push, rows updated", pair_bytes, update_times, note);
+  return true;
+}
+
+void BenchOptimizer(const OptimizerConfig& config, uint64_t n, int repeats) {
+  auto opt = MakeOptimizer(config);
+  std::vector<float> w(n, 0.5f), g(n, 1e-3f), slots(n * opt->num_slots());
+  opt->InitSlots(absl::MakeSpan(slots));
+  std::vector<double> times;
+  for (int r = 0; r <= repeats; ++r) {
+    auto t0 = Clock::now();
+    opt->Apply(w.data(), g.data(), slots.data(), n, n, r + 1, 1.0f);
+    if (r > 0) times.push_back(Seconds(Clock::now() - t0));
+  }
+  Timing t = Percentiles(times);
+  // Bytes moved: w, slots read and written, g read.
+  double bytes = double(n) * sizeof(float) * (2 + 2 * opt->num_slots() + 1);
+  std::printf("%-34s %12llu values p50 %9.3f ms  p99 %9.3f ms  %8.2f G values/s  (%.1f GB/s)\n",
+              ("optimizer " + config.type + ", one core").c_str(), (unsigned long long)n,
+              t.p50 * 1e3, t.p99 * 1e3, n / t.p50 / 1e9, bytes / t.p50 / 1e9);
+}
+
+int Main(int argc, char** argv) {
+  auto flags = ParseFlags(argc, argv,
+                          {"config", "server", "channels", "repeats", "sparse-keys",
+                           "sparse-repeats", "optimizer-values", "only"},
+                          {"set"});
+  if (!flags.ok()) return std::fprintf(stderr, "ps_bench: %s\n", flags.status().ToString().c_str()), 2;
+  auto config = LoadJobConfig(flags->Has("config") ? flags->Get("config") : "configs/bench.yaml",
+                              flags->All("set"));
+  if (!config.ok()) return std::fprintf(stderr, "ps_bench: %s\n", config.status().ToString().c_str()), 2;
+  auto num = [&](const char* name, int64_t fallback) {
+    auto v = flags->GetInt(name);
+    return v.ok() && v->has_value() ? **v : fallback;
+  };
+  const std::string only = flags->Get("only");  // dense | sparse | optimizer
+  std::string address = flags->Has("server") ? flags->Get("server") : config->cluster.servers[0];
+  Connection conn(address, static_cast<int>(num("channels", 4)), config->server.max_message_bytes);
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  ctx.set_wait_for_ready(true);
+  v1::RegisterRequest reg;
+  v1::RegisterResponse layout;
+  grpc::Status s = conn.stub(0)->Register(&ctx, reg, &layout);
+  if (!s.ok()) {
+    std::fprintf(stderr, "ps_bench: no shard answers at %s (%s); start one with\n"
+                 "  tessera-server --config configs/bench.yaml --shard 0\n",
+                 address.c_str(), s.error_message().c_str());
+    return 1;
+  }
+  std::printf("ps_bench: shard %u of %u at %s, mode %s, optimizer %s, %zu channels\n",
+              layout.shard_index(), layout.num_shards(), address.c_str(), layout.mode().c_str(),
+              config->optimizer.type.c_str(), conn.size());
+  int64_t clock = layout.clock();
+  const int repeats = static_cast<int>(num("repeats", 20));
+  if ((only.empty() || only == "dense") && !BenchDense(conn, repeats, &clock)) return 1;
+  if ((only.empty() || only == "sparse") &&
+      !BenchSparse(conn, num("sparse-keys", 10'000'000), static_cast<int>(num("sparse-repeats", 3)), clock)) {
+    return 1;
+  }
+  if (only.empty() || only == "optimizer") {
+    BenchOptimizer(config->optimizer, num("optimizer-values", 16 << 20), repeats);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace tessera
+
+int main(int argc, char** argv) { return tessera::Main(argc, argv); }

@@ -1,0 +1,31 @@
+// gRPC transport settings shared by every Tessera channel and server, so that
+// both ends of a connection agree. Large parameter transfers are bound by
+// HTTP/2 flow control and TCP read chunking long before CPU or loopback
+// bandwidth; these widen both (see docs/PERFORMANCE.md for the effect).
+//
+// Pure functions; call while building a channel or server.
+#ifndef TESSERA_COMMON_TRANSPORT_H_
+#define TESSERA_COMMON_TRANSPORT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace tessera {
+
+// Channel arguments for a client channel; `channel_id` makes channels to the
+// same address distinct connections (gRPC would otherwise share one).
+grpc::ChannelArguments ClientChannelArgs(int64_t max_message_bytes, int channel_id);
+
+// The same settings on a server under construction.
+void ApplyServerTransport(grpc::ServerBuilder* builder, int64_t max_message_bytes);
+
+// An insecure channel to `address` with ClientChannelArgs.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
+                                           int64_t max_message_bytes, int channel_id);
+
+}  // namespace tessera
+
+#endif  // TESSERA_COMMON_TRANSPORT_H_
