@@ -29,10 +29,14 @@ absl::StatusOr<std::optional<int64_t>> Flags::GetInt(const std::string& name) co
 }
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv, const std::vector<std::string>& single,
-                                 const std::vector<std::string>& repeatable) {
+                                 const std::vector<std::string>& repeatable,
+                                 const std::vector<std::string>& switches) {
+  auto is_switch = [&](const std::string& n) {
+    return std::count(switches.begin(), switches.end(), n) > 0;
+  };
   auto known = [&](const std::string& n) {
     return std::count(single.begin(), single.end(), n) +
-           std::count(repeatable.begin(), repeatable.end(), n);
+           std::count(repeatable.begin(), repeatable.end(), n) + (is_switch(n) ? 1 : 0);
   };
   Flags flags;
   for (int i = 1; i < argc; ++i) {
@@ -46,6 +50,11 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv, const std::vector<std::s
     if (eq != std::string::npos) {
       value = name.substr(eq + 1);
       name = name.substr(0, eq);
+      if (is_switch(name)) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
+      }
+    } else if (is_switch(name)) {
+      value = "true";
     } else if (known(name) && i + 1 < argc) {
       value = argv[++i];
     } else if (known(name)) {
@@ -54,10 +63,11 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv, const std::vector<std::s
     if (!known(name)) {
       std::vector<std::string> all = single;
       all.insert(all.end(), repeatable.begin(), repeatable.end());
+      all.insert(all.end(), switches.begin(), switches.end());
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, "; expected one of --",
                                                      absl::StrJoin(all, " --")));
     }
-    bool is_single = std::count(single.begin(), single.end(), name) > 0;
+    bool is_single = std::count(repeatable.begin(), repeatable.end(), name) == 0;
     if (is_single && flags.values_.count(name)) {
       return absl::InvalidArgumentError(absl::StrCat("--", name, " given twice"));
     }

@@ -30,15 +30,17 @@ class Flags {
 
  private:
   friend absl::StatusOr<Flags> ParseFlags(int, char**, const std::vector<std::string>&,
+                                          const std::vector<std::string>&,
                                           const std::vector<std::string>&);
   std::map<std::string, std::vector<std::string>> values_;
   std::vector<std::string> positional_;
 };
 
-// `single` flags may appear once; `repeatable` ones any number of times.
-// Boolean flags are written `--name=true` or `--name true`.
+// `single` flags may appear once; `repeatable` ones any number of times;
+// `switches` take no value (`--standalone`; Has() tells whether given).
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv, const std::vector<std::string>& single,
-                                 const std::vector<std::string>& repeatable);
+                                 const std::vector<std::string>& repeatable,
+                                 const std::vector<std::string>& switches = {});
 
 }  // namespace tessera
 

@@ -1,0 +1,37 @@
+// tessera: the command-line front end.
+//
+//   tessera run CONFIG [--set key=value ...] [--out DIR] [--no-live]
+//       runs a whole job on this machine (see launcher/launcher.h)
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "common/flags.h"
+#include "launcher/launcher.h"
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  const char* usage =
+      "usage: tessera run CONFIG [--set key=value ...] [--out DIR] [--no-live]\n"
+      "       [--server-binary PATH] [--worker-binary PATH]\n";
+  auto flags = ParseFlags(argc, argv, {"out", "server-binary", "worker-binary"}, {"set"},
+                          {"no-live"});
+  if (!flags.ok()) {
+    std::fprintf(stderr, "tessera: %s\n%s", std::string(flags.status().message()).c_str(), usage);
+    return 2;
+  }
+  const auto& args = flags->positional();
+  if (args.size() != 2 || args[0] != "run") {
+    std::fprintf(stderr, "%s", usage);
+    return 2;
+  }
+  LaunchOptions options;
+  options.config_path = args[1];
+  options.overrides = flags->All("set");
+  options.out_dir = flags->Get("out");
+  options.server_binary = flags->Get("server-binary");
+  options.worker_binary = flags->Get("worker-binary");
+  options.live = isatty(STDOUT_FILENO) && !flags->Has("no-live");
+  return RunJob(options);
+}

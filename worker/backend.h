@@ -1,0 +1,61 @@
+// Backend: the compute a model needs, behind one interface, so that model code
+// is written once and runs on the CPU (Eigen, CpuBackend) or a GPU (cuBLAS and
+// Tessera's kernels, the CUDA backend). Both give the same numbers to float
+// tolerance.
+//
+// Tensors are row-major float matrices in the backend's own memory (host for
+// the CPU, device for CUDA): Allocate them once and reuse them every step.
+//
+// Threading: a Backend belongs to one worker thread; calls run in order.
+#ifndef TESSERA_WORKER_BACKEND_H_
+#define TESSERA_WORKER_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/types/span.h"
+
+namespace tessera {
+
+struct Tensor {
+  float* data = nullptr;  // backend memory; not owned
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t size() const { return rows * cols; }
+  // Rows [first, first + n) of this tensor (a view).
+  Tensor Rows(int64_t first, int64_t n) const { return {data + first * cols, n, cols}; }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // A rows x cols tensor owned by the backend, alive as long as the backend.
+  virtual Tensor Allocate(int64_t rows, int64_t cols) = 0;
+  // Host <-> backend copies. REQUIRES: host.size() == t.size().
+  virtual void CopyIn(absl::Span<const float> host, Tensor t) = 0;
+  virtual void CopyOut(Tensor t, absl::Span<float> host) = 0;
+
+  // c = alpha * op(a) * op(b) + beta * c, op = transpose when ta / tb.
+  virtual void Gemm(bool ta, bool tb, float alpha, Tensor a, Tensor b, float beta, Tensor c) = 0;
+  // x[r, :] += bias[0, :], then ReLU when `relu`.
+  virtual void BiasActivation(Tensor x, Tensor bias, bool relu) = 0;
+  // dy *= (y > 0), elementwise.
+  virtual void ReluBackward(Tensor y, Tensor dy) = 0;
+  // db[0, :] = sum over rows of dy.
+  virtual void BiasGrad(Tensor dy, Tensor db) = 0;
+  // Softmax cross-entropy of each row against labels (host array of
+  // logits.rows): returns the mean loss, writes d(mean loss)/d(logits) into
+  // dlogits, adds the number of rows whose argmax is the label to *correct.
+  virtual float SoftmaxCrossEntropy(Tensor logits, const int32_t* labels, Tensor dlogits,
+                                    int64_t* correct) = 0;
+};
+
+// Eigen on the host.
+std::unique_ptr<Backend> MakeCpuBackend();
+
+}  // namespace tessera
+
+#endif  // TESSERA_WORKER_BACKEND_H_

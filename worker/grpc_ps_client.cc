@@ -1,0 +1,264 @@
+#include "worker/grpc_ps_client.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/partition.h"
+#include "common/transport.h"
+
+namespace tessera {
+namespace {
+
+// Pieces larger than this are split over a shard's channels.
+constexpr uint64_t kSplitBytes = 1 << 20;
+
+std::chrono::system_clock::time_point DeadlineIn(int64_t ms) {
+  return std::chrono::system_clock::now() + std::chrono::milliseconds(ms);
+}
+
+// Waits for a set of asynchronous calls; remembers the first error.
+class CallGroup {
+ public:
+  // Returns the callback for one more call; `on_ok` runs on success.
+  std::function<void(grpc::Status)> Add(size_t shard, std::function<absl::Status()> on_ok = {}) {
+    absl::MutexLock lock(&mu_);
+    ++pending_;
+    return [this, shard, on_ok = std::move(on_ok)](grpc::Status status) {
+      absl::Status local = status.ok() && on_ok ? on_ok() : absl::OkStatus();
+      absl::MutexLock lock(&mu_);
+      if (!status.ok() && !failed_) {
+        failed_ = true;
+        failed_shard_ = shard;
+        grpc_error_ = status;
+      } else if (!local.ok() && error_.ok()) {
+        error_ = local;
+      }
+      --pending_;
+    };
+  }
+  // Blocks until every call has answered. Each call has its own deadline,
+  // after which gRPC answers it; `bound` only guards against a lost callback.
+  bool Wait(absl::Duration bound) {
+    absl::MutexLock lock(&mu_);
+    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_ == 0; };
+    return mu_.AwaitWithTimeout(absl::Condition(&done), bound);
+  }
+  bool failed() {
+    absl::MutexLock lock(&mu_);
+    return failed_;
+  }
+  size_t failed_shard() {
+    absl::MutexLock lock(&mu_);
+    return failed_shard_;
+  }
+  grpc::Status grpc_error() {
+    absl::MutexLock lock(&mu_);
+    return grpc_error_;
+  }
+  absl::Status local_error() {
+    absl::MutexLock lock(&mu_);
+    return error_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int pending_ ABSL_GUARDED_BY(mu_) = 0;
+  bool failed_ ABSL_GUARDED_BY(mu_) = false;
+  size_t failed_shard_ ABSL_GUARDED_BY(mu_) = 0;
+  grpc::Status grpc_error_ ABSL_GUARDED_BY(mu_);
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank)
+    : config_(config), rank_(rank) {
+  const uint32_t channels = config.worker.channels_per_shard;
+  ShardRequests requests = ShardRequests::ForDense(config, channels, kSplitBytes);
+  for (uint32_t s = 0; s < config.num_servers(); ++s) {
+    ShardChannels shard;
+    shard.address = config.cluster.servers[s];
+    for (uint32_t c = 0; c < channels; ++c) {
+      shard.stubs.push_back(v1::Shard::NewStub(
+          MakeChannel(shard.address, config.server.max_message_bytes, static_cast<int>(c))));
+    }
+    // Deal the pieces round-robin into one request per channel.
+    shard.groups.resize(channels);
+    for (size_t i = 0; i < requests.pieces[s].size(); ++i) {
+      shard.groups[i % channels].push_back(requests.pieces[s][i]);
+    }
+    shard.groups.erase(std::remove_if(shard.groups.begin(), shard.groups.end(),
+                                      [](const auto& g) { return g.empty(); }),
+                       shard.groups.end());
+    shards_.push_back(std::move(shard));
+  }
+}
+
+absl::Status GrpcPsClient::ShardError(size_t shard, const grpc::Status& status) const {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      absl::StrCat("shard ", shard, " (", shards_[shard].address,
+                                   "): ", status.error_message()));
+}
+
+absl::Status GrpcPsClient::CheckLayout(size_t s, const v1::RegisterResponse& layout) const {
+  const auto tables = config_.Tables();
+  bool same = layout.num_shards() == config_.num_servers() &&
+              layout.shard_index() == s && layout.tables_size() == static_cast<int>(tables.size());
+  for (size_t t = 0; same && t < tables.size(); ++t) {
+    const auto& got = layout.tables(static_cast<int>(t));
+    same = got.name() == tables[t].name;
+    if (same && tables[t].kind == TableKind::kDense) {
+      DenseRange range = DenseShardRange(tables[t].size, s, config_.num_servers());
+      same = got.begin() == range.begin && got.end() == range.end;
+    }
+  }
+  if (same) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "shard ", s, " (", shards_[s].address, ") serves a different job: it is shard ",
+      layout.shard_index(), " of ", layout.num_shards(), " with ", layout.tables_size(),
+      " tables; this worker's config wants shard ", s, " of ", config_.num_servers(), " with ",
+      tables.size()));
+}
+
+absl::StatusOr<int64_t> GrpcPsClient::Connect() {
+  const int64_t timeout_ms = config_.worker.connect_timeout_ms;
+  std::vector<v1::RegisterRequest> requests(shards_.size());
+  std::vector<v1::RegisterResponse> responses(shards_.size());
+  std::vector<grpc::ClientContext> contexts(shards_.size());
+  CallGroup group;
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    requests[s].set_worker_rank(rank_);
+    contexts[s].set_deadline(DeadlineIn(timeout_ms));
+    contexts[s].set_wait_for_ready(true);  // retry with backoff while the shard starts
+    shards_[s].stubs[0]->async()->Register(&contexts[s], &requests[s], &responses[s],
+                                           group.Add(s, [this, s, &responses] {
+                                             return CheckLayout(s, responses[s]);
+                                           }));
+  }
+  group.Wait(absl::Milliseconds(timeout_ms) + absl::Seconds(5));
+  if (group.failed()) {
+    size_t s = group.failed_shard();
+    grpc::Status status = group.grpc_error();
+    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+        status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      return absl::UnavailableError(absl::StrCat(
+          "shard ", s, " at ", shards_[s].address, " did not answer within ", timeout_ms,
+          " ms (worker.connect_timeout_ms); is tessera-server running there?"));
+    }
+    return ShardError(s, status);
+  }
+  if (!group.local_error().ok()) return group.local_error();
+  int64_t clock = 0;
+  for (const auto& r : responses) clock = std::max(clock, r.clock());
+  return clock;
+}
+
+absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* params) {
+  ShapeParameters(config_, params);
+  std::vector<std::unique_ptr<v1::PullRequest>> requests;
+  std::vector<std::unique_ptr<v1::PullResponse>> responses;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<int64_t> min_clocks;
+  CallGroup group;
+  absl::Mutex min_mu;
+  int64_t min_clock = INT64_MAX;
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    for (size_t g = 0; g < shards_[s].groups.size(); ++g) {
+      const auto& pieces = shards_[s].groups[g];
+      requests.push_back(std::make_unique<v1::PullRequest>());
+      responses.push_back(std::make_unique<v1::PullResponse>());
+      contexts.push_back(std::make_unique<grpc::ClientContext>());
+      BuildPull(pieces, config_, rank_, clock, requests.back().get());
+      contexts.back()->set_deadline(DeadlineIn(config_.worker.pull_timeout_ms));
+      v1::PullResponse* response = responses.back().get();
+      shards_[s].stubs[g]->async()->Pull(
+          contexts.back().get(), requests.back().get(), response,
+          group.Add(s, [&pieces, response, params, &min_mu, &min_clock] {
+            absl::MutexLock lock(&min_mu);
+            min_clock = std::min(min_clock, response->min_clock());
+            return ScatterPull(pieces, *response, params);
+          }));
+    }
+  }
+  group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5));
+  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
+  if (!group.local_error().ok()) return group.local_error();
+  return min_clock;
+}
+
+absl::Status GrpcPsClient::PushDense(int64_t clock, const ParameterSet& grads) {
+  // A shard whose push is one request advances its clock in that request; a
+  // shard whose push is split gets a Clock call after all its pieces landed.
+  std::vector<std::unique_ptr<v1::PushRequest>> requests;
+  std::vector<std::unique_ptr<v1::PushResponse>> responses;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  CallGroup group;
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    const bool single = shards_[s].groups.size() <= 1;
+    auto groups = shards_[s].groups;
+    if (groups.empty()) groups.emplace_back();  // no gradients here, but the clock advances
+    for (size_t g = 0; g < groups.size(); ++g) {
+      requests.push_back(std::make_unique<v1::PushRequest>());
+      responses.push_back(std::make_unique<v1::PushResponse>());
+      contexts.push_back(std::make_unique<grpc::ClientContext>());
+      BuildPush(groups[g], config_, rank_, clock, grads, single, requests.back().get());
+      contexts.back()->set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
+      shards_[s].stubs[g]->async()->Push(contexts.back().get(), requests.back().get(),
+                                         responses.back().get(), group.Add(s));
+    }
+  }
+  group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
+  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
+
+  CallGroup clocks;
+  std::vector<v1::ClockRequest> clock_requests(shards_.size());
+  std::vector<v1::ClockResponse> clock_responses(shards_.size());
+  std::vector<grpc::ClientContext> clock_contexts(shards_.size());
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    if (shards_[s].groups.size() <= 1) continue;
+    clock_requests[s].set_worker_rank(rank_);
+    clock_requests[s].set_clock(clock);
+    clock_contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
+    shards_[s].stubs[0]->async()->Clock(&clock_contexts[s], &clock_requests[s],
+                                        &clock_responses[s], clocks.Add(s));
+  }
+  clocks.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
+  if (clocks.failed()) return ShardError(clocks.failed_shard(), clocks.grpc_error());
+  return absl::OkStatus();
+}
+
+absl::Status GrpcPsClient::Finish() {
+  std::vector<v1::FinishRequest> requests(shards_.size());
+  std::vector<v1::FinishResponse> responses(shards_.size());
+  std::vector<grpc::ClientContext> contexts(shards_.size());
+  CallGroup group;
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    requests[s].set_worker_rank(rank_);
+    contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
+    shards_[s].stubs[0]->async()->Finish(&contexts[s], &requests[s], &responses[s],
+                                         group.Add(s));
+  }
+  group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
+  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> GrpcPsClient::WorkersFinished() {
+  std::vector<v1::StatsRequest> requests(shards_.size());
+  std::vector<v1::StatsResponse> responses(shards_.size());
+  std::vector<grpc::ClientContext> contexts(shards_.size());
+  CallGroup group;
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
+    shards_[s].stubs[0]->async()->Stats(&contexts[s], &requests[s], &responses[s], group.Add(s));
+  }
+  group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
+  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
+  uint32_t fewest = UINT32_MAX;
+  for (const auto& r : responses) fewest = std::min(fewest, r.workers_finished());
+  return fewest;
+}
+
+}  // namespace tessera

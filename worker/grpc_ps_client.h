@@ -1,0 +1,54 @@
+// GrpcPsClient: the PsClient over gRPC. Keeps worker.channels_per_shard
+// channels (HTTP/2 connections) to every shard and fans each call out to all
+// shards at once on the callback API; a shard's share of a large table is cut
+// into pieces that travel on its channels in parallel. Every call carries a
+// deadline (worker.rpc_timeout_ms, pulls worker.pull_timeout_ms).
+//
+// Connect() waits for shards that are still starting: gRPC retries the
+// connection with backoff until worker.connect_timeout_ms, then the worker
+// fails with a line naming the shard that did not answer.
+//
+// Threading: one caller at a time (the worker's training thread).
+#ifndef TESSERA_WORKER_GRPC_PS_CLIENT_H_
+#define TESSERA_WORKER_GRPC_PS_CLIENT_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "proto/tessera.grpc.pb.h"
+#include "worker/ps_client.h"
+
+namespace tessera {
+
+class GrpcPsClient : public PsClient {
+ public:
+  GrpcPsClient(const JobConfig& config, uint32_t rank);
+
+  absl::StatusOr<int64_t> Connect() override;
+  absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override;
+  absl::Status PushDense(int64_t clock, const ParameterSet& grads) override;
+  absl::Status Finish() override;
+  absl::StatusOr<uint32_t> WorkersFinished() override;
+
+ private:
+  struct ShardChannels {
+    std::string address;
+    std::vector<std::unique_ptr<v1::Shard::Stub>> stubs;  // one per channel
+    // The pieces of a dense pull/push, grouped into one request per channel.
+    std::vector<std::vector<ShardRequests::Piece>> groups;
+  };
+
+  // Names the shard in an error from it.
+  absl::Status ShardError(size_t shard, const grpc::Status& status) const;
+  // Checks that shard `s` serves this job's tables with the expected ranges.
+  absl::Status CheckLayout(size_t s, const v1::RegisterResponse& layout) const;
+
+  const JobConfig config_;
+  const uint32_t rank_;
+  std::vector<ShardChannels> shards_;
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_WORKER_GRPC_PS_CLIENT_H_

@@ -1,0 +1,170 @@
+#include "worker/ps_client.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "common/partition.h"
+#include "common/wire.h"
+#include "server/shard.h"
+
+namespace tessera {
+
+ShardRequests ShardRequests::ForDense(const JobConfig& config, uint32_t split,
+                                      uint64_t split_bytes) {
+  ShardRequests r;
+  const uint32_t num_shards = config.num_servers();
+  r.pieces.resize(num_shards);
+  const auto tables = config.Tables();
+  for (size_t t = 0; t < tables.size(); ++t) {
+    if (tables[t].kind != TableKind::kDense) continue;
+    for (uint32_t s = 0; s < num_shards; ++s) {
+      DenseRange range = DenseShardRange(tables[t].size, s, num_shards);
+      if (range.size() == 0) continue;
+      const uint64_t n = range.size() * sizeof(float) > split_bytes ? split : 1;
+      for (uint64_t k = 0; k < n; ++k) {
+        uint64_t lo = range.begin + range.size() * k / n;
+        uint64_t hi = range.begin + range.size() * (k + 1) / n;
+        if (hi > lo) r.pieces[s].push_back({t, lo, hi - lo});
+      }
+    }
+  }
+  return r;
+}
+
+void ShapeParameters(const JobConfig& config, ParameterSet* params) {
+  const auto tables = config.Tables();
+  params->resize(tables.size());
+  for (size_t t = 0; t < tables.size(); ++t) {
+    if (tables[t].kind == TableKind::kDense) (*params)[t].resize(tables[t].size);
+  }
+}
+
+void BuildPull(const std::vector<ShardRequests::Piece>& pieces, const JobConfig& config,
+               uint32_t worker, int64_t clock, v1::PullRequest* request) {
+  const auto tables = config.Tables();
+  request->set_worker_rank(worker);
+  request->set_clock(clock);
+  for (const auto& p : pieces) {
+    auto* slice = request->add_slices();
+    slice->set_table(tables[p.table].name);
+    slice->set_offset(p.offset);
+    slice->set_length(p.length);
+  }
+}
+
+void BuildPush(const std::vector<ShardRequests::Piece>& pieces, const JobConfig& config,
+               uint32_t worker, int64_t clock, const ParameterSet& grads, bool advance,
+               v1::PushRequest* request) {
+  const auto tables = config.Tables();
+  request->set_worker_rank(worker);
+  request->set_clock(clock);
+  request->set_advance_clock(advance);
+  for (const auto& p : pieces) {
+    auto* slice = request->add_slices();
+    slice->set_table(tables[p.table].name);
+    slice->set_offset(p.offset);
+    slice->set_length(p.length);
+    EncodeFloats(absl::MakeConstSpan(grads[p.table].data() + p.offset, p.length),
+                 request->add_gradients());
+  }
+}
+
+absl::Status ScatterPull(const std::vector<ShardRequests::Piece>& pieces,
+                         const v1::PullResponse& response, ParameterSet* params) {
+  if (response.values_size() != static_cast<int>(pieces.size())) {
+    return absl::InternalError(absl::StrCat("pull answered ", response.values_size(),
+                                            " slices, asked for ", pieces.size()));
+  }
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const auto& p = pieces[i];
+    const std::string& bytes = response.values(i);
+    if (bytes.size() != p.length * sizeof(float)) {
+      return absl::InternalError(absl::StrCat("pull slice ", i, " holds ", bytes.size(),
+                                              " bytes, expected ", p.length * sizeof(float)));
+    }
+    std::memcpy((*params)[p.table].data() + p.offset, bytes.data(), bytes.size());
+  }
+  return absl::OkStatus();
+}
+
+LocalPsClient::LocalPsClient(const JobConfig& config, uint32_t rank, std::vector<Shard*> shards)
+    : config_(config),
+      rank_(rank),
+      shards_(std::move(shards)),
+      requests_(ShardRequests::ForDense(config, 1, ~0ull)) {}
+
+absl::StatusOr<int64_t> LocalPsClient::Connect() {
+  int64_t clock = 0;
+  for (Shard* shard : shards_) {
+    v1::RegisterRequest request;
+    request.set_worker_rank(rank_);
+    v1::RegisterResponse response;
+    absl::Status s = shard->Register(request, &response);
+    if (!s.ok()) return s;
+    clock = std::max(clock, response.clock());
+  }
+  return clock;
+}
+
+absl::StatusOr<int64_t> LocalPsClient::PullDense(int64_t clock, ParameterSet* params) {
+  ShapeParameters(config_, params);
+  int64_t min_clock = INT64_MAX;
+  const absl::Duration timeout = absl::Milliseconds(config_.worker.pull_timeout_ms);
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    v1::PullRequest request;
+    v1::PullResponse response;
+    BuildPull(requests_.pieces[s], config_, rank_, clock, &request);
+    // The pull may park until other workers (other threads) advance.
+    auto done = std::make_shared<absl::Notification>();
+    auto result = std::make_shared<absl::Status>();
+    shards_[s]->Pull(request, &response, absl::Now() + timeout, [done, result](absl::Status st) {
+      *result = st;
+      done->Notify();
+    });
+    // The shard's deadline answers the pull; the extra second only bounds this wait.
+    if (!done->WaitForNotificationWithTimeout(timeout + absl::Seconds(1))) {
+      return absl::DeadlineExceededError("local pull did not finish");
+    }
+    if (!result->ok()) return *result;
+    absl::Status scattered = ScatterPull(requests_.pieces[s], response, params);
+    if (!scattered.ok()) return scattered;
+    min_clock = std::min(min_clock, response.min_clock());
+  }
+  return min_clock;
+}
+
+absl::Status LocalPsClient::PushDense(int64_t clock, const ParameterSet& grads) {
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    v1::PushRequest request;
+    v1::PushResponse response;
+    BuildPush(requests_.pieces[s], config_, rank_, clock, grads, /*advance=*/true, &request);
+    absl::Status st = shards_[s]->Push(request, &response);
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LocalPsClient::Finish() {
+  for (Shard* shard : shards_) {
+    v1::FinishRequest request;
+    request.set_worker_rank(rank_);
+    v1::FinishResponse response;
+    absl::Status s = shard->Finish(request, &response);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> LocalPsClient::WorkersFinished() {
+  uint32_t fewest = UINT32_MAX;
+  for (Shard* shard : shards_) {
+    v1::StatsResponse stats;
+    shard->Stats(&stats);
+    fewest = std::min(fewest, stats.workers_finished());
+  }
+  return fewest;
+}
+
+}  // namespace tessera

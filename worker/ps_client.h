@@ -1,0 +1,104 @@
+// PsClient: how a worker talks to the parameter server — pull every dense
+// table at a clock, push gradients and advance the clock, finish.
+//
+// Implementations: GrpcPsClient (worker/grpc_ps_client.h) talks to real
+// shards over gRPC, fanning every call out to all shards at once;
+// LocalPsClient (below) calls Shard objects in this process, for unit tests
+// and for the one-process baseline that measures what the PS costs.
+//
+// Threading: one worker thread uses a client; calls do not overlap.
+#ifndef TESSERA_WORKER_PS_CLIENT_H_
+#define TESSERA_WORKER_PS_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/config.h"
+#include "proto/tessera.pb.h"
+#include "worker/model.h"
+
+namespace tessera {
+
+class Shard;
+
+class PsClient {
+ public:
+  virtual ~PsClient() = default;
+
+  // Registers this worker with every shard. Returns its clock (0 for a new
+  // job; more when the worker restarts). UNAVAILABLE naming the shard when
+  // one does not answer within worker.connect_timeout_ms.
+  virtual absl::StatusOr<int64_t> Connect() = 0;
+
+  // Pulls every dense table whole, as allowed at `clock` by the consistency
+  // mode, into *params (resized to the tables). Returns the smallest
+  // min_clock over the shards: the values hold every update of the clocks
+  // below it. DEADLINE_EXCEEDED when the clock does not allow it in time.
+  virtual absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) = 0;
+
+  // Pushes the gradients of every dense table for `clock`, then advances
+  // this worker's clock to clock + 1 on every shard.
+  virtual absl::Status PushDense(int64_t clock, const ParameterSet& grads) = 0;
+
+  // Tells every shard this worker is done.
+  virtual absl::Status Finish() = 0;
+
+  // The fewest finished workers any shard has seen.
+  virtual absl::StatusOr<uint32_t> WorkersFinished() = 0;
+};
+
+// The requests one call sends, per shard. Shared by both implementations so
+// that they split tables identically.
+struct ShardRequests {
+  // pieces[s]: the dense (table index, offset, length) pieces shard s owns.
+  struct Piece {
+    size_t table;
+    uint64_t offset;
+    uint64_t length;
+  };
+  std::vector<std::vector<Piece>> pieces;
+
+  // Splits every dense table of `config` over its shards; a shard's share of
+  // a table larger than split_bytes is cut into `split` pieces, so that large
+  // transfers can travel on several channels at once.
+  static ShardRequests ForDense(const JobConfig& config, uint32_t split, uint64_t split_bytes);
+};
+
+// Fills `request` with the pieces given, for `worker` at `clock`.
+void BuildPull(const std::vector<ShardRequests::Piece>& pieces, const JobConfig& config,
+               uint32_t worker, int64_t clock, v1::PullRequest* request);
+void BuildPush(const std::vector<ShardRequests::Piece>& pieces, const JobConfig& config,
+               uint32_t worker, int64_t clock, const ParameterSet& grads, bool advance,
+               v1::PushRequest* request);
+// Copies a pull's values into *params. INTERNAL when the sizes disagree.
+absl::Status ScatterPull(const std::vector<ShardRequests::Piece>& pieces,
+                         const v1::PullResponse& response, ParameterSet* params);
+// Sizes *params to the config's dense tables.
+void ShapeParameters(const JobConfig& config, ParameterSet* params);
+
+// The PS in this process: calls the given shards directly (no network).
+class LocalPsClient : public PsClient {
+ public:
+  // `shards` (one per configured server) must outlive the client.
+  LocalPsClient(const JobConfig& config, uint32_t rank, std::vector<Shard*> shards);
+
+  absl::StatusOr<int64_t> Connect() override;
+  absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override;
+  absl::Status PushDense(int64_t clock, const ParameterSet& grads) override;
+  absl::Status Finish() override;
+  absl::StatusOr<uint32_t> WorkersFinished() override;
+
+ private:
+  const JobConfig config_;
+  const uint32_t rank_;
+  const std::vector<Shard*> shards_;
+  const ShardRequests requests_;
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_WORKER_PS_CLIENT_H_

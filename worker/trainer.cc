@@ -1,0 +1,191 @@
+#include "worker/trainer.h"
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status.h"
+#include "spdlog/spdlog.h"
+#include "worker/model.h"
+#include "worker/parameter_cache.h"
+
+namespace tessera {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+void AppendJsonLine(const std::string& path, const std::string& json) {
+  if (path.empty()) return;
+  if (FILE* f = std::fopen(path.c_str(), "a")) {
+    std::fprintf(f, "%s\n", json.c_str());
+    std::fclose(f);
+  }
+}
+
+std::string TrainResult::ToJson() const {
+  std::string json = absl::StrFormat(
+      "\"steps\": %d, \"samples\": %d, \"pulls\": %d, \"train_loss\": %.6f, "
+      "\"train_seconds\": %.3f, \"samples_per_second\": %.1f, \"pull_seconds\": %.3f, "
+      "\"push_seconds\": %.3f, \"compute_seconds\": %.3f",
+      steps, samples, pulls, train_loss, train_seconds, samples_per_second, pull_seconds,
+      push_seconds, compute_seconds);
+  if (evaluated) {
+    json += absl::StrFormat(", \"test_accuracy\": %.5f, \"test_loss\": %.5f", test_accuracy,
+                            test_loss);
+  }
+  return json;
+}
+
+Trainer::Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backend* backend,
+                 const Dataset* train, const Dataset* test)
+    : config_(config), rank_(rank), client_(client), backend_(backend), train_(train),
+      test_(test) {}
+
+absl::StatusOr<TrainResult> Trainer::Run() {
+  TESSERA_ASSIGN_OR_RETURN(clock_, client_->Connect());
+  const TrainingConfig& t = config_.training;
+  Batcher batcher(train_->size(), rank_, config_.cluster.workers, t.batch_size, t.seed);
+  if (batcher.steps_per_epoch() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training.batch_size = ", t.batch_size, ": larger than this worker's share of the ",
+        train_->size(), " training examples"));
+  }
+  Mlp model(config_.model.layers, backend_, std::max<uint32_t>(t.batch_size, 1024));
+  ParameterCache cache(config_.consistency);
+  batch_x_.resize(size_t(t.batch_size) * train_->features);
+  batch_y_.resize(t.batch_size);
+  start_ = window_start_ = last_progress_ = Now();
+  spdlog::info("worker {} of {}: {} training examples, {} steps per epoch, batch {}, starting "
+               "at clock {}",
+               rank_, config_.cluster.workers, train_->size() / config_.cluster.workers,
+               batcher.steps_per_epoch(), t.batch_size, clock_);
+  // A restarted worker resumes at its clock: skip the steps it already did.
+  const int64_t first = clock_;
+  int64_t global_step = 0;
+  for (uint32_t epoch = 0; epoch < t.epochs; ++epoch) {
+    epoch_loss_sum_ = 0;
+    epoch_loss_steps_ = 0;
+    for (size_t step = 0; step < batcher.steps_per_epoch(); ++step, ++global_step) {
+      if (t.max_steps > 0 && global_step >= t.max_steps) break;
+      if (global_step < first) continue;
+      double loss;
+      TESSERA_RETURN_IF_ERROR(Step(epoch, step, batcher, cache, model, &loss));
+      if (t.eval_every_steps > 0 && test_ && (global_step + 1) % t.eval_every_steps == 0) {
+        double acc, test_loss;
+        model.Evaluate(cache.values(), *test_, &acc, &test_loss);
+        spdlog::info("step {}: test accuracy {:.4f}, test loss {:.4f} (parameters of clock {})",
+                     global_step + 1, acc, test_loss, cache.guaranteed());
+        AppendJsonLine(config_.logging.metrics_file,
+                       absl::StrFormat("{\"rank\": %d, \"event\": \"eval\", \"step\": %d, "
+                                       "\"test_accuracy\": %.5f, \"test_loss\": %.5f}",
+                                       rank_, global_step + 1, acc, test_loss));
+      }
+      if (Now() - last_progress_ >= config_.worker.progress_interval_s) {
+        Progress(epoch, step, batcher.steps_per_epoch());
+      }
+    }
+  }
+  result_.train_seconds = Now() - start_;
+  result_.train_loss = epoch_loss_steps_ ? epoch_loss_sum_ / epoch_loss_steps_ : 0;
+  result_.samples_per_second = result_.samples / std::max(result_.train_seconds, 1e-9);
+  if (rank_ == 0 && test_) TESSERA_RETURN_IF_ERROR(EvaluateFinal(cache, model));
+  TESSERA_RETURN_IF_ERROR(client_->Finish());
+  AppendJsonLine(config_.logging.metrics_file,
+                 absl::StrCat("{\"rank\": ", rank_, ", \"event\": \"final\", ", result_.ToJson(),
+                              "}"));
+  return result_;
+}
+
+absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, ParameterCache& cache,
+                           Mlp& model, double* loss) {
+  const TrainingConfig& t = config_.training;
+  double t0 = Now();
+  if (!cache.FreshFor(clock_)) {
+    TESSERA_ASSIGN_OR_RETURN(int64_t guaranteed, client_->PullDense(clock_, &cache.values()));
+    cache.Filled(guaranteed);
+    ++result_.pulls;
+  }
+  double t1 = Now();
+  if (on_compute) on_compute(clock_, cache.guaranteed());
+  std::vector<uint32_t> indices = batcher.Batch(epoch, step);
+  for (size_t i = 0; i < indices.size(); ++i) {
+    std::copy_n(train_->example(indices[i]), train_->features,
+                batch_x_.begin() + i * train_->features);
+    batch_y_[i] = train_->y[indices[i]];
+  }
+  int64_t correct = 0;
+  *loss = model.TrainStep(cache.values(), batch_x_.data(), batch_y_.data(),
+                          static_cast<uint32_t>(indices.size()), &grads_, &correct);
+  if (t.slow_worker_ms > 0 && static_cast<int32_t>(rank_) == t.slow_rank) {
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(t.slow_worker_ms));
+  }
+  double t2 = Now();
+  TESSERA_RETURN_IF_ERROR(client_->PushDense(clock_, grads_));
+  ++clock_;
+  double t3 = Now();
+  result_.pull_seconds += t1 - t0;
+  result_.compute_seconds += t2 - t1;
+  result_.push_seconds += t3 - t2;
+  ++result_.steps;
+  result_.samples += indices.size();
+  window_loss_ += *loss;
+  ++window_steps_;
+  window_samples_ += indices.size();
+  epoch_loss_sum_ += *loss;
+  ++epoch_loss_steps_;
+  return absl::OkStatus();
+}
+
+void Trainer::Progress(uint32_t epoch, size_t step, size_t steps_per_epoch) {
+  const double now = Now();
+  const double rate = window_samples_ / std::max(now - window_start_, 1e-9);
+  const double loss = window_steps_ ? window_loss_ / window_steps_ : 0;
+  spdlog::info("epoch {}/{} step {}/{} clock {} | {:.0f} samples/s | loss {:.4f} | {} pulls, "
+               "{:.1f} s in pulls (waiting on staleness included)",
+               epoch + 1, config_.training.epochs, step + 1, steps_per_epoch, clock_, rate, loss,
+               result_.pulls, result_.pull_seconds);
+  AppendJsonLine(config_.logging.metrics_file,
+                 absl::StrFormat("{\"rank\": %d, \"event\": \"progress\", \"epoch\": %d, "
+                                 "\"step\": %d, \"steps_per_epoch\": %d, \"clock\": %d, \"elapsed_s\": %.3f, "
+                                 "\"samples_per_second\": %.1f, \"loss\": %.5f, \"pulls\": %d, "
+                                 "\"pull_seconds\": %.3f}",
+                                 rank_, epoch + 1, step + 1, steps_per_epoch, clock_,
+                                 now - start_, rate, loss,
+                                 result_.pulls, result_.pull_seconds));
+  window_start_ = last_progress_ = now;
+  window_loss_ = 0;
+  window_steps_ = window_samples_ = 0;
+}
+
+absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Mlp& model) {
+  // The final model is the one every worker contributed to: wait (bounded)
+  // for the others, then pull.
+  const double deadline = Now() + config_.worker.pull_timeout_ms / 1000.0;
+  const uint32_t others = config_.cluster.workers - 1;
+  while (true) {
+    TESSERA_ASSIGN_OR_RETURN(uint32_t finished, client_->WorkersFinished());
+    if (finished >= others) break;
+    if (Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "rank 0 waited worker.pull_timeout_ms for the other workers to finish; ", finished,
+          " of ", others, " did"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  TESSERA_ASSIGN_OR_RETURN(int64_t guaranteed, client_->PullDense(clock_, &cache.values()));
+  cache.Filled(guaranteed);
+  model.Evaluate(cache.values(), *test_, &result_.test_accuracy, &result_.test_loss);
+  result_.evaluated = true;
+  spdlog::info("final test accuracy {:.4f} (test loss {:.4f}) on {} examples after {} steps",
+               result_.test_accuracy, result_.test_loss, test_->size(), clock_);
+  return absl::OkStatus();
+}
+
+}  // namespace tessera

@@ -1,0 +1,89 @@
+// Trainer: a worker's training loop.
+//
+//   per step: pull (unless the cache is fresh enough) -> forward/backward on
+//   one mini-batch -> push gradients and advance the clock.
+//
+// Progress goes to the log every worker.progress_interval_s and, as JSON
+// lines, to logging.metrics_file. At the end rank 0 waits for the others,
+// pulls the final parameters and evaluates them on the test set; then every
+// worker tells the shards it has finished.
+//
+// Threading: Run() on one thread; the trainer owns nothing it is given.
+#ifndef TESSERA_WORKER_TRAINER_H_
+#define TESSERA_WORKER_TRAINER_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/config.h"
+#include "worker/backend.h"
+#include "worker/dataset.h"
+#include "worker/model.h"
+#include "worker/parameter_cache.h"
+#include "worker/ps_client.h"
+
+namespace tessera {
+
+struct TrainResult {
+  int64_t steps = 0;
+  int64_t samples = 0;
+  int64_t pulls = 0;
+  double train_loss = 0;          // mean over the last epoch's steps
+  double train_seconds = 0;
+  double samples_per_second = 0;
+  double pull_seconds = 0;        // time in pulls, waiting on staleness included
+  double push_seconds = 0;
+  double compute_seconds = 0;
+  bool evaluated = false;         // rank 0 only
+  double test_accuracy = 0;
+  double test_loss = 0;
+
+  std::string ToJson() const;
+};
+
+class Trainer {
+ public:
+  // All pointers must outlive Run(). `test` may be null (no evaluation).
+  Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backend* backend,
+          const Dataset* train, const Dataset* test);
+
+  // Trains to the end. Errors from the PS come back with the shard named.
+  absl::StatusOr<TrainResult> Run();
+
+  // Test hook: called before every step's compute with the clock and the
+  // cache's min_clock guarantee.
+  std::function<void(int64_t clock, int64_t guaranteed)> on_compute;
+
+ private:
+  absl::Status Step(uint32_t epoch, size_t step, Batcher& batcher, ParameterCache& cache,
+                    Mlp& model, double* loss);
+  void Progress(uint32_t epoch, size_t step, size_t steps_per_epoch);
+  absl::Status EvaluateFinal(ParameterCache& cache, Mlp& model);
+
+  const JobConfig config_;
+  const uint32_t rank_;
+  PsClient* const client_;
+  Backend* const backend_;
+  const Dataset* const train_;
+  const Dataset* const test_;
+
+  int64_t clock_ = 0;
+  TrainResult result_;
+  ParameterSet grads_;
+  std::vector<float> batch_x_;
+  std::vector<int32_t> batch_y_;
+  double window_loss_ = 0;
+  int64_t window_steps_ = 0, window_samples_ = 0;
+  double window_start_ = 0, start_ = 0, last_progress_ = 0;
+  double epoch_loss_sum_ = 0;
+  int64_t epoch_loss_steps_ = 0;
+};
+
+// Appends one JSON object per line to a file; no-op when the path is empty.
+void AppendJsonLine(const std::string& path, const std::string& json);
+
+}  // namespace tessera
+
+#endif  // TESSERA_WORKER_TRAINER_H_

@@ -1,0 +1,130 @@
+// tessera-worker: one training worker.
+//
+//   tessera-worker --config JOB.yaml [--rank N] [--set key=value ...]
+//                  [--result FILE] [--standalone] [--log-level LEVEL]
+//
+// --standalone trains the same model in this one process with no parameter
+// server over the network (the shards run in-process): the baseline that
+// measures what the PS costs.
+//
+// Exit codes say whether a restart can help:
+//   0 done; 2 bad flag, config or data (a restart cannot help);
+//   3 a server was lost or did not answer (a restart can help); 1 otherwise.
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/config.h"
+#include "common/flags.h"
+#include "common/identity.h"
+#include "common/logging.h"
+#include "server/shard.h"
+#include "spdlog/spdlog.h"
+#include "worker/backend.h"
+#include "worker/dataset.h"
+#include "worker/grpc_ps_client.h"
+#include "worker/trainer.h"
+
+namespace {
+
+int Fail(int code, const std::string& message) {
+  std::fprintf(stderr, "tessera-worker: %s\n", message.c_str());
+  return code;
+}
+
+// Exit code for a failed run: 3 where retrying may succeed.
+int ExitCodeFor(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kCancelled:
+      return 3;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kDataLoss:
+      return 2;
+    default:
+      return 1;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  auto flags = ParseFlags(argc, argv, {"config", "rank", "result", "log-level"}, {"set"},
+                          {"standalone"});
+  if (!flags.ok()) return Fail(2, std::string(flags.status().message()));
+  if (!flags->Has("config")) return Fail(2, "--config FILE is required");
+  std::vector<std::string> sets = flags->All("set");
+  const bool standalone = flags->Has("standalone");
+  if (standalone) {
+    sets.push_back("cluster.workers=1");
+  }
+  auto config = LoadJobConfig(flags->Get("config"), sets);
+  if (!config.ok()) return Fail(2, std::string(config.status().message()));
+  auto rank_flag = flags->GetInt("rank");
+  if (!rank_flag.ok()) return Fail(2, std::string(rank_flag.status().message()));
+  auto rank = standalone ? absl::StatusOr<uint32_t>(0) : ResolveWorkerRank(*rank_flag);
+  if (!rank.ok()) return Fail(2, std::string(rank.status().message()));
+  if (*rank >= config->cluster.workers) {
+    return Fail(2, absl::StrCat("worker rank ", *rank, " is not below cluster.workers (",
+                                config->cluster.workers, ")"));
+  }
+  std::string level = flags->Has("log-level") ? flags->Get("log-level") : config->logging.level;
+  if (auto s = SetupLogging(absl::StrCat(standalone ? "standalone-" : "worker-", *rank), level);
+      !s.ok()) {
+    return Fail(2, std::string(s.message()));
+  }
+  if (config->worker.device == "cuda") {
+    return Fail(2, "worker.device = 'cuda': this build has no CUDA backend; use cpu or auto");
+  }
+  if (config->model.type == "tables") {
+    return Fail(2, "model.type = 'tables': a worker trains softmax or mlp models");
+  }
+
+  auto train = LoadDataset(config->data, /*train=*/true);
+  if (!train.ok()) return Fail(2, std::string(train.status().message()));
+  auto test = LoadDataset(config->data, /*train=*/false);
+  if (!test.ok()) return Fail(2, std::string(test.status().message()));
+  if (train->features != config->model.layers.front() ||
+      train->classes != config->model.layers.back()) {
+    return Fail(2, absl::StrCat("model.layers: the data has ", train->features, " inputs and ",
+                                train->classes, " classes; the model's first and last widths "
+                                                "must match"));
+  }
+
+  std::vector<std::unique_ptr<Shard>> local_shards;
+  std::unique_ptr<PsClient> client;
+  if (standalone) {
+    std::vector<Shard*> shards;
+    for (uint32_t s = 0; s < config->num_servers(); ++s) {
+      local_shards.push_back(std::move(*Shard::Create(*config, s)));
+      shards.push_back(local_shards.back().get());
+    }
+    client = std::make_unique<LocalPsClient>(*config, 0, shards);
+  } else {
+    client = std::make_unique<GrpcPsClient>(*config, *rank);
+  }
+  auto backend = MakeCpuBackend();
+  Trainer trainer(*config, *rank, client.get(), backend.get(), &*train, &*test);
+  auto result = trainer.Run();
+  if (!result.ok()) {
+    int code = ExitCodeFor(result.status());
+    return Fail(code, absl::StrCat(result.status().message(),
+                                   code == 3 ? " (a restart may help)" : ""));
+  }
+  if (flags->Has("result")) {
+    FILE* f = std::fopen(flags->Get("result").c_str(), "w");
+    if (!f) return Fail(1, "cannot write --result " + flags->Get("result"));
+    std::fprintf(f, "{\"rank\": %u, \"standalone\": %s, %s}\n", *rank,
+                 standalone ? "true" : "false", result->ToJson().c_str());
+    std::fclose(f);
+  }
+  spdlog::info("done: {} steps, {:.0f} samples/s, train loss {:.4f}{}", result->steps,
+               result->samples_per_second, result->train_loss,
+               result->evaluated ? absl::StrCat(", test accuracy ", result->test_accuracy) : "");
+  return 0;
+}
