@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -51,10 +52,37 @@ class Connection {
   std::vector<std::unique_ptr<v1::Shard::Stub>> stubs_;
 };
 
-// Sends every request at once (callback API) and waits for all of them.
+grpc::Status SyncCall(v1::Shard::Stub* stub, grpc::ClientContext* ctx, const v1::PullRequest& r,
+                      v1::PullResponse* resp) {
+  return stub->Pull(ctx, r, resp);
+}
+grpc::Status SyncCall(v1::Shard::Stub* stub, grpc::ClientContext* ctx, const v1::PushRequest& r,
+                      v1::PushResponse* resp) {
+  return stub->Push(ctx, r, resp);
+}
+
+bool g_sync = false;  // --sync: blocking stubs, one thread per request
+
+// Sends every request at once (callback API, or blocking calls on threads
+// with --sync) and waits for all of them.
 template <typename Req, typename Resp, typename Call>
 bool FanOut(Connection& conn, std::vector<Req>& requests, std::vector<Resp>& responses,
             Call call) {
+  if (g_sync) {
+    responses.assign(requests.size(), Resp());
+    std::atomic<bool> ok{true};
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      threads.emplace_back([&, i] {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+        grpc::Status s = SyncCall(conn.stub(i), &ctx, requests[i], &responses[i]);
+        if (!s.ok()) ok = false;
+      });
+    }
+    for (auto& t : threads) t.join();
+    return ok;
+  }
   responses.assign(requests.size(), Resp());
   std::vector<grpc::ClientContext> contexts(requests.size());
   absl::BlockingCounter done(static_cast<int>(requests.size()));
@@ -221,7 +249,8 @@ int Main(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
                           {"config", "server", "channels", "repeats", "sparse-keys",
                            "sparse-repeats", "optimizer-values", "only"},
-                          {"set"});
+                          {"set"}, {"sync"});
+  g_sync = flags.ok() && flags->Has("sync");
   if (!flags.ok()) return std::fprintf(stderr, "ps_bench: %s\n", flags.status().ToString().c_str()), 2;
   auto config = LoadJobConfig(flags->Has("config") ? flags->Get("config") : "configs/bench.yaml",
                               flags->All("set"));

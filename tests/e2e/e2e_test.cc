@@ -1,0 +1,96 @@
+// End to end through real daemons on loopback, started by the launcher as a
+// user would (`tessera run`): one short run per consistency mode on synthetic
+// data, and the launcher's behaviour when a daemon fails. After every run no
+// child process may be left.
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "launcher/launcher.h"
+
+namespace tessera {
+namespace {
+
+std::string Runfile(const std::string& path) {
+  return std::string(std::getenv("TEST_SRCDIR")) + "/tessera/" + path;
+}
+
+std::string TempDir(const std::string& name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return std::string(dir ? dir : "/tmp") + "/" + name;
+}
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+double Field(const std::string& json, const std::string& key) {
+  size_t at = json.find("\"" + key + "\":");
+  REQUIRE(at != std::string::npos);
+  return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
+}
+
+bool NoChildLeft() {
+  return waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD;
+}
+
+LaunchOptions Options(const std::string& out, std::vector<std::string> sets) {
+  LaunchOptions o;
+  o.config_path = Runfile("configs/fashion_mnist_mlp.yaml");
+  o.overrides = {"data.dataset=synthetic", "data.synthetic_train=4096",
+                 "data.synthetic_test=1024", "model.layers=[784,32,10]", "training.epochs=2",
+                 "training.batch_size=32"};
+  o.overrides.insert(o.overrides.end(), sets.begin(), sets.end());
+  o.out_dir = TempDir(out);
+  o.server_binary = Runfile("server/tessera-server");
+  o.worker_binary = Runfile("worker/tessera-worker");
+  o.live = false;
+  return o;
+}
+
+TEST_CASE("a job trains end to end through real daemons in every mode") {
+  for (const char* mode : {"bsp", "ssp", "asp"}) {
+    INFO("mode " << mode);
+    auto options = Options(std::string("run-") + mode,
+                           {std::string("consistency.mode=") + mode, "consistency.staleness=2"});
+    REQUIRE(RunJob(options) == 0);
+    std::string summary = Read(options.out_dir + "/summary.json");
+    CHECK(summary.find(std::string("\"mode\": \"") + mode + "\"") != std::string::npos);
+    CHECK(Field(summary, "test_accuracy") > 0.9);
+    CHECK(Field(summary, "workers") == 2);
+    CHECK(Field(summary, "servers") == 2);
+    CHECK(Field(summary, "samples_per_second") > 0);
+    // Both workers wrote metrics, collected in one file.
+    std::string metrics = Read(options.out_dir + "/metrics.jsonl");
+    CHECK(metrics.find("\"rank\": 0, \"event\": \"final\"") != std::string::npos);
+    CHECK(metrics.find("\"rank\": 1, \"event\": \"final\"") != std::string::npos);
+    // Servers exited by themselves once the workers finished.
+    CHECK(Read(options.out_dir + "/server-0.log").find("all 2 workers finished") !=
+          std::string::npos);
+    CHECK(NoChildLeft());
+  }
+}
+
+TEST_CASE("a failing worker stops the job, is named, and leaves no process behind") {
+  // Rank 1 gets a batch larger than its data: it exits 2 at start-up.
+  auto options = Options("run-fail", {"training.batch_size=100000"});
+  CHECK(RunJob(options) == 1);
+  CHECK(NoChildLeft());
+}
+
+TEST_CASE("a bad config stops the launcher before anything starts") {
+  auto options = Options("run-bad", {"consistency.mode=bpp"});
+  CHECK(RunJob(options) == 2);
+  CHECK(NoChildLeft());
+}
+
+}  // namespace
+}  // namespace tessera
