@@ -66,8 +66,7 @@ bool g_sync = false;  // --sync: blocking stubs, one thread per request
 // Sends every request at once (callback API, or blocking calls on threads
 // with --sync) and waits for all of them.
 template <typename Req, typename Resp, typename Call>
-bool FanOut(Connection& conn, std::vector<Req>& requests, std::vector<Resp>& responses,
-            Call call) {
+bool FanOut(Connection& conn, std::vector<Req>& requests, std::vector<Resp>& responses, Call call) {
   if (g_sync) {
     responses.assign(requests.size(), Resp());
     std::atomic<bool> ok{true};
@@ -114,8 +113,8 @@ Timing Percentiles(std::vector<double> t) {
 void Report(const std::string& what, double bytes, const std::vector<double>& times,
             const std::string& extra = "") {
   Timing t = Percentiles(times);
-  std::printf("%-34s %12.0f bytes  p50 %9.3f ms  p99 %9.3f ms  %8.2f GB/s%s\n", what.c_str(),
-              bytes, t.p50 * 1e3, t.p99 * 1e3, bytes / t.p50 / 1e9, extra.c_str());
+  std::printf("%-34s %12.0f bytes  p50 %9.3f ms  p99 %9.3f ms  %8.2f GB/s%s\n", what.c_str(), bytes,
+              t.p50 * 1e3, t.p99 * 1e3, bytes / t.p50 / 1e9, extra.c_str());
   std::fflush(stdout);
 }
 
@@ -124,7 +123,8 @@ std::vector<std::pair<uint64_t, uint64_t>> Pieces(uint64_t floats, size_t channe
   const uint64_t min_piece = (1 << 20) / sizeof(float);
   uint64_t n = std::max<uint64_t>(1, std::min<uint64_t>(channels, floats / min_piece));
   std::vector<std::pair<uint64_t, uint64_t>> out;
-  for (uint64_t i = 0; i < n; ++i) out.emplace_back(floats * i / n, floats * (i + 1) / n - floats * i / n);
+  for (uint64_t i = 0; i < n; ++i)
+    out.emplace_back(floats * i / n, floats * (i + 1) / n - floats * i / n);
   return out;
 }
 
@@ -149,16 +149,18 @@ bool BenchDense(Connection& conn, int repeats, int64_t* clock) {
     std::vector<v1::PushResponse> push_resp;
     for (int r = 0; r < repeats + 1; ++r) {
       auto t0 = Clock::now();
-      if (!FanOut(conn, pulls, pull_resp, [](auto* stub, auto* ctx, auto* req, auto* resp, auto cb) {
-            stub->async()->Pull(ctx, req, resp, cb);
-          })) {
+      if (!FanOut(conn, pulls, pull_resp,
+                  [](auto* stub, auto* ctx, auto* req, auto* resp, auto cb) {
+                    stub->async()->Pull(ctx, req, resp, cb);
+                  })) {
         return false;
       }
       auto t1 = Clock::now();
       for (auto& p : pushes) p.set_clock(*clock);
-      if (!FanOut(conn, pushes, push_resp, [](auto* stub, auto* ctx, auto* req, auto* resp, auto cb) {
-            stub->async()->Push(ctx, req, resp, cb);
-          })) {
+      if (!FanOut(conn, pushes, push_resp,
+                  [](auto* stub, auto* ctx, auto* req, auto* resp, auto cb) {
+                    stub->async()->Push(ctx, req, resp, cb);
+                  })) {
         return false;
       }
       auto t2 = Clock::now();
@@ -166,8 +168,10 @@ bool BenchDense(Connection& conn, int repeats, int64_t* clock) {
       pull_times.push_back(Seconds(t1 - t0));
       push_times.push_back(Seconds(t2 - t1));
     }
-    std::string tag = bytes >= (1 << 20) ? absl::StrCat(bytes >> 20, " MiB") : absl::StrCat(bytes >> 10, " KiB");
-    std::string pieces_note = absl::StrCat("  (", pieces.size(), " request", pieces.size() > 1 ? "s" : "", ")");
+    std::string tag =
+        bytes >= (1 << 20) ? absl::StrCat(bytes >> 20, " MiB") : absl::StrCat(bytes >> 10, " KiB");
+    std::string pieces_note =
+        absl::StrCat("  (", pieces.size(), " request", pieces.size() > 1 ? "s" : "", ")");
     Report("dense pull " + tag, double(bytes), pull_times, pieces_note);
     Report("dense push " + tag + " (adam)", double(bytes), push_times, pieces_note);
   }
@@ -220,7 +224,8 @@ bool BenchSparse(Connection& conn, uint64_t num_keys, int repeats, int64_t clock
     update_times.push_back(Seconds(t3 - t2));
   }
   const double pair_bytes = double(num_keys) * (sizeof(uint64_t) + sizeof(float));
-  std::string note = absl::StrCat("  (", num_keys, " keys, ", (num_keys + kPerRequest - 1) / kPerRequest, " requests)");
+  std::string note = absl::StrCat("  (", num_keys, " keys, ",
+                                  (num_keys + kPerRequest - 1) / kPerRequest, " requests)");
   Report("sparse push, rows created", pair_bytes, push_times, note);
   Report("sparse pull", pair_bytes, pull_times, note);
   Report("sparse push, rows updated", pair_bytes, update_times, note);
@@ -251,10 +256,12 @@ int Main(int argc, char** argv) {
                            "sparse-repeats", "optimizer-values", "only"},
                           {"set"}, {"sync"});
   g_sync = flags.ok() && flags->Has("sync");
-  if (!flags.ok()) return std::fprintf(stderr, "ps_bench: %s\n", flags.status().ToString().c_str()), 2;
+  if (!flags.ok())
+    return std::fprintf(stderr, "ps_bench: %s\n", flags.status().ToString().c_str()), 2;
   auto config = LoadJobConfig(flags->Has("config") ? flags->Get("config") : "configs/bench.yaml",
                               flags->All("set"));
-  if (!config.ok()) return std::fprintf(stderr, "ps_bench: %s\n", config.status().ToString().c_str()), 2;
+  if (!config.ok())
+    return std::fprintf(stderr, "ps_bench: %s\n", config.status().ToString().c_str()), 2;
   auto num = [&](const char* name, int64_t fallback) {
     auto v = flags->GetInt(name);
     return v.ok() && v->has_value() ? **v : fallback;
@@ -270,7 +277,8 @@ int Main(int argc, char** argv) {
   v1::RegisterResponse layout;
   grpc::Status s = conn.stub(0)->Register(&ctx, reg, &layout);
   if (!s.ok()) {
-    std::fprintf(stderr, "ps_bench: no shard answers at %s (%s); start one with\n"
+    std::fprintf(stderr,
+                 "ps_bench: no shard answers at %s (%s); start one with\n"
                  "  tessera-server --config configs/bench.yaml --shard 0\n",
                  address.c_str(), s.error_message().c_str());
     return 1;
@@ -282,7 +290,8 @@ int Main(int argc, char** argv) {
   const int repeats = static_cast<int>(num("repeats", 20));
   if ((only.empty() || only == "dense") && !BenchDense(conn, repeats, &clock)) return 1;
   if ((only.empty() || only == "sparse") &&
-      !BenchSparse(conn, num("sparse-keys", 10'000'000), static_cast<int>(num("sparse-repeats", 3)), clock)) {
+      !BenchSparse(conn, num("sparse-keys", 10'000'000), static_cast<int>(num("sparse-repeats", 3)),
+                   clock)) {
     return 1;
   }
   if (only.empty() || only == "optimizer") {

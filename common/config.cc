@@ -1,6 +1,7 @@
 #include "common/config.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -10,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "common/logging.h"
 #include "common/status.h"
@@ -90,10 +92,9 @@ class MapReader {
     YAML::Node v = Child(key);
     if (!v) return absl::OkStatus();
     double d;
-    std::string range = absl::StrCat(min_exclusive ? "a number > " : "a number >= ", min,
-                                     max < std::numeric_limits<double>::max()
-                                         ? absl::StrCat(" and <= ", max)
-                                         : std::string());
+    std::string range = absl::StrCat(
+        min_exclusive ? "a number > " : "a number >= ", min,
+        max < std::numeric_limits<double>::max() ? absl::StrCat(" and <= ", max) : std::string());
     if (!v.IsScalar() || !absl::SimpleAtod(v.Scalar(), &d) || std::isnan(d) || d < min ||
         (min_exclusive && d == min) || d > max) {
       return Bad(KeyPath(key), v, range);
@@ -129,10 +130,9 @@ class MapReader {
   static absl::Status ParseInteger(const std::string& path, const YAML::Node& v, Int* out,
                                    int64_t min, int64_t max) {
     int64_t i;
-    std::string range = absl::StrCat("an integer >= ", min,
-                                     max < std::numeric_limits<int64_t>::max()
-                                         ? absl::StrCat(" and <= ", max)
-                                         : std::string());
+    std::string range = absl::StrCat(
+        "an integer >= ", min,
+        max < std::numeric_limits<int64_t>::max() ? absl::StrCat(" and <= ", max) : std::string());
     if (!v.IsScalar() || !absl::SimpleAtoi(v.Scalar(), &i) || i < min || i > max) {
       return Bad(path, v, range);
     }
@@ -164,9 +164,8 @@ absl::Status ReadInit(MapReader& r, InitConfig* init) {
   TESSERA_RETURN_IF_ERROR(r.Float("stddev", &init->stddev, 0, 1e30));
   TESSERA_RETURN_IF_ERROR(r.Integer("seed", &init->seed, 0));
   if (init->type == "uniform" && !(init->low <= init->high)) {
-    return absl::InvalidArgumentError(absl::StrCat("config: ", r.KeyPath("high"), " = '",
-                                                   init->high, "': expected >= low (",
-                                                   init->low, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config: ", r.KeyPath("high"), " = '", init->high, "': expected >= low (", init->low, ")"));
   }
   return absl::OkStatus();
 }
@@ -228,6 +227,36 @@ absl::Status ReadModel(MapReader& r, ModelConfig* m) {
   return absl::OkStatus();
 }
 
+// Fills cluster->servers from server_pattern when one is given.
+absl::Status ExpandServerPattern(MapReader& r, ClusterConfig* cluster) {
+  if (cluster->server_pattern.empty()) return absl::OkStatus();
+  if (r.Child("servers")) {
+    return Bad(r.KeyPath("server_pattern"), r.Child("server_pattern"),
+               "either cluster.servers or cluster.server_pattern, not both");
+  }
+  if (cluster->num_servers == 0) {
+    return Bad(r.KeyPath("num_servers"), r.Child("num_servers"),
+               "an integer >= 1 with cluster.server_pattern");
+  }
+  const std::string& p = cluster->server_pattern;
+  if (p.find("{i}") == std::string::npos || p.rfind(':') == std::string::npos) {
+    return Bad(
+        r.KeyPath("server_pattern"), r.Child("server_pattern"),
+        "host:port holding {i}, e.g. tessera-server-{i}.tessera-server.{namespace}.svc:50051");
+  }
+  std::string ns = cluster->namespace_name;
+  if (ns.empty()) {
+    const char* env = std::getenv("POD_NAMESPACE");
+    ns = env && *env ? env : "default";
+  }
+  cluster->servers.clear();
+  for (uint32_t i = 0; i < cluster->num_servers; ++i) {
+    cluster->servers.push_back(
+        absl::StrReplaceAll(p, {{"{i}", std::to_string(i)}, {"{namespace}", ns}}));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
   MapReader r(root, "");
   TESSERA_RETURN_IF_ERROR(r.CheckIsMap());
@@ -247,11 +276,16 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
         c->cluster.servers.push_back(addr);
       }
     }
-    return s.Integer("workers", &c->cluster.workers, 1, 4096);
+    TESSERA_RETURN_IF_ERROR(s.Str("server_pattern", &c->cluster.server_pattern));
+    TESSERA_RETURN_IF_ERROR(s.Integer("num_servers", &c->cluster.num_servers, 1, 4096));
+    TESSERA_RETURN_IF_ERROR(s.Str("namespace", &c->cluster.namespace_name));
+    TESSERA_RETURN_IF_ERROR(s.Integer("workers", &c->cluster.workers, 1, 4096));
+    return ExpandServerPattern(s, &c->cluster);
   }));
   if (c->cluster.servers.empty()) {
     return absl::InvalidArgumentError(
-        "config: cluster.servers is missing: expected a non-empty list of host:port addresses");
+        "config: cluster.servers is missing: expected a non-empty list of host:port addresses "
+        "(or cluster.server_pattern with cluster.num_servers)");
   }
   TESSERA_RETURN_IF_ERROR(Section(r, "consistency", [&](MapReader& s) -> absl::Status {
     std::string mode = ModeName(c->consistency.mode);
@@ -264,7 +298,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     if (c->consistency.mode == ConsistencyMode::kBsp) c->consistency.staleness = 0;
     return absl::OkStatus();
   }));
-  TESSERA_RETURN_IF_ERROR(Section(r, "model", [&](MapReader& s) { return ReadModel(s, &c->model); }));
+  TESSERA_RETURN_IF_ERROR(
+      Section(r, "model", [&](MapReader& s) { return ReadModel(s, &c->model); }));
   TESSERA_RETURN_IF_ERROR(Section(r, "optimizer", [&](MapReader& s) -> absl::Status {
     OptimizerConfig& o = c->optimizer;
     TESSERA_RETURN_IF_ERROR(s.Str("type", &o.type, {"sgd", "momentum", "adagrad", "adam"}));
@@ -327,8 +362,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
 absl::Status ApplyOverride(YAML::Node node, const std::string& override_text) {
   size_t eq = override_text.find('=');
   if (eq == std::string::npos || eq == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("--set '", override_text,
-                                                   "': expected key.path=value"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--set '", override_text, "': expected key.path=value"));
   }
   std::string path = override_text.substr(0, eq);
   YAML::Node value;
@@ -343,23 +378,22 @@ absl::Status ApplyOverride(YAML::Node node, const std::string& override_text) {
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     YAML::Node cur = chain.back();
     if (cur.IsScalar() && !cur.IsNull() && i > 0) {
-      return absl::InvalidArgumentError(absl::StrCat("--set ", path, ": '", parts[i - 1],
-                                                     "' is not a mapping key here"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--set ", path, ": '", parts[i - 1], "' is not a mapping key here"));
     }
     size_t index;
     if (cur.IsSequence() && absl::SimpleAtoi(parts[i], &index) && index < cur.size()) {
       chain.push_back(cur[index]);
     } else if (cur.IsSequence() || (cur.IsScalar() && !cur.IsNull())) {
-      return absl::InvalidArgumentError(absl::StrCat("--set ", path, ": '", parts[i],
-                                                     "' is not a mapping key here"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--set ", path, ": '", parts[i], "' is not a mapping key here"));
     } else {
       chain.push_back(cur[parts[i]]);
     }
   }
   YAML::Node leaf = chain.back();
   if (leaf.IsScalar() && !leaf.IsNull()) {
-    return absl::InvalidArgumentError(absl::StrCat("--set ", path, ": '",
-                                                   parts[parts.size() - 2],
+    return absl::InvalidArgumentError(absl::StrCat("--set ", path, ": '", parts[parts.size() - 2],
                                                    "' is not a mapping key here"));
   }
   size_t index;
@@ -375,9 +409,12 @@ absl::Status ApplyOverride(YAML::Node node, const std::string& override_text) {
 
 const char* ModeName(ConsistencyMode mode) {
   switch (mode) {
-    case ConsistencyMode::kBsp: return "bsp";
-    case ConsistencyMode::kSsp: return "ssp";
-    case ConsistencyMode::kAsp: return "asp";
+    case ConsistencyMode::kBsp:
+      return "bsp";
+    case ConsistencyMode::kSsp:
+      return "ssp";
+    case ConsistencyMode::kAsp:
+      return "asp";
   }
   return "?";
 }
@@ -425,8 +462,8 @@ absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path,
                                         const std::vector<std::string>& overrides) {
   std::ifstream in(path);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat("config: cannot open '", path,
-                                            "': no such file or not readable"));
+    return absl::NotFoundError(
+        absl::StrCat("config: cannot open '", path, "': no such file or not readable"));
   }
   std::stringstream text;
   text << in.rdbuf();

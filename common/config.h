@@ -34,7 +34,7 @@ struct InitConfig {
   float value = 0.0f;          // constant
   float low = -0.05f;          // uniform
   float high = 0.05f;
-  float mean = 0.0f;           // normal
+  float mean = 0.0f;  // normal
   float stddev = 0.01f;
   uint64_t seed = 1;
 };
@@ -48,8 +48,15 @@ struct TableConfig {
 };
 
 struct ClusterConfig {
-  // host:port of shard 0..S-1. May hold {i} (the shard index) and {namespace}.
+  // host:port of shard 0..S-1. Either listed, or generated from
+  // server_pattern for num_servers shards: "{i}" becomes the shard index and
+  // "{namespace}" the namespace (e.g. a StatefulSet's stable DNS names,
+  // "tessera-server-{i}.tessera-server.{namespace}.svc:50051").
   std::vector<std::string> servers;
+  std::string server_pattern;
+  uint32_t num_servers = 0;
+  // For {namespace}: this key, else $POD_NAMESPACE, else "default".
+  std::string namespace_name;
   uint32_t workers = 1;
 };
 
@@ -72,11 +79,11 @@ struct ModelConfig {
 struct OptimizerConfig {
   std::string type = "sgd";  // sgd | momentum | adagrad | adam
   float lr = 0.01f;
-  float momentum = 0.9f;     // momentum
-  bool nesterov = false;     // momentum
-  float beta1 = 0.9f;        // adam
-  float beta2 = 0.999f;      // adam
-  float epsilon = 1e-8f;     // adam, adagrad
+  float momentum = 0.9f;             // momentum
+  bool nesterov = false;             // momentum
+  float beta1 = 0.9f;                // adam
+  float beta2 = 0.999f;              // adam
+  float epsilon = 1e-8f;             // adam, adagrad
   float initial_accumulator = 0.1f;  // adagrad
 };
 
@@ -87,18 +94,18 @@ struct ServerConfig {
   // A pull parked on the clock longer than this fails DEADLINE_EXCEEDED even
   // when its caller's deadline is later; bounds every server-side wait.
   int64_t max_pull_wait_ms = 120'000;
-  bool reject_nonfinite = true;         // NaN/Inf gradients fail INVALID_ARGUMENT
-  bool exit_when_workers_done = true;   // exit 0 once every worker called Finish
-  uint32_t sparse_stripes = 64;         // lock stripes per sparse table
+  bool reject_nonfinite = true;        // NaN/Inf gradients fail INVALID_ARGUMENT
+  bool exit_when_workers_done = true;  // exit 0 once every worker called Finish
+  uint32_t sparse_stripes = 64;        // lock stripes per sparse table
 };
 
 struct WorkerConfig {
-  int64_t rpc_timeout_ms = 30'000;       // deadline of a push, clock or stats call
-  int64_t pull_timeout_ms = 120'000;     // a pull may wait on the clock this long
-  int64_t connect_timeout_ms = 60'000;   // servers must answer Register within this
-  uint32_t channels_per_shard = 2;       // large transfers spread over channels
-  double progress_interval_s = 5.0;      // seconds between progress lines
-  std::string device = "auto";           // auto | cpu | cuda
+  int64_t rpc_timeout_ms = 30'000;      // deadline of a push, clock or stats call
+  int64_t pull_timeout_ms = 120'000;    // a pull may wait on the clock this long
+  int64_t connect_timeout_ms = 60'000;  // servers must answer Register within this
+  uint32_t channels_per_shard = 2;      // large transfers spread over channels
+  double progress_interval_s = 5.0;     // seconds between progress lines
+  std::string device = "auto";          // auto | cpu | cuda
 };
 
 struct TrainingConfig {
@@ -114,7 +121,7 @@ struct TrainingConfig {
 struct DataConfig {
   std::string dataset = "fashion_mnist";  // fashion_mnist | synthetic
   std::string dir = "/usr/share/datasets/fashion-mnist";
-  uint32_t synthetic_train = 4096;        // synthetic: examples
+  uint32_t synthetic_train = 4096;  // synthetic: examples
   uint32_t synthetic_test = 1024;
   uint64_t synthetic_seed = 7;
 };

@@ -64,8 +64,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv, const std::vector<std::s
       std::vector<std::string> all = single;
       all.insert(all.end(), repeatable.begin(), repeatable.end());
       all.insert(all.end(), switches.begin(), switches.end());
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, "; expected one of --",
-                                                     absl::StrJoin(all, " --")));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag --", name, "; expected one of --", absl::StrJoin(all, " --")));
     }
     bool is_single = std::count(repeatable.begin(), repeatable.end(), name) == 0;
     if (is_single && flags.values_.count(name)) {

@@ -44,8 +44,8 @@ absl::StatusOr<uint32_t> ResolveWorkerRank(const std::optional<int64_t>& flag_va
   uint32_t n;
   if (!index.empty()) {
     if (absl::SimpleAtoi(index, &n)) return n;
-    return absl::InvalidArgumentError(absl::StrCat("JOB_COMPLETION_INDEX = '", index,
-                                                   "': expected a non-negative integer"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("JOB_COMPLETION_INDEX = '", index, "': expected a non-negative integer"));
   }
   return absl::InvalidArgumentError(
       "no worker rank: pass --rank N, or set JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)");

@@ -18,8 +18,8 @@ absl::Status SetupLogging(const std::string& role, const std::string& level) {
     return absl::InvalidArgumentError(absl::StrCat(
         "logging.level = '", level, "': expected one of trace|debug|info|warn|error|off"));
   }
-  auto logger = std::make_shared<spdlog::logger>(
-      role, std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger =
+      std::make_shared<spdlog::logger>(role, std::make_shared<spdlog::sinks::stderr_sink_mt>());
   logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%L%$ [%n] %v");
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::info);

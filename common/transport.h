@@ -23,8 +23,8 @@ grpc::ChannelArguments ClientChannelArgs(int64_t max_message_bytes, int channel_
 void ApplyServerTransport(grpc::ServerBuilder* builder, int64_t max_message_bytes);
 
 // An insecure channel to `address` with ClientChannelArgs.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address,
-                                           int64_t max_message_bytes, int channel_id);
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, int64_t max_message_bytes,
+                                           int channel_id);
 
 }  // namespace tessera
 

@@ -32,8 +32,7 @@ std::atomic<int> g_signal{0};
 void OnSignal(int sig) { g_signal = sig; }
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 struct Child {
@@ -69,8 +68,7 @@ std::string FindBinary(const std::string& name, const std::string& bazel_dir) {
   char buf[4096];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
   std::string dir = n > 0 ? Dirname(std::string(buf, n)) : ".";
-  for (const std::string& candidate :
-       {dir + "/" + name, dir + "/../" + bazel_dir + "/" + name}) {
+  for (const std::string& candidate : {dir + "/" + name, dir + "/../" + bazel_dir + "/" + name}) {
     if (access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   return dir + "/" + name;
@@ -272,17 +270,16 @@ int RunJob(const LaunchOptions& options) {
     std::string metrics = absl::StrCat(dir, "/metrics-rank", r, ".jsonl");
     std::remove(metrics.c_str());
     std::vector<std::string> args = common;
-    args.insert(args.end(), {"--rank", std::to_string(r), "--set",
-                             "logging.metrics_file=" + metrics, "--set",
-                             "worker.progress_interval_s=1", "--result",
-                             absl::StrCat(dir, "/result-rank", r, ".json")});
+    args.insert(args.end(),
+                {"--rank", std::to_string(r), "--set", "logging.metrics_file=" + metrics, "--set",
+                 "worker.progress_interval_s=1", "--result",
+                 absl::StrCat(dir, "/result-rank", r, ".json")});
     c.pid = Spawn(worker_bin, args, c.log_path);
     c.running = true;
     children.push_back(c);
   }
-  std::printf("tessera run: %s: %u servers, %u workers, %s%s; logs in %s\n",
-              config->name.c_str(), config->num_servers(), config->cluster.workers,
-              ModeName(config->consistency.mode),
+  std::printf("tessera run: %s: %u servers, %u workers, %s%s; logs in %s\n", config->name.c_str(),
+              config->num_servers(), config->cluster.workers, ModeName(config->consistency.mode),
               config->consistency.mode == ConsistencyMode::kSsp
                   ? absl::StrCat(" staleness ", config->consistency.staleness).c_str()
                   : "",
@@ -308,12 +305,11 @@ int RunJob(const LaunchOptions& options) {
     }
     for (const Child& c : children) {
       if (c.running) continue;
-      if (c.exit_code == 0 && !c.is_server) continue;            // a worker that finished
-      if (c.exit_code == 0 && !workers_running) continue;        // a server after the workers
-      failure = c.exit_code == 0
-                    ? absl::StrCat(c.name, " exited before the workers finished")
-                    : absl::StrCat(c.name, " failed (exit ", c.exit_code,
-                                   "): ", LastLine(c.log_path));
+      if (c.exit_code == 0 && !c.is_server) continue;      // a worker that finished
+      if (c.exit_code == 0 && !workers_running) continue;  // a server after the workers
+      failure = c.exit_code == 0 ? absl::StrCat(c.name, " exited before the workers finished")
+                                 : absl::StrCat(c.name, " failed (exit ", c.exit_code,
+                                                "): ", LastLine(c.log_path));
       break;
     }
     if (!failure.empty()) break;

@@ -26,7 +26,7 @@ struct LaunchOptions {
   std::string out_dir;                 // empty: runs/<job name>-<time>
   std::string server_binary;           // empty: found next to the launcher
   std::string worker_binary;
-  bool live = true;                    // rewrite one progress line in place (a terminal)
+  bool live = true;  // rewrite one progress line in place (a terminal)
 };
 
 // Runs the job to the end. Returns the process exit code: 0 success, 1 a

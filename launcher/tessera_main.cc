@@ -15,8 +15,8 @@ int main(int argc, char** argv) {
   const char* usage =
       "usage: tessera run CONFIG [--set key=value ...] [--out DIR] [--no-live]\n"
       "       [--server-binary PATH] [--worker-binary PATH]\n";
-  auto flags = ParseFlags(argc, argv, {"out", "server-binary", "worker-binary"}, {"set"},
-                          {"no-live"});
+  auto flags =
+      ParseFlags(argc, argv, {"out", "server-binary", "worker-binary"}, {"set"}, {"no-live"});
   if (!flags.ok()) {
     std::fprintf(stderr, "tessera: %s\n%s", std::string(flags.status().message()).c_str(), usage);
     return 2;

@@ -11,21 +11,34 @@ PACKAGES=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libeigen3-dev libspdlog-dev libfmt-dev libyaml-cpp-dev catch2
   dataset-fashion-mnist    # /usr/share/datasets/fashion-mnist
-  python3                  # the launcher's summary and the plots
+  python3
+  nodejs npm               # the offline Kubernetes schema check (deploy/k8s/validate)
 )
+# kubectl renders the Kubernetes manifests; any kubectl will do, Debian's is
+# kubernetes-client (installed only when none is on the PATH).
+command -v kubectl > /dev/null || PACKAGES+=(kubernetes-client)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
+  # node and npm may come from elsewhere (nvm, NodeSource): a working one is enough.
+  case "$p" in nodejs) command -v node > /dev/null && continue ;; npm) command -v npm > /dev/null && continue ;; esac
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install_deps: all ${#PACKAGES[@]} packages present"
-  exit 0
-fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "install_deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install_deps: all ${#PACKAGES[@]} packages present"
+else
+  echo "install_deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The schema check's JavaScript packages, pinned by package-lock.json.
+validate_dir="$(dirname "$0")/../deploy/k8s/validate"
+if [ ! -d "$validate_dir/node_modules/kubernetes-models" ]; then
+  echo "install_deps: npm ci in deploy/k8s/validate"
+  (cd "$validate_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -56,9 +56,8 @@ absl::StatusOr<ClockTable::Advance> ClockTable::AdvanceClock(uint32_t worker, in
     return absl::FailedPreconditionError(absl::StrCat("worker ", worker, " is not registered"));
   }
   if (finished != clocks_[worker]) {
-    return absl::FailedPreconditionError(absl::StrCat("worker ", worker, " advances clock ",
-                                                      finished, " but is at clock ",
-                                                      clocks_[worker]));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", worker, " advances clock ", finished, " but is at clock ", clocks_[worker]));
   }
   Advance result;
   result.old_min = RawMinLocked();
@@ -161,8 +160,8 @@ size_t ClockTable::ExpireDue(absl::Time now) {
   }
   for (auto& [callback, required] : due) {
     callback(absl::DeadlineExceededError(absl::StrCat(
-        "pull waited for min_clock >= ", required, " until its deadline; min_clock is ",
-        published, " (a worker is slow, stuck or gone)")));
+        "pull waited for min_clock >= ", required, " until its deadline; min_clock is ", published,
+        " (a worker is slow, stuck or gone)")));
   }
   return due.size();
 }

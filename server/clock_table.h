@@ -40,8 +40,8 @@ class ClockTable {
 
   // The outcome of advancing a worker's clock.
   struct Advance {
-    int64_t clock = 0;           // the worker's clock afterwards
-    int64_t old_min = 0;         // raw min_clock before and after
+    int64_t clock = 0;    // the worker's clock afterwards
+    int64_t old_min = 0;  // raw min_clock before and after
     int64_t new_min = 0;
   };
 
@@ -64,7 +64,7 @@ class ClockTable {
   uint32_t workers_finished() const;
   bool AllFinished() const;
 
-  int64_t min_clock() const;         // raw
+  int64_t min_clock() const;  // raw
   int64_t published_min() const;
   std::vector<int64_t> clocks() const;  // -1 for unregistered workers
 

@@ -58,7 +58,7 @@ class DenseTable {
  private:
   struct Chunk {
     mutable absl::Mutex mu;
-    int64_t step ABSL_GUARDED_BY(mu) = 0;        // optimizer updates applied
+    int64_t step ABSL_GUARDED_BY(mu) = 0;          // optimizer updates applied
     bool accumulated ABSL_GUARDED_BY(mu) = false;  // buffer holds gradients
   };
 
@@ -76,8 +76,8 @@ class DenseTable {
 
   // Element i belongs to chunks_[i / kChunkFloats] and is guarded by its mu.
   std::vector<float> values_;
-  std::vector<float> slots_;   // num_slots_ * range_.size(), stride range_.size()
-  std::vector<float> accum_;   // aggregation buffer; empty unless aggregate
+  std::vector<float> slots_;  // num_slots_ * range_.size(), stride range_.size()
+  std::vector<float> accum_;  // aggregation buffer; empty unless aggregate
   std::unique_ptr<Chunk[]> chunks_;
   size_t num_chunks_;
 

@@ -1,9 +1,8 @@
 #include "server/optimizer.h"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
-
-#include <Eigen/Core>
 
 namespace tessera {
 namespace {
@@ -36,8 +35,7 @@ class Sgd : public Optimizer {
 // v = mu * v + g;  w -= lr * v  (Nesterov: w -= lr * (g + mu * v)).
 class Momentum : public Optimizer {
  public:
-  explicit Momentum(const OptimizerConfig& c)
-      : lr_(c.lr), mu_(c.momentum), nesterov_(c.nesterov) {}
+  explicit Momentum(const OptimizerConfig& c) : lr_(c.lr), mu_(c.momentum), nesterov_(c.nesterov) {}
   int num_slots() const override { return 1; }
   void Apply(float* w, const float* g, float* slots, size_t, size_t n, int64_t,
              float scale) const override {
@@ -90,8 +88,8 @@ class Adam : public Optimizer {
   explicit Adam(const OptimizerConfig& c)
       : lr_(c.lr), b1_(c.beta1), b2_(c.beta2), eps_(c.epsilon) {}
   int num_slots() const override { return 2; }
-  void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n,
-             int64_t step, float scale) const override {
+  void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n, int64_t step,
+             float scale) const override {
     float lr_t, eps_t;
     StepConstants(step, &lr_t, &eps_t);
     float* m = slots;
@@ -105,8 +103,8 @@ class Adam : public Optimizer {
     });
   }
 
-  void ApplyRows(absl::Span<float* const> rows, absl::Span<const float* const> grads,
-                 uint32_t dim, int64_t step, float scale) const override {
+  void ApplyRows(absl::Span<float* const> rows, absl::Span<const float* const> grads, uint32_t dim,
+                 int64_t step, float scale) const override {
     float lr_t, eps_t;
     StepConstants(step, &lr_t, &eps_t);
     const float a1 = (1.0f - b1_) * scale, a2 = (1.0f - b2_) * scale * scale;

@@ -57,18 +57,17 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  std::string listen = flags->Has("listen")
-                           ? flags->Get("listen")
-                           : DefaultListenAddress(config->cluster.servers[*shard]);
+  std::string listen = flags->Has("listen") ? flags->Get("listen")
+                                            : DefaultListenAddress(config->cluster.servers[*shard]);
   auto server = ShardServer::Start(*config, *shard, listen);
   if (!server.ok()) return Fail(1, std::string(server.status().message()));
   size_t values = 0;
   for (const auto& t : config->Tables()) values += t.kind == TableKind::kDense ? t.size : 0;
-  spdlog::info("shard {}/{} ready on {} (port {}): mode {} staleness {}, {} workers, {} tables, "
-               "{} dense values over all shards",
-               *shard, config->num_servers(), listen, (*server)->port(),
-               ModeName(config->consistency.mode), config->consistency.staleness,
-               config->cluster.workers, config->Tables().size(), values);
+  spdlog::info(
+      "shard {}/{} ready on {} (port {}): mode {} staleness {}, {} workers, {} tables, "
+      "{} dense values over all shards",
+      *shard, config->num_servers(), listen, (*server)->port(), ModeName(config->consistency.mode),
+      config->consistency.staleness, config->cluster.workers, config->Tables().size(), values);
 
   timespec tick{0, 100'000'000};  // check for finished workers every 100 ms
   while (true) {

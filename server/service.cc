@@ -57,8 +57,7 @@ class PullReactor : public grpc::ServerUnaryReactor {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
 grpc::ServerUnaryReactor* ShardService::Register(grpc::CallbackServerContext* context,
@@ -70,8 +69,8 @@ grpc::ServerUnaryReactor* ShardService::Register(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* ShardService::Pull(grpc::CallbackServerContext* context,
                                              const v1::PullRequest* request,
                                              v1::PullResponse* response) {
-  absl::Time deadline = std::min(absl::FromChrono(context->deadline()),
-                                 absl::Now() + max_pull_wait_);
+  absl::Time deadline =
+      std::min(absl::FromChrono(context->deadline()), absl::Now() + max_pull_wait_);
   auto* reactor = new PullReactor(shard_);
   reactor->Start(request, response, deadline);
   return reactor;

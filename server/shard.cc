@@ -1,9 +1,8 @@
 #include "server/shard.h"
 
+#include <Eigen/Core>
 #include <cmath>
 #include <limits>
-
-#include <Eigen/Core>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -71,9 +70,8 @@ Shard::Shard(const JobConfig& config, uint32_t index)
 
 absl::Status Shard::CheckWorker(uint32_t worker) const {
   if (worker >= num_workers_) {
-    return absl::InvalidArgumentError(absl::StrCat("worker rank ", worker,
-                                                   " is not below cluster.workers (",
-                                                   num_workers_, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker rank ", worker, " is not below cluster.workers (", num_workers_, ")"));
   }
   if (!clock_.IsRegistered(worker)) {
     return absl::FailedPreconditionError(
@@ -85,8 +83,8 @@ absl::Status Shard::CheckWorker(uint32_t worker) const {
 absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterResponse* response) {
   if (request.worker_rank() >= num_workers_) {
     return absl::InvalidArgumentError(absl::StrCat("worker rank ", request.worker_rank(),
-                                                   " is not below cluster.workers (",
-                                                   num_workers_, ")"));
+                                                   " is not below cluster.workers (", num_workers_,
+                                                   ")"));
   }
   response->set_clock(clock_.Register(request.worker_rank()));
   response->set_shard_index(index_);
@@ -103,9 +101,9 @@ absl::StatusOr<Shard::Resolved> Shard::Resolve(const v1::Slice& slice) const {
   if (it == tables_.end()) {
     std::vector<std::string> names;
     for (const auto& layout : layout_) names.push_back(layout.name());
-    return absl::InvalidArgumentError(absl::StrCat("unknown table '", slice.table(),
-                                                   "'; this job's tables are: ",
-                                                   absl::StrJoin(names, ", ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown table '", slice.table(),
+                     "'; this job's tables are: ", absl::StrJoin(names, ", ")));
   }
   Resolved r = it->second;
   if (r.dense) {
@@ -141,10 +139,9 @@ absl::StatusOr<Shard::Resolved> Shard::Resolve(const v1::Slice& slice) const {
                                                      r.keys[i], " at position ", i, ")"));
     }
     if (SparseShardOf(r.keys[i], num_shards) != index_) {
-      return absl::OutOfRangeError(absl::StrCat("table '", slice.table(), "': key ", r.keys[i],
-                                                " lives on shard ",
-                                                SparseShardOf(r.keys[i], num_shards),
-                                                ", not shard ", index_));
+      return absl::OutOfRangeError(
+          absl::StrCat("table '", slice.table(), "': key ", r.keys[i], " lives on shard ",
+                       SparseShardOf(r.keys[i], num_shards), ", not shard ", index_));
     }
   }
   r.count = r.keys.size() * static_cast<uint64_t>(r.sparse->dim());
@@ -170,18 +167,18 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
     status = absl::InvalidArgumentError(absl::StrCat("pull clock ", request.clock(), " < 0"));
   }
   if (status.ok() && request.clock() > clock_.WorkerClock(request.worker_rank())) {
-    status = absl::FailedPreconditionError(absl::StrCat(
-        "worker ", request.worker_rank(), " pulls at clock ", request.clock(),
-        " but is at clock ", clock_.WorkerClock(request.worker_rank())));
+    status = absl::FailedPreconditionError(
+        absl::StrCat("worker ", request.worker_rank(), " pulls at clock ", request.clock(),
+                     " but is at clock ", clock_.WorkerClock(request.worker_rank())));
   }
   if (status.ok()) status = ResolveAll(request.slices(), slices.get());
   if (status.ok()) {
     uint64_t bytes = 0;
     for (const Resolved& r : *slices) bytes += r.count * sizeof(float);
     if (bytes + 1024 > static_cast<uint64_t>(config_.server.max_message_bytes)) {
-      status = absl::ResourceExhaustedError(absl::StrCat(
-          "pull would return ", bytes, " bytes, over server.max_message_bytes (",
-          config_.server.max_message_bytes, "); split it into smaller pulls"));
+      status = absl::ResourceExhaustedError(
+          absl::StrCat("pull would return ", bytes, " bytes, over server.max_message_bytes (",
+                       config_.server.max_message_bytes, "); split it into smaller pulls"));
     }
   }
   if (!status.ok()) {
@@ -222,17 +219,17 @@ absl::Status Shard::ValidateGradients(const v1::PushRequest& request,
   for (size_t i = 0; i < slices.size(); ++i) {
     const std::string& g = request.gradients(i);
     if (g.size() != slices[i].count * sizeof(float)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "table '", request.slices(i).table(), "': gradient payload is ", g.size(),
-          " bytes, expected ", slices[i].count * sizeof(float), " (", slices[i].count,
-          " float32)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("table '", request.slices(i).table(), "': gradient payload is ", g.size(),
+                       " bytes, expected ", slices[i].count * sizeof(float), " (", slices[i].count,
+                       " float32)"));
     }
     if (config_.server.reject_nonfinite) {
       auto view = FloatView(g);
       if (!Eigen::Map<const Eigen::ArrayXf>(view.data(), view.size()).allFinite()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "table '", request.slices(i).table(),
-            "': gradient holds NaN or Inf (server.reject_nonfinite is on)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("table '", request.slices(i).table(),
+                         "': gradient holds NaN or Inf (server.reject_nonfinite is on)"));
       }
     }
   }

@@ -86,7 +86,7 @@ class Shard {
     DenseTable* dense = nullptr;
     SparseTable* sparse = nullptr;
     uint64_t offset = 0;
-    uint64_t count = 0;            // floats the slice covers
+    uint64_t count = 0;  // floats the slice covers
     absl::Span<const uint64_t> keys;
   };
 
@@ -111,8 +111,8 @@ class Shard {
   const JobConfig config_;
   const uint32_t index_;
   const uint32_t num_workers_;
-  const int64_t staleness_;   // effective bound; ASP never waits
-  const bool aggregate_;      // BSP aggregation on
+  const int64_t staleness_;  // effective bound; ASP never waits
+  const bool aggregate_;     // BSP aggregation on
   const std::unique_ptr<Optimizer> optimizer_;
   std::vector<std::unique_ptr<DenseTable>> dense_;
   std::vector<std::unique_ptr<SparseTable>> sparse_;

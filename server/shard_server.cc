@@ -22,7 +22,8 @@ std::string DefaultListenAddress(const std::string& configured_address) {
   std::string port = configured_address.substr(colon + 1);
   in_addr v4;
   in6_addr v6;
-  std::string bare = host.size() > 2 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+  std::string bare =
+      host.size() > 2 && host.front() == '[' ? host.substr(1, host.size() - 2) : host;
   if (host == "localhost" || inet_pton(AF_INET, bare.c_str(), &v4) == 1 ||
       inet_pton(AF_INET6, bare.c_str(), &v6) == 1) {
     return configured_address;
@@ -30,8 +31,9 @@ std::string DefaultListenAddress(const std::string& configured_address) {
   return "0.0.0.0:" + port;
 }
 
-absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(
-    const JobConfig& config, uint32_t shard_index, const std::string& listen_address) {
+absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig& config,
+                                                                uint32_t shard_index,
+                                                                const std::string& listen_address) {
   std::unique_ptr<ShardServer> server(new ShardServer());
   TESSERA_ASSIGN_OR_RETURN(server->shard_, Shard::Create(config, shard_index));
   server->service_ = std::make_unique<ShardService>(
@@ -52,9 +54,9 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(
   }
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on ", listen_address,
-        ": the port is in use or the address is not on this host"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", listen_address,
+                     ": the port is in use or the address is not on this host"));
   }
   server->server_->GetHealthCheckService()->SetServingStatus(true);
   server->reaper_ = std::thread([s = server.get()] { s->ReaperLoop(); });

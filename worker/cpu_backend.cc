@@ -1,7 +1,6 @@
 // CpuBackend: the Backend on Eigen, single-threaded per worker (one worker per
 // core is the deployment unit on CPU machines).
 #include <Eigen/Core>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -39,11 +38,18 @@ class CpuBackend : public Backend {
     auto C = View(c);
     auto A = View(a);
     auto B = View(b);
-    if (beta == 0.0f) C.setZero(); else if (beta != 1.0f) C *= beta;
-    if (!ta && !tb) C.noalias() += alpha * A * B;
-    else if (ta && !tb) C.noalias() += alpha * A.transpose() * B;
-    else if (!ta && tb) C.noalias() += alpha * A * B.transpose();
-    else C.noalias() += alpha * A.transpose() * B.transpose();
+    if (beta == 0.0f)
+      C.setZero();
+    else if (beta != 1.0f)
+      C *= beta;
+    if (!ta && !tb)
+      C.noalias() += alpha * A * B;
+    else if (ta && !tb)
+      C.noalias() += alpha * A.transpose() * B;
+    else if (!ta && tb)
+      C.noalias() += alpha * A * B.transpose();
+    else
+      C.noalias() += alpha * A.transpose() * B.transpose();
   }
 
   void BiasActivation(Tensor x, Tensor bias, bool relu) override {

@@ -23,15 +23,17 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxGz(const std::string& path, uint32_t
                                                std::vector<uint32_t>* dims) {
   gzFile file = gzopen(path.c_str(), "rb");
   if (file == nullptr) {
-    return absl::NotFoundError(absl::StrCat(
-        "cannot open ", path, ": Fashion-MNIST is missing; install it with "
-        "`apt-get install dataset-fashion-mnist` (or run scripts/install_deps.sh), "
-        "or point data.dir at a folder holding the four *-ubyte.gz files"));
+    return absl::NotFoundError(
+        absl::StrCat("cannot open ", path,
+                     ": Fashion-MNIST is missing; install it with "
+                     "`apt-get install dataset-fashion-mnist` (or run scripts/install_deps.sh), "
+                     "or point data.dir at a folder holding the four *-ubyte.gz files"));
   }
   std::vector<uint8_t> bytes;
   uint8_t buffer[1 << 16];
   int n;
-  while ((n = gzread(file, buffer, sizeof(buffer))) > 0) bytes.insert(bytes.end(), buffer, buffer + n);
+  while ((n = gzread(file, buffer, sizeof(buffer))) > 0)
+    bytes.insert(bytes.end(), buffer, buffer + n);
   int err = 0;
   const char* message = gzerror(file, &err);
   gzclose(file);
@@ -51,8 +53,8 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxGz(const std::string& path, uint32_t
   }
   const size_t header = 4 + 4 * num_dims;
   if (bytes.size() != header + count) {
-    return absl::DataLossError(absl::StrCat(path, ": expected ", count, " bytes of data, found ",
-                                            bytes.size() - header));
+    return absl::DataLossError(
+        absl::StrCat(path, ": expected ", count, " bytes of data, found ", bytes.size() - header));
   }
   return std::vector<uint8_t>(bytes.begin() + header, bytes.end());
 }
@@ -64,8 +66,10 @@ absl::StatusOr<Dataset> LoadDataset(const DataConfig& config, bool train) {
   }
   const std::string prefix = config.dir + "/" + (train ? "train" : "t10k");
   std::vector<uint32_t> image_dims, label_dims;
-  TESSERA_ASSIGN_OR_RETURN(auto images, ReadIdxGz(prefix + "-images-idx3-ubyte.gz", 2051, &image_dims));
-  TESSERA_ASSIGN_OR_RETURN(auto labels, ReadIdxGz(prefix + "-labels-idx1-ubyte.gz", 2049, &label_dims));
+  TESSERA_ASSIGN_OR_RETURN(auto images,
+                           ReadIdxGz(prefix + "-images-idx3-ubyte.gz", 2051, &image_dims));
+  TESSERA_ASSIGN_OR_RETURN(auto labels,
+                           ReadIdxGz(prefix + "-labels-idx1-ubyte.gz", 2049, &label_dims));
   if (image_dims.size() != 3 || label_dims.size() != 1 || image_dims[0] != label_dims[0]) {
     return absl::DataLossError(absl::StrCat(prefix, ": images and labels do not match"));
   }

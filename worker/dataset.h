@@ -21,8 +21,8 @@ namespace tessera {
 struct Dataset {
   uint32_t features = 0;  // floats per example
   uint32_t classes = 0;
-  std::vector<float> x;        // size() * features, row-major
-  std::vector<int32_t> y;      // size() labels in [0, classes)
+  std::vector<float> x;    // size() * features, row-major
+  std::vector<int32_t> y;  // size() labels in [0, classes)
   size_t size() const { return y.size(); }
   const float* example(size_t i) const { return x.data() + i * features; }
 };

@@ -73,8 +73,7 @@ class CallGroup {
 
 }  // namespace
 
-GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank)
-    : config_(config), rank_(rank) {
+GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank) : config_(config), rank_(rank) {
   const uint32_t channels = config.worker.channels_per_shard;
   ShardRequests requests = ShardRequests::ForDense(config, channels, kSplitBytes);
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
@@ -97,15 +96,15 @@ GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank)
 }
 
 absl::Status GrpcPsClient::ShardError(size_t shard, const grpc::Status& status) const {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      absl::StrCat("shard ", shard, " (", shards_[shard].address,
-                                   "): ", status.error_message()));
+  return absl::Status(
+      static_cast<absl::StatusCode>(status.error_code()),
+      absl::StrCat("shard ", shard, " (", shards_[shard].address, "): ", status.error_message()));
 }
 
 absl::Status GrpcPsClient::CheckLayout(size_t s, const v1::RegisterResponse& layout) const {
   const auto tables = config_.Tables();
-  bool same = layout.num_shards() == config_.num_servers() &&
-              layout.shard_index() == s && layout.tables_size() == static_cast<int>(tables.size());
+  bool same = layout.num_shards() == config_.num_servers() && layout.shard_index() == s &&
+              layout.tables_size() == static_cast<int>(tables.size());
   for (size_t t = 0; same && t < tables.size(); ++t) {
     const auto& got = layout.tables(static_cast<int>(t));
     same = got.name() == tables[t].name;
@@ -115,11 +114,11 @@ absl::Status GrpcPsClient::CheckLayout(size_t s, const v1::RegisterResponse& lay
     }
   }
   if (same) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "shard ", s, " (", shards_[s].address, ") serves a different job: it is shard ",
-      layout.shard_index(), " of ", layout.num_shards(), " with ", layout.tables_size(),
-      " tables; this worker's config wants shard ", s, " of ", config_.num_servers(), " with ",
-      tables.size()));
+  return absl::FailedPreconditionError(
+      absl::StrCat("shard ", s, " (", shards_[s].address, ") serves a different job: it is shard ",
+                   layout.shard_index(), " of ", layout.num_shards(), " with ",
+                   layout.tables_size(), " tables; this worker's config wants shard ", s, " of ",
+                   config_.num_servers(), " with ", tables.size()));
 }
 
 absl::StatusOr<int64_t> GrpcPsClient::Connect() {
@@ -132,10 +131,9 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect() {
     requests[s].set_worker_rank(rank_);
     contexts[s].set_deadline(DeadlineIn(timeout_ms));
     contexts[s].set_wait_for_ready(true);  // retry with backoff while the shard starts
-    shards_[s].stubs[0]->async()->Register(&contexts[s], &requests[s], &responses[s],
-                                           group.Add(s, [this, s, &responses] {
-                                             return CheckLayout(s, responses[s]);
-                                           }));
+    shards_[s].stubs[0]->async()->Register(
+        &contexts[s], &requests[s], &responses[s],
+        group.Add(s, [this, s, &responses] { return CheckLayout(s, responses[s]); }));
   }
   group.Wait(absl::Milliseconds(timeout_ms) + absl::Seconds(5));
   if (group.failed()) {
@@ -221,8 +219,8 @@ absl::Status GrpcPsClient::PushDense(int64_t clock, const ParameterSet& grads) {
     clock_requests[s].set_worker_rank(rank_);
     clock_requests[s].set_clock(clock);
     clock_contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
-    shards_[s].stubs[0]->async()->Clock(&clock_contexts[s], &clock_requests[s],
-                                        &clock_responses[s], clocks.Add(s));
+    shards_[s].stubs[0]->async()->Clock(&clock_contexts[s], &clock_requests[s], &clock_responses[s],
+                                        clocks.Add(s));
   }
   clocks.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
   if (clocks.failed()) return ShardError(clocks.failed_shard(), clocks.grpc_error());
@@ -237,8 +235,7 @@ absl::Status GrpcPsClient::Finish() {
   for (size_t s = 0; s < shards_.size(); ++s) {
     requests[s].set_worker_rank(rank_);
     contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
-    shards_[s].stubs[0]->async()->Finish(&contexts[s], &requests[s], &responses[s],
-                                         group.Add(s));
+    shards_[s].stubs[0]->async()->Finish(&contexts[s], &requests[s], &responses[s], group.Add(s));
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
   if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());

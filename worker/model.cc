@@ -83,7 +83,8 @@ void Mlp::Evaluate(const ParameterSet& params, const Dataset& data, double* accu
                      acts_[0].Rows(0, n));
     Tensor logits = Forward(n);
     total_loss += double(backend_->SoftmaxCrossEntropy(logits, data.y.data() + first,
-                                                       deltas_[last].Rows(0, n), &correct)) * n;
+                                                       deltas_[last].Rows(0, n), &correct)) *
+                  n;
   }
   *accuracy = data.size() ? double(correct) / data.size() : 0.0;
   *loss = data.size() ? total_loss / data.size() : 0.0;

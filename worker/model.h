@@ -51,10 +51,10 @@ class Mlp {
   const std::vector<uint32_t> layers_;
   Backend* const backend_;
   const uint32_t max_batch_;
-  std::vector<Tensor> weights_, biases_;    // backend copies of the parameters
+  std::vector<Tensor> weights_, biases_;  // backend copies of the parameters
   std::vector<Tensor> weight_grads_, bias_grads_;
-  std::vector<Tensor> acts_;                // acts_[0] input, acts_[i+1] output of layer i
-  std::vector<Tensor> deltas_;              // d loss / d acts_[i+1]
+  std::vector<Tensor> acts_;    // acts_[0] input, acts_[i+1] output of layer i
+  std::vector<Tensor> deltas_;  // d loss / d acts_[i+1]
   std::vector<int32_t> labels_;
 };
 

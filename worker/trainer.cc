@@ -15,8 +15,7 @@ namespace tessera {
 namespace {
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -37,15 +36,19 @@ std::string TrainResult::ToJson() const {
       steps, samples, pulls, train_loss, train_seconds, samples_per_second, pull_seconds,
       push_seconds, compute_seconds);
   if (evaluated) {
-    json += absl::StrFormat(", \"test_accuracy\": %.5f, \"test_loss\": %.5f", test_accuracy,
-                            test_loss);
+    json +=
+        absl::StrFormat(", \"test_accuracy\": %.5f, \"test_loss\": %.5f", test_accuracy, test_loss);
   }
   return json;
 }
 
 Trainer::Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backend* backend,
                  const Dataset* train, const Dataset* test)
-    : config_(config), rank_(rank), client_(client), backend_(backend), train_(train),
+    : config_(config),
+      rank_(rank),
+      client_(client),
+      backend_(backend),
+      train_(train),
       test_(test) {}
 
 absl::StatusOr<TrainResult> Trainer::Run() {
@@ -53,19 +56,20 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   const TrainingConfig& t = config_.training;
   Batcher batcher(train_->size(), rank_, config_.cluster.workers, t.batch_size, t.seed);
   if (batcher.steps_per_epoch() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "training.batch_size = ", t.batch_size, ": larger than this worker's share of the ",
-        train_->size(), " training examples"));
+    return absl::InvalidArgumentError(absl::StrCat("training.batch_size = ", t.batch_size,
+                                                   ": larger than this worker's share of the ",
+                                                   train_->size(), " training examples"));
   }
   Mlp model(config_.model.layers, backend_, std::max<uint32_t>(t.batch_size, 1024));
   ParameterCache cache(config_.consistency);
   batch_x_.resize(size_t(t.batch_size) * train_->features);
   batch_y_.resize(t.batch_size);
   start_ = window_start_ = last_progress_ = Now();
-  spdlog::info("worker {} of {}: {} training examples, {} steps per epoch, batch {}, starting "
-               "at clock {}",
-               rank_, config_.cluster.workers, train_->size() / config_.cluster.workers,
-               batcher.steps_per_epoch(), t.batch_size, clock_);
+  spdlog::info(
+      "worker {} of {}: {} training examples, {} steps per epoch, batch {}, starting "
+      "at clock {}",
+      rank_, config_.cluster.workers, train_->size() / config_.cluster.workers,
+      batcher.steps_per_epoch(), t.batch_size, clock_);
   // A restarted worker resumes at its clock: skip the steps it already did.
   const int64_t first = clock_;
   int64_t global_step = 0;
@@ -97,9 +101,9 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result_.samples_per_second = result_.samples / std::max(result_.train_seconds, 1e-9);
   if (rank_ == 0 && test_) TESSERA_RETURN_IF_ERROR(EvaluateFinal(cache, model));
   TESSERA_RETURN_IF_ERROR(client_->Finish());
-  AppendJsonLine(config_.logging.metrics_file,
-                 absl::StrCat("{\"rank\": ", rank_, ", \"event\": \"final\", ", result_.ToJson(),
-                              "}"));
+  AppendJsonLine(
+      config_.logging.metrics_file,
+      absl::StrCat("{\"rank\": ", rank_, ", \"event\": \"final\", ", result_.ToJson(), "}"));
   return result_;
 }
 
@@ -147,18 +151,19 @@ void Trainer::Progress(uint32_t epoch, size_t step, size_t steps_per_epoch) {
   const double now = Now();
   const double rate = window_samples_ / std::max(now - window_start_, 1e-9);
   const double loss = window_steps_ ? window_loss_ / window_steps_ : 0;
-  spdlog::info("epoch {}/{} step {}/{} clock {} | {:.0f} samples/s | loss {:.4f} | {} pulls, "
-               "{:.1f} s in pulls (waiting on staleness included)",
-               epoch + 1, config_.training.epochs, step + 1, steps_per_epoch, clock_, rate, loss,
-               result_.pulls, result_.pull_seconds);
-  AppendJsonLine(config_.logging.metrics_file,
-                 absl::StrFormat("{\"rank\": %d, \"event\": \"progress\", \"epoch\": %d, "
-                                 "\"step\": %d, \"steps_per_epoch\": %d, \"clock\": %d, \"elapsed_s\": %.3f, "
-                                 "\"samples_per_second\": %.1f, \"loss\": %.5f, \"pulls\": %d, "
-                                 "\"pull_seconds\": %.3f}",
-                                 rank_, epoch + 1, step + 1, steps_per_epoch, clock_,
-                                 now - start_, rate, loss,
-                                 result_.pulls, result_.pull_seconds));
+  spdlog::info(
+      "epoch {}/{} step {}/{} clock {} | {:.0f} samples/s | loss {:.4f} | {} pulls, "
+      "{:.1f} s in pulls (waiting on staleness included)",
+      epoch + 1, config_.training.epochs, step + 1, steps_per_epoch, clock_, rate, loss,
+      result_.pulls, result_.pull_seconds);
+  AppendJsonLine(
+      config_.logging.metrics_file,
+      absl::StrFormat("{\"rank\": %d, \"event\": \"progress\", \"epoch\": %d, "
+                      "\"step\": %d, \"steps_per_epoch\": %d, \"clock\": %d, \"elapsed_s\": %.3f, "
+                      "\"samples_per_second\": %.1f, \"loss\": %.5f, \"pulls\": %d, "
+                      "\"pull_seconds\": %.3f}",
+                      rank_, epoch + 1, step + 1, steps_per_epoch, clock_, now - start_, rate, loss,
+                      result_.pulls, result_.pull_seconds));
   window_start_ = last_progress_ = now;
   window_loss_ = 0;
   window_steps_ = window_samples_ = 0;
@@ -173,9 +178,9 @@ absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Mlp& model) {
     TESSERA_ASSIGN_OR_RETURN(uint32_t finished, client_->WorkersFinished());
     if (finished >= others) break;
     if (Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "rank 0 waited worker.pull_timeout_ms for the other workers to finish; ", finished,
-          " of ", others, " did"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("rank 0 waited worker.pull_timeout_ms for the other workers to finish; ",
+                       finished, " of ", others, " did"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

@@ -30,13 +30,13 @@ struct TrainResult {
   int64_t steps = 0;
   int64_t samples = 0;
   int64_t pulls = 0;
-  double train_loss = 0;          // mean over the last epoch's steps
+  double train_loss = 0;  // mean over the last epoch's steps
   double train_seconds = 0;
   double samples_per_second = 0;
-  double pull_seconds = 0;        // time in pulls, waiting on staleness included
+  double pull_seconds = 0;  // time in pulls, waiting on staleness included
   double push_seconds = 0;
   double compute_seconds = 0;
-  bool evaluated = false;         // rank 0 only
+  bool evaluated = false;  // rank 0 only
   double test_accuracy = 0;
   double test_loss = 0;
 

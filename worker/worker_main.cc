@@ -54,8 +54,8 @@ int ExitCodeFor(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   using namespace tessera;
-  auto flags = ParseFlags(argc, argv, {"config", "rank", "result", "log-level"}, {"set"},
-                          {"standalone"});
+  auto flags =
+      ParseFlags(argc, argv, {"config", "rank", "result", "log-level"}, {"set"}, {"standalone"});
   if (!flags.ok()) return Fail(2, std::string(flags.status().message()));
   if (!flags->Has("config")) return Fail(2, "--config FILE is required");
   std::vector<std::string> sets = flags->All("set");
@@ -92,8 +92,9 @@ int main(int argc, char** argv) {
   if (train->features != config->model.layers.front() ||
       train->classes != config->model.layers.back()) {
     return Fail(2, absl::StrCat("model.layers: the data has ", train->features, " inputs and ",
-                                train->classes, " classes; the model's first and last widths "
-                                                "must match"));
+                                train->classes,
+                                " classes; the model's first and last widths "
+                                "must match"));
   }
 
   std::vector<std::unique_ptr<Shard>> local_shards;
@@ -113,8 +114,8 @@ int main(int argc, char** argv) {
   auto result = trainer.Run();
   if (!result.ok()) {
     int code = ExitCodeFor(result.status());
-    return Fail(code, absl::StrCat(result.status().message(),
-                                   code == 3 ? " (a restart may help)" : ""));
+    return Fail(code,
+                absl::StrCat(result.status().message(), code == 3 ? " (a restart may help)" : ""));
   }
   if (flags->Has("result")) {
     FILE* f = std::fopen(flags->Get("result").c_str(), "w");

@@ -2,7 +2,6 @@
 #include "common/config.h"
 
 #include <catch2/catch.hpp>
-
 #include <string>
 
 namespace tessera {
@@ -68,9 +67,9 @@ logging: {level: debug}
 }
 
 TEST_CASE("--set overrides any key, lists included") {
-  auto c = ParseJobConfig(kMinimal, {"consistency.mode=ssp", "consistency.staleness=3",
-                                     "model.layers=[784, 64, 10]", "cluster.servers.1=h:9",
-                                     "optimizer.lr=0.5"});
+  auto c = ParseJobConfig(
+      kMinimal, {"consistency.mode=ssp", "consistency.staleness=3", "model.layers=[784, 64, 10]",
+                 "cluster.servers.1=h:9", "optimizer.lr=0.5"});
   REQUIRE(c.ok());
   CHECK(c->consistency.mode == ConsistencyMode::kSsp);
   CHECK(c->consistency.staleness == 3);
@@ -121,16 +120,17 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
         "config: cluster.servers.0 = 'nohost': expected host:port");
   CHECK(ErrorOf(kMinimal, {"model.type=softmax", "model.layers=[784, 100, 10]"}) ==
         "config: model.layers = [784, 100, 10]: expected [inputs, classes] for a softmax model");
-  CHECK(ErrorOf(kMinimal, {"server.max_message_bytes=10"}).find(
-            "server.max_message_bytes = '10': expected an integer >= 1024") != std::string::npos);
+  CHECK(ErrorOf(kMinimal, {"server.max_message_bytes=10"})
+            .find("server.max_message_bytes = '10': expected an integer >= 1024") !=
+        std::string::npos);
 }
 
 TEST_CASE("unknown keys are errors, not ignored") {
   CHECK(ErrorOf(kMinimal, {"optimizer.learning_rate=0.1"}) ==
         "config: optimizer.learning_rate: unknown key; expected one of beta1|beta2|epsilon|"
         "initial_accumulator|lr|momentum|nesterov|type");
-  CHECK(ErrorOf(std::string(kMinimal) + "trainning: {epochs: 1}\n").find(
-            "config: trainning: unknown key") == 0);
+  CHECK(ErrorOf(std::string(kMinimal) + "trainning: {epochs: 1}\n")
+            .find("config: trainning: unknown key") == 0);
 }
 
 TEST_CASE("table lists are checked") {
@@ -145,12 +145,39 @@ TEST_CASE("table lists are checked") {
         "config: model.tables.0.init.high = '0': expected >= low (1)");
 }
 
+TEST_CASE("server addresses from a DNS pattern") {
+  const char* yaml = R"(
+cluster:
+  server_pattern: "tessera-server-{i}.tessera-server.{namespace}.svc:50051"
+  num_servers: 3
+  workers: 2
+)";
+  setenv("POD_NAMESPACE", "ml", 1);
+  auto c = ParseJobConfig(yaml, {});
+  REQUIRE(c.ok());
+  CHECK(c->cluster.servers ==
+        std::vector<std::string>{"tessera-server-0.tessera-server.ml.svc:50051",
+                                 "tessera-server-1.tessera-server.ml.svc:50051",
+                                 "tessera-server-2.tessera-server.ml.svc:50051"});
+  auto explicit_ns = ParseJobConfig(yaml, {"cluster.namespace=prod"});
+  CHECK(explicit_ns->cluster.servers[0] == "tessera-server-0.tessera-server.prod.svc:50051");
+  unsetenv("POD_NAMESPACE");
+  CHECK(ParseJobConfig(yaml, {})->cluster.servers[1] ==
+        "tessera-server-1.tessera-server.default.svc:50051");
+  CHECK(ErrorOf(yaml, {"cluster.server_pattern=host:1"}) ==
+        "config: cluster.server_pattern = 'host:1': expected host:port holding {i}, e.g. "
+        "tessera-server-{i}.tessera-server.{namespace}.svc:50051");
+  CHECK(ErrorOf(yaml, {"cluster.servers=[a:1]"}) ==
+        "config: cluster.server_pattern = 'tessera-server-{i}.tessera-server.{namespace}.svc:50051'"
+        ": expected either cluster.servers or cluster.server_pattern, not both");
+}
+
 TEST_CASE("missing servers, bad YAML, bad --set and missing files") {
   CHECK(ErrorOf("cluster: {workers: 2}\n") ==
-        "config: cluster.servers is missing: expected a non-empty list of host:port addresses");
+        "config: cluster.servers is missing: expected a non-empty list of host:port addresses "
+        "(or cluster.server_pattern with cluster.num_servers)");
   CHECK(ErrorOf("cluster: [unclosed\n").find("config: not valid YAML") == 0);
-  CHECK(ErrorOf(kMinimal, {"no-equals-sign"}) ==
-        "--set 'no-equals-sign': expected key.path=value");
+  CHECK(ErrorOf(kMinimal, {"no-equals-sign"}) == "--set 'no-equals-sign': expected key.path=value");
   CHECK(ErrorOf(kMinimal, {"cluster.workers.x=1"}) ==
         "--set cluster.workers.x: 'workers' is not a mapping key here");
   auto missing = LoadJobConfig("/nonexistent/job.yaml", {});

@@ -1,6 +1,5 @@
 // Flag parsing and identity from flags or the environment.
 #include <catch2/catch.hpp>
-
 #include <cstdlib>
 
 #include "common/flags.h"

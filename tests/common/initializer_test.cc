@@ -2,7 +2,6 @@
 #include "common/initializer.h"
 
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <vector>
 

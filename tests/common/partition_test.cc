@@ -3,7 +3,6 @@
 #include "common/partition.h"
 
 #include <catch2/catch.hpp>
-
 #include <set>
 
 namespace tessera {

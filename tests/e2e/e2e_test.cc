@@ -5,7 +5,6 @@
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
-
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
@@ -38,16 +37,14 @@ double Field(const std::string& json, const std::string& key) {
   return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
 }
 
-bool NoChildLeft() {
-  return waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD;
-}
+bool NoChildLeft() { return waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD; }
 
 LaunchOptions Options(const std::string& out, std::vector<std::string> sets) {
   LaunchOptions o;
   o.config_path = Runfile("configs/fashion_mnist_mlp.yaml");
-  o.overrides = {"data.dataset=synthetic", "data.synthetic_train=4096",
-                 "data.synthetic_test=1024", "model.layers=[784,32,10]", "training.epochs=2",
-                 "training.batch_size=32"};
+  o.overrides = {"data.dataset=synthetic",   "data.synthetic_train=4096",
+                 "data.synthetic_test=1024", "model.layers=[784,32,10]",
+                 "training.epochs=2",        "training.batch_size=32"};
   o.overrides.insert(o.overrides.end(), sets.begin(), sets.end());
   o.out_dir = TempDir(out);
   o.server_binary = Runfile("server/tessera-server");

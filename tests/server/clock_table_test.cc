@@ -2,7 +2,6 @@
 #include "server/clock_table.h"
 
 #include <catch2/catch.hpp>
-
 #include <vector>
 
 namespace tessera {

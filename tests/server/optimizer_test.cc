@@ -2,7 +2,6 @@
 #include "server/optimizer.h"
 
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <vector>
 
@@ -57,12 +56,11 @@ TEST_CASE("adagrad: acc += g^2; w -= lr g / (sqrt(acc) + eps)") {
 }
 
 TEST_CASE("adam matches the textbook update with bias correction") {
-  OptimizerConfig c{.type = "adam", .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f,
-                    .epsilon = 1e-8f};
+  OptimizerConfig c{.type = "adam", .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f};
   Run r(c, {0.5f, -0.5f, 0.0f});
   double w[3] = {0.5, -0.5, 0.0}, m[3] = {0, 0, 0}, v[3] = {0, 0, 0};
-  std::vector<std::vector<float>> grads = {{0.1f, -0.2f, 0.0f}, {0.3f, 0.1f, -1.0f},
-                                           {-0.2f, 0.2f, 2.0f}};
+  std::vector<std::vector<float>> grads = {
+      {0.1f, -0.2f, 0.0f}, {0.3f, 0.1f, -1.0f}, {-0.2f, 0.2f, 2.0f}};
   for (int t = 1; t <= 3; ++t) {
     r.Step(grads[t - 1], t);
     for (int i = 0; i < 3; ++i) {
@@ -89,7 +87,7 @@ TEST_CASE("slot stride lets a sub-range update its own state") {
   CHECK(w[0] == 1.0f);
   CHECK(w[2] == Approx(0.9f).epsilon(1e-4));
   CHECK(w[3] == Approx(1.1f).epsilon(1e-4));
-  CHECK(slots[2] == Approx(0.1f));        // m of value 2
+  CHECK(slots[2] == Approx(0.1f));                      // m of value 2
   CHECK(slots[6 + 2] == Approx(0.001f).epsilon(1e-4));  // v of value 2
   CHECK(slots[6 + 3] == Approx(0.001f).epsilon(1e-4));
   CHECK(slots[0] == 0.0f);

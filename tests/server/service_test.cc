@@ -2,9 +2,8 @@
 // pulls, deadlines, health, shutdown, and the status codes of bad requests.
 #include <grpcpp/grpcpp.h>
 
-#include <catch2/catch.hpp>
-
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <thread>
 
 #include "common/wire.h"
@@ -16,9 +15,9 @@ namespace tessera {
 namespace {
 
 JobConfig MakeConfig(const std::string& mode, uint32_t workers) {
-  auto c = ParseJobConfig("cluster: {servers: ['127.0.0.1:1'], workers: " +
-                              std::to_string(workers) + "}\nconsistency: {mode: " + mode +
-                              "}\n" + R"(
+  auto c =
+      ParseJobConfig("cluster: {servers: ['127.0.0.1:1'], workers: " + std::to_string(workers) +
+                         "}\nconsistency: {mode: " + mode + "}\n" + R"(
 model:
   type: tables
   tables:
@@ -27,7 +26,7 @@ model:
 optimizer: {type: sgd, lr: 1.0}
 server: {max_message_bytes: 65536, max_pull_wait_ms: 60000}
 )",
-                          {});
+                     {});
   REQUIRE(c.ok());
   return *c;
 }
@@ -217,8 +216,7 @@ TEST_CASE("bad requests over gRPC get their status codes and change nothing") {
   CHECK(c.Pull(0, 0, "w", 999, 2, nullptr).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
   CHECK(c.Push(DensePush(0, 0, 0, {1.0f, std::nanf("")})).error_code() ==
         grpc::StatusCode::INVALID_ARGUMENT);
-  CHECK(c.Push(DensePush(0, 5, 0, {1.0f})).error_code() ==
-        grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(c.Push(DensePush(0, 5, 0, {1.0f})).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
   v1::PushRequest stranger = DensePush(0, 0, 0, {1.0f});
   stranger.set_worker_rank(0);
   {
@@ -245,7 +243,8 @@ TEST_CASE("bad requests over gRPC get their status codes and change nothing") {
 
   std::vector<float> after;
   REQUIRE(c.Pull(0, 1, "w", 0, 1000, &after).ok());
-  for (size_t i = 0; i < after.size(); ++i) REQUIRE(after[i] == before[i] - 1.0f);  // the one good push
+  for (size_t i = 0; i < after.size(); ++i)
+    REQUIRE(after[i] == before[i] - 1.0f);  // the one good push
 }
 
 TEST_CASE("shutdown answers parked pulls UNAVAILABLE instead of leaving them hanging") {

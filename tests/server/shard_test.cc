@@ -3,7 +3,6 @@
 #include "server/shard.h"
 
 #include <catch2/catch.hpp>
-
 #include <optional>
 #include <thread>
 

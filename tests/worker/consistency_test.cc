@@ -1,9 +1,8 @@
 // Consistency through the real Shard in process (LocalPsClient): BSP
 // aggregation equals one process with the combined batch, and the SSP bound
 // holds with a slowed worker.
-#include <catch2/catch.hpp>
-
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <mutex>
 #include <thread>
@@ -26,8 +25,7 @@ optimizer: {type: adam, lr: 0.01}
 data: {dataset: synthetic, synthetic_train: 1024}
 worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
 )",
-                          {"cluster.workers=" + std::to_string(workers),
-                           "consistency.mode=" + mode,
+                          {"cluster.workers=" + std::to_string(workers), "consistency.mode=" + mode,
                            "consistency.staleness=" + std::to_string(staleness),
                            "training.batch_size=" + std::to_string(batch)});
   REQUIRE(c.ok());
@@ -37,7 +35,8 @@ worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
 struct Cluster {
   std::vector<std::unique_ptr<Shard>> shards;
   explicit Cluster(const JobConfig& c) {
-    for (uint32_t s = 0; s < c.num_servers(); ++s) shards.push_back(std::move(*Shard::Create(c, s)));
+    for (uint32_t s = 0; s < c.num_servers(); ++s)
+      shards.push_back(std::move(*Shard::Create(c, s)));
   }
   std::vector<Shard*> ptrs() {
     std::vector<Shard*> p;
@@ -137,7 +136,8 @@ TEST_CASE("SSP with a slowed worker: the bound holds, fast workers block, nothin
     for (auto& shard : cluster.shards) {
       v1::StatsResponse stats;
       shard->Stats(&stats);
-      for (int64_t w : stats.worker_clocks()) *slowest = std::min(*slowest, std::max<int64_t>(w, 0));
+      for (int64_t w : stats.worker_clocks())
+        *slowest = std::min(*slowest, std::max<int64_t>(w, 0));
       *slow = std::min(*slow, std::max<int64_t>(stats.worker_clocks(2), 0));
     }
   };

@@ -5,7 +5,6 @@
 #include <zlib.h>
 
 #include <catch2/catch.hpp>
-
 #include <cstdlib>
 #include <set>
 
@@ -76,7 +75,7 @@ TEST_CASE("workers' shards are disjoint, cover the data and take equal steps") {
     std::set<uint32_t> epoch0;
     for (size_t s = 0; s < b.steps_per_epoch(); ++s) {
       for (uint32_t i : b.Batch(0, s)) {
-        CHECK(i % 3 == rank);  // only its own shard
+        CHECK(i % 3 == rank);            // only its own shard
         CHECK(epoch0.insert(i).second);  // no example twice in an epoch
         seen.insert(i);
       }

@@ -3,7 +3,6 @@
 #include "worker/model.h"
 
 #include <catch2/catch.hpp>
-
 #include <cmath>
 #include <random>
 
@@ -50,7 +49,8 @@ TEST_CASE("SGD on the MLP learns the synthetic problem") {
   auto backend = MakeCpuBackend();
   Mlp model({784, 32, 10}, backend.get(), 64);
   ParameterSet params = RandomParams(model, 3);
-  for (auto& t : params) for (float& v : t) v *= 0.1f;
+  for (auto& t : params)
+    for (float& v : t) v *= 0.1f;
   Dataset train = SyntheticDataset(2048, 784, 10, 1), test = SyntheticDataset(512, 784, 10, 2);
   double before, loss;
   model.Evaluate(params, test, &before, &loss);

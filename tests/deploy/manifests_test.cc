@@ -1,0 +1,169 @@
+// Deployment: every kustomize overlay renders, validates against the
+// Kubernetes OpenAPI schema offline, and has the properties Tessera relies on
+// (gRPC probes, restricted pod security, selectors matching labels, ports and
+// counts matching the job file). The images' Dockerfiles are checked for
+// what the issue asks of them (no Docker engine runs here to build them).
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <sstream>
+
+#include "common/config.h"
+#include "tests/deploy/rendered.h"
+#include "yaml-cpp/yaml.h"
+
+namespace tessera {
+namespace {
+
+// Every label of `selector` is on `labels`.
+bool Selects(const YAML::Node& selector, const YAML::Node& labels) {
+  if (!selector || selector.size() == 0) return false;
+  for (const auto& kv : selector) {
+    const YAML::Node v = labels[kv.first.as<std::string>()];
+    if (!v || v.as<std::string>() != kv.second.as<std::string>()) return false;
+  }
+  return true;
+}
+
+void CheckRestricted(const YAML::Node& pod_spec) {
+  CHECK(pod_spec["securityContext"]["runAsNonRoot"].as<bool>());
+  CHECK(pod_spec["securityContext"]["runAsUser"].as<int>() != 0);
+  CHECK(pod_spec["securityContext"]["seccompProfile"]["type"].as<std::string>() ==
+        "RuntimeDefault");
+  for (const auto& c : pod_spec["containers"]) {
+    const YAML::Node sc = c["securityContext"];
+    CHECK_FALSE(sc["allowPrivilegeEscalation"].as<bool>());
+    CHECK(sc["readOnlyRootFilesystem"].as<bool>());
+    REQUIRE(sc["capabilities"]["drop"].size() == 1);
+    CHECK(sc["capabilities"]["drop"][0].as<std::string>() == "ALL");
+  }
+}
+
+int PortOf(const std::string& address) { return std::stoi(address.substr(address.rfind(':') + 1)); }
+
+TEST_CASE("every overlay validates against the Kubernetes OpenAPI schema") {
+  for (const char* overlay : {"cpu", "gpu"}) {
+    INFO("overlay " << overlay);
+    Rendered r = Render(overlay);
+    std::string path = TempPath(std::string("rendered-") + overlay + ".yaml");
+    std::ofstream(path) << r.text;
+    int status;
+    std::string report =
+        Run("node " + Runfile("deploy/k8s/validate/validate.js") + " " + path + " 2>&1", &status);
+    INFO(report << "\n(if a module is missing: scripts/install_deps.sh runs npm ci)");
+    CHECK(status == 0);
+    for (const char* kind :
+         {"Namespace", "ConfigMap", "Service", "StatefulSet", "Job", "NetworkPolicy"}) {
+      CHECK(report.find(std::string("ok ") + kind + "/") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("the validator rejects an object that breaks the schema") {
+  Rendered r = Render("cpu");
+  std::string broken = r.text;
+  broken.replace(broken.find("replicas: 2"), 11, "replicas: two");
+  std::string path = TempPath("broken.yaml");
+  std::ofstream(path) << broken;
+  int status;
+  std::string report =
+      Run("node " + Runfile("deploy/k8s/validate/validate.js") + " " + path + " 2>&1", &status);
+  CHECK(status == 1);
+  CHECK(report.find("invalid StatefulSet/tessera-server") != std::string::npos);
+}
+
+TEST_CASE("servers: headless service, StatefulSet, gRPC probes, ports and counts match the job") {
+  for (const char* overlay : {"cpu", "gpu"}) {
+    INFO("overlay " << overlay);
+    Rendered r = Render(overlay);
+    JobConfig job = JobOf(r);
+    const int port = PortOf(job.cluster.servers[0]);
+    const YAML::Node svc = r.by_kind.at("Service"), sts = r.by_kind.at("StatefulSet");
+    const YAML::Node pod = sts["spec"]["template"];
+    CHECK(svc["spec"]["clusterIP"].as<std::string>() == "None");
+    CHECK(sts["spec"]["serviceName"].as<std::string>() ==
+          svc["metadata"]["name"].as<std::string>());
+    CHECK(Selects(svc["spec"]["selector"], pod["metadata"]["labels"]));
+    CHECK(Selects(sts["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"]));
+    CHECK(sts["spec"]["replicas"].as<uint32_t>() == job.num_servers());
+    CHECK(svc["spec"]["ports"][0]["port"].as<int>() == port);
+    // The pattern's host is this StatefulSet's pod DNS name under this Service.
+    CHECK(job.cluster.server_pattern.find(sts["metadata"]["name"].as<std::string>() + "-{i}." +
+                                          svc["metadata"]["name"].as<std::string>() + ".") == 0);
+    const YAML::Node c = pod["spec"]["containers"][0];
+    CHECK(c["ports"][0]["containerPort"].as<int>() == port);
+    CHECK(c["readinessProbe"]["grpc"]["port"].as<int>() == port);
+    CHECK(c["livenessProbe"]["grpc"]["port"].as<int>() == port);
+    CHECK(c["resources"]["requests"]["cpu"]);
+    CHECK(c["resources"]["requests"]["memory"]);
+    bool pod_name = false;
+    for (const auto& e : c["env"]) {
+      pod_name |= e["name"].as<std::string>() == "POD_NAME" &&
+                  e["valueFrom"]["fieldRef"]["fieldPath"].as<std::string>() == "metadata.name";
+    }
+    CHECK(pod_name);  // the shard index comes from it
+    CHECK(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as<std::string>() ==
+          "checkpoints");
+    CheckRestricted(pod["spec"]);
+  }
+}
+
+TEST_CASE("workers: Indexed Job sized like the job, failing fast on config errors") {
+  for (const char* overlay : {"cpu", "gpu"}) {
+    INFO("overlay " << overlay);
+    Rendered r = Render(overlay);
+    JobConfig job = JobOf(r);
+    const YAML::Node spec = r.by_kind.at("Job")["spec"];
+    CHECK(spec["completionMode"].as<std::string>() == "Indexed");
+    CHECK(spec["completions"].as<uint32_t>() == job.cluster.workers);
+    CHECK(spec["parallelism"].as<uint32_t>() == job.cluster.workers);
+    CHECK(spec["template"]["spec"]["restartPolicy"].as<std::string>() == "Never");
+    const YAML::Node rule = spec["podFailurePolicy"]["rules"][0];
+    CHECK(rule["action"].as<std::string>() == "FailJob");
+    CHECK(rule["onExitCodes"]["values"][0].as<int>() == 2);
+    const YAML::Node c = spec["template"]["spec"]["containers"][0];
+    const bool gpu = std::string(overlay) == "gpu";
+    CHECK(bool(c["resources"]["limits"]["nvidia.com/gpu"]) == gpu);
+    CheckRestricted(spec["template"]["spec"]);
+  }
+}
+
+TEST_CASE("the network policy admits the server port only from worker pods") {
+  Rendered r = Render("cpu");
+  const YAML::Node np = r.by_kind.at("NetworkPolicy")["spec"];
+  const YAML::Node server_labels =
+      r.by_kind.at("StatefulSet")["spec"]["template"]["metadata"]["labels"];
+  const YAML::Node worker_labels = r.by_kind.at("Job")["spec"]["template"]["metadata"]["labels"];
+  CHECK(Selects(np["podSelector"]["matchLabels"], server_labels));
+  CHECK_FALSE(Selects(np["podSelector"]["matchLabels"], worker_labels));
+  REQUIRE(np["ingress"].size() == 1);
+  CHECK(Selects(np["ingress"][0]["from"][0]["podSelector"]["matchLabels"], worker_labels));
+  CHECK_FALSE(Selects(np["ingress"][0]["from"][0]["podSelector"]["matchLabels"], server_labels));
+  CHECK(np["ingress"][0]["ports"][0]["port"].as<int>() == PortOf(JobOf(r).cluster.servers[0]));
+  CHECK(r.by_kind.at("Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+            .as<std::string>() == "restricted");
+}
+
+TEST_CASE("the Dockerfiles are multi-stage, built by the install script, run as non-root") {
+  for (const char* file : {"Dockerfile", "Dockerfile.gpu"}) {
+    INFO(file);
+    std::ifstream in(Runfile(std::string("deploy/docker/") + file));
+    std::stringstream s;
+    s << in.rdbuf();
+    const std::string text = s.str();
+    size_t froms = 0;
+    for (size_t at = text.find("\nFROM "); at != std::string::npos;
+         at = text.find("\nFROM ", at + 1)) {
+      ++froms;
+    }
+    CHECK(froms == 2);
+    CHECK(text.find("AS builder") != std::string::npos);
+    CHECK(text.find("scripts/install_deps.sh") != std::string::npos);
+    CHECK(text.find("bazel build") != std::string::npos);
+    CHECK(text.find("COPY --from=builder") != std::string::npos);
+    CHECK(text.find("USER 10001:10001") != std::string::npos);
+    CHECK(text.find("USER root") == std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace tessera

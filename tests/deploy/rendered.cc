@@ -1,0 +1,60 @@
+#include "tests/deploy/rendered.h"
+
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
+
+namespace tessera {
+
+std::string Runfile(const std::string& path) {
+  return std::string(std::getenv("TEST_SRCDIR")) + "/tessera/" + path;
+}
+
+std::string TempPath(const std::string& name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return std::string(dir ? dir : "/tmp") + "/" + name;
+}
+
+std::string Run(const std::string& command, int* status) {
+  std::string out;
+  FILE* pipe = popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
+  int rc = pclose(pipe);
+  *status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  return out;
+}
+
+Rendered Render(const std::string& overlay) {
+  int status;
+  Rendered r;
+  // Runfiles are symlinks into the source tree, which kustomize does not
+  // follow; render a dereferenced copy.
+  const std::string copy = TempPath("k8s-" + overlay);
+  Run("rm -rf " + copy + " && cp -rL " + Runfile("deploy/k8s") + " " + copy, &status);
+  REQUIRE(status == 0);
+  r.text = Run("kubectl kustomize " + copy + "/overlays/" + overlay + " 2>/dev/null", &status);
+  INFO(r.text);
+  REQUIRE(status == 0);
+  for (const YAML::Node& doc : YAML::LoadAll(r.text)) {
+    r.by_kind[doc["kind"].as<std::string>()] = doc;
+  }
+  return r;
+}
+
+std::string JobTextOf(const Rendered& r) {
+  return r.by_kind.at("ConfigMap")["data"]["job.yaml"].as<std::string>();
+}
+
+JobConfig JobOf(const Rendered& r) {
+  auto config = ParseJobConfig(JobTextOf(r), {});
+  INFO(config.status().message());
+  REQUIRE(config.ok());
+  return *config;
+}
+
+}  // namespace tessera
