@@ -128,8 +128,8 @@ std::vector<std::pair<uint64_t, uint64_t>> Pieces(uint64_t floats, size_t channe
   return out;
 }
 
-bool BenchDense(Connection& conn, int repeats, int64_t* clock) {
-  for (uint64_t bytes = 4096; bytes <= (64u << 20); bytes *= 4) {
+bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_bytes) {
+  for (uint64_t bytes = 4096; bytes <= max_bytes; bytes *= 4) {
     const uint64_t floats = bytes / sizeof(float);
     auto pieces = Pieces(floats, conn.size());
     std::vector<v1::PullRequest> pulls(pieces.size());
@@ -253,7 +253,7 @@ void BenchOptimizer(const OptimizerConfig& config, uint64_t n, int repeats) {
 int Main(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv,
                           {"config", "server", "channels", "repeats", "sparse-keys",
-                           "sparse-repeats", "optimizer-values", "only"},
+                           "sparse-repeats", "optimizer-values", "only", "max-bytes"},
                           {"set"}, {"sync"});
   g_sync = flags.ok() && flags->Has("sync");
   if (!flags.ok())
@@ -288,7 +288,10 @@ int Main(int argc, char** argv) {
               config->optimizer.type.c_str(), conn.size());
   int64_t clock = layout.clock();
   const int repeats = static_cast<int>(num("repeats", 20));
-  if ((only.empty() || only == "dense") && !BenchDense(conn, repeats, &clock)) return 1;
+  if ((only.empty() || only == "dense") &&
+      !BenchDense(conn, repeats, &clock, num("max-bytes", 64 << 20))) {
+    return 1;
+  }
   if ((only.empty() || only == "sparse") &&
       !BenchSparse(conn, num("sparse-keys", 10'000'000), static_cast<int>(num("sparse-repeats", 3)),
                    clock)) {

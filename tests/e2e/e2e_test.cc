@@ -83,6 +83,33 @@ TEST_CASE("a failing worker stops the job, is named, and leaves no process behin
   CHECK(NoChildLeft());
 }
 
+// Runs the worker binary alone; returns its exit code and sets *err to stderr.
+int RunWorker(const std::string& sets, std::string* err) {
+  const std::string log = TempDir("worker-alone.log");
+  std::string cmd = Runfile("worker/tessera-worker") + " --config " +
+                    Runfile("configs/fashion_mnist_mlp.yaml") + " --rank 0 " + sets + " 2> " + log;
+  int rc = std::system(cmd.c_str());
+  *err = Read(log);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+TEST_CASE("a worker's exit code says whether a restart can help") {
+  std::string err;
+  // No server at the address: it retries until worker.connect_timeout_ms, then exits 3.
+  CHECK(RunWorker("--set 'cluster.servers=[127.0.0.1:1]' --set cluster.workers=1 "
+                  "--set data.dataset=synthetic --set worker.connect_timeout_ms=700",
+                  &err) == 3);
+  CHECK(err.find("shard 0 at 127.0.0.1:1 did not answer within 700 ms "
+                 "(worker.connect_timeout_ms); is tessera-server running there? "
+                 "(a restart may help)") != std::string::npos);
+  // A bad config: exit 2, one line naming the key.
+  CHECK(RunWorker("--set training.epochs=0", &err) == 2);
+  CHECK(err.find("config: training.epochs = '0': expected an integer >= 1") != std::string::npos);
+  // Missing data set: exit 2, naming the package.
+  CHECK(RunWorker("--set data.dir=/nonexistent", &err) == 2);
+  CHECK(err.find("apt-get install dataset-fashion-mnist") != std::string::npos);
+}
+
 TEST_CASE("a bad config stops the launcher before anything starts") {
   auto options = Options("run-bad", {"consistency.mode=bpp"});
   CHECK(RunJob(options) == 2);
