@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
+#include "common/allocator.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/transport.h"
@@ -251,6 +252,7 @@ void BenchOptimizer(const OptimizerConfig& config, uint64_t n, int repeats) {
 }
 
 int Main(int argc, char** argv) {
+  ConfigureAllocatorForLargeTransfers();
   auto flags = ParseFlags(argc, argv,
                           {"config", "server", "channels", "repeats", "sparse-keys",
                            "sparse-repeats", "optimizer-values", "only", "max-bytes"},

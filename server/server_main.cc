@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/allocator.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/identity.h"
@@ -31,6 +32,7 @@ int Fail(int code, const std::string& message) {
 
 int main(int argc, char** argv) {
   using namespace tessera;
+  ConfigureAllocatorForLargeTransfers();
   auto flags = ParseFlags(argc, argv, {"config", "shard", "listen", "log-level"}, {"set"});
   if (!flags.ok()) return Fail(2, std::string(flags.status().message()));
   if (!flags->Has("config")) return Fail(2, "--config FILE is required");

@@ -21,10 +21,12 @@ std::chrono::system_clock::time_point DeadlineIn(int64_t ms) {
 // Waits for a set of asynchronous calls; remembers the first error.
 class CallGroup {
  public:
-  // Returns the callback for one more call; `on_ok` runs on success.
-  std::function<void(grpc::Status)> Add(size_t shard, std::function<absl::Status()> on_ok = {}) {
+  // Returns the callback for one more call on `context`; `on_ok` runs on success.
+  std::function<void(grpc::Status)> Add(size_t shard, grpc::ClientContext* context,
+                                        std::function<absl::Status()> on_ok = {}) {
     absl::MutexLock lock(&mu_);
     ++pending_;
+    contexts_.push_back(context);
     return [this, shard, on_ok = std::move(on_ok)](grpc::Status status) {
       absl::Status local = status.ok() && on_ok ? on_ok() : absl::OkStatus();
       absl::MutexLock lock(&mu_);
@@ -39,11 +41,15 @@ class CallGroup {
     };
   }
   // Blocks until every call has answered. Each call has its own deadline,
-  // after which gRPC answers it; `bound` only guards against a lost callback.
-  bool Wait(absl::Duration bound) {
+  // after which gRPC answers it; should `bound` pass first, the calls are
+  // cancelled (gRPC then answers them at once) before this returns, so no
+  // callback can outlive the caller's request and response objects.
+  void Wait(absl::Duration bound) {
     absl::MutexLock lock(&mu_);
     auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_ == 0; };
-    return mu_.AwaitWithTimeout(absl::Condition(&done), bound);
+    if (mu_.AwaitWithTimeout(absl::Condition(&done), bound)) return;
+    for (grpc::ClientContext* context : contexts_) context->TryCancel();
+    mu_.Await(absl::Condition(&done));
   }
   bool failed() {
     absl::MutexLock lock(&mu_);
@@ -65,6 +71,7 @@ class CallGroup {
  private:
   absl::Mutex mu_;
   int pending_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<grpc::ClientContext*> contexts_ ABSL_GUARDED_BY(mu_);
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
   size_t failed_shard_ ABSL_GUARDED_BY(mu_) = 0;
   grpc::Status grpc_error_ ABSL_GUARDED_BY(mu_);
@@ -133,7 +140,7 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect() {
     contexts[s].set_wait_for_ready(true);  // retry with backoff while the shard starts
     shards_[s].stubs[0]->async()->Register(
         &contexts[s], &requests[s], &responses[s],
-        group.Add(s, [this, s, &responses] { return CheckLayout(s, responses[s]); }));
+        group.Add(s, &contexts[s], [this, s, &responses] { return CheckLayout(s, responses[s]); }));
   }
   group.Wait(absl::Milliseconds(timeout_ms) + absl::Seconds(5));
   if (group.failed()) {
@@ -173,7 +180,7 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
       v1::PullResponse* response = responses.back().get();
       shards_[s].stubs[g]->async()->Pull(
           contexts.back().get(), requests.back().get(), response,
-          group.Add(s, [&pieces, response, params, &min_mu, &min_clock] {
+          group.Add(s, contexts.back().get(), [&pieces, response, params, &min_mu, &min_clock] {
             absl::MutexLock lock(&min_mu);
             min_clock = std::min(min_clock, response->min_clock());
             return ScatterPull(pieces, *response, params);
@@ -204,7 +211,8 @@ absl::Status GrpcPsClient::PushDense(int64_t clock, const ParameterSet& grads) {
       BuildPush(groups[g], config_, rank_, clock, grads, single, requests.back().get());
       contexts.back()->set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
       shards_[s].stubs[g]->async()->Push(contexts.back().get(), requests.back().get(),
-                                         responses.back().get(), group.Add(s));
+                                         responses.back().get(),
+                                         group.Add(s, contexts.back().get()));
     }
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
@@ -220,7 +228,7 @@ absl::Status GrpcPsClient::PushDense(int64_t clock, const ParameterSet& grads) {
     clock_requests[s].set_clock(clock);
     clock_contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
     shards_[s].stubs[0]->async()->Clock(&clock_contexts[s], &clock_requests[s], &clock_responses[s],
-                                        clocks.Add(s));
+                                        clocks.Add(s, &clock_contexts[s]));
   }
   clocks.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
   if (clocks.failed()) return ShardError(clocks.failed_shard(), clocks.grpc_error());
@@ -235,7 +243,8 @@ absl::Status GrpcPsClient::Finish() {
   for (size_t s = 0; s < shards_.size(); ++s) {
     requests[s].set_worker_rank(rank_);
     contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
-    shards_[s].stubs[0]->async()->Finish(&contexts[s], &requests[s], &responses[s], group.Add(s));
+    shards_[s].stubs[0]->async()->Finish(&contexts[s], &requests[s], &responses[s],
+                                         group.Add(s, &contexts[s]));
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
   if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
@@ -249,7 +258,8 @@ absl::StatusOr<uint32_t> GrpcPsClient::WorkersFinished() {
   CallGroup group;
   for (size_t s = 0; s < shards_.size(); ++s) {
     contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
-    shards_[s].stubs[0]->async()->Stats(&contexts[s], &requests[s], &responses[s], group.Add(s));
+    shards_[s].stubs[0]->async()->Stats(&contexts[s], &requests[s], &responses[s],
+                                        group.Add(s, &contexts[s]));
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
   if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/allocator.h"
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/identity.h"
@@ -54,6 +55,7 @@ int ExitCodeFor(const absl::Status& s) {
 
 int main(int argc, char** argv) {
   using namespace tessera;
+  ConfigureAllocatorForLargeTransfers();
   auto flags =
       ParseFlags(argc, argv, {"config", "rank", "result", "log-level"}, {"set"}, {"standalone"});
   if (!flags.ok()) return Fail(2, std::string(flags.status().message()));
