@@ -1,8 +1,9 @@
 // ps_bench: throughput and latency of one running shard over gRPC.
 //
-//   ps_bench --config configs/bench.yaml --server 127.0.0.1:50071 [--channels 4]
+//   ps_bench --config configs/bench.yaml --server 127.0.0.1:50071 [--channels N]
 //            [--repeats 20] [--sparse-keys 10000000] [--optimizer-values 16777216]
 //
+// Channels default to the config's worker.channels_per_shard.
 // Measures, against a tessera-server started from the same config:
 //   dense pull and push of 4 KiB ... 64 MiB (table "dense"), each transfer
 //     split into pieces of at least 1 MiB spread over the channels at once;
@@ -270,7 +271,8 @@ int Main(int argc, char** argv) {
   };
   const std::string only = flags->Get("only");  // dense | sparse | optimizer
   std::string address = flags->Has("server") ? flags->Get("server") : config->cluster.servers[0];
-  Connection conn(address, static_cast<int>(num("channels", 4)), config->server.max_message_bytes);
+  Connection conn(address, static_cast<int>(num("channels", config->worker.channels_per_shard)),
+                  config->server.max_message_bytes);
 
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));

@@ -15,16 +15,21 @@ float UnitUniform(uint64_t bits) {
 }  // namespace
 
 Initializer::Initializer(const InitConfig& config, const std::string& table_name)
-    : config_(config), stream_(SplitMix64(config.seed)) {
+    : config_(config),
+      kind_(config.type == "constant"  ? Kind::kConstant
+            : config.type == "uniform" ? Kind::kUniform
+            : config.type == "normal"  ? Kind::kNormal
+                                       : Kind::kZeros),
+      stream_(SplitMix64(config.seed)) {
   for (unsigned char c : table_name) stream_ = SplitMix64(stream_ ^ c);
 }
 
 float Initializer::ValueAt(uint64_t index) const {
-  const std::string& type = config_.type;
-  if (type == "zeros") return 0.0f;
-  if (type == "constant") return config_.value;
+  if (kind_ == Kind::kZeros) return 0.0f;
+  if (kind_ == Kind::kConstant) return config_.value;
   uint64_t bits = SplitMix64(stream_ ^ SplitMix64(index));
-  if (type == "uniform") return config_.low + (config_.high - config_.low) * UnitUniform(bits);
+  if (kind_ == Kind::kUniform)
+    return config_.low + (config_.high - config_.low) * UnitUniform(bits);
   // normal: Box-Muller on two uniforms drawn from one counter.
   float u1 = UnitUniform(bits);
   float u2 = UnitUniform(SplitMix64(bits));
@@ -33,8 +38,8 @@ float Initializer::ValueAt(uint64_t index) const {
 }
 
 void Initializer::Fill(uint64_t first, absl::Span<float> out) const {
-  if (config_.type == "zeros" || config_.type == "constant") {
-    std::fill(out.begin(), out.end(), config_.type == "zeros" ? 0.0f : config_.value);
+  if (kind_ == Kind::kZeros || kind_ == Kind::kConstant) {
+    std::fill(out.begin(), out.end(), ValueAt(0));
     return;
   }
   for (size_t i = 0; i < out.size(); ++i) out[i] = ValueAt(first + i);

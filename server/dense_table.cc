@@ -32,12 +32,13 @@ void DenseTable::ForEachChunk(uint64_t begin, uint64_t end, Fn fn) const {
   }
 }
 
-void DenseTable::Read(uint64_t offset, absl::Span<float> out) const {
+void DenseTable::AppendBytes(uint64_t offset, uint64_t length, std::string* out) const {
   pulls_.fetch_add(1, std::memory_order_relaxed);
+  out->reserve(out->size() + length * sizeof(float));
   const uint64_t begin = offset - range_.begin;
-  ForEachChunk(begin, begin + out.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+  ForEachChunk(begin, begin + length, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::ReaderMutexLock lock(&chunk.mu);
-    std::memcpy(out.data() + (lo - begin), values_.data() + lo, (hi - lo) * sizeof(float));
+    out->append(reinterpret_cast<const char*>(values_.data() + lo), (hi - lo) * sizeof(float));
   });
 }
 

@@ -37,9 +37,10 @@ class DenseTable {
   uint64_t total_size() const { return total_size_; }
   DenseRange range() const { return range_; }
 
-  // Copies values [offset, offset + out.size()) (global indices) into `out`.
-  // REQUIRES: range().Contains(offset, out.size()).
-  void Read(uint64_t offset, absl::Span<float> out) const;
+  // Appends the bytes of values [offset, offset + length) to *out, copying
+  // straight from the table (no zero-filled buffer first).
+  // REQUIRES: range().Contains(offset, length).
+  void AppendBytes(uint64_t offset, uint64_t length, std::string* out) const;
 
   // Applies the optimizer with gradient scale * grad at [offset, offset + grad.size()).
   // REQUIRES: range().Contains(offset, grad.size()).

@@ -199,12 +199,11 @@ void Shard::ReadSlices(const std::vector<Resolved>& slices, v1::PullResponse* re
   response->set_min_clock(clock_.published_min());
   for (const Resolved& r : slices) {
     std::string* bytes = response->add_values();
-    bytes->resize(r.count * sizeof(float));
-    absl::Span<float> out(reinterpret_cast<float*>(bytes->data()), r.count);
     if (r.dense) {
-      r.dense->Read(r.offset, out);
+      r.dense->AppendBytes(r.offset, r.count, bytes);
     } else {
-      r.sparse->Read(r.keys, out);
+      bytes->resize(r.count * sizeof(float));
+      r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(bytes->data()), r.count));
     }
   }
 }
