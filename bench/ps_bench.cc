@@ -31,6 +31,7 @@
 #include "common/wire.h"
 #include "proto/tessera.grpc.pb.h"
 #include "server/optimizer.h"
+#include "server/sparse_table.h"
 
 namespace tessera {
 namespace {
@@ -234,6 +235,38 @@ bool BenchSparse(Connection& conn, uint64_t num_keys, int repeats, int64_t clock
   return true;
 }
 
+// The sparse table alone, in this process: what the shard's storage costs
+// without the network. Same keys and batches as BenchSparse.
+void BenchSparseLocal(const JobConfig& config, uint64_t num_keys) {
+  const uint64_t kPerRequest = 1'000'000;
+  auto opt = MakeOptimizer(config.optimizer);
+  TableConfig table_config;
+  table_config.name = "sparse";
+  table_config.kind = TableKind::kSparse;
+  table_config.dim = 1;
+  SparseTable table(table_config, opt.get(), config.server.sparse_stripes);
+  std::mt19937_64 rng(42);
+  std::vector<uint64_t> keys(num_keys);
+  for (auto& k : keys) k = rng();
+  std::sort(keys.begin(), keys.end());
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  std::vector<float> grad(kPerRequest, 1e-3f), out(kPerRequest);
+  auto each_batch = [&](auto fn) {
+    auto t0 = Clock::now();
+    for (uint64_t b = 0; b < keys.size(); b += kPerRequest) {
+      uint64_t n = std::min<uint64_t>(kPerRequest, keys.size() - b);
+      fn(absl::MakeConstSpan(keys.data() + b, n));
+    }
+    return Seconds(Clock::now() - t0);
+  };
+  double create = each_batch([&](auto k) { table.Apply(k, absl::MakeConstSpan(grad.data(), k.size()), 1.0f); });
+  double read = each_batch([&](auto k) { table.Read(k, absl::MakeSpan(out.data(), k.size())); });
+  double update = each_batch([&](auto k) { table.Apply(k, absl::MakeConstSpan(grad.data(), k.size()), 1.0f); });
+  std::printf("sparse table in process, %llu keys: create+apply %.3f s, read %.3f s, "
+              "update %.3f s (one thread)\n",
+              (unsigned long long)keys.size(), create, read, update);
+}
+
 void BenchOptimizer(const OptimizerConfig& config, uint64_t n, int repeats) {
   auto opt = MakeOptimizer(config);
   std::vector<float> w(n, 0.5f), g(n, 1e-3f), slots(n * opt->num_slots());
@@ -269,7 +302,7 @@ int Main(int argc, char** argv) {
     auto v = flags->GetInt(name);
     return v.ok() && v->has_value() ? **v : fallback;
   };
-  const std::string only = flags->Get("only");  // dense | sparse | optimizer
+  const std::string only = flags->Get("only");  // dense | sparse | sparse-local | optimizer
   std::string address = flags->Has("server") ? flags->Get("server") : config->cluster.servers[0];
   Connection conn(address, static_cast<int>(num("channels", config->worker.channels_per_shard)),
                   config->server.max_message_bytes);
@@ -300,6 +333,9 @@ int Main(int argc, char** argv) {
       !BenchSparse(conn, num("sparse-keys", 10'000'000), static_cast<int>(num("sparse-repeats", 3)),
                    clock)) {
     return 1;
+  }
+  if (only.empty() || only == "sparse-local") {
+    BenchSparseLocal(*config, num("sparse-keys", 10'000'000));
   }
   if (only.empty() || only == "optimizer") {
     BenchOptimizer(config->optimizer, num("optimizer-values", 16 << 20), repeats);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "common/partition.h"
 
@@ -25,46 +26,43 @@ uint32_t SparseTable::StripeOf(uint64_t key) const {
   return static_cast<uint32_t>((SplitMix64(key) >> 40) % stripes_.size());
 }
 
-uint32_t SparseTable::FindOrCreate(Stripe& stripe, uint64_t key) {
-  const uint32_t next = static_cast<uint32_t>(stripe.rows.size());
-  auto [it, inserted] = stripe.rows.try_emplace(key, next);
-  if (inserted) {
-    const size_t offset = static_cast<size_t>(next) * row_floats_;
-    if (stripe.data.capacity() < offset + row_floats_) {
-      stripe.data.reserve(std::max<size_t>(2 * stripe.data.capacity(), 1024 * row_floats_));
-    }
-    stripe.data.resize(offset + row_floats_);
-    float* row = stripe.data.data() + offset;
-    init_.Fill(key * dim_, absl::MakeSpan(row, dim_));
-    optimizer_->InitSlots(absl::MakeSpan(row + dim_, row_floats_ - dim_));
-  }
-  return it->second;
-}
-
 void SparseTable::FindOrCreateAll(Stripe& stripe, absl::Span<const uint64_t> keys,
                                   const uint32_t* idx, size_t n, std::vector<uint32_t>* rows) {
-  // Hash-table probes miss the cache; prefetch a few keys ahead.
-  constexpr size_t kAhead = 8;
   rows->resize(n);
-  for (size_t j = 0; j < std::min(n, kAhead); ++j) stripe.rows.prefetch(keys[idx[j]]);
+  const size_t missing = stripe.index.Find(keys.data(), idx, n, rows->data());
+  if (missing == 0) return;
+  std::vector<uint32_t> new_idx, new_rows;
+  new_idx.reserve(missing);
+  new_rows.reserve(missing);
+  const size_t needed = (stripe.num_rows + missing) * row_floats_;
+  if (stripe.data.capacity() < needed) stripe.data.reserve(needed + needed / 2);
+  stripe.data.resize(needed);
   for (size_t j = 0; j < n; ++j) {
-    if (j + kAhead < n) stripe.rows.prefetch(keys[idx[j + kAhead]]);
-    (*rows)[j] = FindOrCreate(stripe, keys[idx[j]]);
+    if ((*rows)[j] != SortedIndex::kMissing) continue;
+    const uint32_t r = stripe.num_rows++;
+    (*rows)[j] = r;
+    float* row = RowData(stripe, r);
+    init_.Fill(keys[idx[j]] * dim_, absl::MakeSpan(row, dim_));
+    optimizer_->InitSlots(absl::MakeSpan(row + dim_, row_floats_ - dim_));
+    new_idx.push_back(idx[j]);
+    new_rows.push_back(r);
   }
+  stripe.index.Insert(keys.data(), new_idx.data(), new_rows.data(), missing);
 }
 
 template <typename Fn>
 void SparseTable::ForEachByStripe(absl::Span<const uint64_t> keys, Fn fn) {
   const uint32_t n = static_cast<uint32_t>(stripes_.size());
   // Counting sort of key positions by stripe (stable: request order kept).
-  std::vector<uint32_t> stripe_of(keys.size());
+  // Uninitialized scratch: every element is written before it is read.
+  std::unique_ptr<uint32_t[]> stripe_of(new uint32_t[keys.size()]);
   std::vector<uint32_t> start(n + 1, 0);
   for (size_t i = 0; i < keys.size(); ++i) {
     stripe_of[i] = StripeOf(keys[i]);
     ++start[stripe_of[i] + 1];
   }
   for (uint32_t s = 0; s < n; ++s) start[s + 1] += start[s];
-  std::vector<uint32_t> order(keys.size());
+  std::unique_ptr<uint32_t[]> order(new uint32_t[keys.size()]);
   {
     std::vector<uint32_t> fill(start.begin(), start.end() - 1);
     for (size_t i = 0; i < keys.size(); ++i) order[fill[stripe_of[i]]++] = static_cast<uint32_t>(i);
@@ -75,7 +73,7 @@ void SparseTable::ForEachByStripe(absl::Span<const uint64_t> keys, Fn fn) {
     if (start[s] == start[s + 1]) continue;
     Stripe& stripe = *stripes_[s];
     absl::MutexLock lock(&stripe.mu);
-    fn(stripe, order.data() + start[s], static_cast<size_t>(start[s + 1] - start[s]));
+    fn(stripe, order.get() + start[s], static_cast<size_t>(start[s + 1] - start[s]));
   }
 }
 
@@ -134,17 +132,22 @@ void SparseTable::Accumulate(absl::Span<const uint64_t> keys, absl::Span<const f
 
 void SparseTable::ApplyAccumulated(float scale) {
   const int64_t step = step_.fetch_add(1, std::memory_order_relaxed) + 1;
-  std::vector<uint32_t> rows;
+  std::vector<uint64_t> keys;
+  std::vector<uint32_t> order, rows;
   std::vector<const float*> row_grads;
   for (auto& stripe_ptr : stripes_) {
     Stripe& stripe = *stripe_ptr;
     absl::MutexLock lock(&stripe.mu);
     if (stripe.pending.empty()) continue;
-    rows.clear();
-    row_grads.clear();
-    for (const auto& [key, accum_row] : stripe.pending) {
-      rows.push_back(FindOrCreate(stripe, key));
-      row_grads.push_back(stripe.accum.data() + static_cast<size_t>(accum_row) * dim_);
+    keys.clear();
+    for (const auto& [key, accum_row] : stripe.pending) keys.push_back(key);
+    std::sort(keys.begin(), keys.end());
+    order.resize(keys.size());
+    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+    FindOrCreateAll(stripe, keys, order.data(), keys.size(), &rows);
+    row_grads.resize(keys.size());
+    for (size_t j = 0; j < keys.size(); ++j) {
+      row_grads[j] = stripe.accum.data() + static_cast<size_t>(stripe.pending[keys[j]]) * dim_;
     }
     ApplyToRows(stripe, rows, row_grads, step, scale);
     stripe.pending.clear();
@@ -156,7 +159,7 @@ uint64_t SparseTable::rows() const {
   uint64_t total = 0;
   for (const auto& stripe : stripes_) {
     absl::MutexLock lock(&stripe->mu);
-    total += stripe->rows.size();
+    total += stripe->num_rows;
   }
   return total;
 }

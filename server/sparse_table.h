@@ -1,6 +1,8 @@
 // SparseTable: the rows of one sparse table (embeddings, sparse linear
 // weights) that live on this shard, created on first touch with the table's
 // initializer, with their optimizer state and the BSP aggregation buffer.
+// Each stripe finds rows through a SortedIndex: requests carry sorted keys,
+// so lookups and inserts walk memory in order.
 //
 // Threading: thread-safe. Rows are spread over lock stripes by a hash of the
 // key (bits independent of the shard choice); a request takes each stripe's
@@ -23,6 +25,7 @@
 #include "common/config.h"
 #include "common/initializer.h"
 #include "server/optimizer.h"
+#include "server/sorted_index.h"
 
 namespace tessera {
 
@@ -57,18 +60,17 @@ class SparseTable {
     absl::Mutex mu;
     // key -> row number; row r occupies data[r * row_floats, (r + 1) * row_floats):
     // dim values, then num_slots slots of dim floats each.
-    absl::flat_hash_map<uint64_t, uint32_t> rows ABSL_GUARDED_BY(mu);
+    SortedIndex index ABSL_GUARDED_BY(mu);
+    uint32_t num_rows ABSL_GUARDED_BY(mu) = 0;
     std::vector<float> data ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<uint64_t, uint32_t> pending ABSL_GUARDED_BY(mu);  // key -> accum row
     std::vector<float> accum ABSL_GUARDED_BY(mu);
   };
 
   uint32_t StripeOf(uint64_t key) const;
-  // The row number of `key` in `stripe`, created if missing (rows are created
-  // in request order, so a later request for the same keys reads memory in
-  // order). REQUIRES: stripe.mu held.
-  uint32_t FindOrCreate(Stripe& stripe, uint64_t key);
-  // Row numbers of keys[idx[0..n)] in `stripe`, with hash-table prefetching.
+  // Row numbers of keys[idx[0..n)] in `stripe`, creating the missing rows
+  // (in request order, so a later request for the same keys reads memory in
+  // order). REQUIRES: stripe.mu held; the keys visited strictly increasing.
   void FindOrCreateAll(Stripe& stripe, absl::Span<const uint64_t> keys, const uint32_t* idx,
                        size_t n, std::vector<uint32_t>* rows);
   float* RowData(Stripe& stripe, uint32_t row) { return stripe.data.data() + row * row_floats_; }
