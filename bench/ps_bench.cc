@@ -259,12 +259,15 @@ void BenchSparseLocal(const JobConfig& config, uint64_t num_keys) {
     }
     return Seconds(Clock::now() - t0);
   };
-  double create = each_batch([&](auto k) { table.Apply(k, absl::MakeConstSpan(grad.data(), k.size()), 1.0f); });
+  double create =
+      each_batch([&](auto k) { table.Apply(k, absl::MakeConstSpan(grad.data(), k.size()), 1.0f); });
   double read = each_batch([&](auto k) { table.Read(k, absl::MakeSpan(out.data(), k.size())); });
-  double update = each_batch([&](auto k) { table.Apply(k, absl::MakeConstSpan(grad.data(), k.size()), 1.0f); });
-  std::printf("sparse table in process, %llu keys: create+apply %.3f s, read %.3f s, "
-              "update %.3f s (one thread)\n",
-              (unsigned long long)keys.size(), create, read, update);
+  double update =
+      each_batch([&](auto k) { table.Apply(k, absl::MakeConstSpan(grad.data(), k.size()), 1.0f); });
+  std::printf(
+      "sparse table in process, %llu keys: create+apply %.3f s, read %.3f s, "
+      "update %.3f s (one thread)\n",
+      (unsigned long long)keys.size(), create, read, update);
 }
 
 void BenchOptimizer(const OptimizerConfig& config, uint64_t n, int repeats) {

@@ -2,13 +2,17 @@
 // user would (`tessera run`): one short run per consistency mode on synthetic
 // data, and the launcher's behaviour when a daemon fails. After every run no
 // child process may be left.
+#include <dirent.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "launcher/launcher.h"
 
@@ -108,6 +112,38 @@ TEST_CASE("a worker's exit code says whether a restart can help") {
   // Missing data set: exit 2, naming the package.
   CHECK(RunWorker("--set data.dir=/nonexistent", &err) == 2);
   CHECK(err.find("apt-get install dataset-fashion-mnist") != std::string::npos);
+}
+
+// Processes whose command line mentions `marker`.
+int ProcessesWith(const std::string& marker) {
+  int count = 0;
+  DIR* proc = opendir("/proc");
+  while (dirent* e = readdir(proc)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::string cmdline = Read(std::string("/proc/") + e->d_name + "/cmdline");
+    for (char& ch : cmdline) ch = ch ? ch : ' ';
+    if (cmdline.find(marker) != std::string::npos) ++count;
+  }
+  closedir(proc);
+  return count;
+}
+
+TEST_CASE("Ctrl-C stops every daemon and the launcher exits 130") {
+  const std::string marker = "interrupt-" + std::to_string(getpid());
+  auto options = Options("run-interrupt", {"name=" + marker, "training.epochs=50"});
+  pid_t launcher = fork();
+  if (launcher == 0) _exit(RunJob(options));
+  // Wait until every daemon runs (2 servers + 2 workers carry the marker).
+  for (int i = 0; i < 100 && ProcessesWith(marker) < 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(ProcessesWith(marker) == 4);
+  kill(launcher, SIGINT);
+  int status = 0;
+  waitpid(launcher, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 130);
+  CHECK(ProcessesWith(marker) == 0);
 }
 
 TEST_CASE("a bad config stops the launcher before anything starts") {
