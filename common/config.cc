@@ -201,8 +201,22 @@ absl::Status ReadTables(const YAML::Node& list, const std::string& path,
 }
 
 absl::Status ReadModel(MapReader& r, ModelConfig* m) {
-  TESSERA_RETURN_IF_ERROR(r.Str("type", &m->type, {"softmax", "mlp", "tables"}));
+  TESSERA_RETURN_IF_ERROR(r.Str("type", &m->type, {"softmax", "mlp", "cnn", "tables"}));
   TESSERA_RETURN_IF_ERROR(r.Integer("seed", &m->seed, 0));
+  TESSERA_RETURN_IF_ERROR(r.Integer("kernel", &m->kernel, 1, 15));
+  YAML::Node channels = r.Child("conv_channels");
+  if (channels) {
+    if (!channels.IsSequence() || channels.size() == 0) {
+      return Bad(r.KeyPath("conv_channels"), channels, "a non-empty list of channel counts");
+    }
+    m->conv_channels.clear();
+    for (size_t i = 0; i < channels.size(); ++i) {
+      uint32_t n;
+      TESSERA_RETURN_IF_ERROR(MapReader::ParseInteger(
+          absl::StrCat(r.KeyPath("conv_channels"), ".", i), channels[i], &n, 1, 4096));
+      m->conv_channels.push_back(n);
+    }
+  }
   YAML::Node layers = r.Child("layers");
   if (layers) {
     if (!layers.IsSequence()) return Bad(r.KeyPath("layers"), layers, "a list of layer widths");
@@ -220,6 +234,19 @@ absl::Status ReadModel(MapReader& r, ModelConfig* m) {
   }
   if (m->type == "mlp" && m->layers.size() < 2) {
     return Bad(r.KeyPath("layers"), layers, "at least [inputs, classes] for an mlp");
+  }
+  if (m->type == "cnn") {
+    const uint32_t pixels = m->layers.empty() ? 0 : m->layers.front();
+    const uint32_t side = static_cast<uint32_t>(std::lround(std::sqrt(double(pixels))));
+    const uint32_t shrink = 1u << m->conv_channels.size();
+    if (m->layers.size() < 2 || side * side != pixels || side % shrink != 0) {
+      return Bad(r.KeyPath("layers"), layers,
+                 absl::StrCat("[pixels of a square image whose side divides by ", shrink,
+                              " (one 2x2 pool per conv block), head widths..., classes]"));
+    }
+    if (m->kernel % 2 == 0) {
+      return Bad(r.KeyPath("kernel"), r.Child("kernel"), "an odd kernel side (same padding)");
+    }
   }
   if (m->type == "tables" && m->tables.empty()) {
     return Bad(r.KeyPath("tables"), r.Child("tables"), "a non-empty list for type tables");
@@ -422,8 +449,30 @@ const char* ModeName(ConsistencyMode mode) {
 std::vector<TableConfig> JobConfig::Tables() const {
   if (model.type == "tables") return model.tables;
   std::vector<TableConfig> tables;
-  for (size_t i = 0; i + 1 < model.layers.size(); ++i) {
-    uint64_t in = model.layers[i], out = model.layers[i + 1];
+  std::vector<uint32_t> dense = model.layers;
+  if (model.type == "cnn") {
+    uint64_t side = static_cast<uint64_t>(std::lround(std::sqrt(double(model.layers[0]))));
+    uint64_t in_channels = 1;
+    for (size_t i = 0; i < model.conv_channels.size(); ++i) {
+      const uint64_t fan_in = uint64_t(model.kernel) * model.kernel * in_channels;
+      TableConfig w;
+      w.name = absl::StrCat("conv", i, ".weight");
+      w.size = fan_in * model.conv_channels[i];
+      w.init.type = "normal";
+      w.init.stddev = static_cast<float>(std::sqrt(2.0 / static_cast<double>(fan_in)));  // He
+      w.init.seed = model.seed * 1000 + 500 + i;
+      TableConfig b;
+      b.name = absl::StrCat("conv", i, ".bias");
+      b.size = model.conv_channels[i];
+      tables.push_back(w);
+      tables.push_back(b);
+      in_channels = model.conv_channels[i];
+      side /= 2;
+    }
+    dense[0] = static_cast<uint32_t>(side * side * in_channels);  // flattened features
+  }
+  for (size_t i = 0; i + 1 < dense.size(); ++i) {
+    uint64_t in = dense[i], out = dense[i + 1];
     TableConfig w;
     w.name = absl::StrCat("fc", i, ".weight");
     w.size = in * out;

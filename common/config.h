@@ -69,9 +69,16 @@ struct ConsistencyConfig {
 };
 
 struct ModelConfig {
-  // softmax | mlp: tables derived from `layers`; tables: the `tables` list.
+  // softmax | mlp | cnn: tables derived from `layers` (and conv_channels);
+  // tables: the `tables` list.
   std::string type = "mlp";
+  // mlp/softmax: widths, inputs first, classes last. cnn: the square
+  // one-channel image's pixel count first, then the dense head's widths.
   std::vector<uint32_t> layers = {784, 256, 128, 10};
+  // cnn: output channels of each conv(kernel x kernel, same padding) + ReLU +
+  // 2x2 max-pool block.
+  std::vector<uint32_t> conv_channels = {32, 64};
+  uint32_t kernel = 5;
   uint64_t seed = 1;
   std::vector<TableConfig> tables;  // type: tables
 };

@@ -46,6 +46,29 @@ class Backend {
   virtual void ReluBackward(Tensor y, Tensor dy) = 0;
   // db[0, :] = sum over rows of dy.
   virtual void BiasGrad(Tensor dy, Tensor db) = 0;
+  // Convolution and pooling work on images stored NHWC: row n of a tensor
+  // holds image n as height x width x channels. A convolution is Im2Col (one
+  // row per output pixel, holding its R x S x C input patch) followed by a
+  // Gemm with a (R*S*C) x K weight, so the output is NHWC as well.
+  struct ConvShape {
+    int64_t batch, height, width, channels;  // input
+    int64_t kernel;                          // square kernel side
+    int64_t pad;                             // zero padding each side; stride 1
+    int64_t out_height() const { return height + 2 * pad - kernel + 1; }
+    int64_t out_width() const { return width + 2 * pad - kernel + 1; }
+    int64_t patch() const { return kernel * kernel * channels; }
+  };
+  // cols[(n*OH + y)*OW + x, (r*S + s)*C + c] = input pixel (y + r - pad, x + s - pad, c)
+  // of image n, or 0 outside. cols: (batch*OH*OW) x patch.
+  virtual void Im2Col(Tensor x, const ConvShape& shape, Tensor cols) = 0;
+  // The adjoint of Im2Col: dx = sum of every patch entry back onto its pixel.
+  virtual void Col2Im(Tensor cols, const ConvShape& shape, Tensor dx) = 0;
+  // 2x2 max-pooling with stride 2 over NHWC images of `shape` (height and
+  // width even). mask gets 1 at each window's maximum (first on ties), 0 elsewhere.
+  virtual void MaxPool2x2(Tensor x, const ConvShape& shape, Tensor y, Tensor mask) = 0;
+  // dx = mask * (dy spread back over each window).
+  virtual void MaxPool2x2Backward(Tensor dy, Tensor mask, const ConvShape& shape, Tensor dx) = 0;
+
   // Softmax cross-entropy of each row against labels (host array of
   // logits.rows): returns the mean loss, writes d(mean loss)/d(logits) into
   // dlogits, adds the number of rows whose argmax is the label to *correct.

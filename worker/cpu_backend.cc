@@ -68,6 +68,94 @@ class CpuBackend : public Backend {
     RowVector(db.data, db.cols) = View(dy).colwise().sum();
   }
 
+  void Im2Col(Tensor x, const ConvShape& sh, Tensor cols) override {
+    const int64_t oh = sh.out_height(), ow = sh.out_width(), k = sh.kernel, c = sh.channels;
+    for (int64_t n = 0; n < sh.batch; ++n) {
+      const float* img = x.data + n * x.cols;
+      for (int64_t y = 0; y < oh; ++y) {
+        for (int64_t xo = 0; xo < ow; ++xo) {
+          float* row = cols.data + ((n * oh + y) * ow + xo) * sh.patch();
+          for (int64_t r = 0; r < k; ++r) {
+            const int64_t iy = y + r - sh.pad;
+            for (int64_t s = 0; s < k; ++s) {
+              const int64_t ix = xo + s - sh.pad;
+              float* dst = row + (r * k + s) * c;
+              if (iy < 0 || iy >= sh.height || ix < 0 || ix >= sh.width) {
+                std::fill(dst, dst + c, 0.0f);
+              } else {
+                std::memcpy(dst, img + (iy * sh.width + ix) * c, c * sizeof(float));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  void Col2Im(Tensor cols, const ConvShape& sh, Tensor dx) override {
+    const int64_t oh = sh.out_height(), ow = sh.out_width(), k = sh.kernel, c = sh.channels;
+    std::fill(dx.data, dx.data + sh.batch * dx.cols, 0.0f);
+    for (int64_t n = 0; n < sh.batch; ++n) {
+      float* img = dx.data + n * dx.cols;
+      for (int64_t y = 0; y < oh; ++y) {
+        for (int64_t xo = 0; xo < ow; ++xo) {
+          const float* row = cols.data + ((n * oh + y) * ow + xo) * sh.patch();
+          for (int64_t r = 0; r < k; ++r) {
+            const int64_t iy = y + r - sh.pad;
+            if (iy < 0 || iy >= sh.height) continue;
+            for (int64_t s = 0; s < k; ++s) {
+              const int64_t ix = xo + s - sh.pad;
+              if (ix < 0 || ix >= sh.width) continue;
+              const float* src = row + (r * k + s) * c;
+              float* dst = img + (iy * sh.width + ix) * c;
+              for (int64_t ch = 0; ch < c; ++ch) dst[ch] += src[ch];
+            }
+          }
+        }
+      }
+    }
+  }
+
+  void MaxPool2x2(Tensor x, const ConvShape& sh, Tensor y, Tensor mask) override {
+    const int64_t h2 = sh.height / 2, w2 = sh.width / 2, c = sh.channels;
+    std::fill(mask.data, mask.data + sh.batch * mask.cols, 0.0f);
+    for (int64_t n = 0; n < sh.batch; ++n) {
+      const float* img = x.data + n * x.cols;
+      float* m = mask.data + n * mask.cols;
+      float* out = y.data + n * y.cols;
+      for (int64_t py = 0; py < h2; ++py) {
+        for (int64_t px = 0; px < w2; ++px) {
+          for (int64_t ch = 0; ch < c; ++ch) {
+            int64_t best = ((2 * py) * sh.width + 2 * px) * c + ch;
+            for (int64_t d = 1; d < 4; ++d) {
+              int64_t at = ((2 * py + d / 2) * sh.width + 2 * px + d % 2) * c + ch;
+              if (img[at] > img[best]) best = at;
+            }
+            out[(py * w2 + px) * c + ch] = img[best];
+            m[best] = 1.0f;
+          }
+        }
+      }
+    }
+  }
+
+  void MaxPool2x2Backward(Tensor dy, Tensor mask, const ConvShape& sh, Tensor dx) override {
+    const int64_t w2 = sh.width / 2, c = sh.channels;
+    for (int64_t n = 0; n < sh.batch; ++n) {
+      const float* g = dy.data + n * dy.cols;
+      const float* m = mask.data + n * mask.cols;
+      float* out = dx.data + n * dx.cols;
+      for (int64_t iy = 0; iy < sh.height; ++iy) {
+        for (int64_t ix = 0; ix < sh.width; ++ix) {
+          for (int64_t ch = 0; ch < c; ++ch) {
+            const int64_t at = (iy * sh.width + ix) * c + ch;
+            out[at] = m[at] * g[((iy / 2) * w2 + ix / 2) * c + ch];
+          }
+        }
+      }
+    }
+  }
+
   float SoftmaxCrossEntropy(Tensor logits, const int32_t* labels, Tensor dlogits,
                             int64_t* correct) override {
     auto Z = View(logits);

@@ -60,7 +60,8 @@ absl::StatusOr<TrainResult> Trainer::Run() {
                                                    ": larger than this worker's share of the ",
                                                    train_->size(), " training examples"));
   }
-  Mlp model(config_.model.layers, backend_, std::max<uint32_t>(t.batch_size, 1024));
+  auto model_ptr = MakeModel(config_.model, backend_, std::max<uint32_t>(t.batch_size, 256));
+  Model& model = *model_ptr;
   ParameterCache cache(config_.consistency);
   batch_x_.resize(size_t(t.batch_size) * train_->features);
   batch_y_.resize(t.batch_size);
@@ -108,7 +109,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
 }
 
 absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, ParameterCache& cache,
-                           Mlp& model, double* loss) {
+                           Model& model, double* loss) {
   const TrainingConfig& t = config_.training;
   double t0 = Now();
   if (!cache.FreshFor(clock_)) {
@@ -169,7 +170,7 @@ void Trainer::Progress(uint32_t epoch, size_t step, size_t steps_per_epoch) {
   window_steps_ = window_samples_ = 0;
 }
 
-absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Mlp& model) {
+absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Model& model) {
   // The final model is the one every worker contributed to: wait (bounded)
   // for the others, then pull.
   const double deadline = Now() + config_.worker.pull_timeout_ms / 1000.0;

@@ -58,9 +58,9 @@ class Trainer {
 
  private:
   absl::Status Step(uint32_t epoch, size_t step, Batcher& batcher, ParameterCache& cache,
-                    Mlp& model, double* loss);
+                    Model& model, double* loss);
   void Progress(uint32_t epoch, size_t step, size_t steps_per_epoch);
-  absl::Status EvaluateFinal(ParameterCache& cache, Mlp& model);
+  absl::Status EvaluateFinal(ParameterCache& cache, Model& model);
 
   const JobConfig config_;
   const uint32_t rank_;

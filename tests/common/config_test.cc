@@ -99,6 +99,25 @@ TEST_CASE("mlp tables derive from layers with He init") {
   CHECK(t[3].size == 2);
 }
 
+TEST_CASE("cnn tables: conv blocks, then the dense head on the pooled features") {
+  auto c = ParseJobConfig(kMinimal, {"model.type=cnn", "model.conv_channels=[8, 16]",
+                                     "model.kernel=3", "model.layers=[784, 32, 10]"});
+  REQUIRE(c.ok());
+  auto t = c->Tables();
+  REQUIRE(t.size() == 8);
+  CHECK(t[0].name == "conv0.weight");
+  CHECK(t[0].size == 3 * 3 * 1 * 8);
+  CHECK(t[0].init.stddev == Approx(std::sqrt(2.0 / 9)));
+  CHECK(t[2].size == 3 * 3 * 8 * 16);
+  CHECK(t[4].name == "fc0.weight");
+  CHECK(t[4].size == 7 * 7 * 16 * 32);
+  CHECK(ErrorOf(kMinimal, {"model.type=cnn", "model.layers=[780, 10]"}) ==
+        "config: model.layers = [780, 10]: expected [pixels of a square image whose side "
+        "divides by 4 (one 2x2 pool per conv block), head widths..., classes]");
+  CHECK(ErrorOf(kMinimal, {"model.type=cnn", "model.kernel=4"}) ==
+        "config: model.kernel = '4': expected an odd kernel side (same padding)");
+}
+
 TEST_CASE("validation errors name the key, the value and what was expected") {
   CHECK(ErrorOf(kMinimal, {"consistency.mode=bpp"}) ==
         "config: consistency.mode = 'bpp': expected one of bsp|ssp|asp");

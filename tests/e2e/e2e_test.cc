@@ -80,6 +80,15 @@ TEST_CASE("a job trains end to end through real daemons in every mode") {
   }
 }
 
+TEST_CASE("a CNN trains end to end through real daemons") {
+  auto options = Options("run-cnn", {"model.type=cnn", "model.conv_channels=[4]", "model.kernel=3",
+                                     "model.layers=[784,16,10]", "training.epochs=3"});
+  REQUIRE(RunJob(options) == 0);
+  std::string summary = Read(options.out_dir + "/summary.json");
+  CHECK(Field(summary, "test_accuracy") > 0.8);
+  CHECK(NoChildLeft());
+}
+
 TEST_CASE("a failing worker stops the job, is named, and leaves no process behind") {
   // Rank 1 gets a batch larger than its data: it exits 2 at start-up.
   auto options = Options("run-fail", {"training.batch_size=100000"});

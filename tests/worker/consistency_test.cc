@@ -83,7 +83,7 @@ TEST_CASE("BSP with aggregation: 2 workers of batch b equal one process of batch
   LocalPsClient client(one, 0, single.ptrs());
   REQUIRE(client.Connect().ok());
   auto backend = MakeCpuBackend();
-  Mlp model(one.model.layers, backend.get(), 2 * kBatch);
+  auto model = MakeModel(one.model, backend.get(), 2 * kBatch);
   Batcher b0(train.size(), 0, 2, kBatch, two.training.seed);
   Batcher b1(train.size(), 1, 2, kBatch, two.training.seed);
   ParameterSet params, grads;
@@ -102,7 +102,7 @@ TEST_CASE("BSP with aggregation: 2 workers of batch b equal one process of batch
       }
     }
     int64_t correct = 0;
-    model.TrainStep(params, x.data(), y.data(), 2 * kBatch, &grads, &correct);
+    model->TrainStep(params, x.data(), y.data(), 2 * kBatch, &grads, &correct);
     REQUIRE(client.PushDense(step, grads).ok());
   }
   ParameterSet expected, got;
