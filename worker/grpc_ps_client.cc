@@ -80,9 +80,11 @@ class CallGroup {
 
 }  // namespace
 
-GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank) : config_(config), rank_(rank) {
+GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank)
+    : config_(config),
+      rank_(rank),
+      requests_(ShardRequests::ForDense(config, config.worker.channels_per_shard, kSplitBytes)) {
   const uint32_t channels = config.worker.channels_per_shard;
-  ShardRequests requests = ShardRequests::ForDense(config, channels, kSplitBytes);
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
     ShardChannels shard;
     shard.address = config.cluster.servers[s];
@@ -92,8 +94,8 @@ GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank) : config_(con
     }
     // Deal the pieces round-robin into one request per channel.
     shard.groups.resize(channels);
-    for (size_t i = 0; i < requests.pieces[s].size(); ++i) {
-      shard.groups[i % channels].push_back(requests.pieces[s][i]);
+    for (size_t i = 0; i < requests_.pieces[s].size(); ++i) {
+      shard.groups[i % channels].push_back(requests_.pieces[s][i]);
     }
     shard.groups.erase(std::remove_if(shard.groups.begin(), shard.groups.end(),
                                       [](const auto& g) { return g.empty(); }),
@@ -161,7 +163,7 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect() {
 }
 
 absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* params) {
-  ShapeParameters(config_, params);
+  requests_.ShapeParameters(params);
   std::vector<std::unique_ptr<v1::PullRequest>> requests;
   std::vector<std::unique_ptr<v1::PullResponse>> responses;
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
@@ -175,7 +177,7 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
       requests.push_back(std::make_unique<v1::PullRequest>());
       responses.push_back(std::make_unique<v1::PullResponse>());
       contexts.push_back(std::make_unique<grpc::ClientContext>());
-      BuildPull(pieces, config_, rank_, clock, requests.back().get());
+      requests_.BuildPull(pieces, rank_, clock, requests.back().get());
       contexts.back()->set_deadline(DeadlineIn(config_.worker.pull_timeout_ms));
       v1::PullResponse* response = responses.back().get();
       shards_[s].stubs[g]->async()->Pull(
@@ -201,14 +203,16 @@ absl::Status GrpcPsClient::PushDense(int64_t clock, const ParameterSet& grads) {
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
   CallGroup group;
   for (size_t s = 0; s < shards_.size(); ++s) {
-    const bool single = shards_[s].groups.size() <= 1;
-    auto groups = shards_[s].groups;
-    if (groups.empty()) groups.emplace_back();  // no gradients here, but the clock advances
-    for (size_t g = 0; g < groups.size(); ++g) {
+    static const std::vector<ShardRequests::Piece> kNoPieces;
+    const auto& groups = shards_[s].groups;
+    const bool single = groups.size() <= 1;
+    // A shard with no dense pieces still gets one (empty) push: its clock advances.
+    for (size_t g = 0; g < std::max<size_t>(groups.size(), 1); ++g) {
       requests.push_back(std::make_unique<v1::PushRequest>());
       responses.push_back(std::make_unique<v1::PushResponse>());
       contexts.push_back(std::make_unique<grpc::ClientContext>());
-      BuildPush(groups[g], config_, rank_, clock, grads, single, requests.back().get());
+      requests_.BuildPush(groups.empty() ? kNoPieces : groups[g], rank_, clock, grads, single,
+                          requests.back().get());
       contexts.back()->set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
       shards_[s].stubs[g]->async()->Push(contexts.back().get(), requests.back().get(),
                                          responses.back().get(),

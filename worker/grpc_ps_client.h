@@ -46,6 +46,7 @@ class GrpcPsClient : public PsClient {
 
   const JobConfig config_;
   const uint32_t rank_;
+  const ShardRequests requests_;  // every dense piece, split for the channels
   std::vector<ShardChannels> shards_;
 };
 

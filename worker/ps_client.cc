@@ -18,6 +18,8 @@ ShardRequests ShardRequests::ForDense(const JobConfig& config, uint32_t split,
   r.pieces.resize(num_shards);
   const auto tables = config.Tables();
   for (size_t t = 0; t < tables.size(); ++t) {
+    r.table_names.push_back(tables[t].name);
+    r.dense_sizes.push_back(tables[t].kind == TableKind::kDense ? tables[t].size : 0);
     if (tables[t].kind != TableKind::kDense) continue;
     for (uint32_t s = 0; s < num_shards; ++s) {
       DenseRange range = DenseShardRange(tables[t].size, s, num_shards);
@@ -33,37 +35,32 @@ ShardRequests ShardRequests::ForDense(const JobConfig& config, uint32_t split,
   return r;
 }
 
-void ShapeParameters(const JobConfig& config, ParameterSet* params) {
-  const auto tables = config.Tables();
-  params->resize(tables.size());
-  for (size_t t = 0; t < tables.size(); ++t) {
-    if (tables[t].kind == TableKind::kDense) (*params)[t].resize(tables[t].size);
-  }
+void ShardRequests::ShapeParameters(ParameterSet* params) const {
+  params->resize(dense_sizes.size());
+  for (size_t t = 0; t < dense_sizes.size(); ++t) (*params)[t].resize(dense_sizes[t]);
 }
 
-void BuildPull(const std::vector<ShardRequests::Piece>& pieces, const JobConfig& config,
-               uint32_t worker, int64_t clock, v1::PullRequest* request) {
-  const auto tables = config.Tables();
+void ShardRequests::BuildPull(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
+                              v1::PullRequest* request) const {
   request->set_worker_rank(worker);
   request->set_clock(clock);
   for (const auto& p : pieces) {
     auto* slice = request->add_slices();
-    slice->set_table(tables[p.table].name);
+    slice->set_table(table_names[p.table]);
     slice->set_offset(p.offset);
     slice->set_length(p.length);
   }
 }
 
-void BuildPush(const std::vector<ShardRequests::Piece>& pieces, const JobConfig& config,
-               uint32_t worker, int64_t clock, const ParameterSet& grads, bool advance,
-               v1::PushRequest* request) {
-  const auto tables = config.Tables();
+void ShardRequests::BuildPush(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
+                              const ParameterSet& grads, bool advance,
+                              v1::PushRequest* request) const {
   request->set_worker_rank(worker);
   request->set_clock(clock);
   request->set_advance_clock(advance);
   for (const auto& p : pieces) {
     auto* slice = request->add_slices();
-    slice->set_table(tables[p.table].name);
+    slice->set_table(table_names[p.table]);
     slice->set_offset(p.offset);
     slice->set_length(p.length);
     EncodeFloats(absl::MakeConstSpan(grads[p.table].data() + p.offset, p.length),
@@ -109,13 +106,13 @@ absl::StatusOr<int64_t> LocalPsClient::Connect() {
 }
 
 absl::StatusOr<int64_t> LocalPsClient::PullDense(int64_t clock, ParameterSet* params) {
-  ShapeParameters(config_, params);
+  requests_.ShapeParameters(params);
   int64_t min_clock = INT64_MAX;
   const absl::Duration timeout = absl::Milliseconds(config_.worker.pull_timeout_ms);
   for (size_t s = 0; s < shards_.size(); ++s) {
     v1::PullRequest request;
     v1::PullResponse response;
-    BuildPull(requests_.pieces[s], config_, rank_, clock, &request);
+    requests_.BuildPull(requests_.pieces[s], rank_, clock, &request);
     // The pull may park until other workers (other threads) advance.
     auto done = std::make_shared<absl::Notification>();
     auto result = std::make_shared<absl::Status>();
@@ -139,7 +136,7 @@ absl::Status LocalPsClient::PushDense(int64_t clock, const ParameterSet& grads) 
   for (size_t s = 0; s < shards_.size(); ++s) {
     v1::PushRequest request;
     v1::PushResponse response;
-    BuildPush(requests_.pieces[s], config_, rank_, clock, grads, /*advance=*/true, &request);
+    requests_.BuildPush(requests_.pieces[s], rank_, clock, grads, /*advance=*/true, &request);
     absl::Status st = shards_[s]->Push(request, &response);
     if (!st.ok()) return st;
   }

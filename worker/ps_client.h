@@ -61,24 +61,27 @@ struct ShardRequests {
     uint64_t length;
   };
   std::vector<std::vector<Piece>> pieces;
+  // By table index (JobConfig::Tables() order), computed once.
+  std::vector<std::string> table_names;
+  std::vector<uint64_t> dense_sizes;  // 0 for sparse tables
 
   // Splits every dense table of `config` over its shards; a shard's share of
   // a table larger than split_bytes is cut into `split` pieces, so that large
   // transfers can travel on several channels at once.
   static ShardRequests ForDense(const JobConfig& config, uint32_t split, uint64_t split_bytes);
+
+  // Fills `request` with `pieces` (some of this->pieces), for `worker` at `clock`.
+  void BuildPull(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
+                 v1::PullRequest* request) const;
+  void BuildPush(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
+                 const ParameterSet& grads, bool advance, v1::PushRequest* request) const;
+  // Sizes *params to the dense tables.
+  void ShapeParameters(ParameterSet* params) const;
 };
 
-// Fills `request` with the pieces given, for `worker` at `clock`.
-void BuildPull(const std::vector<ShardRequests::Piece>& pieces, const JobConfig& config,
-               uint32_t worker, int64_t clock, v1::PullRequest* request);
-void BuildPush(const std::vector<ShardRequests::Piece>& pieces, const JobConfig& config,
-               uint32_t worker, int64_t clock, const ParameterSet& grads, bool advance,
-               v1::PushRequest* request);
 // Copies a pull's values into *params. INTERNAL when the sizes disagree.
 absl::Status ScatterPull(const std::vector<ShardRequests::Piece>& pieces,
                          const v1::PullResponse& response, ParameterSet* params);
-// Sizes *params to the config's dense tables.
-void ShapeParameters(const JobConfig& config, ParameterSet* params);
 
 // The PS in this process: calls the given shards directly (no network).
 class LocalPsClient : public PsClient {
