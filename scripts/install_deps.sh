@@ -9,7 +9,7 @@ PACKAGES=(
   bazel-bootstrap          # Bazel 4.2.3, used offline (see WORKSPACE)
   g++ pkg-config
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
-  libabsl-dev libeigen3-dev libspdlog-dev libfmt-dev libyaml-cpp-dev catch2
+  libabsl-dev libeigen3-dev libspdlog-dev libfmt-dev libyaml-cpp-dev catch2 zlib1g-dev
   dataset-fashion-mnist    # /usr/share/datasets/fashion-mnist
   python3
   nodejs npm               # the offline Kubernetes schema check (deploy/k8s/validate)

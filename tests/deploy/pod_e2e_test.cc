@@ -3,8 +3,11 @@
 // tessera-server-N, JOB_COMPLETION_INDEX), the job file from the ConfigMap —
 // with the DNS pattern mapped to loopback addresses. Workers start first and
 // must wait for their servers; the run completes and the servers exit 0.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -59,6 +62,36 @@ pid_t Start(PodSpec spec, const std::string& log) {
   _exit(127);
 }
 
+// A port that is free on every address in `hosts` right now (the kernel
+// picks it on the first; getpid() is no help inside the test sandbox's PID
+// namespace, where concurrent runs share small pids).
+int FreePortOn(const std::vector<std::string>& hosts) {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    std::vector<int> fds;
+    int port = 0;
+    bool ok = true;
+    for (const std::string& host : hosts) {
+      int fd = socket(AF_INET, SOCK_STREAM, 0);
+      fds.push_back(fd);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_port = htons(port);
+      inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
+      if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+        ok = false;
+        break;
+      }
+      socklen_t len = sizeof(addr);
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+      port = ntohs(addr.sin_port);
+    }
+    for (int fd : fds) close(fd);
+    if (ok) return port;
+  }
+  FAIL("no port free on every shard address");
+  return 0;
+}
+
 TEST_CASE("daemons started as the manifests start them train to the end; servers exit 0") {
   Rendered r = Render("cpu");
   const std::string dir = TempPath("pods");
@@ -68,7 +101,10 @@ TEST_CASE("daemons started as the manifests start them train to the end; servers
   std::ofstream(job_path) << JobTextOf(r);
   JobConfig job = JobOf(r);
   const std::string ns = r.by_kind.at("Namespace")["metadata"]["name"].as<std::string>();
-  const std::string port = std::to_string(20000 + getpid() % 20000);
+  std::vector<std::string> hosts;
+  for (uint32_t s = 0; s < job.num_servers(); ++s)
+    hosts.push_back("127.1." + std::to_string(s) + ".1");
+  const std::string port = std::to_string(FreePortOn(hosts));
   // Cluster DNS mapped to loopback: shard i at 127.1.i.1.
   const std::vector<std::string> local = {"--set", "cluster.server_pattern=127.1.{i}.1:" + port,
                                           "--set", "data.dataset=synthetic",
