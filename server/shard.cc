@@ -138,7 +138,7 @@ absl::StatusOr<Shard::Resolved> Shard::Resolve(const v1::Slice& slice) const {
                                                      "': keys must be sorted and unique (key ",
                                                      r.keys[i], " at position ", i, ")"));
     }
-    if (SparseShardOf(r.keys[i], num_shards) != index_) {
+    if (num_shards > 1 && SparseShardOf(r.keys[i], num_shards) != index_) {
       return absl::OutOfRangeError(
           absl::StrCat("table '", slice.table(), "': key ", r.keys[i], " lives on shard ",
                        SparseShardOf(r.keys[i], num_shards), ", not shard ", index_));
