@@ -172,21 +172,16 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
                      " but is at clock ", clock_.WorkerClock(request.worker_rank())));
   }
   if (status.ok()) status = ResolveAll(request.slices(), slices.get());
-  if (status.ok()) {
-    uint64_t bytes = 0;
-    for (const Resolved& r : *slices) bytes += r.count * sizeof(float);
-    if (bytes + 1024 > static_cast<uint64_t>(config_.server.max_message_bytes)) {
-      status = absl::ResourceExhaustedError(
-          absl::StrCat("pull would return ", bytes, " bytes, over server.max_message_bytes (",
-                       config_.server.max_message_bytes, "); split it into smaller pulls"));
-    }
-  }
+  if (status.ok()) status = CheckReplySize(*slices);
   if (!status.ok()) {
     done(status);
     return std::nullopt;
   }
   auto serve = [this, slices, response, done = std::move(done)](absl::Status s) {
-    if (s.ok()) ReadSlices(*slices, response);
+    if (s.ok()) {
+      response->set_min_clock(clock_.published_min());
+      ReadSlices(*slices, response->mutable_values());
+    }
     done(s);
   };
   std::optional<ClockTable::WaiterId> id =
@@ -195,10 +190,21 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   return id;
 }
 
-void Shard::ReadSlices(const std::vector<Resolved>& slices, v1::PullResponse* response) {
-  response->set_min_clock(clock_.published_min());
+absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices) const {
+  uint64_t bytes = 0;
+  for (const Resolved& r : slices) bytes += r.count * sizeof(float);
+  if (bytes + 1024 > static_cast<uint64_t>(config_.server.max_message_bytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("pull would return ", bytes, " bytes, over server.max_message_bytes (",
+                     config_.server.max_message_bytes, "); split it into smaller pulls"));
+  }
+  return absl::OkStatus();
+}
+
+void Shard::ReadSlices(const std::vector<Resolved>& slices,
+                       google::protobuf::RepeatedPtrField<std::string>* values) {
   for (const Resolved& r : slices) {
-    std::string* bytes = response->add_values();
+    std::string* bytes = values->Add();
     if (r.dense) {
       r.dense->AppendBytes(r.offset, r.count, bytes);
     } else {
@@ -257,9 +263,11 @@ void Shard::ApplyGradients(uint32_t worker, const v1::PushRequest& request,
 absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* response) {
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
-  std::vector<Resolved> slices;
+  std::vector<Resolved> slices, pull_slices;
   TESSERA_RETURN_IF_ERROR(ResolveAll(request.slices(), &slices));
   TESSERA_RETURN_IF_ERROR(ValidateGradients(request, slices));
+  TESSERA_RETURN_IF_ERROR(ResolveAll(request.pull_slices(), &pull_slices));
+  TESSERA_RETURN_IF_ERROR(CheckReplySize(pull_slices));
 
   absl::MutexLock lock(worker_mu_[worker].get());
   const int64_t clock = clock_.WorkerClock(worker);
@@ -280,6 +288,11 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     response->set_clock(advance.clock);
   }
   response->set_min_clock(clock_.published_min());
+  // The fused pull, at the worker's clock now, only if it needs no wait.
+  if (!pull_slices.empty() && response->min_clock() >= response->clock() - staleness_) {
+    response->set_pulled(true);
+    ReadSlices(pull_slices, response->mutable_values());
+  }
   return absl::OkStatus();
 }
 

@@ -98,7 +98,11 @@ class Shard {
                           std::vector<Resolved>* out) const;
   absl::Status ValidateGradients(const v1::PushRequest& request,
                                  const std::vector<Resolved>& slices) const;
-  void ReadSlices(const std::vector<Resolved>& slices, v1::PullResponse* response);
+  // Appends the values of `slices` to *values (one bytes field per slice).
+  void ReadSlices(const std::vector<Resolved>& slices,
+                  google::protobuf::RepeatedPtrField<std::string>* values);
+  // RESOURCE_EXHAUSTED when reading `slices` would exceed max_message_bytes.
+  absl::Status CheckReplySize(const std::vector<Resolved>& slices) const;
   // Applies (or buffers, under BSP aggregation) validated gradients.
   void ApplyGradients(uint32_t worker, const v1::PushRequest& request,
                       const std::vector<Resolved>& slices);

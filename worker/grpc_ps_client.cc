@@ -92,10 +92,18 @@ GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank)
       shard.stubs.push_back(v1::Shard::NewStub(
           MakeChannel(shard.address, config.server.max_message_bytes, static_cast<int>(c))));
     }
-    // Deal the pieces round-robin into one request per channel.
-    shard.groups.resize(channels);
-    for (size_t i = 0; i < requests_.pieces[s].size(); ++i) {
-      shard.groups[i % channels].push_back(requests_.pieces[s][i]);
+    // As many requests as the bytes need (>= kSplitBytes each, at most one
+    // per channel): a small shard gets one request, so its push advances the
+    // clock itself and can carry a fused pull. Pieces go to the lightest group.
+    uint64_t total = 0;
+    for (const auto& piece : requests_.pieces[s]) total += piece.length * sizeof(float);
+    const size_t wanted = std::clamp<uint64_t>(total / kSplitBytes, 1, channels);
+    std::vector<uint64_t> load(wanted, 0);
+    shard.groups.resize(wanted);
+    for (const auto& piece : requests_.pieces[s]) {
+      const size_t g = std::min_element(load.begin(), load.end()) - load.begin();
+      shard.groups[g].push_back(piece);
+      load[g] += piece.length;
     }
     shard.groups.erase(std::remove_if(shard.groups.begin(), shard.groups.end(),
                                       [](const auto& g) { return g.empty(); }),
@@ -185,7 +193,7 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
           group.Add(s, contexts.back().get(), [&pieces, response, params, &min_mu, &min_clock] {
             absl::MutexLock lock(&min_mu);
             min_clock = std::min(min_clock, response->min_clock());
-            return ScatterPull(pieces, *response, params);
+            return ScatterPull(pieces, response->values(), params);
           }));
     }
   }
@@ -196,6 +204,30 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
 }
 
 absl::Status GrpcPsClient::PushDense(int64_t clock, const ParameterSet& grads) {
+  bool all_pulled;
+  int64_t min_clock;
+  return Push(clock, grads, nullptr, &all_pulled, &min_clock);
+}
+
+absl::StatusOr<std::optional<int64_t>> GrpcPsClient::PushDenseAndPull(int64_t clock,
+                                                                      const ParameterSet& grads,
+                                                                      ParameterSet* params) {
+  for (const auto& shard : shards_) {
+    if (shard.groups.size() > 1) return PsClient::PushDenseAndPull(clock, grads, params);
+  }
+  requests_.ShapeParameters(params);
+  bool all_pulled = false;
+  int64_t min_clock = 0;
+  absl::Status s = Push(clock, grads, params, &all_pulled, &min_clock);
+  if (!s.ok()) return s;
+  return all_pulled ? std::optional<int64_t>(min_clock) : std::nullopt;
+}
+
+absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, ParameterSet* pull_into,
+                                bool* all_pulled, int64_t* min_clock) {
+  absl::Mutex pulled_mu;
+  *all_pulled = true;
+  *min_clock = INT64_MAX;
   // A shard whose push is one request advances its clock in that request; a
   // shard whose push is split gets a Clock call after all its pieces landed.
   std::vector<std::unique_ptr<v1::PushRequest>> requests;
@@ -211,16 +243,34 @@ absl::Status GrpcPsClient::PushDense(int64_t clock, const ParameterSet& grads) {
       requests.push_back(std::make_unique<v1::PushRequest>());
       responses.push_back(std::make_unique<v1::PushResponse>());
       contexts.push_back(std::make_unique<grpc::ClientContext>());
-      requests_.BuildPush(groups.empty() ? kNoPieces : groups[g], rank_, clock, grads, single,
-                          requests.back().get());
+      const auto& pieces = groups.empty() ? kNoPieces : groups[g];
+      requests_.BuildPush(pieces, rank_, clock, grads, single, requests.back().get());
+      std::function<absl::Status()> on_ok;
+      if (pull_into != nullptr && single) {
+        // The fused pull asks for the same pieces the push carried.
+        for (const auto& slice : requests.back()->slices()) {
+          *requests.back()->add_pull_slices() = slice;
+        }
+        v1::PushResponse* response = responses.back().get();
+        on_ok = [&pieces, response, pull_into, &pulled_mu, all_pulled, min_clock] {
+          absl::MutexLock lock(&pulled_mu);
+          if (!response->pulled()) {
+            *all_pulled = false;
+            return absl::OkStatus();
+          }
+          *min_clock = std::min(*min_clock, response->min_clock());
+          return ScatterPull(pieces, response->values(), pull_into);
+        };
+      }
       contexts.back()->set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
       shards_[s].stubs[g]->async()->Push(contexts.back().get(), requests.back().get(),
                                          responses.back().get(),
-                                         group.Add(s, contexts.back().get()));
+                                         group.Add(s, contexts.back().get(), std::move(on_ok)));
     }
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
   if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
+  if (!group.local_error().ok()) return group.local_error();
 
   CallGroup clocks;
   std::vector<v1::ClockRequest> clock_requests(shards_.size());

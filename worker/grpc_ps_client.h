@@ -28,6 +28,9 @@ class GrpcPsClient : public PsClient {
   absl::StatusOr<int64_t> Connect() override;
   absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override;
   absl::Status PushDense(int64_t clock, const ParameterSet& grads) override;
+  // Fused when every shard's push is one request (no split over channels).
+  absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(int64_t clock, const ParameterSet& grads,
+                                                          ParameterSet* params) override;
   absl::Status Finish() override;
   absl::StatusOr<uint32_t> WorkersFinished() override;
 
@@ -41,6 +44,10 @@ class GrpcPsClient : public PsClient {
 
   // Names the shard in an error from it.
   absl::Status ShardError(size_t shard, const grpc::Status& status) const;
+  // The push of PushDense; with `pull_into`, single-request shards also
+  // answer a fused pull, and *all_pulled / *min_clock tell how it went.
+  absl::Status Push(int64_t clock, const ParameterSet& grads, ParameterSet* pull_into,
+                    bool* all_pulled, int64_t* min_clock);
   // Checks that shard `s` serves this job's tables with the expected ranges.
   absl::Status CheckLayout(size_t s, const v1::RegisterResponse& layout) const;
 

@@ -68,15 +68,24 @@ void ShardRequests::BuildPush(const std::vector<Piece>& pieces, uint32_t worker,
   }
 }
 
+absl::StatusOr<std::optional<int64_t>> PsClient::PushDenseAndPull(int64_t clock,
+                                                                  const ParameterSet& grads,
+                                                                  ParameterSet*) {
+  absl::Status s = PushDense(clock, grads);
+  if (!s.ok()) return s;
+  return std::optional<int64_t>();
+}
+
 absl::Status ScatterPull(const std::vector<ShardRequests::Piece>& pieces,
-                         const v1::PullResponse& response, ParameterSet* params) {
-  if (response.values_size() != static_cast<int>(pieces.size())) {
-    return absl::InternalError(absl::StrCat("pull answered ", response.values_size(),
-                                            " slices, asked for ", pieces.size()));
+                         const google::protobuf::RepeatedPtrField<std::string>& values,
+                         ParameterSet* params) {
+  if (values.size() != static_cast<int>(pieces.size())) {
+    return absl::InternalError(
+        absl::StrCat("pull answered ", values.size(), " slices, asked for ", pieces.size()));
   }
   for (size_t i = 0; i < pieces.size(); ++i) {
     const auto& p = pieces[i];
-    const std::string& bytes = response.values(i);
+    const std::string& bytes = values[static_cast<int>(i)];
     if (bytes.size() != p.length * sizeof(float)) {
       return absl::InternalError(absl::StrCat("pull slice ", i, " holds ", bytes.size(),
                                               " bytes, expected ", p.length * sizeof(float)));
@@ -125,7 +134,7 @@ absl::StatusOr<int64_t> LocalPsClient::PullDense(int64_t clock, ParameterSet* pa
       return absl::DeadlineExceededError("local pull did not finish");
     }
     if (!result->ok()) return *result;
-    absl::Status scattered = ScatterPull(requests_.pieces[s], response, params);
+    absl::Status scattered = ScatterPull(requests_.pieces[s], response.values(), params);
     if (!scattered.ok()) return scattered;
     min_clock = std::min(min_clock, response.min_clock());
   }

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,15 @@ class PsClient {
   // Pushes the gradients of every dense table for `clock`, then advances
   // this worker's clock to clock + 1 on every shard.
   virtual absl::Status PushDense(int64_t clock, const ParameterSet& grads) = 0;
+
+  // PushDense, and in the same round trip a pull at clock + 1 wherever the
+  // consistency rule already allows it without waiting. Returns the pulled
+  // values' min_clock guarantee when every shard answered (then *params
+  // holds them), nullopt otherwise (pull as usual; *params may hold some
+  // newer values already). The default pushes and returns nullopt.
+  virtual absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(int64_t clock,
+                                                                  const ParameterSet& grads,
+                                                                  ParameterSet* params);
 
   // Tells every shard this worker is done.
   virtual absl::Status Finish() = 0;
@@ -79,9 +89,11 @@ struct ShardRequests {
   void ShapeParameters(ParameterSet* params) const;
 };
 
-// Copies a pull's values into *params. INTERNAL when the sizes disagree.
+// Copies pulled values (one bytes field per piece) into *params. INTERNAL
+// when the sizes disagree.
 absl::Status ScatterPull(const std::vector<ShardRequests::Piece>& pieces,
-                         const v1::PullResponse& response, ParameterSet* params);
+                         const google::protobuf::RepeatedPtrField<std::string>& values,
+                         ParameterSet* params);
 
 // The PS in this process: calls the given shards directly (no network).
 class LocalPsClient : public PsClient {

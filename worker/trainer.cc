@@ -30,11 +30,12 @@ void AppendJsonLine(const std::string& path, const std::string& json) {
 
 std::string TrainResult::ToJson() const {
   std::string json = absl::StrFormat(
-      "\"steps\": %d, \"samples\": %d, \"pulls\": %d, \"train_loss\": %.6f, "
+      "\"steps\": %d, \"samples\": %d, \"pulls\": %d, \"fused_pulls\": %d, "
+      "\"train_loss\": %.6f, "
       "\"train_seconds\": %.3f, \"samples_per_second\": %.1f, \"pull_seconds\": %.3f, "
       "\"push_seconds\": %.3f, \"compute_seconds\": %.3f",
-      steps, samples, pulls, train_loss, train_seconds, samples_per_second, pull_seconds,
-      push_seconds, compute_seconds);
+      steps, samples, pulls, fused_pulls, train_loss, train_seconds, samples_per_second,
+      pull_seconds, push_seconds, compute_seconds);
   if (evaluated) {
     json +=
         absl::StrFormat(", \"test_accuracy\": %.5f, \"test_loss\": %.5f", test_accuracy, test_loss);
@@ -113,6 +114,7 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
   const TrainingConfig& t = config_.training;
   double t0 = Now();
   if (!cache.FreshFor(clock_)) {
+    // Not fresh: no pull yet, or the fused one could not be answered at once.
     TESSERA_ASSIGN_OR_RETURN(int64_t guaranteed, client_->PullDense(clock_, &cache.values()));
     cache.Filled(guaranteed);
     ++result_.pulls;
@@ -132,7 +134,18 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
     std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(t.slow_worker_ms));
   }
   double t2 = Now();
-  TESSERA_RETURN_IF_ERROR(client_->PushDense(clock_, grads_));
+  if (cache.FreshFor(clock_ + 1)) {
+    TESSERA_RETURN_IF_ERROR(client_->PushDense(clock_, grads_));
+  } else {
+    // The next step must pull: ask for it in the push's round trip.
+    TESSERA_ASSIGN_OR_RETURN(std::optional<int64_t> pulled,
+                             client_->PushDenseAndPull(clock_, grads_, &cache.values()));
+    if (pulled) {
+      cache.Filled(*pulled);
+      ++result_.pulls;
+      ++result_.fused_pulls;
+    }
+  }
   ++clock_;
   double t3 = Now();
   result_.pull_seconds += t1 - t0;

@@ -1,7 +1,9 @@
 // Trainer: a worker's training loop.
 //
 //   per step: pull (unless the cache is fresh enough) -> forward/backward on
-//   one mini-batch -> push gradients and advance the clock.
+//   one mini-batch -> push gradients and advance the clock. When the next
+//   step will need a pull, the push asks for it in the same round trip
+//   (answered where the consistency rule already allows it).
 //
 // Progress goes to the log every worker.progress_interval_s and, as JSON
 // lines, to logging.metrics_file. At the end rank 0 waits for the others,
@@ -30,7 +32,8 @@ struct TrainResult {
   int64_t steps = 0;
   int64_t samples = 0;
   int64_t pulls = 0;
-  double train_loss = 0;  // mean over the last epoch's steps
+  int64_t fused_pulls = 0;  // pulls answered inside the previous push
+  double train_loss = 0;    // mean over the last epoch's steps
   double train_seconds = 0;
   double samples_per_second = 0;
   double pull_seconds = 0;  // time in pulls, waiting on staleness included

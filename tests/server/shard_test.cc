@@ -225,6 +225,40 @@ TEST_CASE("sparse rows are created on first touch with the initializer, then upd
   CHECK(stats.tables(2).rows() == 3);
 }
 
+TEST_CASE("a fused pull is answered in the push when the rule allows it, never waited for") {
+  auto shard = MakeShard(MakeConfig("bsp", 0, 2));
+  auto fused = [&](uint32_t worker, std::vector<float> g) {
+    PushRequest p = MakePush(worker, 0, Dense("b", 0, 2), g, /*advance=*/true);
+    *p.add_pull_slices() = Dense("b", 0, 2);
+    PushResponse r;
+    REQUIRE(shard->Push(p, &r).ok());
+    return r;
+  };
+  // Worker 0 finishes clock 0 first: a pull at clock 1 would wait, so none.
+  PushResponse first = fused(0, {2, 4});
+  CHECK_FALSE(first.pulled());
+  CHECK(first.values_size() == 0);
+  // Worker 1 closes the clock: the aggregated update is applied, then read.
+  PushResponse last = fused(1, {4, 8});
+  REQUIRE(last.pulled());
+  CHECK(last.min_clock() == 1);
+  auto values = DecodeFloats(last.values(0));
+  CHECK(values == std::vector<float>{-3, -6});  // lr 1, mean of the two gradients
+  CHECK(PullNow(*shard, Dense("b", 0, 2)) == values);
+}
+
+TEST_CASE("a push whose fused pull is bad is refused whole") {
+  auto shard = MakeShard(MakeConfig("asp", 0, 1));
+  PushRequest p = MakePush(0, 0, Dense("b", 0, 2), {1, 1}, /*advance=*/true);
+  *p.add_pull_slices() = Dense("nope", 0, 1);
+  PushResponse r;
+  CHECK(shard->Push(p, &r).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(PullNow(*shard, Dense("b", 0, 2)) == std::vector<float>{0, 0});
+  v1::StatsResponse stats;
+  shard->Stats(&stats);
+  CHECK(stats.worker_clocks(0) == 0);  // not advanced either
+}
+
 TEST_CASE("a push with advance_clock moves the worker's clock") {
   auto shard = MakeShard(MakeConfig("ssp", 1, 2));
   PushResponse resp;
