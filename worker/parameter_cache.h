@@ -4,8 +4,9 @@
 //
 // Reuse rule: values pulled with guarantee g may be used to compute at clock
 // c while g >= c - s. Under SSP that skips pulls while the bound allows; under
-// BSP (s = 0) a worker pulls every clock; under ASP the cache is never
-// reused (there is no bound to lean on, so fresher is better).
+// BSP (s = 0) a worker pulls every clock; under ASP values serve only the
+// clock they were pulled for (there is no bound to lean on, so fresher is
+// better), which includes a pull fused into the previous push.
 // The cache does not hold the worker's own pushes since its pull: updates are
 // applied by the server's optimizer, which the worker does not replay.
 //
@@ -28,12 +29,15 @@ class ParameterCache {
 
   // Whether the cached values may be used to compute at `clock`.
   bool FreshFor(int64_t clock) const {
-    return valid_ && !asp_ && guaranteed_ >= clock - staleness_;
+    if (!valid_) return false;
+    return asp_ ? pulled_for_ == clock : guaranteed_ >= clock - staleness_;
   }
-  // After a pull into values(): the shards' min_clock guarantee.
-  void Filled(int64_t guaranteed_min_clock) {
+  // After a pull into values() made for computing at `for_clock`: the
+  // shards' min_clock guarantee.
+  void Filled(int64_t guaranteed_min_clock, int64_t for_clock) {
     valid_ = true;
     guaranteed_ = guaranteed_min_clock;
+    pulled_for_ = for_clock;
   }
   int64_t guaranteed() const { return guaranteed_; }
   ParameterSet& values() { return values_; }
@@ -43,6 +47,7 @@ class ParameterCache {
   const int64_t staleness_;
   bool valid_ = false;
   int64_t guaranteed_ = -1;
+  int64_t pulled_for_ = -1;
   ParameterSet values_;
 };
 

@@ -116,7 +116,7 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
   if (!cache.FreshFor(clock_)) {
     // Not fresh: no pull yet, or the fused one could not be answered at once.
     TESSERA_ASSIGN_OR_RETURN(int64_t guaranteed, client_->PullDense(clock_, &cache.values()));
-    cache.Filled(guaranteed);
+    cache.Filled(guaranteed, clock_);
     ++result_.pulls;
   }
   double t1 = Now();
@@ -141,7 +141,7 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
     TESSERA_ASSIGN_OR_RETURN(std::optional<int64_t> pulled,
                              client_->PushDenseAndPull(clock_, grads_, &cache.values()));
     if (pulled) {
-      cache.Filled(*pulled);
+      cache.Filled(*pulled, clock_ + 1);
       ++result_.pulls;
       ++result_.fused_pulls;
     }
@@ -199,7 +199,7 @@ absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Model& model) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   TESSERA_ASSIGN_OR_RETURN(int64_t guaranteed, client_->PullDense(clock_, &cache.values()));
-  cache.Filled(guaranteed);
+  cache.Filled(guaranteed, clock_);
   model.Evaluate(cache.values(), *test_, &result_.test_accuracy, &result_.test_loss);
   result_.evaluated = true;
   spdlog::info("final test accuracy {:.4f} (test loss {:.4f}) on {} examples after {} steps",
