@@ -29,6 +29,10 @@ namespace {
 
 std::atomic<int> g_signal{0};
 
+// How long workers may keep running after a server has exited 0 (servers exit
+// when every worker has called Finish, just before the workers' processes end).
+constexpr double kWorkerExitGraceS = 10.0;
+
 void OnSignal(int sig) { g_signal = sig; }
 
 double Now() {
@@ -287,6 +291,7 @@ int RunJob(const LaunchOptions& options) {
   std::fflush(stdout);
 
   double last_display = 0;
+  double server_exit_seen = 0;  // when a server was first seen to have exited 0
   std::string failure;
   while (true) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -307,9 +312,15 @@ int RunJob(const LaunchOptions& options) {
       if (c.running) continue;
       if (c.exit_code == 0 && !c.is_server) continue;      // a worker that finished
       if (c.exit_code == 0 && !workers_running) continue;  // a server after the workers
-      failure = c.exit_code == 0 ? absl::StrCat(c.name, " exited before the workers finished")
-                                 : absl::StrCat(c.name, " failed (exit ", c.exit_code,
-                                                "): ", LastLine(c.log_path));
+      if (c.exit_code == 0) {
+        // Servers exit once every worker has called Finish, which a worker
+        // does just before its process ends: give the workers a moment.
+        if (server_exit_seen == 0) server_exit_seen = Now();
+        if (Now() - server_exit_seen < kWorkerExitGraceS) continue;
+        failure = absl::StrCat(c.name, " exited while workers were still running");
+      } else {
+        failure = absl::StrCat(c.name, " failed (exit ", c.exit_code, "): ", LastLine(c.log_path));
+      }
       break;
     }
     if (!failure.empty()) break;

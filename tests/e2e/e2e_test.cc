@@ -89,6 +89,20 @@ TEST_CASE("a CNN trains end to end through real daemons") {
   CHECK(NoChildLeft());
 }
 
+TEST_CASE("workers that linger after finishing are not mistaken for a failure") {
+  // Servers exit once every worker has called Finish; a worker process may
+  // end a little later. A wrapper makes that gap 2 s, every time.
+  const std::string wrapper = TempDir("slow-exit-worker.sh");
+  std::ofstream(wrapper) << "#!/bin/sh\n\"" << Runfile("worker/tessera-worker")
+                         << "\" \"$@\"\nrc=$?\nsleep 2\nexit $rc\n";
+  REQUIRE(std::system(("chmod +x " + wrapper).c_str()) == 0);
+  auto options = Options("run-linger", {"training.epochs=1"});
+  options.worker_binary = wrapper;
+  CHECK(RunJob(options) == 0);
+  CHECK(Field(Read(options.out_dir + "/summary.json"), "test_accuracy") > 0.9);
+  CHECK(NoChildLeft());
+}
+
 TEST_CASE("a failing worker stops the job, is named, and leaves no process behind") {
   // Rank 1 gets a batch larger than its data: it exits 2 at start-up.
   auto options = Options("run-fail", {"training.batch_size=100000"});
