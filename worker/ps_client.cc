@@ -40,16 +40,17 @@ void ShardRequests::ShapeParameters(ParameterSet* params) const {
   for (size_t t = 0; t < dense_sizes.size(); ++t) (*params)[t].resize(dense_sizes[t]);
 }
 
+void ShardRequests::FillSlice(const Piece& piece, v1::Slice* slice) const {
+  slice->set_table(table_names[piece.table]);
+  slice->set_offset(piece.offset);
+  slice->set_length(piece.length);
+}
+
 void ShardRequests::BuildPull(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
                               v1::PullRequest* request) const {
   request->set_worker_rank(worker);
   request->set_clock(clock);
-  for (const auto& p : pieces) {
-    auto* slice = request->add_slices();
-    slice->set_table(table_names[p.table]);
-    slice->set_offset(p.offset);
-    slice->set_length(p.length);
-  }
+  for (const auto& p : pieces) FillSlice(p, request->add_slices());
 }
 
 void ShardRequests::BuildPush(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
@@ -59,10 +60,7 @@ void ShardRequests::BuildPush(const std::vector<Piece>& pieces, uint32_t worker,
   request->set_clock(clock);
   request->set_advance_clock(advance);
   for (const auto& p : pieces) {
-    auto* slice = request->add_slices();
-    slice->set_table(table_names[p.table]);
-    slice->set_offset(p.offset);
-    slice->set_length(p.length);
+    FillSlice(p, request->add_slices());
     EncodeFloats(absl::MakeConstSpan(grads[p.table].data() + p.offset, p.length),
                  request->add_gradients());
   }

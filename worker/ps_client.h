@@ -87,6 +87,8 @@ struct ShardRequests {
                  const ParameterSet& grads, bool advance, v1::PushRequest* request) const;
   // Sizes *params to the dense tables.
   void ShapeParameters(ParameterSet* params) const;
+  // The dense slice that `piece` names.
+  void FillSlice(const Piece& piece, v1::Slice* slice) const;
 };
 
 // Copies pulled values (one bytes field per piece) into *params. INTERNAL
