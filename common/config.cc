@@ -355,7 +355,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("connect_timeout_ms", &v.connect_timeout_ms, 1));
     TESSERA_RETURN_IF_ERROR(s.Integer("channels_per_shard", &v.channels_per_shard, 1, 64));
     TESSERA_RETURN_IF_ERROR(s.Real("progress_interval_s", &v.progress_interval_s, 0, 1e6, true));
-    return s.Str("device", &v.device, {"auto", "cpu", "cuda"});
+    TESSERA_RETURN_IF_ERROR(s.Str("device", &v.device, {"auto", "cpu", "cuda"}));
+    return s.Str("gemm_precision", &v.gemm_precision, {"fp32", "tf32", "bf16"});
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "training", [&](MapReader& s) -> absl::Status {
     TrainingConfig& t = c->training;

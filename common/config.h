@@ -112,7 +112,10 @@ struct WorkerConfig {
   int64_t connect_timeout_ms = 60'000;  // servers must answer Register within this
   uint32_t channels_per_shard = 2;      // large transfers spread over channels
   double progress_interval_s = 5.0;     // seconds between progress lines
-  std::string device = "auto";          // auto | cpu | cuda
+  // auto: a GPU when one is usable, else the CPU; cuda: a GPU or fail at start-up.
+  std::string device = "auto";  // auto | cpu | cuda
+  // GEMMs on a GPU: fp32, or tf32 / bf16 inputs with fp32 accumulation.
+  std::string gemm_precision = "fp32";  // fp32 | tf32 | bf16
 };
 
 struct TrainingConfig {

@@ -6,6 +6,12 @@
 // Tensors are row-major float matrices in the backend's own memory (host for
 // the CPU, device for CUDA): Allocate them once and reuse them every step.
 //
+// Operations may run asynchronously (CUDA enqueues them on one stream); they
+// take effect in call order. CopyOut's host memory is written by the time
+// Synchronize() returns. A failure (a CUDA or cuBLAS error) is recorded in
+// status(): the first one stays, and every later call does nothing, so a
+// caller checks status() once per step rather than after every call.
+//
 // Threading: a Backend belongs to one worker thread; calls run in order.
 #ifndef TESSERA_WORKER_BACKEND_H_
 #define TESSERA_WORKER_BACKEND_H_
@@ -14,6 +20,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/types/span.h"
 
 namespace tessera {
@@ -31,10 +38,17 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // OK, or the first error any call met.
+  virtual absl::Status status() const { return absl::OkStatus(); }
+  // Waits until every call so far has finished and CopyOut's host memory is written.
+  virtual void Synchronize() {}
 
   // A rows x cols tensor owned by the backend, alive as long as the backend.
   virtual Tensor Allocate(int64_t rows, int64_t cols) = 0;
   // Host <-> backend copies. REQUIRES: host.size() == t.size().
+  // CopyIn reads `host` before it returns; CopyOut writes it by the next
+  // Synchronize() (the CPU backend at once), which lets a model download
+  // all its gradients behind one synchronization.
   virtual void CopyIn(absl::Span<const float> host, Tensor t) = 0;
   virtual void CopyOut(Tensor t, absl::Span<float> host) = 0;
 
@@ -69,11 +83,29 @@ class Backend {
   // dx = mask * (dy spread back over each window).
   virtual void MaxPool2x2Backward(Tensor dy, Tensor mask, const ConvShape& shape, Tensor dx) = 0;
 
+  // Sparse embeddings: out[i, :] = table[ids[i], :] for i < out.rows, and
+  // dtable[ids[i], :] += dout[i, :] (repeated ids add up). ids is a host
+  // array of out.rows (dout.rows) entries. REQUIRES: 0 <= ids[i] < table.rows.
+  virtual void EmbeddingGather(Tensor table, const int64_t* ids, Tensor out) = 0;
+  virtual void EmbeddingScatterAdd(Tensor dout, const int64_t* ids, Tensor dtable) = 0;
+
   // Softmax cross-entropy of each row against labels (host array of
   // logits.rows): returns the mean loss, writes d(mean loss)/d(logits) into
   // dlogits, adds the number of rows whose argmax is the label to *correct.
+  // Synchronizes (the loss is needed on the host).
   virtual float SoftmaxCrossEntropy(Tensor logits, const int32_t* labels, Tensor dlogits,
                                     int64_t* correct) = 0;
+
+  // Where a step's time goes, for benchmarks: device milliseconds in GEMMs,
+  // in Tessera's own kernels and in host<->device copies, summed over the
+  // calls since timing was switched on or last taken. Backends that cannot
+  // attribute time this way (the CPU's) return false.
+  struct OpTimes {
+    double gemm_ms = 0, kernel_ms = 0, copy_ms = 0;
+    int64_t calls = 0;
+  };
+  virtual void EnableTiming(bool on) {}
+  virtual bool TakeOpTimes(OpTimes* times) { return false; }
 };
 
 // Eigen on the host.

@@ -156,6 +156,20 @@ class CpuBackend : public Backend {
     }
   }
 
+  void EmbeddingGather(Tensor table, const int64_t* ids, Tensor out) override {
+    for (int64_t i = 0; i < out.rows; ++i) {
+      std::memcpy(out.data + i * out.cols, table.data + ids[i] * table.cols,
+                  out.cols * sizeof(float));
+    }
+  }
+
+  void EmbeddingScatterAdd(Tensor dout, const int64_t* ids, Tensor dtable) override {
+    for (int64_t i = 0; i < dout.rows; ++i) {
+      RowVector(dtable.data + ids[i] * dtable.cols, dtable.cols) +=
+          RowVector(dout.data + i * dout.cols, dout.cols);
+    }
+  }
+
   float SoftmaxCrossEntropy(Tensor logits, const int32_t* labels, Tensor dlogits,
                             int64_t* correct) override {
     auto Z = View(logits);

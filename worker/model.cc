@@ -240,6 +240,7 @@ float Model::TrainStep(const ParameterSet& params, const float* x, const int32_t
   float loss = backend_->SoftmaxCrossEntropy(logits, y, dlogits, correct);
   Backward(n, dlogits);
   DownloadGrads(grads);
+  backend_->Synchronize();  // the gradients are on the host from here
   return loss;
 }
 

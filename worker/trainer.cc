@@ -63,6 +63,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   }
   auto model_ptr = MakeModel(config_.model, backend_, std::max<uint32_t>(t.batch_size, 256));
   Model& model = *model_ptr;
+  TESSERA_RETURN_IF_ERROR(BackendStatus("allocating the model"));
   ParameterCache cache(config_.consistency);
   batch_x_.resize(size_t(t.batch_size) * train_->features);
   batch_y_.resize(t.batch_size);
@@ -86,6 +87,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       if (t.eval_every_steps > 0 && test_ && (global_step + 1) % t.eval_every_steps == 0) {
         double acc, test_loss;
         model.Evaluate(cache.values(), *test_, &acc, &test_loss);
+        TESSERA_RETURN_IF_ERROR(BackendStatus("evaluation"));
         spdlog::info("step {}: test accuracy {:.4f}, test loss {:.4f} (parameters of clock {})",
                      global_step + 1, acc, test_loss, cache.guaranteed());
         AppendJsonLine(config_.logging.metrics_file,
@@ -130,6 +132,7 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
   int64_t correct = 0;
   *loss = model.TrainStep(cache.values(), batch_x_.data(), batch_y_.data(),
                           static_cast<uint32_t>(indices.size()), &grads_, &correct);
+  TESSERA_RETURN_IF_ERROR(BackendStatus("a training step"));
   if (t.slow_worker_ms > 0 && static_cast<int32_t>(rank_) == t.slow_rank) {
     std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(t.slow_worker_ms));
   }
@@ -159,6 +162,13 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
   epoch_loss_sum_ += *loss;
   ++epoch_loss_steps_;
   return absl::OkStatus();
+}
+
+absl::Status Trainer::BackendStatus(const char* during) const {
+  absl::Status s = backend_->status();
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("the ", backend_->name(), " backend failed during ",
+                                             during, ": ", s.message()));
 }
 
 void Trainer::Progress(uint32_t epoch, size_t step, size_t steps_per_epoch) {
@@ -201,6 +211,7 @@ absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Model& model) {
   TESSERA_ASSIGN_OR_RETURN(int64_t guaranteed, client_->PullDense(clock_, &cache.values()));
   cache.Filled(guaranteed, clock_);
   model.Evaluate(cache.values(), *test_, &result_.test_accuracy, &result_.test_loss);
+  TESSERA_RETURN_IF_ERROR(BackendStatus("the final evaluation"));
   result_.evaluated = true;
   spdlog::info("final test accuracy {:.4f} (test loss {:.4f}) on {} examples after {} steps",
                result_.test_accuracy, result_.test_loss, test_->size(), clock_);

@@ -64,6 +64,8 @@ class Trainer {
                     Model& model, double* loss);
   void Progress(uint32_t epoch, size_t step, size_t steps_per_epoch);
   absl::Status EvaluateFinal(ParameterCache& cache, Model& model);
+  // OK, or the backend's first failure, saying where it surfaced.
+  absl::Status BackendStatus(const char* during) const;
 
   const JobConfig config_;
   const uint32_t rank_;

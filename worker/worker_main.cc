@@ -24,6 +24,7 @@
 #include "spdlog/spdlog.h"
 #include "worker/backend.h"
 #include "worker/dataset.h"
+#include "worker/device.h"
 #include "worker/grpc_ps_client.h"
 #include "worker/trainer.h"
 
@@ -80,9 +81,6 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return Fail(2, std::string(s.message()));
   }
-  if (config->worker.device == "cuda") {
-    return Fail(2, "worker.device = 'cuda': this build has no CUDA backend; use cpu or auto");
-  }
   if (config->model.type == "tables") {
     return Fail(2, "model.type = 'tables': a worker trains softmax or mlp models");
   }
@@ -111,8 +109,9 @@ int main(int argc, char** argv) {
   } else {
     client = std::make_unique<GrpcPsClient>(*config, *rank);
   }
-  auto backend = MakeCpuBackend();
-  Trainer trainer(*config, *rank, client.get(), backend.get(), &*train, &*test);
+  auto backend = MakeBackend(config->worker, *rank);
+  if (!backend.ok()) return Fail(2, std::string(backend.status().message()));
+  Trainer trainer(*config, *rank, client.get(), backend->get(), &*train, &*test);
   auto result = trainer.Run();
   if (!result.ok()) {
     int code = ExitCodeFor(result.status());

@@ -133,6 +133,10 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
         "config: optimizer.type = 'rmsprop': expected one of sgd|momentum|adagrad|adam");
   CHECK(ErrorOf(kMinimal, {"consistency.aggregate=maybe"}) ==
         "config: consistency.aggregate = 'maybe': expected true or false");
+  CHECK(ErrorOf(kMinimal, {"worker.device=gpu"}) ==
+        "config: worker.device = 'gpu': expected one of auto|cpu|cuda");
+  CHECK(ErrorOf(kMinimal, {"worker.gemm_precision=fp16"}) ==
+        "config: worker.gemm_precision = 'fp16': expected one of fp32|tf32|bf16");
   CHECK(ErrorOf(kMinimal, {"logging.level=loud"}) ==
         "config: logging.level = 'loud': expected one of trace|debug|info|warn|error|off");
   CHECK(ErrorOf(kMinimal, {"cluster.servers.0=nohost"}) ==

@@ -123,6 +123,12 @@ TEST_CASE("workers: Indexed Job sized like the job, failing fast on config error
     const YAML::Node c = spec["template"]["spec"]["containers"][0];
     const bool gpu = std::string(overlay) == "gpu";
     CHECK(bool(c["resources"]["limits"]["nvidia.com/gpu"]) == gpu);
+    // A GPU pod that finds no usable GPU exits 2 (and fails the job) rather
+    // than train on the CPU unnoticed.
+    bool wants_cuda = false;
+    for (const YAML::Node& arg : c["args"])
+      wants_cuda |= arg.as<std::string>() == "worker.device=cuda";
+    CHECK(wants_cuda == gpu);
     CheckRestricted(spec["template"]["spec"]);
   }
 }
