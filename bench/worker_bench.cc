@@ -5,7 +5,7 @@
 // where the step's time goes: cuBLAS GEMMs, Tessera's kernels, host<->device
 // copies (device time from CUDA events), and the rest (host work and waits).
 //
-//   bazel-bin/bench/worker_bench --config configs/fashion_mnist_mlp.yaml \
+//   bazel-bin/bench/worker_bench --config configs/fashion_mnist_mlp.yaml
 //       --set worker.device=cpu --batch 256 --steps 200
 //
 // Prints one line per measurement and a final JSON line.

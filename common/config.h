@@ -114,6 +114,9 @@ struct WorkerConfig {
   double progress_interval_s = 5.0;     // seconds between progress lines
   // auto: a GPU when one is usable, else the CPU; cuda: a GPU or fail at start-up.
   std::string device = "auto";  // auto | cpu | cuda
+  // SSP (s >= 1) and ASP: compute step c+1 while step c's push is in flight
+  // (its result serves a later step); BSP always waits.
+  bool overlap_push = true;
   // GEMMs on a GPU: fp32, or tf32 / bf16 inputs with fp32 accumulation.
   std::string gemm_precision = "fp32";  // fp32 | tf32 | bf16
 };

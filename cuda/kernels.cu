@@ -192,6 +192,14 @@ __global__ void ScatterAddKernel(const float* dout, const int64_t* ids, int64_t 
   TESSERA_GRID_STRIDE(i, n * dim) { atomicAdd(&dtable[ids[i / dim] * dim + i % dim], dout[i]); }
 }
 
+// Row chunks of a bias gradient: one per 256 rows, at most 256 (a grid of
+// 256 x column tiles fills an H100's 132 SMs).
+int64_t BiasGradChunks(int64_t rows) {
+  constexpr int64_t kMinRowsPerChunk = 256, kMaxChunks = 256;
+  int64_t chunks = (rows + kMinRowsPerChunk - 1) / kMinRowsPerChunk;
+  return chunks < 1 ? 1 : (chunks > kMaxChunks ? kMaxChunks : chunks);
+}
+
 }  // namespace
 
 cudaError_t BiasActivation(float* x, const float* bias, int64_t rows, int64_t cols, bool relu,
@@ -205,12 +213,6 @@ cudaError_t ReluBackward(const float* y, float* dy, int64_t n, cudaStream_t stre
   if (n == 0) return cudaSuccess;
   ReluBackwardKernel<<<Blocks(n), kThreads, 0, stream>>>(y, dy, n);
   return cudaGetLastError();
-}
-
-int64_t BiasGradChunks(int64_t rows) {
-  constexpr int64_t kMinRowsPerChunk = 256, kMaxChunks = 256;
-  int64_t chunks = (rows + kMinRowsPerChunk - 1) / kMinRowsPerChunk;
-  return chunks < 1 ? 1 : (chunks > kMaxChunks ? kMaxChunks : chunks);
 }
 
 int64_t BiasGradScratchFloats(int64_t rows, int64_t cols) { return BiasGradChunks(rows) * cols; }

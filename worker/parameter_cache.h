@@ -7,6 +7,9 @@
 // BSP (s = 0) a worker pulls every clock; under ASP values serve only the
 // clock they were pulled for (there is no bound to lean on, so fresher is
 // better), which includes a pull fused into the previous push.
+// With the push pipeline (worker.overlap_push), ASP values also serve the
+// clock after the one they were pulled for: step c computes while push c-1,
+// which carries the pull for c, is still in flight.
 // The cache does not hold the worker's own pushes since its pull: updates are
 // applied by the server's optimizer, which the worker does not replay.
 //
@@ -23,14 +26,18 @@ namespace tessera {
 
 class ParameterCache {
  public:
-  explicit ParameterCache(const ConsistencyConfig& consistency)
+  // `asp_lag`: how many clocks past the one they were pulled for ASP values
+  // may serve (0, or 1 with the push pipeline).
+  explicit ParameterCache(const ConsistencyConfig& consistency, int64_t asp_lag = 0)
       : asp_(consistency.mode == ConsistencyMode::kAsp),
-        staleness_(consistency.mode == ConsistencyMode::kBsp ? 0 : consistency.staleness) {}
+        staleness_(consistency.mode == ConsistencyMode::kBsp ? 0 : consistency.staleness),
+        asp_lag_(asp_lag) {}
 
   // Whether the cached values may be used to compute at `clock`.
   bool FreshFor(int64_t clock) const {
     if (!valid_) return false;
-    return asp_ ? pulled_for_ == clock : guaranteed_ >= clock - staleness_;
+    return asp_ ? pulled_for_ <= clock && pulled_for_ >= clock - asp_lag_
+                : guaranteed_ >= clock - staleness_;
   }
   // After a pull into values() made for computing at `for_clock`: the
   // shards' min_clock guarantee.
@@ -45,6 +52,7 @@ class ParameterCache {
  private:
   const bool asp_;
   const int64_t staleness_;
+  const int64_t asp_lag_;
   bool valid_ = false;
   int64_t guaranteed_ = -1;
   int64_t pulled_for_ = -1;

@@ -10,6 +10,7 @@
 #include "spdlog/spdlog.h"
 #include "worker/model.h"
 #include "worker/parameter_cache.h"
+#include "worker/push_pipeline.h"
 
 namespace tessera {
 namespace {
@@ -64,7 +65,13 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   auto model_ptr = MakeModel(config_.model, backend_, std::max<uint32_t>(t.batch_size, 256));
   Model& model = *model_ptr;
   TESSERA_RETURN_IF_ERROR(BackendStatus("allocating the model"));
-  ParameterCache cache(config_.consistency);
+  const ConsistencyConfig& consistency = config_.consistency;
+  const bool overlap =
+      config_.worker.overlap_push &&
+      ((consistency.mode == ConsistencyMode::kSsp && consistency.staleness >= 1) ||
+       consistency.mode == ConsistencyMode::kAsp);
+  ParameterCache cache(consistency, /*asp_lag=*/overlap ? 1 : 0);
+  if (overlap) pipeline_ = std::make_unique<PushPipeline>(client_);
   batch_x_.resize(size_t(t.batch_size) * train_->features);
   batch_y_.resize(t.batch_size);
   start_ = window_start_ = last_progress_ = Now();
@@ -100,8 +107,9 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       }
     }
   }
-  result_.train_seconds = Now() - start_;
   result_.train_loss = epoch_loss_steps_ ? epoch_loss_sum_ / epoch_loss_steps_ : 0;
+  TESSERA_RETURN_IF_ERROR(FinishPush(cache));
+  result_.train_seconds = Now() - start_;
   result_.samples_per_second = result_.samples / std::max(result_.train_seconds, 1e-9);
   if (rank_ == 0 && test_) TESSERA_RETURN_IF_ERROR(EvaluateFinal(cache, model));
   TESSERA_RETURN_IF_ERROR(client_->Finish());
@@ -115,6 +123,10 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
                            Model& model, double* loss) {
   const TrainingConfig& t = config_.training;
   double t0 = Now();
+  if (!cache.FreshFor(clock_)) {
+    // The previous push may bring the values this step needs.
+    TESSERA_RETURN_IF_ERROR(FinishPush(cache));
+  }
   if (!cache.FreshFor(clock_)) {
     // Not fresh: no pull yet, or the fused one could not be answered at once.
     TESSERA_ASSIGN_OR_RETURN(int64_t guaranteed, client_->PullDense(clock_, &cache.values()));
@@ -130,19 +142,28 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
     batch_y_[i] = train_->y[indices[i]];
   }
   int64_t correct = 0;
+  // With the pipeline, the previous step's gradients may still be on their
+  // way: this step writes the other buffer.
+  ParameterSet& grads = grads_[pipeline_ ? clock_ % 2 : 0];
   *loss = model.TrainStep(cache.values(), batch_x_.data(), batch_y_.data(),
-                          static_cast<uint32_t>(indices.size()), &grads_, &correct);
+                          static_cast<uint32_t>(indices.size()), &grads, &correct);
   TESSERA_RETURN_IF_ERROR(BackendStatus("a training step"));
   if (t.slow_worker_ms > 0 && static_cast<int32_t>(rank_) == t.slow_rank) {
     std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(t.slow_worker_ms));
   }
   double t2 = Now();
-  if (cache.FreshFor(clock_ + 1)) {
-    TESSERA_RETURN_IF_ERROR(client_->PushDense(clock_, grads_));
+  if (pipeline_) {
+    // Shards take a worker's clocks in order: the previous push lands first.
+    TESSERA_RETURN_IF_ERROR(FinishPush(cache));
+    // This push's fused pull is first used two steps on (the next step
+    // computes while it travels) unless that step has to wait for it.
+    pipeline_->Start(clock_, &grads, &incoming_, !cache.FreshFor(clock_ + 2));
+  } else if (cache.FreshFor(clock_ + 1)) {
+    TESSERA_RETURN_IF_ERROR(client_->PushDense(clock_, grads));
   } else {
     // The next step must pull: ask for it in the push's round trip.
     TESSERA_ASSIGN_OR_RETURN(std::optional<int64_t> pulled,
-                             client_->PushDenseAndPull(clock_, grads_, &cache.values()));
+                             client_->PushDenseAndPull(clock_, grads, &cache.values()));
     if (pulled) {
       cache.Filled(*pulled, clock_ + 1);
       ++result_.pulls;
@@ -161,6 +182,22 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
   window_samples_ += indices.size();
   epoch_loss_sum_ += *loss;
   ++epoch_loss_steps_;
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::FinishPush(ParameterCache& cache) {
+  if (!pipeline_ || !pipeline_->in_flight()) return absl::OkStatus();
+  // A push's calls end at their deadlines; this bound only adds a margin.
+  const absl::Duration limit =
+      absl::Milliseconds(config_.worker.rpc_timeout_ms + config_.worker.pull_timeout_ms);
+  TESSERA_ASSIGN_OR_RETURN(std::optional<int64_t> pulled, pipeline_->Wait(limit));
+  if (pulled) {
+    // The fused pull landed in incoming_; nothing reads the cache right now.
+    cache.values().swap(incoming_);
+    cache.Filled(*pulled, pipeline_->clock() + 1);
+    ++result_.pulls;
+    ++result_.fused_pulls;
+  }
   return absl::OkStatus();
 }
 

@@ -3,19 +3,23 @@
 //   per step: pull (unless the cache is fresh enough) -> forward/backward on
 //   one mini-batch -> push gradients and advance the clock. When the next
 //   step will need a pull, the push asks for it in the same round trip
-//   (answered where the consistency rule already allows it).
+//   (answered where the consistency rule already allows it). Under SSP
+//   (s >= 1) and ASP the push runs on a PushPipeline while the next step
+//   computes (worker.overlap_push); BSP waits for it.
 //
 // Progress goes to the log every worker.progress_interval_s and, as JSON
 // lines, to logging.metrics_file. At the end rank 0 waits for the others,
 // pulls the final parameters and evaluates them on the test set; then every
 // worker tells the shards it has finished.
 //
-// Threading: Run() on one thread; the trainer owns nothing it is given.
+// Threading: Run() on one thread (plus the pipeline's, which only pushes);
+// the trainer owns nothing it is given.
 #ifndef TESSERA_WORKER_TRAINER_H_
 #define TESSERA_WORKER_TRAINER_H_
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -24,6 +28,7 @@
 #include "worker/dataset.h"
 #include "worker/model.h"
 #include "worker/parameter_cache.h"
+#include "worker/push_pipeline.h"
 #include "worker/ps_client.h"
 
 namespace tessera {
@@ -64,6 +69,9 @@ class Trainer {
                     Model& model, double* loss);
   void Progress(uint32_t epoch, size_t step, size_t steps_per_epoch);
   absl::Status EvaluateFinal(ParameterCache& cache, Model& model);
+  // Waits for the pipeline's push in flight, if any, and takes its fused
+  // pull into the cache.
+  absl::Status FinishPush(ParameterCache& cache);
   // OK, or the backend's first failure, saying where it surfaced.
   absl::Status BackendStatus(const char* during) const;
 
@@ -76,7 +84,9 @@ class Trainer {
 
   int64_t clock_ = 0;
   TrainResult result_;
-  ParameterSet grads_;
+  ParameterSet grads_[2];  // two with the pipeline: one computed, one travelling
+  ParameterSet incoming_;  // the pipeline's fused pull lands here
+  std::unique_ptr<PushPipeline> pipeline_;  // SSP s >= 1 and ASP with worker.overlap_push
   std::vector<float> batch_x_;
   std::vector<int32_t> batch_y_;
   double window_loss_ = 0;

@@ -41,5 +41,14 @@ TEST_CASE("ASP uses values only for the clock they were pulled for") {
   CHECK_FALSE(cache.FreshFor(6));
 }
 
+TEST_CASE("ASP with the push pipeline also serves the next clock, no further") {
+  ParameterCache cache(Mode(ConsistencyMode::kAsp, 0), /*asp_lag=*/1);
+  cache.Filled(0, 7);
+  CHECK(cache.FreshFor(7));
+  CHECK(cache.FreshFor(8));  // step 8 computes while push 7 (pull for 8) travels
+  CHECK_FALSE(cache.FreshFor(9));
+  CHECK_FALSE(cache.FreshFor(6));
+}
+
 }  // namespace
 }  // namespace tessera
