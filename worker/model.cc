@@ -232,8 +232,9 @@ Model::Model(Backend* backend, uint32_t max_batch, uint32_t inputs, uint32_t cla
       dlogits_(backend->Allocate(max_batch, classes)) {}
 
 float Model::TrainStep(const ParameterSet& params, const float* x, const int32_t* y, uint32_t n,
-                       ParameterSet* grads, int64_t* correct) {
-  Upload(params);
+                       ParameterSet* grads, int64_t* correct, uint64_t params_version) {
+  if (params_version == 0 || params_version != uploaded_version_) Upload(params);
+  uploaded_version_ = params_version;
   backend_->CopyIn(absl::MakeConstSpan(x, size_t(n) * input_.cols), input_.Rows(0, n));
   Tensor logits = Forward(n);
   Tensor dlogits = dlogits_.Rows(0, n);
@@ -247,6 +248,7 @@ float Model::TrainStep(const ParameterSet& params, const float* x, const int32_t
 void Model::Evaluate(const ParameterSet& params, const Dataset& data, double* accuracy,
                      double* loss) {
   Upload(params);
+  uploaded_version_ = 0;
   int64_t correct = 0;
   double total_loss = 0.0;
   for (size_t first = 0; first < data.size(); first += max_batch_) {

@@ -36,8 +36,11 @@ class Model {
   // Writes d(mean loss)/d(parameter) into *grads (resized as needed) and
   // returns the mean loss; adds correct predictions to *correct.
   // REQUIRES: n <= max_batch; params shaped as TableSizes().
+  // `params_version` (non-zero) names the values: when it equals the
+  // previous step's, they are already on the backend and are not copied
+  // again (SSP steps that reuse the cache). 0: always copy.
   float TrainStep(const ParameterSet& params, const float* x, const int32_t* y, uint32_t n,
-                  ParameterSet* grads, int64_t* correct);
+                  ParameterSet* grads, int64_t* correct, uint64_t params_version = 0);
 
   // Accuracy and mean loss of `params` on the whole data set.
   void Evaluate(const ParameterSet& params, const Dataset& data, double* accuracy, double* loss);
@@ -59,6 +62,7 @@ class Model {
   const uint32_t max_batch_;
   Tensor input_;    // max_batch x inputs
   Tensor dlogits_;  // max_batch x classes
+  uint64_t uploaded_version_ = 0;  // of the parameters on the backend; 0: unknown
 };
 
 // Builds the model named by config.type (softmax, mlp, cnn).

@@ -45,8 +45,12 @@ class ParameterCache {
     valid_ = true;
     guaranteed_ = guaranteed_min_clock;
     pulled_for_ = for_clock;
+    ++version_;
   }
   int64_t guaranteed() const { return guaranteed_; }
+  // Changes with every Filled(): names the values for Model::TrainStep.
+  // Whoever writes values() calls Filled() before the next step.
+  uint64_t version() const { return version_; }
   ParameterSet& values() { return values_; }
 
  private:
@@ -56,6 +60,7 @@ class ParameterCache {
   bool valid_ = false;
   int64_t guaranteed_ = -1;
   int64_t pulled_for_ = -1;
+  uint64_t version_ = 0;
   ParameterSet values_;
 };
 

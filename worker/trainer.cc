@@ -146,7 +146,8 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
   // way: this step writes the other buffer.
   ParameterSet& grads = grads_[pipeline_ ? clock_ % 2 : 0];
   *loss = model.TrainStep(cache.values(), batch_x_.data(), batch_y_.data(),
-                          static_cast<uint32_t>(indices.size()), &grads, &correct);
+                          static_cast<uint32_t>(indices.size()), &grads, &correct,
+                          cache.version());
   TESSERA_RETURN_IF_ERROR(BackendStatus("a training step"));
   if (t.slow_worker_ms > 0 && static_cast<int32_t>(rank_) == t.slow_rank) {
     std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(t.slow_worker_ms));

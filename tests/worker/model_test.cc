@@ -67,6 +67,28 @@ TEST_CASE("MLP backprop matches finite differences") {
   CheckGradients(Mlp({5, 7, 4, 3}), 5, 3);
 }
 
+TEST_CASE("a step with the previous step's parameter version skips the upload") {
+  auto backend = MakeCpuBackend();
+  auto model = MakeModel(Mlp({5, 7, 3}), backend.get(), 8);
+  ParameterSet a = RandomParams(*model, 1), b = RandomParams(*model, 2);
+  Dataset data = SyntheticDataset(6, 5, 3, 2);
+  ParameterSet ga, gb, again, fresh;
+  int64_t correct = 0;
+  const float la = model->TrainStep(a, data.x.data(), data.y.data(), 6, &ga, &correct, 7);
+  const float lb = model->TrainStep(b, data.x.data(), data.y.data(), 6, &gb, &correct, 0);
+  CHECK(la != lb);
+  // Version 7 again, but the values of b: the model still holds b (uploaded last).
+  model->TrainStep(a, data.x.data(), data.y.data(), 6, &again, &correct, 7);
+  CHECK(again == ga);  // version 0 in between forced the upload of b, then 7 uploads a
+  // Same version as the step before: the upload is skipped, b's values stay unused.
+  const float skipped = model->TrainStep(b, data.x.data(), data.y.data(), 6, &fresh, &correct, 7);
+  CHECK(skipped == la);
+  CHECK(fresh == ga);
+  // A new version uploads.
+  CHECK(model->TrainStep(b, data.x.data(), data.y.data(), 6, &fresh, &correct, 8) == lb);
+  CHECK(fresh == gb);
+}
+
 TEST_CASE("CNN backprop matches finite differences") {
   // 8x8 image, conv 3x3 -> 2 channels, pool, conv 3x3 -> 3 channels, pool, head 12 -> 5 -> 3.
   CheckGradients(Cnn({64, 5, 3}, {2, 3}, 3), 64, 3);

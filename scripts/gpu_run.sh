@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs on a GPU machine over a bundle made by scripts/gpu_bundle.sh:
+#   bash scripts/gpu_run.sh BUNDLE OUTDIR
+# the GPU tests, the worker benchmark (MLP and CNN, CPU and CUDA, batch 256)
+# and the CNN trained through the PS on the GPU; everything goes to OUTDIR.
+set -uo pipefail
+bundle=$(cd "$1" && pwd)
+out=$2
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+data="--set data.dir=$bundle/data"
+bin=$bundle/bin
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  ldd "$bin/tessera-worker" | grep -E 'cublas|cudart|not found'
+} > "$out/device.txt" 2>&1
+"$bin/cuda_backend_test" -s -r compact > "$out/gpu_tests.txt" 2>&1
+echo "gpu tests exit $?" >> "$out/gpu_tests.txt"
+for model in mlp cnn; do
+  for device in cpu cuda; do
+    steps=200
+    [ "$model$device" = cnncpu ] && steps=5
+    "$bin/worker_bench" --config configs/fashion_mnist_$model.yaml --set worker.device=$device \
+      $data --batch 256 --steps $steps >> "$out/worker_bench.txt" 2>&1
+  done
+done
+"$bin/worker_bench" --config configs/fashion_mnist_mlp.yaml --set worker.device=cuda $data \
+  --set worker.gemm_precision=tf32 --batch 256 --steps 200 >> "$out/worker_bench.txt" 2>&1
+"$bin/tessera" run configs/fashion_mnist_cnn.yaml --set worker.device=cuda $data \
+  --out "$out/cnn" --no-live > "$out/cnn_run.txt" 2>&1
+echo "cnn run exit $?" >> "$out/cnn_run.txt"
