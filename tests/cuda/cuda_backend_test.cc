@@ -214,11 +214,11 @@ ModelConfig Config(const std::string& type) {
   ModelConfig c;
   c.type = type;
   if (type == "cnn") {
-    c.layers = {196, 32, 10};  // 14 x 14 images
+    c.layers = {256, 32, 10};  // 16 x 16 images: two 2x2 pools need a side divisible by 4
     c.conv_channels = {4, 8};
     c.kernel = 5;
   } else {
-    c.layers = {196, 64, 32, 10};
+    c.layers = {256, 64, 32, 10};
   }
   return c;
 }
@@ -236,7 +236,7 @@ TEST_CASE("One training step of the MLP and the CNN is the same on both backends
     for (size_t i = 0; i < on_cpu->TableSizes().size(); ++i) {
       params.push_back(Random(on_cpu->TableSizes()[i], 100 + i, -0.2f, 0.2f));
     }
-    std::vector<float> x = Random(batch * 196, 1, 0.0f, 1.0f);
+    std::vector<float> x = Random(batch * 256, 1, 0.0f, 1.0f);
     std::vector<int32_t> y(batch);
     for (uint32_t i = 0; i < batch; ++i) y[i] = static_cast<int32_t>(i % 10);
     ParameterSet grads_cpu, grads_gpu;
@@ -261,7 +261,7 @@ TEST_CASE("A steady-state step allocates nothing and its time is attributed", "[
   auto model = MakeModel(Config("cnn"), gpu.get(), batch);
   ParameterSet params;
   for (size_t size : model->TableSizes()) params.push_back(Random(size, size, -0.1f, 0.1f));
-  std::vector<float> x = Random(batch * 196, 2, 0.0f, 1.0f);
+  std::vector<float> x = Random(batch * 256, 2, 0.0f, 1.0f);
   std::vector<int32_t> y(batch, 1);
   ParameterSet grads;
   int64_t hits = 0;
