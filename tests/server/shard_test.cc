@@ -276,17 +276,6 @@ struct Snapshot {
   }
 };
 
-Snapshot Take(Shard& shard) {
-  Snapshot s;
-  s.w = PullNow(shard, Dense("w", 0, 8));
-  s.b = PullNow(shard, Dense("b", 0, 2));
-  s.emb = PullNow(shard, Sparse("emb", {1, 2, 3}));
-  v1::StatsResponse stats;
-  shard.Stats(&stats);
-  s.clocks.assign(stats.worker_clocks().begin(), stats.worker_clocks().end());
-  return s;
-}
-
 TEST_CASE("bad pushes get the right code and leave the shard unchanged") {
   JobConfig c = MakeConfig("ssp", 2, 2, /*servers=*/2);
   auto shard = MakeShard(c, 0);
