@@ -125,6 +125,16 @@ double JsonNumber(const std::string& json, const std::string& key, double fallba
   return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
 }
 
+// The string after "key": in a flat JSON object (no escapes inside); `fallback` when absent.
+std::string JsonString(const std::string& json, const std::string& key,
+                       const std::string& fallback = "") {
+  size_t at = json.find("\"" + key + "\": \"");
+  if (at == std::string::npos) return fallback;
+  at += key.size() + 5;
+  size_t end = json.find('"', at);
+  return end == std::string::npos ? fallback : json.substr(at, end - at);
+}
+
 // Reaps children that exited; returns false when none is running.
 bool Reap(std::vector<Child>& children) {
   bool any = false;
@@ -200,11 +210,12 @@ void WriteSummary(const JobConfig& config, const std::string& dir, double wall_s
       "  \"train_loss\": %.5f,\n  \"wall_seconds\": %.3f,\n  \"train_seconds\": %.3f,\n"
       "  \"samples_per_second\": %.1f,\n  \"mode\": \"%s\",\n  \"staleness\": %d,\n"
       "  \"servers\": %d,\n  \"workers\": %d,\n  \"epochs\": %d,\n  \"batch_size\": %d,\n"
-      "  \"optimizer\": \"%s\"\n}\n",
+      "  \"optimizer\": \"%s\",\n  \"device\": \"%s\"\n}\n",
       config.name, accuracy, JsonNumber(rank0, "test_loss"), loss_sum / config.cluster.workers,
       wall_seconds, train_seconds, rate, ModeName(config.consistency.mode),
       config.consistency.staleness, config.num_servers(), config.cluster.workers,
-      config.training.epochs, config.training.batch_size, config.optimizer.type);
+      config.training.epochs, config.training.batch_size, config.optimizer.type,
+      JsonString(rank0, "device", "unknown"));
   *headline = absl::StrFormat(
       "test accuracy %.4f | train loss %.4f | %.1f s wall | %.0f samples/s | %s%s, %d servers, "
       "%d workers",

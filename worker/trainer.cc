@@ -37,6 +37,12 @@ std::string TrainResult::ToJson() const {
       "\"push_seconds\": %.3f, \"compute_seconds\": %.3f",
       steps, samples, pulls, fused_pulls, train_loss, train_seconds, samples_per_second,
       pull_seconds, push_seconds, compute_seconds);
+  std::string escaped;
+  for (char c : device) {
+    if (c == '"' || c == '\\') escaped += '\\';
+    escaped += c;
+  }
+  json += absl::StrCat(", \"device\": \"", escaped, "\"");
   if (evaluated) {
     json +=
         absl::StrFormat(", \"test_accuracy\": %.5f, \"test_loss\": %.5f", test_accuracy, test_loss);
@@ -55,6 +61,7 @@ Trainer::Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backe
 
 absl::StatusOr<TrainResult> Trainer::Run() {
   TESSERA_ASSIGN_OR_RETURN(clock_, client_->Connect());
+  result_.device = backend_->name();
   const TrainingConfig& t = config_.training;
   Batcher batcher(train_->size(), rank_, config_.cluster.workers, t.batch_size, t.seed);
   if (batcher.steps_per_epoch() == 0) {

@@ -44,6 +44,7 @@ struct TrainResult {
   double pull_seconds = 0;  // time in pulls, waiting on staleness included
   double push_seconds = 0;
   double compute_seconds = 0;
+  std::string device;  // the backend that computed, e.g. "cpu" or "cuda:0 (...)"
   bool evaluated = false;  // rank 0 only
   double test_accuracy = 0;
   double test_loss = 0;

@@ -69,6 +69,9 @@ TEST_CASE("a job trains end to end through real daemons in every mode") {
     CHECK(Field(summary, "workers") == 2);
     CHECK(Field(summary, "servers") == 2);
     CHECK(Field(summary, "samples_per_second") > 0);
+    // Which backend computed (auto: the CPU where no GPU is usable).
+    CHECK((summary.find("\"device\": \"cpu\"") != std::string::npos ||
+           summary.find("\"device\": \"cuda:") != std::string::npos));
     // Both workers wrote metrics, collected in one file.
     std::string metrics = Read(options.out_dir + "/metrics.jsonl");
     CHECK(metrics.find("\"rank\": 0, \"event\": \"final\"") != std::string::npos);
