@@ -30,26 +30,30 @@ __global__ void BiasActivationKernel(float* x, const float* bias, int64_t rows, 
   }
 }
 
-__global__ void ReluBackwardKernel(const float* y, float* dy, int64_t n) {
-  TESSERA_GRID_STRIDE(i, n) {
-    if (!(y[i] > 0.0f)) dy[i] = 0.0f;
-  }
-}
-
 // Bias gradient, pass 1: block (32, 8) sums a 32-column tile over one chunk
 // of rows; threadIdx.x walks columns (coalesced), threadIdx.y rows.
 constexpr int kTileCols = 32;
 constexpr int kTileRows = 8;
 
-__global__ void ColumnSumKernel(const float* dy, int64_t rows, int64_t cols, int64_t rows_per_chunk,
-                                float* partial) {
+// With relu_y, dy is masked by relu_y > 0 on the way (written back only
+// where it becomes 0).
+__global__ void ColumnSumKernel(const float* relu_y, float* dy, int64_t rows, int64_t cols,
+                                int64_t rows_per_chunk, float* partial) {
   __shared__ float sums[kTileRows][kTileCols + 1];
   const int64_t c = blockIdx.x * int64_t(kTileCols) + threadIdx.x;
   const int64_t first = blockIdx.y * rows_per_chunk;
   const int64_t last = min(rows, first + rows_per_chunk);
   float acc = 0.0f;
   if (c < cols) {
-    for (int64_t r = first + threadIdx.y; r < last; r += kTileRows) acc += dy[r * cols + c];
+    for (int64_t r = first + threadIdx.y; r < last; r += kTileRows) {
+      const int64_t at = r * cols + c;
+      float v = dy[at];
+      if (relu_y != nullptr && !(relu_y[at] > 0.0f)) {
+        v = 0.0f;
+        dy[at] = 0.0f;
+      }
+      acc += v;
+    }
   }
   sums[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
@@ -209,24 +213,18 @@ cudaError_t BiasActivation(float* x, const float* bias, int64_t rows, int64_t co
   return cudaGetLastError();
 }
 
-cudaError_t ReluBackward(const float* y, float* dy, int64_t n, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
-  ReluBackwardKernel<<<Blocks(n), kThreads, 0, stream>>>(y, dy, n);
-  return cudaGetLastError();
-}
-
 int64_t BiasGradScratchFloats(int64_t rows, int64_t cols) { return BiasGradChunks(rows) * cols; }
 
-cudaError_t BiasGrad(const float* dy, float* db, int64_t rows, int64_t cols, float* scratch,
-                     cudaStream_t stream) {
+cudaError_t BiasGrad(const float* relu_y, float* dy, float* db, int64_t rows, int64_t cols,
+                     float* scratch, cudaStream_t stream) {
   if (cols == 0) return cudaSuccess;
   const int64_t chunks = BiasGradChunks(rows);
   const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
   float* partial = chunks == 1 ? db : scratch;
   dim3 grid(static_cast<unsigned>((cols + kTileCols - 1) / kTileCols),
             static_cast<unsigned>(chunks));
-  ColumnSumKernel<<<grid, dim3(kTileCols, kTileRows), 0, stream>>>(dy, rows, cols, rows_per_chunk,
-                                                                   partial);
+  ColumnSumKernel<<<grid, dim3(kTileCols, kTileRows), 0, stream>>>(relu_y, dy, rows, cols,
+                                                                   rows_per_chunk, partial);
   if (chunks > 1) ChunkSumKernel<<<Blocks(cols), kThreads, 0, stream>>>(scratch, chunks, cols, db);
   return cudaGetLastError();
 }

@@ -29,15 +29,15 @@ struct ConvDims {
 cudaError_t BiasActivation(float* x, const float* bias, int64_t rows, int64_t cols, bool relu,
                            cudaStream_t stream);
 
-// dy[i] = y[i] > 0 ? dy[i] : 0.
-cudaError_t ReluBackward(const float* y, float* dy, int64_t n, cudaStream_t stream);
-
 // db[c] = sum over r < rows of dy[r, c]; deterministic (fixed reduction
-// order). Tall inputs are summed in row chunks across the GPU, then the chunks
-// in order: `scratch` holds BiasGradScratchFloats(rows, cols) floats.
+// order). With `relu_y` (the output of the ReLU that dy flows back through,
+// same shape) dy is first masked in place, dy = relu_y > 0 ? dy : 0: the
+// ReLU's backward fused into its layer's bias gradient, one pass over dy.
+// Tall inputs are summed in row chunks across the GPU, then the chunks in
+// order: `scratch` holds BiasGradScratchFloats(rows, cols) floats.
 int64_t BiasGradScratchFloats(int64_t rows, int64_t cols);
-cudaError_t BiasGrad(const float* dy, float* db, int64_t rows, int64_t cols, float* scratch,
-                     cudaStream_t stream);
+cudaError_t BiasGrad(const float* relu_y, float* dy, float* db, int64_t rows, int64_t cols,
+                     float* scratch, cudaStream_t stream);
 
 // Per row r of logits (rows x cols), with labels[r] on the device:
 //   row_loss[r] = log(sum exp(z - max)) - (z[label] - max)

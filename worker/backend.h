@@ -56,10 +56,11 @@ class Backend {
   virtual void Gemm(bool ta, bool tb, float alpha, Tensor a, Tensor b, float beta, Tensor c) = 0;
   // x[r, :] += bias[0, :], then ReLU when `relu`.
   virtual void BiasActivation(Tensor x, Tensor bias, bool relu) = 0;
-  // dy *= (y > 0), elementwise.
-  virtual void ReluBackward(Tensor y, Tensor dy) = 0;
   // db[0, :] = sum over rows of dy.
   virtual void BiasGrad(Tensor dy, Tensor db) = 0;
+  // The ReLU's backward fused with its layer's bias gradient: dy *= (y > 0)
+  // elementwise (y: the ReLU's output), then db[0, :] = sum over rows of dy.
+  virtual void ReluBackwardBiasGrad(Tensor y, Tensor dy, Tensor db) = 0;
   // Convolution and pooling work on images stored NHWC: row n of a tensor
   // holds image n as height x width x channels. A convolution is Im2Col (one
   // row per output pixel, holding its R x S x C input patch) followed by a

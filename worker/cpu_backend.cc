@@ -58,14 +58,15 @@ class CpuBackend : public Backend {
     if (relu) X = X.cwiseMax(0.0f);
   }
 
-  void ReluBackward(Tensor y, Tensor dy) override {
+  void BiasGrad(Tensor dy, Tensor db) override {
+    RowVector(db.data, db.cols) = View(dy).colwise().sum();
+  }
+
+  void ReluBackwardBiasGrad(Tensor y, Tensor dy, Tensor db) override {
     auto Y = View(y).array();
     auto DY = View(dy).array();
     DY = (Y > 0.0f).select(DY, 0.0f);
-  }
-
-  void BiasGrad(Tensor dy, Tensor db) override {
-    RowVector(db.data, db.cols) = View(dy).colwise().sum();
+    BiasGrad(dy, db);
   }
 
   void Im2Col(Tensor x, const ConvShape& sh, Tensor cols) override {

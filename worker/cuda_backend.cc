@@ -138,17 +138,10 @@ class CudaBackend final : public Backend {
            [&] { return cuda::BiasActivation(x.data, bias.data, x.rows, x.cols, relu, stream_); });
   }
 
-  void ReluBackward(Tensor y, Tensor dy) override {
-    Kernel("ReluBackward", [&] { return cuda::ReluBackward(y.data, dy.data, dy.size(), stream_); });
-  }
+  void BiasGrad(Tensor dy, Tensor db) override { ColumnSums(nullptr, dy, db, "BiasGrad"); }
 
-  void BiasGrad(Tensor dy, Tensor db) override {
-    const size_t bytes = cuda::BiasGradScratchFloats(dy.rows, dy.cols) * sizeof(float);
-    if (!EnsureDevice(&scratch_, &scratch_bytes_, bytes)) return;
-    Kernel("BiasGrad", [&] {
-      return cuda::BiasGrad(dy.data, db.data, dy.rows, dy.cols, static_cast<float*>(scratch_),
-                            stream_);
-    });
+  void ReluBackwardBiasGrad(Tensor y, Tensor dy, Tensor db) override {
+    ColumnSums(y.data, dy, db, "ReluBackwardBiasGrad");
   }
 
   void Im2Col(Tensor x, const ConvShape& shape, Tensor cols) override {
@@ -351,6 +344,15 @@ class CudaBackend final : public Backend {
     ++allocations_;
     *capacity = size;
     return true;
+  }
+
+  void ColumnSums(const float* relu_y, Tensor dy, Tensor db, const char* what) {
+    const size_t bytes = cuda::BiasGradScratchFloats(dy.rows, dy.cols) * sizeof(float);
+    if (!EnsureDevice(&scratch_, &scratch_bytes_, bytes)) return;
+    Kernel(what, [&] {
+      return cuda::BiasGrad(relu_y, dy.data, db.data, dy.rows, dy.cols,
+                            static_cast<float*>(scratch_), stream_);
+    });
   }
 
   const int64_t* UploadIds(const int64_t* ids, int64_t n) {

@@ -64,14 +64,15 @@ class DenseStack {
   // din when it is not null.
   void Backward(Tensor in, uint32_t n, Tensor dlogits, Tensor* din) {
     Tensor delta = dlogits;
+    backend_->BiasGrad(delta, layers_.back().db);  // the logits have no ReLU
     for (size_t i = layers_.size(); i-- > 0;) {
       Tensor below_act = i == 0 ? in.Rows(0, n) : layers_[i - 1].out.Rows(0, n);
       backend_->Gemm(true, false, 1.0f, below_act, delta, 0.0f, layers_[i].dw);
-      backend_->BiasGrad(delta, layers_[i].db);
       if (i == 0 && din == nullptr) break;
       Tensor below = i == 0 ? din->Rows(0, n) : layers_[i - 1].delta.Rows(0, n);
       backend_->Gemm(false, true, 1.0f, delta, layers_[i].w, 0.0f, below);
-      if (i > 0) backend_->ReluBackward(below_act, below);
+      // Back through the ReLU below, with that layer's bias gradient, in one pass.
+      if (i > 0) backend_->ReluBackwardBiasGrad(below_act, below, layers_[i - 1].db);
       delta = below;
     }
   }
@@ -190,9 +191,8 @@ class Cnn : public Model {
       backend_->MaxPool2x2Backward(c.dpooled.Rows(0, n), c.mask.Rows(0, n), pool,
                                    c.dout.Rows(0, n));
       Tensor dout = Reshape(c.dout, rows, c.w.cols);
-      backend_->ReluBackward(Reshape(c.out, rows, c.w.cols), dout);
+      backend_->ReluBackwardBiasGrad(Reshape(c.out, rows, c.w.cols), dout, c.db);
       backend_->Gemm(true, false, 1.0f, c.cols.Rows(0, rows), dout, 0.0f, c.dw);
-      backend_->BiasGrad(dout, c.db);
       if (i == 0) break;  // no gradient for the input image
       // d(cols) reuses the cols buffer: its forward values are no longer needed.
       backend_->Gemm(false, true, 1.0f, dout, c.w, 0.0f, c.cols.Rows(0, rows));

@@ -60,8 +60,8 @@ class Model {
 
   Backend* const backend_;
   const uint32_t max_batch_;
-  Tensor input_;    // max_batch x inputs
-  Tensor dlogits_;  // max_batch x classes
+  Tensor input_;                   // max_batch x inputs
+  Tensor dlogits_;                 // max_batch x classes
   uint64_t uploaded_version_ = 0;  // of the parameters on the backend; 0: unknown
 };
 

@@ -37,9 +37,8 @@ absl::StatusOr<std::optional<int64_t>> PushPipeline::Wait(absl::Duration limit) 
   absl::MutexLock lock(&mu_);
   if (!in_flight_) return std::optional<int64_t>();
   if (!mu_.AwaitWithTimeout(absl::Condition(&done_), limit)) {
-    return absl::DeadlineExceededError(
-        absl::StrCat("the push of clock ", clock_, " did not finish within ",
-                     absl::FormatDuration(limit)));
+    return absl::DeadlineExceededError(absl::StrCat(
+        "the push of clock ", clock_, " did not finish within ", absl::FormatDuration(limit)));
   }
   in_flight_ = false;
   return std::move(result_);

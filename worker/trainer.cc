@@ -73,10 +73,9 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   Model& model = *model_ptr;
   TESSERA_RETURN_IF_ERROR(BackendStatus("allocating the model"));
   const ConsistencyConfig& consistency = config_.consistency;
-  const bool overlap =
-      config_.worker.overlap_push &&
-      ((consistency.mode == ConsistencyMode::kSsp && consistency.staleness >= 1) ||
-       consistency.mode == ConsistencyMode::kAsp);
+  const bool overlap = config_.worker.overlap_push &&
+                       ((consistency.mode == ConsistencyMode::kSsp && consistency.staleness >= 1) ||
+                        consistency.mode == ConsistencyMode::kAsp);
   ParameterCache cache(consistency, /*asp_lag=*/overlap ? 1 : 0);
   if (overlap) pipeline_ = std::make_unique<PushPipeline>(client_);
   batch_x_.resize(size_t(t.batch_size) * train_->features);
@@ -153,8 +152,7 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
   // way: this step writes the other buffer.
   ParameterSet& grads = grads_[pipeline_ ? clock_ % 2 : 0];
   *loss = model.TrainStep(cache.values(), batch_x_.data(), batch_y_.data(),
-                          static_cast<uint32_t>(indices.size()), &grads, &correct,
-                          cache.version());
+                          static_cast<uint32_t>(indices.size()), &grads, &correct, cache.version());
   TESSERA_RETURN_IF_ERROR(BackendStatus("a training step"));
   if (t.slow_worker_ms > 0 && static_cast<int32_t>(rank_) == t.slow_rank) {
     std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(t.slow_worker_ms));

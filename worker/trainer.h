@@ -28,8 +28,8 @@
 #include "worker/dataset.h"
 #include "worker/model.h"
 #include "worker/parameter_cache.h"
-#include "worker/push_pipeline.h"
 #include "worker/ps_client.h"
+#include "worker/push_pipeline.h"
 
 namespace tessera {
 
@@ -44,7 +44,7 @@ struct TrainResult {
   double pull_seconds = 0;  // time in pulls, waiting on staleness included
   double push_seconds = 0;
   double compute_seconds = 0;
-  std::string device;  // the backend that computed, e.g. "cpu" or "cuda:0 (...)"
+  std::string device;      // the backend that computed, e.g. "cpu" or "cuda:0 (...)"
   bool evaluated = false;  // rank 0 only
   double test_accuracy = 0;
   double test_loss = 0;
@@ -85,8 +85,8 @@ class Trainer {
 
   int64_t clock_ = 0;
   TrainResult result_;
-  ParameterSet grads_[2];  // two with the pipeline: one computed, one travelling
-  ParameterSet incoming_;  // the pipeline's fused pull lands here
+  ParameterSet grads_[2];                   // two with the pipeline: one computed, one travelling
+  ParameterSet incoming_;                   // the pipeline's fused pull lands here
   std::unique_ptr<PushPipeline> pipeline_;  // SSP s >= 1 and ASP with worker.overlap_push
   std::vector<float> batch_x_;
   std::vector<int32_t> batch_y_;
