@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "launcher/launcher.h"
+#include "worker/cuda_backend.h"
 
 namespace tessera {
 namespace {
@@ -138,6 +139,12 @@ TEST_CASE("a worker's exit code says whether a restart can help") {
   // Missing data set: exit 2, naming the package.
   CHECK(RunWorker("--set data.dir=/nonexistent", &err) == 2);
   CHECK(err.find("apt-get install dataset-fashion-mnist") != std::string::npos);
+  // worker.device = cuda where no GPU is usable: exit 2 at start-up, saying why.
+  if (!CudaDeviceCount().ok()) {
+    CHECK(RunWorker("--set worker.device=cuda", &err) == 2);
+    CHECK(err.find("tessera-worker: worker.device = 'cuda': ") != std::string::npos);
+    CHECK(err.find("use device auto or cpu") != std::string::npos);
+  }
 }
 
 // Processes whose command line mentions `marker`.
