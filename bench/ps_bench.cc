@@ -7,6 +7,8 @@
 // Measures, against a tessera-server started from the same config:
 //   dense pull and push of 4 KiB ... 64 MiB (table "dense"), each transfer
 //     split into pieces of at least 1 MiB spread over the channels at once;
+//     with --encoding bf16 the values travel as bfloat16 (sizes and GB/s stay
+//     in float32 bytes; the client's encoding and decoding are timed);
 //   sparse push of N fresh keys (rows created and updated on the server),
 //     then pull of the same keys (table "sparse", dim 1), in requests of
 //     --keys-per-request keys (250,000: small enough to pipeline over the
@@ -133,22 +135,39 @@ std::vector<std::pair<uint64_t, uint64_t>> Pieces(uint64_t floats, size_t channe
   return out;
 }
 
-bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_bytes) {
+// With `bf16`, values travel as bfloat16 and the timings include what a
+// client does for it: encoding the gradients before a push, decoding the
+// values after a pull (float32 sends the bytes as they are).
+bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_bytes, bool bf16) {
   for (uint64_t bytes = 4096; bytes <= max_bytes; bytes *= 4) {
     const uint64_t floats = bytes / sizeof(float);
     auto pieces = Pieces(floats, conn.size());
     std::vector<v1::PullRequest> pulls(pieces.size());
     std::vector<v1::PushRequest> pushes(pieces.size());
-    std::vector<float> grad(floats, 1e-3f);
+    std::vector<float> grad(floats, 1e-3f), pulled(floats);
+    auto encode = [&] {
+      for (size_t i = 0; i < pieces.size(); ++i) {
+        const auto values = absl::MakeConstSpan(grad.data() + pieces[i].first, pieces[i].second);
+        std::string* g = pushes[i].mutable_gradients(0);
+        g->clear();
+        if (bf16) {
+          AppendBfloat16(values, g);
+        } else {
+          EncodeFloats(values, g);
+        }
+      }
+    };
     for (size_t i = 0; i < pieces.size(); ++i) {
       auto* s = pulls[i].add_slices();
       s->set_table("dense");
       s->set_offset(pieces[i].first);
       s->set_length(pieces[i].second);
+      pulls[i].set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
+      pushes[i].set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
       *pushes[i].add_slices() = *s;
-      EncodeFloats(absl::MakeConstSpan(grad.data() + pieces[i].first, pieces[i].second),
-                   pushes[i].add_gradients());
+      pushes[i].add_gradients();
     }
+    encode();
     std::vector<double> pull_times, push_times;
     std::vector<v1::PullResponse> pull_resp;
     std::vector<v1::PushResponse> push_resp;
@@ -160,7 +179,13 @@ bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_byte
                   })) {
         return false;
       }
+      if (bf16) {
+        for (size_t i = 0; i < pieces.size(); ++i) {
+          DecodeBfloat16(pull_resp[i].values(0), pulled.data() + pieces[i].first);
+        }
+      }
       auto t1 = Clock::now();
+      if (bf16) encode();
       for (auto& p : pushes) p.set_clock(*clock);
       if (!FanOut(conn, pushes, push_resp,
                   [](auto* stub, auto* ctx, auto* req, auto* resp, auto cb) {
@@ -175,8 +200,8 @@ bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_byte
     }
     std::string tag =
         bytes >= (1 << 20) ? absl::StrCat(bytes >> 20, " MiB") : absl::StrCat(bytes >> 10, " KiB");
-    std::string pieces_note =
-        absl::StrCat("  (", pieces.size(), " request", pieces.size() > 1 ? "s" : "", ")");
+    std::string pieces_note = absl::StrCat("  (", pieces.size(), " request",
+                                           pieces.size() > 1 ? "s" : "", bf16 ? ", bf16" : "", ")");
     Report("dense pull " + tag, double(bytes), pull_times, pieces_note);
     Report("dense push " + tag + " (adam)", double(bytes), push_times, pieces_note);
   }
@@ -292,10 +317,11 @@ void BenchOptimizer(const OptimizerConfig& config, uint64_t n, int repeats) {
 
 int Main(int argc, char** argv) {
   ConfigureAllocatorForLargeTransfers();
-  auto flags = ParseFlags(argc, argv,
-                          {"config", "server", "channels", "repeats", "sparse-keys",
-                           "sparse-repeats", "optimizer-values", "only", "max-bytes", "keys-per-request"},
-                          {"set"}, {"sync"});
+  auto flags =
+      ParseFlags(argc, argv,
+                 {"config", "server", "channels", "repeats", "sparse-keys", "sparse-repeats",
+                  "optimizer-values", "only", "max-bytes", "keys-per-request", "encoding"},
+                 {"set"}, {"sync"});
   g_sync = flags.ok() && flags->Has("sync");
   if (!flags.ok())
     return std::fprintf(stderr, "ps_bench: %s\n", flags.status().ToString().c_str()), 2;
@@ -331,7 +357,8 @@ int Main(int argc, char** argv) {
   int64_t clock = layout.clock();
   const int repeats = static_cast<int>(num("repeats", 20));
   if ((only.empty() || only == "dense") &&
-      !BenchDense(conn, repeats, &clock, num("max-bytes", 64 << 20))) {
+      !BenchDense(conn, repeats, &clock, num("max-bytes", 64 << 20),
+                  flags->Get("encoding") == "bf16")) {
     return 1;
   }
   if ((only.empty() || only == "sparse") &&

@@ -117,6 +117,9 @@ struct WorkerConfig {
   // SSP (s >= 1) and ASP: compute step c+1 while step c's push is in flight
   // (its result serves a later step); BSP always waits.
   bool overlap_push = true;
+  // Values on the wire (pulled parameters, pushed gradients): fp32, or bf16
+  // (half the bytes; the servers keep and update fp32).
+  std::string wire_precision = "fp32";  // fp32 | bf16
   // GEMMs on a GPU: fp32, or tf32 / bf16 inputs with fp32 accumulation.
   std::string gemm_precision = "fp32";  // fp32 | tf32 | bf16
 };

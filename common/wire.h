@@ -1,5 +1,6 @@
 // Wire encoding of values and keys: raw little-endian bytes in proto `bytes`
-// fields (float32 values, uint64 keys), so a large transfer is one memcpy.
+// fields (float32 values, uint64 keys), so a large transfer is one memcpy;
+// values may also travel as bfloat16 (half the bytes, see v1::Encoding).
 // Tessera's hosts are little-endian (x86-64, aarch64); a big-endian build
 // fails at compile time rather than sending scrambled numbers.
 //
@@ -38,6 +39,30 @@ inline absl::Span<const float> FloatView(const std::string& bytes) {
 inline absl::Span<const uint64_t> KeyView(const std::string& bytes) {
   return {reinterpret_cast<const uint64_t*>(bytes.data()), bytes.size() / sizeof(uint64_t)};
 }
+
+// bfloat16: the upper 16 bits of a float32, rounded to nearest even; NaN
+// stays NaN, and values beyond bfloat16's range become +-Inf. The bulk
+// forms (wire.cc) are compiled to vector code.
+inline uint16_t ToBfloat16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (u >> 16) | 0x40u;
+  return static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
+}
+
+inline float FromBfloat16(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+// Appends `values` as bfloat16 (2 bytes each) to *out.
+void AppendBfloat16(absl::Span<const float> values, std::string* out);
+
+// Decodes bfloat16 bytes into out[0, bytes.size() / 2).
+void DecodeBfloat16(const std::string& bytes, float* out);
 
 // Copies decoded floats into a vector (for callers that keep them).
 inline std::vector<float> DecodeFloats(const std::string& bytes) {

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/initializer.h"
+#include "common/wire.h"
 
 namespace tessera {
 
@@ -32,13 +33,17 @@ void DenseTable::ForEachChunk(uint64_t begin, uint64_t end, Fn fn) const {
   }
 }
 
-void DenseTable::AppendBytes(uint64_t offset, uint64_t length, std::string* out) const {
+void DenseTable::AppendBytes(uint64_t offset, uint64_t length, bool bf16, std::string* out) const {
   pulls_.fetch_add(1, std::memory_order_relaxed);
-  out->reserve(out->size() + length * sizeof(float));
+  out->reserve(out->size() + length * (bf16 ? sizeof(uint16_t) : sizeof(float)));
   const uint64_t begin = offset - range_.begin;
   ForEachChunk(begin, begin + length, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::ReaderMutexLock lock(&chunk.mu);
-    out->append(reinterpret_cast<const char*>(values_.data() + lo), (hi - lo) * sizeof(float));
+    if (bf16) {
+      AppendBfloat16(absl::MakeConstSpan(values_.data() + lo, hi - lo), out);
+    } else {
+      out->append(reinterpret_cast<const char*>(values_.data() + lo), (hi - lo) * sizeof(float));
+    }
   });
 }
 

@@ -38,9 +38,10 @@ class DenseTable {
   DenseRange range() const { return range_; }
 
   // Appends the bytes of values [offset, offset + length) to *out, copying
-  // straight from the table (no zero-filled buffer first).
+  // straight from the table (no zero-filled buffer first): float32, or
+  // bfloat16 when `bf16`.
   // REQUIRES: range().Contains(offset, length).
-  void AppendBytes(uint64_t offset, uint64_t length, std::string* out) const;
+  void AppendBytes(uint64_t offset, uint64_t length, bool bf16, std::string* out) const;
 
   // Applies the optimizer with gradient scale * grad at [offset, offset + grad.size()).
   // REQUIRES: range().Contains(offset, grad.size()).

@@ -148,6 +148,21 @@ absl::StatusOr<Shard::Resolved> Shard::Resolve(const v1::Slice& slice) const {
   return r;
 }
 
+namespace {
+
+// Whether `encoding` is bfloat16; INVALID_ARGUMENT for a value this shard
+// does not know (a newer client).
+absl::StatusOr<bool> IsBfloat16(int encoding) {
+  if (encoding == v1::FLOAT32) return false;
+  if (encoding == v1::BFLOAT16) return true;
+  return absl::InvalidArgumentError(
+      absl::StrCat("encoding ", encoding, " is unknown: expected FLOAT32 or BFLOAT16"));
+}
+
+size_t BytesPerValue(bool bf16) { return bf16 ? sizeof(uint16_t) : sizeof(float); }
+
+}  // namespace
+
 absl::Status Shard::ResolveAll(const google::protobuf::RepeatedPtrField<v1::Slice>& slices,
                                std::vector<Resolved>* out) const {
   out->reserve(slices.size());
@@ -171,16 +186,18 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
         absl::StrCat("worker ", request.worker_rank(), " pulls at clock ", request.clock(),
                      " but is at clock ", clock_.WorkerClock(request.worker_rank())));
   }
+  absl::StatusOr<bool> bf16 = IsBfloat16(request.encoding());
+  if (status.ok()) status = bf16.status();
   if (status.ok()) status = ResolveAll(request.slices(), slices.get());
-  if (status.ok()) status = CheckReplySize(*slices);
+  if (status.ok()) status = CheckReplySize(*slices, *bf16);
   if (!status.ok()) {
     done(status);
     return std::nullopt;
   }
-  auto serve = [this, slices, response, done = std::move(done)](absl::Status s) {
+  auto serve = [this, slices, response, bf16 = *bf16, done = std::move(done)](absl::Status s) {
     if (s.ok()) {
       response->set_min_clock(clock_.published_min());
-      ReadSlices(*slices, response->mutable_values());
+      ReadSlices(*slices, bf16, response->mutable_values());
     }
     done(s);
   };
@@ -190,9 +207,9 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   return id;
 }
 
-absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices) const {
+absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices, bool bf16) const {
   uint64_t bytes = 0;
-  for (const Resolved& r : slices) bytes += r.count * sizeof(float);
+  for (const Resolved& r : slices) bytes += r.count * BytesPerValue(bf16);
   if (bytes + 1024 > static_cast<uint64_t>(config_.server.max_message_bytes)) {
     return absl::ResourceExhaustedError(
         absl::StrCat("pull would return ", bytes, " bytes, over server.max_message_bytes (",
@@ -201,36 +218,51 @@ absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices) const {
   return absl::OkStatus();
 }
 
-void Shard::ReadSlices(const std::vector<Resolved>& slices,
+void Shard::ReadSlices(const std::vector<Resolved>& slices, bool bf16,
                        google::protobuf::RepeatedPtrField<std::string>* values) {
   for (const Resolved& r : slices) {
     std::string* bytes = values->Add();
     if (r.dense) {
-      r.dense->AppendBytes(r.offset, r.count, bytes);
-    } else {
+      r.dense->AppendBytes(r.offset, r.count, bf16, bytes);
+    } else if (!bf16) {
       bytes->resize(r.count * sizeof(float));
       r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(bytes->data()), r.count));
+    } else {
+      std::vector<float> rows(r.count);
+      r.sparse->Read(r.keys, absl::MakeSpan(rows));
+      AppendBfloat16(rows, bytes);
     }
   }
 }
 
-absl::Status Shard::ValidateGradients(const v1::PushRequest& request,
-                                      const std::vector<Resolved>& slices) const {
+absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
+                                    const std::vector<Resolved>& slices,
+                                    std::vector<std::vector<float>>* decoded,
+                                    std::vector<absl::Span<const float>>* grads) const {
+  TESSERA_ASSIGN_OR_RETURN(const bool bf16, IsBfloat16(request.encoding()));
   if (request.gradients_size() != request.slices_size()) {
     return absl::InvalidArgumentError(absl::StrCat("push has ", request.slices_size(),
                                                    " slices but ", request.gradients_size(),
                                                    " gradient payloads"));
   }
+  if (bf16) decoded->resize(slices.size());
   for (size_t i = 0; i < slices.size(); ++i) {
     const std::string& g = request.gradients(i);
-    if (g.size() != slices[i].count * sizeof(float)) {
+    if (g.size() != slices[i].count * BytesPerValue(bf16)) {
       return absl::InvalidArgumentError(
           absl::StrCat("table '", request.slices(i).table(), "': gradient payload is ", g.size(),
-                       " bytes, expected ", slices[i].count * sizeof(float), " (", slices[i].count,
-                       " float32)"));
+                       " bytes, expected ", slices[i].count * BytesPerValue(bf16), " (",
+                       slices[i].count, bf16 ? " bfloat16)" : " float32)"));
+    }
+    if (bf16) {
+      (*decoded)[i].resize(slices[i].count);
+      DecodeBfloat16(g, (*decoded)[i].data());
+      grads->push_back((*decoded)[i]);
+    } else {
+      grads->push_back(FloatView(g));
     }
     if (config_.server.reject_nonfinite) {
-      auto view = FloatView(g);
+      const absl::Span<const float> view = grads->back();
       if (!Eigen::Map<const Eigen::ArrayXf>(view.data(), view.size()).allFinite()) {
         return absl::InvalidArgumentError(
             absl::StrCat("table '", request.slices(i).table(),
@@ -241,12 +273,12 @@ absl::Status Shard::ValidateGradients(const v1::PushRequest& request,
   return absl::OkStatus();
 }
 
-void Shard::ApplyGradients(uint32_t worker, const v1::PushRequest& request,
+void Shard::ApplyGradients(uint32_t worker, const std::vector<absl::Span<const float>>& grads,
                            const std::vector<Resolved>& slices) {
   if (aggregate_ && !slices.empty()) pushed_this_clock_[worker].store(true);
   for (size_t i = 0; i < slices.size(); ++i) {
     const Resolved& r = slices[i];
-    absl::Span<const float> grad = FloatView(request.gradients(i));
+    const absl::Span<const float> grad = grads[i];
     if (r.dense && aggregate_) {
       r.dense->Accumulate(r.offset, grad);
     } else if (r.dense) {
@@ -265,9 +297,12 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
   std::vector<Resolved> slices, pull_slices;
   TESSERA_RETURN_IF_ERROR(ResolveAll(request.slices(), &slices));
-  TESSERA_RETURN_IF_ERROR(ValidateGradients(request, slices));
+  std::vector<std::vector<float>> decoded;
+  std::vector<absl::Span<const float>> grads;
+  TESSERA_RETURN_IF_ERROR(DecodeGradients(request, slices, &decoded, &grads));
+  const bool bf16 = request.encoding() == v1::BFLOAT16;  // checked by DecodeGradients
   TESSERA_RETURN_IF_ERROR(ResolveAll(request.pull_slices(), &pull_slices));
-  TESSERA_RETURN_IF_ERROR(CheckReplySize(pull_slices));
+  TESSERA_RETURN_IF_ERROR(CheckReplySize(pull_slices, bf16));
 
   absl::MutexLock lock(worker_mu_[worker].get());
   const int64_t clock = clock_.WorkerClock(worker);
@@ -281,7 +316,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
         "BSP: worker ", worker, " pushes for clock ", request.clock(),
         " before every worker finished clock ", clock_.published_min(), "; pull first"));
   }
-  ApplyGradients(worker, request, slices);
+  ApplyGradients(worker, grads, slices);
   response->set_clock(clock);
   if (request.advance_clock()) {
     TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, AdvanceLocked(worker, clock));
@@ -291,7 +326,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   // The fused pull, at the worker's clock now, only if it needs no wait.
   if (!pull_slices.empty() && response->min_clock() >= response->clock() - staleness_) {
     response->set_pulled(true);
-    ReadSlices(pull_slices, response->mutable_values());
+    ReadSlices(pull_slices, bf16, response->mutable_values());
   }
   return absl::OkStatus();
 }

@@ -96,15 +96,20 @@ class Shard {
   absl::StatusOr<Resolved> Resolve(const v1::Slice& slice) const;
   absl::Status ResolveAll(const google::protobuf::RepeatedPtrField<v1::Slice>& slices,
                           std::vector<Resolved>* out) const;
-  absl::Status ValidateGradients(const v1::PushRequest& request,
-                                 const std::vector<Resolved>& slices) const;
-  // Appends the values of `slices` to *values (one bytes field per slice).
-  void ReadSlices(const std::vector<Resolved>& slices,
+  // Checks a push's gradient payloads against its slices and decodes them
+  // into *grads (views into the request for float32; into *decoded for
+  // bfloat16). INVALID_ARGUMENT on a wrong size or, by default, NaN/Inf.
+  absl::Status DecodeGradients(const v1::PushRequest& request, const std::vector<Resolved>& slices,
+                               std::vector<std::vector<float>>* decoded,
+                               std::vector<absl::Span<const float>>* grads) const;
+  // Appends the values of `slices` to *values (one bytes field per slice),
+  // as float32 or, when `bf16`, bfloat16.
+  void ReadSlices(const std::vector<Resolved>& slices, bool bf16,
                   google::protobuf::RepeatedPtrField<std::string>* values);
   // RESOURCE_EXHAUSTED when reading `slices` would exceed max_message_bytes.
-  absl::Status CheckReplySize(const std::vector<Resolved>& slices) const;
+  absl::Status CheckReplySize(const std::vector<Resolved>& slices, bool bf16) const;
   // Applies (or buffers, under BSP aggregation) validated gradients.
-  void ApplyGradients(uint32_t worker, const v1::PushRequest& request,
+  void ApplyGradients(uint32_t worker, const std::vector<absl::Span<const float>>& grads,
                       const std::vector<Resolved>& slices);
   // Advances a worker's clock and, when min_clock rises, applies the BSP
   // buffer and publishes the new min_clock to parked pulls.

@@ -96,7 +96,7 @@ GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank)
     // per channel): a small shard gets one request, so its push advances the
     // clock itself and can carry a fused pull. Pieces go to the lightest group.
     uint64_t total = 0;
-    for (const auto& piece : requests_.pieces[s]) total += piece.length * sizeof(float);
+    for (const auto& piece : requests_.pieces[s]) total += piece.length * requests_.value_bytes();
     const size_t wanted = std::clamp<uint64_t>(total / kSplitBytes, 1, channels);
     std::vector<uint64_t> load(wanted, 0);
     shard.groups.resize(wanted);
@@ -190,11 +190,12 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
       v1::PullResponse* response = responses.back().get();
       shards_[s].stubs[g]->async()->Pull(
           contexts.back().get(), requests.back().get(), response,
-          group.Add(s, contexts.back().get(), [&pieces, response, params, &min_mu, &min_clock] {
-            absl::MutexLock lock(&min_mu);
-            min_clock = std::min(min_clock, response->min_clock());
-            return ScatterPull(pieces, response->values(), params);
-          }));
+          group.Add(s, contexts.back().get(),
+                    [this, &pieces, response, params, &min_mu, &min_clock] {
+                      absl::MutexLock lock(&min_mu);
+                      min_clock = std::min(min_clock, response->min_clock());
+                      return requests_.ScatterPull(pieces, response->values(), params);
+                    }));
     }
   }
   group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5));
@@ -252,14 +253,14 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
           *requests.back()->add_pull_slices() = slice;
         }
         v1::PushResponse* response = responses.back().get();
-        on_ok = [&pieces, response, pull_into, &pulled_mu, all_pulled, min_clock] {
+        on_ok = [this, &pieces, response, pull_into, &pulled_mu, all_pulled, min_clock] {
           absl::MutexLock lock(&pulled_mu);
           if (!response->pulled()) {
             *all_pulled = false;
             return absl::OkStatus();
           }
           *min_clock = std::min(*min_clock, response->min_clock());
-          return ScatterPull(pieces, response->values(), pull_into);
+          return requests_.ScatterPull(pieces, response->values(), pull_into);
         };
       }
       contexts.back()->set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));

@@ -14,6 +14,7 @@ namespace tessera {
 ShardRequests ShardRequests::ForDense(const JobConfig& config, uint32_t split,
                                       uint64_t split_bytes) {
   ShardRequests r;
+  r.bf16 = config.worker.wire_precision == "bf16";
   const uint32_t num_shards = config.num_servers();
   r.pieces.resize(num_shards);
   const auto tables = config.Tables();
@@ -50,6 +51,7 @@ void ShardRequests::BuildPull(const std::vector<Piece>& pieces, uint32_t worker,
                               v1::PullRequest* request) const {
   request->set_worker_rank(worker);
   request->set_clock(clock);
+  request->set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
   for (const auto& p : pieces) FillSlice(p, request->add_slices());
 }
 
@@ -59,10 +61,15 @@ void ShardRequests::BuildPush(const std::vector<Piece>& pieces, uint32_t worker,
   request->set_worker_rank(worker);
   request->set_clock(clock);
   request->set_advance_clock(advance);
+  request->set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
   for (const auto& p : pieces) {
     FillSlice(p, request->add_slices());
-    EncodeFloats(absl::MakeConstSpan(grads[p.table].data() + p.offset, p.length),
-                 request->add_gradients());
+    const auto values = absl::MakeConstSpan(grads[p.table].data() + p.offset, p.length);
+    if (bf16) {
+      AppendBfloat16(values, request->add_gradients());
+    } else {
+      EncodeFloats(values, request->add_gradients());
+    }
   }
 }
 
@@ -74,9 +81,9 @@ absl::StatusOr<std::optional<int64_t>> PsClient::PushDenseAndPull(int64_t clock,
   return std::optional<int64_t>();
 }
 
-absl::Status ScatterPull(const std::vector<ShardRequests::Piece>& pieces,
-                         const google::protobuf::RepeatedPtrField<std::string>& values,
-                         ParameterSet* params) {
+absl::Status ShardRequests::ScatterPull(
+    const std::vector<Piece>& pieces, const google::protobuf::RepeatedPtrField<std::string>& values,
+    ParameterSet* params) const {
   if (values.size() != static_cast<int>(pieces.size())) {
     return absl::InternalError(
         absl::StrCat("pull answered ", values.size(), " slices, asked for ", pieces.size()));
@@ -84,11 +91,16 @@ absl::Status ScatterPull(const std::vector<ShardRequests::Piece>& pieces,
   for (size_t i = 0; i < pieces.size(); ++i) {
     const auto& p = pieces[i];
     const std::string& bytes = values[static_cast<int>(i)];
-    if (bytes.size() != p.length * sizeof(float)) {
+    if (bytes.size() != p.length * value_bytes()) {
       return absl::InternalError(absl::StrCat("pull slice ", i, " holds ", bytes.size(),
-                                              " bytes, expected ", p.length * sizeof(float)));
+                                              " bytes, expected ", p.length * value_bytes()));
     }
-    std::memcpy((*params)[p.table].data() + p.offset, bytes.data(), bytes.size());
+    float* out = (*params)[p.table].data() + p.offset;
+    if (bf16) {
+      DecodeBfloat16(bytes, out);
+    } else {
+      std::memcpy(out, bytes.data(), bytes.size());
+    }
   }
   return absl::OkStatus();
 }
@@ -97,7 +109,11 @@ LocalPsClient::LocalPsClient(const JobConfig& config, uint32_t rank, std::vector
     : config_(config),
       rank_(rank),
       shards_(std::move(shards)),
-      requests_(ShardRequests::ForDense(config, 1, ~0ull)) {}
+      requests_([&config] {
+        ShardRequests r = ShardRequests::ForDense(config, 1, ~0ull);
+        r.bf16 = false;  // no wire in process: worker.wire_precision does not apply
+        return r;
+      }()) {}
 
 absl::StatusOr<int64_t> LocalPsClient::Connect() {
   int64_t clock = 0;
@@ -132,7 +148,7 @@ absl::StatusOr<int64_t> LocalPsClient::PullDense(int64_t clock, ParameterSet* pa
       return absl::DeadlineExceededError("local pull did not finish");
     }
     if (!result->ok()) return *result;
-    absl::Status scattered = ScatterPull(requests_.pieces[s], response.values(), params);
+    absl::Status scattered = requests_.ScatterPull(requests_.pieces[s], response.values(), params);
     if (!scattered.ok()) return scattered;
     min_clock = std::min(min_clock, response.min_clock());
   }

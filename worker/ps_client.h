@@ -74,6 +74,7 @@ struct ShardRequests {
   // By table index (JobConfig::Tables() order), computed once.
   std::vector<std::string> table_names;
   std::vector<uint64_t> dense_sizes;  // 0 for sparse tables
+  bool bf16 = false;                  // values travel as bfloat16 (worker.wire_precision)
 
   // Splits every dense table of `config` over its shards; a shard's share of
   // a table larger than split_bytes is cut into `split` pieces, so that large
@@ -89,13 +90,14 @@ struct ShardRequests {
   void ShapeParameters(ParameterSet* params) const;
   // The dense slice that `piece` names.
   void FillSlice(const Piece& piece, v1::Slice* slice) const;
+  // Bytes one value takes on the wire.
+  size_t value_bytes() const { return bf16 ? sizeof(uint16_t) : sizeof(float); }
+  // Copies pulled values (one bytes field per piece, in this encoding) into
+  // *params. INTERNAL when the sizes disagree.
+  absl::Status ScatterPull(const std::vector<Piece>& pieces,
+                           const google::protobuf::RepeatedPtrField<std::string>& values,
+                           ParameterSet* params) const;
 };
-
-// Copies pulled values (one bytes field per piece) into *params. INTERNAL
-// when the sizes disagree.
-absl::Status ScatterPull(const std::vector<ShardRequests::Piece>& pieces,
-                         const google::protobuf::RepeatedPtrField<std::string>& values,
-                         ParameterSet* params);
 
 // The PS in this process: calls the given shards directly (no network).
 class LocalPsClient : public PsClient {

@@ -84,6 +84,13 @@ TEST_CASE("a job trains end to end through real daemons in every mode") {
   }
 }
 
+TEST_CASE("a job with bfloat16 on the wire trains end to end") {
+  auto options = Options("run-bf16", {"worker.wire_precision=bf16"});
+  REQUIRE(RunJob(options) == 0);
+  CHECK(Field(Read(options.out_dir + "/summary.json"), "test_accuracy") > 0.9);
+  CHECK(NoChildLeft());
+}
+
 TEST_CASE("a CNN trains end to end through real daemons") {
   auto options = Options("run-cnn", {"model.type=cnn", "model.conv_channels=[4]", "model.kernel=3",
                                      "model.layers=[784,16,10]", "training.epochs=3"});

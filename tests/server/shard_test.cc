@@ -349,6 +349,81 @@ TEST_CASE("bad pushes get the right code and leave the shard unchanged") {
   }
 }
 
+TEST_CASE("bfloat16 pushes and pulls: rounded on the wire, float32 on the shard") {
+  JobConfig c = MakeConfig("asp", 0, 1);
+  auto shard = MakeShard(c);
+  // A gradient that bfloat16 cannot hold exactly is applied as its rounding.
+  const std::vector<float> grad = {0.1f, -0.3f};
+  PushRequest push;
+  push.set_worker_rank(0);
+  push.set_clock(0);
+  push.set_encoding(v1::BFLOAT16);
+  *push.add_slices() = Dense("b", 0, 2);
+  AppendBfloat16(grad, push.add_gradients());
+  PushResponse resp;
+  REQUIRE(shard->Push(push, &resp).ok());
+  const std::vector<float> b = PullNow(*shard, Dense("b", 0, 2));  // float32 pull
+  CHECK(b[0] == -FromBfloat16(ToBfloat16(0.1f)));                  // SGD, lr 1, from 0
+  CHECK(b[1] == -FromBfloat16(ToBfloat16(-0.3f)));
+  // A bfloat16 pull returns the rounding of the float32 values.
+  auto pull = StartPull(*shard, 0, 0, Dense("b", 0, 2));
+  PullRequest request = pull->request;
+  request.set_encoding(v1::BFLOAT16);
+  PullResponse bf16_resp;
+  std::optional<absl::Status> status;
+  shard->Pull(request, &bf16_resp, kFar, [&](absl::Status s) { status = s; });
+  REQUIRE(status.has_value());
+  REQUIRE(status->ok());
+  REQUIRE(bf16_resp.values(0).size() == 4);
+  std::vector<float> got(2);
+  DecodeBfloat16(bf16_resp.values(0), got.data());
+  CHECK(got[0] == FromBfloat16(ToBfloat16(b[0])));
+  CHECK(got[1] == FromBfloat16(ToBfloat16(b[1])));
+  // Sparse rows travel the same way.
+  auto emb = PullNow(*shard, Sparse("emb", {5}));
+  PullRequest sparse;
+  sparse.set_worker_rank(0);
+  sparse.set_encoding(v1::BFLOAT16);
+  *sparse.add_slices() = Sparse("emb", {5});
+  PullResponse sparse_resp;
+  status.reset();
+  shard->Pull(sparse, &sparse_resp, kFar, [&](absl::Status s) { status = s; });
+  REQUIRE((status.has_value() && status->ok()));
+  DecodeBfloat16(sparse_resp.values(0), got.data());
+  CHECK(got[0] == FromBfloat16(ToBfloat16(emb[0])));
+  CHECK(got[1] == FromBfloat16(ToBfloat16(emb[1])));
+}
+
+TEST_CASE("a bfloat16 push of the wrong size, or an unknown encoding, changes nothing") {
+  JobConfig c = MakeConfig("asp", 0, 1);
+  auto shard = MakeShard(c);
+  const std::vector<float> before = PullNow(*shard, Dense("w", 0, 8));
+  PushRequest push = MakePush(0, 0, Dense("w", 0, 2), {1, 1}, true);  // float32 bytes
+  push.set_encoding(v1::BFLOAT16);
+  PushResponse resp;
+  absl::Status s = shard->Push(push, &resp);
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(s.message()) ==
+        "table 'w': gradient payload is 8 bytes, expected 4 (2 bfloat16)");
+  push.set_encoding(static_cast<v1::Encoding>(9));
+  s = shard->Push(push, &resp);
+  CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(s.message()) == "encoding 9 is unknown: expected FLOAT32 or BFLOAT16");
+  PullRequest pull;
+  pull.set_worker_rank(0);
+  pull.set_encoding(static_cast<v1::Encoding>(9));
+  *pull.add_slices() = Dense("w", 0, 2);
+  PullResponse pull_resp;
+  std::optional<absl::Status> status;
+  shard->Pull(pull, &pull_resp, kFar, [&](absl::Status st) { status = st; });
+  REQUIRE(status.has_value());
+  CHECK(status->code() == absl::StatusCode::kInvalidArgument);
+  CHECK(PullNow(*shard, Dense("w", 0, 8)) == before);
+  v1::StatsResponse stats;
+  shard->Stats(&stats);
+  CHECK(stats.worker_clocks(0) == 0);
+}
+
 TEST_CASE("pushes and pulls from unregistered workers fail FAILED_PRECONDITION") {
   auto s = Shard::Create(MakeConfig("asp", 0, 2), 0);
   REQUIRE(s.ok());
