@@ -111,6 +111,10 @@ struct WorkerConfig {
   int64_t pull_timeout_ms = 120'000;    // a pull may wait on the clock this long
   int64_t connect_timeout_ms = 60'000;  // servers must answer Register within this
   uint32_t channels_per_shard = 2;      // large transfers spread over channels
+  // A worker waiting on a pull or push spins this long before it blocks: on
+  // cores of its own this saves waking a halted CPU per reply; on cores it
+  // shares with other daemons it takes time from them. 0: block at once.
+  int64_t spin_wait_us = 0;
   double progress_interval_s = 5.0;     // seconds between progress lines
   // auto: a GPU when one is usable, else the CPU; cuda: a GPU or fail at start-up.
   std::string device = "auto";  // auto | cpu | cuda

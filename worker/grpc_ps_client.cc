@@ -1,6 +1,7 @@
 #include "worker/grpc_ps_client.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -26,6 +27,7 @@ class CallGroup {
                                         std::function<absl::Status()> on_ok = {}) {
     absl::MutexLock lock(&mu_);
     ++pending_;
+    pending_hint_.store(pending_, std::memory_order_release);
     contexts_.push_back(context);
     return [this, shard, on_ok = std::move(on_ok)](grpc::Status status) {
       absl::Status local = status.ok() && on_ok ? on_ok() : absl::OkStatus();
@@ -38,13 +40,26 @@ class CallGroup {
         error_ = local;
       }
       --pending_;
+      pending_hint_.store(pending_, std::memory_order_release);
     };
   }
   // Blocks until every call has answered. Each call has its own deadline,
   // after which gRPC answers it; should `bound` pass first, the calls are
   // cancelled (gRPC then answers them at once) before this returns, so no
   // callback can outlive the caller's request and response objects.
-  void Wait(absl::Duration bound) {
+  //
+  // With `spin` > 0 the caller first spins up to that long on an atomic copy
+  // of the count (worker.spin_wait_us): a reply that comes within it finds
+  // this CPU awake instead of halted, which saves a wake-up.
+  void Wait(absl::Duration bound, absl::Duration spin = absl::ZeroDuration()) {
+    if (spin > absl::ZeroDuration()) {
+      const absl::Time until = absl::Now() + spin;
+      while (pending_hint_.load(std::memory_order_acquire) != 0 && absl::Now() < until) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+      }
+    }
     absl::MutexLock lock(&mu_);
     auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_ == 0; };
     if (mu_.AwaitWithTimeout(absl::Condition(&done), bound)) return;
@@ -70,6 +85,7 @@ class CallGroup {
 
  private:
   absl::Mutex mu_;
+  std::atomic<int> pending_hint_{0};  // pending_, readable without mu_ (spinning)
   int pending_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<grpc::ClientContext*> contexts_ ABSL_GUARDED_BY(mu_);
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
@@ -198,7 +214,8 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
                     }));
     }
   }
-  group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5));
+  group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5),
+             absl::Microseconds(config_.worker.spin_wait_us));
   if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
   if (!group.local_error().ok()) return group.local_error();
   return min_clock;
@@ -269,7 +286,8 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
                                          group.Add(s, contexts.back().get(), std::move(on_ok)));
     }
   }
-  group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
+  group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5),
+             absl::Microseconds(config_.worker.spin_wait_us));
   if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
   if (!group.local_error().ok()) return group.local_error();
 

@@ -133,6 +133,10 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
         "config: optimizer.type = 'rmsprop': expected one of sgd|momentum|adagrad|adam");
   CHECK(ErrorOf(kMinimal, {"consistency.aggregate=maybe"}) ==
         "config: consistency.aggregate = 'maybe': expected true or false");
+  CHECK(ErrorOf(kMinimal, {"worker.spin_wait_us=-5"}) ==
+        "config: worker.spin_wait_us = '-5': expected an integer >= 0 and <= 1000000");
+  CHECK(ErrorOf(kMinimal, {"worker.wire_precision=fp8"}) ==
+        "config: worker.wire_precision = 'fp8': expected one of fp32|bf16");
   CHECK(ErrorOf(kMinimal, {"worker.device=gpu"}) ==
         "config: worker.device = 'gpu': expected one of auto|cpu|cuda");
   CHECK(ErrorOf(kMinimal, {"worker.gemm_precision=fp16"}) ==
