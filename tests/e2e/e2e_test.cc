@@ -84,8 +84,8 @@ TEST_CASE("a job trains end to end through real daemons in every mode") {
   }
 }
 
-TEST_CASE("a job with bfloat16 on the wire trains end to end") {
-  auto options = Options("run-bf16", {"worker.wire_precision=bf16"});
+TEST_CASE("a job with bfloat16 on the wire and spinning workers trains end to end") {
+  auto options = Options("run-bf16", {"worker.wire_precision=bf16", "worker.spin_wait_us=2000"});
   REQUIRE(RunJob(options) == 0);
   CHECK(Field(Read(options.out_dir + "/summary.json"), "test_accuracy") > 0.9);
   CHECK(NoChildLeft());
