@@ -8,6 +8,14 @@ bundle=$(cd "$1" && pwd)
 out=$2
 mkdir -p "$out"
 export LD_LIBRARY_PATH="$bundle/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+# cuBLAS and the CUDA runtime come from that machine: where they are not under
+# /usr/local/cuda (e.g. only in Python wheels), find them.
+for lib in libcublas.so.13 libcudart.so.13; do
+  if ! ldconfig -p | grep -q "$lib" && [ ! -e /usr/local/cuda/lib64/$lib ]; then
+    found=$(find / -name "$lib" -not -path '*/proc/*' 2>/dev/null | head -1)
+    [ -n "$found" ] && export LD_LIBRARY_PATH="$(dirname "$found"):$LD_LIBRARY_PATH"
+  fi
+done
 data="--set data.dir=$bundle/data"
 bin=$bundle/bin
 {
