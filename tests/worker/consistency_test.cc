@@ -1,9 +1,13 @@
 // Consistency through the real Shard in process (LocalPsClient): BSP
 // aggregation equals one process with the combined batch, and the SSP bound
-// holds with a slowed worker.
+// holds with a slowed worker; the push pipeline overlaps compute with pushes
+// where the mode allows it, and only there.
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -178,6 +182,88 @@ TEST_CASE("SSP with a slowed worker: the bound holds, fast workers block, nothin
   CHECK(max_lead == kStaleness);
   // The cache saved pulls: fewer pulls than steps for the fast workers.
   CHECK(pulls[0] < steps[0]);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// A PsClient whose pushes take `delay` and record when they finished. Its
+// fused pull is a pull right after the push (one worker: never waits).
+class SlowPushClient : public PsClient {
+ public:
+  SlowPushClient(PsClient* inner, std::chrono::milliseconds delay) : inner_(inner), delay_(delay) {}
+  absl::StatusOr<int64_t> Connect() override { return inner_->Connect(); }
+  absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override {
+    return inner_->PullDense(clock, params);
+  }
+  absl::Status PushDense(int64_t clock, const ParameterSet& grads) override {
+    std::this_thread::sleep_for(delay_);
+    absl::Status s = inner_->PushDense(clock, grads);
+    std::lock_guard<std::mutex> lock(mu_);
+    push_done_[clock] = std::chrono::steady_clock::now();
+    return s;
+  }
+  absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(int64_t clock, const ParameterSet& grads,
+                                                          ParameterSet* params) override {
+    if (absl::Status s = PushDense(clock, grads); !s.ok()) return s;
+    auto pulled = inner_->PullDense(clock + 1, params);
+    if (!pulled.ok()) return pulled.status();
+    return std::optional<int64_t>(*pulled);
+  }
+  absl::Status Finish() override { return inner_->Finish(); }
+  absl::StatusOr<uint32_t> WorkersFinished() override { return inner_->WorkersFinished(); }
+
+  std::chrono::steady_clock::time_point push_done(int64_t clock) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return push_done_.at(clock);
+  }
+
+ private:
+  PsClient* const inner_;
+  const std::chrono::milliseconds delay_;
+  std::mutex mu_;
+  std::map<int64_t, std::chrono::steady_clock::time_point> push_done_;
+};
+
+// Runs one worker whose pushes take 30 ms; returns, per clock c >= 1, whether
+// step c's compute began before push c-1 had finished.
+std::vector<bool> ComputeOverlapsPush(const std::string& mode, uint32_t staleness, bool overlap) {
+  JobConfig c = MakeConfig(mode, staleness, 1, 16);
+  c.training.max_steps = 6;
+  c.worker.overlap_push = overlap;
+  Dataset train = SyntheticDataset(1024, 784, 10, 5);
+  Cluster cluster(c);
+  LocalPsClient local(c, 0, cluster.ptrs());
+  SlowPushClient client(&local, std::chrono::milliseconds(30));
+  auto backend = MakeCpuBackend();
+  Trainer trainer(c, 0, &client, backend.get(), &train, nullptr);
+  std::map<int64_t, std::chrono::steady_clock::time_point> compute_start;
+  trainer.on_compute = [&](int64_t clock, int64_t) {
+    compute_start[clock] = std::chrono::steady_clock::now();
+  };
+  auto result = trainer.Run();
+  REQUIRE(result.ok());
+  std::vector<bool> overlapped;
+  for (int64_t clock = 1; clock < 6; ++clock) {
+    overlapped.push_back(compute_start.at(clock) < client.push_done(clock - 1));
+  }
+  return overlapped;
+}
+
+TEST_CASE("SSP and ASP compute the next step while the push travels; BSP never does") {
+  for (auto [mode, s] : {std::pair<const char*, uint32_t>{"ssp", 2}, {"asp", 0}}) {
+    INFO(mode);
+    auto overlapped = ComputeOverlapsPush(mode, s, /*overlap=*/true);
+    CHECK(std::count(overlapped.begin(), overlapped.end(), true) == 5);
+    // Switched off, every step waits for the push before it.
+    auto waited = ComputeOverlapsPush(mode, s, /*overlap=*/false);
+    CHECK(std::count(waited.begin(), waited.end(), true) == 0);
+  }
+  auto bsp = ComputeOverlapsPush("bsp", 0, /*overlap=*/true);
+  CHECK(std::count(bsp.begin(), bsp.end(), true) == 0);
 }
 
 }  // namespace
