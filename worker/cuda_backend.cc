@@ -93,15 +93,7 @@ class CudaBackend final : public Backend {
   }
 
   void CopyIn(absl::Span<const float> host, Tensor t) override {
-    if (failed() || host.empty()) return;
-    const size_t bytes = host.size() * sizeof(float);
-    char* staged = Stage(bytes);
-    if (!staged) return;
-    std::memcpy(staged, host.data(), bytes);
-    Timed(kCopy, [&] {
-      Check(cudaMemcpyAsync(t.data, staged, bytes, cudaMemcpyHostToDevice, stream_),
-            "cudaMemcpyAsync (host to device)");
-    });
+    Upload(host.data(), host.size() * sizeof(float), t.data, "cudaMemcpyAsync (host to device)");
   }
 
   void CopyOut(Tensor t, absl::Span<float> host) override {
@@ -190,13 +182,7 @@ class CudaBackend final : public Backend {
         !EnsureDevice(&row_correct_, &row_correct_bytes_, ints)) {
       return 0.0f;
     }
-    char* staged_labels = Stage(ints);
-    if (!staged_labels) return 0.0f;
-    std::memcpy(staged_labels, labels, ints);
-    Timed(kCopy, [&] {
-      Check(cudaMemcpyAsync(labels_, staged_labels, ints, cudaMemcpyHostToDevice, stream_),
-            "cudaMemcpyAsync (labels)");
-    });
+    Upload(labels, ints, labels_, "cudaMemcpyAsync (labels)");
     Kernel("SoftmaxCrossEntropy", [&] {
       return cuda::SoftmaxCrossEntropy(logits.data, static_cast<const int32_t*>(labels_), rows,
                                        logits.cols, 1.0f / static_cast<float>(rows), dlogits.data,
@@ -358,14 +344,20 @@ class CudaBackend final : public Backend {
   const int64_t* UploadIds(const int64_t* ids, int64_t n) {
     const size_t bytes = n * sizeof(int64_t);
     if (n == 0 || !EnsureDevice(&ids_, &ids_bytes_, bytes)) return nullptr;
-    char* staged = Stage(bytes);
-    if (!staged) return nullptr;
-    std::memcpy(staged, ids, bytes);
-    Timed(kCopy, [&] {
-      Check(cudaMemcpyAsync(ids_, staged, bytes, cudaMemcpyHostToDevice, stream_),
-            "cudaMemcpyAsync (ids)");
-    });
+    Upload(ids, bytes, ids_, "cudaMemcpyAsync (ids)");
     return failed() ? nullptr : static_cast<const int64_t*>(ids_);
+  }
+
+  // Copies `bytes` of host memory to `device` through the staging buffer:
+  // the host memory is read before this returns, the DMA runs on the stream.
+  void Upload(const void* host, size_t bytes, void* device, const char* what) {
+    if (failed() || bytes == 0) return;
+    char* staged = Stage(bytes);
+    if (!staged) return;
+    std::memcpy(staged, host, bytes);
+    Timed(kCopy, [&] {
+      Check(cudaMemcpyAsync(device, staged, bytes, cudaMemcpyHostToDevice, stream_), what);
+    });
   }
 
   const CudaOptions options_;
