@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/config.h"
+#include "common/denormal.h"
 #include "common/flags.h"
 #include "worker/dataset.h"
 #include "worker/device.h"
@@ -58,6 +59,7 @@ int Main(int argc, char** argv) {
   auto backend = MakeBackend(config->worker, 0);
   if (!backend.ok()) return Fail(std::string(backend.status().message()));
   Backend& b = **backend;
+  ScopedFlushDenormal flush;  // as on the trainer's thread
   auto model = MakeModel(config->model, &b, batch);
 
   ParameterSet params;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/denormal.h"
 #include "common/partition.h"
 #include "common/status.h"
 #include "common/wire.h"
@@ -293,6 +294,7 @@ void Shard::ApplyGradients(uint32_t worker, const std::vector<absl::Span<const f
 }
 
 absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* response) {
+  ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
   std::vector<Resolved> slices, pull_slices;
@@ -332,6 +334,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
 }
 
 absl::Status Shard::Clock(const v1::ClockRequest& request, v1::ClockResponse* response) {
+  ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
   absl::MutexLock lock(worker_mu_[worker].get());
@@ -365,6 +368,7 @@ void Shard::OnMinClock(int64_t new_min) {
 }
 
 absl::Status Shard::Finish(const v1::FinishRequest& request, v1::FinishResponse* response) {
+  ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
   absl::MutexLock lock(worker_mu_[worker].get());

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/denormal.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
 #include "worker/model.h"
@@ -60,6 +61,7 @@ Trainer::Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backe
       test_(test) {}
 
 absl::StatusOr<TrainResult> Trainer::Run() {
+  ScopedFlushDenormal flush;  // CPU-backend compute runs on this thread
   TESSERA_ASSIGN_OR_RETURN(clock_, client_->Connect());
   result_.device = backend_->name();
   const TrainingConfig& t = config_.training;

@@ -3,6 +3,7 @@
 #include "server/shard.h"
 
 #include <catch2/catch.hpp>
+#include <limits>
 #include <optional>
 #include <thread>
 
@@ -223,6 +224,21 @@ TEST_CASE("sparse rows are created on first touch with the initializer, then upd
   v1::StatsResponse stats;
   shard->Stats(&stats);
   CHECK(stats.tables(2).rows() == 3);
+}
+
+TEST_CASE("a push treats subnormal gradients as zero and leaves the caller's float mode alone") {
+  // SGD with lr 1 on weights of 0: a subnormal gradient is read as zero
+  // (the optimizer would otherwise crawl through microcode assists).
+  auto shard = MakeShard(MakeConfig("asp", 0, 1));
+  const float tiny = std::numeric_limits<float>::denorm_min() * 4;
+  PushResponse resp;
+  REQUIRE(PullNow(*shard, Dense("b", 0, 2)) == std::vector<float>{0, 0});
+  REQUIRE(shard->Push(MakePush(0, 0, Dense("b", 0, 2), {tiny, 0.5f}), &resp).ok());
+  auto after = PullNow(*shard, Dense("b", 0, 2));
+  CHECK(after[0] == 0.0f);  // without the flush: -tiny
+  CHECK(after[1] == -0.5f);
+  volatile float x = tiny;
+  CHECK(x * 1.0f == tiny);  // the calling thread still keeps subnormals
 }
 
 TEST_CASE("a fused pull is answered in the push when the rule allows it, never waited for") {
