@@ -336,7 +336,16 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Float("beta1", &o.beta1, 0, 0.999999));
     TESSERA_RETURN_IF_ERROR(s.Float("beta2", &o.beta2, 0, 0.99999999));
     TESSERA_RETURN_IF_ERROR(s.Float("epsilon", &o.epsilon, 0, 1, /*min_exclusive=*/true));
-    return s.Float("initial_accumulator", &o.initial_accumulator, 0, 1e6);
+    TESSERA_RETURN_IF_ERROR(s.Float("initial_accumulator", &o.initial_accumulator, 0, 1e6));
+    TESSERA_RETURN_IF_ERROR(s.Str("lr_schedule", &o.lr_schedule, {"constant", "cosine"}));
+    TESSERA_RETURN_IF_ERROR(s.Integer("decay_steps", &o.decay_steps, 0));
+    TESSERA_RETURN_IF_ERROR(s.Float("min_lr", &o.min_lr, 0, o.lr));
+    if (o.lr_schedule == "cosine" && o.decay_steps < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config: optimizer.decay_steps = '", o.decay_steps,
+                       "': expected an integer >= 1 when optimizer.lr_schedule is cosine"));
+    }
+    return absl::OkStatus();
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "server", [&](MapReader& s) -> absl::Status {
     ServerConfig& v = c->server;

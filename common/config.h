@@ -92,6 +92,12 @@ struct OptimizerConfig {
   float beta2 = 0.999f;              // adam
   float epsilon = 1e-8f;             // adam, adagrad
   float initial_accumulator = 0.1f;  // adagrad
+  // Learning rate over the updates a table has seen: constant, or cosine from
+  // lr down to min_lr over decay_steps updates (then min_lr). An update is one
+  // clock under BSP (the W pushes are applied once) and one push otherwise.
+  std::string lr_schedule = "constant";  // constant | cosine
+  int64_t decay_steps = 0;               // cosine: >= 1
+  float min_lr = 0.0f;                   // cosine: <= lr
 };
 
 struct ServerConfig {

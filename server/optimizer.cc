@@ -19,40 +19,61 @@ void ForEachBlock(size_t n, Body body) {
   for (size_t begin = 0; begin < n; begin += kBlock) body(begin, std::min(kBlock, n - begin));
 }
 
-class Sgd : public Optimizer {
+// The learning rate of update `step` (>= 1): constant, or cosine from lr at
+// step 1 to min_lr at step decay_steps + 1 and after.
+class LearningRate {
  public:
-  explicit Sgd(const OptimizerConfig& c) : lr_(c.lr) {}
-  int num_slots() const override { return 0; }
-  void Apply(float* w, const float* g, float*, size_t, size_t n, int64_t,
-             float scale) const override {
-    Vec(w, n) -= (lr_ * scale) * ConstVec(g, n);
+  explicit LearningRate(const OptimizerConfig& c)
+      : lr_(c.lr), min_(c.min_lr), decay_steps_(c.lr_schedule == "cosine" ? c.decay_steps : 0) {}
+
+  float At(int64_t step) const {
+    if (decay_steps_ <= 0) return lr_;
+    const double done = static_cast<double>(std::clamp<int64_t>(step - 1, 0, decay_steps_)) /
+                        static_cast<double>(decay_steps_);
+    return static_cast<float>(min_ + 0.5 * (lr_ - min_) * (1.0 + std::cos(M_PI * done)));
   }
 
  private:
-  const float lr_;
+  const double lr_, min_;
+  const int64_t decay_steps_;
+};
+
+class Sgd : public Optimizer {
+ public:
+  explicit Sgd(const OptimizerConfig& c) : lr_(c) {}
+  int num_slots() const override { return 0; }
+  void Apply(float* w, const float* g, float*, size_t, size_t n, int64_t step,
+             float scale) const override {
+    Vec(w, n) -= (lr_.At(step) * scale) * ConstVec(g, n);
+  }
+
+ private:
+  const LearningRate lr_;
 };
 
 // v = mu * v + g;  w -= lr * v  (Nesterov: w -= lr * (g + mu * v)).
 class Momentum : public Optimizer {
  public:
-  explicit Momentum(const OptimizerConfig& c) : lr_(c.lr), mu_(c.momentum), nesterov_(c.nesterov) {}
+  explicit Momentum(const OptimizerConfig& c) : lr_(c), mu_(c.momentum), nesterov_(c.nesterov) {}
   int num_slots() const override { return 1; }
-  void Apply(float* w, const float* g, float* slots, size_t, size_t n, int64_t,
+  void Apply(float* w, const float* g, float* slots, size_t, size_t n, int64_t step,
              float scale) const override {
+    const float lr = lr_.At(step);
     ForEachBlock(n, [&](size_t b, size_t len) {
       Vec wb(w + b, len), vb(slots + b, len);
       ConstVec gb(g + b, len);
       vb = mu_ * vb + scale * gb;
       if (nesterov_) {
-        wb -= lr_ * (scale * gb + mu_ * vb);
+        wb -= lr * (scale * gb + mu_ * vb);
       } else {
-        wb -= lr_ * vb;
+        wb -= lr * vb;
       }
     });
   }
 
  private:
-  const float lr_, mu_;
+  const LearningRate lr_;
+  const float mu_;
   const bool nesterov_;
 };
 
@@ -60,23 +81,25 @@ class Momentum : public Optimizer {
 class Adagrad : public Optimizer {
  public:
   explicit Adagrad(const OptimizerConfig& c)
-      : lr_(c.lr), eps_(c.epsilon), init_(c.initial_accumulator) {}
+      : lr_(c), eps_(c.epsilon), init_(c.initial_accumulator) {}
   int num_slots() const override { return 1; }
   void InitSlots(absl::Span<float> slots) const override {
     std::fill(slots.begin(), slots.end(), init_);
   }
-  void Apply(float* w, const float* g, float* slots, size_t, size_t n, int64_t,
+  void Apply(float* w, const float* g, float* slots, size_t, size_t n, int64_t step,
              float scale) const override {
+    const float lr = lr_.At(step);
     ForEachBlock(n, [&](size_t b, size_t len) {
       Vec wb(w + b, len), acc(slots + b, len);
       ConstVec gb(g + b, len);
       acc += (scale * gb).square();
-      wb -= lr_ * scale * gb / (acc.sqrt() + eps_);
+      wb -= lr * scale * gb / (acc.sqrt() + eps_);
     });
   }
 
  private:
-  const float lr_, eps_, init_;
+  const LearningRate lr_;
+  const float eps_, init_;
 };
 
 // Kingma & Ba, with the bias corrections folded into the step size:
@@ -86,7 +109,7 @@ class Adagrad : public Optimizer {
 class Adam : public Optimizer {
  public:
   explicit Adam(const OptimizerConfig& c)
-      : lr_(c.lr), b1_(c.beta1), b2_(c.beta2), eps_(c.epsilon) {}
+      : lr_(c), b1_(c.beta1), b2_(c.beta2), eps_(c.epsilon) {}
   int num_slots() const override { return 2; }
   void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n, int64_t step,
              float scale) const override {
@@ -125,11 +148,12 @@ class Adam : public Optimizer {
   void StepConstants(int64_t step, float* lr_t, float* eps_t) const {
     const double t = static_cast<double>(std::max<int64_t>(step, 1));
     const double c2 = std::sqrt(1.0 - std::pow(b2_, t));
-    *lr_t = static_cast<float>(lr_ * c2 / (1.0 - std::pow(b1_, t)));
+    *lr_t = static_cast<float>(lr_.At(step) * c2 / (1.0 - std::pow(b1_, t)));
     *eps_t = static_cast<float>(eps_ * c2);
   }
 
-  const float lr_, b1_, b2_, eps_;
+  const LearningRate lr_;
+  const float b1_, b2_, eps_;
 };
 
 }  // namespace

@@ -7,6 +7,9 @@
 // contiguous vector Eigen can map; a dense table uses its length as the
 // stride, a sparse row its dim.
 //
+// The learning rate follows optimizer.lr_schedule over `step`, the count of
+// updates the values have seen (constant, or cosine decay to min_lr).
+//
 // Stateless after construction: one instance may be used from many threads
 // at once on disjoint values.
 #ifndef TESSERA_SERVER_OPTIMIZER_H_

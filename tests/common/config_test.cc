@@ -69,8 +69,12 @@ logging: {level: debug}
 TEST_CASE("--set overrides any key, lists included") {
   auto c = ParseJobConfig(
       kMinimal, {"consistency.mode=ssp", "consistency.staleness=3", "model.layers=[784, 64, 10]",
-                 "cluster.servers.1=h:9", "optimizer.lr=0.5"});
+                 "cluster.servers.1=h:9", "optimizer.lr=0.5", "optimizer.lr_schedule=cosine",
+                 "optimizer.decay_steps=5616", "optimizer.min_lr=0.01"});
   REQUIRE(c.ok());
+  CHECK(c->optimizer.lr_schedule == "cosine");
+  CHECK(c->optimizer.decay_steps == 5616);
+  CHECK(c->optimizer.min_lr == Approx(0.01));
   CHECK(c->consistency.mode == ConsistencyMode::kSsp);
   CHECK(c->consistency.staleness == 3);
   CHECK(c->model.layers == std::vector<uint32_t>{784, 64, 10});
@@ -129,6 +133,13 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
         "config: optimizer.lr = '0': expected a number > 0 and <= 1e+06");
   CHECK(ErrorOf(kMinimal, {"optimizer.lr=fast"}) ==
         "config: optimizer.lr = 'fast': expected a number > 0 and <= 1e+06");
+  CHECK(ErrorOf(kMinimal, {"optimizer.lr_schedule=cosine"}) ==
+        "config: optimizer.decay_steps = '0': expected an integer >= 1 when "
+        "optimizer.lr_schedule is cosine");
+  CHECK(ErrorOf(kMinimal, {"optimizer.lr_schedule=linear"}) ==
+        "config: optimizer.lr_schedule = 'linear': expected one of constant|cosine");
+  CHECK(ErrorOf(kMinimal, {"optimizer.lr=0.1", "optimizer.min_lr=0.2"}) ==
+        "config: optimizer.min_lr = '0.2': expected a number >= 0 and <= 0.1");
   CHECK(ErrorOf(kMinimal, {"optimizer.type=rmsprop"}) ==
         "config: optimizer.type = 'rmsprop': expected one of sgd|momentum|adagrad|adam");
   CHECK(ErrorOf(kMinimal, {"consistency.aggregate=maybe"}) ==
@@ -154,8 +165,8 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
 
 TEST_CASE("unknown keys are errors, not ignored") {
   CHECK(ErrorOf(kMinimal, {"optimizer.learning_rate=0.1"}) ==
-        "config: optimizer.learning_rate: unknown key; expected one of beta1|beta2|epsilon|"
-        "initial_accumulator|lr|momentum|nesterov|type");
+        "config: optimizer.learning_rate: unknown key; expected one of beta1|beta2|decay_steps|"
+        "epsilon|initial_accumulator|lr|lr_schedule|min_lr|momentum|nesterov|type");
   CHECK(ErrorOf(std::string(kMinimal) + "trainning: {epochs: 1}\n")
             .find("config: trainning: unknown key") == 0);
 }

@@ -78,6 +78,44 @@ TEST_CASE("adam matches the textbook update with bias correction") {
   CHECK(first.w[0] == Approx(-0.01f).epsilon(1e-4));
 }
 
+TEST_CASE("cosine schedule: lr at step 1, half way at T/2 + 1, min_lr from T + 1 on") {
+  // SGD with g = 1 moves w by exactly the step's learning rate.
+  OptimizerConfig c{.type = "sgd", .lr = 0.4f};
+  c.lr_schedule = "cosine";
+  c.decay_steps = 4;
+  c.min_lr = 0.1f;
+  Run r(c, {0.0f});
+  const std::vector<float> want = {
+      0.4f,                                          // step 1: nothing decayed yet
+      0.1f + 0.15f * (1 + std::cos(M_PI * 0.25f)),   // step 2
+      0.25f,                                         // step 3: half way
+      0.1f + 0.15f * (1 + std::cos(M_PI * 0.75f)),   // step 4
+      0.1f, 0.1f};                                   // steps 5, 6: min_lr
+  float w = 0.0f;
+  for (size_t t = 0; t < want.size(); ++t) {
+    r.Step({1.0f}, static_cast<int64_t>(t + 1));
+    w -= want[t];
+    CHECK(r.w[0] == Approx(w));
+  }
+}
+
+TEST_CASE("cosine schedule scales Adam's step too; constant leaves every rule as it was") {
+  OptimizerConfig c{.type = "adam", .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f};
+  Run constant(c, {0.5f});
+  c.lr_schedule = "cosine";
+  c.decay_steps = 2;
+  Run cosine(c, {0.5f});
+  constant.Step({1.0f}, 1);
+  cosine.Step({1.0f}, 1);
+  CHECK(cosine.w[0] == constant.w[0]);  // step 1 uses the full lr
+  const float before = cosine.w[0];
+  constant.Step({1.0f}, 2);
+  cosine.Step({1.0f}, 2);  // lr halved: Adam's normalized step is half as long
+  CHECK(before - cosine.w[0] == Approx((before - constant.w[0]) / 2).epsilon(1e-4));
+  cosine.Step({1.0f}, 3);  // min_lr 0: no move
+  CHECK(cosine.w[0] == Approx(before - (before - constant.w[0]) / 2).epsilon(1e-6));
+}
+
 TEST_CASE("slot stride lets a sub-range update its own state") {
   // Adam over values [2, 4) of a 6-value table: state at slots[k*6 + i].
   auto opt = MakeOptimizer({.type = "adam", .lr = 0.1f});
