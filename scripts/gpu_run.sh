@@ -22,18 +22,23 @@ bin=$bundle/bin
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   ldd "$bin/tessera-worker" | grep -E 'cublas|cudart|not found'
 } > "$out/device.txt" 2>&1
-"$bin/cuda_backend_test" -s -r compact > "$out/gpu_tests.txt" 2>&1
+timeout 180 "$bin/cuda_backend_test" -s -r compact > "$out/gpu_tests.txt" 2>&1
 echo "gpu tests exit $?" >> "$out/gpu_tests.txt"
 for model in mlp cnn; do
   for device in cpu cuda; do
     steps=200
     [ "$model$device" = cnncpu ] && steps=5
-    "$bin/worker_bench" --config configs/fashion_mnist_$model.yaml --set worker.device=$device \
+    timeout 120 "$bin/worker_bench" --config configs/fashion_mnist_$model.yaml --set worker.device=$device \
       $data --batch 256 --steps $steps >> "$out/worker_bench.txt" 2>&1
   done
 done
-"$bin/worker_bench" --config configs/fashion_mnist_mlp.yaml --set worker.device=cuda $data \
+timeout 120 "$bin/worker_bench" --config configs/fashion_mnist_mlp.yaml --set worker.device=cuda $data \
   --set worker.gemm_precision=tf32 --batch 256 --steps 200 >> "$out/worker_bench.txt" 2>&1
-"$bin/tessera" run configs/fashion_mnist_cnn.yaml --set worker.device=cuda $data \
+timeout -s INT "${CNN_RUN_LIMIT_S:-300}" "$bin/tessera" run configs/fashion_mnist_cnn.yaml --set worker.device=cuda $data \
   --out "$out/cnn" --no-live > "$out/cnn_run.txt" 2>&1
 echo "cnn run exit $?" >> "$out/cnn_run.txt"
+# The reply shows only the end of the output: a short summary last.
+echo "== device"; cat "$out/device.txt"
+echo "== gpu tests"; grep -E 'SKIPPED|FAILED|failed|passed|error|exit' "$out/gpu_tests.txt" | tail -30
+echo "== worker_bench"; grep -v '^\[' "$out/worker_bench.txt" | tail -40
+echo "== cnn run"; tail -8 "$out/cnn_run.txt"
