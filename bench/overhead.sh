@@ -6,6 +6,7 @@
 #   bench/overhead.sh [BIN_DIR] [ROUNDS] [--set key=value ...]
 # BIN_DIR holds tessera and tessera-worker (default bazel-bin/{launcher,worker});
 # extra --set arguments go to both runs (e.g. --set worker.device=cuda).
+# OVERHEAD_MODES picks the modes (default "bsp:0 ssp:1 asp:0", mode:staleness).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-}
@@ -22,8 +23,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 rate() { grep -o '"samples_per_second": [0-9.]*' "$1" | awk '{print $2}'; }
 for round in $(seq "$rounds"); do
-  for mode in "bsp 0" "ssp 1" "asp 0"; do
-    set -- $mode
+  for mode in ${OVERHEAD_MODES:-bsp:0 ssp:1 asp:0}; do
+    set -- ${mode/:/ }
     sets=(--set training.epochs=2 --set consistency.mode=$1 --set consistency.staleness=$2
           "${extra[@]}")
     "$worker" --config $cfg --standalone "${sets[@]}" --result "$tmp/sa.json" > "$tmp/sa.log" 2>&1 ||

@@ -363,10 +363,11 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("pull_timeout_ms", &v.pull_timeout_ms, 1));
     TESSERA_RETURN_IF_ERROR(s.Integer("connect_timeout_ms", &v.connect_timeout_ms, 1));
     TESSERA_RETURN_IF_ERROR(s.Integer("channels_per_shard", &v.channels_per_shard, 1, 64));
-    TESSERA_RETURN_IF_ERROR(s.Integer("spin_wait_us", &v.spin_wait_us, 0, 1'000'000));
+    TESSERA_RETURN_IF_ERROR(s.Integer("spin_wait_us", &v.spin_wait_us, -1, 1'000'000));
     TESSERA_RETURN_IF_ERROR(s.Real("progress_interval_s", &v.progress_interval_s, 0, 1e6, true));
     TESSERA_RETURN_IF_ERROR(s.Bool("overlap_push", &v.overlap_push));
     TESSERA_RETURN_IF_ERROR(s.Str("wire_precision", &v.wire_precision, {"fp32", "bf16"}));
+    TESSERA_RETURN_IF_ERROR(s.Str("shared_memory", &v.shared_memory, {"auto", "off"}));
     TESSERA_RETURN_IF_ERROR(s.Str("device", &v.device, {"auto", "cpu", "cuda"}));
     return s.Str("gemm_precision", &v.gemm_precision, {"fp32", "tf32", "bf16"});
   }));

@@ -120,7 +120,10 @@ struct WorkerConfig {
   // A worker waiting on a pull or push spins this long before it blocks: on
   // cores of its own this saves waking a halted CPU per reply; on cores it
   // shares with other daemons it takes time from them. 0: block at once.
-  int64_t spin_wait_us = 0;
+  // -1 (auto): 3000 when every server is on this host (loopback addresses)
+  // and the job's busy threads fit this machine's cores (one per server, one
+  // per worker, two per worker under overlap_push), else 0.
+  int64_t spin_wait_us = -1;
   double progress_interval_s = 5.0;     // seconds between progress lines
   // auto: a GPU when one is usable, else the CPU; cuda: a GPU or fail at start-up.
   std::string device = "auto";  // auto | cpu | cuda
@@ -130,6 +133,11 @@ struct WorkerConfig {
   // Values on the wire (pulled parameters, pushed gradients): fp32, or bf16
   // (half the bytes; the servers keep and update fp32).
   std::string wire_precision = "fp32";  // fp32 | bf16
+  // auto: with a shard on this host, pulled values and pushed gradients go
+  // through a shared-memory segment and gRPC carries only the call; shards
+  // that cannot see it (another host or container) get the bytes in the
+  // messages. off: always in the messages.
+  std::string shared_memory = "auto";  // auto | off
   // GEMMs on a GPU: fp32, or tf32 / bf16 inputs with fp32 accumulation.
   std::string gemm_precision = "fp32";  // fp32 | tf32 | bf16
 };
@@ -170,6 +178,13 @@ struct JobConfig {
   LoggingConfig logging;
 
   uint32_t num_servers() const { return static_cast<uint32_t>(cluster.servers.size()); }
+  // Whether a worker pushes on a thread of its own while the next step
+  // computes (worker.overlap_push under SSP s >= 1 or ASP).
+  bool overlaps_push() const {
+    return worker.overlap_push &&
+           ((consistency.mode == ConsistencyMode::kSsp && consistency.staleness >= 1) ||
+            consistency.mode == ConsistencyMode::kAsp);
+  }
   // The tables the model needs, in a fixed order (derived or listed).
   std::vector<TableConfig> Tables() const;
 };

@@ -40,4 +40,10 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, int64_t m
                                    ClientChannelArgs(max_message_bytes, channel_id));
 }
 
+bool IsLoopbackAddress(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  const std::string host = address.substr(0, colon == std::string::npos ? address.size() : colon);
+  return host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
 }  // namespace tessera

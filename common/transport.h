@@ -22,6 +22,10 @@ grpc::ChannelArguments ClientChannelArgs(int64_t max_message_bytes, int channel_
 // The same settings on a server under construction.
 void ApplyServerTransport(grpc::ServerBuilder* builder, int64_t max_message_bytes);
 
+// Whether `address` ("host:port") names this host by a loopback name:
+// localhost, 127.x.y.z or [::1].
+bool IsLoopbackAddress(const std::string& address);
+
 // An insecure channel to `address` with ClientChannelArgs.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, int64_t max_message_bytes,
                                            int channel_id);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -32,7 +33,7 @@ inline void EncodeKeys(absl::Span<const uint64_t> keys, std::string* out) {
 // Views `bytes` as floats / keys without copying. The caller checks the length
 // (bytes.size() % 4 or % 8) first; a ragged tail is ignored here.
 // The std::string's buffer is suitably aligned for both (operator new).
-inline absl::Span<const float> FloatView(const std::string& bytes) {
+inline absl::Span<const float> FloatView(absl::string_view bytes) {
   return {reinterpret_cast<const float*>(bytes.data()), bytes.size() / sizeof(float)};
 }
 
@@ -58,11 +59,17 @@ inline float FromBfloat16(uint16_t h) {
   return f;
 }
 
+// Writes `values` as bfloat16 to out[0, 2 * values.size()); `out` is 2-byte aligned.
+void EncodeBfloat16(absl::Span<const float> values, char* out);
+
 // Appends `values` as bfloat16 (2 bytes each) to *out.
 void AppendBfloat16(absl::Span<const float> values, std::string* out);
 
+// Whether no value is NaN or +-Inf.
+bool AllFinite(absl::Span<const float> values);
+
 // Decodes bfloat16 bytes into out[0, bytes.size() / 2).
-void DecodeBfloat16(const std::string& bytes, float* out);
+void DecodeBfloat16(absl::string_view bytes, float* out);
 
 // Copies decoded floats into a vector (for callers that keep them).
 inline std::vector<float> DecodeFloats(const std::string& bytes) {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <Eigen/Core>
+
 #include "common/initializer.h"
 #include "common/wire.h"
 
@@ -47,6 +49,21 @@ void DenseTable::AppendBytes(uint64_t offset, uint64_t length, bool bf16, std::s
   });
 }
 
+void DenseTable::CopyBytes(uint64_t offset, uint64_t length, bool bf16, char* out) const {
+  pulls_.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t begin = offset - range_.begin;
+  const size_t value_bytes = bf16 ? sizeof(uint16_t) : sizeof(float);
+  ForEachChunk(begin, begin + length, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    absl::ReaderMutexLock lock(&chunk.mu);
+    char* dst = out + (lo - begin) * value_bytes;
+    if (bf16) {
+      EncodeBfloat16(absl::MakeConstSpan(values_.data() + lo, hi - lo), dst);
+    } else {
+      std::memcpy(dst, values_.data() + lo, (hi - lo) * sizeof(float));
+    }
+  });
+}
+
 void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scale) {
   pushes_.fetch_add(1, std::memory_order_relaxed);
   const uint64_t begin = offset - range_.begin;
@@ -66,10 +83,23 @@ void DenseTable::Accumulate(uint64_t offset, absl::Span<const float> grad) {
   auto* self = this;
   ForEachChunk(begin, begin + grad.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::MutexLock lock(&chunk.mu);
-    chunk.accumulated = true;
     float* acc = self->accum_.data() + lo;
     const float* g = grad.data() + (lo - begin);
-    for (uint64_t i = 0; i < hi - lo; ++i) acc[i] += g[i];
+    // The clock's first gradients are copied, so the buffer needs no clearing
+    // after an apply. A chunk only partly covered by this push is cleared first.
+    if (!chunk.accumulated) {
+      const uint64_t chunk_lo = lo / kChunkFloats * kChunkFloats;
+      const uint64_t chunk_hi = std::min<uint64_t>(chunk_lo + kChunkFloats, self->range_.size());
+      if (lo != chunk_lo || hi != chunk_hi) {
+        std::fill(self->accum_.data() + chunk_lo, self->accum_.data() + chunk_hi, 0.0f);
+      } else {
+        std::memcpy(acc, g, (hi - lo) * sizeof(float));
+        chunk.accumulated = true;
+        return;
+      }
+      chunk.accumulated = true;
+    }
+    Eigen::Map<Eigen::ArrayXf>(acc, hi - lo) += Eigen::Map<const Eigen::ArrayXf>(g, hi - lo);
   });
 }
 
@@ -84,7 +114,6 @@ void DenseTable::ApplyAccumulated(float scale) {
     float* acc = self->accum_.data() + lo;
     optimizer_->Apply(self->values_.data() + lo, acc, self->slots_.data() + lo, stride, hi - lo,
                       chunk.step, scale);
-    std::fill(acc, acc + (hi - lo), 0.0f);
   });
 }
 

@@ -42,6 +42,8 @@ class DenseTable {
   // bfloat16 when `bf16`.
   // REQUIRES: range().Contains(offset, length).
   void AppendBytes(uint64_t offset, uint64_t length, bool bf16, std::string* out) const;
+  // The same bytes written to out[0, length * (bf16 ? 2 : 4)) (shared memory).
+  void CopyBytes(uint64_t offset, uint64_t length, bool bf16, char* out) const;
 
   // Applies the optimizer with gradient scale * grad at [offset, offset + grad.size()).
   // REQUIRES: range().Contains(offset, grad.size()).

@@ -1,6 +1,5 @@
 #include "server/shard.h"
 
-#include <Eigen/Core>
 #include <cmath>
 #include <limits>
 
@@ -65,6 +64,7 @@ Shard::Shard(const JobConfig& config, uint32_t index)
   }
   for (uint32_t w = 0; w < num_workers_; ++w) {
     worker_mu_.push_back(std::make_unique<absl::Mutex>());
+    memory_.push_back(std::make_unique<WorkerMemory>());
     pushed_this_clock_[w].store(false);
   }
 }
@@ -87,6 +87,25 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
                                                    " is not below cluster.workers (", num_workers_,
                                                    ")"));
   }
+  // Map the worker's shared memory when this host sees it; a worker whose
+  // memory is not mapped sends its bytes in the messages.
+  std::shared_ptr<SharedSegment> segment;
+  if (request.has_shared_memory()) {
+    const v1::SharedMemory& m = request.shared_memory();
+    absl::StatusOr<std::unique_ptr<SharedSegment>> opened =
+        SharedSegment::Open(m.name(), m.capacity(), m.token());
+    if (opened.ok()) {
+      segment = *std::move(opened);
+      response->set_shared_memory_mapped(true);
+    } else {
+      response->set_shared_memory_error(std::string(opened.status().message()));
+    }
+  }
+  {
+    WorkerMemory& memory = *memory_[request.worker_rank()];
+    absl::MutexLock lock(&memory.mu);
+    memory.segment = std::move(segment);
+  }
   response->set_clock(clock_.Register(request.worker_rank()));
   response->set_shard_index(index_);
   response->set_num_shards(config_.num_servers());
@@ -95,6 +114,23 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
   response->set_staleness(config_.consistency.staleness);
   for (const auto& layout : layout_) *response->add_tables() = layout;
   return absl::OkStatus();
+}
+
+absl::StatusOr<Shard::SharedRange> Shard::Shared(uint32_t worker, const v1::SharedPayload& at,
+                                                 uint64_t bytes) const {
+  SharedRange range;
+  {
+    const WorkerMemory& memory = *memory_[worker];
+    absl::MutexLock lock(&memory.mu);
+    range.segment = memory.segment;
+  }
+  if (range.segment == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", worker, " names shared memory, but none is mapped on shard ",
+                     index_, " for it; register with a segment, or send the bytes in the message"));
+  }
+  TESSERA_ASSIGN_OR_RETURN(range.data, range.segment->Bytes(at.offset(), bytes));
+  return range;
 }
 
 absl::StatusOr<Shard::Resolved> Shard::Resolve(const v1::Slice& slice) const {
@@ -190,15 +226,31 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   absl::StatusOr<bool> bf16 = IsBfloat16(request.encoding());
   if (status.ok()) status = bf16.status();
   if (status.ok()) status = ResolveAll(request.slices(), slices.get());
-  if (status.ok()) status = CheckReplySize(*slices, *bf16);
+  // Values go into the worker's shared memory, or into the message.
+  const bool shared = request.has_reply_shared();
+  SharedRange reply;
+  if (status.ok() && shared) {
+    absl::StatusOr<SharedRange> range = Shared(request.worker_rank(), request.reply_shared(),
+                                               PayloadBytes(*slices, *bf16));
+    status = range.status();
+    if (range.ok()) reply = *std::move(range);
+  } else if (status.ok()) {
+    status = CheckReplySize(*slices, *bf16);
+  }
   if (!status.ok()) {
     done(status);
     return std::nullopt;
   }
-  auto serve = [this, slices, response, bf16 = *bf16, done = std::move(done)](absl::Status s) {
+  auto serve = [this, slices, response, bf16 = *bf16, shared, reply,
+                done = std::move(done)](absl::Status s) {
     if (s.ok()) {
       response->set_min_clock(clock_.published_min());
-      ReadSlices(*slices, bf16, response->mutable_values());
+      if (shared) {
+        ReadSlicesTo(*slices, bf16, reply.data);
+        response->set_values_shared(true);
+      } else {
+        ReadSlices(*slices, bf16, response->mutable_values());
+      }
     }
     done(s);
   };
@@ -209,14 +261,34 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
 }
 
 absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices, bool bf16) const {
-  uint64_t bytes = 0;
-  for (const Resolved& r : slices) bytes += r.count * BytesPerValue(bf16);
+  const uint64_t bytes = PayloadBytes(slices, bf16);
   if (bytes + 1024 > static_cast<uint64_t>(config_.server.max_message_bytes)) {
     return absl::ResourceExhaustedError(
         absl::StrCat("pull would return ", bytes, " bytes, over server.max_message_bytes (",
                      config_.server.max_message_bytes, "); split it into smaller pulls"));
   }
   return absl::OkStatus();
+}
+
+uint64_t Shard::PayloadBytes(const std::vector<Resolved>& slices, bool bf16) {
+  uint64_t bytes = 0;
+  for (const Resolved& r : slices) bytes += r.count * BytesPerValue(bf16);
+  return bytes;
+}
+
+void Shard::ReadSlicesTo(const std::vector<Resolved>& slices, bool bf16, char* out) {
+  for (const Resolved& r : slices) {
+    if (r.dense) {
+      r.dense->CopyBytes(r.offset, r.count, bf16, out);
+    } else if (!bf16) {
+      r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(out), r.count));
+    } else {
+      std::vector<float> rows(r.count);
+      r.sparse->Read(r.keys, absl::MakeSpan(rows));
+      EncodeBfloat16(rows, out);
+    }
+    out += r.count * BytesPerValue(bf16);
+  }
 }
 
 void Shard::ReadSlices(const std::vector<Resolved>& slices, bool bf16,
@@ -238,17 +310,33 @@ void Shard::ReadSlices(const std::vector<Resolved>& slices, bool bf16,
 
 absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
                                     const std::vector<Resolved>& slices,
-                                    std::vector<std::vector<float>>* decoded,
+                                    SharedRange* shared, std::vector<std::vector<float>>* decoded,
                                     std::vector<absl::Span<const float>>* grads) const {
   TESSERA_ASSIGN_OR_RETURN(const bool bf16, IsBfloat16(request.encoding()));
-  if (request.gradients_size() != request.slices_size()) {
+  std::vector<absl::string_view> payloads;
+  if (request.has_gradients_shared()) {
+    if (request.gradients_size() != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("push has its gradients in shared memory and also ",
+                       request.gradients_size(), " gradient payloads in the message"));
+    }
+    TESSERA_ASSIGN_OR_RETURN(*shared, Shared(request.worker_rank(), request.gradients_shared(),
+                                             PayloadBytes(slices, bf16)));
+    const char* at = shared->data;
+    for (const Resolved& r : slices) {
+      payloads.emplace_back(at, r.count * BytesPerValue(bf16));
+      at += payloads.back().size();
+    }
+  } else if (request.gradients_size() != request.slices_size()) {
     return absl::InvalidArgumentError(absl::StrCat("push has ", request.slices_size(),
                                                    " slices but ", request.gradients_size(),
                                                    " gradient payloads"));
+  } else {
+    for (const std::string& g : request.gradients()) payloads.emplace_back(g);
   }
   if (bf16) decoded->resize(slices.size());
   for (size_t i = 0; i < slices.size(); ++i) {
-    const std::string& g = request.gradients(i);
+    const absl::string_view g = payloads[i];
     if (g.size() != slices[i].count * BytesPerValue(bf16)) {
       return absl::InvalidArgumentError(
           absl::StrCat("table '", request.slices(i).table(), "': gradient payload is ", g.size(),
@@ -263,8 +351,7 @@ absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
       grads->push_back(FloatView(g));
     }
     if (config_.server.reject_nonfinite) {
-      const absl::Span<const float> view = grads->back();
-      if (!Eigen::Map<const Eigen::ArrayXf>(view.data(), view.size()).allFinite()) {
+      if (!AllFinite(grads->back())) {
         return absl::InvalidArgumentError(
             absl::StrCat("table '", request.slices(i).table(),
                          "': gradient holds NaN or Inf (server.reject_nonfinite is on)"));
@@ -299,12 +386,19 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
   std::vector<Resolved> slices, pull_slices;
   TESSERA_RETURN_IF_ERROR(ResolveAll(request.slices(), &slices));
+  SharedRange gradients_at;  // keeps a shared-memory mapping alive until applied
   std::vector<std::vector<float>> decoded;
   std::vector<absl::Span<const float>> grads;
-  TESSERA_RETURN_IF_ERROR(DecodeGradients(request, slices, &decoded, &grads));
+  TESSERA_RETURN_IF_ERROR(DecodeGradients(request, slices, &gradients_at, &decoded, &grads));
   const bool bf16 = request.encoding() == v1::BFLOAT16;  // checked by DecodeGradients
   TESSERA_RETURN_IF_ERROR(ResolveAll(request.pull_slices(), &pull_slices));
-  TESSERA_RETURN_IF_ERROR(CheckReplySize(pull_slices, bf16));
+  SharedRange reply;
+  if (request.has_reply_shared()) {
+    TESSERA_ASSIGN_OR_RETURN(
+        reply, Shared(worker, request.reply_shared(), PayloadBytes(pull_slices, bf16)));
+  } else {
+    TESSERA_RETURN_IF_ERROR(CheckReplySize(pull_slices, bf16));
+  }
 
   absl::MutexLock lock(worker_mu_[worker].get());
   const int64_t clock = clock_.WorkerClock(worker);
@@ -328,7 +422,12 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   // The fused pull, at the worker's clock now, only if it needs no wait.
   if (!pull_slices.empty() && response->min_clock() >= response->clock() - staleness_) {
     response->set_pulled(true);
-    ReadSlices(pull_slices, bf16, response->mutable_values());
+    if (reply.data != nullptr) {
+      ReadSlicesTo(pull_slices, bf16, reply.data);
+      response->set_values_shared(true);
+    } else {
+      ReadSlices(pull_slices, bf16, response->mutable_values());
+    }
   }
   return absl::OkStatus();
 }

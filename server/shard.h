@@ -16,6 +16,15 @@
 //                       worker's own, BSP push for a clock not yet open
 //   RESOURCE_EXHAUSTED  a pull whose answer would exceed max_message_bytes
 //
+// Shared memory (DESIGN.md): a worker on this host may register a segment;
+// its pushes then name where their gradients lie in it (SharedPayload) and
+// its pulls where the values go. Ranges are checked against the mapping
+// before anything changes (INVALID_ARGUMENT); a worker with no segment
+// mapped that names one gets FAILED_PRECONDITION. The shard reads a push's
+// gradients from the segment while it handles that push and writes a pull's
+// values only while it answers that pull; the worker has one call in flight
+// per range, so the two never touch the same bytes at once.
+//
 // Threading: thread-safe, no lock over the whole shard. Tables lock their own
 // chunks/stripes; the clock table has one short mutex; a worker's pushes to
 // this shard are serialized by a per-worker mutex. Parked pulls hold no thread.
@@ -35,6 +44,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/config.h"
+#include "common/shared_memory.h"
 #include "proto/tessera.pb.h"
 #include "server/clock_table.h"
 #include "server/dense_table.h"
@@ -92,20 +102,40 @@ class Shard {
 
   Shard(const JobConfig& config, uint32_t index);
 
+  // A worker's shared memory, replaced when it registers again. A pull holds
+  // its own reference while it is parked.
+  struct WorkerMemory {
+    mutable absl::Mutex mu;
+    std::shared_ptr<SharedSegment> segment ABSL_GUARDED_BY(mu);
+  };
+  // Where a payload of `bytes` at `at` lies in `worker`'s segment:
+  // FAILED_PRECONDITION with none mapped, INVALID_ARGUMENT outside it.
+  struct SharedRange {
+    std::shared_ptr<SharedSegment> segment;  // keeps the mapping alive
+    char* data = nullptr;
+  };
+  absl::StatusOr<SharedRange> Shared(uint32_t worker, const v1::SharedPayload& at,
+                                     uint64_t bytes) const;
+
   absl::Status CheckWorker(uint32_t worker) const;
   absl::StatusOr<Resolved> Resolve(const v1::Slice& slice) const;
   absl::Status ResolveAll(const google::protobuf::RepeatedPtrField<v1::Slice>& slices,
                           std::vector<Resolved>* out) const;
-  // Checks a push's gradient payloads against its slices and decodes them
-  // into *grads (views into the request for float32; into *decoded for
-  // bfloat16). INVALID_ARGUMENT on a wrong size or, by default, NaN/Inf.
+  // Checks a push's gradient payloads (in the request or in shared memory)
+  // against its slices and decodes them into *grads (views into the payload
+  // for float32; into *decoded for bfloat16). INVALID_ARGUMENT on a wrong
+  // size or, by default, NaN/Inf.
   absl::Status DecodeGradients(const v1::PushRequest& request, const std::vector<Resolved>& slices,
-                               std::vector<std::vector<float>>* decoded,
+                               SharedRange* shared, std::vector<std::vector<float>>* decoded,
                                std::vector<absl::Span<const float>>* grads) const;
   // Appends the values of `slices` to *values (one bytes field per slice),
   // as float32 or, when `bf16`, bfloat16.
   void ReadSlices(const std::vector<Resolved>& slices, bool bf16,
                   google::protobuf::RepeatedPtrField<std::string>* values);
+  // The same bytes packed one slice after another at `out` (shared memory).
+  void ReadSlicesTo(const std::vector<Resolved>& slices, bool bf16, char* out);
+  // Bytes `slices` take packed, in float32 or bfloat16.
+  static uint64_t PayloadBytes(const std::vector<Resolved>& slices, bool bf16);
   // RESOURCE_EXHAUSTED when reading `slices` would exceed max_message_bytes.
   absl::Status CheckReplySize(const std::vector<Resolved>& slices, bool bf16) const;
   // Applies (or buffers, under BSP aggregation) validated gradients.
@@ -128,6 +158,7 @@ class Shard {
   absl::flat_hash_map<std::string, Resolved> tables_;  // name -> table
   std::vector<v1::TableLayout> layout_;
   std::vector<std::unique_ptr<absl::Mutex>> worker_mu_;  // serializes a worker's pushes
+  std::vector<std::unique_ptr<WorkerMemory>> memory_;     // by worker
 
   ClockTable clock_;
 

@@ -1,13 +1,18 @@
 #include "worker/grpc_ps_client.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/partition.h"
 #include "common/transport.h"
+#include "spdlog/spdlog.h"
 
 namespace tessera {
 namespace {
@@ -96,9 +101,31 @@ class CallGroup {
 
 }  // namespace
 
+int64_t ResolveSpinWaitUs(const JobConfig& config, unsigned cores) {
+  if (config.worker.spin_wait_us >= 0) return config.worker.spin_wait_us;
+  const bool local = std::all_of(config.cluster.servers.begin(), config.cluster.servers.end(),
+                                 IsLoopbackAddress);
+  // Threads that run at once: one per server, one per worker, two per worker
+  // that pushes while it computes.
+  const uint64_t busy = static_cast<uint64_t>(config.num_servers()) +
+                        uint64_t{config.cluster.workers} * (config.overlaps_push() ? 2 : 1);
+  return local && busy <= cores ? 3000 : 0;
+}
+
+namespace {
+
+unsigned UsableCores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+}  // namespace
+
 GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank)
     : config_(config),
       rank_(rank),
+      spin_(absl::Microseconds(ResolveSpinWaitUs(config, UsableCores()))),
       requests_(ShardRequests::ForDense(config, config.worker.channels_per_shard, kSplitBytes)) {
   const uint32_t channels = config.worker.channels_per_shard;
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
@@ -124,6 +151,16 @@ GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank)
     shard.groups.erase(std::remove_if(shard.groups.begin(), shard.groups.end(),
                                       [](const auto& g) { return g.empty(); }),
                        shard.groups.end());
+    // Shared memory layout: every group's push area, then every group's pull
+    // area, each 64-byte aligned and sized for float32.
+    for (const auto& group : shard.groups) {
+      shard.push_at.push_back(shard.capacity);
+      shard.capacity += (ShardRequests::MaxBytes(group) + 63) / 64 * 64;
+    }
+    for (size_t g = 0; g < shard.groups.size(); ++g) {
+      shard.pull_at.push_back(shard.capacity + shard.push_at[g]);
+    }
+    shard.capacity *= 2;
     shards_.push_back(std::move(shard));
   }
 }
@@ -154,14 +191,48 @@ absl::Status GrpcPsClient::CheckLayout(size_t s, const v1::RegisterResponse& lay
                    config_.num_servers(), " with ", tables.size()));
 }
 
+void GrpcPsClient::CreateSharedMemory() {
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    ShardChannels& shard = shards_[s];
+    shard.memory.reset();
+    if (shard.capacity == 0) continue;
+    absl::StatusOr<std::unique_ptr<SharedSegment>> segment = SharedSegment::Create(shard.capacity);
+    if (!segment.ok()) {
+      spdlog::warn("shard {} ({}): no shared memory ({}); values travel in the messages", s,
+                   shard.address, std::string(segment.status().message()));
+      continue;
+    }
+    shard.memory = *std::move(segment);
+  }
+}
+
+void GrpcPsClient::DropSharedMemory() {
+  if (shared_memory_shards() == 0) return;
+  spdlog::warn("a call failed: values travel in the messages from now on");
+  for (auto& shard : shards_) shard.memory.reset();
+}
+
+size_t GrpcPsClient::shared_memory_shards() const {
+  size_t n = 0;
+  for (const auto& shard : shards_) n += shard.memory != nullptr;
+  return n;
+}
+
 absl::StatusOr<int64_t> GrpcPsClient::Connect() {
   const int64_t timeout_ms = config_.worker.connect_timeout_ms;
+  if (config_.worker.shared_memory == "auto") CreateSharedMemory();
   std::vector<v1::RegisterRequest> requests(shards_.size());
   std::vector<v1::RegisterResponse> responses(shards_.size());
   std::vector<grpc::ClientContext> contexts(shards_.size());
   CallGroup group;
   for (size_t s = 0; s < shards_.size(); ++s) {
     requests[s].set_worker_rank(rank_);
+    if (const SharedSegment* memory = shards_[s].memory.get()) {
+      v1::SharedMemory* m = requests[s].mutable_shared_memory();
+      m->set_name(memory->name());
+      m->set_capacity(memory->capacity());
+      m->set_token(memory->token());
+    }
     contexts[s].set_deadline(DeadlineIn(timeout_ms));
     contexts[s].set_wait_for_ready(true);  // retry with backoff while the shard starts
     shards_[s].stubs[0]->async()->Register(
@@ -169,7 +240,12 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect() {
         group.Add(s, &contexts[s], [this, s, &responses] { return CheckLayout(s, responses[s]); }));
   }
   group.Wait(absl::Milliseconds(timeout_ms) + absl::Seconds(5));
+  // Mapped or not, the names are no longer needed: nothing stays in /dev/shm.
+  for (auto& shard : shards_) {
+    if (shard.memory) shard.memory->Unlink();
+  }
   if (group.failed()) {
+    for (auto& shard : shards_) shard.memory.reset();
     size_t s = group.failed_shard();
     grpc::Status status = group.grpc_error();
     if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
@@ -181,6 +257,27 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect() {
     return ShardError(s, status);
   }
   if (!group.local_error().ok()) return group.local_error();
+  std::vector<size_t> shared;
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    if (!shards_[s].memory) continue;
+    if (responses[s].shared_memory_mapped()) {
+      shared.push_back(s);
+      continue;
+    }
+    spdlog::info("shard {} ({}) did not map this worker's shared memory ({}); values travel in "
+                 "the messages",
+                 s, shards_[s].address, responses[s].shared_memory_error());
+    shards_[s].memory.reset();
+  }
+  if (!shared.empty()) {
+    spdlog::info("shared memory with shard(s) {}: gRPC carries only the calls",
+                 absl::StrJoin(shared, ", "));
+  }
+  if (config_.worker.spin_wait_us < 0) {
+    spdlog::info("worker.spin_wait_us auto: {} us{}", absl::ToInt64Microseconds(spin_),
+                 spin_ > absl::ZeroDuration() ? " (servers on this host, a core per daemon)"
+                                              : " (servers elsewhere, or cores shared)");
+  }
   int64_t clock = 0;
   for (const auto& r : responses) clock = std::max(clock, r.clock());
   return clock;
@@ -202,21 +299,29 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
       responses.push_back(std::make_unique<v1::PullResponse>());
       contexts.push_back(std::make_unique<grpc::ClientContext>());
       requests_.BuildPull(pieces, rank_, clock, requests.back().get());
+      const char* shared = nullptr;
+      if (SharedSegment* memory = shards_[s].memory.get()) {
+        requests.back()->mutable_reply_shared()->set_offset(shards_[s].pull_at[g]);
+        shared = *memory->Bytes(shards_[s].pull_at[g], ShardRequests::MaxBytes(pieces));
+      }
       contexts.back()->set_deadline(DeadlineIn(config_.worker.pull_timeout_ms));
       v1::PullResponse* response = responses.back().get();
       shards_[s].stubs[g]->async()->Pull(
           contexts.back().get(), requests.back().get(), response,
           group.Add(s, contexts.back().get(),
-                    [this, &pieces, response, params, &min_mu, &min_clock] {
+                    [this, &pieces, response, params, shared, &min_mu, &min_clock] {
                       absl::MutexLock lock(&min_mu);
                       min_clock = std::min(min_clock, response->min_clock());
-                      return requests_.ScatterPull(pieces, response->values(), params);
+                      return Scatter(pieces, *response, shared, params);
                     }));
     }
   }
   group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5),
-             absl::Microseconds(config_.worker.spin_wait_us));
-  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
+             spin_);
+  if (group.failed()) {
+    DropSharedMemory();
+    return ShardError(group.failed_shard(), group.grpc_error());
+  }
   if (!group.local_error().ok()) return group.local_error();
   return min_clock;
 }
@@ -262,22 +367,36 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
       responses.push_back(std::make_unique<v1::PushResponse>());
       contexts.push_back(std::make_unique<grpc::ClientContext>());
       const auto& pieces = groups.empty() ? kNoPieces : groups[g];
-      requests_.BuildPush(pieces, rank_, clock, grads, single, requests.back().get());
+      SharedSegment* memory = groups.empty() ? nullptr : shards_[s].memory.get();
+      const char* shared_reply = nullptr;
+      if (memory != nullptr) {
+        const uint64_t at = shards_[s].push_at[g];
+        const ShardRequests::SharedTarget target{
+            *memory->Bytes(at, ShardRequests::MaxBytes(pieces)), at};
+        requests_.BuildPush(pieces, rank_, clock, grads, single, requests.back().get(), &target);
+      } else {
+        requests_.BuildPush(pieces, rank_, clock, grads, single, requests.back().get());
+      }
       std::function<absl::Status()> on_ok;
       if (pull_into != nullptr && single) {
         // The fused pull asks for the same pieces the push carried.
         for (const auto& slice : requests.back()->slices()) {
           *requests.back()->add_pull_slices() = slice;
         }
+        if (memory != nullptr) {
+          requests.back()->mutable_reply_shared()->set_offset(shards_[s].pull_at[g]);
+          shared_reply = *memory->Bytes(shards_[s].pull_at[g], ShardRequests::MaxBytes(pieces));
+        }
         v1::PushResponse* response = responses.back().get();
-        on_ok = [this, &pieces, response, pull_into, &pulled_mu, all_pulled, min_clock] {
+        on_ok = [this, &pieces, response, pull_into, shared_reply, &pulled_mu, all_pulled,
+                 min_clock] {
           absl::MutexLock lock(&pulled_mu);
           if (!response->pulled()) {
             *all_pulled = false;
             return absl::OkStatus();
           }
           *min_clock = std::min(*min_clock, response->min_clock());
-          return requests_.ScatterPull(pieces, response->values(), pull_into);
+          return Scatter(pieces, *response, shared_reply, pull_into);
         };
       }
       contexts.back()->set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
@@ -287,8 +406,11 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
     }
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5),
-             absl::Microseconds(config_.worker.spin_wait_us));
-  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
+             spin_);
+  if (group.failed()) {
+    DropSharedMemory();
+    return ShardError(group.failed_shard(), group.grpc_error());
+  }
   if (!group.local_error().ok()) return group.local_error();
 
   CallGroup clocks;
@@ -306,6 +428,17 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
   clocks.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
   if (clocks.failed()) return ShardError(clocks.failed_shard(), clocks.grpc_error());
   return absl::OkStatus();
+}
+
+template <typename Response>
+absl::Status GrpcPsClient::Scatter(const std::vector<ShardRequests::Piece>& pieces,
+                                   const Response& response, const char* shared,
+                                   ParameterSet* params) const {
+  if (!response.values_shared()) return requests_.ScatterPull(pieces, response.values(), params);
+  if (shared == nullptr) {
+    return absl::InternalError("a shard answered in shared memory this worker did not offer");
+  }
+  return requests_.ScatterPull(pieces, shared, params);
 }
 
 absl::Status GrpcPsClient::Finish() {

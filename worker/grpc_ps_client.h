@@ -8,7 +8,16 @@
 // connection with backoff until worker.connect_timeout_ms, then the worker
 // fails with a line naming the shard that did not answer.
 //
-// Threading: one caller at a time (the worker's training thread).
+// Shared memory (worker.shared_memory: auto): Connect() offers every shard a
+// segment of its own (common/shared_memory.h) with a push area and a pull
+// area per request group; a shard on this host maps it, and from then on
+// gradients and pulled values go through it while gRPC carries the call.
+// A shard that cannot map it gets the bytes in the messages. Calls never
+// overlap, so one area per group suffices; after a failed call the shard may
+// still be touching an area, so the client stops using shared memory.
+//
+// Threading: one caller at a time (the worker's training thread, or the push
+// pipeline's while it owns the client).
 #ifndef TESSERA_WORKER_GRPC_PS_CLIENT_H_
 #define TESSERA_WORKER_GRPC_PS_CLIENT_H_
 
@@ -16,10 +25,15 @@
 #include <string>
 #include <vector>
 
+#include "common/shared_memory.h"
 #include "proto/tessera.grpc.pb.h"
 #include "worker/ps_client.h"
 
 namespace tessera {
+
+// worker.spin_wait_us as it applies on a machine with `cores` cores (the
+// -1 "auto" resolved; see common/config.h).
+int64_t ResolveSpinWaitUs(const JobConfig& config, unsigned cores);
 
 class GrpcPsClient : public PsClient {
  public:
@@ -34,13 +48,32 @@ class GrpcPsClient : public PsClient {
   absl::Status Finish() override;
   absl::StatusOr<uint32_t> WorkersFinished() override;
 
+  // How many shards take this worker's bytes through shared memory now.
+  size_t shared_memory_shards() const;
+
  private:
   struct ShardChannels {
     std::string address;
     std::vector<std::unique_ptr<v1::Shard::Stub>> stubs;  // one per channel
     // The pieces of a dense pull/push, grouped into one request per channel.
     std::vector<std::vector<ShardRequests::Piece>> groups;
+    // Shared memory with this shard, when it mapped it; per group, where its
+    // push's gradients and its pull's values lie in the segment.
+    std::unique_ptr<SharedSegment> memory;
+    std::vector<uint64_t> push_at, pull_at;
+    uint64_t capacity = 0;  // bytes the segment needs (0: no dense pieces)
   };
+
+  // Creates the segments offered in Connect; a failure leaves that shard
+  // on messages (logged).
+  void CreateSharedMemory();
+  // Stops using shared memory (after a failed call).
+  void DropSharedMemory();
+  // Copies a pull's values (in the response, or in shared memory at
+  // `shared` when the shard put them there) into *params.
+  template <typename Response>
+  absl::Status Scatter(const std::vector<ShardRequests::Piece>& pieces, const Response& response,
+                       const char* shared, ParameterSet* params) const;
 
   // Names the shard in an error from it.
   absl::Status ShardError(size_t shard, const grpc::Status& status) const;
@@ -53,6 +86,7 @@ class GrpcPsClient : public PsClient {
 
   const JobConfig config_;
   const uint32_t rank_;
+  const absl::Duration spin_;  // worker.spin_wait_us, resolved
   const ShardRequests requests_;  // every dense piece, split for the channels
   std::vector<ShardChannels> shards_;
 };

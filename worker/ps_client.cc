@@ -56,16 +56,24 @@ void ShardRequests::BuildPull(const std::vector<Piece>& pieces, uint32_t worker,
 }
 
 void ShardRequests::BuildPush(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
-                              const ParameterSet& grads, bool advance,
-                              v1::PushRequest* request) const {
+                              const ParameterSet& grads, bool advance, v1::PushRequest* request,
+                              const SharedTarget* shared) const {
   request->set_worker_rank(worker);
   request->set_clock(clock);
   request->set_advance_clock(advance);
   request->set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
+  if (shared != nullptr) request->mutable_gradients_shared()->set_offset(shared->offset);
+  char* out = shared != nullptr ? shared->data : nullptr;
   for (const auto& p : pieces) {
     FillSlice(p, request->add_slices());
     const auto values = absl::MakeConstSpan(grads[p.table].data() + p.offset, p.length);
-    if (bf16) {
+    if (out != nullptr && bf16) {
+      EncodeBfloat16(values, out);
+      out += values.size() * sizeof(uint16_t);
+    } else if (out != nullptr) {
+      std::memcpy(out, values.data(), values.size() * sizeof(float));
+      out += values.size() * sizeof(float);
+    } else if (bf16) {
       AppendBfloat16(values, request->add_gradients());
     } else {
       EncodeFloats(values, request->add_gradients());
@@ -81,6 +89,22 @@ absl::StatusOr<std::optional<int64_t>> PsClient::PushDenseAndPull(int64_t clock,
   return std::optional<int64_t>();
 }
 
+uint64_t ShardRequests::MaxBytes(const std::vector<Piece>& pieces) {
+  uint64_t bytes = 0;
+  for (const auto& p : pieces) bytes += p.length * sizeof(float);
+  return bytes;
+}
+
+absl::Status ShardRequests::ScatterPull(const std::vector<Piece>& pieces, const char* packed,
+                                        ParameterSet* params) const {
+  std::vector<absl::string_view> views;
+  for (const auto& p : pieces) {
+    views.emplace_back(packed, p.length * value_bytes());
+    packed += views.back().size();
+  }
+  return Scatter(pieces, views, params);
+}
+
 absl::Status ShardRequests::ScatterPull(
     const std::vector<Piece>& pieces, const google::protobuf::RepeatedPtrField<std::string>& values,
     ParameterSet* params) const {
@@ -88,9 +112,15 @@ absl::Status ShardRequests::ScatterPull(
     return absl::InternalError(
         absl::StrCat("pull answered ", values.size(), " slices, asked for ", pieces.size()));
   }
+  return Scatter(pieces, std::vector<absl::string_view>(values.begin(), values.end()), params);
+}
+
+absl::Status ShardRequests::Scatter(const std::vector<Piece>& pieces,
+                                    const std::vector<absl::string_view>& values,
+                                    ParameterSet* params) const {
   for (size_t i = 0; i < pieces.size(); ++i) {
     const auto& p = pieces[i];
-    const std::string& bytes = values[static_cast<int>(i)];
+    const absl::string_view bytes = values[i];
     if (bytes.size() != p.length * value_bytes()) {
       return absl::InternalError(absl::StrCat("pull slice ", i, " holds ", bytes.size(),
                                               " bytes, expected ", p.length * value_bytes()));

@@ -84,19 +84,35 @@ struct ShardRequests {
   // Fills `request` with `pieces` (some of this->pieces), for `worker` at `clock`.
   void BuildPull(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
                  v1::PullRequest* request) const;
+  // With `shared`, the gradients are written packed at shared->data and the
+  // request names shared->offset instead of carrying them.
+  struct SharedTarget {
+    char* data;
+    uint64_t offset;
+  };
   void BuildPush(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
-                 const ParameterSet& grads, bool advance, v1::PushRequest* request) const;
+                 const ParameterSet& grads, bool advance, v1::PushRequest* request,
+                 const SharedTarget* shared = nullptr) const;
   // Sizes *params to the dense tables.
   void ShapeParameters(ParameterSet* params) const;
   // The dense slice that `piece` names.
   void FillSlice(const Piece& piece, v1::Slice* slice) const;
   // Bytes one value takes on the wire.
   size_t value_bytes() const { return bf16 ? sizeof(uint16_t) : sizeof(float); }
+  // Bytes `pieces` take packed one after another, as float32 (the most).
+  static uint64_t MaxBytes(const std::vector<Piece>& pieces);
   // Copies pulled values (one bytes field per piece, in this encoding) into
   // *params. INTERNAL when the sizes disagree.
   absl::Status ScatterPull(const std::vector<Piece>& pieces,
                            const google::protobuf::RepeatedPtrField<std::string>& values,
                            ParameterSet* params) const;
+  // The same from values packed one piece after another at `packed`.
+  absl::Status ScatterPull(const std::vector<Piece>& pieces, const char* packed,
+                           ParameterSet* params) const;
+
+ private:
+  absl::Status Scatter(const std::vector<Piece>& pieces,
+                       const std::vector<absl::string_view>& values, ParameterSet* params) const;
 };
 
 // The PS in this process: calls the given shards directly (no network).

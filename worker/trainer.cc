@@ -75,9 +75,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   Model& model = *model_ptr;
   TESSERA_RETURN_IF_ERROR(BackendStatus("allocating the model"));
   const ConsistencyConfig& consistency = config_.consistency;
-  const bool overlap = config_.worker.overlap_push &&
-                       ((consistency.mode == ConsistencyMode::kSsp && consistency.staleness >= 1) ||
-                        consistency.mode == ConsistencyMode::kAsp);
+  const bool overlap = config_.overlaps_push();
   ParameterCache cache(consistency, /*asp_lag=*/overlap ? 1 : 0);
   if (overlap) pipeline_ = std::make_unique<PushPipeline>(client_);
   batch_x_.resize(size_t(t.batch_size) * train_->features);

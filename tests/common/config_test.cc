@@ -145,9 +145,11 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
   CHECK(ErrorOf(kMinimal, {"consistency.aggregate=maybe"}) ==
         "config: consistency.aggregate = 'maybe': expected true or false");
   CHECK(ErrorOf(kMinimal, {"worker.spin_wait_us=-5"}) ==
-        "config: worker.spin_wait_us = '-5': expected an integer >= 0 and <= 1000000");
+        "config: worker.spin_wait_us = '-5': expected an integer >= -1 and <= 1000000");
   CHECK(ErrorOf(kMinimal, {"worker.wire_precision=fp8"}) ==
         "config: worker.wire_precision = 'fp8': expected one of fp32|bf16");
+  CHECK(ErrorOf(kMinimal, {"worker.shared_memory=on"}) ==
+        "config: worker.shared_memory = 'on': expected one of auto|off");
   CHECK(ErrorOf(kMinimal, {"worker.device=gpu"}) ==
         "config: worker.device = 'gpu': expected one of auto|cpu|cuda");
   CHECK(ErrorOf(kMinimal, {"worker.gemm_precision=fp16"}) ==

@@ -58,5 +58,28 @@ TEST_CASE("bulk bfloat16 appends after what is there and decodes to the scalar r
   }
 }
 
+TEST_CASE("AllFinite finds any NaN or Inf, anywhere, and passes every finite value") {
+  std::vector<float> values(1031);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = (i % 7 == 0 ? -1.0f : 1.0f) * i;
+  values[3] = std::numeric_limits<float>::max();
+  values[4] = -std::numeric_limits<float>::max();
+  values[5] = std::numeric_limits<float>::denorm_min();
+  values[6] = -0.0f;
+  CHECK(AllFinite(values));
+  CHECK(AllFinite({}));
+  const float bad[] = {std::numeric_limits<float>::infinity(),
+                       -std::numeric_limits<float>::infinity(),
+                       std::numeric_limits<float>::quiet_NaN(), -std::nanf(""),
+                       FromBits(0x7f800001u) /* signalling NaN */, FromBits(0xffffffffu)};
+  for (float b : bad) {
+    for (size_t at : {size_t{0}, size_t{17}, values.size() - 1}) {
+      std::vector<float> v = values;
+      v[at] = b;
+      INFO("bits " << std::hex << Bits(b) << " at " << std::dec << at);
+      CHECK_FALSE(AllFinite(v));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tessera
