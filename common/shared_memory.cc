@@ -75,16 +75,19 @@ absl::StatusOr<std::unique_ptr<SharedSegment>> SharedSegment::Create(uint64_t ca
   }
   const uint64_t size = kHeaderBytes + capacity;
   void* base = MAP_FAILED;
-  int err = 0;
-  if (ftruncate(fd, static_cast<off_t>(size)) == 0) {
+  // Reserve the pages now: a /dev/shm too small for the segment (Docker's
+  // default is 64 MiB) fails here, not with SIGBUS at a later write.
+  int err = posix_fallocate(fd, 0, static_cast<off_t>(size));
+  if (err == 0) {
     base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) err = errno;
   }
-  if (base == MAP_FAILED) err = errno;
   close(fd);
   if (base == MAP_FAILED) {
     shm_unlink(name.c_str());
-    return absl::ResourceExhaustedError(
-        absl::StrCat("shared memory ", name, " of ", size, " bytes: ", std::strerror(err)));
+    return absl::ResourceExhaustedError(absl::StrCat("shared memory ", name, " of ", size,
+                                                     " bytes: ", std::strerror(err),
+                                                     " (is /dev/shm large enough?)"));
   }
   char* header = static_cast<char*>(base);
   std::memcpy(header, kMagic, sizeof(kMagic));
