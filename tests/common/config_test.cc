@@ -61,6 +61,8 @@ logging: {level: debug}
   CHECK(c->server.max_pull_wait_ms == 500);
   CHECK_FALSE(c->server.reject_nonfinite);
   CHECK(c->worker.channels_per_shard == 4);
+  CHECK(c->worker.shared_memory == "auto");  // defaults
+  CHECK(c->worker.spin_wait_us == -1);
   CHECK(c->training.batch_size == 32);
   CHECK(c->data.dataset == "synthetic");
   CHECK(c->logging.level == "debug");
