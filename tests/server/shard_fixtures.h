@@ -1,0 +1,118 @@
+// Helpers shared by the Shard tests: a small job's config, shards with every
+// worker registered, slices, pushes and pulls that finish inline.
+// Test-only: each test binary includes it once.
+#ifndef TESSERA_TESTS_SERVER_SHARD_FIXTURES_H_
+#define TESSERA_TESTS_SERVER_SHARD_FIXTURES_H_
+
+#include <catch2/catch.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/wire.h"
+#include "server/shard.h"
+
+namespace tessera {
+
+using v1::PullRequest;
+using v1::PullResponse;
+using v1::PushRequest;
+using v1::PushResponse;
+
+inline const absl::Time kFar = absl::InfiniteFuture();
+
+inline JobConfig MakeConfig(const std::string& mode, uint32_t staleness, uint32_t workers,
+                     uint32_t servers = 1) {
+  std::string yaml = "cluster: {servers: [";
+  for (uint32_t s = 0; s < servers; ++s) yaml += (s ? ", " : "") + ("h:" + std::to_string(s + 1));
+  yaml += "], workers: " + std::to_string(workers) + "}\n";
+  yaml += "consistency: {mode: " + mode + ", staleness: " + std::to_string(staleness) + "}\n";
+  yaml += R"(
+model:
+  type: tables
+  tables:
+    - {name: w, kind: dense, size: 8, init: {type: constant, value: 1}}
+    - {name: b, kind: dense, size: 2}
+    - {name: emb, kind: sparse, dim: 2, init: {type: uniform, low: -1, high: 1, seed: 4}}
+optimizer: {type: sgd, lr: 1.0}
+)";
+  auto c = ParseJobConfig(yaml, {});
+  REQUIRE(c.ok());
+  return *c;
+}
+
+inline std::unique_ptr<Shard> MakeShard(const JobConfig& c, uint32_t index = 0) {
+  auto s = Shard::Create(c, index);
+  REQUIRE(s.ok());
+  for (uint32_t w = 0; w < c.cluster.workers; ++w) {
+    v1::RegisterRequest r;
+    r.set_worker_rank(w);
+    v1::RegisterResponse resp;
+    REQUIRE((*s)->Register(r, &resp).ok());
+  }
+  return std::move(*s);
+}
+
+inline v1::Slice Dense(const std::string& table, uint64_t offset, uint64_t length) {
+  v1::Slice s;
+  s.set_table(table);
+  s.set_offset(offset);
+  s.set_length(length);
+  return s;
+}
+
+inline v1::Slice Sparse(const std::string& table, const std::vector<uint64_t>& keys) {
+  v1::Slice s;
+  s.set_table(table);
+  EncodeKeys(keys, s.mutable_keys());
+  return s;
+}
+
+inline PushRequest MakePush(uint32_t worker, int64_t clock, const v1::Slice& slice,
+                     const std::vector<float>& grad, bool advance = false) {
+  PushRequest p;
+  p.set_worker_rank(worker);
+  p.set_clock(clock);
+  *p.add_slices() = slice;
+  EncodeFloats(grad, p.add_gradients());
+  p.set_advance_clock(advance);
+  return p;
+}
+
+// A pull that records how and when it finished.
+struct PendingPull {
+  PullRequest request;
+  PullResponse response;
+  std::optional<absl::Status> status;
+};
+
+inline std::unique_ptr<PendingPull> StartPull(Shard& shard, uint32_t worker, int64_t clock,
+                                       const v1::Slice& slice, absl::Time deadline = kFar) {
+  auto p = std::make_unique<PendingPull>();
+  p->request.set_worker_rank(worker);
+  p->request.set_clock(clock);
+  *p->request.add_slices() = slice;
+  PendingPull* raw = p.get();
+  shard.Pull(raw->request, &raw->response, deadline, [raw](absl::Status s) { raw->status = s; });
+  return p;
+}
+
+inline std::vector<float> PullNow(Shard& shard, const v1::Slice& slice, uint32_t worker = 0) {
+  auto p = StartPull(shard, worker, 0, slice);
+  REQUIRE(p->status.has_value());
+  REQUIRE(p->status->ok());
+  return DecodeFloats(p->response.values(0));
+}
+
+inline void Advance(Shard& shard, uint32_t worker, int64_t clock) {
+  v1::ClockRequest r;
+  r.set_worker_rank(worker);
+  r.set_clock(clock);
+  v1::ClockResponse resp;
+  REQUIRE(shard.Clock(r, &resp).ok());
+}
+
+}  // namespace tessera
+
+#endif  // TESSERA_TESTS_SERVER_SHARD_FIXTURES_H_
