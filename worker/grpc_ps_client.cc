@@ -203,6 +203,13 @@ void GrpcPsClient::CreateSharedMemory() {
       continue;
     }
     shard.memory = *std::move(segment);
+    shard.push_area.clear();
+    shard.pull_area.clear();
+    for (size_t g = 0; g < shard.groups.size(); ++g) {
+      // Inside the segment by construction of push_at, pull_at and capacity.
+      shard.push_area.push_back(shard.memory->Bytes(shard.push_at[g], 0).value());
+      shard.pull_area.push_back(shard.memory->Bytes(shard.pull_at[g], 0).value());
+    }
   }
 }
 
@@ -300,9 +307,9 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
       contexts.push_back(std::make_unique<grpc::ClientContext>());
       requests_.BuildPull(pieces, rank_, clock, requests.back().get());
       const char* shared = nullptr;
-      if (SharedSegment* memory = shards_[s].memory.get()) {
+      if (shards_[s].memory) {
         requests.back()->mutable_reply_shared()->set_offset(shards_[s].pull_at[g]);
-        shared = *memory->Bytes(shards_[s].pull_at[g], ShardRequests::MaxBytes(pieces));
+        shared = shards_[s].pull_area[g];
       }
       contexts.back()->set_deadline(DeadlineIn(config_.worker.pull_timeout_ms));
       v1::PullResponse* response = responses.back().get();
@@ -367,12 +374,10 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
       responses.push_back(std::make_unique<v1::PushResponse>());
       contexts.push_back(std::make_unique<grpc::ClientContext>());
       const auto& pieces = groups.empty() ? kNoPieces : groups[g];
-      SharedSegment* memory = groups.empty() ? nullptr : shards_[s].memory.get();
+      const bool shared = !groups.empty() && shards_[s].memory;
       const char* shared_reply = nullptr;
-      if (memory != nullptr) {
-        const uint64_t at = shards_[s].push_at[g];
-        const ShardRequests::SharedTarget target{
-            *memory->Bytes(at, ShardRequests::MaxBytes(pieces)), at};
+      if (shared) {
+        const ShardRequests::SharedTarget target{shards_[s].push_area[g], shards_[s].push_at[g]};
         requests_.BuildPush(pieces, rank_, clock, grads, single, requests.back().get(), &target);
       } else {
         requests_.BuildPush(pieces, rank_, clock, grads, single, requests.back().get());
@@ -383,9 +388,9 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
         for (const auto& slice : requests.back()->slices()) {
           *requests.back()->add_pull_slices() = slice;
         }
-        if (memory != nullptr) {
+        if (shared) {
           requests.back()->mutable_reply_shared()->set_offset(shards_[s].pull_at[g]);
-          shared_reply = *memory->Bytes(shards_[s].pull_at[g], ShardRequests::MaxBytes(pieces));
+          shared_reply = shards_[s].pull_area[g];
         }
         v1::PushResponse* response = responses.back().get();
         on_ok = [this, &pieces, response, pull_into, shared_reply, &pulled_mu, all_pulled,

@@ -61,6 +61,7 @@ class GrpcPsClient : public PsClient {
     // push's gradients and its pull's values lie in the segment.
     std::unique_ptr<SharedSegment> memory;
     std::vector<uint64_t> push_at, pull_at;
+    std::vector<char*> push_area, pull_area;  // the same, in `memory` (set with it)
     uint64_t capacity = 0;  // bytes the segment needs (0: no dense pieces)
   };
 
