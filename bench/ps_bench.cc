@@ -13,9 +13,12 @@
 //     then pull of the same keys (table "sparse", dim 1), in requests of
 //     --keys-per-request keys (250,000: small enough to pipeline over the
 //     channels, large enough to amortize a call), all sent at once;
-//   the server's optimizer (config's) applied in-process on one core.
+//   the server's optimizer (config's) applied in-process on one core;
+//   with --only sparse-local, the sparse table alone in this process; with
+//   --only memory, what first touch of fresh memory costs here.
 // Prints one line per case: bytes, p50/p99 latency, throughput at p50.
 #include <grpcpp/grpcpp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -31,6 +34,7 @@
 #include "common/allocator.h"
 #include "common/config.h"
 #include "common/flags.h"
+#include "common/huge_page_arena.h"
 #include "common/transport.h"
 #include "common/wire.h"
 #include "proto/tessera.grpc.pb.h"
@@ -264,8 +268,7 @@ bool BenchSparse(Connection& conn, uint64_t num_keys, int repeats, int64_t clock
 
 // The sparse table alone, in this process: what the shard's storage costs
 // without the network. Same keys and batches as BenchSparse.
-void BenchSparseLocal(const JobConfig& config, uint64_t num_keys) {
-  const uint64_t kPerRequest = 1'000'000;
+void BenchSparseLocal(const JobConfig& config, uint64_t num_keys, uint64_t kPerRequest) {
   auto opt = MakeOptimizer(config.optimizer);
   TableConfig table_config;
   table_config.name = "sparse";
@@ -292,9 +295,31 @@ void BenchSparseLocal(const JobConfig& config, uint64_t num_keys) {
   double update =
       each_batch([&](auto k) { table.Apply(k, absl::MakeConstSpan(grad.data(), k.size()), 1.0f); });
   std::printf(
-      "sparse table in process, %llu keys: create+apply %.3f s, read %.3f s, "
-      "update %.3f s (one thread)\n",
-      (unsigned long long)keys.size(), create, read, update);
+      "sparse table in process, %llu keys in batches of %llu: create+apply %.3f s, "
+      "read %.3f s, update %.3f s (one thread)\n",
+      (unsigned long long)keys.size(), (unsigned long long)kPerRequest, create, read, update);
+}
+
+// What first touch of fresh memory costs on this machine, 4 KiB pages against
+// the huge pages the sparse tables use (HugePageArena): creating rows is
+// bound by it on VMs where every page fault traps to the hypervisor.
+void BenchFreshMemory() {
+  const size_t bytes = size_t{256} << 20;
+  auto touch = [&](char* p) {
+    auto t0 = Clock::now();
+    for (size_t i = 0; i < bytes; i += 4096) p[i] = 1;
+    return Seconds(Clock::now() - t0);
+  };
+  void* small = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (small == MAP_FAILED) return;
+  const double small_s = touch(static_cast<char*>(small));
+  munmap(small, bytes);
+  HugePageArena arena;
+  void* huge = arena.Allocate(bytes);
+  const double huge_s = touch(static_cast<char*>(huge));
+  arena.Free(huge, bytes);
+  std::printf("fresh memory, first touch of 256 MiB: 4 KiB pages %.3f s, huge pages %.3f s\n",
+              small_s, huge_s);
 }
 
 void BenchOptimizer(const OptimizerConfig& config, uint64_t n, int repeats) {
@@ -333,7 +358,8 @@ int Main(int argc, char** argv) {
     auto v = flags->GetInt(name);
     return v.ok() && v->has_value() ? **v : fallback;
   };
-  const std::string only = flags->Get("only");  // dense | sparse | sparse-local | optimizer
+  // dense | sparse | sparse-local | optimizer | memory
+  const std::string only = flags->Get("only");
   std::string address = flags->Has("server") ? flags->Get("server") : config->cluster.servers[0];
   Connection conn(address, static_cast<int>(num("channels", config->worker.channels_per_shard)),
                   config->server.max_message_bytes);
@@ -367,11 +393,12 @@ int Main(int argc, char** argv) {
     return 1;
   }
   if (only.empty() || only == "sparse-local") {
-    BenchSparseLocal(*config, num("sparse-keys", 10'000'000));
+    BenchSparseLocal(*config, num("sparse-keys", 10'000'000), num("keys-per-request", 250'000));
   }
   if (only.empty() || only == "optimizer") {
     BenchOptimizer(config->optimizer, num("optimizer-values", 16 << 20), repeats);
   }
+  if (only.empty() || only == "memory") BenchFreshMemory();
   return 0;
 }
 

@@ -22,11 +22,4 @@ uint32_t DenseShardOf(uint64_t index, uint64_t total, uint32_t num_shards) {
   return s;
 }
 
-uint64_t SplitMix64(uint64_t key) {
-  uint64_t x = key + 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 }  // namespace tessera

@@ -35,7 +35,13 @@ DenseRange DenseShardRange(uint64_t total, uint32_t shard, uint32_t num_shards);
 uint32_t DenseShardOf(uint64_t index, uint64_t total, uint32_t num_shards);
 
 // The fixed 64-bit mixer described above.
-uint64_t SplitMix64(uint64_t key);
+// Inline: the server hashes every key of every sparse request.
+inline uint64_t SplitMix64(uint64_t key) {
+  uint64_t x = key + 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
 
 // The shard that owns sparse row `key`. REQUIRES: num_shards > 0.
 inline uint32_t SparseShardOf(uint64_t key, uint32_t num_shards) {

@@ -3,10 +3,15 @@
 //
 // Keys live in a sorted main array plus a small sorted delta. A lookup walks
 // the request's keys forward through both with galloping search, so a request
-// touches memory in order instead of probing a hash table at random. New keys
-// go into the delta; once the delta outgrows an eighth of the main array it is
-// merged in, so a request that adds a few keys to a large stripe costs O(delta),
-// not O(stripe), and each key is moved O(1) times on average.
+// touches memory in order instead of probing a hash table at random (reads
+// and updates of existing rows stream). New keys go into the delta; once the
+// delta outgrows a quarter of the main array it is merged in, so a request
+// that adds a few keys to a large stripe costs O(delta), not O(stripe), and
+// each key is moved O(1) times on average.
+//
+// Both arrays live in the table's HugePageArena (huge pages, growth without
+// copying) and merges run in place from the back, so a growing stripe needs
+// no second buffer and faults in only the pages it grows into.
 //
 // Not thread-safe: the owning stripe's mutex guards it.
 #ifndef TESSERA_SERVER_SORTED_INDEX_H_
@@ -14,13 +19,17 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+
+#include "common/huge_page_arena.h"
 
 namespace tessera {
 
 class SortedIndex {
  public:
   static constexpr uint32_t kMissing = UINT32_MAX;
+
+  // `arena` holds the arrays and must outlive the index.
+  explicit SortedIndex(HugePageArena* arena);
 
   // For each keys[idx[j]] (j < n; ascending in j), writes its row to rows[j],
   // or kMissing. Returns how many were missing.
@@ -31,18 +40,22 @@ class SortedIndex {
   // REQUIRES: the keys visited are strictly increasing and none is present.
   void Insert(const uint64_t* keys, const uint32_t* idx, const uint32_t* rows, size_t n);
 
-  size_t size() const { return main_keys_.size() + delta_keys_.size(); }
+  size_t size() const { return main_.size() + delta_.size(); }
+
+  // Sorted keys with their rows (public for the merge helper in the .cc).
+  struct Run {
+    explicit Run(HugePageArena* arena) : keys(arena), rows(arena) {}
+    size_t size() const { return keys.size(); }
+    void Resize(size_t n) {
+      keys.Resize(n);
+      rows.Resize(n);
+    }
+    HugeArray<uint64_t> keys;
+    HugeArray<uint32_t> rows;
+  };
 
  private:
-  // Merges (a_keys, a_rows) with (b_keys, b_rows) into (out_keys, out_rows).
-  static void Merge(const std::vector<uint64_t>& a_keys, const std::vector<uint32_t>& a_rows,
-                    const std::vector<uint64_t>& b_keys, const std::vector<uint32_t>& b_rows,
-                    std::vector<uint64_t>* out_keys, std::vector<uint32_t>* out_rows);
-
-  std::vector<uint64_t> main_keys_, delta_keys_;
-  std::vector<uint32_t> main_rows_, delta_rows_;
-  std::vector<uint64_t> scratch_keys_;  // reused merge buffers
-  std::vector<uint32_t> scratch_rows_;
+  Run main_, delta_;
 };
 
 }  // namespace tessera

@@ -17,7 +17,7 @@ SparseTable::SparseTable(const TableConfig& config, const Optimizer* optimizer,
       row_floats_(static_cast<size_t>(config.dim) * (1 + optimizer->num_slots())),
       init_(config.init, config.name) {
   for (uint32_t i = 0; i < std::max(num_stripes, 1u); ++i) {
-    stripes_.push_back(std::make_unique<Stripe>());
+    stripes_.push_back(std::make_unique<Stripe>(&arena_));
   }
 }
 
@@ -31,21 +31,18 @@ void SparseTable::FindOrCreateAll(Stripe& stripe, absl::Span<const uint64_t> key
   rows->resize(n);
   const size_t missing = stripe.index.Find(keys.data(), idx, n, rows->data());
   if (missing == 0) return;
-  std::vector<uint32_t> new_idx, new_rows;
-  new_idx.reserve(missing);
-  new_rows.reserve(missing);
-  const size_t needed = (stripe.num_rows + missing) * row_floats_;
-  if (stripe.data.capacity() < needed) stripe.data.reserve(needed + needed / 2);
-  stripe.data.resize(needed);
-  for (size_t j = 0; j < n; ++j) {
+  std::vector<uint32_t> new_idx(missing), new_rows(missing);
+  uint32_t next_row = static_cast<uint32_t>(stripe.index.size());
+  stripe.data.Resize((next_row + missing) * row_floats_);
+  for (size_t j = 0, k = 0; j < n; ++j) {
     if ((*rows)[j] != SortedIndex::kMissing) continue;
-    const uint32_t r = stripe.num_rows++;
+    const uint32_t r = next_row++;
     (*rows)[j] = r;
     float* row = RowData(stripe, r);
     init_.Fill(keys[idx[j]] * dim_, absl::MakeSpan(row, dim_));
     optimizer_->InitSlots(absl::MakeSpan(row + dim_, row_floats_ - dim_));
-    new_idx.push_back(idx[j]);
-    new_rows.push_back(r);
+    new_idx[k] = idx[j];
+    new_rows[k++] = r;
   }
   stripe.index.Insert(keys.data(), new_idx.data(), new_rows.data(), missing);
 }
@@ -159,7 +156,7 @@ uint64_t SparseTable::rows() const {
   uint64_t total = 0;
   for (const auto& stripe : stripes_) {
     absl::MutexLock lock(&stripe->mu);
-    total += stripe->num_rows;
+    total += stripe->index.size();
   }
   return total;
 }

@@ -1,8 +1,9 @@
 // SparseTable: the rows of one sparse table (embeddings, sparse linear
 // weights) that live on this shard, created on first touch with the table's
 // initializer, with their optimizer state and the BSP aggregation buffer.
-// Each stripe finds rows through a SortedIndex: requests carry sorted keys,
-// so lookups and inserts walk memory in order.
+// Each stripe finds rows through a SortedIndex (requests carry sorted keys, so
+// lookups and inserts walk memory in order) and keeps them in one HugeArray;
+// both live in the table's HugePageArena: huge pages, growth without copying.
 //
 // Threading: thread-safe. Rows are spread over lock stripes by a hash of the
 // key (bits independent of the shard choice); a request takes each stripe's
@@ -23,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/config.h"
+#include "common/huge_page_arena.h"
 #include "common/initializer.h"
 #include "server/optimizer.h"
 #include "server/sorted_index.h"
@@ -57,12 +59,13 @@ class SparseTable {
 
  private:
   struct Stripe {
+    explicit Stripe(HugePageArena* arena) : index(arena), data(arena) {}
+
     absl::Mutex mu;
     // key -> row number; row r occupies data[r * row_floats, (r + 1) * row_floats):
-    // dim values, then num_slots slots of dim floats each.
+    // dim values, then num_slots slots of dim floats each. index.size() rows.
     SortedIndex index ABSL_GUARDED_BY(mu);
-    uint32_t num_rows ABSL_GUARDED_BY(mu) = 0;
-    std::vector<float> data ABSL_GUARDED_BY(mu);
+    HugeArray<float> data ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<uint64_t, uint32_t> pending ABSL_GUARDED_BY(mu);  // key -> accum row
     std::vector<float> accum ABSL_GUARDED_BY(mu);
   };
@@ -90,6 +93,7 @@ class SparseTable {
   const uint32_t num_slots_;
   const size_t row_floats_;
   const Initializer init_;
+  HugePageArena arena_;  // every stripe's index and rows; outlives the stripes
   std::vector<std::unique_ptr<Stripe>> stripes_;
 
   std::atomic<uint32_t> next_start_{0};

@@ -1,15 +1,16 @@
-// SortedIndex against a std::map reference, and SparseTable rows staying
-// attached to their keys across many requests, delta merges included.
-#include <catch2/catch.hpp>
+// SortedIndex against a std::map reference (in-place merges into the delta
+// and the main array included), and SparseTable rows staying attached to
+// their keys across many requests.
+#include "server/sparse_table.h"
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <map>
 #include <random>
 #include <set>
 
 #include "server/optimizer.h"
 #include "server/sorted_index.h"
-#include "server/sparse_table.h"
 
 namespace tessera {
 namespace {
@@ -22,7 +23,8 @@ std::vector<uint64_t> SortedUnique(std::vector<uint64_t> v) {
 
 TEST_CASE("SortedIndex finds what was inserted, through many delta merges") {
   std::mt19937_64 rng(17);
-  SortedIndex index;
+  HugePageArena arena;
+  SortedIndex index(&arena);
   std::map<uint64_t, uint32_t> reference;
   uint32_t next_row = 0;
   for (int request = 0; request < 200; ++request) {
@@ -53,6 +55,51 @@ TEST_CASE("SortedIndex finds what was inserted, through many delta merges") {
     REQUIRE(index.size() == reference.size());
   }
   CHECK(reference.size() > 20000);  // enough to have merged the delta many times
+  // Every key ever inserted, in one request: nothing lost or mismatched.
+  std::vector<uint64_t> all;
+  for (const auto& [key, row] : reference) all.push_back(key);
+  std::vector<uint32_t> idx(all.size()), rows(all.size());
+  for (uint32_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  REQUIRE(index.Find(all.data(), idx.data(), all.size(), rows.data()) == 0);
+  for (size_t j = 0; j < all.size(); ++j) REQUIRE(rows[j] == reference[all[j]]);
+}
+
+TEST_CASE("SortedIndex stays exact once its arrays outgrow a huge page") {
+  // 40 batches of 12,500 fresh keys: the main key array passes 2 MiB (own
+  // mapping, grown by mremap) while batches interleave with what is there.
+  std::mt19937_64 rng(29);
+  HugePageArena arena;
+  SortedIndex index(&arena);
+  std::vector<uint64_t> all;
+  uint32_t next_row = 0;
+  for (int batch = 0; batch < 40; ++batch) {
+    std::vector<uint64_t> keys(12'500);
+    for (auto& k : keys) k = rng();
+    keys = SortedUnique(keys);
+    std::vector<uint32_t> idx(keys.size()), rows(keys.size());
+    for (uint32_t i = 0; i < idx.size(); ++i) {
+      idx[i] = i;
+      rows[i] = next_row++;
+    }
+    index.Insert(keys.data(), idx.data(), rows.data(), keys.size());
+    all.insert(all.end(), keys.begin(), keys.end());
+  }
+  // Rows were numbered in insertion order: all[i] -> i.
+  std::vector<uint32_t> order(all.size());
+  for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return all[a] < all[b]; });
+  std::vector<uint32_t> rows(all.size());
+  REQUIRE(index.Find(all.data(), order.data(), order.size(), rows.data()) == 0);
+  for (size_t j = 0; j < order.size(); ++j) REQUIRE(rows[j] == order[j]);
+  CHECK(index.size() == all.size());
+  // Keys between the stored ones are reported missing.
+  std::vector<uint64_t> probes;
+  for (size_t j = 0; j + 1 < order.size(); j += 1000) {
+    if (all[order[j]] + 1 < all[order[j + 1]]) probes.push_back(all[order[j]] + 1);
+  }
+  std::vector<uint32_t> pidx(probes.size()), prows(probes.size());
+  for (uint32_t i = 0; i < pidx.size(); ++i) pidx[i] = i;
+  CHECK(index.Find(probes.data(), pidx.data(), probes.size(), prows.data()) == probes.size());
 }
 
 TEST_CASE("SparseTable keeps every row with its key across requests") {
