@@ -94,11 +94,15 @@ void* HugePageArena::Grow(void* p, size_t old_bytes, size_t new_bytes) {
     // Page tables move to a fresh aligned range; nothing is copied.
     char* at = ReserveAligned(new_block);
     void* q = mremap(p, old_block, new_block, MREMAP_MAYMOVE | MREMAP_FIXED, at);
-    if (q == MAP_FAILED) {
-      munmap(at, new_block);
-      throw std::bad_alloc();
+    if (q != MAP_FAILED) {
+      AdviseHuge(q, new_block);
+      return q;
     }
-    AdviseHuge(q, new_block);
+    // A kernel without MREMAP_FIXED (some sandboxes): copy instead.
+    munmap(at, new_block);
+    q = MapHuge(new_block);
+    std::memcpy(q, p, old_block);
+    munmap(p, old_block);
     return q;
   }
   void* q = Allocate(new_block);
