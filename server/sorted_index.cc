@@ -1,7 +1,6 @@
 #include "server/sorted_index.h"
 
 #include <algorithm>
-#include <utility>
 
 namespace tessera {
 namespace {
@@ -30,11 +29,13 @@ size_t Seek(const uint64_t* keys, size_t size, size_t from, uint64_t key) {
   return Gallop(keys, size, from, key);
 }
 
+}  // namespace
+
 // Merges n sorted (key_at(j), row_at(j)) into *run in place: the run grows
 // (without copying, see HugeArray) and is filled from the back, so every
 // element moves at most once and no second buffer is needed.
 template <typename KeyAt, typename RowAt>
-void MergeInto(SortedIndex::Run* run, size_t n, KeyAt key_at, RowAt row_at) {
+void SortedIndex::MergeInto(Run* run, size_t n, KeyAt key_at, RowAt row_at) {
   size_t i = run->size(), j = n;
   run->Resize(i + n);
   uint64_t* keys = run->keys.data();
@@ -52,8 +53,6 @@ void MergeInto(SortedIndex::Run* run, size_t n, KeyAt key_at, RowAt row_at) {
     }
   }
 }
-
-}  // namespace
 
 SortedIndex::SortedIndex(HugePageArena* arena) : main_(arena), delta_(arena) {}
 

@@ -42,7 +42,8 @@ class SortedIndex {
 
   size_t size() const { return main_.size() + delta_.size(); }
 
-  // Sorted keys with their rows (public for the merge helper in the .cc).
+ private:
+  // Sorted keys with their rows.
   struct Run {
     explicit Run(HugePageArena* arena) : keys(arena), rows(arena) {}
     size_t size() const { return keys.size(); }
@@ -54,7 +55,11 @@ class SortedIndex {
     HugeArray<uint32_t> rows;
   };
 
- private:
+  // Merges n sorted (key_at(j), row_at(j)) into *run in place (defined and
+  // instantiated in the .cc).
+  template <typename KeyAt, typename RowAt>
+  static void MergeInto(Run* run, size_t n, KeyAt key_at, RowAt row_at);
+
   Run main_, delta_;
 };
 
