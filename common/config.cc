@@ -186,6 +186,7 @@ absl::Status ReadTables(const YAML::Node& list, const std::string& path,
     t.kind = kind == "dense" ? TableKind::kDense : TableKind::kSparse;
     TESSERA_RETURN_IF_ERROR(r.Integer("size", &t.size, 1, int64_t{1} << 40));
     TESSERA_RETURN_IF_ERROR(r.Integer("dim", &t.dim, 1, 1 << 20));
+    TESSERA_RETURN_IF_ERROR(r.Integer("reserve_rows", &t.reserve_rows, 0, int64_t{1} << 36));
     TESSERA_RETURN_IF_ERROR(Section(r, "init", [&](MapReader& s) { return ReadInit(s, &t.init); }));
     TESSERA_RETURN_IF_ERROR(r.NoUnknownKeys());
     if (t.name.empty()) return Bad(item_path + ".name", list[i]["name"], "a non-empty name");
@@ -194,6 +195,10 @@ absl::Status ReadTables(const YAML::Node& list, const std::string& path,
     }
     if (t.kind == TableKind::kDense && t.size == 0) {
       return Bad(item_path + ".size", list[i]["size"], "an integer >= 1 for a dense table");
+    }
+    if (t.kind == TableKind::kDense && t.reserve_rows != 0) {
+      return Bad(item_path + ".reserve_rows", list[i]["reserve_rows"],
+                 "0: reserve_rows is for sparse tables (a dense one is allocated whole)");
     }
     tables->push_back(t);
   }

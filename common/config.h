@@ -44,6 +44,10 @@ struct TableConfig {
   TableKind kind = TableKind::kDense;
   uint64_t size = 0;  // dense: number of floats
   uint32_t dim = 1;   // sparse: floats per row
+  // sparse: rows to reserve memory for at start-up, all shards together (each
+  // reserves its share, faulted in before it serves). 0: grow on demand only.
+  // Not a limit: the table grows past it.
+  uint64_t reserve_rows = 0;
   InitConfig init;
 };
 

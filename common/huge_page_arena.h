@@ -57,6 +57,12 @@ class HugePageArena {
   // The size a request for `bytes` really occupies.
   static size_t BlockBytes(size_t bytes);
 
+  // Faults in [p, p + bytes) now (writing to it: contents become
+  // unspecified), so that first writes later cost no page fault. On VMs that
+  // hand freed memory back to the host, first touch costs ~2 ms/MB in any
+  // page size; a table reserved at start-up pays it there, not in a request.
+  static void Populate(void* p, size_t bytes);
+
  private:
   static constexpr int kOrders = 10;  // 4 KiB << 0 ... 4 KiB << 9 (one chunk)
 
@@ -109,16 +115,30 @@ class HugeArray {
   // doubles when it grows, so n appends cost O(n) in all.
   void Resize(size_t n) {
     const size_t bytes = n * sizeof(T);
-    if (bytes > capacity_bytes_) {
-      const size_t want = HugePageArena::BlockBytes(std::max(bytes, 2 * capacity_bytes_));
-      data_ = static_cast<T*>(data_ == nullptr ? arena_->Allocate(want)
-                                               : arena_->Grow(data_, capacity_bytes_, want));
-      capacity_bytes_ = want;
-    }
+    if (bytes > capacity_bytes_) GrowTo(std::max(bytes, 2 * capacity_bytes_));
     size_ = n;
   }
 
+  // Makes room for n elements and faults their memory in now, so that
+  // growing to n later neither moves the array nor faults a page. Keeps the
+  // elements [0, size()); the memory past them is unspecified.
+  void Reserve(size_t n) {
+    const size_t bytes = n * sizeof(T);
+    if (bytes > capacity_bytes_) GrowTo(bytes);
+    const size_t used = size_ * sizeof(T);
+    HugePageArena::Populate(reinterpret_cast<char*>(data_) + used, capacity_bytes_ - used);
+  }
+
+  size_t capacity() const { return capacity_bytes_ / sizeof(T); }
+
  private:
+  void GrowTo(size_t bytes) {
+    const size_t want = HugePageArena::BlockBytes(bytes);
+    data_ = static_cast<T*>(data_ == nullptr ? arena_->Allocate(want)
+                                             : arena_->Grow(data_, capacity_bytes_, want));
+    capacity_bytes_ = want;
+  }
+
   void Release() {
     if (data_ != nullptr) arena_->Free(data_, capacity_bytes_);
     data_ = nullptr;

@@ -8,6 +8,7 @@
 // cannot start (e.g. its port is in use).
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -61,15 +62,20 @@ int main(int argc, char** argv) {
 
   std::string listen = flags->Has("listen") ? flags->Get("listen")
                                             : DefaultListenAddress(config->cluster.servers[*shard]);
+  const auto start = std::chrono::steady_clock::now();
   auto server = ShardServer::Start(*config, *shard, listen);
   if (!server.ok()) return Fail(1, std::string(server.status().message()));
-  size_t values = 0;
-  for (const auto& t : config->Tables()) values += t.kind == TableKind::kDense ? t.size : 0;
+  size_t values = 0, reserved = 0;
+  for (const auto& t : config->Tables()) {
+    values += t.kind == TableKind::kDense ? t.size : 0;
+    reserved += t.reserve_rows;
+  }
   spdlog::info(
       "shard {}/{} ready on {} (port {}): mode {} staleness {}, {} workers, {} tables, "
-      "{} dense values over all shards",
+      "{} dense values over all shards, {} sparse rows reserved, started in {:.2f} s",
       *shard, config->num_servers(), listen, (*server)->port(), ModeName(config->consistency.mode),
-      config->consistency.staleness, config->cluster.workers, config->Tables().size(), values);
+      config->consistency.staleness, config->cluster.workers, config->Tables().size(), values,
+      reserved, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 
   timespec tick{0, 100'000'000};  // check for finished workers every 100 ms
   while (true) {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/denormal.h"
@@ -54,8 +55,10 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       layout.set_begin(range.begin);
       layout.set_end(range.end);
     } else {
-      sparse_.push_back(
-          std::make_unique<SparseTable>(t, optimizer_.get(), config.server.sparse_stripes));
+      // Keys hash evenly over shards: each reserves its share.
+      const uint64_t reserve = (t.reserve_rows + num_shards - 1) / num_shards;
+      sparse_.push_back(std::make_unique<SparseTable>(t, optimizer_.get(),
+                                                      config.server.sparse_stripes, reserve));
       ref.sparse = sparse_.back().get();
       layout.set_dim(t.dim);
     }
@@ -400,7 +403,23 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     TESSERA_RETURN_IF_ERROR(CheckReplySize(pull_slices, bf16));
   }
 
-  absl::MutexLock lock(worker_mu_[worker].get());
+  // A worker's pushes within its clock apply in parallel (one call per
+  // channel, say); one that advances the clock holds the lock alone, so it
+  // waits for those before it and the advance publishes all of them.
+  absl::Mutex& worker_mu = *worker_mu_[worker];
+  const bool advance_clock = request.advance_clock();
+  if (advance_clock) {
+    worker_mu.Lock();
+  } else {
+    worker_mu.ReaderLock();
+  }
+  absl::Cleanup unlock = [&] {
+    if (advance_clock) {
+      worker_mu.Unlock();
+    } else {
+      worker_mu.ReaderUnlock();
+    }
+  };
   const int64_t clock = clock_.WorkerClock(worker);
   if (request.clock() != clock) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -414,7 +433,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   }
   ApplyGradients(worker, grads, slices);
   response->set_clock(clock);
-  if (request.advance_clock()) {
+  if (advance_clock) {
     TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, AdvanceLocked(worker, clock));
     response->set_clock(advance.clock);
   }

@@ -157,7 +157,10 @@ class Shard {
   std::vector<std::unique_ptr<SparseTable>> sparse_;
   absl::flat_hash_map<std::string, Resolved> tables_;  // name -> table
   std::vector<v1::TableLayout> layout_;
-  std::vector<std::unique_ptr<absl::Mutex>> worker_mu_;  // serializes a worker's pushes
+  // By worker: its pushes hold it shared, its clock advances (Clock, Finish,
+  // a push that advances) exclusively, so an advance follows every push of
+  // the clock it closes.
+  std::vector<std::unique_ptr<absl::Mutex>> worker_mu_;
   std::vector<std::unique_ptr<WorkerMemory>> memory_;     // by worker
 
   ClockTable clock_;

@@ -5,6 +5,9 @@
 namespace tessera {
 namespace {
 
+// The delta is merged into main once it holds more than main / 4 + this.
+constexpr size_t kDeltaSlack = 1024;
+
 // The first position >= `from` in keys[0, size) whose key is >= `key`, by
 // galloping search.
 size_t Gallop(const uint64_t* keys, size_t size, size_t from, uint64_t key) {
@@ -80,12 +83,19 @@ size_t SortedIndex::Find(const uint64_t* keys, const uint32_t* idx, size_t n,
   return missing;
 }
 
+void SortedIndex::Reserve(size_t n) {
+  main_.Reserve(n);
+  // The delta's largest size before a merge empties it (a request that tips
+  // it over may still grow it, once).
+  delta_.Reserve(n / 4 + kDeltaSlack);
+}
+
 void SortedIndex::Insert(const uint64_t* keys, const uint32_t* idx, const uint32_t* rows,
                          size_t n) {
   if (n == 0) return;
   MergeInto(
       &delta_, n, [&](size_t j) { return keys[idx[j]]; }, [&](size_t j) { return rows[j]; });
-  if (delta_.size() <= main_.size() / 4 + 1024) return;
+  if (delta_.size() <= main_.size() / 4 + kDeltaSlack) return;
   const uint64_t* delta_keys = delta_.keys.data();
   const uint32_t* delta_rows = delta_.rows.data();
   MergeInto(

@@ -42,6 +42,10 @@ class SortedIndex {
 
   size_t size() const { return main_.size() + delta_.size(); }
 
+  // Makes room for n keys in all and faults the memory in now, so that
+  // inserts up to n keys neither fault pages nor move arrays.
+  void Reserve(size_t n);
+
  private:
   // Sorted keys with their rows.
   struct Run {
@@ -50,6 +54,10 @@ class SortedIndex {
     void Resize(size_t n) {
       keys.Resize(n);
       rows.Resize(n);
+    }
+    void Reserve(size_t n) {
+      keys.Reserve(n);
+      rows.Reserve(n);
     }
     HugeArray<uint64_t> keys;
     HugeArray<uint32_t> rows;

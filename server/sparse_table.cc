@@ -9,7 +9,7 @@
 namespace tessera {
 
 SparseTable::SparseTable(const TableConfig& config, const Optimizer* optimizer,
-                         uint32_t num_stripes)
+                         uint32_t num_stripes, uint64_t reserve_rows)
     : name_(config.name),
       dim_(config.dim),
       optimizer_(optimizer),
@@ -18,6 +18,16 @@ SparseTable::SparseTable(const TableConfig& config, const Optimizer* optimizer,
       init_(config.init, config.name) {
   for (uint32_t i = 0; i < std::max(num_stripes, 1u); ++i) {
     stripes_.push_back(std::make_unique<Stripe>(&arena_));
+  }
+  if (reserve_rows == 0) return;
+  // Keys hash evenly over stripes: a stripe's count is binomial, its standard
+  // deviation below sqrt(mean); the slack covers far more than that.
+  const uint64_t mean = reserve_rows / stripes_.size();
+  const uint64_t per_stripe = mean + mean / 32 + 256;
+  for (auto& stripe : stripes_) {
+    absl::MutexLock lock(&stripe->mu);
+    stripe->index.Reserve(per_stripe);
+    stripe->data.Reserve(per_stripe * row_floats_);
   }
 }
 

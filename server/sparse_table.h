@@ -33,8 +33,11 @@ namespace tessera {
 
 class SparseTable {
  public:
-  // `optimizer` must outlive the table.
-  SparseTable(const TableConfig& config, const Optimizer* optimizer, uint32_t num_stripes);
+  // `optimizer` must outlive the table. Reserves memory for `reserve_rows`
+  // rows (this shard's share of the table's reserve_rows) and faults it in
+  // before returning, so that creating that many rows faults no page.
+  SparseTable(const TableConfig& config, const Optimizer* optimizer, uint32_t num_stripes,
+              uint64_t reserve_rows = 0);
 
   const std::string& name() const { return name_; }
   uint32_t dim() const { return dim_; }

@@ -38,7 +38,7 @@ model:
   type: tables
   tables:
     - {name: w, kind: dense, size: 10, init: {type: uniform, low: -1, high: 1, seed: 9}}
-    - {name: e, kind: sparse, dim: 4}
+    - {name: e, kind: sparse, dim: 4, reserve_rows: 1000000}
 optimizer: {type: adam, lr: 0.002, beta1: 0.8, beta2: 0.99, epsilon: 1e-7}
 server: {max_message_bytes: 1048576, max_pull_wait_ms: 500, reject_nonfinite: false}
 worker: {pull_timeout_ms: 1000, channels_per_shard: 4, device: cpu}
@@ -56,6 +56,8 @@ logging: {level: debug}
   CHECK(c->Tables()[0].init.seed == 9);
   CHECK(c->Tables()[1].kind == TableKind::kSparse);
   CHECK(c->Tables()[1].dim == 4);
+  CHECK(c->Tables()[1].reserve_rows == 1000000);
+  CHECK(c->Tables()[0].reserve_rows == 0);  // default: grow on demand
   CHECK(c->optimizer.beta1 == Approx(0.8));
   CHECK(c->optimizer.epsilon == Approx(1e-7));
   CHECK(c->server.max_pull_wait_ms == 500);
@@ -185,6 +187,11 @@ TEST_CASE("table lists are checked") {
         "config: model.tables.0.kind = 'blob': expected one of dense|sparse");
   CHECK(ErrorOf(base + "    - {name: w, size: 2, init: {type: uniform, low: 1, high: 0}}\n") ==
         "config: model.tables.0.init.high = '0': expected >= low (1)");
+  CHECK(ErrorOf(base + "    - {name: w, size: 2, reserve_rows: 10}\n") ==
+        "config: model.tables.0.reserve_rows = '10': expected 0: reserve_rows is for sparse "
+        "tables (a dense one is allocated whole)");
+  CHECK(ErrorOf(base + "    - {name: e, kind: sparse, reserve_rows: -1}\n") ==
+        "config: model.tables.0.reserve_rows = '-1': expected an integer >= 0 and <= 68719476736");
 }
 
 TEST_CASE("server addresses from a DNS pattern") {

@@ -114,5 +114,31 @@ TEST_CASE("HugeArray resizes through small and large blocks and moves") {
   CHECK(b[5] == 5 * 2654435761ull);
 }
 
+TEST_CASE("HugeArray::Reserve keeps the contents and growth within it never moves the array") {
+  HugePageArena arena;
+  for (size_t reserve : {size_t{1000}, size_t{3'000'000}}) {  // a small block, then 24 MB
+    INFO("reserve " << reserve);
+    HugeArray<uint64_t> a(&arena);
+    a.Resize(100);
+    for (size_t i = 0; i < 100; ++i) a[i] = i + 7;
+    a.Reserve(reserve);
+    CHECK(a.capacity() >= reserve);
+    CHECK(a.size() == 100);
+    for (size_t i = 0; i < 100; ++i) REQUIRE(a[i] == i + 7);
+    const uint64_t* at = a.data();
+    for (size_t n = 200; n < reserve; n *= 2) {
+      a.Resize(n);
+      REQUIRE(a.data() == at);
+    }
+    a.Resize(reserve);
+    REQUIRE(a.data() == at);
+    for (size_t i = 100; i < reserve; ++i) a[i] = i + 7;
+    for (size_t i = 0; i < reserve; i += 101) REQUIRE(a[i] == i + 7);
+    a.Reserve(reserve / 2);  // never shrinks
+    CHECK(a.data() == at);
+    CHECK(a.capacity() >= reserve);
+  }
+}
+
 }  // namespace
 }  // namespace tessera

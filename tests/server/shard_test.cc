@@ -2,6 +2,7 @@
 // and every bad-input case leaving the shard unchanged.
 #include "server/shard.h"
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <limits>
 #include <optional>
@@ -423,6 +424,48 @@ TEST_CASE("concurrent ASP pushes from many threads equal the sequential result")
   auto w = PullNow(*shard, Dense("w", 0, 8));
   const float expected = 1.0f - kPushes * (1 + 2 + 3 + 4);
   for (float x : w) CHECK(x == expected);
+}
+
+TEST_CASE("one worker's concurrent pushes all apply; its clock advance closes the clock") {
+  // Pushes of one worker within a clock run in parallel on the shard; an
+  // advance runs alone. Every push that returns OK must be in the values and
+  // every push refused (its clock closed under it) must not.
+  const int kThreads = 4, kPushes = 300;
+  auto shard = MakeShard(MakeConfig("asp", 0, 1));
+  std::atomic<int> accepted{0}, refused{0}, other{0};
+  std::atomic<bool> advanced{false};
+  std::vector<std::thread> threads;  // Catch2's assertions stay on this thread
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPushes; ++i) {
+        PushResponse resp;
+        const bool advance = t == 0 && i == kPushes / 2;
+        absl::Status s =
+            shard->Push(MakePush(0, 0, Dense("w", 0, 8), std::vector<float>(8, 1.0f), advance),
+                        &resp);
+        if (advance) {
+          advanced = s.ok();
+        } else if (s.ok()) {
+          ++accepted;
+        } else if (s.code() == absl::StatusCode::kFailedPrecondition) {
+          ++refused;
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  REQUIRE(advanced);
+  CHECK(other == 0);
+  CHECK(accepted + refused == kThreads * kPushes - 1);
+  CHECK(refused > 0);  // thread 0 alone pushed kPushes / 2 - 1 after its advance
+  // lr 1, w starts at 1: one step per applied push, the advancing one included.
+  const float expected = 1.0f - static_cast<float>(accepted + 1);
+  for (float x : PullNow(*shard, Dense("w", 0, 8))) CHECK(x == expected);
+  v1::StatsResponse stats;
+  shard->Stats(&stats);
+  CHECK(stats.worker_clocks(0) == 1);
 }
 
 TEST_CASE("Finish lets the others run on and reports when all are done") {

@@ -103,11 +103,15 @@ TEST_CASE("SortedIndex stays exact once its arrays outgrow a huge page") {
 }
 
 TEST_CASE("SparseTable keeps every row with its key across requests") {
+  // Reserved for none, fewer than the ~27,000 rows created (it grows past the
+  // reserve), or more.
+  const uint64_t reserve = GENERATE(0, 8000, 100000);
+  INFO("reserve_rows " << reserve);
   OptimizerConfig sgd{.type = "sgd", .lr = 1.0f};
   auto opt = MakeOptimizer(sgd);
   TableConfig config{.name = "emb", .kind = TableKind::kSparse, .dim = 2};
   config.init = InitConfig{.type = "uniform", .low = -1, .high = 1, .seed = 3};
-  SparseTable table(config, opt.get(), 8);
+  SparseTable table(config, opt.get(), 8, reserve);
   Initializer init(config.init, "emb");
   std::mt19937_64 rng(5);
   std::map<uint64_t, float> pushes;  // key -> total gradient pushed to value 0
