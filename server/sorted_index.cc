@@ -34,39 +34,39 @@ size_t Seek(const uint64_t* keys, size_t size, size_t from, uint64_t key) {
 
 }  // namespace
 
-// Merges n sorted (key_at(j), row_at(j)) into *run in place: the run grows
-// (without copying, see HugeArray) and is filled from the back, so every
-// element moves at most once and no second buffer is needed.
-template <typename KeyAt, typename RowAt>
-void SortedIndex::MergeInto(Run* run, size_t n, KeyAt key_at, RowAt row_at) {
+// Merges sorted keys[0, n) with their rows into *run in place: the run
+// grows (without copying, see HugeArray) and is filled from the back, so
+// every element moves at most once and no second buffer is needed.
+// Branch-free: keys interleave at random, so a branch on which side is
+// larger would be mispredicted half the time.
+void SortedIndex::MergeInto(Run* run, const uint64_t* b_keys, const uint32_t* b_rows, size_t n) {
   size_t i = run->size(), j = n;
   run->Resize(i + n);
   uint64_t* keys = run->keys.data();
   uint32_t* rows = run->rows.data();
-  while (j > 0) {
-    const uint64_t b_key = key_at(j - 1);
-    if (i > 0 && keys[i - 1] > b_key) {
-      keys[i + j - 1] = keys[i - 1];
-      rows[i + j - 1] = rows[i - 1];
-      --i;
-    } else {
-      keys[i + j - 1] = b_key;
-      rows[i + j - 1] = row_at(j - 1);
-      --j;
-    }
+  while (i > 0 && j > 0) {
+    const uint64_t a_key = keys[i - 1], b_key = b_keys[j - 1];
+    const uint32_t a_row = rows[i - 1], b_row = b_rows[j - 1];
+    const bool take_a = a_key > b_key;
+    keys[i + j - 1] = take_a ? a_key : b_key;
+    rows[i + j - 1] = take_a ? a_row : b_row;
+    i -= take_a;
+    j -= !take_a;
   }
+  // What is left of the run is already in place.
+  std::copy(b_keys, b_keys + j, keys);
+  std::copy(b_rows, b_rows + j, rows);
 }
 
 SortedIndex::SortedIndex(HugePageArena* arena) : main_(arena), delta_(arena) {}
 
-size_t SortedIndex::Find(const uint64_t* keys, const uint32_t* idx, size_t n,
-                         uint32_t* rows) const {
+size_t SortedIndex::Find(const uint64_t* keys, size_t n, uint32_t* rows) const {
   const uint64_t* main_keys = main_.keys.data();
   const uint64_t* delta_keys = delta_.keys.data();
   const size_t main_size = main_.size(), delta_size = delta_.size();
   size_t missing = 0, m = 0, d = 0;
   for (size_t j = 0; j < n; ++j) {
-    const uint64_t key = keys[idx[j]];
+    const uint64_t key = keys[j];
     m = Seek(main_keys, main_size, m, key);
     if (m < main_size && main_keys[m] == key) {
       rows[j] = main_.rows[m];
@@ -90,17 +90,11 @@ void SortedIndex::Reserve(size_t n) {
   delta_.Reserve(n / 4 + kDeltaSlack);
 }
 
-void SortedIndex::Insert(const uint64_t* keys, const uint32_t* idx, const uint32_t* rows,
-                         size_t n) {
+void SortedIndex::Insert(const uint64_t* keys, const uint32_t* rows, size_t n) {
   if (n == 0) return;
-  MergeInto(
-      &delta_, n, [&](size_t j) { return keys[idx[j]]; }, [&](size_t j) { return rows[j]; });
+  MergeInto(&delta_, keys, rows, n);
   if (delta_.size() <= main_.size() / 4 + kDeltaSlack) return;
-  const uint64_t* delta_keys = delta_.keys.data();
-  const uint32_t* delta_rows = delta_.rows.data();
-  MergeInto(
-      &main_, delta_.size(), [&](size_t j) { return delta_keys[j]; },
-      [&](size_t j) { return delta_rows[j]; });
+  MergeInto(&main_, delta_.keys.data(), delta_.rows.data(), delta_.size());
   delta_.Resize(0);
 }
 

@@ -31,14 +31,13 @@ class SortedIndex {
   // `arena` holds the arrays and must outlive the index.
   explicit SortedIndex(HugePageArena* arena);
 
-  // For each keys[idx[j]] (j < n; ascending in j), writes its row to rows[j],
-  // or kMissing. Returns how many were missing.
-  // REQUIRES: the keys visited are strictly increasing.
-  size_t Find(const uint64_t* keys, const uint32_t* idx, size_t n, uint32_t* rows) const;
+  // For each keys[j] (j < n), writes its row to rows[j], or kMissing.
+  // Returns how many were missing. REQUIRES: keys[0, n) strictly increasing.
+  size_t Find(const uint64_t* keys, size_t n, uint32_t* rows) const;
 
-  // Adds keys[idx[j]] -> rows[j] for j < n.
-  // REQUIRES: the keys visited are strictly increasing and none is present.
-  void Insert(const uint64_t* keys, const uint32_t* idx, const uint32_t* rows, size_t n);
+  // Adds keys[j] -> rows[j] for j < n.
+  // REQUIRES: keys[0, n) strictly increasing, none of them present.
+  void Insert(const uint64_t* keys, const uint32_t* rows, size_t n);
 
   size_t size() const { return main_.size() + delta_.size(); }
 
@@ -63,10 +62,8 @@ class SortedIndex {
     HugeArray<uint32_t> rows;
   };
 
-  // Merges n sorted (key_at(j), row_at(j)) into *run in place (defined and
-  // instantiated in the .cc).
-  template <typename KeyAt, typename RowAt>
-  static void MergeInto(Run* run, size_t n, KeyAt key_at, RowAt row_at);
+  // Merges sorted keys[0, n) with their rows into *run, in place.
+  static void MergeInto(Run* run, const uint64_t* keys, const uint32_t* rows, size_t n);
 
   Run main_, delta_;
 };

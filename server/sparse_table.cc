@@ -32,76 +32,129 @@ SparseTable::SparseTable(const TableConfig& config, const Optimizer* optimizer,
 }
 
 uint32_t SparseTable::StripeOf(uint64_t key) const {
-  // The high bits: the shard choice (hash mod S) leans on the low ones.
-  return static_cast<uint32_t>((SplitMix64(key) >> 40) % stripes_.size());
+  // The high bits (the shard choice, hash mod S, leans on the low ones),
+  // mapped onto [0, stripes) by a multiply instead of a division.
+  const uint64_t high = SplitMix64(key) >> 32;
+  return static_cast<uint32_t>((high * stripes_.size()) >> 32);
 }
 
-void SparseTable::FindOrCreateAll(Stripe& stripe, absl::Span<const uint64_t> keys,
-                                  const uint32_t* idx, size_t n, std::vector<uint32_t>* rows) {
+namespace {
+
+// One request's regrouping by stripe, per thread, kept between requests so
+// that its memory stays warm (no allocation, no page faults per request).
+// Grows to the largest request the thread served; never shrinks.
+struct StripeScratch {
+  std::vector<uint32_t> stripe_of, order, start, fill;
+  std::vector<uint64_t> keys;
+  std::vector<float> values;
+};
+thread_local StripeScratch t_scratch;
+
+// Scratch for the rows a stripe creates.
+thread_local std::vector<uint64_t> t_new_keys;
+thread_local std::vector<uint32_t> t_new_rows;
+
+template <typename T>
+T* AtLeast(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+}  // namespace
+
+void SparseTable::FindOrCreateAll(Stripe& stripe, const uint64_t* keys, size_t n,
+                                  std::vector<uint32_t>* rows) {
   rows->resize(n);
-  const size_t missing = stripe.index.Find(keys.data(), idx, n, rows->data());
+  const size_t missing = stripe.index.Find(keys, n, rows->data());
   if (missing == 0) return;
-  std::vector<uint32_t> new_idx(missing), new_rows(missing);
-  uint32_t next_row = static_cast<uint32_t>(stripe.index.size());
-  stripe.data.Resize((next_row + missing) * row_floats_);
+  uint64_t* new_keys = AtLeast(t_new_keys, missing);
+  uint32_t* new_rows = AtLeast(t_new_rows, missing);
+  const uint32_t first = static_cast<uint32_t>(stripe.index.size());
+  stripe.data.Resize((first + missing) * row_floats_);
   for (size_t j = 0, k = 0; j < n; ++j) {
     if ((*rows)[j] != SortedIndex::kMissing) continue;
-    const uint32_t r = next_row++;
-    (*rows)[j] = r;
-    float* row = RowData(stripe, r);
-    init_.Fill(keys[idx[j]] * dim_, absl::MakeSpan(row, dim_));
-    optimizer_->InitSlots(absl::MakeSpan(row + dim_, row_floats_ - dim_));
-    new_idx[k] = idx[j];
-    new_rows[k++] = r;
+    (*rows)[j] = new_rows[k] = first + static_cast<uint32_t>(k);
+    new_keys[k++] = keys[j];
   }
-  stripe.index.Insert(keys.data(), new_idx.data(), new_rows.data(), missing);
+  // The new rows are contiguous: fill them in one pass.
+  for (size_t k = 0; k < missing; ++k) {
+    float* row = RowData(stripe, first + static_cast<uint32_t>(k));
+    init_.Fill(new_keys[k] * dim_, absl::MakeSpan(row, dim_));
+    optimizer_->InitSlots(absl::MakeSpan(row + dim_, row_floats_ - dim_));
+  }
+  stripe.index.Insert(new_keys, new_rows, missing);
 }
 
 template <typename Fn>
-void SparseTable::ForEachByStripe(absl::Span<const uint64_t> keys, Fn fn) {
+void SparseTable::ForEachByStripe(absl::Span<const uint64_t> keys, absl::Span<const float> values,
+                                  Fn fn) {
   const uint32_t n = static_cast<uint32_t>(stripes_.size());
-  // Counting sort of key positions by stripe (stable: request order kept).
-  // Uninitialized scratch: every element is written before it is read.
-  std::unique_ptr<uint32_t[]> stripe_of(new uint32_t[keys.size()]);
-  std::vector<uint32_t> start(n + 1, 0);
-  for (size_t i = 0; i < keys.size(); ++i) {
+  const size_t count = keys.size();
+  StripeScratch& s = t_scratch;
+  // Counting sort of the keys by stripe (stable: request order kept).
+  uint32_t* stripe_of = AtLeast(s.stripe_of, count);
+  s.start.assign(n + 1, 0);
+  uint32_t* start = s.start.data();
+  for (size_t i = 0; i < count; ++i) {
     stripe_of[i] = StripeOf(keys[i]);
     ++start[stripe_of[i] + 1];
   }
-  for (uint32_t s = 0; s < n; ++s) start[s + 1] += start[s];
-  std::unique_ptr<uint32_t[]> order(new uint32_t[keys.size()]);
-  {
-    std::vector<uint32_t> fill(start.begin(), start.end() - 1);
-    for (size_t i = 0; i < keys.size(); ++i) order[fill[stripe_of[i]]++] = static_cast<uint32_t>(i);
+  for (uint32_t k = 0; k < n; ++k) start[k + 1] += start[k];
+  s.fill.assign(start, start + n);
+  uint32_t* fill = s.fill.data();
+  uint32_t* order = AtLeast(s.order, count);
+  uint64_t* gathered_keys = AtLeast(s.keys, count);
+  float* gathered_values = values.empty() ? nullptr : AtLeast(s.values, count * dim_);
+  for (size_t i = 0; i < count; ++i) {
+    const uint32_t at = fill[stripe_of[i]]++;
+    order[at] = static_cast<uint32_t>(i);
+    gathered_keys[at] = keys[i];
+  }
+  if (gathered_values != nullptr && dim_ == 1) {
+    for (size_t at = 0; at < count; ++at) gathered_values[at] = values[order[at]];
+  } else if (gathered_values != nullptr) {
+    for (size_t at = 0; at < count; ++at) {
+      std::memcpy(gathered_values + at * dim_, values.data() + size_t{order[at]} * dim_,
+                  dim_ * sizeof(float));
+    }
   }
   const uint32_t first = next_start_.fetch_add(1, std::memory_order_relaxed) % n;
   for (uint32_t k = 0; k < n; ++k) {
-    const uint32_t s = (first + k) % n;
-    if (start[s] == start[s + 1]) continue;
-    Stripe& stripe = *stripes_[s];
-    absl::MutexLock lock(&stripe.mu);
-    fn(stripe, order.get() + start[s], static_cast<size_t>(start[s + 1] - start[s]));
+    const uint32_t stripe = (first + k) % n;
+    const uint32_t begin = start[stripe], end = start[stripe + 1];
+    if (begin == end) continue;
+    StripeBatch batch{gathered_keys + begin, order + begin,
+                      gathered_values == nullptr ? nullptr : gathered_values + size_t{begin} * dim_,
+                      end - begin};
+    absl::MutexLock lock(&stripes_[stripe]->mu);
+    fn(*stripes_[stripe], batch);
   }
 }
 
 void SparseTable::ApplyToRows(Stripe& stripe, const std::vector<uint32_t>& rows,
-                              const std::vector<const float*>& grads, int64_t step, float scale) {
-  std::vector<float*> ptrs(rows.size());
-  for (size_t j = 0; j < rows.size(); ++j) ptrs[j] = RowData(stripe, rows[j]);
-  optimizer_->ApplyRows(ptrs, grads, dim_, step, scale);
+                              const float* grads, int64_t step, float scale) {
+  thread_local std::vector<float*> row_ptrs;
+  thread_local std::vector<const float*> grad_ptrs;
+  row_ptrs.resize(rows.size());
+  grad_ptrs.resize(rows.size());
+  for (size_t j = 0; j < rows.size(); ++j) {
+    row_ptrs[j] = RowData(stripe, rows[j]);
+    grad_ptrs[j] = grads + j * dim_;
+  }
+  optimizer_->ApplyRows(row_ptrs, grad_ptrs, dim_, step, scale);
 }
 
 void SparseTable::Read(absl::Span<const uint64_t> keys, absl::Span<float> out) {
   pulls_.fetch_add(1, std::memory_order_relaxed);
   std::vector<uint32_t> rows;
-  ForEachByStripe(
-      keys, [&](Stripe& stripe, const uint32_t* idx, size_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        FindOrCreateAll(stripe, keys, idx, n, &rows);
-        for (size_t j = 0; j < n; ++j) {
-          std::memcpy(out.data() + static_cast<size_t>(idx[j]) * dim_, RowData(stripe, rows[j]),
-                      dim_ * sizeof(float));
-        }
-      });
+  ForEachByStripe(keys, {},
+                  [&](Stripe& stripe, const StripeBatch& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                    FindOrCreateAll(stripe, b.keys, b.n, &rows);
+                    for (size_t j = 0; j < b.n; ++j) {
+                      std::memcpy(out.data() + size_t{b.idx[j]} * dim_, RowData(stripe, rows[j]),
+                                  dim_ * sizeof(float));
+                    }
+                  });
 }
 
 void SparseTable::Apply(absl::Span<const uint64_t> keys, absl::Span<const float> grads,
@@ -109,29 +162,23 @@ void SparseTable::Apply(absl::Span<const uint64_t> keys, absl::Span<const float>
   pushes_.fetch_add(1, std::memory_order_relaxed);
   const int64_t step = step_.fetch_add(1, std::memory_order_relaxed) + 1;
   std::vector<uint32_t> rows;
-  std::vector<const float*> row_grads;
-  ForEachByStripe(
-      keys, [&](Stripe& stripe, const uint32_t* idx, size_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        FindOrCreateAll(stripe, keys, idx, n, &rows);
-        row_grads.resize(n);
-        for (size_t j = 0; j < n; ++j) {
-          row_grads[j] = grads.data() + static_cast<size_t>(idx[j]) * dim_;
-        }
-        ApplyToRows(stripe, rows, row_grads, step, scale);
-      });
+  ForEachByStripe(keys, grads,
+                  [&](Stripe& stripe, const StripeBatch& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                    FindOrCreateAll(stripe, b.keys, b.n, &rows);
+                    ApplyToRows(stripe, rows, b.values, step, scale);
+                  });
 }
 
 void SparseTable::Accumulate(absl::Span<const uint64_t> keys, absl::Span<const float> grads) {
   pushes_.fetch_add(1, std::memory_order_relaxed);
   ForEachByStripe(
-      keys, [&](Stripe& stripe, const uint32_t* idx, size_t n) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-        for (size_t j = 0; j < n; ++j) {
-          const uint64_t key = keys[idx[j]];
+      keys, grads, [&](Stripe& stripe, const StripeBatch& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        for (size_t j = 0; j < b.n; ++j) {
           auto [it, inserted] =
-              stripe.pending.try_emplace(key, static_cast<uint32_t>(stripe.pending.size()));
+              stripe.pending.try_emplace(b.keys[j], static_cast<uint32_t>(stripe.pending.size()));
           const size_t offset = static_cast<size_t>(it->second) * dim_;
           if (inserted) stripe.accum.resize(offset + dim_, 0.0f);
-          const float* g = grads.data() + static_cast<size_t>(idx[j]) * dim_;
+          const float* g = b.values + j * dim_;
           for (uint32_t d = 0; d < dim_; ++d) stripe.accum[offset + d] += g[d];
         }
       });
@@ -140,8 +187,8 @@ void SparseTable::Accumulate(absl::Span<const uint64_t> keys, absl::Span<const f
 void SparseTable::ApplyAccumulated(float scale) {
   const int64_t step = step_.fetch_add(1, std::memory_order_relaxed) + 1;
   std::vector<uint64_t> keys;
-  std::vector<uint32_t> order, rows;
-  std::vector<const float*> row_grads;
+  std::vector<uint32_t> rows;
+  std::vector<float> grads;
   for (auto& stripe_ptr : stripes_) {
     Stripe& stripe = *stripe_ptr;
     absl::MutexLock lock(&stripe.mu);
@@ -149,14 +196,14 @@ void SparseTable::ApplyAccumulated(float scale) {
     keys.clear();
     for (const auto& [key, accum_row] : stripe.pending) keys.push_back(key);
     std::sort(keys.begin(), keys.end());
-    order.resize(keys.size());
-    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-    FindOrCreateAll(stripe, keys, order.data(), keys.size(), &rows);
-    row_grads.resize(keys.size());
+    FindOrCreateAll(stripe, keys.data(), keys.size(), &rows);
+    grads.resize(keys.size() * dim_);
     for (size_t j = 0; j < keys.size(); ++j) {
-      row_grads[j] = stripe.accum.data() + static_cast<size_t>(stripe.pending[keys[j]]) * dim_;
+      std::memcpy(grads.data() + j * dim_,
+                  stripe.accum.data() + static_cast<size_t>(stripe.pending[keys[j]]) * dim_,
+                  dim_ * sizeof(float));
     }
-    ApplyToRows(stripe, rows, row_grads, step, scale);
+    ApplyToRows(stripe, rows, grads.data(), step, scale);
     stripe.pending.clear();
     stripe.accum.clear();
   }

@@ -73,21 +73,33 @@ class SparseTable {
     std::vector<float> accum ABSL_GUARDED_BY(mu);
   };
 
+  // One stripe's share of a request, gathered contiguous: its n keys (in
+  // request order, so increasing), where each came from in the request, and
+  // with `values` given, each key's dim values.
+  struct StripeBatch {
+    const uint64_t* keys;
+    const uint32_t* idx;
+    const float* values;
+    size_t n;
+  };
+
   uint32_t StripeOf(uint64_t key) const;
-  // Row numbers of keys[idx[0..n)] in `stripe`, creating the missing rows
-  // (in request order, so a later request for the same keys reads memory in
-  // order). REQUIRES: stripe.mu held; the keys visited strictly increasing.
-  void FindOrCreateAll(Stripe& stripe, absl::Span<const uint64_t> keys, const uint32_t* idx,
-                       size_t n, std::vector<uint32_t>* rows);
+  // Row numbers of keys[0, n) in `stripe`, creating the missing rows (in
+  // request order, so a later request for the same keys reads memory in
+  // order). REQUIRES: stripe.mu held; keys strictly increasing.
+  void FindOrCreateAll(Stripe& stripe, const uint64_t* keys, size_t n,
+                       std::vector<uint32_t>* rows);
   float* RowData(Stripe& stripe, uint32_t row) { return stripe.data.data() + row * row_floats_; }
-  // Calls fn(stripe, idx, n) once per stripe that holds keys: idx lists the
-  // positions in `keys` of that stripe's n keys, in request order. Holds the
-  // stripe's lock during the call.
+  // Calls fn(stripe, batch) once per stripe that holds keys, holding the
+  // stripe's lock. Gathering each stripe's keys (and values: dim per key)
+  // first makes the per-stripe work stream through memory instead of
+  // striding across the whole request.
   template <typename Fn>
-  void ForEachByStripe(absl::Span<const uint64_t> keys, Fn fn);
-  // Applies grads[i] to rows[i] of one stripe. REQUIRES: stripe.mu held.
-  void ApplyToRows(Stripe& stripe, const std::vector<uint32_t>& rows,
-                   const std::vector<const float*>& grads, int64_t step, float scale);
+  void ForEachByStripe(absl::Span<const uint64_t> keys, absl::Span<const float> values, Fn fn);
+  // Applies the optimizer to rows[j] with grads[j * dim, (j + 1) * dim).
+  // REQUIRES: stripe.mu held.
+  void ApplyToRows(Stripe& stripe, const std::vector<uint32_t>& rows, const float* grads,
+                   int64_t step, float scale);
 
   // const after construction
   const std::string name_;

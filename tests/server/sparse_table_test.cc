@@ -33,17 +33,17 @@ TEST_CASE("SortedIndex finds what was inserted, through many delta merges") {
     std::vector<uint64_t> keys(n);
     for (auto& k : keys) k = request % 20 == 0 ? rng() : rng() % 20000;
     keys = SortedUnique(keys);
-    std::vector<uint32_t> idx(keys.size()), rows(keys.size());
-    for (uint32_t i = 0; i < idx.size(); ++i) idx[i] = i;
-    size_t missing = index.Find(keys.data(), idx.data(), keys.size(), rows.data());
+    std::vector<uint32_t> rows(keys.size());
+    size_t missing = index.Find(keys.data(), keys.size(), rows.data());
     size_t expected_missing = 0;
-    std::vector<uint32_t> new_idx, new_rows;
+    std::vector<uint64_t> new_keys;
+    std::vector<uint32_t> new_rows;
     for (size_t j = 0; j < keys.size(); ++j) {
       auto it = reference.find(keys[j]);
       if (it == reference.end()) {
         REQUIRE(rows[j] == SortedIndex::kMissing);
         ++expected_missing;
-        new_idx.push_back(static_cast<uint32_t>(j));
+        new_keys.push_back(keys[j]);
         new_rows.push_back(next_row);
         reference[keys[j]] = next_row++;
       } else {
@@ -51,16 +51,15 @@ TEST_CASE("SortedIndex finds what was inserted, through many delta merges") {
       }
     }
     REQUIRE(missing == expected_missing);
-    index.Insert(keys.data(), new_idx.data(), new_rows.data(), new_idx.size());
+    index.Insert(new_keys.data(), new_rows.data(), new_keys.size());
     REQUIRE(index.size() == reference.size());
   }
   CHECK(reference.size() > 20000);  // enough to have merged the delta many times
   // Every key ever inserted, in one request: nothing lost or mismatched.
   std::vector<uint64_t> all;
   for (const auto& [key, row] : reference) all.push_back(key);
-  std::vector<uint32_t> idx(all.size()), rows(all.size());
-  for (uint32_t i = 0; i < idx.size(); ++i) idx[i] = i;
-  REQUIRE(index.Find(all.data(), idx.data(), all.size(), rows.data()) == 0);
+  std::vector<uint32_t> rows(all.size());
+  REQUIRE(index.Find(all.data(), all.size(), rows.data()) == 0);
   for (size_t j = 0; j < all.size(); ++j) REQUIRE(rows[j] == reference[all[j]]);
 }
 
@@ -76,20 +75,19 @@ TEST_CASE("SortedIndex stays exact once its arrays outgrow a huge page") {
     std::vector<uint64_t> keys(12'500);
     for (auto& k : keys) k = rng();
     keys = SortedUnique(keys);
-    std::vector<uint32_t> idx(keys.size()), rows(keys.size());
-    for (uint32_t i = 0; i < idx.size(); ++i) {
-      idx[i] = i;
-      rows[i] = next_row++;
-    }
-    index.Insert(keys.data(), idx.data(), rows.data(), keys.size());
+    std::vector<uint32_t> rows(keys.size());
+    for (auto& r : rows) r = next_row++;
+    index.Insert(keys.data(), rows.data(), keys.size());
     all.insert(all.end(), keys.begin(), keys.end());
   }
   // Rows were numbered in insertion order: all[i] -> i.
   std::vector<uint32_t> order(all.size());
   for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return all[a] < all[b]; });
+  std::vector<uint64_t> sorted(all.size());
+  for (size_t j = 0; j < order.size(); ++j) sorted[j] = all[order[j]];
   std::vector<uint32_t> rows(all.size());
-  REQUIRE(index.Find(all.data(), order.data(), order.size(), rows.data()) == 0);
+  REQUIRE(index.Find(sorted.data(), sorted.size(), rows.data()) == 0);
   for (size_t j = 0; j < order.size(); ++j) REQUIRE(rows[j] == order[j]);
   CHECK(index.size() == all.size());
   // Keys between the stored ones are reported missing.
@@ -97,43 +95,48 @@ TEST_CASE("SortedIndex stays exact once its arrays outgrow a huge page") {
   for (size_t j = 0; j + 1 < order.size(); j += 1000) {
     if (all[order[j]] + 1 < all[order[j + 1]]) probes.push_back(all[order[j]] + 1);
   }
-  std::vector<uint32_t> pidx(probes.size()), prows(probes.size());
-  for (uint32_t i = 0; i < pidx.size(); ++i) pidx[i] = i;
-  CHECK(index.Find(probes.data(), pidx.data(), probes.size(), prows.data()) == probes.size());
+  std::vector<uint32_t> prows(probes.size());
+  CHECK(index.Find(probes.data(), probes.size(), prows.data()) == probes.size());
 }
 
 TEST_CASE("SparseTable keeps every row with its key across requests") {
   // Reserved for none, fewer than the ~27,000 rows created (it grows past the
-  // reserve), or more.
+  // reserve), or more; rows of one float (gathered by value) or of three.
   const uint64_t reserve = GENERATE(0, 8000, 100000);
-  INFO("reserve_rows " << reserve);
+  const uint32_t dim = GENERATE(1, 3);
+  INFO("reserve_rows " << reserve << ", dim " << dim);
   OptimizerConfig sgd{.type = "sgd", .lr = 1.0f};
   auto opt = MakeOptimizer(sgd);
-  TableConfig config{.name = "emb", .kind = TableKind::kSparse, .dim = 2};
+  TableConfig config{.name = "emb", .kind = TableKind::kSparse, .dim = dim};
   config.init = InitConfig{.type = "uniform", .low = -1, .high = 1, .seed = 3};
   SparseTable table(config, opt.get(), 8, reserve);
   Initializer init(config.init, "emb");
+  // Each key's gradient differs by key and by component (small integers, so
+  // float sums are exact): a gradient applied to the wrong row shows.
+  auto grad_of = [](uint64_t key, uint32_t d) { return static_cast<float>((key + 3 * d) % 7 + 1); };
   std::mt19937_64 rng(5);
-  std::map<uint64_t, float> pushes;  // key -> total gradient pushed to value 0
+  std::map<uint64_t, int> pushes;  // key -> times pushed
   for (int request = 0; request < 50; ++request) {
     std::vector<uint64_t> keys(2000);
     for (auto& k : keys) k = rng() % 30000;
     keys = SortedUnique(keys);
-    std::vector<float> grads(keys.size() * 2);
+    std::vector<float> grads(keys.size() * dim);
     for (size_t j = 0; j < keys.size(); ++j) {
-      grads[2 * j] = 1.0f;  // exact in float
-      pushes[keys[j]] += 1.0f;
+      for (uint32_t d = 0; d < dim; ++d) grads[j * dim + d] = grad_of(keys[j], d);
+      ++pushes[keys[j]];
     }
     table.Apply(keys, grads, 1.0f);
   }
   std::vector<uint64_t> all;
-  for (const auto& [k, total] : pushes) all.push_back(k);
-  std::vector<float> out(all.size() * 2);
+  for (const auto& [k, times] : pushes) all.push_back(k);
+  std::vector<float> out(all.size() * dim);
   table.Read(all, absl::MakeSpan(out));
   for (size_t j = 0; j < all.size(); ++j) {
     INFO("key " << all[j]);
-    REQUIRE(out[2 * j] == Approx(init.ValueAt(all[j] * 2) - pushes[all[j]]));
-    REQUIRE(out[2 * j + 1] == Approx(init.ValueAt(all[j] * 2 + 1)));
+    for (uint32_t d = 0; d < dim; ++d) {
+      REQUIRE(out[j * dim + d] ==
+              Approx(init.ValueAt(all[j] * dim + d) - pushes[all[j]] * grad_of(all[j], d)));
+    }
   }
   CHECK(table.rows() == all.size());
 }
