@@ -22,7 +22,6 @@
 // Prints one line per case: bytes, p50/p99 latency, throughput at p50.
 #include <grpcpp/grpcpp.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -257,11 +256,9 @@ bool BenchSparse(Connection& conn, uint64_t num_keys, int repeats, int64_t clock
       if (!FanOut(conn, pushes, push_resp, push, grpc::StatusCode::INVALID_ARGUMENT)) return false;
       for (auto& p : pushes) p.mutable_slices(0)->set_table("sparse");
     }
-    struct rusage ru0, ru1; getrusage(RUSAGE_SELF, &ru0);
     auto t0 = Clock::now();
     if (!FanOut(conn, pushes, push_resp, push)) return false;
     auto t1 = Clock::now();
-    getrusage(RUSAGE_SELF, &ru1); fprintf(stderr, "DEBUG minflt %ld\n", ru1.ru_minflt - ru0.ru_minflt);
     if (!FanOut(conn, pulls, pull_resp, [](auto* stub, auto* ctx, auto* req, auto* resp, auto cb) {
           stub->async()->Pull(ctx, req, resp, cb);
         })) {
