@@ -24,17 +24,33 @@ Initializer::Initializer(const InitConfig& config, const std::string& table_name
   for (unsigned char c : table_name) stream_ = SplitMix64(stream_ ^ c);
 }
 
+inline float Initializer::UniformAt(uint64_t index) const {
+  return config_.low +
+         (config_.high - config_.low) * UnitUniform(SplitMix64(stream_ ^ SplitMix64(index)));
+}
+
 float Initializer::ValueAt(uint64_t index) const {
   if (kind_ == Kind::kZeros) return 0.0f;
   if (kind_ == Kind::kConstant) return config_.value;
+  if (kind_ == Kind::kUniform) return UniformAt(index);
   uint64_t bits = SplitMix64(stream_ ^ SplitMix64(index));
-  if (kind_ == Kind::kUniform)
-    return config_.low + (config_.high - config_.low) * UnitUniform(bits);
   // normal: Box-Muller on two uniforms drawn from one counter.
   float u1 = UnitUniform(bits);
   float u2 = UnitUniform(SplitMix64(bits));
   float z = std::sqrt(-2.0f * std::log(u1)) * std::cos(6.28318530718f * u2);
   return config_.mean + config_.stddev * z;
+}
+
+void Initializer::FillRows(const uint64_t* keys, size_t n, uint32_t dim, float* rows,
+                           size_t stride) const {
+  if (kind_ == Kind::kUniform) {
+    // The common case without the per-value dispatch of ValueAt.
+    for (size_t k = 0; k < n; ++k) {
+      for (uint32_t j = 0; j < dim; ++j) rows[k * stride + j] = UniformAt(keys[k] * dim + j);
+    }
+    return;
+  }
+  for (size_t k = 0; k < n; ++k) Fill(keys[k] * dim, absl::MakeSpan(rows + k * stride, dim));
 }
 
 void Initializer::Fill(uint64_t first, absl::Span<float> out) const {

@@ -24,10 +24,15 @@ class Initializer {
 
   // Fills out[i] with the value of index first + i.
   void Fill(uint64_t first, absl::Span<float> out) const;
+  // Sparse rows in one call: row k (dim floats at rows + k * stride) gets the
+  // values of indices keys[k] * dim + j. Same values as Fill, row by row.
+  void FillRows(const uint64_t* keys, size_t n, uint32_t dim, float* rows, size_t stride) const;
   float ValueAt(uint64_t index) const;
 
  private:
   enum class Kind { kZeros, kConstant, kUniform, kNormal };
+
+  float UniformAt(uint64_t index) const;  // ValueAt for kUniform
 
   // const after construction
   InitConfig config_;

@@ -31,6 +31,8 @@ class Optimizer {
   virtual int num_slots() const = 0;
 
   // Writes the initial state of `slots` (zeros, or Adagrad's accumulator).
+  // Every slot float starts at the same value, so one call may cover many
+  // rows' slots at once (and the values between them, rewritten after).
   virtual void InitSlots(absl::Span<float> slots) const;
 
   // One update of w[0..n) with gradient scale * g[0..n).

@@ -44,7 +44,8 @@ namespace {
 // that its memory stays warm (no allocation, no page faults per request).
 // Grows to the largest request the thread served; never shrinks.
 struct StripeScratch {
-  std::vector<uint32_t> stripe_of, order, start, fill;
+  std::vector<uint16_t> stripe_of;  // server.sparse_stripes <= 4096
+  std::vector<uint32_t> order, start, fill;
   std::vector<uint64_t> keys;
   std::vector<float> values;
 };
@@ -76,12 +77,11 @@ void SparseTable::FindOrCreateAll(Stripe& stripe, const uint64_t* keys, size_t n
     (*rows)[j] = new_rows[k] = first + static_cast<uint32_t>(k);
     new_keys[k++] = keys[j];
   }
-  // The new rows are contiguous: fill them in one pass.
-  for (size_t k = 0; k < missing; ++k) {
-    float* row = RowData(stripe, first + static_cast<uint32_t>(k));
-    init_.Fill(new_keys[k] * dim_, absl::MakeSpan(row, dim_));
-    optimizer_->InitSlots(absl::MakeSpan(row + dim_, row_floats_ - dim_));
-  }
+  // The new rows are contiguous: their slots (and, for now, values) in one
+  // call, then the values.
+  float* block = RowData(stripe, first);
+  if (num_slots_ > 0) optimizer_->InitSlots(absl::MakeSpan(block, missing * row_floats_));
+  init_.FillRows(new_keys, missing, dim_, block, row_floats_);
   stripe.index.Insert(new_keys, new_rows, missing);
 }
 
@@ -92,11 +92,11 @@ void SparseTable::ForEachByStripe(absl::Span<const uint64_t> keys, absl::Span<co
   const size_t count = keys.size();
   StripeScratch& s = t_scratch;
   // Counting sort of the keys by stripe (stable: request order kept).
-  uint32_t* stripe_of = AtLeast(s.stripe_of, count);
+  uint16_t* stripe_of = AtLeast(s.stripe_of, count);
   s.start.assign(n + 1, 0);
   uint32_t* start = s.start.data();
   for (size_t i = 0; i < count; ++i) {
-    stripe_of[i] = StripeOf(keys[i]);
+    stripe_of[i] = static_cast<uint16_t>(StripeOf(keys[i]));
     ++start[stripe_of[i] + 1];
   }
   for (uint32_t k = 0; k < n; ++k) start[k + 1] += start[k];
@@ -105,18 +105,23 @@ void SparseTable::ForEachByStripe(absl::Span<const uint64_t> keys, absl::Span<co
   uint32_t* order = AtLeast(s.order, count);
   uint64_t* gathered_keys = AtLeast(s.keys, count);
   float* gathered_values = values.empty() ? nullptr : AtLeast(s.values, count * dim_);
-  for (size_t i = 0; i < count; ++i) {
-    const uint32_t at = fill[stripe_of[i]]++;
-    order[at] = static_cast<uint32_t>(i);
-    gathered_keys[at] = keys[i];
-  }
-  if (gathered_values != nullptr && dim_ == 1) {
-    for (size_t at = 0; at < count; ++at) gathered_values[at] = values[order[at]];
-  } else if (gathered_values != nullptr) {
-    for (size_t at = 0; at < count; ++at) {
-      std::memcpy(gathered_values + at * dim_, values.data() + size_t{order[at]} * dim_,
-                  dim_ * sizeof(float));
+  // Reads stream in request order; writes go to one stream per stripe.
+  auto scatter = [&](auto copy_values) {
+    for (size_t i = 0; i < count; ++i) {
+      const uint32_t at = fill[stripe_of[i]]++;
+      order[at] = static_cast<uint32_t>(i);
+      gathered_keys[at] = keys[i];
+      copy_values(at, i);
     }
+  };
+  if (gathered_values == nullptr) {
+    scatter([](size_t, size_t) {});
+  } else if (dim_ == 1) {
+    scatter([&](size_t at, size_t i) { gathered_values[at] = values.data()[i]; });
+  } else {
+    scatter([&](size_t at, size_t i) {
+      std::memcpy(gathered_values + at * dim_, values.data() + i * dim_, dim_ * sizeof(float));
+    });
   }
   const uint32_t first = next_start_.fetch_add(1, std::memory_order_relaxed) % n;
   for (uint32_t k = 0; k < n; ++k) {
