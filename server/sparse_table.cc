@@ -45,7 +45,7 @@ namespace {
 // Grows to the largest request the thread served; never shrinks.
 struct StripeScratch {
   std::vector<uint16_t> stripe_of;  // server.sparse_stripes <= 4096
-  std::vector<uint32_t> order, start, fill;
+  std::vector<uint32_t> order, start, fill, pending;
   std::vector<uint64_t> keys;
   std::vector<float> values;
 };
@@ -102,20 +102,22 @@ void SparseTable::ForEachByStripe(absl::Span<const uint64_t> keys, absl::Span<co
   for (uint32_t k = 0; k < n; ++k) start[k + 1] += start[k];
   s.fill.assign(start, start + n);
   uint32_t* fill = s.fill.data();
-  uint32_t* order = AtLeast(s.order, count);
   uint64_t* gathered_keys = AtLeast(s.keys, count);
+  // Pulls need each key's place in the request (to write the answer), pushes
+  // each key's values; neither needs both, and every array written here is
+  // one more write stream per stripe.
+  uint32_t* order = values.empty() ? AtLeast(s.order, count) : nullptr;
   float* gathered_values = values.empty() ? nullptr : AtLeast(s.values, count * dim_);
   // Reads stream in request order; writes go to one stream per stripe.
-  auto scatter = [&](auto copy_values) {
+  auto scatter = [&](auto copy_rest) {
     for (size_t i = 0; i < count; ++i) {
       const uint32_t at = fill[stripe_of[i]]++;
-      order[at] = static_cast<uint32_t>(i);
       gathered_keys[at] = keys[i];
-      copy_values(at, i);
+      copy_rest(at, i);
     }
   };
-  if (gathered_values == nullptr) {
-    scatter([](size_t, size_t) {});
+  if (order != nullptr) {
+    scatter([&](size_t at, size_t i) { order[at] = static_cast<uint32_t>(i); });
   } else if (dim_ == 1) {
     scatter([&](size_t at, size_t i) { gathered_values[at] = values.data()[i]; });
   } else {
@@ -123,16 +125,42 @@ void SparseTable::ForEachByStripe(absl::Span<const uint64_t> keys, absl::Span<co
       std::memcpy(gathered_values + at * dim_, values.data() + i * dim_, dim_ * sizeof(float));
     });
   }
+  auto run = [&](uint32_t stripe) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    const uint32_t begin = start[stripe], end = start[stripe + 1];
+    fn(*stripes_[stripe],
+       StripeBatch{gathered_keys + begin, order == nullptr ? nullptr : order + begin,
+                   gathered_values == nullptr ? nullptr : gathered_values + size_t{begin} * dim_,
+                   end - begin});
+  };
+  // Stripes from a rotating start; one that another request holds is passed
+  // over and come back to, so concurrent requests work on different stripes
+  // instead of queueing behind each other (in step, each would wait at every
+  // stripe). Only when every stripe left is held does the request block.
+  std::vector<uint32_t>& pending = s.pending;
+  pending.clear();
   const uint32_t first = next_start_.fetch_add(1, std::memory_order_relaxed) % n;
   for (uint32_t k = 0; k < n; ++k) {
     const uint32_t stripe = (first + k) % n;
-    const uint32_t begin = start[stripe], end = start[stripe + 1];
-    if (begin == end) continue;
-    StripeBatch batch{gathered_keys + begin, order + begin,
-                      gathered_values == nullptr ? nullptr : gathered_values + size_t{begin} * dim_,
-                      end - begin};
-    absl::MutexLock lock(&stripes_[stripe]->mu);
-    fn(*stripes_[stripe], batch);
+    if (start[stripe] != start[stripe + 1]) pending.push_back(stripe);
+  }
+  while (!pending.empty()) {
+    size_t left = 0;
+    for (uint32_t stripe : pending) {
+      absl::Mutex& mu = stripes_[stripe]->mu;
+      if (!mu.TryLock()) {
+        pending[left++] = stripe;
+        continue;
+      }
+      run(stripe);
+      mu.Unlock();
+    }
+    if (left == pending.size()) {  // all held by others: wait for the first
+      absl::MutexLock lock(&stripes_[pending[0]]->mu);
+      run(pending[0]);
+      pending.erase(pending.begin());
+      continue;
+    }
+    pending.resize(left);
   }
 }
 

@@ -74,12 +74,12 @@ class SparseTable {
   };
 
   // One stripe's share of a request, gathered contiguous: its n keys (in
-  // request order, so increasing), where each came from in the request, and
-  // with `values` given, each key's dim values.
+  // request order, so increasing) and either each key's dim values (a push)
+  // or each key's position in the request (a pull).
   struct StripeBatch {
     const uint64_t* keys;
-    const uint32_t* idx;
-    const float* values;
+    const uint32_t* idx;    // without values only
+    const float* values;    // with values only
     size_t n;
   };
 
