@@ -1,5 +1,5 @@
 // HugePageArena: memory for the server's large, growing arrays (sparse rows
-// and their hash index), backed by transparent huge pages.
+// and their sorted index), backed by transparent huge pages.
 //
 // Why: on the machines Tessera is measured on (and on many VMs), a 4 KiB page
 // fault costs ~12 µs, so faulting in the ~400 MB that 10M fresh sparse rows

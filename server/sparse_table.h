@@ -7,9 +7,12 @@
 //
 // Threading: thread-safe. Rows are spread over lock stripes by a hash of the
 // key (bits independent of the shard choice); a request takes each stripe's
-// lock once, visiting stripes from a rotating start so that concurrent large
-// requests do not convoy. No lock covers the whole table.
-// Callers validate keys first (sorted, unique, owned by this shard).
+// lock once, visiting stripes from a rotating start and passing over those
+// another request holds (it blocks only when all it still needs are held),
+// so concurrent large requests do not convoy. No lock covers the whole
+// table. Each calling thread keeps a scratch copy of its largest request
+// (regrouped by stripe) for reuse. Callers validate keys first (sorted,
+// unique, owned by this shard).
 #ifndef TESSERA_SERVER_SPARSE_TABLE_H_
 #define TESSERA_SERVER_SPARSE_TABLE_H_
 
