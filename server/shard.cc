@@ -1,7 +1,10 @@
 #include "server/shard.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <limits>
+#include <new>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -27,7 +30,30 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
                                                    " is not below cluster.servers' count (",
                                                    config.num_servers(), ")"));
   }
-  return std::unique_ptr<Shard>(new Shard(config, shard_index));
+  // A reservation this machine cannot hold would fail, or be killed, while it
+  // is faulted in: refuse it here, naming the key.
+  const uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
+                          static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const int slots = MakeOptimizer(config.optimizer)->num_slots();
+  const std::vector<TableConfig> tables = config.Tables();
+  for (size_t i = 0; i < tables.size(); ++i) {
+    const TableConfig& t = tables[i];
+    if (t.reserve_rows == 0) continue;
+    const uint64_t share = (t.reserve_rows + config.num_servers() - 1) / config.num_servers();
+    const uint64_t per_row = SparseTable::ReservedBytesPerRow(t.dim, slots);
+    if (share * per_row > memory) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: model.tables.", i, ".reserve_rows = '", t.reserve_rows, "': expected at most ",
+          memory / per_row * config.num_servers(), " (", per_row, " bytes a row, split over ",
+          config.num_servers(), " shard(s); this machine has ", memory >> 20, " MiB)"));
+    }
+  }
+  try {
+    return std::unique_ptr<Shard>(new Shard(config, shard_index));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        "out of memory reserving sparse rows (model.tables.*.reserve_rows) at start-up");
+  }
 }
 
 Shard::Shard(const JobConfig& config, uint32_t index)

@@ -42,6 +42,12 @@ class SparseTable {
   SparseTable(const TableConfig& config, const Optimizer* optimizer, uint32_t num_stripes,
               uint64_t reserve_rows = 0);
 
+  // Memory a reserved row takes (values, optimizer slots, index entry and its
+  // share of the delta), before rounding to block sizes.
+  static uint64_t ReservedBytesPerRow(uint32_t dim, int num_slots) {
+    return uint64_t{4} * dim * (1 + num_slots) + 12 + 3;
+  }
+
   const std::string& name() const { return name_; }
   uint32_t dim() const { return dim_; }
 

@@ -485,5 +485,25 @@ TEST_CASE("Finish lets the others run on and reports when all are done") {
   CHECK(shard->AllWorkersFinished());
 }
 
+TEST_CASE("a reservation the machine cannot hold stops the shard at start-up, naming the key") {
+  JobConfig c = MakeConfig("asp", 0, 1, /*servers=*/2);
+  // 2^36 rows of 4096 floats: petabytes, on any machine.
+  c.model.tables[2].dim = 4096;
+  c.model.tables[2].reserve_rows = uint64_t{1} << 36;
+  auto shard = Shard::Create(c, 0);
+  REQUIRE_FALSE(shard.ok());
+  CHECK(shard.status().code() == absl::StatusCode::kInvalidArgument);
+  const std::string message(shard.status().message());
+  CHECK(message.find("config: model.tables.2.reserve_rows = '68719476736': expected at most ") ==
+        0);
+  CHECK(message.find("bytes a row, split over 2 shard(s); this machine has ") !=
+        std::string::npos);
+  // A reservation that fits is made.
+  c.model.tables[2].dim = 2;
+  c.model.tables[2].reserve_rows = 10000;
+  auto small = Shard::Create(c, 0);
+  REQUIRE(small.ok());
+}
+
 }  // namespace
 }  // namespace tessera
