@@ -42,7 +42,9 @@ namespace {
 
 // One request's regrouping by stripe, per thread, kept between requests so
 // that its memory stays warm (no allocation, no page faults per request).
-// Grows to the largest request the thread served; never shrinks.
+// Grows to the largest request the thread served, up to kKeepScratchBytes;
+// the buffers of a larger request are let go after it.
+constexpr size_t kKeepScratchBytes = size_t{64} << 20;
 struct StripeScratch {
   std::vector<uint16_t> stripe_of;  // server.sparse_stripes <= 4096
   std::vector<uint32_t> order, start, fill, pending;
@@ -161,6 +163,11 @@ void SparseTable::ForEachByStripe(absl::Span<const uint64_t> keys, absl::Span<co
       continue;
     }
     pending.resize(left);
+  }
+  if (count * (sizeof(uint16_t) + sizeof(uint32_t) + sizeof(uint64_t)) +
+          s.values.size() * sizeof(float) >
+      kKeepScratchBytes) {
+    s = StripeScratch();
   }
 }
 

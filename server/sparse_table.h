@@ -10,8 +10,8 @@
 // lock once, visiting stripes from a rotating start and passing over those
 // another request holds (it blocks only when all it still needs are held),
 // so concurrent large requests do not convoy. No lock covers the whole
-// table. Each calling thread keeps a scratch copy of its largest request
-// (regrouped by stripe) for reuse. Callers validate keys first (sorted,
+// table. Each calling thread keeps the scratch of its largest request
+// (regrouped by stripe, up to 64 MiB) for reuse. Callers validate keys first (sorted,
 // unique, owned by this shard).
 #ifndef TESSERA_SERVER_SPARSE_TABLE_H_
 #define TESSERA_SERVER_SPARSE_TABLE_H_
