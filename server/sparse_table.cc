@@ -79,8 +79,8 @@ void SparseTable::FindOrCreateAll(Stripe& stripe, const uint64_t* keys, size_t n
     (*rows)[j] = new_rows[k] = first + static_cast<uint32_t>(k);
     new_keys[k++] = keys[j];
   }
-  // The new rows are contiguous: their slots (and, for now, values) in one
-  // call, then the values.
+  // The new rows are contiguous: one InitSlots over the whole block (it
+  // writes the values' places too), then the values over those.
   float* block = RowData(stripe, first);
   if (num_slots_ > 0) optimizer_->InitSlots(absl::MakeSpan(block, missing * row_floats_));
   init_.FillRows(new_keys, missing, dim_, block, row_floats_);
