@@ -59,5 +59,27 @@ TEST_CASE("zeros and constant") {
   for (float x : v) CHECK(x == 0.25f);
 }
 
+TEST_CASE("FillRows writes each row's values as Fill does, and nothing between rows") {
+  for (const char* type : {"uniform", "normal", "constant", "zeros"}) {
+    INFO(type);
+    InitConfig c;
+    c.type = type;
+    c.value = 0.25f;
+    c.seed = 7;
+    Initializer init(c, "emb");
+    const uint32_t dim = 3;
+    const size_t stride = 5;  // dim values, then two slots the call must not touch
+    const std::vector<uint64_t> keys = {0, 9, 12345678901ull};
+    std::vector<float> rows(keys.size() * stride, -7.0f);
+    init.FillRows(keys.data(), keys.size(), dim, rows.data(), stride);
+    for (size_t k = 0; k < keys.size(); ++k) {
+      std::vector<float> expected(dim);
+      init.Fill(keys[k] * dim, absl::MakeSpan(expected));
+      for (uint32_t j = 0; j < dim; ++j) CHECK(rows[k * stride + j] == expected[j]);
+      for (size_t j = dim; j < stride; ++j) CHECK(rows[k * stride + j] == -7.0f);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tessera
