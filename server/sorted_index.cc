@@ -18,7 +18,15 @@ size_t Gallop(const uint64_t* keys, size_t size, size_t from, uint64_t key) {
     step *= 2;
   }
   hi = std::min(hi, size);
-  return std::lower_bound(keys + lo, keys + hi, key) - keys;
+  // Branch-free lower bound in [lo, hi): the comparisons are coin flips.
+  const uint64_t* base = keys + lo;
+  size_t len = hi - lo;
+  while (len > 1) {
+    const size_t half = len / 2;
+    base = base[half - 1] < key ? base + half : base;
+    len -= half;
+  }
+  return (base - keys) + (len == 1 && *base < key);
 }
 
 // The first position >= `from` in keys[0, size) whose key is >= `key`. A
