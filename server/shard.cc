@@ -5,8 +5,8 @@
 #include <cmath>
 #include <limits>
 #include <new>
+#include <optional>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/denormal.h"
@@ -19,6 +19,11 @@ namespace {
 
 v1::TableKind ProtoKind(TableKind kind) {
   return kind == TableKind::kDense ? v1::DENSE : v1::SPARSE;
+}
+
+// A sparse table's reserve_rows on each of num_shards shards (keys hash evenly).
+uint64_t ReserveShare(const TableConfig& t, uint32_t num_shards) {
+  return (t.reserve_rows + num_shards - 1) / num_shards;
 }
 
 }  // namespace
@@ -39,7 +44,7 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
   for (size_t i = 0; i < tables.size(); ++i) {
     const TableConfig& t = tables[i];
     if (t.reserve_rows == 0) continue;
-    const uint64_t share = (t.reserve_rows + config.num_servers() - 1) / config.num_servers();
+    const uint64_t share = ReserveShare(t, config.num_servers());
     const uint64_t per_row = SparseTable::ReservedBytesPerRow(t.dim, slots);
     if (share * per_row > memory) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -81,10 +86,8 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       layout.set_begin(range.begin);
       layout.set_end(range.end);
     } else {
-      // Keys hash evenly over shards: each reserves its share.
-      const uint64_t reserve = (t.reserve_rows + num_shards - 1) / num_shards;
-      sparse_.push_back(std::make_unique<SparseTable>(t, optimizer_.get(),
-                                                      config.server.sparse_stripes, reserve));
+      sparse_.push_back(std::make_unique<SparseTable>(
+          t, optimizer_.get(), config.server.sparse_stripes, ReserveShare(t, num_shards)));
       ref.sparse = sparse_.back().get();
       layout.set_dim(t.dim);
     }
@@ -432,20 +435,14 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   // A worker's pushes within its clock apply in parallel (one call per
   // channel, say); one that advances the clock holds the lock alone, so it
   // waits for those before it and the advance publishes all of them.
-  absl::Mutex& worker_mu = *worker_mu_[worker];
   const bool advance_clock = request.advance_clock();
+  std::optional<absl::WriterMutexLock> exclusive;
+  std::optional<absl::ReaderMutexLock> shared;
   if (advance_clock) {
-    worker_mu.Lock();
+    exclusive.emplace(worker_mu_[worker].get());
   } else {
-    worker_mu.ReaderLock();
+    shared.emplace(worker_mu_[worker].get());
   }
-  absl::Cleanup unlock = [&] {
-    if (advance_clock) {
-      worker_mu.Unlock();
-    } else {
-      worker_mu.ReaderUnlock();
-    }
-  };
   const int64_t clock = clock_.WorkerClock(worker);
   if (request.clock() != clock) {
     return absl::FailedPreconditionError(absl::StrCat(
