@@ -327,6 +327,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
                                           : ConsistencyMode::kAsp;
     TESSERA_RETURN_IF_ERROR(s.Integer("staleness", &c->consistency.staleness, 0, 1'000'000));
     TESSERA_RETURN_IF_ERROR(s.Bool("aggregate", &c->consistency.aggregate));
+    TESSERA_RETURN_IF_ERROR(s.Real("evict_after_s", &c->consistency.evict_after_s, 0, 1e7));
     if (c->consistency.mode == ConsistencyMode::kBsp) c->consistency.staleness = 0;
     return absl::OkStatus();
   }));
@@ -371,6 +372,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("spin_wait_us", &v.spin_wait_us, -1, 1'000'000));
     TESSERA_RETURN_IF_ERROR(s.Real("progress_interval_s", &v.progress_interval_s, 0, 1e6, true));
     TESSERA_RETURN_IF_ERROR(s.Bool("overlap_push", &v.overlap_push));
+    TESSERA_RETURN_IF_ERROR(s.Real("server_lost_timeout_s", &v.server_lost_timeout_s, 0, 1e7));
+    TESSERA_RETURN_IF_ERROR(s.Real("wait_for_workers_s", &v.wait_for_workers_s, 0, 1e7));
     TESSERA_RETURN_IF_ERROR(s.Str("wire_precision", &v.wire_precision, {"fp32", "bf16"}));
     TESSERA_RETURN_IF_ERROR(s.Str("shared_memory", &v.shared_memory, {"auto", "off"}));
     TESSERA_RETURN_IF_ERROR(s.Str("device", &v.device, {"auto", "cpu", "cuda"}));
@@ -393,6 +396,19 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("synthetic_train", &d.synthetic_train, 1, 1 << 26));
     TESSERA_RETURN_IF_ERROR(s.Integer("synthetic_test", &d.synthetic_test, 1, 1 << 26));
     return s.Integer("synthetic_seed", &d.synthetic_seed, 0);
+  }));
+  TESSERA_RETURN_IF_ERROR(Section(r, "checkpoint", [&](MapReader& s) -> absl::Status {
+    CheckpointConfig& k = c->checkpoint;
+    TESSERA_RETURN_IF_ERROR(s.Str("dir", &k.dir));
+    TESSERA_RETURN_IF_ERROR(s.Integer("every_clocks", &k.every_clocks, 0));
+    TESSERA_RETURN_IF_ERROR(s.Real("every_seconds", &k.every_seconds, 0, 1e7));
+    TESSERA_RETURN_IF_ERROR(s.Integer("keep", &k.keep, 1, 1000));
+    TESSERA_RETURN_IF_ERROR(s.Str("restore", &k.restore, {"auto", "never", "required"}));
+    TESSERA_RETURN_IF_ERROR(s.Integer("restore_clock", &k.restore_clock, -1));
+    if (k.restore == "required" && k.dir.empty()) {
+      return Bad(s.KeyPath("restore"), s.Child("restore"), "auto or never when checkpoint.dir is empty");
+    }
+    return absl::OkStatus();
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "logging", [&](MapReader& s) -> absl::Status {
     TESSERA_RETURN_IF_ERROR(s.Str("level", &c->logging.level));

@@ -70,6 +70,10 @@ struct ConsistencyConfig {
   // BSP only: sum the W gradients of a clock and apply the optimizer once on
   // their mean, so W workers of batch b train like one process of batch W*b.
   bool aggregate = true;
+  // BSP/SSP: a worker silent (no call to the shard) this long is dropped from
+  // the barrier so the others go on; it rejoins when it registers again.
+  // 0: never (the others wait for it, which is the barrier's contract).
+  double evict_after_s = 0;
 };
 
 struct ModelConfig {
@@ -134,6 +138,13 @@ struct WorkerConfig {
   // SSP (s >= 1) and ASP: compute step c+1 while step c's push is in flight
   // (its result serves a later step); BSP always waits.
   bool overlap_push = true;
+  // A shard that is lost (unreachable, restarting) or a call that times out
+  // is retried with backoff for up to this long, then the worker exits 3.
+  double server_lost_timeout_s = 120;
+  // BSP/SSP: how long a step may wait for the other workers (a lost worker
+  // holds the barrier until it is restarted or evicted) before the worker
+  // gives up with exit 3. Logged every worker.pull_timeout_ms while waiting.
+  double wait_for_workers_s = 3600;
   // Values on the wire (pulled parameters, pushed gradients): fp32, or bf16
   // (half the bytes; the servers keep and update fp32).
   std::string wire_precision = "fp32";  // fp32 | bf16
@@ -164,6 +175,21 @@ struct DataConfig {
   uint64_t synthetic_seed = 7;
 };
 
+// Shard checkpoints (server/checkpoint.h, docs/RELIABILITY.md).
+struct CheckpointConfig {
+  // Folder for every shard's checkpoints (shard-N/ under it); empty: none.
+  std::string dir;
+  int64_t every_clocks = 0;  // checkpoint when min_clock reaches a multiple; 0: not by clocks
+  double every_seconds = 0;  // and/or when this long has passed; 0: not by time
+  uint32_t keep = 2;         // newest K kept; a newer one is complete before an older goes
+  // auto: restore the newest valid checkpoint when one exists; never: start
+  // from initial values; required: exit 2 unless a valid one exists.
+  std::string restore = "auto";  // auto | never | required
+  // -1: the newest valid; else a checkpoint of exactly this clock (what
+  // `tessera run --resume` sets, so every shard restores the same cut).
+  int64_t restore_clock = -1;
+};
+
 struct LoggingConfig {
   std::string level = "info";
   std::string metrics_file;  // worker JSON lines; empty: none
@@ -179,6 +205,7 @@ struct JobConfig {
   WorkerConfig worker;
   TrainingConfig training;
   DataConfig data;
+  CheckpointConfig checkpoint;
   LoggingConfig logging;
 
   uint32_t num_servers() const { return static_cast<uint32_t>(cluster.servers.size()); }

@@ -66,6 +66,40 @@ absl::StatusOr<ClockTable::Advance> ClockTable::AdvanceClock(uint32_t worker, in
   return result;
 }
 
+ClockTable::Advance ClockTable::Adopt(uint32_t worker, int64_t clock) {
+  absl::MutexLock lock(&mu_);
+  Advance result;
+  result.old_min = RawMinLocked();
+  clocks_[worker] = std::max({clocks_[worker], clock, int64_t{0}});
+  result.clock = clocks_[worker];
+  result.new_min = RawMinLocked();
+  return result;
+}
+
+void ClockTable::Restore(const std::vector<int64_t>& clocks, const std::vector<bool>& finished,
+                         int64_t published) {
+  absl::MutexLock lock(&mu_);
+  clocks_ = clocks;
+  finished_ = finished;
+  num_finished_ = static_cast<uint32_t>(std::count(finished_.begin(), finished_.end(), true));
+  published_ = std::min(published, RawMinLocked());
+}
+
+std::vector<uint32_t> ClockTable::Laggards() const {
+  absl::MutexLock lock(&mu_);
+  const int64_t min = RawMinLocked();
+  std::vector<uint32_t> out;
+  for (uint32_t w = 0; w < num_workers_; ++w) {
+    if (!finished_[w] && std::max<int64_t>(clocks_[w], 0) == min) out.push_back(w);
+  }
+  return out;
+}
+
+std::vector<bool> ClockTable::finished() const {
+  absl::MutexLock lock(&mu_);
+  return finished_;
+}
+
 uint32_t ClockTable::Finish(uint32_t worker) {
   absl::MutexLock lock(&mu_);
   if (!finished_[worker]) {

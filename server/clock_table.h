@@ -54,6 +54,22 @@ class ClockTable {
   // The worker's clock, or -1 when it has not registered.
   int64_t WorkerClock(uint32_t worker) const;
 
+  // The worker is at `clock` elsewhere (other shards, its own count): a
+  // registered worker behind it jumps there (the clocks in between are lost
+  // on this shard); one at or past it stays. Registers the worker.
+  // Returns min_clock before and after, and the worker's clock in .clock.
+  // REQUIRES: worker < num_workers, clock >= 0.
+  Advance Adopt(uint32_t worker, int64_t clock);
+
+  // Start-up from a checkpoint: every worker's clock (-1: unregistered) and
+  // finished flag, and the published min_clock. REQUIRES: sizes num_workers,
+  // nothing parked.
+  void Restore(const std::vector<int64_t>& clocks, const std::vector<bool>& finished,
+               int64_t published);
+
+  // The unfinished workers whose clock is the minimum: whom a barrier waits for.
+  std::vector<uint32_t> Laggards() const;
+
   // Worker `worker` finished iteration `finished`; its clock becomes finished+1.
   // FAILED_PRECONDITION when it is unregistered or `finished` != its clock.
   absl::StatusOr<Advance> AdvanceClock(uint32_t worker, int64_t finished);
@@ -67,6 +83,7 @@ class ClockTable {
   int64_t min_clock() const;  // raw
   int64_t published_min() const;
   std::vector<int64_t> clocks() const;  // -1 for unregistered workers
+  std::vector<bool> finished() const;
 
   // Parks `callback` until published_min >= required, unless it already is:
   // then returns nullopt and does not call it (the caller proceeds inline).

@@ -5,6 +5,7 @@
 
 #include <Eigen/Core>
 
+#include "absl/strings/str_cat.h"
 #include "common/initializer.h"
 #include "common/wire.h"
 
@@ -115,6 +116,39 @@ void DenseTable::ApplyAccumulated(float scale) {
     optimizer_->Apply(self->values_.data() + lo, acc, self->slots_.data() + lo, stride, hi - lo,
                       chunk.step, scale);
   });
+}
+
+void DenseTable::Snapshot(char* out, std::vector<int64_t>* chunk_steps) const {
+  const uint64_t n = range_.size();
+  chunk_steps->assign(num_chunks_, 0);
+  ForEachChunk(0, n, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    absl::ReaderMutexLock lock(&chunk.mu);
+    (*chunk_steps)[lo / kChunkFloats] = chunk.step;
+    for (size_t k = 0; k <= num_slots_; ++k) {
+      const float* from = k == 0 ? values_.data() : slots_.data() + (k - 1) * n;
+      std::memcpy(out + (k * n + lo) * sizeof(float), from + lo, (hi - lo) * sizeof(float));
+    }
+  });
+}
+
+absl::Status DenseTable::Restore(const char* data, uint64_t bytes,
+                                 const std::vector<int64_t>& chunk_steps) {
+  if (bytes != SnapshotBytes() || chunk_steps.size() != num_chunks_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "table '", name_, "': checkpoint holds ", bytes, " bytes in ", chunk_steps.size(),
+        " chunks; the table needs ", SnapshotBytes(), " in ", num_chunks_));
+  }
+  const uint64_t n = range_.size();
+  ForEachChunk(0, n, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    absl::MutexLock lock(&chunk.mu);
+    chunk.step = chunk_steps[lo / kChunkFloats];
+    chunk.accumulated = false;
+    for (size_t k = 0; k <= num_slots_; ++k) {
+      float* to = k == 0 ? values_.data() : slots_.data() + (k - 1) * n;
+      std::memcpy(to + lo, data + (k * n + lo) * sizeof(float), (hi - lo) * sizeof(float));
+    }
+  });
+  return absl::OkStatus();
 }
 
 }  // namespace tessera

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "common/config.h"
@@ -55,6 +56,15 @@ class DenseTable {
   // Applies the optimizer once with scale * (buffer) on every chunk that
   // received gradients since the last call, then clears the buffer.
   void ApplyAccumulated(float scale);
+
+  // Checkpoints: the values, then each optimizer slot (range().size() floats
+  // each), copied chunk by chunk under the chunks' locks, with each chunk's
+  // count of optimizer updates (Adam's bias correction, the LR schedule).
+  uint64_t SnapshotBytes() const { return (1 + num_slots_) * range_.size() * sizeof(float); }
+  // REQUIRES: out holds SnapshotBytes().
+  void Snapshot(char* out, std::vector<int64_t>* chunk_steps) const;
+  // The inverse. INVALID_ARGUMENT when the sizes do not fit this table.
+  absl::Status Restore(const char* data, uint64_t bytes, const std::vector<int64_t>& chunk_steps);
 
   uint64_t pushes() const { return pushes_.load(std::memory_order_relaxed); }
   uint64_t pulls() const { return pulls_.load(std::memory_order_relaxed); }

@@ -3,9 +3,10 @@
 //   tessera-server --config JOB.yaml [--shard N] [--set key=value ...]
 //                  [--listen HOST:PORT] [--log-level LEVEL]
 //
-// Exit codes: 0 after SIGTERM/SIGINT or once every worker has finished;
-// 2 for a bad flag or config (one line naming the key); 1 when the shard
-// cannot start (e.g. its port is in use).
+// Exit codes: 0 after SIGTERM/SIGINT or once every worker has finished (with
+// checkpoint.dir set, after writing a last checkpoint); 2 for a bad flag or
+// config (one line naming the key) or a checkpoint that cannot be used; 1
+// when the shard cannot start (e.g. its port is in use).
 #include <signal.h>
 
 #include <chrono>
@@ -64,7 +65,12 @@ int main(int argc, char** argv) {
                                             : DefaultListenAddress(config->cluster.servers[*shard]);
   const auto start = std::chrono::steady_clock::now();
   auto server = ShardServer::Start(*config, *shard, listen);
-  if (!server.ok()) return Fail(1, std::string(server.status().message()));
+  if (!server.ok()) {
+    // A checkpoint that cannot be used, like a bad config, is not helped by a restart.
+    const bool config_error = absl::IsInvalidArgument(server.status()) ||
+                              absl::IsFailedPrecondition(server.status());
+    return Fail(config_error ? 2 : 1, std::string(server.status().message()));
+  }
   size_t values = 0, reserved = 0;
   for (const auto& t : config->Tables()) {
     values += t.kind == TableKind::kDense ? t.size : 0;

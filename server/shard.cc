@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <new>
 #include <optional>
@@ -71,7 +72,8 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       aggregate_(config.consistency.mode == ConsistencyMode::kBsp && config.consistency.aggregate),
       optimizer_(MakeOptimizer(config.optimizer)),
       clock_(config.cluster.workers),
-      pushed_this_clock_(new std::atomic<bool>[config.cluster.workers]) {
+      pushed_this_clock_(new std::atomic<bool>[config.cluster.workers]),
+      pieces_applied_(new std::atomic<uint64_t>[config.cluster.workers]) {
   const uint32_t num_shards = config.num_servers();
   for (const TableConfig& t : config.Tables()) {
     v1::TableLayout layout;
@@ -98,6 +100,7 @@ Shard::Shard(const JobConfig& config, uint32_t index)
     worker_mu_.push_back(std::make_unique<absl::Mutex>());
     memory_.push_back(std::make_unique<WorkerMemory>());
     pushed_this_clock_[w].store(false);
+    pieces_applied_[w].store(0);
   }
 }
 
@@ -138,7 +141,24 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
     absl::MutexLock lock(&memory.mu);
     memory.segment = std::move(segment);
   }
-  response->set_clock(clock_.Register(request.worker_rank()));
+  {
+    // A worker ahead of the clock held here moves there; its clock changes
+    // only under its own mutex, like an advance.
+    const uint32_t w = request.worker_rank();
+    absl::MutexLock lock(worker_mu_[w].get());
+    const int64_t held = clock_.WorkerClock(w);
+    const ClockTable::Advance a = clock_.Adopt(w, std::max<int64_t>(request.resume_clock(), 0));
+    if (a.clock != held) pieces_applied_[w].store(0);
+    if (held >= 0 && a.clock > held) {
+      const int64_t lost = a.clock - held;
+      response->set_lost_clocks(lost);
+      int64_t prev = lost_here_.load();
+      while (lost > prev && !lost_here_.compare_exchange_weak(prev, lost)) {
+      }
+    }
+    if (a.new_min > a.old_min) OnMinClock(a.new_min);
+    response->set_clock(a.clock);
+  }
   response->set_shard_index(index_);
   response->set_num_shards(config_.num_servers());
   response->set_num_workers(num_workers_);
@@ -454,7 +474,17 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
         "BSP: worker ", worker, " pushes for clock ", request.clock(),
         " before every worker finished clock ", clock_.published_min(), "; pull first"));
   }
-  ApplyGradients(worker, grads, slices);
+  if (request.piece() >= 64) {
+    return absl::InvalidArgumentError(absl::StrCat("push piece ", request.piece(), " >= 64"));
+  }
+  // A piece already applied at this clock (a retry whose first reply was
+  // lost) is acknowledged, not applied twice.
+  const uint64_t bit = uint64_t{1} << request.piece();
+  if (pieces_applied_[worker].fetch_or(bit) & bit) {
+    duplicate_pushes_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    ApplyGradients(worker, grads, slices);
+  }
   response->set_clock(clock);
   if (advance_clock) {
     TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, AdvanceLocked(worker, clock));
@@ -487,12 +517,20 @@ absl::Status Shard::Clock(const v1::ClockRequest& request, v1::ClockResponse* re
 
 absl::StatusOr<ClockTable::Advance> Shard::AdvanceLocked(uint32_t worker, int64_t finished) {
   TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, clock_.AdvanceClock(worker, finished));
+  pieces_applied_[worker].store(0);
   if (advance.new_min > advance.old_min) OnMinClock(advance.new_min);
   return advance;
 }
 
 void Shard::OnMinClock(int64_t new_min) {
+  const bool bsp = config_.consistency.mode == ConsistencyMode::kBsp;
   if (!aggregate_) {
+    // BSP without aggregation: every push of the clocks below new_min is
+    // applied and no worker may push at new_min before it is published.
+    if (bsp && want_cut_ && want_cut_(new_min)) {
+      absl::MutexLock lock(&aggregate_mu_);  // one cut at a time
+      cut_sink_(CopyState(new_min, clock_.clocks(), clock_.finished()));
+    }
     clock_.Publish(new_min);
     return;
   }
@@ -504,6 +542,9 @@ void Shard::OnMinClock(int64_t new_min) {
     for (auto& table : dense_) table->ApplyAccumulated(scale);
     for (auto& table : sparse_) table->ApplyAccumulated(scale);
     updates_applied_.fetch_add(dense_.size() + sparse_.size(), std::memory_order_relaxed);
+  }
+  if (want_cut_ && want_cut_(new_min)) {
+    cut_sink_(CopyState(new_min, clock_.clocks(), clock_.finished()));
   }
   clock_.Publish(new_min);
 }
@@ -549,6 +590,143 @@ void Shard::Stats(v1::StatsResponse* response) const {
   response->set_pulls_expired(clock_.expired());
   response->set_updates_applied(updates_applied_.load(std::memory_order_relaxed));
   response->set_workers_finished(clock_.workers_finished());
+  response->set_restored_clock(restored_clock_.load());
+  response->set_lost_clocks(lost_before_.load() + lost_here_.load());
+  response->set_last_checkpoint_clock(last_checkpoint_clock_.load());
+  if (last_checkpoint_clock_.load() >= 0) {
+    response->set_last_checkpoint_age_s(
+        absl::ToDoubleSeconds(absl::Now() - absl::FromUnixMillis(last_checkpoint_unix_ms_.load())));
+  }
+  response->set_checkpoints_written(checkpoints_written_.load());
+  response->set_duplicate_pushes(duplicate_pushes_.load());
+}
+
+// --- Checkpoints ---
+
+v1::CheckpointIdentity Shard::Identity() const {
+  v1::CheckpointIdentity id;
+  id.set_job(config_.name);
+  id.set_shard_index(index_);
+  id.set_num_shards(config_.num_servers());
+  id.set_num_workers(num_workers_);
+  id.set_optimizer(config_.optimizer.type);
+  id.set_optimizer_slots(static_cast<uint32_t>(optimizer_->num_slots()));
+  id.set_aggregate(aggregate_);
+  for (const v1::TableLayout& t : layout_) {
+    id.add_tables(t.kind() == v1::DENSE
+                      ? absl::StrCat(t.name(), " dense ", t.total_size(), " [", t.begin(), ",",
+                                     t.end(), ")")
+                      : absl::StrCat(t.name(), " sparse dim ", t.dim()));
+  }
+  return id;
+}
+
+void Shard::SetBspCuts(std::function<bool(int64_t)> want, CutSink sink) {
+  if (config_.consistency.mode != ConsistencyMode::kBsp) return;
+  want_cut_ = std::move(want);
+  cut_sink_ = std::move(sink);
+}
+
+void Shard::NoteCheckpoint(int64_t clock) {
+  last_checkpoint_clock_.store(clock);
+  last_checkpoint_unix_ms_.store(absl::ToUnixMillis(absl::Now()));
+  checkpoints_written_.fetch_add(1);
+}
+
+std::unique_ptr<ShardState> Shard::CopyState(int64_t cut, std::vector<int64_t> clocks,
+                                             const std::vector<bool>& finished) {
+  auto state = std::make_unique<ShardState>();
+  v1::CheckpointManifest& m = state->manifest;
+  *m.mutable_identity() = Identity();
+  // Every unfinished worker is recorded at the cut at most: what it pushed
+  // past the cut is not in the values, so it pushes that clock again.
+  int64_t highest = 0;
+  for (size_t w = 0; w < clocks.size(); ++w) {
+    if (!finished[w] && clocks[w] > cut) clocks[w] = cut;
+    highest = std::max(highest, clocks[w]);
+  }
+  // Every worker finished: min_clock is "infinite"; name the cut by the last clock.
+  m.set_clock(cut == std::numeric_limits<int64_t>::max() ? highest : cut);
+  for (size_t w = 0; w < clocks.size(); ++w) {
+    m.add_worker_clocks(clocks[w]);
+    m.add_worker_finished(finished[w]);
+  }
+  m.set_unix_ms(absl::ToUnixMillis(absl::Now()));
+  m.set_lost_clocks(lost_before_.load() + lost_here_.load());
+  for (const v1::TableLayout& layout : layout_) {
+    const Resolved& r = tables_.at(layout.name());
+    v1::CheckpointTable* t = m.add_tables();
+    t->set_name(layout.name());
+    if (r.dense) {
+      ByteBuffer bytes(r.dense->SnapshotBytes());
+      std::vector<int64_t> steps;
+      r.dense->Snapshot(bytes.data(), &steps);
+      for (int64_t step : steps) t->add_chunk_steps(step);
+      state->tables.push_back(std::move(bytes));
+    } else {
+      std::vector<uint64_t> keys;
+      std::vector<float> rows;
+      int64_t step = 0;
+      r.sparse->Snapshot(&keys, &rows, &step);
+      t->set_sparse(true);
+      t->set_rows(keys.size());
+      t->set_step(step);
+      ByteBuffer bytes(keys.size() * sizeof(uint64_t) + rows.size() * sizeof(float));
+      std::memcpy(bytes.data(), keys.data(), keys.size() * sizeof(uint64_t));
+      std::memcpy(bytes.data() + keys.size() * sizeof(uint64_t), rows.data(),
+                  rows.size() * sizeof(float));
+      state->tables.push_back(std::move(bytes));
+    }
+  }
+  return state;
+}
+
+std::unique_ptr<ShardState> Shard::Snapshot() {
+  // Every worker's pushes and advances wait (locks taken in rank order, the
+  // only place more than one is held); then the BSP buffer's apply.
+  std::vector<std::unique_ptr<absl::WriterMutexLock>> held;
+  for (auto& mu : worker_mu_) held.push_back(std::make_unique<absl::WriterMutexLock>(mu.get()));
+  absl::MutexLock lock(&aggregate_mu_);
+  const int64_t cut = aggregate_ ? clock_.published_min() : clock_.min_clock();
+  return CopyState(cut, clock_.clocks(), clock_.finished());
+}
+
+absl::Status Shard::Restore(const ShardState& state) {
+  const v1::CheckpointManifest& m = state.manifest;
+  if (m.tables_size() != static_cast<int>(layout_.size()) ||
+      state.tables.size() != layout_.size() || m.worker_clocks_size() != static_cast<int>(num_workers_) ||
+      m.worker_finished_size() != static_cast<int>(num_workers_)) {
+    return absl::InvalidArgumentError("checkpoint does not hold this shard's tables and workers");
+  }
+  for (size_t i = 0; i < layout_.size(); ++i) {
+    const v1::CheckpointTable& t = m.tables(static_cast<int>(i));
+    const ByteBuffer& bytes = state.tables[i];
+    const Resolved& r = tables_.at(layout_[i].name());
+    if (t.name() != layout_[i].name() || t.sparse() != (r.sparse != nullptr)) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint table ", i, " is '", t.name(),
+                                                     "', not '", layout_[i].name(), "'"));
+    }
+    if (r.dense) {
+      std::vector<int64_t> steps(t.chunk_steps().begin(), t.chunk_steps().end());
+      TESSERA_RETURN_IF_ERROR(r.dense->Restore(bytes.data(), bytes.size(), steps));
+      continue;
+    }
+    const uint64_t row_bytes = r.sparse->row_floats() * sizeof(float) + sizeof(uint64_t);
+    if (bytes.size() != t.rows() * row_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint table '", t.name(), "' holds ",
+                                                     bytes.size(), " bytes for ", t.rows(),
+                                                     " rows of ", row_bytes, " bytes"));
+    }
+    const auto* keys = reinterpret_cast<const uint64_t*>(bytes.data());
+    const auto* rows = reinterpret_cast<const float*>(bytes.data() + t.rows() * sizeof(uint64_t));
+    r.sparse->Restore(keys, rows, t.rows(), t.step());
+  }
+  std::vector<int64_t> clocks(m.worker_clocks().begin(), m.worker_clocks().end());
+  std::vector<bool> finished(m.worker_finished().begin(), m.worker_finished().end());
+  clock_.Restore(clocks, finished, m.clock());
+  restored_clock_.store(m.clock());
+  lost_before_.store(m.lost_clocks());
+  return absl::OkStatus();
 }
 
 }  // namespace tessera

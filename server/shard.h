@@ -25,9 +25,19 @@
 // values only while it answers that pull; the worker has one call in flight
 // per range, so the two never touch the same bytes at once.
 //
+// Fault tolerance (docs/RELIABILITY.md): Snapshot() copies the shard's state
+// for a checkpoint, Restore() loads one at start-up. A worker that registers
+// with a resume_clock ahead of the clock this shard holds for it is moved
+// there (the updates in between are lost here, and counted), so a shard
+// restored from an older checkpoint, or a worker that died between shards,
+// never leaves a rank stuck. A push names its piece; a piece already applied
+// at the worker's clock is acknowledged and not applied again.
+//
 // Threading: thread-safe, no lock over the whole shard. Tables lock their own
 // chunks/stripes; the clock table has one short mutex; a worker's pushes to
 // this shard are serialized by a per-worker mutex. Parked pulls hold no thread.
+// Snapshot() holds every worker's mutex while it copies (pushes wait); a BSP
+// cut is copied on the thread that raises min_clock, before it publishes.
 #ifndef TESSERA_SERVER_SHARD_H_
 #define TESSERA_SERVER_SHARD_H_
 
@@ -45,7 +55,9 @@
 #include "absl/time/time.h"
 #include "common/config.h"
 #include "common/shared_memory.h"
+#include "proto/checkpoint.pb.h"
 #include "proto/tessera.pb.h"
+#include "server/checkpoint.h"
 #include "server/clock_table.h"
 #include "server/dense_table.h"
 #include "server/optimizer.h"
@@ -87,6 +99,31 @@ class Shard {
   void FailParked();
 
   bool AllWorkersFinished() const { return clock_.AllFinished(); }
+
+  // --- Checkpoints ---
+  // Who this shard's state belongs to: job, sharding, layout, optimizer.
+  v1::CheckpointIdentity Identity() const;
+  // A copy of the whole shard now, for a checkpoint: every worker's pushes
+  // and advances wait while it is taken, so the clocks match the values.
+  // The cut is min_clock (BSP with aggregation: the published one; a worker
+  // past it is recorded at it, since its buffered gradients are not in the
+  // values and it will push them again).
+  std::unique_ptr<ShardState> Snapshot();
+  // Loads a checkpoint into a shard that has not served yet. INVALID_ARGUMENT
+  // when it does not fit the tables (the identity was checked by the store).
+  absl::Status Restore(const ShardState& state);
+  // BSP: when min_clock rises to a clock `want` accepts, the shard copies its
+  // state at that cut (that clock's updates applied, before it is published)
+  // and hands it to `sink`, on the advancing thread; every shard of a job
+  // then cuts at the same clocks. REQUIRES: before the shard serves.
+  using CutSink = std::function<void(std::unique_ptr<ShardState>)>;
+  void SetBspCuts(std::function<bool(int64_t)> want, CutSink sink);
+  // The checkpointer reports each checkpoint written (for Stats).
+  void NoteCheckpoint(int64_t clock);
+  // Unfinished workers at min_clock: whom a waiting pull waits for.
+  std::vector<uint32_t> Laggards() const { return clock_.Laggards(); }
+  int64_t published_min() const { return clock_.published_min(); }
+  size_t parked() const { return clock_.parked(); }
   uint32_t index() const { return index_; }
   const JobConfig& config() const { return config_; }
 
@@ -145,6 +182,10 @@ class Shard {
   // buffer and publishes the new min_clock to parked pulls.
   absl::StatusOr<ClockTable::Advance> AdvanceLocked(uint32_t worker, int64_t finished);
   void OnMinClock(int64_t new_min);
+  // Copies every table into a ShardState whose manifest says `cut`, `clocks`
+  // and `finished`. Callers hold off whatever would make the copy torn.
+  std::unique_ptr<ShardState> CopyState(int64_t cut, std::vector<int64_t> clocks,
+                                        const std::vector<bool>& finished);
 
   // const after construction
   const JobConfig config_;
@@ -172,8 +213,22 @@ class Shard {
   // buffer is applied as their mean. Set on the push path, read and cleared
   // under aggregate_mu_ once every worker has advanced.
   std::unique_ptr<std::atomic<bool>[]> pushed_this_clock_;
+  // By worker: bit p set once piece p of its current clock was applied;
+  // cleared (exclusively) when its clock moves.
+  std::unique_ptr<std::atomic<uint64_t>[]> pieces_applied_;
+
+  // Checkpoints: set before serving, then read-only.
+  std::function<bool(int64_t)> want_cut_;
+  CutSink cut_sink_;
 
   std::atomic<uint64_t> updates_applied_{0};
+  std::atomic<uint64_t> duplicate_pushes_{0};
+  std::atomic<int64_t> restored_clock_{-1};
+  std::atomic<int64_t> lost_before_{0};   // from earlier restores (the checkpoint says)
+  std::atomic<int64_t> lost_here_{0};     // largest clock jump adopted since start
+  std::atomic<int64_t> last_checkpoint_clock_{-1};
+  std::atomic<int64_t> last_checkpoint_unix_ms_{0};
+  std::atomic<uint64_t> checkpoints_written_{0};
 };
 
 }  // namespace tessera

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "common/transport.h"
+#include "spdlog/spdlog.h"
 
 namespace tessera {
 namespace {
@@ -13,6 +14,8 @@ namespace {
 // How often the reaper wakes at the latest; pulls expire within this of
 // their deadline.
 constexpr absl::Duration kReaperTick = absl::Milliseconds(20);
+// How often a shard whose pulls wait on a stuck min_clock says on whom.
+constexpr absl::Duration kWaitLogInterval = absl::Seconds(10);
 
 }  // namespace
 
@@ -36,6 +39,10 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
                                                                 const std::string& listen_address) {
   std::unique_ptr<ShardServer> server(new ShardServer());
   TESSERA_ASSIGN_OR_RETURN(server->shard_, Shard::Create(config, shard_index));
+  if (!config.checkpoint.dir.empty()) {
+    TESSERA_RETURN_IF_ERROR(Checkpointer::Restore(server->shard_.get(), config));
+    server->checkpointer_ = std::make_unique<Checkpointer>(server->shard_.get(), config);
+  }
   server->service_ = std::make_unique<ShardService>(
       server->shard_.get(), absl::Milliseconds(config.server.max_pull_wait_ms));
 
@@ -71,8 +78,27 @@ void ShardServer::ReaperLoop() {
     if (stopping_) break;
     mu_.Unlock();
     shard_->ExpireDue(absl::Now());
+    LogWaiting();
     mu_.Lock();
   }
+}
+
+void ShardServer::LogWaiting() {
+  const absl::Time now = absl::Now();
+  const int64_t min = shard_->published_min();
+  if (shard_->parked() == 0 || min != waiting_min_) {
+    waiting_min_ = min;
+    waiting_since_ = waiting_logged_ = now;
+    return;
+  }
+  if (now - waiting_logged_ < kWaitLogInterval) return;
+  waiting_logged_ = now;
+  std::vector<uint32_t> laggards = shard_->Laggards();
+  std::string who;
+  for (uint32_t w : laggards) absl::StrAppend(&who, who.empty() ? "" : ", ", w);
+  spdlog::warn("{} pull(s) have waited {:.0f} s for min_clock to pass {}: held by worker(s) {} "
+               "(slow, stuck or gone; a restarted worker rejoins)",
+               shard_->parked(), absl::ToDoubleSeconds(now - waiting_since_), min, who);
 }
 
 void ShardServer::Shutdown(absl::Duration grace) {
@@ -88,6 +114,7 @@ void ShardServer::Shutdown(absl::Duration grace) {
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   shard_->FailParked();  // pulls that parked while shutdown began
   server_->Wait();
+  if (checkpointer_) checkpointer_->Final();
 }
 
 ShardServer::~ShardServer() { Shutdown(absl::Seconds(1)); }

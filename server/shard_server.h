@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/config.h"
+#include "server/checkpointer.h"
 #include "server/service.h"
 #include "server/shard.h"
 
@@ -30,9 +31,11 @@ namespace tessera {
 
 class ShardServer {
  public:
-  // Builds shard `shard_index` and serves it on `listen_address` (host:port;
-  // port 0 picks a free one). UNAVAILABLE when the address cannot be bound
-  // (port in use), INVALID_ARGUMENT for a bad shard index.
+  // Builds shard `shard_index`, restores it from its newest checkpoint when
+  // checkpoint.dir holds one (Checkpointer::Restore), and serves it on
+  // `listen_address` (host:port; port 0 picks a free one). UNAVAILABLE when
+  // the address cannot be bound (port in use), INVALID_ARGUMENT for a bad
+  // shard index, FAILED_PRECONDITION for a checkpoint that cannot be used.
   static absl::StatusOr<std::unique_ptr<ShardServer>> Start(const JobConfig& config,
                                                             uint32_t shard_index,
                                                             const std::string& listen_address);
@@ -42,14 +45,20 @@ class ShardServer {
   Shard* shard() { return shard_.get(); }
 
   // Stops taking calls, fails parked pulls with UNAVAILABLE, lets in-flight
-  // calls finish for up to `grace`, then cancels the rest. Idempotent.
+  // calls finish for up to `grace`, then cancels the rest; with checkpoints
+  // on, writes a last one of the state it stopped at. Idempotent.
   void Shutdown(absl::Duration grace);
 
  private:
   ShardServer() = default;
   void ReaperLoop();
 
+  // Logs, every kWaitLogInterval while pulls wait on a min_clock that does
+  // not move, which workers hold it.
+  void LogWaiting();
+
   std::unique_ptr<Shard> shard_;
+  std::unique_ptr<Checkpointer> checkpointer_;  // with checkpoint.dir set
   std::unique_ptr<ShardService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
@@ -57,6 +66,9 @@ class ShardServer {
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Reaper thread only: the waiting log's state.
+  int64_t waiting_min_ = -1;
+  absl::Time waiting_since_, waiting_logged_;
 };
 
 // The address a shard listens on by default: its configured address when the

@@ -106,4 +106,11 @@ void SortedIndex::Insert(const uint64_t* keys, const uint32_t* rows, size_t n) {
   delta_.Resize(0);
 }
 
+void SortedIndex::Export(std::vector<uint64_t>* keys, std::vector<uint32_t>* rows) const {
+  for (const Run* run : {&main_, &delta_}) {
+    keys->insert(keys->end(), run->keys.data(), run->keys.data() + run->size());
+    rows->insert(rows->end(), run->rows.data(), run->rows.data() + run->size());
+  }
+}
+
 }  // namespace tessera

@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "common/huge_page_arena.h"
 
@@ -40,6 +41,9 @@ class SortedIndex {
   void Insert(const uint64_t* keys, const uint32_t* rows, size_t n);
 
   size_t size() const { return main_.size() + delta_.size(); }
+
+  // Appends every key and its row to *keys and *rows (not in key order).
+  void Export(std::vector<uint64_t>* keys, std::vector<uint32_t>* rows) const;
 
   // Makes room for n keys in all and faults the memory in now, so that
   // inserts up to n keys neither fault pages nor move arrays.

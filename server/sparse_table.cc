@@ -258,4 +258,45 @@ uint64_t SparseTable::rows() const {
   return total;
 }
 
+void SparseTable::Snapshot(std::vector<uint64_t>* keys, std::vector<float>* rows,
+                           int64_t* step) const {
+  *step = step_.load(std::memory_order_relaxed);
+  std::vector<uint32_t> at;
+  for (const auto& stripe_ptr : stripes_) {
+    Stripe& stripe = *stripe_ptr;
+    absl::MutexLock lock(&stripe.mu);
+    at.clear();
+    const size_t first = keys->size();
+    stripe.index.Export(keys, &at);
+    rows->resize((first + at.size()) * row_floats_);
+    for (size_t j = 0; j < at.size(); ++j) {
+      std::memcpy(rows->data() + (first + j) * row_floats_,
+                  stripe.data.data() + size_t{at[j]} * row_floats_, row_floats_ * sizeof(float));
+    }
+  }
+}
+
+void SparseTable::Restore(const uint64_t* keys, const float* rows, uint64_t n, int64_t step) {
+  step_.store(step, std::memory_order_relaxed);
+  // Each stripe's keys in increasing order, as FindOrCreateAll needs them.
+  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> by_stripe(stripes_.size());
+  for (uint64_t i = 0; i < n; ++i) by_stripe[StripeOf(keys[i])].emplace_back(keys[i], i);
+  std::vector<uint64_t> sorted;
+  std::vector<uint32_t> at;
+  for (size_t s = 0; s < stripes_.size(); ++s) {
+    auto& list = by_stripe[s];
+    if (list.empty()) continue;
+    std::sort(list.begin(), list.end());
+    sorted.clear();
+    for (const auto& [key, i] : list) sorted.push_back(key);
+    Stripe& stripe = *stripes_[s];
+    absl::MutexLock lock(&stripe.mu);
+    FindOrCreateAll(stripe, sorted.data(), sorted.size(), &at);
+    for (size_t j = 0; j < list.size(); ++j) {
+      std::memcpy(RowData(stripe, at[j]), rows + list[j].second * row_floats_,
+                  row_floats_ * sizeof(float));
+    }
+  }
+}
+
 }  // namespace tessera

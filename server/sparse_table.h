@@ -66,6 +66,16 @@ class SparseTable {
   void ApplyAccumulated(float scale);
 
   uint64_t rows() const;
+
+  // Checkpoints: every row's key and its row_floats() floats (values, then
+  // the optimizer's slots), each stripe copied under its lock, and the
+  // table's optimizer update count. Rows a pull creates meanwhile may or
+  // may not be in; they hold initial values either way.
+  size_t row_floats() const { return row_floats_; }
+  void Snapshot(std::vector<uint64_t>* keys, std::vector<float>* rows, int64_t* step) const;
+  // Loads n rows (keys unique, any order) into an empty table. REQUIRES: no
+  // concurrent access (start-up).
+  void Restore(const uint64_t* keys, const float* rows, uint64_t n, int64_t step);
   uint64_t pushes() const { return pushes_.load(std::memory_order_relaxed); }
   uint64_t pulls() const { return pulls_.load(std::memory_order_relaxed); }
 

@@ -1,0 +1,111 @@
+// Shard checkpoints on disk: one folder per checkpoint under a shard's root
+// (`checkpoint.dir`/shard-N/), written atomically and verified when read.
+//
+//   CheckpointStore store(absl::StrCat(dir, "/shard-", index), /*keep=*/2);
+//   TESSERA_ASSIGN_OR_RETURN(CheckpointInfo info, store.Write(state));
+//   absl::StatusOr<ShardState> back = store.LoadNewest(identity, /*clock=*/-1, &log);
+//
+// Layout of one checkpoint, `ckpt-<clock, 12 digits>-<unix ms, 13 digits>/`:
+//   data      every table's bytes back to back (proto/checkpoint.proto says how)
+//   MANIFEST  "TSCKPT01", the zlib CRC-32 of the manifest message, the message:
+//             identity, the cut's clock, worker clocks, per table its byte
+//             range of `data`, that range's CRC-32 and the optimizer steps.
+// Write: both files go into `.tmp-<name>/`, are fsynced, the folder is renamed
+// to its name and the root fsynced; only then are checkpoints beyond the
+// newest `keep` deleted, so the last good one never goes before a newer one
+// is complete. A crash leaves at most a .tmp- folder, removed at next start.
+// Load: newest first; a manifest that fails its CRC or does not parse, a data
+// file of the wrong size or a range that fails its CRC is skipped (the reason
+// goes to *log) and the next older one tried. An identity that differs from
+// the restoring shard's is refused (FAILED_PRECONDITION, naming the field):
+// that is someone else's state, not a torn file.
+//
+// Threading: a store is used from one thread at a time; distinct stores (or
+// the static readers) from any thread.
+#ifndef TESSERA_SERVER_CHECKPOINT_H_
+#define TESSERA_SERVER_CHECKPOINT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "proto/checkpoint.pb.h"
+
+namespace tessera {
+
+// Bytes that are not zeroed when made (a 1 GiB table is copied, not cleared first).
+class ByteBuffer {
+ public:
+  ByteBuffer() = default;
+  explicit ByteBuffer(uint64_t size) : data_(new char[size]), size_(size) {}
+  char* data() { return data_.get(); }
+  const char* data() const { return data_.get(); }
+  uint64_t size() const { return size_; }
+
+ private:
+  std::unique_ptr<char[]> data_;
+  uint64_t size_ = 0;
+};
+
+// A shard's state at one cut: the manifest (crc32 and offsets are filled in
+// by Write) and each table's bytes, in manifest order.
+struct ShardState {
+  v1::CheckpointManifest manifest;
+  std::vector<ByteBuffer> tables;
+
+  uint64_t bytes() const;
+};
+
+struct CheckpointInfo {
+  std::string path;  // the checkpoint's folder
+  int64_t clock = 0;
+  uint64_t bytes = 0;  // data file
+  double seconds = 0;  // writing (or reading and verifying) it
+};
+
+class CheckpointStore {
+ public:
+  // `root` is created when missing; leftover .tmp- folders are removed.
+  CheckpointStore(std::string root, uint32_t keep);
+
+  const std::string& root() const { return root_; }
+
+  // Writes `state` as a new checkpoint and prunes to the newest `keep`.
+  // Fills the manifest's offsets, sizes and checksums. INTERNAL (with the
+  // path and errno's text) when a write, fsync or rename fails; the
+  // checkpoints already there are then left as they were.
+  absl::StatusOr<CheckpointInfo> Write(ShardState* state);
+
+  // The newest checkpoint that is whole and matches `want` (and, with
+  // clock >= 0, is of that clock). NOT_FOUND when there is none (each one
+  // skipped is named in *log); FAILED_PRECONDITION when a checkpoint belongs
+  // to another job, layout or sharding.
+  absl::StatusOr<ShardState> LoadNewest(const v1::CheckpointIdentity& want, int64_t clock,
+                                        std::vector<std::string>* log, CheckpointInfo* info) const;
+
+  // Reads and verifies one checkpoint folder.
+  static absl::StatusOr<ShardState> Load(const std::string& path,
+                                         const v1::CheckpointIdentity& want);
+  // Reads and verifies only the manifest of one checkpoint folder.
+  static absl::StatusOr<v1::CheckpointManifest> ReadManifest(const std::string& path);
+  // Complete checkpoint folders under `root`, oldest first.
+  static std::vector<std::string> List(const std::string& root);
+  // "" when the two identities agree, else one line naming the first difference.
+  static std::string IdentityDifference(const v1::CheckpointIdentity& have,
+                                        const v1::CheckpointIdentity& want);
+
+ private:
+  const std::string root_;
+  const uint32_t keep_;
+};
+
+// The newest clock at which every one of `num_shards` shards under `dir`
+// has a checkpoint whose manifest verifies: the consistent cut a stopped BSP
+// job resumes from. NOT_FOUND naming the shard when there is none.
+absl::StatusOr<int64_t> NewestCommonClock(const std::string& dir, uint32_t num_shards);
+
+}  // namespace tessera
+
+#endif  // TESSERA_SERVER_CHECKPOINT_H_

@@ -1,0 +1,147 @@
+#include "server/checkpointer.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace tessera {
+namespace {
+
+// How often the thread looks at the clock and the time.
+constexpr absl::Duration kTick = absl::Milliseconds(50);
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string ShardRoot(const JobConfig& config, uint32_t shard) {
+  return absl::StrCat(config.checkpoint.dir, "/shard-", shard);
+}
+
+}  // namespace
+
+absl::Status Checkpointer::Restore(Shard* shard, const JobConfig& config) {
+  const CheckpointConfig& c = config.checkpoint;
+  if (c.dir.empty() || c.restore == "never") return absl::OkStatus();
+  CheckpointStore store(ShardRoot(config, shard->index()), c.keep);
+  std::vector<std::string> skipped;
+  CheckpointInfo info;
+  absl::StatusOr<ShardState> state =
+      store.LoadNewest(shard->Identity(), c.restore_clock, &skipped, &info);
+  for (const std::string& line : skipped) spdlog::warn("checkpoint: {}", line);
+  if (absl::IsNotFound(state.status())) {
+    if (c.restore == "required") {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "checkpoint.restore is required: ", state.status().message()));
+    }
+    spdlog::info("checkpoint: none to restore in {}; starting from initial values", store.root());
+    return absl::OkStatus();
+  }
+  if (!state.ok()) return absl::FailedPreconditionError(state.status().message());
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status s = shard->Restore(*state);
+  if (!s.ok()) return absl::FailedPreconditionError(s.message());
+  const double seconds =
+      info.seconds +
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  spdlog::info("restored checkpoint of clock {} from {}: {} bytes in {:.3f} s ({:.0f} MB/s)",
+               info.clock, info.path, info.bytes, seconds, info.bytes / 1e6 / std::max(seconds, 1e-9));
+  return absl::OkStatus();
+}
+
+Checkpointer::Checkpointer(Shard* shard, const JobConfig& config)
+    : shard_(shard),
+      config_(config.checkpoint),
+      bsp_(config.consistency.mode == ConsistencyMode::kBsp),
+      store_(ShardRoot(config, shard->index()), config.checkpoint.keep),
+      last_cut_ms_(SteadyMs()) {
+  shard_->SetBspCuts([this](int64_t clock) { return WantBspCut(clock); },
+                     [this](std::unique_ptr<ShardState> state) { Queue(std::move(state)); });
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Checkpointer::~Checkpointer() { Final(); }
+
+bool Checkpointer::WantBspCut(int64_t clock) {
+  // min_clock is "infinite" once every worker finished: Final() cuts then.
+  if (clock <= 0 || clock == std::numeric_limits<int64_t>::max()) return false;
+  const bool by_clock = config_.every_clocks > 0 && clock % config_.every_clocks == 0;
+  const bool by_time = time_due_.exchange(false);
+  return by_clock || by_time;
+}
+
+void Checkpointer::Queue(std::unique_ptr<ShardState> state) {
+  last_cut_ms_.store(SteadyMs());
+  last_cut_clock_.store(state->manifest.clock());
+  absl::MutexLock lock(&mu_);
+  if (queued_) {
+    spdlog::debug("checkpoint: the cut of clock {} replaces the waiting one of clock {}",
+                  state->manifest.clock(), queued_->manifest.clock());
+  }
+  queued_ = std::move(state);
+}
+
+void Checkpointer::Write(std::unique_ptr<ShardState> state) {
+  const int64_t clock = state->manifest.clock();
+  absl::StatusOr<CheckpointInfo> info = store_.Write(state.get());
+  if (!info.ok()) {
+    spdlog::error("checkpoint of clock {} failed: {}; the previous one stays", clock,
+                  std::string(info.status().message()));
+    return;
+  }
+  shard_->NoteCheckpoint(clock);
+  spdlog::info("checkpoint of clock {}: {} bytes in {:.3f} s ({:.0f} MB/s) to {}", clock,
+               info->bytes, info->seconds, info->bytes / 1e6 / std::max(info->seconds, 1e-9),
+               info->path);
+}
+
+void Checkpointer::Loop() {
+  while (true) {
+    std::unique_ptr<ShardState> state;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || queued_ != nullptr;
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&ready), kTick);
+      state = std::move(queued_);
+      if (!state && stopping_) return;
+    }
+    if (state) {
+      Write(std::move(state));
+      continue;
+    }
+    const bool time_due = config_.every_seconds > 0 &&
+                          SteadyMs() - last_cut_ms_.load() >= config_.every_seconds * 1000;
+    if (bsp_) {
+      if (time_due) time_due_.store(true);  // the shard cuts at the next clock
+      continue;
+    }
+    const int64_t min = shard_->published_min();
+    const int64_t last = last_cut_clock_.load();
+    const bool clock_due = config_.every_clocks > 0 && min < std::numeric_limits<int64_t>::max() &&
+                           min / config_.every_clocks > std::max<int64_t>(last, 0) / config_.every_clocks;
+    if (time_due || clock_due) {
+      std::unique_ptr<ShardState> cut = shard_->Snapshot();
+      last_cut_ms_.store(SteadyMs());
+      last_cut_clock_.store(cut->manifest.clock());
+      Write(std::move(cut));
+    }
+  }
+}
+
+void Checkpointer::Final() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (final_done_) return;
+    final_done_ = true;
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+  Write(shard_->Snapshot());
+}
+
+}  // namespace tessera
