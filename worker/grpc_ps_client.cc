@@ -225,15 +225,15 @@ size_t GrpcPsClient::shared_memory_shards() const {
   return n;
 }
 
-absl::StatusOr<int64_t> GrpcPsClient::Connect() {
+absl::Status GrpcPsClient::RegisterWith(const std::vector<size_t>& which, int64_t resume_clock,
+                                        std::vector<v1::RegisterResponse>* responses) {
   const int64_t timeout_ms = config_.worker.connect_timeout_ms;
-  if (config_.worker.shared_memory == "auto") CreateSharedMemory();
   std::vector<v1::RegisterRequest> requests(shards_.size());
-  std::vector<v1::RegisterResponse> responses(shards_.size());
   std::vector<grpc::ClientContext> contexts(shards_.size());
   CallGroup group;
-  for (size_t s = 0; s < shards_.size(); ++s) {
+  for (size_t s : which) {
     requests[s].set_worker_rank(rank_);
+    requests[s].set_resume_clock(resume_clock);
     if (const SharedSegment* memory = shards_[s].memory.get()) {
       v1::SharedMemory* m = requests[s].mutable_shared_memory();
       m->set_name(memory->name());
@@ -243,16 +243,11 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect() {
     contexts[s].set_deadline(DeadlineIn(timeout_ms));
     contexts[s].set_wait_for_ready(true);  // retry with backoff while the shard starts
     shards_[s].stubs[0]->async()->Register(
-        &contexts[s], &requests[s], &responses[s],
-        group.Add(s, &contexts[s], [this, s, &responses] { return CheckLayout(s, responses[s]); }));
+        &contexts[s], &requests[s], &(*responses)[s],
+        group.Add(s, &contexts[s], [this, s, responses] { return CheckLayout(s, (*responses)[s]); }));
   }
   group.Wait(absl::Milliseconds(timeout_ms) + absl::Seconds(5));
-  // Mapped or not, the names are no longer needed: nothing stays in /dev/shm.
-  for (auto& shard : shards_) {
-    if (shard.memory) shard.memory->Unlink();
-  }
   if (group.failed()) {
-    for (auto& shard : shards_) shard.memory.reset();
     size_t s = group.failed_shard();
     grpc::Status status = group.grpc_error();
     if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
@@ -263,7 +258,40 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect() {
     }
     return ShardError(s, status);
   }
-  if (!group.local_error().ok()) return group.local_error();
+  return group.local_error();
+}
+
+absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
+  if (config_.worker.shared_memory == "auto") CreateSharedMemory();
+  std::vector<v1::RegisterResponse> responses(shards_.size());
+  std::vector<size_t> all(shards_.size());
+  for (size_t s = 0; s < all.size(); ++s) all[s] = s;
+  absl::Status status = RegisterWith(all, resume_clock, &responses);
+  // Shards that hold an earlier clock than another (or than this worker)
+  // are moved to the highest, so that every shard agrees on it.
+  int64_t clock = resume_clock;
+  int64_t lost = 0;
+  for (const auto& r : responses) clock = std::max(clock, r.clock());
+  std::vector<size_t> behind;
+  for (size_t s = 0; status.ok() && s < shards_.size(); ++s) {
+    if (responses[s].clock() < clock) behind.push_back(s);
+  }
+  if (!behind.empty()) status = RegisterWith(behind, clock, &responses);
+  // Mapped or not, the names are no longer needed: nothing stays in /dev/shm.
+  for (auto& shard : shards_) {
+    if (shard.memory) shard.memory->Unlink();
+  }
+  if (!status.ok()) {
+    for (auto& shard : shards_) shard.memory.reset();
+    return status;
+  }
+  for (const auto& r : responses) lost = std::max(lost, r.lost_clocks());
+  if (lost > 0) {
+    lost_clocks_ += lost;
+    spdlog::warn("a shard had lost {} clock(s) of this worker's updates (restored from an older "
+                 "checkpoint); every shard now holds clock {}",
+                 lost, clock);
+  }
   std::vector<size_t> shared;
   for (size_t s = 0; s < shards_.size(); ++s) {
     if (!shards_[s].memory) continue;
@@ -285,8 +313,6 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect() {
                  spin_ > absl::ZeroDuration() ? " (servers on this host, a core per daemon)"
                                               : " (servers elsewhere, or cores shared)");
   }
-  int64_t clock = 0;
-  for (const auto& r : responses) clock = std::max(clock, r.clock());
   return clock;
 }
 
@@ -378,9 +404,11 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
       const char* shared_reply = nullptr;
       if (shared) {
         const ShardRequests::SharedTarget target{shards_[s].push_area[g], shards_[s].push_at[g]};
-        requests_.BuildPush(pieces, rank_, clock, grads, single, requests.back().get(), &target);
+        requests_.BuildPush(pieces, rank_, clock, grads, single, static_cast<uint32_t>(g),
+                            requests.back().get(), &target);
       } else {
-        requests_.BuildPush(pieces, rank_, clock, grads, single, requests.back().get());
+        requests_.BuildPush(pieces, rank_, clock, grads, single, static_cast<uint32_t>(g),
+                            requests.back().get());
       }
       std::function<absl::Status()> on_ok;
       if (pull_into != nullptr && single) {

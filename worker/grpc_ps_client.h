@@ -39,7 +39,8 @@ class GrpcPsClient : public PsClient {
  public:
   GrpcPsClient(const JobConfig& config, uint32_t rank);
 
-  absl::StatusOr<int64_t> Connect() override;
+  absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) override;
+  int64_t lost_clocks() const override { return lost_clocks_; }
   absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override;
   absl::Status PushDense(int64_t clock, const ParameterSet& grads) override;
   // Fused when every shard's push is one request (no split over channels).
@@ -82,6 +83,10 @@ class GrpcPsClient : public PsClient {
   // answer a fused pull, and *all_pulled / *min_clock tell how it went.
   absl::Status Push(int64_t clock, const ParameterSet& grads, ParameterSet* pull_into,
                     bool* all_pulled, int64_t* min_clock);
+  // Registers with shards `which` at `resume_clock`, offering their shared
+  // memory; answers land in (*responses)[s].
+  absl::Status RegisterWith(const std::vector<size_t>& which, int64_t resume_clock,
+                            std::vector<v1::RegisterResponse>* responses);
   // Checks that shard `s` serves this job's tables with the expected ranges.
   absl::Status CheckLayout(size_t s, const v1::RegisterResponse& layout) const;
 
@@ -90,6 +95,7 @@ class GrpcPsClient : public PsClient {
   const absl::Duration spin_;  // worker.spin_wait_us, resolved
   const ShardRequests requests_;  // every dense piece, split for the channels
   std::vector<ShardChannels> shards_;
+  int64_t lost_clocks_ = 0;
 };
 
 }  // namespace tessera

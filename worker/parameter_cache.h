@@ -47,6 +47,8 @@ class ParameterCache {
     pulled_for_ = for_clock;
     ++version_;
   }
+  // Forgets the values (after a reconnect: a restored shard's differ).
+  void Invalidate() { valid_ = false; }
   int64_t guaranteed() const { return guaranteed_; }
   // Changes with every Filled(): names the values for Model::TrainStep.
   // Whoever writes values() calls Filled() before the next step.

@@ -56,11 +56,12 @@ void ShardRequests::BuildPull(const std::vector<Piece>& pieces, uint32_t worker,
 }
 
 void ShardRequests::BuildPush(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
-                              const ParameterSet& grads, bool advance, v1::PushRequest* request,
-                              const SharedTarget* shared) const {
+                              const ParameterSet& grads, bool advance, uint32_t piece,
+                              v1::PushRequest* request, const SharedTarget* shared) const {
   request->set_worker_rank(worker);
   request->set_clock(clock);
   request->set_advance_clock(advance);
+  request->set_piece(piece);
   request->set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
   if (shared != nullptr) request->mutable_gradients_shared()->set_offset(shared->offset);
   char* out = shared != nullptr ? shared->data : nullptr;
@@ -145,15 +146,21 @@ LocalPsClient::LocalPsClient(const JobConfig& config, uint32_t rank, std::vector
         return r;
       }()) {}
 
-absl::StatusOr<int64_t> LocalPsClient::Connect() {
-  int64_t clock = 0;
-  for (Shard* shard : shards_) {
-    v1::RegisterRequest request;
-    request.set_worker_rank(rank_);
-    v1::RegisterResponse response;
-    absl::Status s = shard->Register(request, &response);
-    if (!s.ok()) return s;
-    clock = std::max(clock, response.clock());
+absl::StatusOr<int64_t> LocalPsClient::Connect(int64_t resume_clock) {
+  // Two rounds: the second moves shards that hold an earlier clock.
+  int64_t clock = resume_clock;
+  for (int round = 0; round < 2; ++round) {
+    const int64_t target = clock;
+    for (Shard* shard : shards_) {
+      v1::RegisterRequest request;
+      request.set_worker_rank(rank_);
+      request.set_resume_clock(target);
+      v1::RegisterResponse response;
+      absl::Status s = shard->Register(request, &response);
+      if (!s.ok()) return s;
+      clock = std::max(clock, response.clock());
+    }
+    if (clock == target) break;
   }
   return clock;
 }
@@ -189,7 +196,8 @@ absl::Status LocalPsClient::PushDense(int64_t clock, const ParameterSet& grads) 
   for (size_t s = 0; s < shards_.size(); ++s) {
     v1::PushRequest request;
     v1::PushResponse response;
-    requests_.BuildPush(requests_.pieces[s], rank_, clock, grads, /*advance=*/true, &request);
+    requests_.BuildPush(requests_.pieces[s], rank_, clock, grads, /*advance=*/true, /*piece=*/0,
+                        &request);
     absl::Status st = shards_[s]->Push(request, &response);
     if (!st.ok()) return st;
   }

@@ -30,10 +30,19 @@ class PsClient {
  public:
   virtual ~PsClient() = default;
 
-  // Registers this worker with every shard. Returns its clock (0 for a new
-  // job; more when the worker restarts). UNAVAILABLE naming the shard when
-  // one does not answer within worker.connect_timeout_ms.
-  virtual absl::StatusOr<int64_t> Connect() = 0;
+  // Registers this worker with every shard and returns the clock it goes on
+  // from: the highest of `resume_clock` (the clock the worker believes it is
+  // at: 0 when it starts, its own clock when it reconnects after a lost
+  // shard) and the clocks the shards hold for it. A shard that holds an
+  // earlier clock (restored from an older checkpoint, or the worker died
+  // between shards) is moved to that one, so every shard agrees. Safe to call
+  // again at any time. UNAVAILABLE naming the shard when one does not answer
+  // within worker.connect_timeout_ms.
+  virtual absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) = 0;
+
+  // Clocks of this worker's updates that shards lost (restored from older
+  // checkpoints) as its Connect calls found: per call the most any shard lost.
+  virtual int64_t lost_clocks() const { return 0; }
 
   // Pulls every dense table whole, as allowed at `clock` by the consistency
   // mode, into *params (resized to the tables). Returns the smallest
@@ -90,9 +99,11 @@ struct ShardRequests {
     char* data;
     uint64_t offset;
   };
+  // `piece`: which of this clock's requests to the shard this is (the shard
+  // applies each piece once, so a retried one is not applied twice).
   void BuildPush(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
-                 const ParameterSet& grads, bool advance, v1::PushRequest* request,
-                 const SharedTarget* shared = nullptr) const;
+                 const ParameterSet& grads, bool advance, uint32_t piece,
+                 v1::PushRequest* request, const SharedTarget* shared = nullptr) const;
   // Sizes *params to the dense tables.
   void ShapeParameters(ParameterSet* params) const;
   // The dense slice that `piece` names.
@@ -121,7 +132,7 @@ class LocalPsClient : public PsClient {
   // `shards` (one per configured server) must outlive the client.
   LocalPsClient(const JobConfig& config, uint32_t rank, std::vector<Shard*> shards);
 
-  absl::StatusOr<int64_t> Connect() override;
+  absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) override;
   absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override;
   absl::Status PushDense(int64_t clock, const ParameterSet& grads) override;
   absl::Status Finish() override;

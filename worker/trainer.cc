@@ -35,9 +35,10 @@ std::string TrainResult::ToJson() const {
       "\"steps\": %d, \"samples\": %d, \"pulls\": %d, \"fused_pulls\": %d, "
       "\"train_loss\": %.6f, "
       "\"train_seconds\": %.3f, \"samples_per_second\": %.1f, \"pull_seconds\": %.3f, "
-      "\"push_seconds\": %.3f, \"compute_seconds\": %.3f",
+      "\"push_seconds\": %.3f, \"compute_seconds\": %.3f, \"reconnects\": %d, "
+      "\"lost_clocks\": %d",
       steps, samples, pulls, fused_pulls, train_loss, train_seconds, samples_per_second,
-      pull_seconds, push_seconds, compute_seconds);
+      pull_seconds, push_seconds, compute_seconds, reconnects, lost_clocks);
   std::string escaped;
   for (char c : device) {
     if (c == '"' || c == '\\') escaped += '\\';
@@ -86,17 +87,20 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       "at clock {}",
       rank_, config_.cluster.workers, train_->size() / config_.cluster.workers,
       batcher.steps_per_epoch(), t.batch_size, clock_);
-  // A restarted worker resumes at its clock: skip the steps it already did.
-  const int64_t first = clock_;
+  // A restarted worker resumes at its clock: skip the steps it already did
+  // (clock_ also moves past a step that landed before its reply was lost).
   int64_t global_step = 0;
   for (uint32_t epoch = 0; epoch < t.epochs; ++epoch) {
     epoch_loss_sum_ = 0;
     epoch_loss_steps_ = 0;
     for (size_t step = 0; step < batcher.steps_per_epoch(); ++step, ++global_step) {
       if (t.max_steps > 0 && global_step >= t.max_steps) break;
-      if (global_step < first) continue;
-      double loss;
-      TESSERA_RETURN_IF_ERROR(Step(epoch, step, batcher, cache, model, &loss));
+      if (global_step < clock_) continue;
+      double loss = 0;
+      TESSERA_RETURN_IF_ERROR(WithRecovery(
+          "a training step", cache, [&] { return Step(epoch, step, batcher, cache, model, &loss); },
+          [&] { return clock_ > global_step; }));
+      if (clock_ > global_step + 1) continue;  // the shards were further on: skip to there
       if (t.eval_every_steps > 0 && test_ && (global_step + 1) % t.eval_every_steps == 0) {
         double acc, test_loss;
         model.Evaluate(cache.values(), *test_, &acc, &test_loss);
@@ -114,15 +118,91 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     }
   }
   result_.train_loss = epoch_loss_steps_ ? epoch_loss_sum_ / epoch_loss_steps_ : 0;
-  TESSERA_RETURN_IF_ERROR(FinishPush(cache));
+  TESSERA_RETURN_IF_ERROR(WithRecovery("the last push", cache, [&] { return FinishPush(cache); }));
   result_.train_seconds = Now() - start_;
   result_.samples_per_second = result_.samples / std::max(result_.train_seconds, 1e-9);
   if (rank_ == 0 && test_) TESSERA_RETURN_IF_ERROR(EvaluateFinal(cache, model));
-  TESSERA_RETURN_IF_ERROR(client_->Finish());
+  TESSERA_RETURN_IF_ERROR(WithRecovery("finishing", cache, [&] { return client_->Finish(); }));
+  result_.lost_clocks = client_->lost_clocks();
   AppendJsonLine(
       config_.logging.metrics_file,
       absl::StrCat("{\"rank\": ", rank_, ", \"event\": \"final\", ", result_.ToJson(), "}"));
   return result_;
+}
+
+namespace {
+
+// Whether a failed call may succeed after reconnecting.
+bool Recoverable(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kCancelled:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kFailedPrecondition:  // a restored shard at another clock
+      return true;
+    default:
+      return false;
+  }
+}
+
+// FAILED_PRECONDITION is recoverable once or twice (a shard restarted under
+// us); more in a row is a real disagreement.
+constexpr int kMaxPreconditionRetries = 3;
+
+}  // namespace
+
+absl::Status Trainer::WithRecovery(const char* what, ParameterCache& cache,
+                                   const std::function<absl::Status()>& attempt,
+                                   const std::function<bool()>& landed) {
+  const double started = Now();
+  int preconditions = 0;
+  while (true) {
+    absl::Status s = attempt();
+    if (s.ok() || !Recoverable(s)) return s;
+    if (absl::IsFailedPrecondition(s) && ++preconditions > kMaxPreconditionRetries) return s;
+    if (Now() - started > config_.worker.wait_for_workers_s) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          what, " did not succeed within worker.wait_for_workers_s (",
+          config_.worker.wait_for_workers_s, " s); last error: ", s.message()));
+    }
+    TESSERA_RETURN_IF_ERROR(Recover(s, cache));
+    if (landed && landed()) return absl::OkStatus();
+  }
+}
+
+absl::Status Trainer::Recover(const absl::Status& cause, ParameterCache& cache) {
+  ++result_.reconnects;
+  const double deadline = Now() + config_.worker.server_lost_timeout_s;
+  if (absl::IsDeadlineExceeded(cause)) {
+    spdlog::warn("at clock {}: {}; still waiting (a worker or shard is slow, paused or "
+                 "restarting)", clock_, std::string(cause.message()));
+  } else {
+    spdlog::warn("at clock {}: {}; reconnecting for up to {} s (worker.server_lost_timeout_s)",
+                 clock_, std::string(cause.message()), config_.worker.server_lost_timeout_s);
+  }
+  double backoff = 0.1;
+  absl::StatusOr<int64_t> clock = client_->Connect(clock_);
+  while (!clock.ok()) {
+    if (!Recoverable(clock.status()) || Now() + backoff > deadline) {
+      return absl::UnavailableError(absl::StrCat("lost the servers at clock ", clock_,
+                                                 " and could not reconnect within ",
+                                                 config_.worker.server_lost_timeout_s,
+                                                 " s: ", clock.status().message()));
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
+    backoff = std::min(backoff * 2, 2.0);
+    clock = client_->Connect(clock_);
+  }
+  if (*clock != clock_) {
+    spdlog::info("reconnected: the shards hold clock {} (this worker was at {}); going on there",
+                 *clock, clock_);
+  } else if (!absl::IsDeadlineExceeded(cause)) {
+    spdlog::info("reconnected at clock {}", clock_);
+  }
+  clock_ = *clock;
+  cache.Invalidate();
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, ParameterCache& cache,
@@ -242,7 +322,11 @@ absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Model& model) {
   const double deadline = Now() + config_.worker.pull_timeout_ms / 1000.0;
   const uint32_t others = config_.cluster.workers - 1;
   while (true) {
-    TESSERA_ASSIGN_OR_RETURN(uint32_t finished, client_->WorkersFinished());
+    uint32_t finished = 0;
+    TESSERA_RETURN_IF_ERROR(WithRecovery("asking who finished", cache, [&]() -> absl::Status {
+      TESSERA_ASSIGN_OR_RETURN(finished, client_->WorkersFinished());
+      return absl::OkStatus();
+    }));
     if (finished >= others) break;
     if (Now() > deadline) {
       return absl::DeadlineExceededError(
@@ -251,8 +335,11 @@ absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Model& model) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  TESSERA_ASSIGN_OR_RETURN(int64_t guaranteed, client_->PullDense(clock_, &cache.values()));
-  cache.Filled(guaranteed, clock_);
+  TESSERA_RETURN_IF_ERROR(WithRecovery("the final pull", cache, [&]() -> absl::Status {
+    TESSERA_ASSIGN_OR_RETURN(int64_t guaranteed, client_->PullDense(clock_, &cache.values()));
+    cache.Filled(guaranteed, clock_);
+    return absl::OkStatus();
+  }));
   model.Evaluate(cache.values(), *test_, &result_.test_accuracy, &result_.test_loss);
   TESSERA_RETURN_IF_ERROR(BackendStatus("the final evaluation"));
   result_.evaluated = true;

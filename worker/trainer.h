@@ -12,6 +12,18 @@
 // pulls the final parameters and evaluates them on the test set; then every
 // worker tells the shards it has finished.
 //
+// Faults: a call that fails in a way a restart can cure (UNAVAILABLE,
+// DEADLINE_EXCEEDED, CANCELLED, ABORTED; FAILED_PRECONDITION a few times,
+// which a shard restored from a checkpoint answers) is not the end: the
+// worker reconnects with backoff for up to worker.server_lost_timeout_s
+// (PsClient::Connect at its own clock, which moves restored shards to it),
+// takes the clock the shards agree on (a step that landed before the reply
+// was lost is not done again), forgets its cached values and tries again.
+// A pull that waits on a lost worker is retried the same way, for up to
+// worker.wait_for_workers_s, with a line each time it times out. The data a
+// step reads is a pure function of (seed, rank, clock), so a restarted or
+// reconnected worker neither skips nor repeats examples beyond a lost step.
+//
 // Threading: Run() on one thread (plus the pipeline's, which only pushes);
 // the trainer owns nothing it is given.
 #ifndef TESSERA_WORKER_TRAINER_H_
@@ -44,6 +56,8 @@ struct TrainResult {
   double pull_seconds = 0;  // time in pulls, waiting on staleness included
   double push_seconds = 0;
   double compute_seconds = 0;
+  int64_t reconnects = 0;   // recoveries after a failed call
+  int64_t lost_clocks = 0;  // clocks of this worker's updates shards lost (PsClient::lost_clocks)
   std::string device;      // the backend that computed, e.g. "cpu" or "cuda:0 (...)"
   bool evaluated = false;  // rank 0 only
   double test_accuracy = 0;
@@ -70,6 +84,16 @@ class Trainer {
                     Model& model, double* loss);
   void Progress(uint32_t epoch, size_t step, size_t steps_per_epoch);
   absl::Status EvaluateFinal(ParameterCache& cache, Model& model);
+  // Runs `attempt` until it succeeds. After a failure a restart can cure, it
+  // reconnects (Recover) and tries again, until worker.wait_for_workers_s
+  // has passed since the first failure; stops early once `landed` says the
+  // work was done after all (the shards' clock moved past it).
+  absl::Status WithRecovery(const char* what, ParameterCache& cache,
+                            const std::function<absl::Status()>& attempt,
+                            const std::function<bool()>& landed = {});
+  // Reconnects with backoff for up to worker.server_lost_timeout_s and takes
+  // the clock every shard then holds; forgets the cached values.
+  absl::Status Recover(const absl::Status& cause, ParameterCache& cache);
   // Waits for the pipeline's push in flight, if any, and takes its fused
   // pull into the cache.
   absl::Status FinishPush(ParameterCache& cache);

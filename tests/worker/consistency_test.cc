@@ -195,7 +195,9 @@ namespace {
 class SlowPushClient : public PsClient {
  public:
   SlowPushClient(PsClient* inner, std::chrono::milliseconds delay) : inner_(inner), delay_(delay) {}
-  absl::StatusOr<int64_t> Connect() override { return inner_->Connect(); }
+  absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) override {
+    return inner_->Connect(resume_clock);
+  }
   absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override {
     return inner_->PullDense(clock, params);
   }

@@ -11,7 +11,7 @@ namespace {
 // A PsClient whose pushes block until released, recording what they got.
 class GatedClient : public PsClient {
  public:
-  absl::StatusOr<int64_t> Connect() override { return 0; }
+  absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) override { return resume_clock; }
   absl::StatusOr<int64_t> PullDense(int64_t, ParameterSet*) override { return 0; }
   absl::Status PushDense(int64_t clock, const ParameterSet& grads) override {
     Gate();
