@@ -24,6 +24,11 @@ grpc::ChannelArguments ClientChannelArgs(int64_t max_message_bytes, int channel_
   args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
   args.SetInt("tessera.channel_id", channel_id);
+  // A restarted shard is back within a second or two: reconnect attempts
+  // start 100 ms apart (gRPC's default is 1 s) and back off to at most 2 s.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   Tune([&](const char* name, int value) { args.SetInt(name, value); });
   return args;
 }

@@ -1,344 +1,206 @@
 #include "launcher/launcher.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <ctime>
-#include <fstream>
-#include <sstream>
+#include <filesystem>
 #include <thread>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/config.h"
+#include "common/status.h"
+#include "launcher/process.h"
+#include "launcher/summary.h"
+#include "server/checkpoint.h"
 
 namespace tessera {
 namespace {
 
+namespace fs = std::filesystem;
+
 std::atomic<int> g_signal{0};
+
+void OnSignal(int sig) { g_signal = sig; }
 
 // How long workers may keep running after a server has exited 0 (servers exit
 // when every worker has called Finish, just before the workers' processes end).
 constexpr double kWorkerExitGraceS = 10.0;
 
-void OnSignal(int sig) { g_signal = sig; }
-
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-struct Child {
-  std::string name;  // "server-0", "worker-1"
-  bool is_server = false;
-  pid_t pid = -1;
-  bool running = false;
-  int exit_code = -1;  // 128 + signal when killed
-  std::string log_path;
+// One job as the launcher runs it.
+struct Job {
+  JobConfig config;
+  std::string dir;  // the output folder
+  std::string server_bin, worker_bin;
+  int64_t resumed_from = -1;
+  std::vector<Child> children;
 };
-
-// A port that is free now, chosen by the kernel.
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::string Dirname(const std::string& path) {
-  size_t slash = path.rfind('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
 
 // The daemon binary `name`, looked for next to this executable (an install)
 // and in the Bazel output tree (bazel-bin/launcher/ -> bazel-bin/<dir>/).
 std::string FindBinary(const std::string& name, const std::string& bazel_dir) {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  std::string dir = n > 0 ? Dirname(std::string(buf, n)) : ".";
-  for (const std::string& candidate : {dir + "/" + name, dir + "/../" + bazel_dir + "/" + name}) {
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  std::error_code ec;
+  const fs::path dir = fs::read_symlink("/proc/self/exe", ec).parent_path();
+  for (const fs::path& candidate : {dir / name, dir / ".." / bazel_dir / name}) {
+    if (access(candidate.c_str(), X_OK) == 0) return candidate.string();
   }
-  return dir + "/" + name;
+  return (dir / name).string();
 }
 
-pid_t Spawn(const std::string& binary, const std::vector<std::string>& args,
-            const std::string& log_path) {
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid != 0) return pid;
-  // Child: die with the launcher, whatever kills it.
-  prctl(PR_SET_PDEATHSIG, SIGTERM);
-  if (getppid() != parent) _exit(1);
-  signal(SIGINT, SIG_IGN);  // Ctrl-C goes to the launcher, which stops us in order
-  int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd >= 0) {
-    dup2(fd, STDOUT_FILENO);
-    dup2(fd, STDERR_FILENO);
-    close(fd);
+std::string DefaultOutDir(const JobConfig& config) {
+  char stamp[32];
+  const std::time_t t = std::time(nullptr);
+  std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", std::localtime(&t));
+  return absl::StrCat("runs/", config.name, "-", stamp);
+}
+
+// The output folder and the checkpoint folder: a fresh run gets empty ones,
+// a resumed run finds the cut every shard restores. INVALID_ARGUMENT (exit 2)
+// when there is nothing to resume, or a fresh run would mix its checkpoints
+// with another run's.
+absl::Status PrepareFolders(const LaunchOptions& options, Job* job,
+                            std::vector<std::string>* server_sets) {
+  const bool resume = !options.resume_dir.empty();
+  job->dir = resume ? options.resume_dir
+                    : (options.out_dir.empty() ? DefaultOutDir(job->config) : options.out_dir);
+  std::error_code ec;
+  if (resume && !fs::is_directory(job->dir, ec)) {
+    return absl::InvalidArgumentError(absl::StrCat("--resume ", job->dir, ": no such folder"));
   }
-  std::vector<char*> argv;
-  argv.push_back(const_cast<char*>(binary.c_str()));
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  execv(binary.c_str(), argv.data());
-  std::fprintf(stderr, "cannot execute %s: %s\n", binary.c_str(), strerror(errno));
-  _exit(127);
-}
-
-std::string LastLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line, last;
-  while (std::getline(in, line)) {
-    if (!line.empty()) last = line;
+  fs::create_directories(job->dir, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot create ", job->dir, ": ", ec.message()));
   }
-  return last;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// The number after "key": in a flat JSON object; `fallback` when absent.
-double JsonNumber(const std::string& json, const std::string& key, double fallback = 0) {
-  size_t at = json.find("\"" + key + "\":");
-  if (at == std::string::npos) return fallback;
-  return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
-}
-
-// The string after "key": in a flat JSON object (no escapes inside); `fallback` when absent.
-std::string JsonString(const std::string& json, const std::string& key,
-                       const std::string& fallback = "") {
-  size_t at = json.find("\"" + key + "\": \"");
-  if (at == std::string::npos) return fallback;
-  at += key.size() + 5;
-  size_t end = json.find('"', at);
-  return end == std::string::npos ? fallback : json.substr(at, end - at);
-}
-
-// Reaps children that exited; returns false when none is running.
-bool Reap(std::vector<Child>& children) {
-  bool any = false;
-  for (Child& c : children) {
-    if (!c.running) continue;
-    int status;
-    pid_t r = waitpid(c.pid, &status, WNOHANG);
-    if (r == c.pid) {
-      c.running = false;
-      c.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    } else {
-      any = true;
+  const bool own_checkpoints = job->config.checkpoint.dir.empty();
+  if (own_checkpoints) {
+    job->config.checkpoint.dir = (fs::path(job->dir) / "checkpoints").string();
+    server_sets->push_back("checkpoint.dir=" + job->config.checkpoint.dir);
+  }
+  const std::string& ckpt = job->config.checkpoint.dir;
+  if (resume) {
+    absl::StatusOr<int64_t> clock = NewestCommonClock(ckpt, job->config.num_servers());
+    if (!clock.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--resume ", job->dir, ": ", clock.status().message()));
     }
+    job->resumed_from = *clock;
+    return absl::OkStatus();
   }
-  return any;
+  if (own_checkpoints) {
+    fs::remove_all(ckpt, ec);  // an earlier run's, in the folder this run replaces
+  } else if (fs::exists(ckpt, ec) && !fs::is_empty(ckpt, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint.dir ", ckpt, " holds checkpoints of an earlier run: continue it "
+                     "with --resume, or name an empty checkpoint.dir"));
+  }
+  return absl::OkStatus();
 }
 
-// SIGTERM to every running child; SIGKILL to those still running after grace.
-void StopAll(std::vector<Child>& children, double grace_s) {
-  for (Child& c : children) {
-    if (c.running) kill(c.pid, SIGTERM);
-  }
-  const double deadline = Now() + grace_s;
-  while (Reap(children) && Now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  for (Child& c : children) {
-    if (c.running) {
-      kill(c.pid, SIGKILL);
-      waitpid(c.pid, nullptr, 0);
-      c.running = false;
-      c.exit_code = 128 + SIGKILL;
-    }
-  }
-}
-
-// One line with every worker's latest progress record.
-std::string ProgressLine(const std::string& dir, uint32_t workers, double elapsed) {
-  std::string line = absl::StrFormat("[%5.0fs]", elapsed);
-  for (uint32_t r = 0; r < workers; ++r) {
-    std::string last = LastLine(absl::StrCat(dir, "/metrics-rank", r, ".jsonl"));
-    if (last.find("\"progress\"") == std::string::npos) {
-      line += absl::StrFormat(" | w%d %s", r,
-                              last.find("\"final\"") != std::string::npos ? "done" : "starting");
-      continue;
-    }
-    line += absl::StrFormat(" | w%d ep %.0f step %.0f/%.0f loss %.3f %.0f/s", r,
-                            JsonNumber(last, "epoch"), JsonNumber(last, "step"),
-                            JsonNumber(last, "steps_per_epoch"), JsonNumber(last, "loss"),
-                            JsonNumber(last, "samples_per_second"));
-  }
-  return line;
-}
-
-void WriteSummary(const JobConfig& config, const std::string& dir, double wall_seconds,
-                  std::string* headline) {
-  std::string metrics;
-  double samples = 0, train_seconds = 0, loss_sum = 0;
-  std::string rank0;
-  for (uint32_t r = 0; r < config.cluster.workers; ++r) {
-    metrics += ReadFile(absl::StrCat(dir, "/metrics-rank", r, ".jsonl"));
-    std::string result = ReadFile(absl::StrCat(dir, "/result-rank", r, ".json"));
-    if (r == 0) rank0 = result;
-    samples += JsonNumber(result, "samples");
-    train_seconds = std::max(train_seconds, JsonNumber(result, "train_seconds"));
-    loss_sum += JsonNumber(result, "train_loss");
-  }
-  std::ofstream(dir + "/metrics.jsonl") << metrics;
-  const double accuracy = JsonNumber(rank0, "test_accuracy", -1);
-  const double rate = samples / std::max(train_seconds, 1e-9);
-  std::ofstream(dir + "/summary.json") << absl::StrFormat(
-      "{\n  \"job\": \"%s\",\n  \"test_accuracy\": %.5f,\n  \"test_loss\": %.5f,\n"
-      "  \"train_loss\": %.5f,\n  \"wall_seconds\": %.3f,\n  \"train_seconds\": %.3f,\n"
-      "  \"samples_per_second\": %.1f,\n  \"mode\": \"%s\",\n  \"staleness\": %d,\n"
-      "  \"servers\": %d,\n  \"workers\": %d,\n  \"epochs\": %d,\n  \"batch_size\": %d,\n"
-      "  \"optimizer\": \"%s\",\n  \"device\": \"%s\"\n}\n",
-      config.name, accuracy, JsonNumber(rank0, "test_loss"), loss_sum / config.cluster.workers,
-      wall_seconds, train_seconds, rate, ModeName(config.consistency.mode),
-      config.consistency.staleness, config.num_servers(), config.cluster.workers,
-      config.training.epochs, config.training.batch_size, config.optimizer.type,
-      JsonString(rank0, "device", "unknown"));
-  *headline = absl::StrFormat(
-      "test accuracy %.4f | train loss %.4f | %.1f s wall | %.0f samples/s | %s%s, %d servers, "
-      "%d workers",
-      accuracy, loss_sum / config.cluster.workers, wall_seconds, rate,
-      ModeName(config.consistency.mode),
-      config.consistency.mode == ConsistencyMode::kSsp
-          ? absl::StrCat(" s=", config.consistency.staleness)
-          : "",
-      config.num_servers(), config.cluster.workers);
-}
-
-}  // namespace
-
-int RunJob(const LaunchOptions& options) {
-  auto config = LoadJobConfig(options.config_path, options.overrides);
-  if (!config.ok()) {
-    std::fprintf(stderr, "tessera run: %s\n", std::string(config.status().message()).c_str());
-    return 2;
-  }
-  std::string dir = options.out_dir;
-  if (dir.empty()) {
-    char stamp[32];
-    std::time_t t = std::time(nullptr);
-    std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", std::localtime(&t));
-    dir = absl::StrCat("runs/", config->name, "-", stamp);
-  }
-  if (std::system(("mkdir -p '" + dir + "'").c_str()) != 0) {
-    std::fprintf(stderr, "tessera run: cannot create %s\n", dir.c_str());
-    return 2;
-  }
-  const std::string server_bin = options.server_binary.empty()
-                                     ? FindBinary("tessera-server", "server")
-                                     : options.server_binary;
-  const std::string worker_bin = options.worker_binary.empty()
-                                     ? FindBinary("tessera-worker", "worker")
-                                     : options.worker_binary;
-
+// Every daemon's arguments: the same config and overrides for all, the
+// servers' loopback addresses, and each daemon's identity.
+absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::string>& server_sets,
+                          Job* job) {
+  const JobConfig& config = job->config;
   std::vector<std::string> addresses;
-  for (uint32_t s = 0; s < config->num_servers(); ++s) {
-    addresses.push_back(absl::StrCat("127.0.0.1:", FreePort()));
+  for (uint32_t s = 0; s < config.num_servers(); ++s) {
+    TESSERA_ASSIGN_OR_RETURN(int port, FreePort());
+    addresses.push_back(absl::StrCat("127.0.0.1:", port));
   }
   std::vector<std::string> common = {"--config", options.config_path};
   for (const auto& o : options.overrides) common.insert(common.end(), {"--set", o});
   common.insert(common.end(),
                 {"--set", absl::StrCat("cluster.servers=[", absl::StrJoin(addresses, ","), "]")});
-
-  struct sigaction action {};
-  action.sa_handler = OnSignal;
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
-  g_signal = 0;
-
-  std::vector<Child> children;
-  const double start = Now();
-  for (uint32_t s = 0; s < config->num_servers(); ++s) {
+  for (const auto& o : server_sets) common.insert(common.end(), {"--set", o});
+  for (uint32_t s = 0; s < config.num_servers(); ++s) {
     Child c{absl::StrCat("server-", s), true};
-    c.log_path = absl::StrCat(dir, "/", c.name, ".log");
-    std::vector<std::string> args = common;
-    args.insert(args.end(), {"--shard", std::to_string(s)});
-    c.pid = Spawn(server_bin, args, c.log_path);
-    c.running = true;
-    children.push_back(c);
+    c.log_path = absl::StrCat(job->dir, "/", c.name, ".log");
+    c.restart_args = common;
+    c.restart_args.insert(c.restart_args.end(), {"--shard", std::to_string(s)});
+    c.args = c.restart_args;
+    if (job->resumed_from >= 0) {
+      // Only the first start restores the common cut; a later restart takes
+      // the newest checkpoint the shard wrote since.
+      c.args.insert(c.args.end(), {"--set", "checkpoint.restore=required", "--set",
+                                   absl::StrCat("checkpoint.restore_clock=", job->resumed_from)});
+    }
+    job->children.push_back(c);
   }
-  for (uint32_t r = 0; r < config->cluster.workers; ++r) {
+  for (uint32_t r = 0; r < config.cluster.workers; ++r) {
     Child c{absl::StrCat("worker-", r), false};
-    c.log_path = absl::StrCat(dir, "/", c.name, ".log");
-    std::string metrics = absl::StrCat(dir, "/metrics-rank", r, ".jsonl");
-    std::remove(metrics.c_str());
-    std::vector<std::string> args = common;
-    args.insert(args.end(),
-                {"--rank", std::to_string(r), "--set", "logging.metrics_file=" + metrics, "--set",
-                 "worker.progress_interval_s=1", "--result",
-                 absl::StrCat(dir, "/result-rank", r, ".json")});
-    c.pid = Spawn(worker_bin, args, c.log_path);
-    c.running = true;
-    children.push_back(c);
+    c.log_path = absl::StrCat(job->dir, "/", c.name, ".log");
+    const std::string metrics = absl::StrCat(job->dir, "/metrics-rank", r, ".jsonl");
+    if (job->resumed_from < 0) std::remove(metrics.c_str());
+    c.args = common;
+    c.args.insert(c.args.end(),
+                  {"--rank", std::to_string(r), "--set", "logging.metrics_file=" + metrics, "--set",
+                   "worker.progress_interval_s=1", "--result",
+                   absl::StrCat(job->dir, "/result-rank", r, ".json")});
+    c.restart_args = c.args;
+    job->children.push_back(c);
   }
-  std::printf("tessera run: %s: %u servers, %u workers, %s%s; logs in %s\n", config->name.c_str(),
-              config->num_servers(), config->cluster.workers, ModeName(config->consistency.mode),
-              config->consistency.mode == ConsistencyMode::kSsp
-                  ? absl::StrCat(" staleness ", config->consistency.staleness).c_str()
-                  : "",
-              dir.c_str());
-  std::fflush(stdout);
+  return absl::OkStatus();
+}
 
+void Start(const LaunchOptions& options, const Job& job, Child& c) {
+  const bool again = c.restarts > 0 || job.resumed_from >= 0;
+  c.pid = Spawn(c.is_server ? job.server_bin : job.worker_bin, c.restarts > 0 ? c.restart_args : c.args,
+                c.log_path, /*append=*/again);
+  c.running = true;
+  c.exit_code = -1;
+  if (options.on_spawn) options.on_spawn(c.name, c.pid);
+}
+
+// Whether a daemon that ended this way may be started again: a signal (kill,
+// OOM) or a worker's exit 3 (a server lost). Exit 2 (config) never.
+bool Restartable(const Child& c) { return c.exit_code > 128 || (!c.is_server && c.exit_code == 3); }
+
+// Watches the children until the workers are done. Restarts daemons that
+// died (up to max_restarts each). Returns "" on success, else what failed.
+std::string Supervise(const LaunchOptions& options, Job& job, double start) {
   double last_display = 0;
   double server_exit_seen = 0;  // when a server was first seen to have exited 0
-  std::string failure;
   while (true) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    Reap(children);
-    if (g_signal != 0) {
-      if (options.live) std::printf("\n");
-      std::printf("tessera run: interrupted; stopping every daemon\n");
-      StopAll(children, 5.0);
-      return 130;
-    }
+    Reap(job.children);
+    if (g_signal != 0) return "interrupted";
     bool workers_running = false, workers_done = true;
-    for (const Child& c : children) {
+    for (const Child& c : job.children) {
       if (c.is_server) continue;
       workers_running |= c.running;
       workers_done &= !c.running && c.exit_code == 0;
     }
-    for (const Child& c : children) {
+    for (Child& c : job.children) {
       if (c.running) continue;
       if (c.exit_code == 0 && !c.is_server) continue;      // a worker that finished
       if (c.exit_code == 0 && !workers_running) continue;  // a server after the workers
       if (c.exit_code == 0) {
         // Servers exit once every worker has called Finish, which a worker
         // does just before its process ends: give the workers a moment.
-        if (server_exit_seen == 0) server_exit_seen = Now();
-        if (Now() - server_exit_seen < kWorkerExitGraceS) continue;
-        failure = absl::StrCat(c.name, " exited while workers were still running");
-      } else {
-        failure = absl::StrCat(c.name, " failed (exit ", c.exit_code, "): ", LastLine(c.log_path));
+        if (server_exit_seen == 0) server_exit_seen = NowSeconds();
+        if (NowSeconds() - server_exit_seen < kWorkerExitGraceS) continue;
+        return absl::StrCat(c.name, " exited while workers were still running");
       }
-      break;
+      if (!Restartable(c) || c.restarts >= options.max_restarts) {
+        return absl::StrCat(c.name, " failed (", HowItEnded(c), c.restarts > 0 ? absl::StrCat(
+                                        ", after ", c.restarts, " restart(s)") : "",
+                            "): ", LastLine(c.log_path));
+      }
+      ++c.restarts;
+      if (options.live) std::printf("\n");
+      std::printf("tessera run: %s %s; restarting it (%d of %d)\n", c.name.c_str(),
+                  HowItEnded(c).c_str(), c.restarts, options.max_restarts);
+      std::fflush(stdout);
+      Start(options, job, c);
     }
-    if (!failure.empty()) break;
-    if (workers_done) break;
-    const double now = Now();
+    if (workers_done) return "";
+    const double now = NowSeconds();
     if (now - last_display >= (options.live ? 1.0 : 5.0)) {
-      std::string line = ProgressLine(dir, config->cluster.workers, now - start);
+      const std::string line = ProgressLine(job.dir, job.config.cluster.workers, now - start);
       if (options.live) {
         std::printf("\r\033[K%s", line.c_str());
       } else {
@@ -348,23 +210,76 @@ int RunJob(const LaunchOptions& options) {
       last_display = now;
     }
   }
+}
+
+}  // namespace
+
+int RunJob(const LaunchOptions& options) {
+  absl::StatusOr<JobConfig> loaded = LoadJobConfig(options.config_path, options.overrides);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "tessera run: %s\n", std::string(loaded.status().message()).c_str());
+    return 2;
+  }
+  Job job;
+  job.config = *std::move(loaded);
+  std::vector<std::string> server_sets;
+  absl::Status s = PrepareFolders(options, &job, &server_sets);
+  if (s.ok()) s = PlanChildren(options, server_sets, &job);
+  if (!s.ok()) {
+    std::fprintf(stderr, "tessera run: %s\n", std::string(s.message()).c_str());
+    return absl::IsInvalidArgument(s) ? 2 : 1;
+  }
+  job.server_bin = options.server_binary.empty() ? FindBinary("tessera-server", "server")
+                                                 : options.server_binary;
+  job.worker_bin = options.worker_binary.empty() ? FindBinary("tessera-worker", "worker")
+                                                 : options.worker_binary;
+
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+  g_signal = 0;
+
+  const JobConfig& config = job.config;
+  const double start = NowSeconds();
+  for (Child& c : job.children) Start(options, job, c);
+  std::printf("tessera run: %s: %u servers, %u workers, %s%s; logs in %s%s\n", config.name.c_str(),
+              config.num_servers(), config.cluster.workers, ModeName(config.consistency.mode),
+              config.consistency.mode == ConsistencyMode::kSsp
+                  ? absl::StrCat(" staleness ", config.consistency.staleness).c_str()
+                  : "",
+              job.dir.c_str(),
+              job.resumed_from >= 0 ? absl::StrCat("; resuming from clock ", job.resumed_from).c_str()
+                                    : "");
+  std::fflush(stdout);
+
+  const std::string failure = Supervise(options, job, start);
   if (options.live) std::printf("\n");
+  if (failure == "interrupted") {
+    std::printf("tessera run: interrupted; stopping every daemon (servers checkpoint first; "
+                "continue with --resume %s)\n", job.dir.c_str());
+    StopAll(job.children, 10.0);
+    return 130;
+  }
   if (!failure.empty()) {
-    StopAll(children, 5.0);
+    StopAll(job.children, 10.0);
     std::fprintf(stderr, "tessera run: %s\ntessera run: stopped every other daemon; logs in %s\n",
-                 failure.c_str(), dir.c_str());
+                 failure.c_str(), job.dir.c_str());
     return 1;
   }
   // Servers exit by themselves once every worker has finished.
-  const double deadline = Now() + 10.0;
-  while (Reap(children) && Now() < deadline) {
+  const double deadline = NowSeconds() + 10.0;
+  while (Reap(job.children) && NowSeconds() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  StopAll(children, 5.0);
-  std::string headline;
-  WriteSummary(*config, dir, Now() - start, &headline);
+  StopAll(job.children, 10.0);
+  RunFacts facts;
+  facts.wall_seconds = NowSeconds() - start;
+  facts.resumed_from_clock = job.resumed_from;
+  facts.children = &job.children;
+  const std::string headline = WriteSummary(config, job.dir, facts);
   std::printf("tessera run: %s\ntessera run: summary in %s/summary.json\n", headline.c_str(),
-              dir.c_str());
+              job.dir.c_str());
   return 0;
 }
 

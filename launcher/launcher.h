@@ -3,18 +3,31 @@
 // shows one live progress display for the whole job, and collects results.
 //
 // Every child dies with the launcher (PR_SET_PDEATHSIG) and is stopped at
-// the end, on Ctrl-C, or when any daemon fails; then the launcher names the
-// daemon that failed, its exit code and the last line it logged.
+// the end, on Ctrl-C, or when a daemon fails for good; then the launcher
+// names the daemon that failed, how it ended and the last line it logged.
+// A daemon killed by a signal, or a worker that exits 3 (a server lost), is
+// restarted like Kubernetes would, up to max_restarts times each: a server
+// restores its newest checkpoint, a worker goes on from the clock the shards
+// hold for it. Exit 2 (a bad config) is never restarted.
+//
+// The parts: process.h spawns, reaps and stops children; summary.h shows
+// progress and writes summary.json; this file plans the children (ports,
+// arguments, output and checkpoint folders) and supervises them.
 //
 // Output folder: server-N.log, worker-N.log, metrics.jsonl (every worker's
 // JSON lines), summary.json (test_accuracy, train_loss, wall_seconds,
-// samples_per_second, mode, staleness, servers, workers, epochs).
+// samples_per_second, mode, staleness, servers, workers, epochs, restarts
+// per daemon, lost_clocks, reconnects, resumed_from_clock), and checkpoints/
+// (checkpoint.dir unless the config names one).
 //
 // Threading: RunJob runs on the calling thread and installs SIGINT/SIGTERM
 // handlers for its duration.
 #ifndef TESSERA_LAUNCHER_LAUNCHER_H_
 #define TESSERA_LAUNCHER_LAUNCHER_H_
 
+#include <sys/types.h>
+
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,10 +40,18 @@ struct LaunchOptions {
   std::string server_binary;           // empty: found next to the launcher
   std::string worker_binary;
   bool live = true;  // rewrite one progress line in place (a terminal)
+  int max_restarts = 3;  // per daemon
+  // Continue the stopped job whose output folder this is, from the newest
+  // clock every shard has a checkpoint of (out_dir is then this folder).
+  std::string resume_dir;
+  // Called with a daemon's name and pid each time one is started (tests,
+  // fault injection).
+  std::function<void(const std::string& name, pid_t pid)> on_spawn;
 };
 
 // Runs the job to the end. Returns the process exit code: 0 success, 1 a
-// daemon failed, 2 bad config or flags, 130 interrupted.
+// daemon failed (beyond its restarts), 2 bad config, flags or nothing to
+// resume, 130 interrupted (servers write a last checkpoint: --resume).
 int RunJob(const LaunchOptions& options);
 
 }  // namespace tessera

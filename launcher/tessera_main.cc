@@ -1,6 +1,7 @@
 // tessera: the command-line front end.
 //
 //   tessera run CONFIG [--set key=value ...] [--out DIR] [--no-live]
+//               [--max-restarts N] [--resume DIR]
 //       runs a whole job on this machine (see launcher/launcher.h)
 #include <unistd.h>
 
@@ -14,9 +15,10 @@ int main(int argc, char** argv) {
   using namespace tessera;
   const char* usage =
       "usage: tessera run CONFIG [--set key=value ...] [--out DIR] [--no-live]\n"
-      "       [--server-binary PATH] [--worker-binary PATH]\n";
-  auto flags =
-      ParseFlags(argc, argv, {"out", "server-binary", "worker-binary"}, {"set"}, {"no-live"});
+      "       [--max-restarts N] [--resume DIR] [--server-binary PATH] [--worker-binary PATH]\n";
+  auto flags = ParseFlags(argc, argv,
+                          {"out", "server-binary", "worker-binary", "max-restarts", "resume"},
+                          {"set"}, {"no-live"});
   if (!flags.ok()) {
     std::fprintf(stderr, "tessera: %s\n%s", std::string(flags.status().message()).c_str(), usage);
     return 2;
@@ -33,5 +35,19 @@ int main(int argc, char** argv) {
   options.server_binary = flags->Get("server-binary");
   options.worker_binary = flags->Get("worker-binary");
   options.live = isatty(STDOUT_FILENO) && !flags->Has("no-live");
+  options.resume_dir = flags->Get("resume");
+  if (!options.resume_dir.empty() && !options.out_dir.empty() && options.out_dir != options.resume_dir) {
+    std::fprintf(stderr, "tessera: --resume DIR continues the run in DIR; drop --out\n");
+    return 2;
+  }
+  if (flags->Has("max-restarts")) {
+    auto n = flags->GetInt("max-restarts");
+    if (!n.ok() || !n->has_value() || **n < 0 || **n > 1000) {
+      std::fprintf(stderr, "tessera: --max-restarts '%s': expected an integer in [0, 1000]\n",
+                   flags->Get("max-restarts").c_str());
+      return 2;
+    }
+    options.max_restarts = static_cast<int>(**n);
+  }
   return RunJob(options);
 }

@@ -10,6 +10,7 @@ PACKAGES=(
   g++ pkg-config
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libeigen3-dev libspdlog-dev libfmt-dev libyaml-cpp-dev catch2 zlib1g-dev
+  nlohmann-json3-dev       # JSON: the launcher's results and summary
   dataset-fashion-mnist    # /usr/share/datasets/fashion-mnist
   python3
   nodejs npm               # the offline Kubernetes schema check (deploy/k8s/validate)

@@ -436,6 +436,9 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
+  if (request.piece() > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("push piece ", request.piece(), " > 64"));
+  }
   std::vector<Resolved> slices, pull_slices;
   TESSERA_RETURN_IF_ERROR(ResolveAll(request.slices(), &slices));
   SharedRange gradients_at;  // keeps a shared-memory mapping alive until applied
@@ -474,13 +477,10 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
         "BSP: worker ", worker, " pushes for clock ", request.clock(),
         " before every worker finished clock ", clock_.published_min(), "; pull first"));
   }
-  if (request.piece() >= 64) {
-    return absl::InvalidArgumentError(absl::StrCat("push piece ", request.piece(), " >= 64"));
-  }
   // A piece already applied at this clock (a retry whose first reply was
-  // lost) is acknowledged, not applied twice.
-  const uint64_t bit = uint64_t{1} << request.piece();
-  if (pieces_applied_[worker].fetch_or(bit) & bit) {
+  // lost) is acknowledged, not applied twice. Piece 0 is not checked.
+  const uint64_t bit = request.piece() == 0 ? 0 : uint64_t{1} << (request.piece() - 1);
+  if (bit != 0 && (pieces_applied_[worker].fetch_or(bit) & bit)) {
     duplicate_pushes_.fetch_add(1, std::memory_order_relaxed);
   } else {
     ApplyGradients(worker, grads, slices);

@@ -270,13 +270,16 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
   // Shards that hold an earlier clock than another (or than this worker)
   // are moved to the highest, so that every shard agrees on it.
   int64_t clock = resume_clock;
-  int64_t lost = 0;
   for (const auto& r : responses) clock = std::max(clock, r.clock());
+  // What each shard lost, over both rounds.
+  std::vector<int64_t> lost(shards_.size(), 0);
   std::vector<size_t> behind;
   for (size_t s = 0; status.ok() && s < shards_.size(); ++s) {
+    lost[s] = responses[s].lost_clocks();
     if (responses[s].clock() < clock) behind.push_back(s);
   }
   if (!behind.empty()) status = RegisterWith(behind, clock, &responses);
+  for (size_t s : behind) lost[s] += responses[s].lost_clocks();
   // Mapped or not, the names are no longer needed: nothing stays in /dev/shm.
   for (auto& shard : shards_) {
     if (shard.memory) shard.memory->Unlink();
@@ -285,12 +288,12 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
     for (auto& shard : shards_) shard.memory.reset();
     return status;
   }
-  for (const auto& r : responses) lost = std::max(lost, r.lost_clocks());
-  if (lost > 0) {
-    lost_clocks_ += lost;
+  const int64_t most = *std::max_element(lost.begin(), lost.end());
+  if (most > 0) {
+    lost_clocks_ += most;
     spdlog::warn("a shard had lost {} clock(s) of this worker's updates (restored from an older "
-                 "checkpoint); every shard now holds clock {}",
-                 lost, clock);
+                 "checkpoint, or this worker died between shards); every shard now holds clock {}",
+                 most, clock);
   }
   std::vector<size_t> shared;
   for (size_t s = 0; s < shards_.size(); ++s) {
@@ -404,10 +407,10 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
       const char* shared_reply = nullptr;
       if (shared) {
         const ShardRequests::SharedTarget target{shards_[s].push_area[g], shards_[s].push_at[g]};
-        requests_.BuildPush(pieces, rank_, clock, grads, single, static_cast<uint32_t>(g),
+        requests_.BuildPush(pieces, rank_, clock, grads, single, static_cast<uint32_t>(g + 1),
                             requests.back().get(), &target);
       } else {
-        requests_.BuildPush(pieces, rank_, clock, grads, single, static_cast<uint32_t>(g),
+        requests_.BuildPush(pieces, rank_, clock, grads, single, static_cast<uint32_t>(g + 1),
                             requests.back().get());
       }
       std::function<absl::Status()> on_ok;

@@ -196,7 +196,7 @@ absl::Status LocalPsClient::PushDense(int64_t clock, const ParameterSet& grads) 
   for (size_t s = 0; s < shards_.size(); ++s) {
     v1::PushRequest request;
     v1::PushResponse response;
-    requests_.BuildPush(requests_.pieces[s], rank_, clock, grads, /*advance=*/true, /*piece=*/0,
+    requests_.BuildPush(requests_.pieces[s], rank_, clock, grads, /*advance=*/true, /*piece=*/1,
                         &request);
     absl::Status st = shards_[s]->Push(request, &response);
     if (!st.ok()) return st;

@@ -99,8 +99,8 @@ struct ShardRequests {
     char* data;
     uint64_t offset;
   };
-  // `piece`: which of this clock's requests to the shard this is (the shard
-  // applies each piece once, so a retried one is not applied twice).
+  // `piece`: which of this clock's requests to the shard this is, from 1 (the
+  // shard applies each piece once, so a retried one is not applied twice).
   void BuildPush(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
                  const ParameterSet& grads, bool advance, uint32_t piece,
                  v1::PushRequest* request, const SharedTarget* shared = nullptr) const;
