@@ -32,6 +32,9 @@ void OnSignal(int sig) { g_signal = sig; }
 // when every worker has called Finish, just before the workers' processes end).
 constexpr double kWorkerExitGraceS = 10.0;
 
+// checkpoint.every_seconds when the config sets neither it nor every_clocks.
+constexpr int kDefaultCheckpointSeconds = 10;
+
 // One job as the launcher runs it.
 struct Job {
   JobConfig config;
@@ -80,6 +83,11 @@ absl::Status PrepareFolders(const LaunchOptions& options, Job* job,
   if (own_checkpoints) {
     job->config.checkpoint.dir = (fs::path(job->dir) / "checkpoints").string();
     server_sets->push_back("checkpoint.dir=" + job->config.checkpoint.dir);
+  }
+  if (job->config.checkpoint.every_clocks == 0 && job->config.checkpoint.every_seconds == 0) {
+    // A restarted server should lose seconds, not the whole run.
+    job->config.checkpoint.every_seconds = kDefaultCheckpointSeconds;
+    server_sets->push_back(absl::StrCat("checkpoint.every_seconds=", kDefaultCheckpointSeconds));
   }
   const std::string& ckpt = job->config.checkpoint.dir;
   if (resume) {

@@ -529,7 +529,7 @@ void Shard::OnMinClock(int64_t new_min) {
     // applied and no worker may push at new_min before it is published.
     if (bsp && want_cut_ && want_cut_(new_min)) {
       absl::MutexLock lock(&aggregate_mu_);  // one cut at a time
-      cut_sink_(CopyState(new_min, clock_.clocks(), clock_.finished()));
+      cut_sink_(CopyState(new_min, clock_.clocks(), clock_.finished(), /*clamp=*/true));
     }
     clock_.Publish(new_min);
     return;
@@ -544,7 +544,7 @@ void Shard::OnMinClock(int64_t new_min) {
     updates_applied_.fetch_add(dense_.size() + sparse_.size(), std::memory_order_relaxed);
   }
   if (want_cut_ && want_cut_(new_min)) {
-    cut_sink_(CopyState(new_min, clock_.clocks(), clock_.finished()));
+    cut_sink_(CopyState(new_min, clock_.clocks(), clock_.finished(), /*clamp=*/true));
   }
   clock_.Publish(new_min);
 }
@@ -634,15 +634,16 @@ void Shard::NoteCheckpoint(int64_t clock) {
 }
 
 std::unique_ptr<ShardState> Shard::CopyState(int64_t cut, std::vector<int64_t> clocks,
-                                             const std::vector<bool>& finished) {
+                                             const std::vector<bool>& finished, bool clamp) {
   auto state = std::make_unique<ShardState>();
   v1::CheckpointManifest& m = state->manifest;
   *m.mutable_identity() = Identity();
-  // Every unfinished worker is recorded at the cut at most: what it pushed
-  // past the cut is not in the values, so it pushes that clock again.
+  // With `clamp`, every unfinished worker is recorded at the cut at most:
+  // what it pushed past the cut is not in the values (it sits in the BSP
+  // buffer), so it pushes that clock again.
   int64_t highest = 0;
   for (size_t w = 0; w < clocks.size(); ++w) {
-    if (!finished[w] && clocks[w] > cut) clocks[w] = cut;
+    if (clamp && !finished[w] && clocks[w] > cut) clocks[w] = cut;
     highest = std::max(highest, clocks[w]);
   }
   // Every worker finished: min_clock is "infinite"; name the cut by the last clock.
@@ -688,7 +689,7 @@ std::unique_ptr<ShardState> Shard::Snapshot() {
   for (auto& mu : worker_mu_) held.push_back(std::make_unique<absl::WriterMutexLock>(mu.get()));
   absl::MutexLock lock(&aggregate_mu_);
   const int64_t cut = aggregate_ ? clock_.published_min() : clock_.min_clock();
-  return CopyState(cut, clock_.clocks(), clock_.finished());
+  return CopyState(cut, clock_.clocks(), clock_.finished(), /*clamp=*/aggregate_);
 }
 
 absl::Status Shard::Restore(const ShardState& state) {

@@ -183,9 +183,10 @@ class Shard {
   absl::StatusOr<ClockTable::Advance> AdvanceLocked(uint32_t worker, int64_t finished);
   void OnMinClock(int64_t new_min);
   // Copies every table into a ShardState whose manifest says `cut`, `clocks`
-  // and `finished`. Callers hold off whatever would make the copy torn.
+  // (with `clamp`, none past the cut) and `finished`. Callers hold off
+  // whatever would make the copy torn.
   std::unique_ptr<ShardState> CopyState(int64_t cut, std::vector<int64_t> clocks,
-                                        const std::vector<bool>& finished);
+                                        const std::vector<bool>& finished, bool clamp);
 
   // const after construction
   const JobConfig config_;

@@ -14,49 +14,12 @@
 #include <sstream>
 #include <thread>
 
+#include "e2e_fixtures.h"
 #include "launcher/launcher.h"
 #include "worker/cuda_backend.h"
 
 namespace tessera {
 namespace {
-
-std::string Runfile(const std::string& path) {
-  return std::string(std::getenv("TEST_SRCDIR")) + "/tessera/" + path;
-}
-
-std::string TempDir(const std::string& name) {
-  const char* dir = std::getenv("TEST_TMPDIR");
-  return std::string(dir ? dir : "/tmp") + "/" + name;
-}
-
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-double Field(const std::string& json, const std::string& key) {
-  size_t at = json.find("\"" + key + "\":");
-  REQUIRE(at != std::string::npos);
-  return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
-}
-
-bool NoChildLeft() { return waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD; }
-
-LaunchOptions Options(const std::string& out, std::vector<std::string> sets) {
-  LaunchOptions o;
-  o.config_path = Runfile("configs/fashion_mnist_mlp.yaml");
-  o.overrides = {"data.dataset=synthetic",   "data.synthetic_train=4096",
-                 "data.synthetic_test=1024", "model.layers=[784,32,10]",
-                 "training.epochs=2",        "training.batch_size=32"};
-  o.overrides.insert(o.overrides.end(), sets.begin(), sets.end());
-  o.out_dir = TempDir(out);
-  o.server_binary = Runfile("server/tessera-server");
-  o.worker_binary = Runfile("worker/tessera-worker");
-  o.live = false;
-  return o;
-}
 
 TEST_CASE("a job trains end to end through real daemons in every mode") {
   for (const char* mode : {"bsp", "ssp", "asp"}) {

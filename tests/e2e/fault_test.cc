@@ -1,0 +1,167 @@
+// Faults on a running job, end to end through real daemons started by the
+// launcher: kill -9 of a server (BSP, SSP, ASP) or a worker at a set moment,
+// a worker paused for 10 s, and a BSP job stopped and resumed. Every job must
+// finish (exit 0) with the accuracy of an uninterrupted run, and a resumed
+// BSP job with exactly its parameters.
+#include <signal.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "e2e_fixtures.h"
+#include "server/checkpoint.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int64_t kEveryClocks = 20;
+
+// A job run on a thread of this process, with the pids of its daemons.
+class Job {
+ public:
+  explicit Job(LaunchOptions options) : options_(std::move(options)) {
+    options_.on_spawn = [this](const std::string& name, pid_t pid) {
+      std::lock_guard<std::mutex> lock(mu_);
+      pids_[name] = pid;
+    };
+    thread_ = std::thread([this] { rc_ = RunJob(options_); });
+  }
+  int Wait() {
+    thread_.join();
+    return rc_;
+  }
+  pid_t Pid(const std::string& name) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return pids_.at(name);
+  }
+  // Blocks until shard `shard` has written a checkpoint of clock >= `clock`
+  // (a moment of the run that does not depend on the machine's speed).
+  void WaitForCheckpoint(int shard, int64_t clock) {
+    const std::string root = options_.out_dir + "/checkpoints/shard-" + std::to_string(shard);
+    for (int i = 0; i < 1200; ++i) {
+      for (const std::string& path : CheckpointStore::List(root)) {
+        auto m = CheckpointStore::ReadManifest(path);
+        if (m.ok() && m->clock() >= clock) return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    FAIL("no checkpoint of clock " << clock << " in " << root << " within 30 s");
+  }
+  const LaunchOptions& options() const { return options_; }
+
+ private:
+  LaunchOptions options_;
+  std::mutex mu_;
+  std::map<std::string, pid_t> pids_;
+  int rc_ = -1;
+  std::thread thread_;
+};
+
+LaunchOptions FaultOptions(const std::string& out, const std::string& mode) {
+  return Options(out, {"consistency.mode=" + mode, "consistency.staleness=2", "training.epochs=4",
+                       "checkpoint.every_clocks=" + std::to_string(kEveryClocks)});
+}
+
+double Accuracy(const LaunchOptions& o) { return Field(Read(o.out_dir + "/summary.json"), "test_accuracy"); }
+
+TEST_CASE("kill -9 of a server mid-run: restarted, restored, the job finishes as well") {
+  for (const char* mode : {"bsp", "ssp", "asp"}) {
+    INFO("mode " << mode);
+    Job baseline(FaultOptions(std::string("base-") + mode, mode));
+    REQUIRE(baseline.Wait() == 0);
+    Job job(FaultOptions(std::string("kill-server-") + mode, mode));
+    job.WaitForCheckpoint(1, 3 * kEveryClocks);
+    REQUIRE(kill(job.Pid("server-1"), SIGKILL) == 0);
+    REQUIRE(job.Wait() == 0);
+    const std::string summary = Read(job.options().out_dir + "/summary.json");
+    CHECK(summary.find("\"server-1\": 1") != std::string::npos);  // one restart
+    CHECK(Field(summary, "reconnects") >= 2);                     // both workers came back
+    CHECK(std::abs(Accuracy(job.options()) - Accuracy(baseline.options())) <= 0.01);
+    // The restarted shard said what it restored.
+    const std::string log = Read(job.options().out_dir + "/server-1.log");
+    CHECK(log.find("restored checkpoint of clock") != std::string::npos);
+    CHECK(NoChildLeft());
+  }
+}
+
+TEST_CASE("kill -9 of a worker mid-run: restarted, it goes on from the shards' clock") {
+  Job baseline(FaultOptions("base-worker", "bsp"));
+  REQUIRE(baseline.Wait() == 0);
+  Job job(FaultOptions("kill-worker", "bsp"));
+  job.WaitForCheckpoint(0, 3 * kEveryClocks);
+  REQUIRE(kill(job.Pid("worker-1"), SIGKILL) == 0);
+  REQUIRE(job.Wait() == 0);
+  const std::string summary = Read(job.options().out_dir + "/summary.json");
+  CHECK(summary.find("\"worker-1\": 1") != std::string::npos);
+  // BSP is deterministic and a killed worker loses at most its own step,
+  // which it does again: the same model as without the fault.
+  CHECK(Accuracy(job.options()) == Accuracy(baseline.options()));
+  CHECK(NoChildLeft());
+}
+
+TEST_CASE("a worker paused for 10 s under BSP: nobody fails, nothing restarts") {
+  Job job(FaultOptions("pause-worker", "bsp"));
+  job.WaitForCheckpoint(0, 2 * kEveryClocks);
+  REQUIRE(kill(job.Pid("worker-1"), SIGSTOP) == 0);
+  std::this_thread::sleep_for(std::chrono::seconds(10));
+  REQUIRE(kill(job.Pid("worker-1"), SIGCONT) == 0);
+  REQUIRE(job.Wait() == 0);
+  const std::string summary = Read(job.options().out_dir + "/summary.json");
+  for (const char* d : {"server-0", "server-1", "worker-0", "worker-1"}) {
+    CHECK(summary.find(std::string("\"") + d + "\": 0") != std::string::npos);
+  }
+  // The shards said whom they waited for.
+  CHECK(Read(job.options().out_dir + "/server-0.log").find("held by worker(s) 1") !=
+        std::string::npos);
+  CHECK(NoChildLeft());
+}
+
+// Every table's checksum and optimizer steps in each shard's newest checkpoint.
+std::vector<std::string> FinalState(const LaunchOptions& o) {
+  std::vector<std::string> out;
+  for (int s = 0; s < 2; ++s) {
+    auto all = CheckpointStore::List(o.out_dir + "/checkpoints/shard-" + std::to_string(s));
+    REQUIRE(!all.empty());
+    auto m = CheckpointStore::ReadManifest(all.back());
+    REQUIRE(m.ok());
+    for (const auto& t : m->tables()) {
+      std::string line = t.name() + " crc " + std::to_string(t.crc32());
+      for (int64_t step : t.chunk_steps()) line += " " + std::to_string(step);
+      out.push_back(line);
+    }
+  }
+  return out;
+}
+
+TEST_CASE("a BSP job stopped and resumed ends with exactly the parameters of one never stopped") {
+  Job whole(FaultOptions("resume-whole", "bsp"));
+  REQUIRE(whole.Wait() == 0);
+  LaunchOptions options = FaultOptions("resume-stopped", "bsp");
+  Job stopped(options);
+  stopped.WaitForCheckpoint(1, 5 * kEveryClocks);
+  kill(getpid(), SIGINT);  // Ctrl-C: the launcher stops every daemon, servers checkpoint
+  REQUIRE(stopped.Wait() == 130);
+  CHECK(NoChildLeft());
+  LaunchOptions resume = options;
+  resume.resume_dir = options.out_dir;
+  REQUIRE(RunJob(resume) == 0);
+  const std::string summary = Read(options.out_dir + "/summary.json");
+  CHECK(Field(summary, "resumed_from_clock") >= 5 * kEveryClocks);
+  CHECK(FinalState(resume) == FinalState(whole.options()));
+  CHECK(Accuracy(resume) == Accuracy(whole.options()));
+  // Nothing to resume is a clear error, not a fresh start.
+  LaunchOptions nothing = FaultOptions("resume-nothing", "bsp");
+  fs::create_directories(nothing.out_dir);
+  nothing.resume_dir = nothing.out_dir;
+  CHECK(RunJob(nothing) == 2);
+  CHECK(NoChildLeft());
+}
+
+}  // namespace
+}  // namespace tessera

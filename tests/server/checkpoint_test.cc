@@ -1,0 +1,263 @@
+// Shard checkpoints: the on-disk store (atomic writes, verified loads,
+// pruning, refusals) and a shard's state through Snapshot/Restore, for every
+// table kind and optimizer, bit for bit.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "server/checkpoint.h"
+#include "server/checkpointer.h"
+#include "shard_fixtures.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string FreshDir(const std::string& name) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = std::string(tmp ? tmp : "/tmp") + "/" + name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+JobConfig TablesConfig(const std::string& optimizer, const std::string& mode = "asp") {
+  JobConfig c = MakeConfig(mode, 0, 2);
+  c.name = "ckpt-test";
+  c.optimizer.type = optimizer;
+  c.optimizer.lr = 0.1f;
+  return c;
+}
+
+// A few pushes of both workers to every table, so values, slots and steps move.
+void Train(Shard& shard, int rounds) {
+  v1::StatsResponse stats;
+  shard.Stats(&stats);
+  for (int i = 0; i < rounds; ++i) {
+    for (uint32_t w = 0; w < 2; ++w) {
+      const int64_t clock = stats.worker_clocks(static_cast<int>(w));
+      PushResponse resp;
+      std::vector<float> g(8);
+      for (size_t j = 0; j < g.size(); ++j) g[j] = 0.1f * (i + 1) * (j + 1) * (w ? -1.0f : 1.0f);
+      REQUIRE(shard.Push(MakePush(w, clock, Dense("w", 0, 8), g), &resp).ok());
+      REQUIRE(shard.Push(MakePush(w, clock, Sparse("emb", {3, 17, 100 + uint64_t(i)}),
+                                  {0.5f, -0.25f, 1.0f, 2.0f, -1.0f, 0.125f}),
+                         &resp)
+                  .ok());
+    }
+  }
+}
+
+// Every byte of a shard's state, as a checkpoint would hold it.
+std::vector<std::string> StateBytes(Shard& shard) {
+  std::unique_ptr<ShardState> s = shard.Snapshot();
+  std::vector<std::string> out;
+  for (size_t i = 0; i < s->tables.size(); ++i) {
+    const v1::CheckpointTable& t = s->manifest.tables(static_cast<int>(i));
+    std::string bytes(s->tables[i].data(), s->tables[i].size());
+    if (t.sparse()) {
+      // Rows come out in stripe order; sort by key so two shards compare.
+      const uint64_t n = t.rows();
+      const size_t row = (bytes.size() - n * 8) / std::max<uint64_t>(n, 1);
+      std::vector<std::pair<uint64_t, std::string>> rows;
+      for (uint64_t r = 0; r < n; ++r) {
+        uint64_t key;
+        std::memcpy(&key, bytes.data() + r * 8, 8);
+        rows.emplace_back(key, bytes.substr(n * 8 + r * row, row));
+      }
+      std::sort(rows.begin(), rows.end());
+      bytes.clear();
+      for (auto& [key, data] : rows) bytes += std::to_string(key) + ":" + data;
+      bytes += "step" + std::to_string(t.step());
+    } else {
+      for (int64_t step : t.chunk_steps()) bytes += "step" + std::to_string(step);
+    }
+    out.push_back(bytes);
+  }
+  for (int64_t c : s->manifest.worker_clocks()) out.push_back(std::to_string(c));
+  return out;
+}
+
+TEST_CASE("every table kind and optimizer round-trips through a checkpoint bit for bit") {
+  for (const char* optimizer : {"sgd", "momentum", "adagrad", "adam"}) {
+    INFO("optimizer " << optimizer);
+    const JobConfig config = TablesConfig(optimizer);
+    auto shard = MakeShard(config);
+    Train(*shard, 3);
+    Advance(*shard, 0, 0);
+    CheckpointStore store(FreshDir(std::string("rt-") + optimizer), 2);
+    std::unique_ptr<ShardState> cut = shard->Snapshot();
+    REQUIRE(store.Write(cut.get()).ok());
+
+    auto restored = Shard::Create(config, 0);
+    REQUIRE(restored.ok());
+    std::vector<std::string> skipped;
+    CheckpointInfo info;
+    auto state = store.LoadNewest((*restored)->Identity(), -1, &skipped, &info);
+    REQUIRE(state.ok());
+    CHECK(skipped.empty());
+    CHECK(info.clock == 0);  // worker 1 is still at clock 0
+    REQUIRE((*restored)->Restore(*state).ok());
+    CHECK(StateBytes(**restored) == StateBytes(*shard));
+    // Optimizer slots and step counts came back too: the same pushes give
+    // the same values on both.
+    Train(*shard, 2);
+    Train(**restored, 2);
+    CHECK(StateBytes(**restored) == StateBytes(*shard));
+    v1::StatsResponse stats;
+    (*restored)->Stats(&stats);
+    CHECK(stats.restored_clock() == 0);
+    CHECK(stats.worker_clocks(0) == 1);
+    CHECK(stats.worker_clocks(1) == 0);
+  }
+}
+
+// Writes checkpoints of clocks 10 and 20 and returns the store's root.
+std::string TwoCheckpoints(const std::string& name, Shard& shard) {
+  const std::string root = FreshDir(name);
+  CheckpointStore store(root, 5);
+  for (int64_t clock : {10, 20}) {
+    std::unique_ptr<ShardState> cut = shard.Snapshot();
+    cut->manifest.set_clock(clock);
+    REQUIRE(store.Write(cut.get()).ok());
+  }
+  REQUIRE(CheckpointStore::List(root).size() == 2);
+  return root;
+}
+
+int64_t LoadedClock(const std::string& root, Shard& shard, std::vector<std::string>* skipped) {
+  CheckpointStore store(root, 5);
+  CheckpointInfo info;
+  auto state = store.LoadNewest(shard.Identity(), -1, skipped, &info);
+  REQUIRE(state.ok());
+  return state->manifest.clock();
+}
+
+void FlipByte(const std::string& path, long at) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(at);
+  char c;
+  f.get(c);
+  f.seekp(at);
+  f.put(static_cast<char>(c ^ 0x40));
+}
+
+TEST_CASE("a torn, truncated or bit-flipped checkpoint is skipped for the previous good one") {
+  auto shard = MakeShard(TablesConfig("adam"));
+  Train(*shard, 2);
+  struct Damage {
+    const char* what;
+    std::function<void(const std::string& newest)> apply;
+    const char* reason;
+  };
+  const std::vector<Damage> damages = {
+      {"data truncated", [](const std::string& p) { REQUIRE(truncate((p + "/data").c_str(), 10) == 0); },
+       "truncated or torn"},
+      {"data bit flipped", [](const std::string& p) { FlipByte(p + "/data", 40); }, "checksum"},
+      {"manifest bit flipped", [](const std::string& p) { FlipByte(p + "/MANIFEST", 20); },
+       "checksum mismatch"},
+      {"manifest missing", [](const std::string& p) { fs::remove(p + "/MANIFEST"); },
+       "No such file"},
+      {"data missing", [](const std::string& p) { fs::remove(p + "/data"); }, "missing"},
+  };
+  for (const Damage& d : damages) {
+    INFO(d.what);
+    const std::string root = TwoCheckpoints("damage", *shard);
+    d.apply(CheckpointStore::List(root).back());
+    std::vector<std::string> skipped;
+    CHECK(LoadedClock(root, *shard, &skipped) == 10);
+    REQUIRE(skipped.size() == 1);
+    CHECK_THAT(skipped[0], Catch::Contains(d.reason));
+  }
+}
+
+TEST_CASE("a checkpoint of another job, layout or sharding is refused naming what differs") {
+  auto shard = MakeShard(TablesConfig("adam"));
+  const std::string root = TwoCheckpoints("identity", *shard);
+  struct Other {
+    const char* what;
+    JobConfig config;
+    const char* names;
+  };
+  JobConfig renamed = TablesConfig("adam");
+  renamed.name = "someone-else";
+  JobConfig resharded = MakeConfig("asp", 0, 2, /*servers=*/2);
+  resharded.name = "ckpt-test";
+  resharded.optimizer.type = "adam";
+  JobConfig other_optimizer = TablesConfig("sgd");
+  JobConfig more_workers = MakeConfig("asp", 0, 3);
+  more_workers.name = "ckpt-test";
+  more_workers.optimizer.type = "adam";
+  JobConfig bigger = TablesConfig("adam");
+  bigger.model.tables[0].size = 16;
+  for (const Other& o : std::vector<Other>{{"job", renamed, "the job name"},
+                                          {"sharding", resharded, "the shard count is 1"},
+                                          {"optimizer", other_optimizer, "optimizer.type"},
+                                          {"workers", more_workers, "cluster.workers"},
+                                          {"layout", bigger, "table 0"}}) {
+    INFO(o.what);
+    auto other = Shard::Create(o.config, 0);
+    REQUIRE(other.ok());
+    CheckpointStore store(root, 5);
+    std::vector<std::string> skipped;
+    auto state = store.LoadNewest((*other)->Identity(), -1, &skipped, nullptr);
+    CHECK(state.status().code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(state.status().message()), Catch::Contains(o.names));
+    // And the checkpointer turns it into a start-up error (exit 2), not a fresh start.
+    JobConfig with_dir = o.config;
+    with_dir.checkpoint.dir = fs::path(root).parent_path().string() + "/identity-parent";
+    fs::create_directories(with_dir.checkpoint.dir);
+    fs::remove_all(with_dir.checkpoint.dir + "/shard-0");
+    fs::copy(root, with_dir.checkpoint.dir + "/shard-0", fs::copy_options::recursive);
+    absl::Status s = Checkpointer::Restore(other->get(), with_dir);
+    CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+TEST_CASE("restore: never ignores, required insists, auto starts fresh on an empty folder") {
+  JobConfig config = TablesConfig("adam");
+  config.checkpoint.dir = FreshDir("policy");
+  auto shard = Shard::Create(config, 0);
+  REQUIRE(shard.ok());
+  config.checkpoint.restore = "auto";
+  CHECK(Checkpointer::Restore(shard->get(), config).ok());
+  config.checkpoint.restore = "required";
+  absl::Status s = Checkpointer::Restore(shard->get(), config);
+  CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(std::string(s.message()), Catch::Contains("no valid checkpoint"));
+  config.checkpoint.restore = "never";
+  CHECK(Checkpointer::Restore(shard->get(), config).ok());
+}
+
+TEST_CASE("the store keeps the newest K, and the newest common clock is the resume cut") {
+  auto shard = MakeShard(TablesConfig("sgd"));
+  const std::string dir = FreshDir("prune");
+  CheckpointStore s0(dir + "/shard-0", 2), s1(dir + "/shard-1", 2);
+  // A leftover of a crash mid-write is cleaned away and never listed.
+  fs::create_directories(dir + "/shard-0/.tmp-ckpt-000000000099-0000000000000");
+  CheckpointStore again(dir + "/shard-0", 2);
+  CHECK_FALSE(fs::exists(dir + "/shard-0/.tmp-ckpt-000000000099-0000000000000"));
+  for (int64_t clock : {5, 10, 15}) {
+    std::unique_ptr<ShardState> cut = shard->Snapshot();
+    cut->manifest.set_clock(clock);
+    REQUIRE(s0.Write(cut.get()).ok());
+  }
+  for (int64_t clock : {10, 14}) {
+    std::unique_ptr<ShardState> cut = shard->Snapshot();
+    cut->manifest.set_clock(clock);
+    REQUIRE(s1.Write(cut.get()).ok());
+  }
+  CHECK(CheckpointStore::List(dir + "/shard-0").size() == 2);  // 10 and 15
+  auto common = NewestCommonClock(dir, 2);
+  REQUIRE(common.ok());
+  CHECK(*common == 10);
+  CHECK(NewestCommonClock(dir, 3).status().code() == absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace tessera
