@@ -15,7 +15,7 @@ namespace {
 // their deadline.
 constexpr absl::Duration kReaperTick = absl::Milliseconds(20);
 // How often a shard whose pulls wait on a stuck min_clock says on whom.
-constexpr absl::Duration kWaitLogInterval = absl::Seconds(10);
+constexpr absl::Duration kWaitLogInterval = absl::Seconds(5);
 
 }  // namespace
 

@@ -1,0 +1,123 @@
+// checkpoint_bench: what a shard checkpoint of a large dense table costs —
+// the copy under the chunk locks (what a request can wait on), the write to
+// disk (write, CRC-32 and fsync; off the request path), and the restore
+// (read and verify, then load into the tables) — in bytes per second, to put
+// next to the disk's own sequential speed (`dd`, same sitting).
+//
+//   bazel-bin/bench/checkpoint_bench --dir /var/tmp/ckpt-bench --floats 268435456
+//       [--optimizer sgd] [--repeats 3] [--drop-caches]
+//
+// --drop-caches writes 3 to /proc/sys/vm/drop_caches before each restore, so
+// the read comes from the disk, not the page cache (root only; said when it
+// cannot). Prints one line per measurement and a final JSON line.
+#include <unistd.h>
+#include <zlib.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/config.h"
+#include "common/flags.h"
+#include "server/checkpoint.h"
+#include "server/shard.h"
+
+namespace tessera {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "checkpoint_bench: %s\n", message.c_str());
+  return 2;
+}
+
+bool DropCaches() {
+  ::sync();
+  std::ofstream f("/proc/sys/vm/drop_caches");
+  f << "3\n";
+  f.flush();
+  return f.good();
+}
+
+int Main(int argc, char** argv) {
+  auto flags = ParseFlags(argc, argv, {"dir", "floats", "optimizer", "repeats"}, {}, {"drop-caches"});
+  if (!flags.ok()) return Fail(std::string(flags.status().message()));
+  const std::string dir = flags->Has("dir") ? flags->Get("dir") : "/var/tmp/tessera-ckpt-bench";
+  auto floats = flags->GetInt("floats");
+  auto repeats_flag = flags->GetInt("repeats");
+  if (!floats.ok() || !repeats_flag.ok()) return Fail("--floats and --repeats take integers");
+  const int64_t n = floats->value_or(int64_t{1} << 28);  // 1 GiB of float32
+  const int repeats = static_cast<int>(repeats_flag->value_or(3));
+  const std::string optimizer = flags->Has("optimizer") ? flags->Get("optimizer") : "sgd";
+  auto config = ParseJobConfig(
+      absl::StrCat("name: ckpt-bench\ncluster: {servers: ['127.0.0.1:1'], workers: 1}\n"
+                   "model: {type: tables, tables: [{name: big, kind: dense, size: ",
+                   n, ", init: {type: uniform}}]}\noptimizer: {type: ", optimizer, "}\n"),
+      {});
+  if (!config.ok()) return Fail(std::string(config.status().message()));
+  std::filesystem::remove_all(dir);
+
+  // CRC-32 alone, on the same bytes: how much of the write and read it takes.
+  {
+    std::vector<char> buf(64 << 20, 7);
+    const double t0 = Now();
+    uLong crc = 0;
+    for (int i = 0; i < 8; ++i) crc = crc32_z(crc, reinterpret_cast<Bytef*>(buf.data()), buf.size());
+    const double s = Now() - t0;
+    std::printf("zlib crc32: %.0f MB/s (%lx)\n", 8.0 * buf.size() / 1e6 / s, crc);
+  }
+  auto shard = Shard::Create(*config, 0);
+  if (!shard.ok()) return Fail(std::string(shard.status().message()));
+  std::string json = "{";
+  for (int r = 0; r < repeats; ++r) {
+    CheckpointStore store(dir, 1);
+    double t0 = Now();
+    std::unique_ptr<ShardState> cut = (*shard)->Snapshot();
+    const double copy_s = Now() - t0;
+    t0 = Now();
+    auto info = store.Write(cut.get());
+    const double write_s = Now() - t0;
+    if (!info.ok()) return Fail(std::string(info.status().message()));
+    cut.reset();
+    const bool dropped = flags->Has("drop-caches") && DropCaches();
+    if (flags->Has("drop-caches") && !dropped) std::printf("(could not drop the page cache)\n");
+    auto fresh = Shard::Create(*config, 0);
+    t0 = Now();
+    std::vector<std::string> skipped;
+    CheckpointInfo loaded;
+    auto state = store.LoadNewest((*fresh)->Identity(), -1, &skipped, &loaded);
+    const double read_s = Now() - t0;
+    if (!state.ok()) return Fail(std::string(state.status().message()));
+    t0 = Now();
+    absl::Status s = (*fresh)->Restore(*state);
+    const double apply_s = Now() - t0;
+    if (!s.ok()) return Fail(std::string(s.message()));
+    const double mb = info->bytes / 1e6;
+    std::printf(
+        "repeat %d: %.0f MB: copy %.3f s (%.0f MB/s), write+crc+fsync %.3f s (%.0f MB/s), "
+        "read+verify %.3f s (%.0f MB/s%s), load %.3f s; restore total %.0f MB/s\n",
+        r + 1, mb, copy_s, mb / copy_s, write_s, mb / write_s, read_s, mb / read_s,
+        dropped ? ", page cache dropped" : ", page cache warm", apply_s, mb / (read_s + apply_s));
+    if (r == repeats - 1) {
+      json += absl::StrFormat(
+          "\"bytes\": %d, \"copy_s\": %.4f, \"write_s\": %.4f, \"read_s\": %.4f, \"load_s\": %.4f, "
+          "\"write_mb_s\": %.1f, \"restore_mb_s\": %.1f, \"cache_dropped\": %s",
+          info->bytes, copy_s, write_s, read_s, apply_s, mb / write_s, mb / (read_s + apply_s),
+          dropped ? "true" : "false");
+    }
+  }
+  std::printf("%s}\n", json.c_str());
+  std::filesystem::remove_all(dir);
+  return 0;
+}
+
+}  // namespace
+}  // namespace tessera
+
+int main(int argc, char** argv) { return tessera::Main(argc, argv); }
