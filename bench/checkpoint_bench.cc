@@ -10,6 +10,7 @@
 // --drop-caches writes 3 to /proc/sys/vm/drop_caches before each restore, so
 // the read comes from the disk, not the page cache (root only; said when it
 // cannot). Prints one line per measurement and a final JSON line.
+#include <fcntl.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -37,12 +38,40 @@ int Fail(const std::string& message) {
   return 2;
 }
 
+// The disk alone, as `dd bs=8M conv=fdatasync` and `dd bs=8M` would see
+// it: `bytes` written from one buffer and fsynced, then (page cache dropped
+// when `drop`) read back. Returns {write MB/s, read MB/s}.
+std::pair<double, double> DiskSpeed(const std::string& dir, uint64_t bytes, bool drop);
+
 bool DropCaches() {
   ::sync();
   std::ofstream f("/proc/sys/vm/drop_caches");
   f << "3\n";
   f.flush();
   return f.good();
+}
+
+std::pair<double, double> DiskSpeed(const std::string& dir, uint64_t bytes, bool drop) {
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/dd.bin";
+  std::vector<char> buf(8 << 20, 1);
+  const int out = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  double t0 = Now();
+  for (uint64_t done = 0; done < bytes; done += buf.size()) {
+    if (::write(out, buf.data(), buf.size()) != static_cast<ssize_t>(buf.size())) break;
+  }
+  ::fdatasync(out);
+  ::close(out);
+  const double write_s = Now() - t0;
+  if (drop) DropCaches();
+  const int in = ::open(path.c_str(), O_RDONLY);
+  t0 = Now();
+  while (::read(in, buf.data(), buf.size()) > 0) {
+  }
+  const double read_s = Now() - t0;
+  ::close(in);
+  std::filesystem::remove(path);
+  return {bytes / 1e6 / write_s, bytes / 1e6 / read_s};
 }
 
 int Main(int argc, char** argv) {
@@ -76,6 +105,10 @@ int Main(int argc, char** argv) {
   if (!shard.ok()) return Fail(std::string(shard.status().message()));
   std::string json = "{";
   for (int r = 0; r < repeats; ++r) {
+    const auto [disk_write, disk_read] =
+        DiskSpeed(dir + "-dd", n * sizeof(float), flags->Has("drop-caches"));
+    std::printf("repeat %d: the disk alone (8 MiB writes + fdatasync; reads): write %.0f MB/s, "
+                "read %.0f MB/s\n", r + 1, disk_write, disk_read);
     CheckpointStore store(dir, 1);
     double t0 = Now();
     std::unique_ptr<ShardState> cut = (*shard)->Snapshot();
@@ -85,9 +118,11 @@ int Main(int argc, char** argv) {
     const double write_s = Now() - t0;
     if (!info.ok()) return Fail(std::string(info.status().message()));
     cut.reset();
+    // The shard to restore into exists first (a restarted server builds it,
+    // then restores), so its initialization is not in the timing.
+    auto fresh = Shard::Create(*config, 0);
     const bool dropped = flags->Has("drop-caches") && DropCaches();
     if (flags->Has("drop-caches") && !dropped) std::printf("(could not drop the page cache)\n");
-    auto fresh = Shard::Create(*config, 0);
     t0 = Now();
     std::vector<std::string> skipped;
     CheckpointInfo loaded;
@@ -101,15 +136,18 @@ int Main(int argc, char** argv) {
     const double mb = info->bytes / 1e6;
     std::printf(
         "repeat %d: %.0f MB: copy %.3f s (%.0f MB/s), write+crc+fsync %.3f s (%.0f MB/s), "
-        "read+verify %.3f s (%.0f MB/s%s), load %.3f s; restore total %.0f MB/s\n",
+        "read+verify %.3f s (%.0f MB/s%s), load %.3f s; restore total %.0f MB/s\n"
+        "          write at %.0f%% of the disk's write speed, restore at %.0f%% of its read speed\n",
         r + 1, mb, copy_s, mb / copy_s, write_s, mb / write_s, read_s, mb / read_s,
-        dropped ? ", page cache dropped" : ", page cache warm", apply_s, mb / (read_s + apply_s));
+        dropped ? ", page cache dropped" : ", page cache warm", apply_s, mb / (read_s + apply_s),
+        100 * mb / write_s / disk_write, 100 * mb / (read_s + apply_s) / disk_read);
     if (r == repeats - 1) {
       json += absl::StrFormat(
           "\"bytes\": %d, \"copy_s\": %.4f, \"write_s\": %.4f, \"read_s\": %.4f, \"load_s\": %.4f, "
-          "\"write_mb_s\": %.1f, \"restore_mb_s\": %.1f, \"cache_dropped\": %s",
+          "\"write_mb_s\": %.1f, \"restore_mb_s\": %.1f, \"disk_write_mb_s\": %.1f, "
+          "\"disk_read_mb_s\": %.1f, \"cache_dropped\": %s",
           info->bytes, copy_s, write_s, read_s, apply_s, mb / write_s, mb / (read_s + apply_s),
-          dropped ? "true" : "false");
+          disk_write, disk_read, dropped ? "true" : "false");
     }
   }
   std::printf("%s}\n", json.c_str());

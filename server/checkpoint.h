@@ -35,17 +35,25 @@
 
 namespace tessera {
 
-// Bytes that are not zeroed when made (a 1 GiB table is copied, not cleared first).
+// A table's bytes: memory of its own, not zeroed when made (a 1 GiB table
+// is copied, not cleared first), or a view into a mapped checkpoint file
+// that the buffer keeps mapped.
 class ByteBuffer {
  public:
   ByteBuffer() = default;
-  explicit ByteBuffer(uint64_t size) : data_(new char[size]), size_(size) {}
-  char* data() { return data_.get(); }
-  const char* data() const { return data_.get(); }
+  explicit ByteBuffer(uint64_t size) : data_(new char[size]), size_(size) {
+    owned_ = std::shared_ptr<const void>(data_, [](const void* p) { delete[] static_cast<const char*>(p); });
+  }
+  // A view of `size` bytes at `data`, alive while `keep` is.
+  ByteBuffer(std::shared_ptr<const void> keep, char* data, uint64_t size)
+      : owned_(std::move(keep)), data_(data), size_(size) {}
+  char* data() { return data_; }
+  const char* data() const { return data_; }
   uint64_t size() const { return size_; }
 
  private:
-  std::unique_ptr<char[]> data_;
+  std::shared_ptr<const void> owned_;
+  char* data_ = nullptr;
   uint64_t size_ = 0;
 };
 
