@@ -27,6 +27,7 @@ sets=(--set checkpoint.every_clocks=100)
 [ -n "${EPOCHS:-}" ] && sets+=(--set "training.epochs=$EPOCHS")
 for s in ${SETS:-}; do sets+=(--set "$s"); done
 
+calc() { awk "BEGIN { print $* }"; }
 accuracy() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["test_accuracy"])' "$1"; }
 
 # Uninterrupted runs: the accuracy to match and how long a run takes.
@@ -41,7 +42,6 @@ for b in $(seq 1 "$baselines"); do
   accs+=("$(accuracy "$dir/summary.json")")
   echo "baseline $b: accuracy ${accs[-1]}, ${walls[-1]} s"
 done
-calc() { awk "BEGIN { print $* }"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 base_acc=$(median "${accs[@]}")
 base_wall=$(median "${walls[@]}")
