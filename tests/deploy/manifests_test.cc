@@ -103,6 +103,15 @@ TEST_CASE("servers: headless service, StatefulSet, gRPC probes, ports and counts
     CHECK(pod_name);  // the shard index comes from it
     CHECK(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"].as<std::string>() ==
           "checkpoints");
+    // The shards checkpoint onto that claim: checkpoint.dir is where it is mounted.
+    bool on_claim = false;
+    for (const auto& m : c["volumeMounts"]) {
+      on_claim |= m["name"].as<std::string>() == "checkpoints" &&
+                  m["mountPath"].as<std::string>() == job.checkpoint.dir;
+    }
+    CHECK(on_claim);
+    CHECK(job.checkpoint.restore == "auto");
+    CHECK((job.checkpoint.every_seconds > 0 || job.checkpoint.every_clocks > 0));
     CheckRestricted(pod["spec"]);
   }
 }
@@ -117,10 +126,21 @@ TEST_CASE("workers: Indexed Job sized like the job, failing fast on config error
     CHECK(spec["completions"].as<uint32_t>() == job.cluster.workers);
     CHECK(spec["parallelism"].as<uint32_t>() == job.cluster.workers);
     CHECK(spec["template"]["spec"]["restartPolicy"].as<std::string>() == "Never");
-    const YAML::Node rule = spec["podFailurePolicy"]["rules"][0];
-    CHECK(rule["action"].as<std::string>() == "FailJob");
-    CHECK(rule["onExitCodes"]["values"][0].as<int>() == 2);
+    const YAML::Node rules = spec["podFailurePolicy"]["rules"];
+    CHECK(rules[0]["action"].as<std::string>() == "FailJob");
+    CHECK(rules[0]["onExitCodes"]["values"][0].as<int>() == 2);
+    // A lost server (exit 3) and a drained or preempted pod are retried
+    // without counting against backoffLimit.
+    CHECK(rules[1]["action"].as<std::string>() == "Ignore");
+    CHECK(rules[1]["onExitCodes"]["values"][0].as<int>() == 3);
+    CHECK(rules[2]["action"].as<std::string>() == "Ignore");
+    CHECK(rules[2]["onPodConditions"][0]["type"].as<std::string>() == "DisruptionTarget");
     const YAML::Node c = spec["template"]["spec"]["containers"][0];
+    // The result outlives the pod's filesystem: it is the termination message.
+    bool result_arg = false;
+    for (const YAML::Node& arg : c["args"]) result_arg |= arg.as<std::string>() == "/tmp/result.json";
+    CHECK(result_arg);
+    CHECK(c["terminationMessagePath"].as<std::string>() == "/tmp/result.json");
     const bool gpu = std::string(overlay) == "gpu";
     CHECK(bool(c["resources"]["limits"]["nvidia.com/gpu"]) == gpu);
     // A GPU pod that finds no usable GPU exits 2 (and fails the job) rather

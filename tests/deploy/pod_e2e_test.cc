@@ -112,7 +112,9 @@ TEST_CASE("daemons started as the manifests start them train to the end; servers
                                           "--set", "data.synthetic_test=512",
                                           "--set", "model.layers=[784,32,10]",
                                           "--set", "training.epochs=1",
-                                          "--set", "worker.connect_timeout_ms=60000"};
+                                          "--set", "worker.connect_timeout_ms=60000",
+                                          // The pods' PersistentVolumeClaim: this test's folder.
+                                          "--set", "checkpoint.dir=" + dir + "/checkpoints"};
   // Rewrites what points into the pod's filesystem to this test's folder.
   auto localize = [&](PodSpec spec, const std::string& binary) {
     spec.argv[0] = Runfile(binary);
@@ -179,6 +181,9 @@ TEST_CASE("daemons started as the manifests start them train to the end; servers
       const std::string s = d.name.substr(15);
       CHECK(text.find("shard " + s + "/2 ready on 127.1." + s + ".1:" + port) != std::string::npos);
       CHECK(text.find("all 2 workers finished; exiting") != std::string::npos);
+      // The last checkpoint went to the claim (here: the test's folder).
+      CHECK(text.find("checkpoint of clock") != std::string::npos);
+      CHECK(text.find(dir + "/checkpoints/shard-" + s + "/ckpt-") != std::string::npos);
     }
   }
   std::ifstream result(dir + "/result-0.json");
