@@ -24,7 +24,10 @@ void EraseEntry(std::multimap<Key, ClockTable::WaiterId>& map, const Key& key,
 }  // namespace
 
 ClockTable::ClockTable(uint32_t num_workers)
-    : num_workers_(num_workers), clocks_(num_workers, -1), finished_(num_workers, false) {}
+    : num_workers_(num_workers),
+      clocks_(num_workers, -1),
+      finished_(num_workers, false),
+      evicted_(num_workers, false) {}
 
 int64_t ClockTable::Register(uint32_t worker) {
   absl::MutexLock lock(&mu_);
@@ -45,7 +48,7 @@ int64_t ClockTable::WorkerClock(uint32_t worker) const {
 int64_t ClockTable::RawMinLocked() const {
   int64_t min = std::numeric_limits<int64_t>::max();
   for (uint32_t w = 0; w < num_workers_; ++w) {
-    if (!finished_[w]) min = std::min(min, std::max<int64_t>(clocks_[w], 0));
+    if (!finished_[w] && !evicted_[w]) min = std::min(min, std::max<int64_t>(clocks_[w], 0));
   }
   return min;
 }
@@ -90,9 +93,34 @@ std::vector<uint32_t> ClockTable::Laggards() const {
   const int64_t min = RawMinLocked();
   std::vector<uint32_t> out;
   for (uint32_t w = 0; w < num_workers_; ++w) {
-    if (!finished_[w] && std::max<int64_t>(clocks_[w], 0) == min) out.push_back(w);
+    if (!finished_[w] && !evicted_[w] && std::max<int64_t>(clocks_[w], 0) == min) out.push_back(w);
   }
   return out;
+}
+
+ClockTable::Advance ClockTable::Evict(uint32_t worker) {
+  absl::MutexLock lock(&mu_);
+  Advance result;
+  result.old_min = RawMinLocked();
+  evicted_[worker] = true;
+  result.clock = clocks_[worker];
+  result.new_min = RawMinLocked();
+  return result;
+}
+
+bool ClockTable::Rejoin(uint32_t worker) {
+  absl::MutexLock lock(&mu_);
+  if (!evicted_[worker]) return false;
+  evicted_[worker] = false;
+  if (published_ < std::numeric_limits<int64_t>::max()) {
+    clocks_[worker] = std::max(clocks_[worker], published_);
+  }
+  return true;
+}
+
+std::vector<bool> ClockTable::evicted() const {
+  absl::MutexLock lock(&mu_);
+  return evicted_;
 }
 
 std::vector<bool> ClockTable::finished() const {

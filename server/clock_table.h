@@ -70,6 +70,14 @@ class ClockTable {
   // The unfinished workers whose clock is the minimum: whom a barrier waits for.
   std::vector<uint32_t> Laggards() const;
 
+  // Drops `worker` from min_clock (consistency.evict_after_s): the others go
+  // on without it. Returns min_clock before and after.
+  Advance Evict(uint32_t worker);
+  // An evicted worker that calls again rejoins the barrier at the published
+  // min_clock (the clocks it missed are skipped). Returns whether it was evicted.
+  bool Rejoin(uint32_t worker);
+  std::vector<bool> evicted() const;
+
   // Worker `worker` finished iteration `finished`; its clock becomes finished+1.
   // FAILED_PRECONDITION when it is unregistered or `finished` != its clock.
   absl::StatusOr<Advance> AdvanceClock(uint32_t worker, int64_t finished);
@@ -122,6 +130,7 @@ class ClockTable {
   mutable absl::Mutex mu_;
   std::vector<int64_t> clocks_ ABSL_GUARDED_BY(mu_);  // -1: not registered
   std::vector<bool> finished_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> evicted_ ABSL_GUARDED_BY(mu_);
   uint32_t num_finished_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t published_ ABSL_GUARDED_BY(mu_) = 0;
   WaiterId next_id_ ABSL_GUARDED_BY(mu_) = 1;

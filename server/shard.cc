@@ -14,6 +14,7 @@
 #include "common/partition.h"
 #include "common/status.h"
 #include "common/wire.h"
+#include "spdlog/spdlog.h"
 
 namespace tessera {
 namespace {
@@ -73,7 +74,8 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       optimizer_(MakeOptimizer(config.optimizer)),
       clock_(config.cluster.workers),
       pushed_this_clock_(new std::atomic<bool>[config.cluster.workers]),
-      pieces_applied_(new std::atomic<uint64_t>[config.cluster.workers]) {
+      pieces_applied_(new std::atomic<uint64_t>[config.cluster.workers]),
+      last_seen_ms_(new std::atomic<int64_t>[config.cluster.workers]) {
   const uint32_t num_shards = config.num_servers();
   for (const TableConfig& t : config.Tables()) {
     v1::TableLayout layout;
@@ -101,7 +103,38 @@ Shard::Shard(const JobConfig& config, uint32_t index)
     memory_.push_back(std::make_unique<WorkerMemory>());
     pushed_this_clock_[w].store(false);
     pieces_applied_[w].store(0);
+    last_seen_ms_[w].store(absl::ToUnixMillis(absl::Now()));
   }
+}
+
+void Shard::Touch(uint32_t worker) {
+  last_seen_ms_[worker].store(absl::ToUnixMillis(absl::Now()), std::memory_order_relaxed);
+  if (config_.consistency.evict_after_s <= 0) return;
+  absl::MutexLock lock(worker_mu_[worker].get());
+  if (!clock_.Rejoin(worker)) return;
+  pieces_applied_[worker].store(0);
+  spdlog::info("worker {} is back after its eviction; it rejoins the barrier at clock {}", worker,
+               clock_.WorkerClock(worker));
+}
+
+size_t Shard::EvictSilent(absl::Time now) {
+  const double after_s = config_.consistency.evict_after_s;
+  if (after_s <= 0 || config_.consistency.mode == ConsistencyMode::kAsp) return 0;
+  size_t evicted = 0;
+  for (uint32_t w : clock_.Laggards()) {
+    const double silent_s =
+        absl::ToDoubleSeconds(now - absl::FromUnixMillis(last_seen_ms_[w].load()));
+    if (silent_s < after_s) continue;
+    absl::MutexLock lock(worker_mu_[w].get());
+    const ClockTable::Advance a = clock_.Evict(w);
+    spdlog::warn("evicted worker {} from the barrier: silent for {:.0f} s at clock {} "
+                 "(consistency.evict_after_s = {}); the others go on, and it rejoins if it calls "
+                 "again",
+                 w, silent_s, a.clock, after_s);
+    if (a.new_min > a.old_min) OnMinClock(a.new_min);
+    ++evicted;
+  }
+  return evicted;
 }
 
 absl::Status Shard::CheckWorker(uint32_t worker) const {
@@ -122,6 +155,7 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
                                                    " is not below cluster.workers (", num_workers_,
                                                    ")"));
   }
+  Touch(request.worker_rank());
   // Map the worker's shared memory when this host sees it; a worker whose
   // memory is not mapped sends its bytes in the messages.
   std::shared_ptr<SharedSegment> segment;
@@ -267,6 +301,7 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
                                                 Done done) {
   auto slices = std::make_shared<std::vector<Resolved>>();
   absl::Status status = CheckWorker(request.worker_rank());
+  if (status.ok()) Touch(request.worker_rank());
   if (status.ok() && request.clock() < 0) {
     status = absl::InvalidArgumentError(absl::StrCat("pull clock ", request.clock(), " < 0"));
   }
@@ -436,6 +471,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
+  Touch(worker);
   if (request.piece() > 64) {
     return absl::InvalidArgumentError(absl::StrCat("push piece ", request.piece(), " > 64"));
   }
@@ -508,6 +544,7 @@ absl::Status Shard::Clock(const v1::ClockRequest& request, v1::ClockResponse* re
   ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
+  Touch(worker);
   absl::MutexLock lock(worker_mu_[worker].get());
   TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, AdvanceLocked(worker, request.clock()));
   response->set_clock(advance.clock);
@@ -599,6 +636,10 @@ void Shard::Stats(v1::StatsResponse* response) const {
   }
   response->set_checkpoints_written(checkpoints_written_.load());
   response->set_duplicate_pushes(duplicate_pushes_.load());
+  const std::vector<bool> evicted = clock_.evicted();
+  for (uint32_t w = 0; w < evicted.size(); ++w) {
+    if (evicted[w]) response->add_evicted_workers(w);
+  }
 }
 
 // --- Checkpoints ---

@@ -120,6 +120,12 @@ class Shard {
   void SetBspCuts(std::function<bool(int64_t)> want, CutSink sink);
   // The checkpointer reports each checkpoint written (for Stats).
   void NoteCheckpoint(int64_t clock);
+  // consistency.evict_after_s (BSP/SSP): drops from the barrier every worker
+  // at min_clock that has made no call for that long, so the others go on
+  // (logged). An evicted worker that calls again rejoins at the published
+  // min_clock. The server's reaper calls this. Returns how many it evicted.
+  size_t EvictSilent(absl::Time now);
+
   // Unfinished workers at min_clock: whom a waiting pull waits for.
   std::vector<uint32_t> Laggards() const { return clock_.Laggards(); }
   int64_t published_min() const { return clock_.published_min(); }
@@ -155,6 +161,10 @@ class Shard {
                                      uint64_t bytes) const;
 
   absl::Status CheckWorker(uint32_t worker) const;
+  // A call from `worker` (REQUIRES: worker < num_workers_): it is not
+  // silent; an evicted worker rejoins. Takes the worker's mutex only then:
+  // call it before taking that mutex.
+  void Touch(uint32_t worker);
   absl::StatusOr<Resolved> Resolve(const v1::Slice& slice) const;
   absl::Status ResolveAll(const google::protobuf::RepeatedPtrField<v1::Slice>& slices,
                           std::vector<Resolved>* out) const;
@@ -217,6 +227,8 @@ class Shard {
   // By worker: bit p set once piece p of its current clock was applied;
   // cleared (exclusively) when its clock moves.
   std::unique_ptr<std::atomic<uint64_t>[]> pieces_applied_;
+  // By worker: when it last called (unix ms), for evict_after_s.
+  std::unique_ptr<std::atomic<int64_t>[]> last_seen_ms_;
 
   // Checkpoints: set before serving, then read-only.
   std::function<bool(int64_t)> want_cut_;

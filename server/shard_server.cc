@@ -78,6 +78,7 @@ void ShardServer::ReaperLoop() {
     if (stopping_) break;
     mu_.Unlock();
     shard_->ExpireDue(absl::Now());
+    shard_->EvictSilent(absl::Now());
     LogWaiting();
     mu_.Lock();
   }

@@ -117,3 +117,48 @@ TEST_CASE("an SSP snapshot records each worker's clock with exactly its applied 
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+TEST_CASE("a worker silent past evict_after_s is dropped from the barrier and rejoins when back") {
+  JobConfig config = MakeConfig("bsp", 0, 2);
+  config.consistency.evict_after_s = 0.05;
+  auto shard = MakeShard(config);
+  PushPiece(*shard, 0, 0, 1, /*advance=*/true);
+  auto pull = StartPull(*shard, 0, 1, Dense("w", 0, 8));  // waits for worker 1
+  CHECK_FALSE(pull->status.has_value());
+  // Worker 0 keeps calling; worker 1 is silent.
+  CHECK(shard->EvictSilent(absl::Now()) == 0);  // not silent long enough yet
+  absl::SleepFor(absl::Milliseconds(80));
+  v1::RegisterResponse keepalive = RegisterAt(*shard, 0, 0);
+  CHECK(keepalive.clock() == 1);
+  CHECK(shard->EvictSilent(absl::Now()) == 1);
+  REQUIRE(pull->status.has_value());
+  CHECK(pull->status->ok());
+  v1::StatsResponse stats;
+  shard->Stats(&stats);
+  REQUIRE(stats.evicted_workers_size() == 1);
+  CHECK(stats.evicted_workers(0) == 1);
+  CHECK(stats.min_clock() == 1);
+  // Worker 1 comes back: its push for the skipped clock is refused, and it
+  // re-registers at the published min_clock, where it joins the barrier again.
+  absl::Status s;
+  PushPiece(*shard, 1, 0, 1, true, &s);
+  CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+  v1::RegisterResponse back = RegisterAt(*shard, 1, 0);
+  CHECK(back.clock() == 1);
+  v1::StatsResponse after;
+  shard->Stats(&after);
+  CHECK(after.evicted_workers_size() == 0);
+  CHECK(after.worker_clocks(1) == 1);
+  // ASP never evicts: nobody waits.
+  JobConfig asp = MakeConfig("asp", 0, 2);
+  asp.consistency.evict_after_s = 0.001;
+  auto free_running = MakeShard(asp);
+  absl::SleepFor(absl::Milliseconds(5));
+  CHECK(free_running->EvictSilent(absl::Now()) == 0);
+}
+
+}  // namespace
+}  // namespace tessera
