@@ -9,8 +9,10 @@
 # Environment: CONFIG (default configs/fashion_mnist_mlp.yaml), EPOCHS
 # (default: the config's), KILLS (3), BASELINES (uninterrupted runs, 3),
 # SETS (extra --set arguments, e.g. "consistency.mode=ssp consistency.staleness=3"),
-# OUT (default runs/chaos-<time>). Uses bazel-bin/launcher/tessera (built
-# when missing). A run still going after 5x the uninterrupted time is hung.
+# OUT (default runs/chaos-<time>), TESSERA (the launcher; default
+# bazel-bin/launcher/tessera, built when missing: copy bazel-bin's launcher/,
+# server/ and worker/ binaries elsewhere to keep a rebuild from swapping them
+# mid-run). A run still going after 5x the uninterrupted time is hung.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:?usage: scripts/chaos.sh RUNS [SEED]}
@@ -19,7 +21,7 @@ config=${CONFIG:-configs/fashion_mnist_mlp.yaml}
 kills=${KILLS:-3}
 baselines=${BASELINES:-3}
 out=${OUT:-runs/chaos-$(date +%Y%m%d-%H%M%S)}
-tessera=bazel-bin/launcher/tessera
+tessera=${TESSERA:-bazel-bin/launcher/tessera}
 [ -x "$tessera" ] || bazel build //launcher:tessera //server:tessera-server //worker:tessera-worker
 mkdir -p "$out"
 
