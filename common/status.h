@@ -28,4 +28,17 @@
   if (!tmp.ok()) return tmp.status();                  \
   lhs = std::move(tmp).value()
 
+namespace tessera {
+
+// Whether a failed call to a server may succeed when made again later: the
+// server was unreachable, restarting, paused past the deadline, or the call
+// was cut off. A worker retries these (and exits 3, "a restart can help",
+// when they persist).
+inline bool IsTransient(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsAborted(s) ||
+         absl::IsCancelled(s);
+}
+
+}  // namespace tessera
+
 #endif  // TESSERA_COMMON_STATUS_H_

@@ -248,32 +248,26 @@ absl::StatusOr<v1::CheckpointManifest> CheckpointStore::ReadManifest(const std::
 
 std::string CheckpointStore::IdentityDifference(const v1::CheckpointIdentity& have,
                                                 const v1::CheckpointIdentity& want) {
-  auto differ = [](const char* field, const auto& a, const auto& b) {
+  auto differ = [](const std::string& field, const std::string& a, const std::string& b) {
     return absl::StrCat(field, " is ", a, " in the checkpoint but ", b, " in this job");
   };
-  if (have.job() != want.job()) return differ("the job name", have.job(), want.job());
-  if (have.num_shards() != want.num_shards()) {
-    return differ("the shard count", have.num_shards(), want.num_shards());
-  }
-  if (have.shard_index() != want.shard_index()) {
-    return differ("the shard index", have.shard_index(), want.shard_index());
-  }
-  if (have.num_workers() != want.num_workers()) {
-    return differ("cluster.workers", have.num_workers(), want.num_workers());
-  }
-  if (have.optimizer() != want.optimizer()) {
-    return differ("optimizer.type", have.optimizer(), want.optimizer());
-  }
-  if (have.optimizer_slots() != want.optimizer_slots()) {
-    return differ("the optimizer's slots", have.optimizer_slots(), want.optimizer_slots());
-  }
-  if (have.aggregate() != want.aggregate()) {
-    return differ("BSP aggregation", have.aggregate(), want.aggregate());
+  const std::pair<const char*, std::pair<std::string, std::string>> fields[] = {
+      {"the job name", {have.job(), want.job()}},
+      {"the shard count", {absl::StrCat(have.num_shards()), absl::StrCat(want.num_shards())}},
+      {"the shard index", {absl::StrCat(have.shard_index()), absl::StrCat(want.shard_index())}},
+      {"cluster.workers", {absl::StrCat(have.num_workers()), absl::StrCat(want.num_workers())}},
+      {"optimizer.type", {have.optimizer(), want.optimizer()}},
+      {"the optimizer's slots",
+       {absl::StrCat(have.optimizer_slots()), absl::StrCat(want.optimizer_slots())}},
+      {"BSP aggregation", {have.aggregate() ? "on" : "off", want.aggregate() ? "on" : "off"}},
+  };
+  for (const auto& [field, values] : fields) {
+    if (values.first != values.second) return differ(field, values.first, values.second);
   }
   for (int i = 0; i < std::max(have.tables_size(), want.tables_size()); ++i) {
     const std::string a = i < have.tables_size() ? have.tables(i) : "(none)";
     const std::string b = i < want.tables_size() ? want.tables(i) : "(none)";
-    if (a != b) return differ(absl::StrCat("table ", i).c_str(), "'" + a + "'", "'" + b + "'");
+    if (a != b) return differ(absl::StrCat("table ", i), "'" + a + "'", "'" + b + "'");
   }
   return "";
 }

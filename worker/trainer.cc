@@ -132,19 +132,9 @@ absl::StatusOr<TrainResult> Trainer::Run() {
 
 namespace {
 
-// Whether a failed call may succeed after reconnecting.
-bool Recoverable(const absl::Status& s) {
-  switch (s.code()) {
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kCancelled:
-    case absl::StatusCode::kAborted:
-    case absl::StatusCode::kFailedPrecondition:  // a restored shard at another clock
-      return true;
-    default:
-      return false;
-  }
-}
+// Whether a failed call may succeed after reconnecting: a transient failure,
+// or a shard restored under us that holds another clock.
+bool Recoverable(const absl::Status& s) { return IsTransient(s) || absl::IsFailedPrecondition(s); }
 
 // FAILED_PRECONDITION is recoverable once or twice (a shard restarted under
 // us); more in a row is a real disagreement.

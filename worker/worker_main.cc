@@ -20,6 +20,7 @@
 #include "common/flags.h"
 #include "common/identity.h"
 #include "common/logging.h"
+#include "common/status.h"
 #include "server/shard.h"
 #include "spdlog/spdlog.h"
 #include "worker/backend.h"
@@ -37,12 +38,8 @@ int Fail(int code, const std::string& message) {
 
 // Exit code for a failed run: 3 where retrying may succeed.
 int ExitCodeFor(const absl::Status& s) {
+  if (tessera::IsTransient(s)) return 3;
   switch (s.code()) {
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kAborted:
-    case absl::StatusCode::kCancelled:
-      return 3;
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kDataLoss:
