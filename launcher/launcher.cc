@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -41,6 +42,7 @@ struct Job {
   std::string dir;  // the output folder
   std::string server_bin, worker_bin;
   int64_t resumed_from = -1;
+  bool pin_resume_clock = false;  // every shard restores exactly resumed_from (BSP)
   std::vector<Child> children;
 };
 
@@ -91,12 +93,24 @@ absl::Status PrepareFolders(const LaunchOptions& options, Job* job,
   }
   const std::string& ckpt = job->config.checkpoint.dir;
   if (resume) {
-    absl::StatusOr<int64_t> clock = NewestCommonClock(ckpt, job->config.num_servers());
+    // BSP: every shard restores the same cut. SSP/ASP cut at each shard's
+    // own moment: each restores its newest, and the workers' Register moves
+    // every shard to the clock they resume at.
+    const bool bsp = job->config.consistency.mode == ConsistencyMode::kBsp;
+    absl::StatusOr<int64_t> clock;
+    if (bsp) {
+      clock = NewestCommonClock(ckpt, job->config.num_servers());
+    } else if (auto newest = NewestClocks(ckpt, job->config.num_servers()); newest.ok()) {
+      clock = *std::min_element(newest->begin(), newest->end());
+    } else {
+      clock = newest.status();
+    }
     if (!clock.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--resume ", job->dir, ": ", clock.status().message()));
     }
     job->resumed_from = *clock;
+    job->pin_resume_clock = bsp;
     return absl::OkStatus();
   }
   if (own_checkpoints) {
@@ -131,10 +145,13 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
     c.restart_args.insert(c.restart_args.end(), {"--shard", std::to_string(s)});
     c.args = c.restart_args;
     if (job->resumed_from >= 0) {
-      // Only the first start restores the common cut; a later restart takes
-      // the newest checkpoint the shard wrote since.
-      c.args.insert(c.args.end(), {"--set", "checkpoint.restore=required", "--set",
-                                   absl::StrCat("checkpoint.restore_clock=", job->resumed_from)});
+      // Only the first start must restore (the common cut, under BSP); a
+      // later restart takes the newest checkpoint the shard wrote since.
+      c.args.insert(c.args.end(), {"--set", "checkpoint.restore=required"});
+      if (job->pin_resume_clock) {
+        c.args.insert(c.args.end(),
+                      {"--set", absl::StrCat("checkpoint.restore_clock=", job->resumed_from)});
+      }
     }
     job->children.push_back(c);
   }

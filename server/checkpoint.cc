@@ -371,18 +371,37 @@ absl::StatusOr<ShardState> CheckpointStore::LoadNewest(const v1::CheckpointIdent
       log->empty() ? "" : absl::StrCat(" (", log->size(), " skipped)")));
 }
 
+namespace {
+
+// The clocks of shard `s`'s checkpoints whose manifests verify.
+absl::StatusOr<std::set<int64_t>> VerifiedClocks(const std::string& dir, uint32_t s) {
+  const std::string root = absl::StrCat(dir, "/shard-", s);
+  std::set<int64_t> clocks;
+  for (const std::string& path : CheckpointStore::List(root)) {
+    absl::StatusOr<v1::CheckpointManifest> m = CheckpointStore::ReadManifest(path);
+    if (m.ok()) clocks.insert(m->clock());
+  }
+  if (clocks.empty()) {
+    return absl::NotFoundError(absl::StrCat("no checkpoint of shard ", s, " in ", root));
+  }
+  return clocks;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<int64_t>> NewestClocks(const std::string& dir, uint32_t num_shards) {
+  std::vector<int64_t> newest;
+  for (uint32_t s = 0; s < num_shards; ++s) {
+    TESSERA_ASSIGN_OR_RETURN(std::set<int64_t> clocks, VerifiedClocks(dir, s));
+    newest.push_back(*clocks.rbegin());
+  }
+  return newest;
+}
+
 absl::StatusOr<int64_t> NewestCommonClock(const std::string& dir, uint32_t num_shards) {
   std::set<int64_t> common;
   for (uint32_t s = 0; s < num_shards; ++s) {
-    const std::string root = absl::StrCat(dir, "/shard-", s);
-    std::set<int64_t> clocks;
-    for (const std::string& path : CheckpointStore::List(root)) {
-      absl::StatusOr<v1::CheckpointManifest> m = CheckpointStore::ReadManifest(path);
-      if (m.ok()) clocks.insert(m->clock());
-    }
-    if (clocks.empty()) {
-      return absl::NotFoundError(absl::StrCat("no checkpoint of shard ", s, " in ", root));
-    }
+    TESSERA_ASSIGN_OR_RETURN(std::set<int64_t> clocks, VerifiedClocks(dir, s));
     if (s == 0) {
       common = clocks;
     } else {

@@ -114,6 +114,10 @@ class CheckpointStore {
 // job resumes from. NOT_FOUND naming the shard when there is none.
 absl::StatusOr<int64_t> NewestCommonClock(const std::string& dir, uint32_t num_shards);
 
+// Each shard's newest clock with a manifest that verifies (SSP/ASP cut at
+// each shard's own moment). NOT_FOUND naming a shard that has none.
+absl::StatusOr<std::vector<int64_t>> NewestClocks(const std::string& dir, uint32_t num_shards);
+
 }  // namespace tessera
 
 #endif  // TESSERA_SERVER_CHECKPOINT_H_

@@ -63,8 +63,11 @@ class Job {
   std::thread thread_;
 };
 
-LaunchOptions FaultOptions(const std::string& out, const std::string& mode) {
-  return Options(out, {"consistency.mode=" + mode, "consistency.staleness=2", "training.epochs=4",
+// Long enough (12 epochs of 64 clocks, a second or two) that a fault at a
+// checkpoint of clock 60-100 lands while every daemon still has work to do.
+LaunchOptions FaultOptions(const std::string& out, const std::string& mode, int epochs = 12) {
+  return Options(out, {"consistency.mode=" + mode, "consistency.staleness=2",
+                       "training.epochs=" + std::to_string(epochs),
                        "checkpoint.every_clocks=" + std::to_string(kEveryClocks)});
 }
 
@@ -106,7 +109,7 @@ TEST_CASE("kill -9 of a worker mid-run: restarted, it goes on from the shards' c
 }
 
 TEST_CASE("a worker paused for 10 s under BSP: nobody fails, nothing restarts") {
-  Job job(FaultOptions("pause-worker", "bsp"));
+  Job job(FaultOptions("pause-worker", "bsp", /*epochs=*/40));
   job.WaitForCheckpoint(0, 2 * kEveryClocks);
   REQUIRE(kill(job.Pid("worker-1"), SIGSTOP) == 0);
   std::this_thread::sleep_for(std::chrono::seconds(10));
@@ -155,6 +158,17 @@ TEST_CASE("a BSP job stopped and resumed ends with exactly the parameters of one
   CHECK(Field(summary, "resumed_from_clock") >= 5 * kEveryClocks);
   CHECK(FinalState(resume) == FinalState(whole.options()));
   CHECK(Accuracy(resume) == Accuracy(whole.options()));
+  // SSP cuts are each shard's own: a stopped SSP job resumes from each
+  // shard's newest and finishes.
+  LaunchOptions ssp = FaultOptions("resume-ssp", "ssp");
+  Job stopped_ssp(ssp);
+  stopped_ssp.WaitForCheckpoint(0, 3 * kEveryClocks);
+  kill(getpid(), SIGINT);
+  REQUIRE(stopped_ssp.Wait() == 130);
+  ssp.resume_dir = ssp.out_dir;
+  REQUIRE(RunJob(ssp) == 0);
+  CHECK(Field(Read(ssp.out_dir + "/summary.json"), "resumed_from_clock") >= 3 * kEveryClocks);
+  CHECK(Accuracy(ssp) > 0.9);
   // Nothing to resume is a clear error, not a fresh start.
   LaunchOptions nothing = FaultOptions("resume-nothing", "bsp");
   fs::create_directories(nothing.out_dir);
