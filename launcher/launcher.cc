@@ -225,7 +225,12 @@ std::string Supervise(const LaunchOptions& options, Job& job, double start) {
     if (workers_done) return "";
     const double now = NowSeconds();
     if (now - last_display >= (options.live ? 1.0 : 5.0)) {
-      const std::string line = ProgressLine(job.dir, job.config.cluster.workers, now - start);
+      std::string line = ProgressLine(job.dir, job.config.cluster.workers, now - start);
+      std::string restarted;
+      for (const Child& c : job.children) {
+        if (c.restarts > 0) absl::StrAppend(&restarted, restarted.empty() ? "" : ", ", c.name, " x", c.restarts);
+      }
+      if (!restarted.empty()) absl::StrAppend(&line, " | restarted ", restarted);
       if (options.live) {
         std::printf("\r\033[K%s", line.c_str());
       } else {
