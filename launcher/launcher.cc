@@ -193,9 +193,20 @@ std::string Supervise(const LaunchOptions& options, Job& job, double start) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     Reap(job.children);
     if (g_signal != 0) return "interrupted";
-    bool workers_running = false, workers_done = true;
+    // Servers exit 0 once every worker has called Finish: after that, a
+    // worker that dies (before its process ended) has nothing left to do.
+    bool servers_done = true;
     for (const Child& c : job.children) {
+      if (c.is_server) servers_done &= !c.running && c.exit_code == 0;
+    }
+    bool workers_running = false, workers_done = true;
+    for (Child& c : job.children) {
       if (c.is_server) continue;
+      if (servers_done && !c.running && c.exit_code != 0) {
+        std::printf("tessera run: %s %s after every server finished; not restarting it\n",
+                    c.name.c_str(), HowItEnded(c).c_str());
+        c.exit_code = 0;
+      }
       workers_running |= c.running;
       workers_done &= !c.running && c.exit_code == 0;
     }
