@@ -24,12 +24,13 @@ run() {
   "$tessera" run configs/fashion_mnist_mlp.yaml --no-live --out "$dir" \
     --set training.epochs="$epochs" --set consistency.mode="$mode" \
     --set consistency.staleness=3 --set checkpoint.every_clocks=100 > "$dir.out" 2>&1 &
-  local pid=$!
+  local pid=$! fault_at=""
   if [ -n "$target" ]; then
     sleep "$at"
     local kind=${target%-*} index=${target#*-} flag victim
     flag=$([ "$kind" = server ] && echo "--shard" || echo "--rank")
     victim=$(pgrep -f "[t]essera-$kind .*$dir/checkpoints.* $flag $index( |\$)" | head -1)
+    fault_at=$(date +%s.%N)
     if [ "$sig" = STOP ]; then
       kill -STOP "$victim"; sleep 10; kill -CONT "$victim"
     else
@@ -38,15 +39,29 @@ run() {
   fi
   wait "$pid"
   local rc=$?
-  python3 - "$dir/summary.json" "$name" "$rc" <<'EOF'
-import json, sys
-path, name, rc = sys.argv[1:]
+  python3 - "$dir" "$name" "$rc" "${fault_at:-0}" <<'EOF'
+import datetime, glob, json, sys
+d, name, rc, fault_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+line = f"{name:24s} exit {rc}"
 try:
-    s = json.load(open(path))
-    print(f"{name:24s} exit {rc}  accuracy {s['test_accuracy']:.4f}  wall {s['wall_seconds']:5.1f} s  "
-          f"restarts {sum(s['restarts'].values())}  lost clocks {s['lost_clocks']}")
+    s = json.load(open(d + "/summary.json"))
+    line += (f"  accuracy {s['test_accuracy']:.4f}  wall {s['wall_seconds']:5.1f} s  "
+             f"restarts {sum(s['restarts'].values())}  lost clocks {s['lost_clocks']}")
 except (OSError, ValueError):
-    print(f"{name:24s} exit {rc}  (no summary)")
+    line += "  (no summary)"
+# From the fault to every worker reconnected (logs carry local wall-clock time).
+if fault_at > 0 and "kill" in name and "server" in name:
+    back = []
+    for w in sorted(glob.glob(d + "/worker-*.log")):
+        for l in open(w, errors="replace"):
+            if "reconnected" in l:
+                t = datetime.datetime.strptime(l[:23], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+                if t >= fault_at:
+                    back.append(t - fault_at)
+                    break
+    if back:
+        line += f"  kill to every worker back {max(back):.3f} s"
+print(line)
 EOF
 }
 
