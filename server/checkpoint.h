@@ -46,7 +46,9 @@ class ByteBuffer {
   }
   // A view of `size` bytes at `data`, alive while `keep` is.
   ByteBuffer(std::shared_ptr<const void> keep, char* data, uint64_t size)
-      : owned_(std::move(keep)), data_(data), size_(size) {}
+      : owned_(std::move(keep)), data_(data), size_(size), writable_(false) {}
+  // Memory of its own (not a view of a mapped file): may be written into.
+  bool writable() const { return writable_; }
   char* data() { return data_; }
   const char* data() const { return data_; }
   uint64_t size() const { return size_; }
@@ -55,6 +57,7 @@ class ByteBuffer {
   std::shared_ptr<const void> owned_;
   char* data_ = nullptr;
   uint64_t size_ = 0;
+  bool writable_ = true;
 };
 
 // A shard's state at one cut: the manifest (crc32 and offsets are filled in

@@ -96,6 +96,7 @@ void Checkpointer::Write(std::unique_ptr<ShardState> state) {
   spdlog::info("checkpoint of clock {}: {} bytes in {:.3f} s ({:.0f} MB/s) to {}", clock,
                info->bytes, info->seconds, info->bytes / 1e6 / std::max(info->seconds, 1e-9),
                info->path);
+  shard_->Recycle(std::move(state));
 }
 
 void Checkpointer::Loop() {

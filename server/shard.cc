@@ -668,6 +668,11 @@ void Shard::SetBspCuts(std::function<bool(int64_t)> want, CutSink sink) {
   cut_sink_ = std::move(sink);
 }
 
+void Shard::Recycle(std::unique_ptr<ShardState> written) {
+  absl::MutexLock lock(&spare_mu_);
+  spare_ = std::move(written);
+}
+
 void Shard::NoteCheckpoint(int64_t clock) {
   last_checkpoint_clock_.store(clock);
   last_checkpoint_unix_ms_.store(absl::ToUnixMillis(absl::Now()));
@@ -695,12 +700,21 @@ std::unique_ptr<ShardState> Shard::CopyState(int64_t cut, std::vector<int64_t> c
   }
   m.set_unix_ms(absl::ToUnixMillis(absl::Now()));
   m.set_lost_clocks(lost_before_.load() + lost_here_.load());
-  for (const v1::TableLayout& layout : layout_) {
+  std::unique_ptr<ShardState> spare;
+  {
+    absl::MutexLock lock(&spare_mu_);
+    spare = std::move(spare_);
+  }
+  for (size_t i = 0; i < layout_.size(); ++i) {
+    const v1::TableLayout& layout = layout_[i];
     const Resolved& r = tables_.at(layout.name());
     v1::CheckpointTable* t = m.add_tables();
     t->set_name(layout.name());
     if (r.dense) {
-      ByteBuffer bytes(r.dense->SnapshotBytes());
+      const bool reuse = spare && i < spare->tables.size() &&
+                         spare->tables[i].size() == r.dense->SnapshotBytes() &&
+                         spare->tables[i].writable();
+      ByteBuffer bytes = reuse ? std::move(spare->tables[i]) : ByteBuffer(r.dense->SnapshotBytes());
       std::vector<int64_t> steps;
       r.dense->Snapshot(bytes.data(), &steps);
       for (int64_t step : steps) t->add_chunk_steps(step);

@@ -118,8 +118,12 @@ class Shard {
   // then cuts at the same clocks. REQUIRES: before the shard serves.
   using CutSink = std::function<void(std::unique_ptr<ShardState>)>;
   void SetBspCuts(std::function<bool(int64_t)> want, CutSink sink);
-  // The checkpointer reports each checkpoint written (for Stats).
+  // The checkpointer reports each checkpoint written (for Stats), and hands
+  // the written state back: the next cut copies into its dense tables'
+  // buffers instead of fresh memory (first touching memory is slow on some
+  // VMs; docs/PERFORMANCE.md). One spare is kept.
   void NoteCheckpoint(int64_t clock);
+  void Recycle(std::unique_ptr<ShardState> written);
   // consistency.evict_after_s (BSP/SSP): drops from the barrier every worker
   // at min_clock that has made no call for that long, so the others go on
   // (logged). An evicted worker that calls again rejoins at the published
@@ -233,6 +237,8 @@ class Shard {
   // Checkpoints: set before serving, then read-only.
   std::function<bool(int64_t)> want_cut_;
   CutSink cut_sink_;
+  absl::Mutex spare_mu_;  // taken alone, never with another lock held inside it
+  std::unique_ptr<ShardState> spare_ ABSL_GUARDED_BY(spare_mu_);
 
   std::atomic<uint64_t> updates_applied_{0};
   std::atomic<uint64_t> duplicate_pushes_{0};
