@@ -23,6 +23,10 @@ v1::TableKind ProtoKind(TableKind kind) {
   return kind == TableKind::kDense ? v1::DENSE : v1::SPARSE;
 }
 
+// The largest clock a worker may say it resumes at: 2^40 iterations (35
+// years at 1,000 a second), far from where clock arithmetic could overflow.
+constexpr int64_t kMaxClock = int64_t{1} << 40;
+
 // A sparse table's reserve_rows on each of num_shards shards (keys hash evenly).
 uint64_t ReserveShare(const TableConfig& t, uint32_t num_shards) {
   return (t.reserve_rows + num_shards - 1) / num_shards;
@@ -154,6 +158,10 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
     return absl::InvalidArgumentError(absl::StrCat("worker rank ", request.worker_rank(),
                                                    " is not below cluster.workers (", num_workers_,
                                                    ")"));
+  }
+  if (request.resume_clock() < 0 || request.resume_clock() > kMaxClock) {
+    return absl::InvalidArgumentError(absl::StrCat("resume_clock ", request.resume_clock(),
+                                                   " is outside [0, ", kMaxClock, "]"));
   }
   Touch(request.worker_rank());
   // Map the worker's shared memory when this host sees it; a worker whose

@@ -53,6 +53,17 @@ TEST_CASE("a shard behind a worker adopts the worker's clock and counts the cloc
   v1::StatsResponse stats;
   shard->Stats(&stats);
   CHECK(stats.lost_clocks() == 7);
+  // A resume clock no job reaches is refused and changes nothing.
+  for (int64_t bad : {int64_t{-1}, (int64_t{1} << 40) + 1, std::numeric_limits<int64_t>::max()}) {
+    v1::RegisterRequest r;
+    r.set_worker_rank(0);
+    r.set_resume_clock(bad);
+    v1::RegisterResponse resp;
+    CHECK(shard->Register(r, &resp).code() == absl::StatusCode::kInvalidArgument);
+  }
+  v1::StatsResponse after;
+  shard->Stats(&after);
+  CHECK(after.worker_clocks(0) == 7);
 }
 
 TEST_CASE("a retried push piece is acknowledged once and applied once") {
