@@ -24,26 +24,45 @@ std::chrono::system_clock::time_point DeadlineIn(int64_t ms) {
   return std::chrono::system_clock::now() + std::chrono::milliseconds(ms);
 }
 
-// Waits for a set of asynchronous calls; remembers the first error.
+// Waits for a set of asynchronous calls; remembers the first error. The first
+// call that fails cancels the others: the group has failed whatever they
+// answer, and one of them may be a pull parked on a clock that only moves
+// once this worker has recovered (a lost shard restored elsewhere waits for
+// this worker to reconnect, while this worker would wait for that pull).
 class CallGroup {
  public:
   // Returns the callback for one more call on `context`; `on_ok` runs on success.
   std::function<void(grpc::Status)> Add(size_t shard, grpc::ClientContext* context,
                                         std::function<absl::Status()> on_ok = {}) {
-    absl::MutexLock lock(&mu_);
-    ++pending_;
-    pending_hint_.store(pending_, std::memory_order_release);
-    contexts_.push_back(context);
+    bool failed;
+    {
+      absl::MutexLock lock(&mu_);
+      ++pending_;
+      pending_hint_.store(pending_, std::memory_order_release);
+      contexts_.push_back(context);
+      failed = failed_;
+    }
+    // A call added after the group failed is cancelled when it starts.
+    if (failed) context->TryCancel();
     return [this, shard, on_ok = std::move(on_ok)](grpc::Status status) {
       absl::Status local = status.ok() && on_ok ? on_ok() : absl::OkStatus();
-      absl::MutexLock lock(&mu_);
-      if (!status.ok() && !failed_) {
-        failed_ = true;
-        failed_shard_ = shard;
-        grpc_error_ = status;
-      } else if (!local.ok() && error_.ok()) {
-        error_ = local;
+      std::vector<grpc::ClientContext*> cancel;
+      {
+        absl::MutexLock lock(&mu_);
+        if (!status.ok() && !failed_) {
+          failed_ = true;
+          failed_shard_ = shard;
+          grpc_error_ = status;
+          cancel = contexts_;
+        } else if (!local.ok() && error_.ok()) {
+          error_ = local;
+        }
       }
+      // Outside the lock (a cancelled call may answer on this thread), and
+      // while this call still counts as pending, so that Wait cannot return
+      // and the contexts stay alive.
+      for (grpc::ClientContext* context : cancel) context->TryCancel();
+      absl::MutexLock lock(&mu_);
       --pending_;
       pending_hint_.store(pending_, std::memory_order_release);
     };

@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "server/shard_server.h"
@@ -150,6 +151,32 @@ TEST_CASE("after a failed call the client stops using shared memory") {
   CHECK_FALSE(failed.ok());
   CHECK(std::string(failed.message()).find("shard 1") != std::string::npos);
   CHECK(client.shared_memory_shards() == 0);
+}
+
+TEST_CASE("a fan-out call fails as soon as one shard is lost, not when the others' waits end") {
+  // Found by scripts/chaos.sh: worker 0's pull waited on shard 0 for worker 1,
+  // while worker 1 (restarted) waited on the restored shard 1 for worker 0 to
+  // reconnect, which it did only once its shard-0 pull timed out.
+  Cluster cluster({"cluster.workers=2", "worker.pull_timeout_ms=60000"});
+  GrpcPsClient client(cluster.worker_config, 0);
+  REQUIRE(client.Connect().ok());
+  ParameterSet params;
+  REQUIRE(client.PullDense(0, &params).ok());
+  ParameterSet grads = {std::vector<float>(3001, 0.5f), std::vector<float>(7, 0.5f), {}};
+  REQUIRE(client.PushDense(0, grads).ok());
+  // The pull at clock 1 waits on both shards for worker 1, who never comes;
+  // then shard 1 goes away.
+  std::thread stop([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    cluster.servers[1]->Shutdown(absl::Seconds(1));
+  });
+  const absl::Time start = absl::Now();
+  absl::Status s = client.PullDense(1, &params).status();
+  const absl::Duration took = absl::Now() - start;
+  stop.join();
+  CHECK(absl::IsUnavailable(s));
+  CHECK(std::string(s.message()).find("shard 1") != std::string::npos);
+  CHECK(took < absl::Seconds(10));
 }
 
 TEST_CASE("worker.spin_wait_us auto spins only with local servers and a core per busy thread") {
