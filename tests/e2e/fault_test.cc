@@ -169,6 +169,19 @@ TEST_CASE("a BSP job stopped and resumed ends with exactly the parameters of one
   REQUIRE(RunJob(ssp) == 0);
   CHECK(Field(Read(ssp.out_dir + "/summary.json"), "resumed_from_clock") >= 3 * kEveryClocks);
   CHECK(Accuracy(ssp) > 0.9);
+  // A server pointed at another job's checkpoints exits 2 with one line
+  // naming what differs, instead of starting over on top of them.
+  const std::string err = TempDir("foreign-checkpoint.err");
+  const std::string cmd = Runfile("server/tessera-server") + " --config " +
+                          Runfile("configs/fashion_mnist_mlp.yaml") +
+                          " --shard 0 --listen 127.0.0.1:0 --set name=another-job"
+                          " --set data.dataset=synthetic --set 'model.layers=[784,32,10]'"
+                          " --set checkpoint.dir=" + options.out_dir + "/checkpoints 2> " + err;
+  const int rc = std::system(cmd.c_str());
+  CHECK(WIFEXITED(rc));
+  CHECK(WEXITSTATUS(rc) == 2);
+  CHECK(Read(err).find("the job name is fashion-mnist-mlp in the checkpoint but another-job in "
+                       "this job") != std::string::npos);
   // Nothing to resume is a clear error, not a fresh start.
   LaunchOptions nothing = FaultOptions("resume-nothing", "bsp");
   fs::create_directories(nothing.out_dir);
