@@ -1,0 +1,154 @@
+// Shard's checkpoint half (declared in server/shard.h): its identity, the
+// copies a checkpoint is made of (BSP cuts, Snapshot), and Restore. Kept
+// apart from the request paths in shard.cc.
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "server/shard.h"
+
+namespace tessera {
+
+v1::CheckpointIdentity Shard::Identity() const {
+  v1::CheckpointIdentity id;
+  id.set_job(config_.name);
+  id.set_shard_index(index_);
+  id.set_num_shards(config_.num_servers());
+  id.set_num_workers(num_workers_);
+  id.set_optimizer(config_.optimizer.type);
+  id.set_optimizer_slots(static_cast<uint32_t>(optimizer_->num_slots()));
+  id.set_aggregate(aggregate_);
+  for (const v1::TableLayout& t : layout_) {
+    id.add_tables(t.kind() == v1::DENSE
+                      ? absl::StrCat(t.name(), " dense ", t.total_size(), " [", t.begin(), ",",
+                                     t.end(), ")")
+                      : absl::StrCat(t.name(), " sparse dim ", t.dim()));
+  }
+  return id;
+}
+
+void Shard::SetBspCuts(std::function<bool(int64_t)> want, CutSink sink) {
+  if (config_.consistency.mode != ConsistencyMode::kBsp) return;
+  want_cut_ = std::move(want);
+  cut_sink_ = std::move(sink);
+}
+
+void Shard::Recycle(std::unique_ptr<ShardState> written) {
+  absl::MutexLock lock(&spare_mu_);
+  spare_ = std::move(written);
+}
+
+void Shard::NoteCheckpoint(int64_t clock) {
+  last_checkpoint_clock_.store(clock);
+  last_checkpoint_unix_ms_.store(absl::ToUnixMillis(absl::Now()));
+  checkpoints_written_.fetch_add(1);
+}
+
+std::unique_ptr<ShardState> Shard::CopyState(int64_t cut, std::vector<int64_t> clocks,
+                                             const std::vector<bool>& finished, bool clamp) {
+  auto state = std::make_unique<ShardState>();
+  v1::CheckpointManifest& m = state->manifest;
+  *m.mutable_identity() = Identity();
+  // With `clamp`, every unfinished worker is recorded at the cut at most:
+  // what it pushed past the cut is not in the values (it sits in the BSP
+  // buffer), so it pushes that clock again.
+  int64_t highest = 0;
+  for (size_t w = 0; w < clocks.size(); ++w) {
+    if (clamp && !finished[w] && clocks[w] > cut) clocks[w] = cut;
+    highest = std::max(highest, clocks[w]);
+  }
+  // Every worker finished: min_clock is "infinite"; name the cut by the last clock.
+  m.set_clock(cut == std::numeric_limits<int64_t>::max() ? highest : cut);
+  for (size_t w = 0; w < clocks.size(); ++w) {
+    m.add_worker_clocks(clocks[w]);
+    m.add_worker_finished(finished[w]);
+  }
+  m.set_unix_ms(absl::ToUnixMillis(absl::Now()));
+  m.set_lost_clocks(lost_before_.load() + lost_here_.load());
+  std::unique_ptr<ShardState> spare;
+  {
+    absl::MutexLock lock(&spare_mu_);
+    spare = std::move(spare_);
+  }
+  for (size_t i = 0; i < layout_.size(); ++i) {
+    const v1::TableLayout& layout = layout_[i];
+    const Resolved& r = tables_.at(layout.name());
+    v1::CheckpointTable* t = m.add_tables();
+    t->set_name(layout.name());
+    if (r.dense) {
+      const bool reuse = spare && i < spare->tables.size() &&
+                         spare->tables[i].size() == r.dense->SnapshotBytes() &&
+                         spare->tables[i].writable();
+      ByteBuffer bytes = reuse ? std::move(spare->tables[i]) : ByteBuffer(r.dense->SnapshotBytes());
+      std::vector<int64_t> steps;
+      r.dense->Snapshot(bytes.data(), &steps);
+      for (int64_t step : steps) t->add_chunk_steps(step);
+      state->tables.push_back(std::move(bytes));
+    } else {
+      std::vector<uint64_t> keys;
+      std::vector<float> rows;
+      int64_t step = 0;
+      r.sparse->Snapshot(&keys, &rows, &step);
+      t->set_sparse(true);
+      t->set_rows(keys.size());
+      t->set_step(step);
+      ByteBuffer bytes(keys.size() * sizeof(uint64_t) + rows.size() * sizeof(float));
+      std::memcpy(bytes.data(), keys.data(), keys.size() * sizeof(uint64_t));
+      std::memcpy(bytes.data() + keys.size() * sizeof(uint64_t), rows.data(),
+                  rows.size() * sizeof(float));
+      state->tables.push_back(std::move(bytes));
+    }
+  }
+  return state;
+}
+
+std::unique_ptr<ShardState> Shard::Snapshot() {
+  // Every worker's pushes and advances wait (locks taken in rank order, the
+  // only place more than one is held); then the BSP buffer's apply.
+  std::vector<std::unique_ptr<absl::WriterMutexLock>> held;
+  for (auto& mu : worker_mu_) held.push_back(std::make_unique<absl::WriterMutexLock>(mu.get()));
+  absl::MutexLock lock(&aggregate_mu_);
+  const int64_t cut = aggregate_ ? clock_.published_min() : clock_.min_clock();
+  return CopyState(cut, clock_.clocks(), clock_.finished(), /*clamp=*/aggregate_);
+}
+
+absl::Status Shard::Restore(const ShardState& state) {
+  const v1::CheckpointManifest& m = state.manifest;
+  if (m.tables_size() != static_cast<int>(layout_.size()) ||
+      state.tables.size() != layout_.size() || m.worker_clocks_size() != static_cast<int>(num_workers_) ||
+      m.worker_finished_size() != static_cast<int>(num_workers_)) {
+    return absl::InvalidArgumentError("checkpoint does not hold this shard's tables and workers");
+  }
+  for (size_t i = 0; i < layout_.size(); ++i) {
+    const v1::CheckpointTable& t = m.tables(static_cast<int>(i));
+    const ByteBuffer& bytes = state.tables[i];
+    const Resolved& r = tables_.at(layout_[i].name());
+    if (t.name() != layout_[i].name() || t.sparse() != (r.sparse != nullptr)) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint table ", i, " is '", t.name(),
+                                                     "', not '", layout_[i].name(), "'"));
+    }
+    if (r.dense) {
+      std::vector<int64_t> steps(t.chunk_steps().begin(), t.chunk_steps().end());
+      TESSERA_RETURN_IF_ERROR(r.dense->Restore(bytes.data(), bytes.size(), steps));
+      continue;
+    }
+    const uint64_t row_bytes = r.sparse->row_floats() * sizeof(float) + sizeof(uint64_t);
+    if (bytes.size() != t.rows() * row_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint table '", t.name(), "' holds ",
+                                                     bytes.size(), " bytes for ", t.rows(),
+                                                     " rows of ", row_bytes, " bytes"));
+    }
+    const auto* keys = reinterpret_cast<const uint64_t*>(bytes.data());
+    const auto* rows = reinterpret_cast<const float*>(bytes.data() + t.rows() * sizeof(uint64_t));
+    r.sparse->Restore(keys, rows, t.rows(), t.step());
+  }
+  std::vector<int64_t> clocks(m.worker_clocks().begin(), m.worker_clocks().end());
+  std::vector<bool> finished(m.worker_finished().begin(), m.worker_finished().end());
+  clock_.Restore(clocks, finished, m.clock());
+  restored_clock_.store(m.clock());
+  lost_before_.store(m.lost_clocks());
+  return absl::OkStatus();
+}
+
+}  // namespace tessera
