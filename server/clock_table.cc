@@ -29,11 +29,7 @@ ClockTable::ClockTable(uint32_t num_workers)
       finished_(num_workers, false),
       evicted_(num_workers, false) {}
 
-int64_t ClockTable::Register(uint32_t worker) {
-  absl::MutexLock lock(&mu_);
-  if (clocks_[worker] < 0) clocks_[worker] = 0;
-  return clocks_[worker];
-}
+int64_t ClockTable::Register(uint32_t worker) { return Adopt(worker, 0).clock; }
 
 bool ClockTable::IsRegistered(uint32_t worker) const {
   absl::MutexLock lock(&mu_);
