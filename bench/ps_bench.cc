@@ -42,6 +42,8 @@
 #include "common/config.h"
 #include "common/flags.h"
 #include "common/huge_page_arena.h"
+#include "common/secret.h"
+#include "common/security.h"
 #include "common/transport.h"
 #include "common/wire.h"
 #include "proto/tessera.grpc.pb.h"
@@ -53,14 +55,18 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The bench's registration secret as worker 0 (RegisterRequest.session).
+std::string g_session;
+
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 // Several channels (HTTP/2 connections) to one shard; requests go round-robin.
 class Connection {
  public:
-  Connection(const std::string& address, int channels, int64_t max_bytes) {
+  Connection(const std::string& address, int channels, int64_t max_bytes,
+             const TransportSecurity& security) {
     for (int i = 0; i < channels; ++i) {
-      stubs_.push_back(v1::Shard::NewStub(MakeChannel(address, max_bytes, i)));
+      stubs_.push_back(v1::Shard::NewStub(security.Channel(address, max_bytes, i)));
     }
   }
   v1::Shard::Stub* stub(size_t i) { return stubs_[i % stubs_.size()].get(); }
@@ -175,6 +181,8 @@ bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_byte
       s->set_length(pieces[i].second);
       pulls[i].set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
       pushes[i].set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
+      pulls[i].set_session(g_session);
+      pushes[i].set_session(g_session);
       *pushes[i].add_slices() = *s;
       pushes[i].add_gradients();
     }
@@ -239,9 +247,11 @@ bool BenchSparse(Connection& conn, uint64_t num_keys, int repeats, int64_t clock
       EncodeKeys(absl::MakeConstSpan(keys.data() + b, n), slice.mutable_keys());
       pushes.emplace_back();
       pushes.back().set_clock(clock);
+      pushes.back().set_session(g_session);
       *pushes.back().add_slices() = slice;
       EncodeFloats(absl::MakeConstSpan(grad.data(), n), pushes.back().add_gradients());
       pulls.emplace_back();
+      pulls.back().set_session(g_session);
       *pulls.back().add_slices() = slice;
     }
     std::vector<v1::PushResponse> push_resp;
@@ -391,13 +401,19 @@ int Main(int argc, char** argv) {
   // dense | sparse | sparse-local | optimizer | memory
   const std::string only = flags->Get("only");
   std::string address = flags->Has("server") ? flags->Get("server") : config->cluster.servers[0];
+  auto security = TransportSecurity::ForJob(*config);
+  if (!security.ok()) {
+    return std::fprintf(stderr, "ps_bench: %s\n", security.status().ToString().c_str()), 2;
+  }
   Connection conn(address, static_cast<int>(num("channels", config->worker.channels_per_shard)),
-                  config->server.max_message_bytes);
+                  config->server.max_message_bytes, **security);
+  g_session = RandomBytes(16).value_or(std::string(16, '\1'));
 
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   ctx.set_wait_for_ready(true);
   v1::RegisterRequest reg;
+  reg.set_session(g_session);
   v1::RegisterResponse layout;
   grpc::Status s = conn.stub(0)->Register(&ctx, reg, &layout);
   if (!s.ok()) {

@@ -111,11 +111,17 @@ class MapReader {
     return absl::OkStatus();
   }
 
-  // Fails on the first key of the map that no accessor asked for.
+  // Fails on the first key of the map that no accessor asked for, and on a
+  // key given twice (YAML forbids it; yaml-cpp would keep the first).
   absl::Status NoUnknownKeys() const {
     if (!node_ || !node_.IsMap()) return absl::OkStatus();
+    std::set<std::string> seen;
     for (const auto& kv : node_) {
-      std::string key = kv.first.Scalar();
+      std::string key = kv.first.IsScalar() ? kv.first.Scalar() : Describe(kv.first);
+      if (!seen.insert(key).second) {
+        return absl::InvalidArgumentError(absl::StrCat("config: ", KeyPath(key),
+                                                       ": given twice; expected each key once"));
+      }
       if (!known_.count(key)) {
         std::vector<std::string> sorted(known_.begin(), known_.end());
         return absl::InvalidArgumentError(absl::StrCat("config: ", KeyPath(key),
@@ -285,6 +291,10 @@ absl::Status ExpandServerPattern(MapReader& r, ClusterConfig* cluster) {
   for (uint32_t i = 0; i < cluster->num_servers; ++i) {
     cluster->servers.push_back(
         absl::StrReplaceAll(p, {{"{i}", std::to_string(i)}, {"{namespace}", ns}}));
+    if (!CheckHostPort("", cluster->servers.back()).ok()) {
+      return Bad(r.KeyPath("server_pattern"), r.Child("server_pattern"),
+                 "host:port with a port in 1..65535");
+    }
   }
   return absl::OkStatus();
 }
@@ -296,22 +306,23 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
   TESSERA_RETURN_IF_ERROR(Section(r, "cluster", [&](MapReader& s) -> absl::Status {
     YAML::Node servers = s.Child("servers");
     if (servers) {
-      if (!servers.IsSequence() || servers.size() == 0) {
+      if (!servers.IsSequence() || servers.size() == 0 || servers.size() > kMaxShards) {
         return Bad(s.KeyPath("servers"), servers, "a non-empty list of host:port addresses");
       }
       c->cluster.servers.clear();
       for (size_t i = 0; i < servers.size(); ++i) {
         std::string addr = servers[i].IsScalar() ? servers[i].Scalar() : "";
-        if (addr.rfind(':') == std::string::npos || addr.back() == ':') {
-          return Bad(absl::StrCat(s.KeyPath("servers"), ".", i), servers[i], "host:port");
+        if (!CheckHostPort("", addr).ok()) {
+          return Bad(absl::StrCat(s.KeyPath("servers"), ".", i), servers[i],
+                     "host:port with a port in 1..65535");
         }
         c->cluster.servers.push_back(addr);
       }
     }
     TESSERA_RETURN_IF_ERROR(s.Str("server_pattern", &c->cluster.server_pattern));
-    TESSERA_RETURN_IF_ERROR(s.Integer("num_servers", &c->cluster.num_servers, 1, 4096));
+    TESSERA_RETURN_IF_ERROR(s.Integer("num_servers", &c->cluster.num_servers, 1, kMaxShards));
     TESSERA_RETURN_IF_ERROR(s.Str("namespace", &c->cluster.namespace_name));
-    TESSERA_RETURN_IF_ERROR(s.Integer("workers", &c->cluster.workers, 1, 4096));
+    TESSERA_RETURN_IF_ERROR(s.Integer("workers", &c->cluster.workers, 1, kMaxWorkers));
     return ExpandServerPattern(s, &c->cluster);
   }));
   if (c->cluster.servers.empty()) {
@@ -360,6 +371,9 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("threads", &v.threads, 0, 1024));
     TESSERA_RETURN_IF_ERROR(s.Integer("max_pull_wait_ms", &v.max_pull_wait_ms, 1));
     TESSERA_RETURN_IF_ERROR(s.Bool("reject_nonfinite", &v.reject_nonfinite));
+    TESSERA_RETURN_IF_ERROR(s.Real("max_gradient_abs", &v.max_gradient_abs, 0, 3e38));
+    TESSERA_RETURN_IF_ERROR(s.Integer("max_sparse_rows", &v.max_sparse_rows, 0, int64_t{1} << 40));
+    TESSERA_RETURN_IF_ERROR(s.Bool("pull_creates_rows", &v.pull_creates_rows));
     TESSERA_RETURN_IF_ERROR(s.Bool("exit_when_workers_done", &v.exit_when_workers_done));
     return s.Integer("sparse_stripes", &v.sparse_stripes, 1, 4096);
   }));
@@ -409,6 +423,31 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
       return Bad(s.KeyPath("restore"), s.Child("restore"), "auto or never when checkpoint.dir is empty");
     }
     return absl::OkStatus();
+  }));
+  TESSERA_RETURN_IF_ERROR(Section(r, "security", [&](MapReader& s) -> absl::Status {
+    SecurityConfig& v = c->security;
+    TESSERA_RETURN_IF_ERROR(Section(s, "tls", [&](MapReader& t) -> absl::Status {
+      TESSERA_RETURN_IF_ERROR(t.Str("cert_file", &v.tls.cert_file));
+      TESSERA_RETURN_IF_ERROR(t.Str("key_file", &v.tls.key_file));
+      TESSERA_RETURN_IF_ERROR(t.Str("ca_file", &v.tls.ca_file));
+      TESSERA_RETURN_IF_ERROR(t.Bool("mutual", &v.tls.mutual));
+      TESSERA_RETURN_IF_ERROR(t.Str("server_name", &v.tls.server_name));
+      if (v.tls.cert_file.empty() != v.tls.key_file.empty()) {
+        return Bad(t.KeyPath(v.tls.cert_file.empty() ? "cert_file" : "key_file"),
+                   YAML::Node(), "both security.tls.cert_file and key_file, or neither");
+      }
+      if (v.tls.enabled() && v.tls.ca_file.empty()) {
+        return Bad(t.KeyPath("ca_file"), t.Child("ca_file"),
+                   "the CA that signed the shards' certificates (workers check them with it)");
+      }
+      if (v.tls.mutual && v.tls.cert_file.empty()) {
+        return Bad(t.KeyPath("mutual"), t.Child("mutual"),
+                   "false unless security.tls.cert_file and key_file are set");
+      }
+      return absl::OkStatus();
+    }));
+    TESSERA_RETURN_IF_ERROR(s.Str("token_file", &v.token_file));
+    return s.Real("rank_lease_s", &v.rank_lease_s, 0, 1e6);
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "logging", [&](MapReader& s) -> absl::Status {
     TESSERA_RETURN_IF_ERROR(s.Str("level", &c->logging.level));
@@ -468,6 +507,19 @@ absl::Status ApplyOverride(YAML::Node node, const std::string& override_text) {
 }
 
 }  // namespace
+
+absl::Status CheckHostPort(const std::string& what, const std::string& address,
+                           bool allow_zero) {
+  const size_t colon = address.rfind(':');
+  int port = 0;
+  const bool ok = colon != std::string::npos && colon > 0 &&
+                  absl::SimpleAtoi(address.substr(colon + 1), &port) && port >= (allow_zero ? 0 : 1) &&
+                  port <= 65535 && address.find_first_of(" \t") == std::string::npos;
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " = '", address, "': expected host:port with a port in ",
+                   allow_zero ? "0..65535 (0: any free port)" : "1..65535"));
+}
 
 const char* ModeName(ConsistencyMode mode) {
   switch (mode) {

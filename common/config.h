@@ -21,6 +21,10 @@
 
 namespace tessera {
 
+// Largest cluster.num_servers / cluster.workers a config accepts.
+inline constexpr uint32_t kMaxShards = 4096;
+inline constexpr uint32_t kMaxWorkers = 4096;
+
 enum class ConsistencyMode { kBsp, kSsp, kAsp };
 enum class TableKind { kDense, kSparse };
 
@@ -110,12 +114,24 @@ struct OptimizerConfig {
 
 struct ServerConfig {
   // Larger requests fail RESOURCE_EXHAUSTED; larger responses are not sent.
+  // Workers split pushes into pieces of at most 1 MiB, so requests stay
+  // small; this bounds pull answers and what one request may hold.
   int64_t max_message_bytes = 512 << 20;
   int threads = 0;  // gRPC callback threads; 0 lets gRPC choose
   // A pull parked on the clock longer than this fails DEADLINE_EXCEEDED even
   // when its caller's deadline is later; bounds every server-side wait.
   int64_t max_pull_wait_ms = 120'000;
-  bool reject_nonfinite = true;        // NaN/Inf gradients fail INVALID_ARGUMENT
+  // A push whose gradients hold NaN/Inf, or whose update would make a value
+  // or optimizer state non-finite, fails INVALID_ARGUMENT and changes nothing.
+  bool reject_nonfinite = true;
+  // A push with any |gradient| above this fails INVALID_ARGUMENT; 0: no bound.
+  double max_gradient_abs = 0;
+  // Rows one sparse table may hold on this shard; a push or pull that would
+  // create more fails RESOURCE_EXHAUSTED. 0: no limit.
+  uint64_t max_sparse_rows = 0;
+  // Whether a pull of keys never pushed creates their rows (true), or answers
+  // their initial values without keeping them (false: a pull cannot grow a table).
+  bool pull_creates_rows = true;
   bool exit_when_workers_done = true;  // exit 0 once every worker called Finish
   uint32_t sparse_stripes = 64;        // lock stripes per sparse table
 };
@@ -190,6 +206,32 @@ struct CheckpointConfig {
   int64_t restore_clock = -1;
 };
 
+// Who may talk to a shard (docs/deploy.md "Security"). Off by default: a
+// local job on loopback needs none of it.
+struct TlsConfig {
+  // PEM files. Server: cert_file + key_file (and ca_file when mutual).
+  // Worker: ca_file to check the shard's certificate (+ cert/key when mutual).
+  // Files are re-read when they change (cert-manager renewals).
+  std::string cert_file, key_file, ca_file;
+  bool mutual = false;  // shards require a client certificate signed by ca_file
+  // The name the worker checks in the shard's certificate; empty: the host
+  // of the shard's address.
+  std::string server_name;
+  bool enabled() const { return !cert_file.empty() || !ca_file.empty(); }
+};
+
+struct SecurityConfig {
+  TlsConfig tls;
+  // A file holding the job's token: every call must carry it ("authorization:
+  // Bearer <token>" metadata) or fails UNAUTHENTICATED. The health service
+  // is exempt so probes work. Empty: no token.
+  std::string token_file;
+  // A rank whose holder has made no call for this long may be registered by
+  // a new process (a restarted worker); while the holder is live, a second
+  // registration of its rank fails ALREADY_EXISTS.
+  double rank_lease_s = 5;
+};
+
 struct LoggingConfig {
   std::string level = "info";
   std::string metrics_file;  // worker JSON lines; empty: none
@@ -206,6 +248,7 @@ struct JobConfig {
   TrainingConfig training;
   DataConfig data;
   CheckpointConfig checkpoint;
+  SecurityConfig security;
   LoggingConfig logging;
 
   uint32_t num_servers() const { return static_cast<uint32_t>(cluster.servers.size()); }
@@ -224,6 +267,12 @@ struct JobConfig {
 // Errors: NOT_FOUND for a missing file, INVALID_ARGUMENT (one line) otherwise.
 absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path,
                                         const std::vector<std::string>& overrides);
+
+// Whether `address` is host:port with a port in 1..65535 (0..65535 with
+// `allow_zero`: a listening address, where 0 picks a free port);
+// INVALID_ARGUMENT naming `what` (a key or flag) otherwise.
+absl::Status CheckHostPort(const std::string& what, const std::string& address,
+                           bool allow_zero = false);
 
 // The same from YAML text (tests, tools).
 absl::StatusOr<JobConfig> ParseJobConfig(const std::string& yaml_text,

@@ -18,12 +18,14 @@ std::vector<std::string> Flags::All(const std::string& name) const {
   return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
-absl::StatusOr<std::optional<int64_t>> Flags::GetInt(const std::string& name) const {
+absl::StatusOr<std::optional<int64_t>> Flags::GetInt(const std::string& name,
+                                                     int64_t max) const {
   if (!Has(name)) return std::optional<int64_t>();
   int64_t v;
-  if (!absl::SimpleAtoi(Get(name), &v) || v < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", name, " = '", Get(name), "': expected a non-negative integer"));
+  if (!absl::SimpleAtoi(Get(name), &v) || v < 0 || v > max) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", name, " = '", Get(name), "': expected a non-negative integer",
+        max < std::numeric_limits<int64_t>::max() ? absl::StrCat(" <= ", max) : std::string()));
   }
   return std::optional<int64_t>(v);
 }

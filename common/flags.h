@@ -7,6 +7,7 @@
 #ifndef TESSERA_COMMON_FLAGS_H_
 #define TESSERA_COMMON_FLAGS_H_
 
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -25,8 +26,11 @@ class Flags {
   std::vector<std::string> All(const std::string& name) const;
   // Arguments that were not flags (e.g. `tessera run CONFIG`).
   const std::vector<std::string>& positional() const { return positional_; }
-  // Parses `name` as a non-negative integer; nullopt when absent.
-  absl::StatusOr<std::optional<int64_t>> GetInt(const std::string& name) const;
+  // Parses `name` as an integer in [0, max]; nullopt when absent.
+  // INVALID_ARGUMENT naming the flag, the value and the range otherwise (a
+  // value is never wrapped into range).
+  absl::StatusOr<std::optional<int64_t>> GetInt(
+      const std::string& name, int64_t max = std::numeric_limits<int64_t>::max()) const;
 
  private:
   friend absl::StatusOr<Flags> ParseFlags(int, char**, const std::vector<std::string>&,

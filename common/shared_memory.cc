@@ -1,18 +1,23 @@
 #include "common/shared_memory.h"
 
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <atomic>
+#include <mutex>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/secret.h"
+#include "common/status.h"
 
 namespace tessera {
 namespace {
@@ -20,23 +25,76 @@ namespace {
 constexpr char kMagic[16] = "tessera-shm-v1";
 constexpr char kPrefix[] = "/tessera-";
 
-absl::StatusOr<std::string> RandomBytes(size_t n) {
-  std::string bytes(n, '\0');
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = getrandom(bytes.data() + got, n - got, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return absl::InternalError(absl::StrCat("getrandom: ", std::strerror(errno)));
-    got += static_cast<size_t>(r);
-  }
-  return bytes;
-}
-
 bool ValidName(const std::string& name) {
   if (!absl::StartsWith(name, kPrefix) || name.size() > 100) return false;
   for (char c : name.substr(1)) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-')) return false;
   }
+  return true;
+}
+
+// The SIGBUS guard. A guarded copy on this thread sets `guard`; the handler
+// jumps back to it. Initial-exec TLS: reading it in the handler allocates
+// nothing.
+// Volatile, with signal fences around the copy: memcpy is a builtin the
+// compiler knows does not read `guard`, so it would otherwise drop the store
+// before the copy as dead.
+__attribute__((tls_model("initial-exec"))) thread_local sigjmp_buf* volatile guard = nullptr;
+struct sigaction previous_bus_action;
+
+void OnBus(int sig, siginfo_t* info, void* context) {
+  if (sigjmp_buf* jump = guard) {
+    guard = nullptr;
+    siglongjmp(*jump, 1);
+  }
+  // Not ours: the previous disposition handles it (by default the fault
+  // repeats when this returns and kills the process, as without the guard).
+  if (previous_bus_action.sa_flags & SA_SIGINFO) {
+    if (previous_bus_action.sa_sigaction != nullptr) {
+      previous_bus_action.sa_sigaction(sig, info, context);
+      return;
+    }
+  } else if (previous_bus_action.sa_handler != SIG_DFL &&
+             previous_bus_action.sa_handler != SIG_IGN) {
+    previous_bus_action.sa_handler(sig);
+    return;
+  }
+  sigaction(SIGBUS, &previous_bus_action, nullptr);
+}
+
+// Installs OnBus unless it is the disposition now. Checked on every guarded
+// copy (one system call, next to a copy of kilobytes to megabytes): whoever
+// set SIGBUS since (a test framework restoring its own, a library) would
+// otherwise silently take the guard away.
+void InstallBusGuard() {
+  static std::mutex mu;
+  struct sigaction current {};
+  sigaction(SIGBUS, nullptr, &current);
+  if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == OnBus) return;
+  std::lock_guard<std::mutex> lock(mu);
+  sigaction(SIGBUS, nullptr, &current);
+  if ((current.sa_flags & SA_SIGINFO) && current.sa_sigaction == OnBus) return;
+  struct sigaction action {};
+  action.sa_sigaction = OnBus;
+  action.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGBUS, &action, &previous_bus_action);
+}
+
+// memcpy that returns false instead of dying when the memory it touches is
+// gone (SIGBUS). Keep it free of locks and allocations: it may be left by a
+// longjmp at any instruction.
+bool GuardedCopy(void* dst, const void* src, size_t n) {
+  InstallBusGuard();
+  sigjmp_buf jump;
+  // Save the signal mask: the handler runs with SIGBUS blocked unless
+  // SA_NODEFER, and siglongjmp restores the mask saved here either way.
+  if (sigsetjmp(jump, /*savemask=*/1) != 0) return false;
+  guard = &jump;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  std::memcpy(dst, src, n);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  guard = nullptr;
   return true;
 }
 
@@ -104,10 +162,10 @@ absl::StatusOr<std::unique_ptr<SharedSegment>> SharedSegment::Open(const std::st
         absl::StrCat("shared memory name '", name, "' is not one Tessera makes (", kPrefix,
                      "<letters, digits, '-'>)"));
   }
-  if (token.size() != kTokenBytes || capacity == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("shared memory ", name, ": token of ", token.size(), " bytes (expected ",
-                     kTokenBytes, ") or capacity 0"));
+  if (token.size() != kTokenBytes || capacity == 0 || capacity > kMaxCapacity) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shared memory ", name, ": token of ", token.size(), " bytes (expected ", kTokenBytes,
+        ") or capacity ", capacity, " (expected 1 to ", kMaxCapacity, ")"));
   }
   const int fd = shm_open(name.c_str(), O_RDWR, 0);
   if (fd < 0) {
@@ -115,9 +173,9 @@ absl::StatusOr<std::unique_ptr<SharedSegment>> SharedSegment::Open(const std::st
                                             std::strerror(errno),
                                             " (worker and server on different hosts?)"));
   }
-  struct stat st;
-  const uint64_t size = kHeaderBytes + capacity;
-  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != size) {
+  struct stat st {};
+  const uint64_t size = kHeaderBytes + capacity;  // no wrap: capacity <= kMaxCapacity
+  if (fstat(fd, &st) != 0 || st.st_size < 0 || static_cast<uint64_t>(st.st_size) != size) {
     close(fd);
     return absl::FailedPreconditionError(absl::StrCat(
         "shared memory ", name, " holds ", st.st_size, " bytes, expected ", size));
@@ -130,8 +188,10 @@ absl::StatusOr<std::unique_ptr<SharedSegment>> SharedSegment::Open(const std::st
         absl::StrCat("mapping shared memory ", name, ": ", std::strerror(err)));
   }
   char* header = static_cast<char*>(base);
-  if (std::memcmp(header, kMagic, sizeof(kMagic)) != 0 ||
-      std::memcmp(header + sizeof(kMagic), token.data(), kTokenBytes) != 0) {
+  char seen[sizeof(kMagic) + kTokenBytes];
+  if (!GuardedCopy(seen, header, sizeof(seen)) ||  // shrunk since fstat
+      std::memcmp(seen, kMagic, sizeof(kMagic)) != 0 ||
+      std::memcmp(seen + sizeof(kMagic), token.data(), kTokenBytes) != 0) {
     munmap(base, size);
     return absl::FailedPreconditionError(absl::StrCat(
         "shared memory ", name, " does not hold the worker's token: not the same memory"));
@@ -147,6 +207,22 @@ absl::StatusOr<char*> SharedSegment::Bytes(uint64_t offset, uint64_t bytes) cons
                      "inside the segment's ", capacity_, " payload bytes"));
   }
   return base_ + kHeaderBytes + offset;
+}
+
+absl::Status SharedSegment::CopyOut(uint64_t offset, void* dst, uint64_t n) const {
+  TESSERA_ASSIGN_OR_RETURN(char* at, Bytes(offset, n));
+  if (GuardedCopy(dst, at, n)) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("shared memory ", name_,
+                                          " was shrunk under its mapping while reading [", offset,
+                                          ", +", n, "); register a new segment"));
+}
+
+absl::Status SharedSegment::CopyIn(uint64_t offset, const void* src, uint64_t n) const {
+  TESSERA_ASSIGN_OR_RETURN(char* at, Bytes(offset, n));
+  if (GuardedCopy(at, src, n)) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("shared memory ", name_,
+                                          " was shrunk under its mapping while writing [", offset,
+                                          ", +", n, "); register a new segment"));
 }
 
 }  // namespace tessera

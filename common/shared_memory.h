@@ -7,7 +7,8 @@
 //            Register{shared_memory: {seg->name(), bytes, seg->token()}}
 //            seg->Unlink();                                  // after Register answered
 //   shard:   auto seg = SharedSegment::Open(name, bytes, token);
-//            char* p = *seg->Bytes(offset, n);               // bounds-checked
+//            seg->CopyOut(offset, dst, n);   // bounds-checked, survives a shrunk file
+//            seg->CopyIn(offset, src, n);
 //
 // Open checks the size and the 16 random bytes the creator wrote at the
 // segment's start: a shard that sees the same bytes shares the worker's memory
@@ -16,9 +17,19 @@
 // so nothing is left in /dev/shm after a clean start.
 //
 // Layout: a 64-byte header (magic, token), then capacity() payload bytes.
-// A process of the same user could shrink the file under a mapping (the
-// other side would then fault); Tessera's daemons of one job trust each other
-// as they do over gRPC.
+//
+// The opener does not trust the creator (docs/RELIABILITY.md, "Hostile
+// input"): Open refuses a capacity that is not exactly the file's size less
+// the header (no arithmetic on the client's number can wrap), and the creator
+// may still shrink the file under the mapping at any time, after which a load
+// or store past the new end raises SIGBUS. So the opener touches the payload
+// only through CopyIn/CopyOut: plain memcpy under a SIGBUS guard (a
+// process-wide handler, (re)installed by each guarded copy when another took
+// its place, that siglongjmps out of a guarded
+// copy on this thread and otherwise hands the signal to the previous
+// disposition). A copy that faults returns DATA_LOSS and the process lives;
+// no lock is held across a guarded copy. Bytes() hands out raw pointers and
+// is for the creator, whose own memory it is.
 //
 // Threading: the object is immutable after creation and safe to share. Which
 // side may write which payload bytes when is the protocol's business: one
@@ -59,9 +70,21 @@ class SharedSegment {
   const std::string& token() const { return token_; }
   uint64_t capacity() const { return capacity_; }
 
+  // Largest capacity Open accepts (1 TiB): far above any real segment, far
+  // below where offset arithmetic could wrap.
+  static constexpr uint64_t kMaxCapacity = uint64_t{1} << 40;
+
   // The payload bytes [offset, offset + bytes). INVALID_ARGUMENT when they
   // do not lie inside the payload or offset is not a multiple of 8.
+  // For the creator only (see above).
   absl::StatusOr<char*> Bytes(uint64_t offset, uint64_t bytes) const;
+
+  // Copies payload [offset, offset + n) out to `dst`, or `src` into it.
+  // INVALID_ARGUMENT outside the payload (as Bytes); DATA_LOSS when the
+  // memory is gone under the mapping (the file was shrunk): the bytes copied
+  // so far are unspecified. Thread-safe; async-signal-unsafe.
+  absl::Status CopyOut(uint64_t offset, void* dst, uint64_t n) const;
+  absl::Status CopyIn(uint64_t offset, const void* src, uint64_t n) const;
 
   // Removes the name; mappings stay valid. Idempotent.
   void Unlink();

@@ -39,12 +39,6 @@ void ApplyServerTransport(grpc::ServerBuilder* builder, int64_t max_message_byte
   Tune([&](const char* name, int value) { builder->AddChannelArgument(name, value); });
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, int64_t max_message_bytes,
-                                           int channel_id) {
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                   ClientChannelArgs(max_message_bytes, channel_id));
-}
-
 bool IsLoopbackAddress(const std::string& address) {
   const size_t colon = address.rfind(':');
   const std::string host = address.substr(0, colon == std::string::npos ? address.size() : colon);

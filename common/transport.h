@@ -26,10 +26,6 @@ void ApplyServerTransport(grpc::ServerBuilder* builder, int64_t max_message_byte
 // localhost, 127.x.y.z or [::1].
 bool IsLoopbackAddress(const std::string& address);
 
-// An insecure channel to `address` with ClientChannelArgs.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, int64_t max_message_bytes,
-                                           int channel_id);
-
 }  // namespace tessera
 
 #endif  // TESSERA_COMMON_TRANSPORT_H_

@@ -13,6 +13,8 @@ PACKAGES=(
   nlohmann-json3-dev       # JSON: the launcher's results and summary
   dataset-fashion-mnist    # /usr/share/datasets/fashion-mnist
   python3
+  openssl                  # the TLS tests make their own CA and certificates
+  clang libclang-rt-14-dev # libFuzzer targets and the sanitizer builds (--config=fuzz)
   nodejs npm               # the offline Kubernetes schema check (deploy/k8s/validate)
 )
 # kubectl renders the Kubernetes manifests; any kubectl will do, Debian's is

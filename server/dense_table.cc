@@ -1,6 +1,7 @@
 #include "server/dense_table.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include <Eigen/Core>
@@ -76,6 +77,62 @@ void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scal
     optimizer_->Apply(self->values_.data() + lo, grad.data() + (lo - begin),
                       self->slots_.data() + lo, stride, hi - lo, chunk.step, scale);
   });
+}
+
+std::optional<uint64_t> DenseTable::FirstNonFinite(uint64_t offset, absl::Span<const float> grad,
+                                                   float scale, bool accumulate) const {
+  // Blocks small enough to stay in L1: values, slots and the gradient of a
+  // block are copied, updated and checked there.
+  constexpr size_t kBlock = 512;
+  float w[kBlock], g[kBlock];
+  std::vector<float>& slots = scratch_slots();
+  slots.resize(kBlock * num_slots_);
+  const uint64_t begin = offset - range_.begin;
+  const uint64_t n = range_.size();
+  std::optional<uint64_t> bad;
+  ForEachChunk(begin, begin + grad.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    if (bad) return;
+    absl::ReaderMutexLock lock(&chunk.mu);
+    for (uint64_t b = lo; b < hi && !bad; b += kBlock) {
+      const size_t m = static_cast<size_t>(std::min<uint64_t>(kBlock, hi - b));
+      std::memcpy(w, values_.data() + b, m * sizeof(float));
+      for (size_t k = 0; k < num_slots_; ++k) {
+        std::memcpy(slots.data() + k * kBlock, slots_.data() + k * n + b, m * sizeof(float));
+      }
+      const float* from = grad.data() + (b - begin);
+      float step_scale = scale;
+      if (accumulate) {
+        // The buffer as the clock's apply will see it, at scale 1.
+        for (size_t i = 0; i < m; ++i) g[i] = (chunk.accumulated ? accum_[b + i] : 0.0f) + from[i];
+        step_scale = 1.0f;
+      } else {
+        std::memcpy(g, from, m * sizeof(float));
+      }
+      if (!AllFinite(absl::MakeConstSpan(g, m))) {
+        for (size_t i = 0; i < m && !bad; ++i) {
+          if (!std::isfinite(g[i])) bad = range_.begin + b + i;
+        }
+        break;
+      }
+      optimizer_->Apply(w, g, slots.data(), kBlock, m, chunk.step + 1, step_scale);
+      bool finite = AllFinite(absl::MakeConstSpan(w, m));
+      for (size_t k = 0; k < num_slots_ && finite; ++k) {
+        finite = AllFinite(absl::MakeConstSpan(slots.data() + k * kBlock, m));
+      }
+      if (finite) continue;
+      for (size_t i = 0; i < m && !bad; ++i) {
+        bool ok = std::isfinite(w[i]);
+        for (size_t k = 0; k < num_slots_; ++k) ok = ok && std::isfinite(slots[k * kBlock + i]);
+        if (!ok) bad = range_.begin + b + i;
+      }
+    }
+  });
+  return bad;
+}
+
+std::vector<float>& DenseTable::scratch_slots() {
+  thread_local std::vector<float> slots;
+  return slots;
 }
 
 void DenseTable::Accumulate(uint64_t offset, absl::Span<const float> grad) {

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,15 @@ class DenseTable {
   // REQUIRES: range().Contains(offset, grad.size()).
   void Apply(uint64_t offset, absl::Span<const float> grad, float scale);
 
+  // Whether Apply (or, with `accumulate`, Accumulate and then the clock's
+  // apply) of `grad` would leave every value and optimizer slot it touches
+  // finite, computed on copies without changing anything. The global index
+  // of the first value that would not be finite, or nullopt. Under BSP the
+  // clock's apply is checked on the buffered sum at scale 1 (the largest
+  // step it could take). REQUIRES: range().Contains(offset, grad.size()).
+  std::optional<uint64_t> FirstNonFinite(uint64_t offset, absl::Span<const float> grad,
+                                         float scale, bool accumulate) const;
+
   // Adds grad into the aggregation buffer. REQUIRES: constructed with aggregate.
   void Accumulate(uint64_t offset, absl::Span<const float> grad);
 
@@ -75,6 +85,9 @@ class DenseTable {
     int64_t step ABSL_GUARDED_BY(mu) = 0;          // optimizer updates applied
     bool accumulated ABSL_GUARDED_BY(mu) = false;  // buffer holds gradients
   };
+
+  // This thread's slot copies for FirstNonFinite.
+  static std::vector<float>& scratch_slots();
 
   // Calls fn(chunk, local_begin, local_end) for each chunk overlapping the
   // local range [begin, end), in order.

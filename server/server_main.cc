@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
   if (!flags->Has("config")) return Fail(2, "--config FILE is required");
   auto config = LoadJobConfig(flags->Get("config"), flags->All("set"));
   if (!config.ok()) return Fail(2, std::string(config.status().message()));
-  auto shard_flag = flags->GetInt("shard");
+  auto shard_flag = flags->GetInt("shard", kMaxShards - 1);
   if (!shard_flag.ok()) return Fail(2, std::string(shard_flag.status().message()));
   auto shard = ResolveShardIndex(*shard_flag);
   if (!shard.ok()) return Fail(2, std::string(shard.status().message()));
@@ -63,6 +63,9 @@ int main(int argc, char** argv) {
 
   std::string listen = flags->Has("listen") ? flags->Get("listen")
                                             : DefaultListenAddress(config->cluster.servers[*shard]);
+  if (auto s = CheckHostPort("--listen", listen, /*allow_zero=*/true); !s.ok()) {
+    return Fail(2, std::string(s.message()));
+  }
   const auto start = std::chrono::steady_clock::now();
   auto server = ShardServer::Start(*config, *shard, listen);
   if (!server.ok()) {

@@ -57,18 +57,29 @@ class PullReactor : public grpc::ServerUnaryReactor {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  std::string message(status.message().substr(0, kMaxStatusMessageBytes));
+  if (status.message().size() > kMaxStatusMessageBytes) message += "...";
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), message);
+}
+
+grpc::ServerUnaryReactor* ShardService::Refuse(grpc::CallbackServerContext* context) const {
+  if (security_->Admits(*context)) return nullptr;
+  return FinishNow(context, absl::UnauthenticatedError(
+                                "this job's shards require its token (security.token_file): "
+                                "the call carries none, or another"));
 }
 
 grpc::ServerUnaryReactor* ShardService::Register(grpc::CallbackServerContext* context,
                                                  const v1::RegisterRequest* request,
                                                  v1::RegisterResponse* response) {
+  if (auto* refused = Refuse(context)) return refused;
   return FinishNow(context, shard_->Register(*request, response));
 }
 
 grpc::ServerUnaryReactor* ShardService::Pull(grpc::CallbackServerContext* context,
                                              const v1::PullRequest* request,
                                              v1::PullResponse* response) {
+  if (auto* refused = Refuse(context)) return refused;
   absl::Time deadline =
       std::min(absl::FromChrono(context->deadline()), absl::Now() + max_pull_wait_);
   auto* reactor = new PullReactor(shard_);
@@ -79,24 +90,28 @@ grpc::ServerUnaryReactor* ShardService::Pull(grpc::CallbackServerContext* contex
 grpc::ServerUnaryReactor* ShardService::Push(grpc::CallbackServerContext* context,
                                              const v1::PushRequest* request,
                                              v1::PushResponse* response) {
+  if (auto* refused = Refuse(context)) return refused;
   return FinishNow(context, shard_->Push(*request, response));
 }
 
 grpc::ServerUnaryReactor* ShardService::Clock(grpc::CallbackServerContext* context,
                                               const v1::ClockRequest* request,
                                               v1::ClockResponse* response) {
+  if (auto* refused = Refuse(context)) return refused;
   return FinishNow(context, shard_->Clock(*request, response));
 }
 
 grpc::ServerUnaryReactor* ShardService::Finish(grpc::CallbackServerContext* context,
                                                const v1::FinishRequest* request,
                                                v1::FinishResponse* response) {
+  if (auto* refused = Refuse(context)) return refused;
   return FinishNow(context, shard_->Finish(*request, response));
 }
 
 grpc::ServerUnaryReactor* ShardService::Stats(grpc::CallbackServerContext* context,
                                               const v1::StatsRequest*,
                                               v1::StatsResponse* response) {
+  if (auto* refused = Refuse(context)) return refused;
   shard_->Stats(response);
   return FinishNow(context, absl::OkStatus());
 }

@@ -3,6 +3,11 @@
 // absl::Status comes back as grpc::Status with the same code. A pull that must
 // wait is parked inside the Shard as a callback; no gRPC thread waits.
 //
+// Every call must carry the job's token when one is configured
+// (TransportSecurity::Admits); one that does not fails UNAUTHENTICATED before
+// the Shard sees it. Status messages are capped at kMaxStatusMessageBytes, so
+// an error that names a client's string never overflows gRPC's metadata.
+//
 // Threading: gRPC calls the handlers from its callback threads; the Shard is
 // thread-safe. The service does not own the Shard, which must outlive it.
 #ifndef TESSERA_SERVER_SERVICE_H_
@@ -10,20 +15,26 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <memory>
+
 #include "absl/time/time.h"
+#include "common/security.h"
 #include "proto/tessera.grpc.pb.h"
 #include "server/shard.h"
 
 namespace tessera {
 
-// absl::Status -> grpc::Status; the codes share their numbering.
+// absl::Status -> grpc::Status; the codes share their numbering. Messages
+// longer than kMaxStatusMessageBytes are cut there.
+inline constexpr size_t kMaxStatusMessageBytes = 2048;
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 class ShardService final : public v1::Shard::CallbackService {
  public:
   // Parked pulls wait at most max_pull_wait, whatever the caller's deadline.
-  ShardService(Shard* shard, absl::Duration max_pull_wait)
-      : shard_(shard), max_pull_wait_(max_pull_wait) {}
+  ShardService(Shard* shard, absl::Duration max_pull_wait,
+               std::shared_ptr<const TransportSecurity> security)
+      : shard_(shard), max_pull_wait_(max_pull_wait), security_(std::move(security)) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
                                      const v1::RegisterRequest* request,
@@ -45,8 +56,12 @@ class ShardService final : public v1::Shard::CallbackService {
                                   v1::StatsResponse* response) override;
 
  private:
+  // The call's answer when it lacks the job's token; null when admitted.
+  grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* context) const;
+
   Shard* const shard_;
   const absl::Duration max_pull_wait_;
+  const std::shared_ptr<const TransportSecurity> security_;
 };
 
 }  // namespace tessera

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/denormal.h"
 #include "common/partition.h"
@@ -41,12 +42,36 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
                                                    " is not below cluster.servers' count (",
                                                    config.num_servers(), ")"));
   }
-  // A reservation this machine cannot hold would fail, or be killed, while it
-  // is faulted in: refuse it here, naming the key.
+  // Tables this machine cannot hold would fail, or be killed, while they
+  // are faulted in: refuse them here, naming the key.
   const uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
                           static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   const int slots = MakeOptimizer(config.optimizer)->num_slots();
   const std::vector<TableConfig> tables = config.Tables();
+  // Dense: values, optimizer slots and (BSP aggregation) the gradient buffer.
+  const uint64_t dense_floats_per_value =
+      1 + slots +
+      (config.consistency.mode == ConsistencyMode::kBsp && config.consistency.aggregate ? 1 : 0);
+  uint64_t dense_bytes = 0;
+  for (size_t i = 0; i < tables.size(); ++i) {
+    const TableConfig& t = tables[i];
+    if (t.kind != TableKind::kDense) continue;
+    const uint64_t here = DenseShardRange(t.size, shard_index, config.num_servers()).size();
+    dense_bytes += here * dense_floats_per_value * sizeof(float);
+    if (dense_bytes > memory) {
+      const std::string key = config.model.type == "tables"
+                                  ? absl::StrCat("model.tables.", i, ".size")
+                                  : std::string("model.layers");
+      const std::string value = config.model.type == "tables"
+                                    ? absl::StrCat(t.size)
+                                    : absl::StrJoin(config.model.layers, ",");
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: ", key, " = '", value, "': expected dense tables that fit this machine: shard ",
+          shard_index, " would hold ", dense_bytes >> 20, " MiB (values, ", slots,
+          " optimizer slot(s)", dense_floats_per_value > 1 + slots ? ", BSP gradient buffer" : "",
+          ") of ", memory >> 20, " MiB; add servers or shrink the model"));
+    }
+  }
   for (size_t i = 0; i < tables.size(); ++i) {
     const TableConfig& t = tables[i];
     if (t.reserve_rows == 0) continue;
@@ -62,8 +87,12 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
   try {
     return std::unique_ptr<Shard>(new Shard(config, shard_index));
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(
-        "out of memory reserving sparse rows (model.tables.*.reserve_rows) at start-up");
+    // Fits the machine on paper but not in what this process may allocate
+    // now (a container limit, overcommit off): still the config's size.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config: model: out of memory allocating shard ", shard_index, "'s tables (",
+        dense_bytes >> 20, " MiB dense, plus model.tables.*.reserve_rows) at start-up: expected "
+        "tables that fit this process's memory limit; add servers or shrink the model"));
   }
 }
 
@@ -79,7 +108,9 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       clock_(config.cluster.workers),
       pushed_this_clock_(new std::atomic<bool>[config.cluster.workers]),
       pieces_applied_(new std::atomic<uint64_t>[config.cluster.workers]),
-      last_seen_ms_(new std::atomic<int64_t>[config.cluster.workers]) {
+      last_seen_ms_(new std::atomic<int64_t>[config.cluster.workers]),
+      session_(new std::atomic<uint64_t>[2 * size_t{config.cluster.workers}]),
+      pulls_in_flight_(new std::atomic<int32_t>[config.cluster.workers]) {
   const uint32_t num_shards = config.num_servers();
   for (const TableConfig& t : config.Tables()) {
     v1::TableLayout layout;
@@ -108,6 +139,9 @@ Shard::Shard(const JobConfig& config, uint32_t index)
     pushed_this_clock_[w].store(false);
     pieces_applied_[w].store(0);
     last_seen_ms_[w].store(absl::ToUnixMillis(absl::Now()));
+    session_[2 * w].store(0);
+    session_[2 * w + 1].store(0);
+    pulls_in_flight_[w].store(0);
   }
 }
 
@@ -141,7 +175,19 @@ size_t Shard::EvictSilent(absl::Time now) {
   return evicted;
 }
 
-absl::Status Shard::CheckWorker(uint32_t worker) const {
+namespace {
+
+// A session secret as two words; false when it is not kSessionBytes long.
+constexpr size_t kSessionBytes = 16;
+bool SessionWords(const std::string& session, uint64_t words[2]) {
+  if (session.size() != kSessionBytes) return false;
+  std::memcpy(words, session.data(), kSessionBytes);
+  return words[0] != 0 || words[1] != 0;  // all zeros means "none"
+}
+
+}  // namespace
+
+absl::Status Shard::CheckCaller(uint32_t worker, const std::string& session) const {
   if (worker >= num_workers_) {
     return absl::InvalidArgumentError(
         absl::StrCat("worker rank ", worker, " is not below cluster.workers (", num_workers_, ")"));
@@ -150,6 +196,52 @@ absl::Status Shard::CheckWorker(uint32_t worker) const {
     return absl::FailedPreconditionError(
         absl::StrCat("worker ", worker, " has not registered with shard ", index_));
   }
+  uint64_t words[2];
+  if (!SessionWords(session, words)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker ", worker, ": the call carries no session (expected the ", kSessionBytes,
+        " non-zero bytes its Register carried)"));
+  }
+  // Word by word without an early exit on the first: the time taken says
+  // nothing about how much of a guess was right.
+  const uint64_t diff = (words[0] ^ session_[2 * worker].load(std::memory_order_acquire)) |
+                        (words[1] ^ session_[2 * worker + 1].load(std::memory_order_acquire));
+  if (diff != 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "worker rank ", worker, " is held by another registration on shard ", index_,
+        " (this process's session is not the holder's: a second process with rank ", worker,
+        ", or this one was replaced after it was silent for security.rank_lease_s)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Shard::TakeRank(uint32_t worker, const std::string& session) {
+  uint64_t words[2];
+  if (!SessionWords(session, words)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Register of worker ", worker, ": session of ", session.size(),
+                     " bytes: expected ", kSessionBytes, " random bytes, not all zero"));
+  }
+  const uint64_t held[2] = {session_[2 * worker].load(), session_[2 * worker + 1].load()};
+  const bool unowned = held[0] == 0 && held[1] == 0;
+  if (!unowned && (held[0] != words[0] || held[1] != words[1])) {
+    const double silent_s = absl::ToDoubleSeconds(
+        absl::Now() - absl::FromUnixMillis(last_seen_ms_[worker].load()));
+    const int32_t parked = pulls_in_flight_[worker].load();
+    if (parked > 0 || silent_s < config_.security.rank_lease_s) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "worker rank ", worker, " is held by a live worker on shard ", index_, " (last call ",
+          absl::StrFormat("%.1f", silent_s), " s ago, ", parked,
+          " pull(s) waiting); two workers with one rank? A restarted worker is let in once the "
+          "old one has been silent for security.rank_lease_s (",
+          config_.security.rank_lease_s, " s)"));
+    }
+    spdlog::warn("worker rank {} passes to a new registration: its holder has been silent for "
+                 "{:.1f} s (security.rank_lease_s = {}); a restarted worker",
+                 worker, silent_s, config_.security.rank_lease_s);
+  }
+  session_[2 * worker].store(words[0], std::memory_order_release);
+  session_[2 * worker + 1].store(words[1], std::memory_order_release);
   return absl::OkStatus();
 }
 
@@ -163,9 +255,9 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
     return absl::InvalidArgumentError(absl::StrCat("resume_clock ", request.resume_clock(),
                                                    " is outside [0, ", kMaxClock, "]"));
   }
-  Touch(request.worker_rank());
   // Map the worker's shared memory when this host sees it; a worker whose
-  // memory is not mapped sends its bytes in the messages.
+  // memory is not mapped sends its bytes in the messages. Mapped before the
+  // rank is checked (no lock over a system call); dropped if refused.
   std::shared_ptr<SharedSegment> segment;
   if (request.has_shared_memory()) {
     const v1::SharedMemory& m = request.shared_memory();
@@ -181,8 +273,10 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
   {
     WorkerMemory& memory = *memory_[request.worker_rank()];
     absl::MutexLock lock(&memory.mu);
+    TESSERA_RETURN_IF_ERROR(TakeRank(request.worker_rank(), request.session()));
     memory.segment = std::move(segment);
   }
+  Touch(request.worker_rank());
   {
     // A worker ahead of the clock held here moves there; its clock changes
     // only under its own mutex, like an advance.
@@ -223,7 +317,9 @@ absl::StatusOr<Shard::SharedRange> Shard::Shared(uint32_t worker, const v1::Shar
         absl::StrCat("worker ", worker, " names shared memory, but none is mapped on shard ",
                      index_, " for it; register with a segment, or send the bytes in the message"));
   }
-  TESSERA_ASSIGN_OR_RETURN(range.data, range.segment->Bytes(at.offset(), bytes));
+  TESSERA_RETURN_IF_ERROR(range.segment->Bytes(at.offset(), bytes).status());
+  range.offset = at.offset();
+  range.bytes = bytes;
   return range;
 }
 
@@ -232,9 +328,14 @@ absl::StatusOr<Shard::Resolved> Shard::Resolve(const v1::Slice& slice) const {
   if (it == tables_.end()) {
     std::vector<std::string> names;
     for (const auto& layout : layout_) names.push_back(layout.name());
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown table '", slice.table(),
-                     "'; this job's tables are: ", absl::StrJoin(names, ", ")));
+    // A client's string is echoed only in part: an error must fit gRPC's metadata.
+    constexpr size_t kEcho = 64;
+    const std::string shown = slice.table().size() <= kEcho
+                                  ? slice.table()
+                                  : absl::StrCat(slice.table().substr(0, kEcho), "... (",
+                                                 slice.table().size(), " bytes)");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown table '", shown, "'; this job's tables are: ", absl::StrJoin(names, ", ")));
   }
   Resolved r = it->second;
   if (r.dense) {
@@ -308,7 +409,7 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
                                                 v1::PullResponse* response, absl::Time deadline,
                                                 Done done) {
   auto slices = std::make_shared<std::vector<Resolved>>();
-  absl::Status status = CheckWorker(request.worker_rank());
+  absl::Status status = CheckCaller(request.worker_rank(), request.session());
   if (status.ok()) Touch(request.worker_rank());
   if (status.ok() && request.clock() < 0) {
     status = absl::InvalidArgumentError(absl::StrCat("pull clock ", request.clock(), " < 0"));
@@ -321,6 +422,7 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   absl::StatusOr<bool> bf16 = IsBfloat16(request.encoding());
   if (status.ok()) status = bf16.status();
   if (status.ok()) status = ResolveAll(request.slices(), slices.get());
+  if (status.ok() && config_.server.pull_creates_rows) status = CheckRowLimit(*slices);
   // Values go into the worker's shared memory, or into the message.
   const bool shared = request.has_reply_shared();
   SharedRange reply;
@@ -336,13 +438,16 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
     done(status);
     return std::nullopt;
   }
-  auto serve = [this, slices, response, bf16 = *bf16, shared, reply,
+  const uint32_t worker = request.worker_rank();
+  pulls_in_flight_[worker].fetch_add(1);
+  auto serve = [this, worker, slices, response, bf16 = *bf16, shared, reply,
                 done = std::move(done)](absl::Status s) {
+    pulls_in_flight_[worker].fetch_sub(1);
     if (s.ok()) {
       response->set_min_clock(clock_.published_min());
       if (shared) {
-        ReadSlicesTo(*slices, bf16, reply.data);
-        response->set_values_shared(true);
+        s = ReadSlicesToShared(*slices, bf16, reply);
+        response->set_values_shared(s.ok());
       } else {
         ReadSlices(*slices, bf16, response->mutable_values());
       }
@@ -371,15 +476,29 @@ uint64_t Shard::PayloadBytes(const std::vector<Resolved>& slices, bool bf16) {
   return bytes;
 }
 
+absl::Status Shard::ReadSlicesToShared(const std::vector<Resolved>& slices, bool bf16,
+                                       const SharedRange& range) {
+  // Staged in this thread's buffer: the tables' locks are never held while
+  // touching memory the worker could take away. Kept between calls up to
+  // 64 MiB (first-touching fresh pages costs more than the copy).
+  thread_local std::vector<char> staging;
+  staging.resize(range.bytes);
+  ReadSlicesTo(slices, bf16, staging.data());
+  absl::Status copied = range.segment->CopyIn(range.offset, staging.data(), range.bytes);
+  if (staging.size() > (size_t{64} << 20)) std::vector<char>().swap(staging);
+  return copied;
+}
+
 void Shard::ReadSlicesTo(const std::vector<Resolved>& slices, bool bf16, char* out) {
   for (const Resolved& r : slices) {
     if (r.dense) {
       r.dense->CopyBytes(r.offset, r.count, bf16, out);
     } else if (!bf16) {
-      r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(out), r.count));
+      r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(out), r.count),
+                     config_.server.pull_creates_rows);
     } else {
       std::vector<float> rows(r.count);
-      r.sparse->Read(r.keys, absl::MakeSpan(rows));
+      r.sparse->Read(r.keys, absl::MakeSpan(rows), config_.server.pull_creates_rows);
       EncodeBfloat16(rows, out);
     }
     out += r.count * BytesPerValue(bf16);
@@ -394,10 +513,11 @@ void Shard::ReadSlices(const std::vector<Resolved>& slices, bool bf16,
       r.dense->AppendBytes(r.offset, r.count, bf16, bytes);
     } else if (!bf16) {
       bytes->resize(r.count * sizeof(float));
-      r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(bytes->data()), r.count));
+      r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(bytes->data()), r.count),
+                     config_.server.pull_creates_rows);
     } else {
       std::vector<float> rows(r.count);
-      r.sparse->Read(r.keys, absl::MakeSpan(rows));
+      r.sparse->Read(r.keys, absl::MakeSpan(rows), config_.server.pull_creates_rows);
       AppendBfloat16(rows, bytes);
     }
   }
@@ -405,7 +525,8 @@ void Shard::ReadSlices(const std::vector<Resolved>& slices, bool bf16,
 
 absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
                                     const std::vector<Resolved>& slices,
-                                    SharedRange* shared, std::vector<std::vector<float>>* decoded,
+                                    std::string* shared_copy,
+                                    std::vector<std::vector<float>>* decoded,
                                     std::vector<absl::Span<const float>>* grads) const {
   TESSERA_ASSIGN_OR_RETURN(const bool bf16, IsBfloat16(request.encoding()));
   std::vector<absl::string_view> payloads;
@@ -415,9 +536,13 @@ absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
           absl::StrCat("push has its gradients in shared memory and also ",
                        request.gradients_size(), " gradient payloads in the message"));
     }
-    TESSERA_ASSIGN_OR_RETURN(*shared, Shared(request.worker_rank(), request.gradients_shared(),
-                                             PayloadBytes(slices, bf16)));
-    const char* at = shared->data;
+    TESSERA_ASSIGN_OR_RETURN(SharedRange range, Shared(request.worker_rank(),
+                                                       request.gradients_shared(),
+                                                       PayloadBytes(slices, bf16)));
+    shared_copy->resize(range.bytes);
+    TESSERA_RETURN_IF_ERROR(
+        range.segment->CopyOut(range.offset, shared_copy->data(), range.bytes));
+    const char* at = shared_copy->data();
     for (const Resolved& r : slices) {
       payloads.emplace_back(at, r.count * BytesPerValue(bf16));
       at += payloads.back().size();
@@ -452,6 +577,54 @@ absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
                          "': gradient holds NaN or Inf (server.reject_nonfinite is on)"));
       }
     }
+    if (const double bound = config_.server.max_gradient_abs; bound > 0) {
+      const absl::Span<const float> g = grads->back();
+      for (size_t j = 0; j < g.size(); ++j) {
+        if (!(std::fabs(g[j]) <= bound)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "table '", request.slices(i).table(), "': gradient ", g[j], " at position ", j,
+              " exceeds server.max_gradient_abs (", bound, "); refused, nothing changed"));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Shard::CheckRowLimit(const std::vector<Resolved>& slices) const {
+  const uint64_t limit = config_.server.max_sparse_rows;
+  if (limit == 0) return absl::OkStatus();
+  for (const Resolved& r : slices) {
+    if (r.sparse == nullptr || r.keys.empty()) continue;
+    const uint64_t rows = r.sparse->approximate_rows();
+    if (rows + r.keys.size() <= limit) continue;  // cannot pass it, whatever is missing
+    const uint64_t missing = r.sparse->CountMissing(r.keys);
+    if (rows + missing > limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "table '", r.sparse->name(), "' holds ", rows, " rows on shard ", index_, "; ",
+          missing, " new key(s) would pass server.max_sparse_rows (", limit, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Shard::CheckUpdateFinite(const v1::PushRequest& request,
+                                      const std::vector<absl::Span<const float>>& grads,
+                                      const std::vector<Resolved>& slices) const {
+  if (!config_.server.reject_nonfinite) return absl::OkStatus();
+  for (size_t i = 0; i < slices.size(); ++i) {
+    const Resolved& r = slices[i];
+    std::optional<uint64_t> bad =
+        r.dense ? r.dense->FirstNonFinite(r.offset, grads[i], 1.0f, aggregate_)
+                : r.sparse->FirstNonFinite(r.keys, grads[i], 1.0f, aggregate_);
+    if (!bad) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "table '", request.slices(i).table(), "': this update would make ",
+        r.dense ? "value " : "the row of key ", *bad,
+        " or its optimizer state NaN or Inf (gradients too large for ", config_.optimizer.type,
+        " at lr ", config_.optimizer.lr,
+        "); refused, nothing changed (server.reject_nonfinite; server.max_gradient_abs bounds "
+        "gradients)"));
   }
   return absl::OkStatus();
 }
@@ -478,19 +651,21 @@ void Shard::ApplyGradients(uint32_t worker, const std::vector<absl::Span<const f
 absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* response) {
   ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
-  TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
+  TESSERA_RETURN_IF_ERROR(CheckCaller(worker, request.session()));
   Touch(worker);
   if (request.piece() > 64) {
     return absl::InvalidArgumentError(absl::StrCat("push piece ", request.piece(), " > 64"));
   }
   std::vector<Resolved> slices, pull_slices;
   TESSERA_RETURN_IF_ERROR(ResolveAll(request.slices(), &slices));
-  SharedRange gradients_at;  // keeps a shared-memory mapping alive until applied
+  std::string shared_copy;  // gradients copied out of shared memory
   std::vector<std::vector<float>> decoded;
   std::vector<absl::Span<const float>> grads;
-  TESSERA_RETURN_IF_ERROR(DecodeGradients(request, slices, &gradients_at, &decoded, &grads));
+  TESSERA_RETURN_IF_ERROR(DecodeGradients(request, slices, &shared_copy, &decoded, &grads));
+  TESSERA_RETURN_IF_ERROR(CheckRowLimit(slices));
   const bool bf16 = request.encoding() == v1::BFLOAT16;  // checked by DecodeGradients
   TESSERA_RETURN_IF_ERROR(ResolveAll(request.pull_slices(), &pull_slices));
+  if (config_.server.pull_creates_rows) TESSERA_RETURN_IF_ERROR(CheckRowLimit(pull_slices));
   SharedRange reply;
   if (request.has_reply_shared()) {
     TESSERA_ASSIGN_OR_RETURN(
@@ -523,10 +698,16 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   }
   // A piece already applied at this clock (a retry whose first reply was
   // lost) is acknowledged, not applied twice. Piece 0 is not checked.
+  // A worker's pieces of one clock carry distinct bits, so the load and the
+  // fetch_or below never race on the same bit.
   const uint64_t bit = request.piece() == 0 ? 0 : uint64_t{1} << (request.piece() - 1);
-  if (bit != 0 && (pieces_applied_[worker].fetch_or(bit) & bit)) {
+  if (bit != 0 && (pieces_applied_[worker].load() & bit)) {
     duplicate_pushes_.fetch_add(1, std::memory_order_relaxed);
   } else {
+    // Checked here, after the clock and duplicate checks: a refused update
+    // marks no piece and advances no clock.
+    TESSERA_RETURN_IF_ERROR(CheckUpdateFinite(request, grads, slices));
+    pieces_applied_[worker].fetch_or(bit);
     ApplyGradients(worker, grads, slices);
   }
   response->set_clock(clock);
@@ -538,9 +719,12 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   // The fused pull, at the worker's clock now, only if it needs no wait.
   if (!pull_slices.empty() && response->min_clock() >= response->clock() - staleness_) {
     response->set_pulled(true);
-    if (reply.data != nullptr) {
-      ReadSlicesTo(pull_slices, bf16, reply.data);
-      response->set_values_shared(true);
+    if (reply.segment != nullptr) {
+      // The push stands; a worker whose memory is gone gets no fused values
+      // and its next pull says why.
+      const bool copied = ReadSlicesToShared(pull_slices, bf16, reply).ok();
+      response->set_pulled(copied);
+      response->set_values_shared(copied);
     } else {
       ReadSlices(pull_slices, bf16, response->mutable_values());
     }
@@ -551,7 +735,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
 absl::Status Shard::Clock(const v1::ClockRequest& request, v1::ClockResponse* response) {
   ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
-  TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
+  TESSERA_RETURN_IF_ERROR(CheckCaller(worker, request.session()));
   Touch(worker);
   absl::MutexLock lock(worker_mu_[worker].get());
   TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, AdvanceLocked(worker, request.clock()));
@@ -597,7 +781,7 @@ void Shard::OnMinClock(int64_t new_min) {
 absl::Status Shard::Finish(const v1::FinishRequest& request, v1::FinishResponse* response) {
   ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
-  TESSERA_RETURN_IF_ERROR(CheckWorker(worker));
+  TESSERA_RETURN_IF_ERROR(CheckCaller(worker, request.session()));
   absl::MutexLock lock(worker_mu_[worker].get());
   const int64_t old_min = clock_.min_clock();
   response->set_workers_finished(clock_.Finish(worker));

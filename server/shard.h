@@ -33,6 +33,15 @@
 // never leaves a rank stuck. A push names its piece; a piece already applied
 // at the worker's clock is acknowledged and not applied again.
 //
+// Ranks are owned (docs/RELIABILITY.md "Hostile input"): Register carries a
+// 16-byte session secret the worker process drew; every later call of that
+// rank must carry the same (PERMISSION_DENIED otherwise, INVALID_ARGUMENT
+// when missing). A Register of a rank whose holder is live (a call within
+// security.rank_lease_s, or a pull parked) with another secret fails
+// ALREADY_EXISTS and changes nothing; once the holder has been silent that
+// long the rank passes to the new secret (a restarted worker). Secrets are
+// not checkpointed: after a restart the first Register of a rank owns it.
+//
 // Threading: thread-safe, no lock over the whole shard. Tables lock their own
 // chunks/stripes; the clock table has one short mutex; a worker's pushes to
 // this shard are serialized by a per-worker mutex. Parked pulls hold no thread.
@@ -156,15 +165,28 @@ class Shard {
     std::shared_ptr<SharedSegment> segment ABSL_GUARDED_BY(mu);
   };
   // Where a payload of `bytes` at `at` lies in `worker`'s segment:
-  // FAILED_PRECONDITION with none mapped, INVALID_ARGUMENT outside it.
+  // FAILED_PRECONDITION with none mapped, INVALID_ARGUMENT outside it. The
+  // shard moves bytes in and out only with the segment's guarded copies (a
+  // worker may shrink its file at any time; common/shared_memory.h).
   struct SharedRange {
     std::shared_ptr<SharedSegment> segment;  // keeps the mapping alive
-    char* data = nullptr;
+    uint64_t offset = 0;
+    uint64_t bytes = 0;
   };
   absl::StatusOr<SharedRange> Shared(uint32_t worker, const v1::SharedPayload& at,
                                      uint64_t bytes) const;
+  // Reads `slices` packed (as ReadSlicesTo) and copies them into `range`.
+  // DATA_LOSS when the worker's memory is gone under the mapping.
+  absl::Status ReadSlicesToShared(const std::vector<Resolved>& slices, bool bf16,
+                                  const SharedRange& range);
 
-  absl::Status CheckWorker(uint32_t worker) const;
+  // A call of `worker` carrying `session`: a known, registered rank whose
+  // secret it is (INVALID_ARGUMENT / FAILED_PRECONDITION / PERMISSION_DENIED).
+  absl::Status CheckCaller(uint32_t worker, const std::string& session) const;
+  // Under the worker's memory mutex: whether `session` may own `worker` now
+  // (ALREADY_EXISTS while another live process holds it), and takes it.
+  absl::Status TakeRank(uint32_t worker, const std::string& session)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(memory_[worker]->mu);
   // A call from `worker` (REQUIRES: worker < num_workers_): it is not
   // silent; an evicted worker rejoins. Takes the worker's mutex only then:
   // call it before taking that mutex.
@@ -173,11 +195,13 @@ class Shard {
   absl::Status ResolveAll(const google::protobuf::RepeatedPtrField<v1::Slice>& slices,
                           std::vector<Resolved>* out) const;
   // Checks a push's gradient payloads (in the request or in shared memory)
-  // against its slices and decodes them into *grads (views into the payload
-  // for float32; into *decoded for bfloat16). INVALID_ARGUMENT on a wrong
-  // size or, by default, NaN/Inf.
+  // against its slices and decodes them into *grads (views into the message
+  // or into *shared_copy, the bytes copied out of shared memory, for
+  // float32; into *decoded for bfloat16). INVALID_ARGUMENT on a wrong size
+  // or, by default, NaN/Inf. Gradients in shared memory are copied out once
+  // before they are checked, so the worker cannot change them in between.
   absl::Status DecodeGradients(const v1::PushRequest& request, const std::vector<Resolved>& slices,
-                               SharedRange* shared, std::vector<std::vector<float>>* decoded,
+                               std::string* shared_copy, std::vector<std::vector<float>>* decoded,
                                std::vector<absl::Span<const float>>* grads) const;
   // Appends the values of `slices` to *values (one bytes field per slice),
   // as float32 or, when `bf16`, bfloat16.
@@ -189,6 +213,16 @@ class Shard {
   static uint64_t PayloadBytes(const std::vector<Resolved>& slices, bool bf16);
   // RESOURCE_EXHAUSTED when reading `slices` would exceed max_message_bytes.
   absl::Status CheckReplySize(const std::vector<Resolved>& slices, bool bf16) const;
+  // RESOURCE_EXHAUSTED when the sparse slices would grow a table past
+  // server.max_sparse_rows (approximate under concurrent requests: each
+  // checks alone, so several at once may pass the limit by their new keys).
+  absl::Status CheckRowLimit(const std::vector<Resolved>& slices) const;
+  // server.reject_nonfinite: INVALID_ARGUMENT, naming the table and the
+  // value, when applying `grads` would make a value or optimizer slot
+  // non-finite (computed on copies; nothing changes).
+  absl::Status CheckUpdateFinite(const v1::PushRequest& request,
+                                 const std::vector<absl::Span<const float>>& grads,
+                                 const std::vector<Resolved>& slices) const;
   // Applies (or buffers, under BSP aggregation) validated gradients.
   void ApplyGradients(uint32_t worker, const std::vector<absl::Span<const float>>& grads,
                       const std::vector<Resolved>& slices);
@@ -231,8 +265,14 @@ class Shard {
   // By worker: bit p set once piece p of its current clock was applied;
   // cleared (exclusively) when its clock moves.
   std::unique_ptr<std::atomic<uint64_t>[]> pieces_applied_;
-  // By worker: when it last called (unix ms), for evict_after_s.
+  // By worker: when it last called (unix ms), for evict_after_s and the
+  // rank lease.
   std::unique_ptr<std::atomic<int64_t>[]> last_seen_ms_;
+  // By worker: its session secret as two words (both 0: none yet), written
+  // under its memory mutex, read lock-free by every call.
+  std::unique_ptr<std::atomic<uint64_t>[]> session_;
+  // By worker: its pulls in flight here (a worker parked on the barrier is live).
+  std::unique_ptr<std::atomic<int32_t>[]> pulls_in_flight_;
 
   // Checkpoints: set before serving, then read-only.
   std::function<bool(int64_t)> want_cut_;

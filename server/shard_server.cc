@@ -43,15 +43,17 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
     TESSERA_RETURN_IF_ERROR(Checkpointer::Restore(server->shard_.get(), config));
     server->checkpointer_ = std::make_unique<Checkpointer>(server->shard_.get(), config);
   }
+  TESSERA_ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> security,
+                           TransportSecurity::ForJob(config));
   server->service_ = std::make_unique<ShardService>(
-      server->shard_.get(), absl::Milliseconds(config.server.max_pull_wait_ms));
+      server->shard_.get(), absl::Milliseconds(config.server.max_pull_wait_ms), security);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   // gRPC sets SO_REUSEPORT by default, which would let a second shard share a
   // port in use instead of failing at start-up.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(listen_address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(listen_address, security->ServerCredentials(), &server->port_);
   builder.RegisterService(server->service_.get());
   ApplyServerTransport(&builder, config.server.max_message_bytes);
   if (config.server.threads > 0) {

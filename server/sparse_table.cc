@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "common/partition.h"
+#include "common/wire.h"
 
 namespace tessera {
 
@@ -85,6 +86,7 @@ void SparseTable::FindOrCreateAll(Stripe& stripe, const uint64_t* keys, size_t n
   if (num_slots_ > 0) optimizer_->InitSlots(absl::MakeSpan(block, missing * row_floats_));
   init_.FillRows(new_keys, missing, dim_, block, row_floats_);
   stripe.index.Insert(new_keys, new_rows, missing);
+  row_count_.fetch_add(missing, std::memory_order_relaxed);
 }
 
 template <typename Fn>
@@ -184,17 +186,79 @@ void SparseTable::ApplyToRows(Stripe& stripe, const std::vector<uint32_t>& rows,
   optimizer_->ApplyRows(row_ptrs, grad_ptrs, dim_, step, scale);
 }
 
-void SparseTable::Read(absl::Span<const uint64_t> keys, absl::Span<float> out) {
+void SparseTable::Read(absl::Span<const uint64_t> keys, absl::Span<float> out, bool create) {
   pulls_.fetch_add(1, std::memory_order_relaxed);
   std::vector<uint32_t> rows;
   ForEachByStripe(keys, {},
                   [&](Stripe& stripe, const StripeBatch& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                    FindOrCreateAll(stripe, b.keys, b.n, &rows);
+                    if (create) {
+                      FindOrCreateAll(stripe, b.keys, b.n, &rows);
+                    } else {
+                      rows.resize(b.n);
+                      stripe.index.Find(b.keys, b.n, rows.data());
+                    }
                     for (size_t j = 0; j < b.n; ++j) {
-                      std::memcpy(out.data() + size_t{b.idx[j]} * dim_, RowData(stripe, rows[j]),
-                                  dim_ * sizeof(float));
+                      float* to = out.data() + size_t{b.idx[j]} * dim_;
+                      if (rows[j] == SortedIndex::kMissing) {
+                        init_.FillRows(&b.keys[j], 1, dim_, to, dim_);
+                      } else {
+                        std::memcpy(to, RowData(stripe, rows[j]), dim_ * sizeof(float));
+                      }
                     }
                   });
+}
+
+uint64_t SparseTable::CountMissing(absl::Span<const uint64_t> keys) {
+  uint64_t missing = 0;
+  std::vector<uint32_t> rows;
+  ForEachByStripe(keys, {},
+                  [&](Stripe& stripe, const StripeBatch& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                    rows.resize(b.n);
+                    missing += stripe.index.Find(b.keys, b.n, rows.data());
+                  });
+  return missing;
+}
+
+std::optional<uint64_t> SparseTable::FirstNonFinite(absl::Span<const uint64_t> keys,
+                                                    absl::Span<const float> grads, float scale,
+                                                    bool accumulate) {
+  const int64_t step = step_.load(std::memory_order_relaxed) + 1;
+  std::optional<uint64_t> bad;
+  std::vector<uint32_t> rows;
+  std::vector<float> row(row_floats_), g(dim_);
+  ForEachByStripe(
+      keys, grads, [&](Stripe& stripe, const StripeBatch& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        if (bad) return;
+        rows.resize(b.n);
+        stripe.index.Find(b.keys, b.n, rows.data());
+        for (size_t j = 0; j < b.n && !bad; ++j) {
+          if (rows[j] == SortedIndex::kMissing) {  // as FindOrCreateAll would make it
+            if (num_slots_ > 0) optimizer_->InitSlots(absl::MakeSpan(row));
+            init_.FillRows(&b.keys[j], 1, dim_, row.data(), row_floats_);
+          } else {
+            std::memcpy(row.data(), RowData(stripe, rows[j]), row_floats_ * sizeof(float));
+          }
+          const float* from = b.values + j * dim_;
+          float step_scale = scale;
+          std::copy(from, from + dim_, g.begin());
+          if (accumulate) {
+            step_scale = 1.0f;
+            auto it = stripe.pending.find(b.keys[j]);
+            if (it != stripe.pending.end()) {
+              const float* sum = stripe.accum.data() + size_t{it->second} * dim_;
+              for (uint32_t d = 0; d < dim_; ++d) g[d] += sum[d];
+            }
+          }
+          float* row_ptr = row.data();
+          const float* grad_ptr = g.data();
+          if (AllFinite(g)) {
+            optimizer_->ApplyRows(absl::MakeConstSpan(&row_ptr, 1),
+                                  absl::MakeConstSpan(&grad_ptr, 1), dim_, step, step_scale);
+          }
+          if (!AllFinite(g) || !AllFinite(row)) bad = b.keys[j];
+        }
+      });
+  return bad;
 }
 
 void SparseTable::Apply(absl::Span<const uint64_t> keys, absl::Span<const float> grads,

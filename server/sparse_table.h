@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,8 +53,22 @@ class SparseTable {
   uint32_t dim() const { return dim_; }
 
   // Copies the rows of `keys` into out (keys.size() * dim floats, row after
-  // row), creating missing rows. REQUIRES: out.size() == keys.size() * dim().
-  void Read(absl::Span<const uint64_t> keys, absl::Span<float> out);
+  // row), creating missing rows; with `create` false a missing row is
+  // answered with its initial values and not kept.
+  // REQUIRES: out.size() == keys.size() * dim().
+  void Read(absl::Span<const uint64_t> keys, absl::Span<float> out, bool create = true);
+
+  // How many of `keys` have no row yet (a request's cost against
+  // server.max_sparse_rows). Takes the stripes' locks one at a time.
+  uint64_t CountMissing(absl::Span<const uint64_t> keys);
+
+  // As DenseTable::FirstNonFinite: the first key whose row (values or
+  // slots) Apply of `grads` would make non-finite, computed on copies (a
+  // missing row as it would be created); with `accumulate`, of the buffered
+  // sum applied at scale 1. nullopt when every row stays finite.
+  std::optional<uint64_t> FirstNonFinite(absl::Span<const uint64_t> keys,
+                                         absl::Span<const float> grads, float scale,
+                                         bool accumulate);
 
   // Applies the optimizer to each row with gradient scale * its dim floats of grads.
   // REQUIRES: grads.size() == keys.size() * dim().
@@ -66,6 +81,8 @@ class SparseTable {
   void ApplyAccumulated(float scale);
 
   uint64_t rows() const;
+  // Rows created so far, without taking a lock (may lag a request in flight).
+  uint64_t approximate_rows() const { return row_count_.load(std::memory_order_relaxed); }
 
   // Checkpoints: every row's key and its row_floats() floats (values, then
   // the optimizer's slots), each stripe copied under its lock, and the
@@ -136,6 +153,7 @@ class SparseTable {
   std::atomic<int64_t> step_{0};
   std::atomic<uint64_t> pushes_{0};
   std::atomic<uint64_t> pulls_{0};
+  std::atomic<uint64_t> row_count_{0};  // rows created (FindOrCreateAll, Restore)
 };
 
 }  // namespace tessera

@@ -141,18 +141,24 @@ unsigned UsableCores() {
 
 }  // namespace
 
-GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank)
+GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank,
+                           std::shared_ptr<const TransportSecurity> security)
     : config_(config),
       rank_(rank),
       spin_(absl::Microseconds(ResolveSpinWaitUs(config, UsableCores()))),
       requests_(ShardRequests::ForDense(config, config.worker.channels_per_shard, kSplitBytes)) {
+  if (security == nullptr) {
+    auto from_config = TransportSecurity::ForJob(config);
+    security_error_ = from_config.status();
+    security = from_config.ok() ? *std::move(from_config) : TransportSecurity::Plaintext();
+  }
   const uint32_t channels = config.worker.channels_per_shard;
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
     ShardChannels shard;
     shard.address = config.cluster.servers[s];
     for (uint32_t c = 0; c < channels; ++c) {
       shard.stubs.push_back(v1::Shard::NewStub(
-          MakeChannel(shard.address, config.server.max_message_bytes, static_cast<int>(c))));
+          security->Channel(shard.address, config.server.max_message_bytes, static_cast<int>(c))));
     }
     // As many requests as the bytes need (>= kSplitBytes each, at most one
     // per channel): a small shard gets one request, so its push advances the
@@ -244,6 +250,14 @@ size_t GrpcPsClient::shared_memory_shards() const {
   return n;
 }
 
+std::vector<std::string> GrpcPsClient::shared_memory_names() const {
+  std::vector<std::string> names;
+  for (const auto& shard : shards_) {
+    if (shard.memory != nullptr) names.push_back(shard.memory->name());
+  }
+  return names;
+}
+
 absl::Status GrpcPsClient::RegisterWith(const std::vector<size_t>& which, int64_t resume_clock,
                                         std::vector<v1::RegisterResponse>* responses) {
   const int64_t timeout_ms = config_.worker.connect_timeout_ms;
@@ -253,6 +267,7 @@ absl::Status GrpcPsClient::RegisterWith(const std::vector<size_t>& which, int64_
   for (size_t s : which) {
     requests[s].set_worker_rank(rank_);
     requests[s].set_resume_clock(resume_clock);
+    requests[s].set_session(requests_.session);
     if (const SharedSegment* memory = shards_[s].memory.get()) {
       v1::SharedMemory* m = requests[s].mutable_shared_memory();
       m->set_name(memory->name());
@@ -281,11 +296,28 @@ absl::Status GrpcPsClient::RegisterWith(const std::vector<size_t>& which, int64_
 }
 
 absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
+  if (!security_error_.ok()) return security_error_;  // never talk in plaintext by mistake
   if (config_.worker.shared_memory == "auto") CreateSharedMemory();
   std::vector<v1::RegisterResponse> responses(shards_.size());
   std::vector<size_t> all(shards_.size());
   for (size_t s = 0; s < all.size(); ++s) all[s] = s;
   absl::Status status = RegisterWith(all, resume_clock, &responses);
+  // A restarted worker may find its rank still held by its dead predecessor
+  // until that one has been silent for security.rank_lease_s; past that (and
+  // a margin) the holder is alive: two workers with one rank.
+  const absl::Time give_up =
+      absl::Now() + absl::Seconds(config_.security.rank_lease_s) + absl::Seconds(5);
+  bool logged = false;
+  while (absl::IsAlreadyExists(status) && absl::Now() < give_up) {
+    if (!logged) {
+      spdlog::info("rank {} is still held on a shard ({}); waiting for the old holder to go "
+                   "silent (security.rank_lease_s = {})",
+                   rank_, std::string(status.message()), config_.security.rank_lease_s);
+      logged = true;
+    }
+    absl::SleepFor(absl::Milliseconds(250));
+    status = RegisterWith(all, resume_clock, &responses);
+  }
   // Shards that hold an earlier clock than another (or than this worker)
   // are moved to the highest, so that every shard agrees on it.
   int64_t clock = resume_clock;
@@ -475,6 +507,7 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
   for (size_t s = 0; s < shards_.size(); ++s) {
     if (shards_[s].groups.size() <= 1) continue;
     clock_requests[s].set_worker_rank(rank_);
+    clock_requests[s].set_session(requests_.session);
     clock_requests[s].set_clock(clock);
     clock_contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
     shards_[s].stubs[0]->async()->Clock(&clock_contexts[s], &clock_requests[s], &clock_responses[s],
@@ -503,6 +536,7 @@ absl::Status GrpcPsClient::Finish() {
   CallGroup group;
   for (size_t s = 0; s < shards_.size(); ++s) {
     requests[s].set_worker_rank(rank_);
+    requests[s].set_session(requests_.session);
     contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
     shards_[s].stubs[0]->async()->Finish(&contexts[s], &requests[s], &responses[s],
                                          group.Add(s, &contexts[s]));

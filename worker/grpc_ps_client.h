@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "common/security.h"
 #include "common/shared_memory.h"
 #include "proto/tessera.grpc.pb.h"
 #include "worker/ps_client.h"
@@ -37,7 +38,11 @@ int64_t ResolveSpinWaitUs(const JobConfig& config, unsigned cores);
 
 class GrpcPsClient : public PsClient {
  public:
-  GrpcPsClient(const JobConfig& config, uint32_t rank);
+  // `security`: the job's TLS and token (TransportSecurity::ForJob); null
+  // reads them from `config`, and Connect fails with the reason when that
+  // cannot be done.
+  GrpcPsClient(const JobConfig& config, uint32_t rank,
+               std::shared_ptr<const TransportSecurity> security = nullptr);
 
   absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) override;
   int64_t lost_clocks() const override { return lost_clocks_; }
@@ -51,6 +56,8 @@ class GrpcPsClient : public PsClient {
 
   // How many shards take this worker's bytes through shared memory now.
   size_t shared_memory_shards() const;
+  // The names of the segments in use (unlinked once Connect returns).
+  std::vector<std::string> shared_memory_names() const;
 
  private:
   struct ShardChannels {
@@ -91,6 +98,7 @@ class GrpcPsClient : public PsClient {
   absl::Status CheckLayout(size_t s, const v1::RegisterResponse& layout) const;
 
   const JobConfig config_;
+  absl::Status security_error_;  // from reading the job's security settings
   const uint32_t rank_;
   const absl::Duration spin_;  // worker.spin_wait_us, resolved
   const ShardRequests requests_;  // every dense piece, split for the channels

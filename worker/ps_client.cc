@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "common/partition.h"
+#include "common/secret.h"
 #include "common/wire.h"
 #include "server/shard.h"
 
@@ -47,9 +49,22 @@ void ShardRequests::FillSlice(const Piece& piece, v1::Slice* slice) const {
   slice->set_length(piece.length);
 }
 
+std::string ShardRequests::NewSession() {
+  absl::StatusOr<std::string> bytes = RandomBytes(16);
+  if (bytes.ok() && bytes->find_first_not_of('\0') != std::string::npos) return *bytes;
+  // getrandom failed (it does not on Linux >= 3.17): the C++ library's
+  // device, still unique per process.
+  std::random_device device;
+  std::string fallback(16, '\0');
+  for (char& c : fallback) c = static_cast<char>(device());
+  fallback[0] |= 1;
+  return fallback;
+}
+
 void ShardRequests::BuildPull(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
                               v1::PullRequest* request) const {
   request->set_worker_rank(worker);
+  request->set_session(session);
   request->set_clock(clock);
   request->set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
   for (const auto& p : pieces) FillSlice(p, request->add_slices());
@@ -59,6 +74,7 @@ void ShardRequests::BuildPush(const std::vector<Piece>& pieces, uint32_t worker,
                               const ParameterSet& grads, bool advance, uint32_t piece,
                               v1::PushRequest* request, const SharedTarget* shared) const {
   request->set_worker_rank(worker);
+  request->set_session(session);
   request->set_clock(clock);
   request->set_advance_clock(advance);
   request->set_piece(piece);
@@ -155,6 +171,7 @@ absl::StatusOr<int64_t> LocalPsClient::Connect(int64_t resume_clock) {
       v1::RegisterRequest request;
       request.set_worker_rank(rank_);
       request.set_resume_clock(target);
+      request.set_session(requests_.session);
       v1::RegisterResponse response;
       absl::Status s = shard->Register(request, &response);
       if (!s.ok()) return s;
@@ -208,6 +225,7 @@ absl::Status LocalPsClient::Finish() {
   for (Shard* shard : shards_) {
     v1::FinishRequest request;
     request.set_worker_rank(rank_);
+    request.set_session(requests_.session);
     v1::FinishResponse response;
     absl::Status s = shard->Finish(request, &response);
     if (!s.ok()) return s;

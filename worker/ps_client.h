@@ -84,6 +84,12 @@ struct ShardRequests {
   std::vector<std::string> table_names;
   std::vector<uint64_t> dense_sizes;  // 0 for sparse tables
   bool bf16 = false;                  // values travel as bfloat16 (worker.wire_precision)
+  // This worker process's registration secret (RegisterRequest.session),
+  // carried by every request built here.
+  std::string session = NewSession();
+
+  // 16 random bytes, drawn once per client.
+  static std::string NewSession();
 
   // Splits every dense table of `config` over its shards; a shard's share of
   // a table larger than split_bytes is cut into `split` pieces, so that large

@@ -63,15 +63,17 @@ Trainer::Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backe
 
 absl::StatusOr<TrainResult> Trainer::Run() {
   ScopedFlushDenormal flush;  // CPU-backend compute runs on this thread
-  TESSERA_ASSIGN_OR_RETURN(clock_, client_->Connect());
   result_.device = backend_->name();
   const TrainingConfig& t = config_.training;
+  // A config problem is reported before any server is asked for anything.
   Batcher batcher(train_->size(), rank_, config_.cluster.workers, t.batch_size, t.seed);
   if (batcher.steps_per_epoch() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("training.batch_size = ", t.batch_size,
-                                                   ": larger than this worker's share of the ",
-                                                   train_->size(), " training examples"));
+    return absl::InvalidArgumentError(absl::StrCat("config: training.batch_size = '", t.batch_size,
+                                                   "': expected at most this worker's share of the ",
+                                                   train_->size(), " training examples (",
+                                                   train_->size() / config_.cluster.workers, ")"));
   }
+  TESSERA_ASSIGN_OR_RETURN(clock_, client_->Connect());
   auto model_ptr = MakeModel(config_.model, backend_, std::max<uint32_t>(t.batch_size, 256));
   Model& model = *model_ptr;
   TESSERA_RETURN_IF_ERROR(BackendStatus("allocating the model"));

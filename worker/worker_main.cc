@@ -43,6 +43,9 @@ int ExitCodeFor(const absl::Status& s) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kAlreadyExists:     // another live worker has this rank
+    case absl::StatusCode::kPermissionDenied:  // replaced by another registration
+    case absl::StatusCode::kUnauthenticated:   // wrong or missing job token
       return 2;
     default:
       return 1;
@@ -65,7 +68,7 @@ int main(int argc, char** argv) {
   }
   auto config = LoadJobConfig(flags->Get("config"), sets);
   if (!config.ok()) return Fail(2, std::string(config.status().message()));
-  auto rank_flag = flags->GetInt("rank");
+  auto rank_flag = flags->GetInt("rank", kMaxWorkers - 1);
   if (!rank_flag.ok()) return Fail(2, std::string(rank_flag.status().message()));
   auto rank = standalone ? absl::StatusOr<uint32_t>(0) : ResolveWorkerRank(*rank_flag);
   if (!rank.ok()) return Fail(2, std::string(rank.status().message()));
@@ -99,12 +102,19 @@ int main(int argc, char** argv) {
   if (standalone) {
     std::vector<Shard*> shards;
     for (uint32_t s = 0; s < config->num_servers(); ++s) {
-      local_shards.push_back(std::move(*Shard::Create(*config, s)));
+      auto shard = Shard::Create(*config, s);
+      if (!shard.ok()) {
+        return Fail(absl::IsInvalidArgument(shard.status()) ? 2 : 1,
+                    std::string(shard.status().message()));
+      }
+      local_shards.push_back(*std::move(shard));
       shards.push_back(local_shards.back().get());
     }
     client = std::make_unique<LocalPsClient>(*config, 0, shards);
   } else {
-    client = std::make_unique<GrpcPsClient>(*config, *rank);
+    auto security = TransportSecurity::ForJob(*config);
+    if (!security.ok()) return Fail(2, std::string(security.status().message()));
+    client = std::make_unique<GrpcPsClient>(*config, *rank, *std::move(security));
   }
   auto backend = MakeBackend(config->worker, *rank);
   if (!backend.ok()) return Fail(2, std::string(backend.status().message()));

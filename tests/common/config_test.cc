@@ -161,7 +161,7 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
   CHECK(ErrorOf(kMinimal, {"logging.level=loud"}) ==
         "config: logging.level = 'loud': expected one of trace|debug|info|warn|error|off");
   CHECK(ErrorOf(kMinimal, {"cluster.servers.0=nohost"}) ==
-        "config: cluster.servers.0 = 'nohost': expected host:port");
+        "config: cluster.servers.0 = 'nohost': expected host:port with a port in 1..65535");
   CHECK(ErrorOf(kMinimal, {"model.type=softmax", "model.layers=[784, 100, 10]"}) ==
         "config: model.layers = [784, 100, 10]: expected [inputs, classes] for a softmax model");
   CHECK(ErrorOf(kMinimal, {"server.max_message_bytes=10"})
@@ -219,6 +219,44 @@ cluster:
   CHECK(ErrorOf(yaml, {"cluster.servers=[a:1]"}) ==
         "config: cluster.server_pattern = 'tessera-server-{i}.tessera-server.{namespace}.svc:50051'"
         ": expected either cluster.servers or cluster.server_pattern, not both");
+}
+
+TEST_CASE("hostile configs: duplicate keys, ports out of range, security keys") {
+  // YAML forbids a key twice; yaml-cpp would silently keep the first.
+  CHECK(ErrorOf(std::string(kMinimal) + "training: {epochs: 1}\ntraining: {epochs: 9}\n") ==
+        "config: training: given twice; expected each key once");
+  CHECK(ErrorOf(std::string(kMinimal) + "optimizer: {lr: 0.1, lr: 0.2}\n") ==
+        "config: optimizer.lr: given twice; expected each key once");
+  CHECK(ErrorOf(kMinimal, {"cluster.servers=[\"h:99999\"]"}) ==
+        "config: cluster.servers.0 = 'h:99999': expected host:port with a port in 1..65535");
+  CHECK(ErrorOf(kMinimal, {"cluster.servers=[\"h:0\"]"}) ==
+        "config: cluster.servers.0 = 'h:0': expected host:port with a port in 1..65535");
+  CHECK(ErrorOf(kMinimal, {"cluster.servers=[\"h:-1\"]"}) ==
+        "config: cluster.servers.0 = 'h:-1': expected host:port with a port in 1..65535");
+  CHECK(CheckHostPort("--listen", "127.0.0.1").message() ==
+        "--listen = '127.0.0.1': expected host:port with a port in 1..65535");
+  CHECK(CheckHostPort("--listen", "127.0.0.1:0", /*allow_zero=*/true).ok());
+  CHECK(CheckHostPort("--listen", "[::1]:65535").ok());
+  CHECK(ErrorOf(kMinimal, {"security.tls.cert_file=a.pem"}) ==
+        "config: security.tls.key_file = (missing): expected both security.tls.cert_file and "
+        "key_file, or neither");
+  CHECK(ErrorOf(kMinimal, {"security.tls.cert_file=a.pem", "security.tls.key_file=k.pem"}) ==
+        "config: security.tls.ca_file = (missing): expected the CA that signed the shards' "
+        "certificates (workers check them with it)");
+  CHECK(ErrorOf(kMinimal, {"security.tls.ca_file=ca.pem", "security.tls.mutual=true"}) ==
+        "config: security.tls.mutual = 'true': expected false unless security.tls.cert_file and "
+        "key_file are set");
+  CHECK(ErrorOf(kMinimal, {"security.rank_lease_s=-1"}) ==
+        "config: security.rank_lease_s = '-1': expected a number >= 0 and <= 1e+06");
+  CHECK(ErrorOf(kMinimal, {"server.max_gradient_abs=-5"}).find("server.max_gradient_abs") !=
+        std::string::npos);
+  auto ok = ParseJobConfig(kMinimal, {"security.token_file=/run/token", "server.max_sparse_rows=10",
+                                      "server.pull_creates_rows=false"});
+  REQUIRE(ok.ok());
+  CHECK(ok->security.token_file == "/run/token");
+  CHECK(ok->server.max_sparse_rows == 10);
+  CHECK_FALSE(ok->server.pull_creates_rows);
+  CHECK(ok->security.rank_lease_s == 5);
 }
 
 TEST_CASE("missing servers, bad YAML, bad --set and missing files") {

@@ -31,6 +31,15 @@ TEST_CASE("unknown, repeated, valueless and non-numeric flags are errors") {
   auto f = Parse({"--shard", "x"});
   REQUIRE(f.ok());
   CHECK(f->GetInt("shard").status().message() == "--shard = 'x': expected a non-negative integer");
+  // Never wrapped into range: 2^32 is not shard 0.
+  auto big = Parse({"--shard", "4294967296"});
+  REQUIRE(big.ok());
+  CHECK(big->GetInt("shard", 4095).status().message() ==
+        "--shard = '4294967296': expected a non-negative integer <= 4095");
+  CHECK(**big->GetInt("shard") == 4294967296);
+  auto negative = Parse({"--shard=-1"});
+  REQUIRE(negative.ok());
+  CHECK_FALSE(negative->GetInt("shard", 4095).ok());
 }
 
 TEST_CASE("ordinals come from StatefulSet pod names") {

@@ -11,6 +11,7 @@ namespace {
 v1::RegisterResponse RegisterAt(Shard& shard, uint32_t worker, int64_t resume_clock) {
   v1::RegisterRequest r;
   r.set_worker_rank(worker);
+  r.set_session(SessionOf(worker));
   r.set_resume_clock(resume_clock);
   v1::RegisterResponse resp;
   REQUIRE(shard.Register(r, &resp).ok());
@@ -57,6 +58,7 @@ TEST_CASE("a shard behind a worker adopts the worker's clock and counts the cloc
   for (int64_t bad : {int64_t{-1}, (int64_t{1} << 40) + 1, std::numeric_limits<int64_t>::max()}) {
     v1::RegisterRequest r;
     r.set_worker_rank(0);
+    r.set_session(SessionOf(0));
     r.set_resume_clock(bad);
     v1::RegisterResponse resp;
     CHECK(shard->Register(r, &resp).code() == absl::StatusCode::kInvalidArgument);

@@ -10,6 +10,7 @@
 #include "proto/health.grpc.pb.h"
 #include "proto/tessera.grpc.pb.h"
 #include "server/shard_server.h"
+#include "tests/server/test_session.h"
 
 namespace tessera {
 namespace {
@@ -47,6 +48,7 @@ struct Client {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::RegisterRequest r;
     r.set_worker_rank(worker);
+    r.set_session(SessionOf(worker));
     v1::RegisterResponse resp;
     return stub->Register(&ctx, r, &resp);
   }
@@ -57,6 +59,7 @@ struct Client {
     ctx.set_deadline(std::chrono::system_clock::now() + timeout);
     v1::PullRequest r;
     r.set_worker_rank(worker);
+    r.set_session(SessionOf(worker));
     r.set_clock(clock);
     auto* s = r.add_slices();
     s->set_table(table);
@@ -79,6 +82,7 @@ v1::PushRequest DensePush(uint32_t worker, int64_t clock, uint64_t offset,
                           const std::vector<float>& g, bool advance = true) {
   v1::PushRequest r;
   r.set_worker_rank(worker);
+  r.set_session(SessionOf(worker));
   r.set_clock(clock);
   auto* s = r.add_slices();
   s->set_table("w");
@@ -101,6 +105,7 @@ TEST_CASE("register returns this shard's table layout; health says SERVING") {
   Client c(server->port());
   grpc::ClientContext ctx;
   v1::RegisterRequest r;
+  r.set_session(SessionOf(0));
   v1::RegisterResponse resp;
   REQUIRE(c.stub->Register(&ctx, r, &resp).ok());
   CHECK(resp.num_shards() == 1);
@@ -219,6 +224,7 @@ TEST_CASE("bad requests over gRPC get their status codes and change nothing") {
   CHECK(c.Push(DensePush(0, 5, 0, {1.0f})).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
   v1::PushRequest stranger = DensePush(0, 0, 0, {1.0f});
   stranger.set_worker_rank(0);
+  stranger.set_session(SessionOf(0));
   {
     Client other(server->port());
     JobConfig two = MakeConfig("asp", 2);
@@ -234,6 +240,7 @@ TEST_CASE("bad requests over gRPC get their status codes and change nothing") {
   CHECK(c.Push(huge).error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
   v1::PushRequest bad_key;
   bad_key.set_worker_rank(0);
+  bad_key.set_session(SessionOf(0));
   bad_key.set_clock(1);
   auto* s = bad_key.add_slices();
   s->set_table("emb");

@@ -12,6 +12,7 @@
 
 #include "common/wire.h"
 #include "server/shard.h"
+#include "tests/server/test_session.h"
 
 namespace tessera {
 
@@ -48,6 +49,7 @@ inline std::unique_ptr<Shard> MakeShard(const JobConfig& c, uint32_t index = 0) 
   for (uint32_t w = 0; w < c.cluster.workers; ++w) {
     v1::RegisterRequest r;
     r.set_worker_rank(w);
+    r.set_session(SessionOf(w));
     v1::RegisterResponse resp;
     REQUIRE((*s)->Register(r, &resp).ok());
   }
@@ -73,6 +75,7 @@ inline PushRequest MakePush(uint32_t worker, int64_t clock, const v1::Slice& sli
                      const std::vector<float>& grad, bool advance = false) {
   PushRequest p;
   p.set_worker_rank(worker);
+  p.set_session(SessionOf(worker));
   p.set_clock(clock);
   *p.add_slices() = slice;
   EncodeFloats(grad, p.add_gradients());
@@ -91,6 +94,7 @@ inline std::unique_ptr<PendingPull> StartPull(Shard& shard, uint32_t worker, int
                                        const v1::Slice& slice, absl::Time deadline = kFar) {
   auto p = std::make_unique<PendingPull>();
   p->request.set_worker_rank(worker);
+  p->request.set_session(SessionOf(worker));
   p->request.set_clock(clock);
   *p->request.add_slices() = slice;
   PendingPull* raw = p.get();
@@ -108,6 +112,7 @@ inline std::vector<float> PullNow(Shard& shard, const v1::Slice& slice, uint32_t
 inline void Advance(Shard& shard, uint32_t worker, int64_t clock) {
   v1::ClockRequest r;
   r.set_worker_rank(worker);
+  r.set_session(SessionOf(worker));
   r.set_clock(clock);
   v1::ClockResponse resp;
   REQUIRE(shard.Clock(r, &resp).ok());

@@ -18,6 +18,7 @@ std::unique_ptr<SharedSegment> RegisterShared(Shard& shard, uint32_t worker, uin
   REQUIRE(segment.ok());
   v1::RegisterRequest r;
   r.set_worker_rank(worker);
+  r.set_session(SessionOf(worker));
   r.mutable_shared_memory()->set_name((*segment)->name());
   r.mutable_shared_memory()->set_capacity(capacity);
   r.mutable_shared_memory()->set_token((*segment)->token());
@@ -97,6 +98,7 @@ TEST_CASE("a pull answers into shared memory, also after it was parked") {
   Advance(*shard, 0, 0);  // worker 0 at clock 1; worker 1 still at 0
   auto pull = std::make_unique<PendingPull>();
   pull->request.set_worker_rank(0);
+  pull->request.set_session(SessionOf(0));
   pull->request.set_clock(1);
   *pull->request.add_slices() = Dense("w", 2, 4);
   *pull->request.add_slices() = Sparse("emb", {9});
@@ -157,6 +159,7 @@ TEST_CASE("bad shared-memory ranges and missing mappings are refused and change 
   }
   PullRequest pull;
   pull.set_worker_rank(0);
+  pull.set_session(SessionOf(0));
   *pull.add_slices() = Dense("w", 0, 8);
   pull.mutable_reply_shared()->set_offset(64);
   PullResponse resp;
@@ -173,6 +176,7 @@ TEST_CASE("Register maps only the worker's own memory; registering again without
   REQUIRE(segment.ok());
   v1::RegisterRequest r;
   r.set_worker_rank(0);
+  r.set_session(SessionOf(0));
   r.mutable_shared_memory()->set_name((*segment)->name());
   r.mutable_shared_memory()->set_capacity(64);
   std::string token = (*segment)->token();
@@ -200,6 +204,7 @@ TEST_CASE("Register maps only the worker's own memory; registering again without
 
   v1::RegisterRequest plain;
   plain.set_worker_rank(0);
+  plain.set_session(SessionOf(0));
   REQUIRE(shard->Register(plain, &resp).ok());
   push.set_clock(1);
   CHECK(shard->Push(push, &push_resp).code() == absl::StatusCode::kFailedPrecondition);

@@ -263,6 +263,7 @@ TEST_CASE("bad pushes get the right code and leave the shard unchanged") {
   EncodeFloats(std::vector<float>{1}, good_then_bad.add_gradients());
   PushRequest unregistered = MakePush(0, 0, Dense("w", 0, 1), {1});
   unregistered.set_worker_rank(7);
+  unregistered.set_session(SessionOf(7));
   std::vector<Case> cases = {
       {"unknown table", MakePush(0, 0, Dense("nope", 0, 1), {1}, true),
        absl::StatusCode::kInvalidArgument},
@@ -307,6 +308,7 @@ TEST_CASE("bfloat16 pushes and pulls: rounded on the wire, float32 on the shard"
   const std::vector<float> grad = {0.1f, -0.3f};
   PushRequest push;
   push.set_worker_rank(0);
+  push.set_session(SessionOf(0));
   push.set_clock(0);
   push.set_encoding(v1::BFLOAT16);
   *push.add_slices() = Dense("b", 0, 2);
@@ -334,6 +336,7 @@ TEST_CASE("bfloat16 pushes and pulls: rounded on the wire, float32 on the shard"
   auto emb = PullNow(*shard, Sparse("emb", {5}));
   PullRequest sparse;
   sparse.set_worker_rank(0);
+  sparse.set_session(SessionOf(0));
   sparse.set_encoding(v1::BFLOAT16);
   *sparse.add_slices() = Sparse("emb", {5});
   PullResponse sparse_resp;
@@ -362,6 +365,7 @@ TEST_CASE("a bfloat16 push of the wrong size, or an unknown encoding, changes no
   CHECK(std::string(s.message()) == "encoding 9 is unknown: expected FLOAT32 or BFLOAT16");
   PullRequest pull;
   pull.set_worker_rank(0);
+  pull.set_session(SessionOf(0));
   pull.set_encoding(static_cast<v1::Encoding>(9));
   *pull.add_slices() = Dense("w", 0, 2);
   PullResponse pull_resp;
@@ -475,12 +479,14 @@ TEST_CASE("Finish lets the others run on and reports when all are done") {
   CHECK_FALSE(p->status.has_value());
   v1::FinishRequest f;
   f.set_worker_rank(1);
+  f.set_session(SessionOf(1));
   v1::FinishResponse fr;
   REQUIRE(shard->Finish(f, &fr).ok());
   CHECK(fr.workers_finished() == 1);
   CHECK(p->status.has_value());  // worker 1 no longer holds min_clock back
   CHECK_FALSE(shard->AllWorkersFinished());
   f.set_worker_rank(0);
+  f.set_session(SessionOf(0));
   REQUIRE(shard->Finish(f, &fr).ok());
   CHECK(shard->AllWorkersFinished());
 }
