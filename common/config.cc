@@ -432,6 +432,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
       TESSERA_RETURN_IF_ERROR(t.Str("ca_file", &v.tls.ca_file));
       TESSERA_RETURN_IF_ERROR(t.Bool("mutual", &v.tls.mutual));
       TESSERA_RETURN_IF_ERROR(t.Str("server_name", &v.tls.server_name));
+      TESSERA_RETURN_IF_ERROR(t.Integer("reload_s", &v.tls.reload_s, 1, 86400));
       if (v.tls.cert_file.empty() != v.tls.key_file.empty()) {
         return Bad(t.KeyPath(v.tls.cert_file.empty() ? "cert_file" : "key_file"),
                    YAML::Node(), "both security.tls.cert_file and key_file, or neither");

@@ -217,6 +217,7 @@ struct TlsConfig {
   // The name the worker checks in the shard's certificate; empty: the host
   // of the shard's address.
   std::string server_name;
+  uint32_t reload_s = 10;  // how often the files are checked for changes
   bool enabled() const { return !cert_file.empty() || !ca_file.empty(); }
 };
 

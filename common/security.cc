@@ -55,10 +55,10 @@ std::shared_ptr<grpc::experimental::CertificateProviderInterface> Provider(const
   using grpc::experimental::FileWatcherCertificateProvider;
   if (identity) {
     return std::make_shared<FileWatcherCertificateProvider>(
-        tls.key_file, tls.cert_file, tls.ca_file, TransportSecurity::kCertificateRefreshSeconds);
+        tls.key_file, tls.cert_file, tls.ca_file, tls.reload_s);
   }
   return std::make_shared<FileWatcherCertificateProvider>(
-      tls.ca_file, TransportSecurity::kCertificateRefreshSeconds);
+      tls.ca_file, tls.reload_s);
 }
 
 }  // namespace

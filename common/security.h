@@ -8,7 +8,7 @@
 //   worker:  auto channel = security->Channel(address, args);   // token attached to each call
 //
 // TLS goes through gRPC's TLS credentials with a FileWatcherCertificateProvider:
-// the files are re-read every kCertificateRefreshSeconds, so a renewed
+// the files are re-read every security.tls.reload_s seconds, so a renewed
 // certificate (cert-manager rewrites the mounted Secret) is picked up without a
 // restart. The token travels as "authorization: Bearer <token>" metadata, added
 // by a client interceptor to every call of the channel and checked by the
@@ -33,9 +33,6 @@ namespace tessera {
 
 class TransportSecurity {
  public:
-  // How often certificate files are checked for changes.
-  static constexpr unsigned kCertificateRefreshSeconds = 10;
-
   // Reads the token file and checks that the certificate files exist.
   // INVALID_ARGUMENT / NOT_FOUND naming the key when a file cannot be used.
   static absl::StatusOr<std::shared_ptr<const TransportSecurity>> ForJob(const JobConfig& config);

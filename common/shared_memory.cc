@@ -98,7 +98,57 @@ bool GuardedCopy(void* dst, const void* src, size_t n) {
   return true;
 }
 
+// Names this process created and has not unlinked, for the termination
+// handler: fixed slots of plain chars, so that the handler reads them without
+// allocating or locking. A slot is claimed with `state` 0 -> 1 (writing),
+// published as 2, and freed back to 0.
+constexpr int kNameSlots = 256;
+struct NameSlot {
+  std::atomic<int> state{0};
+  char path[128];  // "/dev/shm/tessera-..."
+};
+NameSlot name_slots[kNameSlots];
+
+void RememberName(const std::string& name) {
+  const std::string path = "/dev/shm" + name;
+  if (path.size() >= sizeof(NameSlot::path)) return;
+  for (NameSlot& slot : name_slots) {
+    int free = 0;
+    if (!slot.state.compare_exchange_strong(free, 1)) continue;
+    std::memcpy(slot.path, path.c_str(), path.size() + 1);
+    slot.state.store(2);
+    return;
+  }
+}
+
+void ForgetName(const std::string& name) {
+  const std::string path = "/dev/shm" + name;
+  for (NameSlot& slot : name_slots) {
+    if (slot.state.load() == 2 && path == slot.path) {
+      slot.state.store(0);
+      return;
+    }
+  }
+}
+
+void OnTermination(int sig) {
+  for (NameSlot& slot : name_slots) {
+    if (slot.state.load() == 2) unlink(slot.path);  // async-signal-safe
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
 }  // namespace
+
+void SharedSegment::UnlinkOnTermination() {
+  for (int sig : {SIGTERM, SIGINT}) {
+    struct sigaction action {};
+    action.sa_handler = OnTermination;
+    sigemptyset(&action.sa_mask);
+    sigaction(sig, &action, nullptr);
+  }
+}
 
 SharedSegment::SharedSegment(std::string name, std::string token, uint64_t capacity, char* base,
                              bool owner)
@@ -116,6 +166,7 @@ SharedSegment::~SharedSegment() {
 void SharedSegment::Unlink() {
   if (!linked_.exchange(false)) return;
   shm_unlink(name_.c_str());
+  ForgetName(name_);
 }
 
 absl::StatusOr<std::unique_ptr<SharedSegment>> SharedSegment::Create(uint64_t capacity) {
@@ -150,6 +201,7 @@ absl::StatusOr<std::unique_ptr<SharedSegment>> SharedSegment::Create(uint64_t ca
   char* header = static_cast<char*>(base);
   std::memcpy(header, kMagic, sizeof(kMagic));
   std::memcpy(header + sizeof(kMagic), token->data(), kTokenBytes);
+  RememberName(name);
   return std::unique_ptr<SharedSegment>(
       new SharedSegment(name, *std::move(token), capacity, header, /*owner=*/true));
 }

@@ -89,6 +89,13 @@ class SharedSegment {
   // Removes the name; mappings stay valid. Idempotent.
   void Unlink();
 
+  // Makes SIGTERM and SIGINT remove the names of every segment this process
+  // created and has not unlinked yet, then end the process as the signal
+  // would (a worker stopped while it waits for its servers leaves nothing in
+  // /dev/shm). Replaces those signals' dispositions: for daemons that do not
+  // handle them otherwise. SIGKILL cannot be caught; names carry the pid.
+  static void UnlinkOnTermination();
+
  private:
   SharedSegment(std::string name, std::string token, uint64_t capacity, char* base, bool owner);
 

@@ -20,6 +20,7 @@
 #include "common/flags.h"
 #include "common/identity.h"
 #include "common/logging.h"
+#include "common/shared_memory.h"
 #include "common/status.h"
 #include "server/shard.h"
 #include "spdlog/spdlog.h"
@@ -84,6 +85,9 @@ int main(int argc, char** argv) {
   if (config->model.type == "tables") {
     return Fail(2, "model.type = 'tables': a worker trains softmax or mlp models");
   }
+
+  // Stopped while it waits for servers, a worker still leaves /dev/shm clean.
+  SharedSegment::UnlinkOnTermination();
 
   auto train = LoadDataset(config->data, /*train=*/true);
   if (!train.ok()) return Fail(2, std::string(train.status().message()));

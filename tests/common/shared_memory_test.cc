@@ -5,6 +5,11 @@
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <sstream>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace tessera {
 namespace {
@@ -83,6 +88,52 @@ TEST_CASE("Bytes checks bounds and alignment") {
     INFO(offset << " +" << bytes);
     CHECK(a.Bytes(offset, bytes).status().code() == absl::StatusCode::kInvalidArgument);
   }
+}
+
+TEST_CASE("SIGTERM removes the names of a process's linked segments") {
+  int pipe_fds[2];
+  REQUIRE(pipe(pipe_fds) == 0);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {  // a worker waiting for its servers, then stopped
+    SharedSegment::UnlinkOnTermination();
+    auto a = SharedSegment::Create(4096);
+    auto b = SharedSegment::Create(4096);
+    auto gone = SharedSegment::Create(64);
+    if (!a.ok() || !b.ok() || !gone.ok()) _exit(9);
+    (*gone)->Unlink();
+    const std::string names = (*a)->name() + " " + (*b)->name() + "\n";
+    if (write(pipe_fds[1], names.data(), names.size()) < 0) _exit(9);
+    raise(SIGTERM);
+    _exit(8);  // not reached
+  }
+  close(pipe_fds[1]);
+  char buffer[512] = {};
+  REQUIRE(read(pipe_fds[0], buffer, sizeof(buffer) - 1) > 0);
+  close(pipe_fds[0]);
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGTERM);
+  std::istringstream names(buffer);
+  std::string name;
+  int checked = 0;
+  while (names >> name) {
+    CHECK(access(("/dev/shm" + name).c_str(), F_OK) != 0);
+    ++checked;
+  }
+  CHECK(checked == 2);
+}
+
+TEST_CASE("Open refuses a capacity beyond the limit before any arithmetic on it") {
+  auto a = SharedSegment::Create(64);
+  REQUIRE(a.ok());
+  for (uint64_t lie : {~uint64_t{0}, ~uint64_t{0} - 31, SharedSegment::kMaxCapacity + 1}) {
+    auto opened = SharedSegment::Open((*a)->name(), lie, (*a)->token());
+    CHECK(opened.status().code() == absl::StatusCode::kInvalidArgument);
+  }
+  CHECK(SharedSegment::Open((*a)->name(), 128, (*a)->token()).status().code() ==
+        absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace
