@@ -375,7 +375,7 @@ void BenchOptimizer(const OptimizerConfig& config, uint64_t n, int repeats) {
   // Bytes moved: w, slots read and written, g read.
   double bytes = double(n) * sizeof(float) * (2 + 2 * opt->num_slots() + 1);
   std::printf("%-34s %12llu values p50 %9.3f ms  p99 %9.3f ms  %8.2f G values/s  (%.1f GB/s)\n",
-              ("optimizer " + config.type + ", one core").c_str(), (unsigned long long)n,
+              (std::string("optimizer ") + NameOf(config.type) + ", one core").c_str(), (unsigned long long)n,
               t.p50 * 1e3, t.p99 * 1e3, n / t.p50 / 1e9, bytes / t.p50 / 1e9);
 }
 
@@ -425,7 +425,7 @@ int Main(int argc, char** argv) {
   }
   std::printf("ps_bench: shard %u of %u at %s, mode %s, optimizer %s, %zu channels\n",
               layout.shard_index(), layout.num_shards(), address.c_str(), layout.mode().c_str(),
-              config->optimizer.type.c_str(), conn.size());
+              NameOf(config->optimizer.type), conn.size());
   int64_t clock = layout.clock();
   const int repeats = static_cast<int>(num("repeats", 20));
   if ((only.empty() || only == "dense") &&

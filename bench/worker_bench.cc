@@ -41,7 +41,7 @@ int Main(int argc, char** argv) {
   if (!flags->Has("config")) return Fail("--config FILE is required");
   auto config = LoadJobConfig(flags->Get("config"), flags->All("set"));
   if (!config.ok()) return Fail(std::string(config.status().message()));
-  if (config->model.type == "tables") return Fail("model.type 'tables' has no compute");
+  if (config->model.type == ModelType::kTables) return Fail("model.type 'tables' has no compute");
   auto batch_flag = flags->GetInt("batch");
   auto steps_flag = flags->GetInt("steps");
   auto warmup_flag = flags->GetInt("warmup");
@@ -88,7 +88,7 @@ int Main(int argc, char** argv) {
   const double step_ms = 1e3 * seconds / steps;
   const double rate = steps * double(batch) / seconds;
   std::printf("%s on %s: %zu parameters, batch %u, %lld steps: %.3f ms/step, %.0f samples/s\n",
-              config->model.type.c_str(), b.name().c_str(), parameters, batch,
+              NameOf(config->model.type), b.name().c_str(), parameters, batch,
               static_cast<long long>(steps), step_ms, rate);
 
   // A second pass with per-call device timing, when the backend has it.
@@ -118,7 +118,7 @@ int Main(int argc, char** argv) {
   std::printf(
       "{\"model\": \"%s\", \"backend\": \"%s\", \"batch\": %u, \"steps\": %lld, "
       "\"step_ms\": %.4f, \"samples_per_second\": %.1f%s}\n",
-      config->model.type.c_str(), b.name().c_str(), batch, static_cast<long long>(steps), step_ms,
+      NameOf(config->model.type), b.name().c_str(), batch, static_cast<long long>(steps), step_ms,
       rate, shares.c_str());
   return 0;
 }

@@ -68,6 +68,21 @@ class MapReader {
     return absl::OkStatus();
   }
 
+  // One of EnumWords<E>, parsed into *out.
+  template <typename E>
+  absl::Status Choice(const std::string& key, E* out) {
+    YAML::Node v = Child(key);
+    if (!v) return absl::OkStatus();
+    const auto& words = EnumWords<E>::kWords;
+    const size_t n = sizeof(words) / sizeof(words[0]);
+    if (v.IsScalar()) {
+      for (size_t i = 0; i < n; ++i) {
+        if (v.Scalar() == words[i]) return *out = static_cast<E>(i), absl::OkStatus();
+      }
+    }
+    return Bad(KeyPath(key), v, "one of " + absl::StrJoin(words, words + n, "|"));
+  }
+
   absl::Status Bool(const std::string& key, bool* out) {
     YAML::Node v = Child(key);
     if (!v) return absl::OkStatus();
@@ -162,14 +177,14 @@ absl::Status Section(MapReader& parent, const std::string& key,
 }
 
 absl::Status ReadInit(MapReader& r, InitConfig* init) {
-  TESSERA_RETURN_IF_ERROR(r.Str("type", &init->type, {"zeros", "constant", "uniform", "normal"}));
+  TESSERA_RETURN_IF_ERROR(r.Choice("type", &init->type));
   TESSERA_RETURN_IF_ERROR(r.Float("value", &init->value, -1e30, 1e30));
   TESSERA_RETURN_IF_ERROR(r.Float("low", &init->low, -1e30, 1e30));
   TESSERA_RETURN_IF_ERROR(r.Float("high", &init->high, -1e30, 1e30));
   TESSERA_RETURN_IF_ERROR(r.Float("mean", &init->mean, -1e30, 1e30));
   TESSERA_RETURN_IF_ERROR(r.Float("stddev", &init->stddev, 0, 1e30));
   TESSERA_RETURN_IF_ERROR(r.Integer("seed", &init->seed, 0));
-  if (init->type == "uniform" && !(init->low <= init->high)) {
+  if (init->type == InitType::kUniform && !(init->low <= init->high)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config: ", r.KeyPath("high"), " = '", init->high, "': expected >= low (", init->low, ")"));
   }
@@ -186,10 +201,8 @@ absl::Status ReadTables(const YAML::Node& list, const std::string& path,
     MapReader r(list[i], item_path);
     if (!list[i].IsMap()) return Bad(item_path, list[i], "a mapping with name, kind, size|dim");
     TableConfig t;
-    std::string kind = "dense";
     TESSERA_RETURN_IF_ERROR(r.Str("name", &t.name));
-    TESSERA_RETURN_IF_ERROR(r.Str("kind", &kind, {"dense", "sparse"}));
-    t.kind = kind == "dense" ? TableKind::kDense : TableKind::kSparse;
+    TESSERA_RETURN_IF_ERROR(r.Choice("kind", &t.kind));
     TESSERA_RETURN_IF_ERROR(r.Integer("size", &t.size, 1, int64_t{1} << 40));
     TESSERA_RETURN_IF_ERROR(r.Integer("dim", &t.dim, 1, 1 << 20));
     TESSERA_RETURN_IF_ERROR(r.Integer("reserve_rows", &t.reserve_rows, 0, int64_t{1} << 36));
@@ -212,7 +225,7 @@ absl::Status ReadTables(const YAML::Node& list, const std::string& path,
 }
 
 absl::Status ReadModel(MapReader& r, ModelConfig* m) {
-  TESSERA_RETURN_IF_ERROR(r.Str("type", &m->type, {"softmax", "mlp", "cnn", "tables"}));
+  TESSERA_RETURN_IF_ERROR(r.Choice("type", &m->type));
   TESSERA_RETURN_IF_ERROR(r.Integer("seed", &m->seed, 0));
   TESSERA_RETURN_IF_ERROR(r.Integer("kernel", &m->kernel, 1, 15));
   YAML::Node channels = r.Child("conv_channels");
@@ -240,13 +253,13 @@ absl::Status ReadModel(MapReader& r, ModelConfig* m) {
     }
   }
   TESSERA_RETURN_IF_ERROR(ReadTables(r.Child("tables"), r.KeyPath("tables"), &m->tables));
-  if (m->type == "softmax" && m->layers.size() != 2) {
+  if (m->type == ModelType::kSoftmax && m->layers.size() != 2) {
     return Bad(r.KeyPath("layers"), layers, "[inputs, classes] for a softmax model");
   }
-  if (m->type == "mlp" && m->layers.size() < 2) {
+  if (m->type == ModelType::kMlp && m->layers.size() < 2) {
     return Bad(r.KeyPath("layers"), layers, "at least [inputs, classes] for an mlp");
   }
-  if (m->type == "cnn") {
+  if (m->type == ModelType::kCnn) {
     const uint32_t pixels = m->layers.empty() ? 0 : m->layers.front();
     const uint32_t side = static_cast<uint32_t>(std::lround(std::sqrt(double(pixels))));
     const uint32_t shrink = 1u << m->conv_channels.size();
@@ -259,7 +272,7 @@ absl::Status ReadModel(MapReader& r, ModelConfig* m) {
       return Bad(r.KeyPath("kernel"), r.Child("kernel"), "an odd kernel side (same padding)");
     }
   }
-  if (m->type == "tables" && m->tables.empty()) {
+  if (m->type == ModelType::kTables && m->tables.empty()) {
     return Bad(r.KeyPath("tables"), r.Child("tables"), "a non-empty list for type tables");
   }
   return absl::OkStatus();
@@ -331,11 +344,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
         "(or cluster.server_pattern with cluster.num_servers)");
   }
   TESSERA_RETURN_IF_ERROR(Section(r, "consistency", [&](MapReader& s) -> absl::Status {
-    std::string mode = ModeName(c->consistency.mode);
-    TESSERA_RETURN_IF_ERROR(s.Str("mode", &mode, {"bsp", "ssp", "asp"}));
-    c->consistency.mode = mode == "bsp"   ? ConsistencyMode::kBsp
-                          : mode == "ssp" ? ConsistencyMode::kSsp
-                                          : ConsistencyMode::kAsp;
+    TESSERA_RETURN_IF_ERROR(s.Choice("mode", &c->consistency.mode));
     TESSERA_RETURN_IF_ERROR(s.Integer("staleness", &c->consistency.staleness, 0, 1'000'000));
     TESSERA_RETURN_IF_ERROR(s.Bool("aggregate", &c->consistency.aggregate));
     TESSERA_RETURN_IF_ERROR(s.Real("evict_after_s", &c->consistency.evict_after_s, 0, 1e7));
@@ -346,7 +355,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
       Section(r, "model", [&](MapReader& s) { return ReadModel(s, &c->model); }));
   TESSERA_RETURN_IF_ERROR(Section(r, "optimizer", [&](MapReader& s) -> absl::Status {
     OptimizerConfig& o = c->optimizer;
-    TESSERA_RETURN_IF_ERROR(s.Str("type", &o.type, {"sgd", "momentum", "adagrad", "adam"}));
+    TESSERA_RETURN_IF_ERROR(s.Choice("type", &o.type));
     TESSERA_RETURN_IF_ERROR(s.Float("lr", &o.lr, 0, 1e6, /*min_exclusive=*/true));
     TESSERA_RETURN_IF_ERROR(s.Float("momentum", &o.momentum, 0, 1));
     TESSERA_RETURN_IF_ERROR(s.Bool("nesterov", &o.nesterov));
@@ -354,10 +363,10 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Float("beta2", &o.beta2, 0, 0.99999999));
     TESSERA_RETURN_IF_ERROR(s.Float("epsilon", &o.epsilon, 0, 1, /*min_exclusive=*/true));
     TESSERA_RETURN_IF_ERROR(s.Float("initial_accumulator", &o.initial_accumulator, 0, 1e6));
-    TESSERA_RETURN_IF_ERROR(s.Str("lr_schedule", &o.lr_schedule, {"constant", "cosine"}));
+    TESSERA_RETURN_IF_ERROR(s.Choice("lr_schedule", &o.lr_schedule));
     TESSERA_RETURN_IF_ERROR(s.Integer("decay_steps", &o.decay_steps, 0));
     TESSERA_RETURN_IF_ERROR(s.Float("min_lr", &o.min_lr, 0, o.lr));
-    if (o.lr_schedule == "cosine" && o.decay_steps < 1) {
+    if (o.lr_schedule == LrSchedule::kCosine && o.decay_steps < 1) {
       return absl::InvalidArgumentError(
           absl::StrCat("config: optimizer.decay_steps = '", o.decay_steps,
                        "': expected an integer >= 1 when optimizer.lr_schedule is cosine"));
@@ -388,10 +397,10 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Bool("overlap_push", &v.overlap_push));
     TESSERA_RETURN_IF_ERROR(s.Real("server_lost_timeout_s", &v.server_lost_timeout_s, 0, 1e7));
     TESSERA_RETURN_IF_ERROR(s.Real("wait_for_workers_s", &v.wait_for_workers_s, 0, 1e7));
-    TESSERA_RETURN_IF_ERROR(s.Str("wire_precision", &v.wire_precision, {"fp32", "bf16"}));
-    TESSERA_RETURN_IF_ERROR(s.Str("shared_memory", &v.shared_memory, {"auto", "off"}));
-    TESSERA_RETURN_IF_ERROR(s.Str("device", &v.device, {"auto", "cpu", "cuda"}));
-    return s.Str("gemm_precision", &v.gemm_precision, {"fp32", "tf32", "bf16"});
+    TESSERA_RETURN_IF_ERROR(s.Choice("wire_precision", &v.wire_precision));
+    TESSERA_RETURN_IF_ERROR(s.Choice("shared_memory", &v.shared_memory));
+    TESSERA_RETURN_IF_ERROR(s.Choice("device", &v.device));
+    return s.Choice("gemm_precision", &v.gemm_precision);
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "training", [&](MapReader& s) -> absl::Status {
     TrainingConfig& t = c->training;
@@ -405,7 +414,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "data", [&](MapReader& s) -> absl::Status {
     DataConfig& d = c->data;
-    TESSERA_RETURN_IF_ERROR(s.Str("dataset", &d.dataset, {"fashion_mnist", "synthetic"}));
+    TESSERA_RETURN_IF_ERROR(s.Choice("dataset", &d.dataset));
     TESSERA_RETURN_IF_ERROR(s.Str("dir", &d.dir));
     TESSERA_RETURN_IF_ERROR(s.Integer("synthetic_train", &d.synthetic_train, 1, 1 << 26));
     TESSERA_RETURN_IF_ERROR(s.Integer("synthetic_test", &d.synthetic_test, 1, 1 << 26));
@@ -417,9 +426,9 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("every_clocks", &k.every_clocks, 0));
     TESSERA_RETURN_IF_ERROR(s.Real("every_seconds", &k.every_seconds, 0, 1e7));
     TESSERA_RETURN_IF_ERROR(s.Integer("keep", &k.keep, 1, 1000));
-    TESSERA_RETURN_IF_ERROR(s.Str("restore", &k.restore, {"auto", "never", "required"}));
+    TESSERA_RETURN_IF_ERROR(s.Choice("restore", &k.restore));
     TESSERA_RETURN_IF_ERROR(s.Integer("restore_clock", &k.restore_clock, -1));
-    if (k.restore == "required" && k.dir.empty()) {
+    if (k.restore == RestorePolicy::kRequired && k.dir.empty()) {
       return Bad(s.KeyPath("restore"), s.Child("restore"), "auto or never when checkpoint.dir is empty");
     }
     return absl::OkStatus();
@@ -522,23 +531,11 @@ absl::Status CheckHostPort(const std::string& what, const std::string& address,
                    allow_zero ? "0..65535 (0: any free port)" : "1..65535"));
 }
 
-const char* ModeName(ConsistencyMode mode) {
-  switch (mode) {
-    case ConsistencyMode::kBsp:
-      return "bsp";
-    case ConsistencyMode::kSsp:
-      return "ssp";
-    case ConsistencyMode::kAsp:
-      return "asp";
-  }
-  return "?";
-}
-
 std::vector<TableConfig> JobConfig::Tables() const {
-  if (model.type == "tables") return model.tables;
+  if (model.type == ModelType::kTables) return model.tables;
   std::vector<TableConfig> tables;
   std::vector<uint32_t> dense = model.layers;
-  if (model.type == "cnn") {
+  if (model.type == ModelType::kCnn) {
     uint64_t side = static_cast<uint64_t>(std::lround(std::sqrt(double(model.layers[0]))));
     uint64_t in_channels = 1;
     for (size_t i = 0; i < model.conv_channels.size(); ++i) {
@@ -546,7 +543,7 @@ std::vector<TableConfig> JobConfig::Tables() const {
       TableConfig w;
       w.name = absl::StrCat("conv", i, ".weight");
       w.size = fan_in * model.conv_channels[i];
-      w.init.type = "normal";
+      w.init.type = InitType::kNormal;
       w.init.stddev = static_cast<float>(std::sqrt(2.0 / static_cast<double>(fan_in)));  // He
       w.init.seed = model.seed * 1000 + 500 + i;
       TableConfig b;
@@ -564,7 +561,7 @@ std::vector<TableConfig> JobConfig::Tables() const {
     TableConfig w;
     w.name = absl::StrCat("fc", i, ".weight");
     w.size = in * out;
-    w.init.type = "normal";
+    w.init.type = InitType::kNormal;
     w.init.stddev = static_cast<float>(std::sqrt(2.0 / static_cast<double>(in)));  // He
     w.init.seed = model.seed * 1000 + i;
     TableConfig b;

@@ -25,16 +25,55 @@ namespace tessera {
 inline constexpr uint32_t kMaxShards = 4096;
 inline constexpr uint32_t kMaxWorkers = 4096;
 
+// Every choice a config makes among fixed words is an enum, parsed once here;
+// no component compares strings. NameOf(value) gives the config's word back
+// (for logs, messages and summary.json).
 enum class ConsistencyMode { kBsp, kSsp, kAsp };
 enum class TableKind { kDense, kSparse };
+enum class ModelType { kSoftmax, kMlp, kCnn, kTables };
+enum class InitType { kZeros, kConstant, kUniform, kNormal };
+enum class OptimizerType { kSgd, kMomentum, kAdagrad, kAdam };
+enum class LrSchedule { kConstant, kCosine };
+enum class DeviceChoice { kAuto, kCpu, kCuda };
+enum class WirePrecision { kFp32, kBf16 };
+enum class SharedMemoryMode { kAuto, kOff };
+enum class GemmPrecision { kFp32, kTf32, kBf16 };
+enum class DatasetKind { kFashionMnist, kSynthetic };
+enum class RestorePolicy { kAuto, kNever, kRequired };
 
-const char* ModeName(ConsistencyMode mode);
+// The words of each enum, in declaration order.
+template <typename E>
+struct EnumWords;
+#define TESSERA_ENUM_WORDS(E, ...)                              \
+  template <>                                                   \
+  struct EnumWords<E> {                                         \
+    static constexpr const char* kWords[] = {__VA_ARGS__};      \
+  }
+TESSERA_ENUM_WORDS(ConsistencyMode, "bsp", "ssp", "asp");
+TESSERA_ENUM_WORDS(TableKind, "dense", "sparse");
+TESSERA_ENUM_WORDS(ModelType, "softmax", "mlp", "cnn", "tables");
+TESSERA_ENUM_WORDS(InitType, "zeros", "constant", "uniform", "normal");
+TESSERA_ENUM_WORDS(OptimizerType, "sgd", "momentum", "adagrad", "adam");
+TESSERA_ENUM_WORDS(LrSchedule, "constant", "cosine");
+TESSERA_ENUM_WORDS(DeviceChoice, "auto", "cpu", "cuda");
+TESSERA_ENUM_WORDS(WirePrecision, "fp32", "bf16");
+TESSERA_ENUM_WORDS(SharedMemoryMode, "auto", "off");
+TESSERA_ENUM_WORDS(GemmPrecision, "fp32", "tf32", "bf16");
+TESSERA_ENUM_WORDS(DatasetKind, "fashion_mnist", "synthetic");
+TESSERA_ENUM_WORDS(RestorePolicy, "auto", "never", "required");
+#undef TESSERA_ENUM_WORDS
+
+template <typename E>
+const char* NameOf(E value) {
+  return EnumWords<E>::kWords[static_cast<size_t>(value)];
+}
+inline const char* ModeName(ConsistencyMode mode) { return NameOf(mode); }
 
 // How a table's values (dense) or a new row's values (sparse) start.
 // Values are a pure function of (seed, table name, index), so they do not
 // depend on how many shards the table is split over.
 struct InitConfig {
-  std::string type = "zeros";  // zeros | constant | uniform | normal
+  InitType type = InitType::kZeros;
   float value = 0.0f;          // constant
   float low = -0.05f;          // uniform
   float high = 0.05f;
@@ -83,7 +122,7 @@ struct ConsistencyConfig {
 struct ModelConfig {
   // softmax | mlp | cnn: tables derived from `layers` (and conv_channels);
   // tables: the `tables` list.
-  std::string type = "mlp";
+  ModelType type = ModelType::kMlp;
   // mlp/softmax: widths, inputs first, classes last. cnn: the square
   // one-channel image's pixel count first, then the dense head's widths.
   std::vector<uint32_t> layers = {784, 256, 128, 10};
@@ -96,7 +135,7 @@ struct ModelConfig {
 };
 
 struct OptimizerConfig {
-  std::string type = "sgd";  // sgd | momentum | adagrad | adam
+  OptimizerType type = OptimizerType::kSgd;
   float lr = 0.01f;
   float momentum = 0.9f;             // momentum
   bool nesterov = false;             // momentum
@@ -107,7 +146,7 @@ struct OptimizerConfig {
   // Learning rate over the updates a table has seen: constant, or cosine from
   // lr down to min_lr over decay_steps updates (then min_lr). An update is one
   // clock under BSP (the W pushes are applied once) and one push otherwise.
-  std::string lr_schedule = "constant";  // constant | cosine
+  LrSchedule lr_schedule = LrSchedule::kConstant;
   int64_t decay_steps = 0;               // cosine: >= 1
   float min_lr = 0.0f;                   // cosine: <= lr
 };
@@ -150,7 +189,7 @@ struct WorkerConfig {
   int64_t spin_wait_us = -1;
   double progress_interval_s = 5.0;     // seconds between progress lines
   // auto: a GPU when one is usable, else the CPU; cuda: a GPU or fail at start-up.
-  std::string device = "auto";  // auto | cpu | cuda
+  DeviceChoice device = DeviceChoice::kAuto;
   // SSP (s >= 1) and ASP: compute step c+1 while step c's push is in flight
   // (its result serves a later step); BSP always waits.
   bool overlap_push = true;
@@ -163,14 +202,14 @@ struct WorkerConfig {
   double wait_for_workers_s = 3600;
   // Values on the wire (pulled parameters, pushed gradients): fp32, or bf16
   // (half the bytes; the servers keep and update fp32).
-  std::string wire_precision = "fp32";  // fp32 | bf16
+  WirePrecision wire_precision = WirePrecision::kFp32;
   // auto: with a shard on this host, pulled values and pushed gradients go
   // through a shared-memory segment and gRPC carries only the call; shards
   // that cannot see it (another host or container) get the bytes in the
   // messages. off: always in the messages.
-  std::string shared_memory = "auto";  // auto | off
+  SharedMemoryMode shared_memory = SharedMemoryMode::kAuto;
   // GEMMs on a GPU: fp32, or tf32 / bf16 inputs with fp32 accumulation.
-  std::string gemm_precision = "fp32";  // fp32 | tf32 | bf16
+  GemmPrecision gemm_precision = GemmPrecision::kFp32;
 };
 
 struct TrainingConfig {
@@ -184,7 +223,7 @@ struct TrainingConfig {
 };
 
 struct DataConfig {
-  std::string dataset = "fashion_mnist";  // fashion_mnist | synthetic
+  DatasetKind dataset = DatasetKind::kFashionMnist;
   std::string dir = "/usr/share/datasets/fashion-mnist";
   uint32_t synthetic_train = 4096;  // synthetic: examples
   uint32_t synthetic_test = 1024;
@@ -200,7 +239,7 @@ struct CheckpointConfig {
   uint32_t keep = 2;         // newest K kept; a newer one is complete before an older goes
   // auto: restore the newest valid checkpoint when one exists; never: start
   // from initial values; required: exit 2 unless a valid one exists.
-  std::string restore = "auto";  // auto | never | required
+  RestorePolicy restore = RestorePolicy::kAuto;
   // -1: the newest valid; else a checkpoint of exactly this clock (what
   // `tessera run --resume` sets, so every shard restores the same cut).
   int64_t restore_clock = -1;

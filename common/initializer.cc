@@ -16,10 +16,7 @@ float UnitUniform(uint64_t bits) {
 
 Initializer::Initializer(const InitConfig& config, const std::string& table_name)
     : config_(config),
-      kind_(config.type == "constant"  ? Kind::kConstant
-            : config.type == "uniform" ? Kind::kUniform
-            : config.type == "normal"  ? Kind::kNormal
-                                       : Kind::kZeros),
+      kind_(config.type),
       stream_(SplitMix64(config.seed)) {
   for (unsigned char c : table_name) stream_ = SplitMix64(stream_ ^ c);
 }
@@ -30,9 +27,9 @@ inline float Initializer::UniformAt(uint64_t index) const {
 }
 
 float Initializer::ValueAt(uint64_t index) const {
-  if (kind_ == Kind::kZeros) return 0.0f;
-  if (kind_ == Kind::kConstant) return config_.value;
-  if (kind_ == Kind::kUniform) return UniformAt(index);
+  if (kind_ == InitType::kZeros) return 0.0f;
+  if (kind_ == InitType::kConstant) return config_.value;
+  if (kind_ == InitType::kUniform) return UniformAt(index);
   uint64_t bits = SplitMix64(stream_ ^ SplitMix64(index));
   // normal: Box-Muller on two uniforms drawn from one counter.
   float u1 = UnitUniform(bits);
@@ -43,7 +40,7 @@ float Initializer::ValueAt(uint64_t index) const {
 
 void Initializer::FillRows(const uint64_t* keys, size_t n, uint32_t dim, float* rows,
                            size_t stride) const {
-  if (kind_ == Kind::kUniform) {
+  if (kind_ == InitType::kUniform) {
     // The common case without the per-value dispatch of ValueAt.
     for (size_t k = 0; k < n; ++k) {
       for (uint32_t j = 0; j < dim; ++j) rows[k * stride + j] = UniformAt(keys[k] * dim + j);
@@ -54,7 +51,7 @@ void Initializer::FillRows(const uint64_t* keys, size_t n, uint32_t dim, float* 
 }
 
 void Initializer::Fill(uint64_t first, absl::Span<float> out) const {
-  if (kind_ == Kind::kZeros || kind_ == Kind::kConstant) {
+  if (kind_ == InitType::kZeros || kind_ == InitType::kConstant) {
     std::fill(out.begin(), out.end(), ValueAt(0));
     return;
   }

@@ -30,13 +30,12 @@ class Initializer {
   float ValueAt(uint64_t index) const;
 
  private:
-  enum class Kind { kZeros, kConstant, kUniform, kNormal };
 
   float UniformAt(uint64_t index) const;  // ValueAt for kUniform
 
   // const after construction
   InitConfig config_;
-  Kind kind_;        // config_.type, resolved once (ValueAt runs per value)
+  InitType kind_;  // config_.type (ValueAt runs per value)
   uint64_t stream_;  // seed mixed with the table name
 };
 

@@ -1,5 +1,6 @@
 #include "launcher/launcher.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/config.h"
+#include "common/secret.h"
 #include "common/status.h"
 #include "launcher/process.h"
 #include "launcher/summary.h"
@@ -138,6 +140,17 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
   common.insert(common.end(),
                 {"--set", absl::StrCat("cluster.servers=[", absl::StrJoin(addresses, ","), "]")});
   for (const auto& o : server_sets) common.insert(common.end(), {"--set", o});
+  if (options.token) {
+    const std::string path = (fs::path(job->dir) / "token").string();
+    TESSERA_ASSIGN_OR_RETURN(const std::string token, RandomHex(32));
+    const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const std::string line = token + "\n";
+    const bool written =
+        fd >= 0 && write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+    if (fd >= 0) close(fd);
+    if (!written) return absl::InternalError(absl::StrCat("cannot write the job token to ", path));
+    common.insert(common.end(), {"--set", "security.token_file=" + path});
+  }
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
     Child c{absl::StrCat("server-", s), true};
     c.log_path = absl::StrCat(job->dir, "/", c.name, ".log");

@@ -44,6 +44,10 @@ struct LaunchOptions {
   // Continue the stopped job whose output folder this is, from the newest
   // clock every shard has a checkpoint of (out_dir is then this folder).
   std::string resume_dir;
+  // Every daemon requires a job token that this run draws and writes to
+  // DIR/token (0600): another process on this machine cannot join or stop
+  // the job without reading that file (security.token_file).
+  bool token = false;
   // Called with a daemon's name and pid each time one is started (tests,
   // fault injection).
   std::function<void(const std::string& name, pid_t pid)> on_spawn;

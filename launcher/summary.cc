@@ -91,7 +91,7 @@ std::string WriteSummary(const JobConfig& config, const std::string& dir, const 
       {"workers", config.cluster.workers},
       {"epochs", config.training.epochs},
       {"batch_size", config.training.batch_size},
-      {"optimizer", config.optimizer.type},
+      {"optimizer", NameOf(config.optimizer.type)},
       {"device", rank0.value("device", "unknown")},
       {"restarts", restarts},
       {"lost_clocks", static_cast<int64_t>(lost)},

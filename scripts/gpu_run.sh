@@ -22,7 +22,7 @@ bin=$bundle/bin
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   ldd "$bin/tessera-worker" | grep -E 'cublas|cudart|not found'
 } > "$out/device.txt" 2>&1
-timeout 180 "$bin/cuda_backend_test" -s -r compact > "$out/gpu_tests.txt" 2>&1
+TESSERA_REQUIRE_GPU=1 timeout 180 "$bin/cuda_backend_test" -s -r compact > "$out/gpu_tests.txt" 2>&1
 echo "gpu tests exit $?" >> "$out/gpu_tests.txt"
 for model in mlp cnn; do
   for device in cpu cuda; do

@@ -25,7 +25,7 @@ std::string ShardRoot(const JobConfig& config, uint32_t shard) {
 
 absl::Status Checkpointer::Restore(Shard* shard, const JobConfig& config) {
   const CheckpointConfig& c = config.checkpoint;
-  if (c.dir.empty() || c.restore == "never") return absl::OkStatus();
+  if (c.dir.empty() || c.restore == RestorePolicy::kNever) return absl::OkStatus();
   CheckpointStore store(ShardRoot(config, shard->index()), c.keep);
   std::vector<std::string> skipped;
   CheckpointInfo info;
@@ -33,7 +33,7 @@ absl::Status Checkpointer::Restore(Shard* shard, const JobConfig& config) {
       store.LoadNewest(shard->Identity(), c.restore_clock, &skipped, &info);
   for (const std::string& line : skipped) spdlog::warn("checkpoint: {}", line);
   if (absl::IsNotFound(state.status())) {
-    if (c.restore == "required") {
+    if (c.restore == RestorePolicy::kRequired) {
       return absl::FailedPreconditionError(absl::StrCat(
           "checkpoint.restore is required: ", state.status().message()));
     }

@@ -24,7 +24,7 @@ void ForEachBlock(size_t n, Body body) {
 class LearningRate {
  public:
   explicit LearningRate(const OptimizerConfig& c)
-      : lr_(c.lr), min_(c.min_lr), decay_steps_(c.lr_schedule == "cosine" ? c.decay_steps : 0) {}
+      : lr_(c.lr), min_(c.min_lr), decay_steps_(c.lr_schedule == LrSchedule::kCosine ? c.decay_steps : 0) {}
 
   float At(int64_t step) const {
     if (decay_steps_ <= 0) return lr_;
@@ -170,9 +170,9 @@ void Optimizer::InitSlots(absl::Span<float> slots) const {
 }
 
 std::unique_ptr<Optimizer> MakeOptimizer(const OptimizerConfig& config) {
-  if (config.type == "momentum") return std::make_unique<Momentum>(config);
-  if (config.type == "adagrad") return std::make_unique<Adagrad>(config);
-  if (config.type == "adam") return std::make_unique<Adam>(config);
+  if (config.type == OptimizerType::kMomentum) return std::make_unique<Momentum>(config);
+  if (config.type == OptimizerType::kAdagrad) return std::make_unique<Adagrad>(config);
+  if (config.type == OptimizerType::kAdam) return std::make_unique<Adam>(config);
   return std::make_unique<Sgd>(config);
 }
 

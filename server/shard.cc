@@ -59,10 +59,10 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
     const uint64_t here = DenseShardRange(t.size, shard_index, config.num_servers()).size();
     dense_bytes += here * dense_floats_per_value * sizeof(float);
     if (dense_bytes > memory) {
-      const std::string key = config.model.type == "tables"
+      const std::string key = config.model.type == ModelType::kTables
                                   ? absl::StrCat("model.tables.", i, ".size")
                                   : std::string("model.layers");
-      const std::string value = config.model.type == "tables"
+      const std::string value = config.model.type == ModelType::kTables
                                     ? absl::StrCat(t.size)
                                     : absl::StrJoin(config.model.layers, ",");
       return absl::InvalidArgumentError(absl::StrCat(
@@ -621,7 +621,7 @@ absl::Status Shard::CheckUpdateFinite(const v1::PushRequest& request,
     return absl::InvalidArgumentError(absl::StrCat(
         "table '", request.slices(i).table(), "': this update would make ",
         r.dense ? "value " : "the row of key ", *bad,
-        " or its optimizer state NaN or Inf (gradients too large for ", config_.optimizer.type,
+        " or its optimizer state NaN or Inf (gradients too large for ", NameOf(config_.optimizer.type),
         " at lr ", config_.optimizer.lr,
         "); refused, nothing changed (server.reject_nonfinite; server.max_gradient_abs bounds "
         "gradients)"));

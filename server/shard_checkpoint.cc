@@ -16,7 +16,7 @@ v1::CheckpointIdentity Shard::Identity() const {
   id.set_shard_index(index_);
   id.set_num_shards(config_.num_servers());
   id.set_num_workers(num_workers_);
-  id.set_optimizer(config_.optimizer.type);
+  id.set_optimizer(NameOf(config_.optimizer.type));
   id.set_optimizer_slots(static_cast<uint32_t>(optimizer_->num_slots()));
   id.set_aggregate(aggregate_);
   for (const v1::TableLayout& t : layout_) {

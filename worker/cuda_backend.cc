@@ -27,9 +27,9 @@ cuda::ConvDims Dims(const Backend::ConvShape& s) {
   return {s.batch, s.height, s.width, s.channels, s.kernel, s.pad};
 }
 
-cublasComputeType_t ComputeType(const std::string& precision) {
-  if (precision == "tf32") return CUBLAS_COMPUTE_32F_FAST_TF32;
-  if (precision == "bf16") return CUBLAS_COMPUTE_32F_FAST_16BF;
+cublasComputeType_t ComputeType(GemmPrecision precision) {
+  if (precision == GemmPrecision::kTf32) return CUBLAS_COMPUTE_32F_FAST_TF32;
+  if (precision == GemmPrecision::kBf16) return CUBLAS_COMPUTE_32F_FAST_16BF;
   return CUBLAS_COMPUTE_32F;
 }
 
@@ -55,7 +55,7 @@ class CudaBackend final : public Backend {
     TESSERA_CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options_.device),
                                  "cudaGetDeviceProperties");
     name_ = absl::StrCat("cuda:", options_.device, " (", prop.name, ", sm_", prop.major, prop.minor,
-                         ", gemm ", options_.gemm_precision, ")");
+                         ", gemm ", NameOf(options_.gemm_precision), ")");
     TESSERA_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
                                  "cudaStreamCreateWithFlags");
     TESSERA_CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas_), "cublasCreate");

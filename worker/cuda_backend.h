@@ -20,13 +20,14 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/config.h"
 #include "worker/backend.h"
 
 namespace tessera {
 
 struct CudaOptions {
   int device = 0;                       // GPU ordinal, as CUDA numbers them
-  std::string gemm_precision = "fp32";  // fp32 | tf32 | bf16 (fp32 accumulation)
+  GemmPrecision gemm_precision = GemmPrecision::kFp32;  // fp32 accumulation
 };
 
 // The number of usable GPUs (>= 1), or UNAVAILABLE saying why there is none:

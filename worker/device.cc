@@ -7,10 +7,10 @@
 namespace tessera {
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const WorkerConfig& config, uint32_t rank) {
-  if (config.device == "cpu") return MakeCpuBackend();
+  if (config.device == DeviceChoice::kCpu) return MakeCpuBackend();
   absl::StatusOr<int> gpus = CudaDeviceCount();
   if (!gpus.ok()) {
-    if (config.device == "cuda") {
+    if (config.device == DeviceChoice::kCuda) {
       return absl::FailedPreconditionError(
           absl::StrCat("worker.device = 'cuda': ", gpus.status().message(),
                        "; use device auto or cpu to train on the CPU"));
@@ -23,11 +23,11 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const WorkerConfig& config,
   options.gemm_precision = config.gemm_precision;
   auto backend = MakeCudaBackend(options);
   if (!backend.ok()) {
-    return absl::Status(backend.status().code(), absl::StrCat("worker.device = '", config.device,
+    return absl::Status(backend.status().code(), absl::StrCat("worker.device = '", NameOf(config.device),
                                                               "': the GPU could not be set up: ",
                                                               backend.status().message()));
   }
-  spdlog::info("device {}: training on {}", config.device, (*backend)->name());
+  spdlog::info("device {}: training on {}", NameOf(config.device), (*backend)->name());
   return backend;
 }
 

@@ -297,7 +297,7 @@ absl::Status GrpcPsClient::RegisterWith(const std::vector<size_t>& which, int64_
 
 absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
   if (!security_error_.ok()) return security_error_;  // never talk in plaintext by mistake
-  if (config_.worker.shared_memory == "auto") CreateSharedMemory();
+  if (config_.worker.shared_memory == SharedMemoryMode::kAuto) CreateSharedMemory();
   std::vector<v1::RegisterResponse> responses(shards_.size());
   std::vector<size_t> all(shards_.size());
   for (size_t s = 0; s < all.size(); ++s) all[s] = s;

@@ -265,7 +265,7 @@ void Model::Evaluate(const ParameterSet& params, const Dataset& data, double* ac
 }
 
 std::unique_ptr<Model> MakeModel(const ModelConfig& config, Backend* backend, uint32_t max_batch) {
-  if (config.type == "cnn") return std::make_unique<Cnn>(config, backend, max_batch);
+  if (config.type == ModelType::kCnn) return std::make_unique<Cnn>(config, backend, max_batch);
   return std::make_unique<Mlp>(config.layers, backend, max_batch);
 }
 

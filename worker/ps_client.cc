@@ -16,7 +16,7 @@ namespace tessera {
 ShardRequests ShardRequests::ForDense(const JobConfig& config, uint32_t split,
                                       uint64_t split_bytes) {
   ShardRequests r;
-  r.bf16 = config.worker.wire_precision == "bf16";
+  r.bf16 = config.worker.wire_precision == WirePrecision::kBf16;
   const uint32_t num_shards = config.num_servers();
   r.pieces.resize(num_shards);
   const auto tables = config.Tables();

@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return Fail(2, std::string(s.message()));
   }
-  if (config->model.type == "tables") {
+  if (config->model.type == ModelType::kTables) {
     return Fail(2, "model.type = 'tables': a worker trains softmax or mlp models");
   }
 

@@ -27,7 +27,7 @@ TEST_CASE("a minimal config gets documented defaults") {
   CHECK(c->cluster.workers == 3);
   CHECK(c->consistency.mode == ConsistencyMode::kBsp);
   CHECK(c->consistency.aggregate);
-  CHECK(c->optimizer.type == "sgd");
+  CHECK(c->optimizer.type == OptimizerType::kSgd);
   CHECK(c->model.layers == std::vector<uint32_t>{784, 256, 128, 10});
 }
 
@@ -52,7 +52,7 @@ logging: {level: debug}
   CHECK(c->consistency.staleness == 3);
   CHECK_FALSE(c->consistency.aggregate);
   REQUIRE(c->Tables().size() == 2);
-  CHECK(c->Tables()[0].init.type == "uniform");
+  CHECK(c->Tables()[0].init.type == InitType::kUniform);
   CHECK(c->Tables()[0].init.seed == 9);
   CHECK(c->Tables()[1].kind == TableKind::kSparse);
   CHECK(c->Tables()[1].dim == 4);
@@ -63,10 +63,10 @@ logging: {level: debug}
   CHECK(c->server.max_pull_wait_ms == 500);
   CHECK_FALSE(c->server.reject_nonfinite);
   CHECK(c->worker.channels_per_shard == 4);
-  CHECK(c->worker.shared_memory == "auto");  // defaults
+  CHECK(c->worker.shared_memory == SharedMemoryMode::kAuto);  // defaults
   CHECK(c->worker.spin_wait_us == -1);
   CHECK(c->training.batch_size == 32);
-  CHECK(c->data.dataset == "synthetic");
+  CHECK(c->data.dataset == DatasetKind::kSynthetic);
   CHECK(c->logging.level == "debug");
 }
 
@@ -76,7 +76,7 @@ TEST_CASE("--set overrides any key, lists included") {
                  "cluster.servers.1=h:9", "optimizer.lr=0.5", "optimizer.lr_schedule=cosine",
                  "optimizer.decay_steps=5616", "optimizer.min_lr=0.01"});
   REQUIRE(c.ok());
-  CHECK(c->optimizer.lr_schedule == "cosine");
+  CHECK(c->optimizer.lr_schedule == LrSchedule::kCosine);
   CHECK(c->optimizer.decay_steps == 5616);
   CHECK(c->optimizer.min_lr == Approx(0.01));
   CHECK(c->consistency.mode == ConsistencyMode::kSsp);
@@ -99,7 +99,7 @@ TEST_CASE("mlp tables derive from layers with He init") {
   REQUIRE(t.size() == 4);
   CHECK(t[0].name == "fc0.weight");
   CHECK(t[0].size == 12);
-  CHECK(t[0].init.type == "normal");
+  CHECK(t[0].init.type == InitType::kNormal);
   CHECK(t[0].init.stddev == Approx(std::sqrt(2.0 / 4)));
   CHECK(t[1].name == "fc0.bias");
   CHECK(t[1].size == 3);

@@ -10,7 +10,7 @@ namespace {
 
 TEST_CASE("values do not depend on how the table is split") {
   InitConfig c;
-  c.type = "normal";
+  c.type = InitType::kNormal;
   c.stddev = 0.5f;
   c.seed = 3;
   Initializer init(c, "fc0.weight");
@@ -22,18 +22,18 @@ TEST_CASE("values do not depend on how the table is split") {
 
 TEST_CASE("seed and table name change the stream") {
   InitConfig c;
-  c.type = "uniform";
+  c.type = InitType::kUniform;
   Initializer a(c, "a"), b(c, "b");
   c.seed = 2;
   Initializer a2(c, "a");
   CHECK(a.ValueAt(5) != b.ValueAt(5));
   CHECK(a.ValueAt(5) != a2.ValueAt(5));
-  CHECK(a.ValueAt(5) == Initializer(InitConfig{.type = "uniform"}, "a").ValueAt(5));
+  CHECK(a.ValueAt(5) == Initializer(InitConfig{.type = InitType::kUniform}, "a").ValueAt(5));
 }
 
 TEST_CASE("distributions have the configured moments and bounds") {
-  InitConfig u{.type = "uniform", .low = -2.0f, .high = 3.0f};
-  InitConfig n{.type = "normal", .mean = 1.0f, .stddev = 2.0f};
+  InitConfig u{.type = InitType::kUniform, .low = -2.0f, .high = 3.0f};
+  InitConfig n{.type = InitType::kNormal, .mean = 1.0f, .stddev = 2.0f};
   Initializer uni(u, "t"), nor(n, "t");
   double sum = 0, sq = 0;
   const int kN = 200000;
@@ -55,13 +55,13 @@ TEST_CASE("zeros and constant") {
   std::vector<float> v(8, 7.0f);
   Initializer(InitConfig{}, "t").Fill(0, absl::MakeSpan(v));
   for (float x : v) CHECK(x == 0.0f);
-  Initializer(InitConfig{.type = "constant", .value = 0.25f}, "t").Fill(3, absl::MakeSpan(v));
+  Initializer(InitConfig{.type = InitType::kConstant, .value = 0.25f}, "t").Fill(3, absl::MakeSpan(v));
   for (float x : v) CHECK(x == 0.25f);
 }
 
 TEST_CASE("FillRows writes each row's values as Fill does, and nothing between rows") {
-  for (const char* type : {"uniform", "normal", "constant", "zeros"}) {
-    INFO(type);
+  for (InitType type : {InitType::kUniform, InitType::kNormal, InitType::kConstant, InitType::kZeros}) {
+    INFO(NameOf(type));
     InitConfig c;
     c.type = type;
     c.value = 0.25f;

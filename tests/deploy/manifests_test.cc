@@ -110,7 +110,7 @@ TEST_CASE("servers: headless service, StatefulSet, gRPC probes, ports and counts
                   m["mountPath"].as<std::string>() == job.checkpoint.dir;
     }
     CHECK(on_claim);
-    CHECK(job.checkpoint.restore == "auto");
+    CHECK(job.checkpoint.restore == RestorePolicy::kAuto);
     CHECK((job.checkpoint.every_seconds > 0 || job.checkpoint.every_clocks > 0));
     CheckRestricted(pod["spec"]);
   }

@@ -26,7 +26,7 @@ std::string FreshDir(const std::string& name) {
   return dir;
 }
 
-JobConfig TablesConfig(const std::string& optimizer, const std::string& mode = "asp") {
+JobConfig TablesConfig(OptimizerType optimizer, const std::string& mode = "asp") {
   JobConfig c = MakeConfig(mode, 0, 2);
   c.name = "ckpt-test";
   c.optimizer.type = optimizer;
@@ -91,13 +91,14 @@ std::vector<std::string> StateBytes(Shard& shard) {
 }
 
 TEST_CASE("every table kind and optimizer round-trips through a checkpoint bit for bit") {
-  for (const char* optimizer : {"sgd", "momentum", "adagrad", "adam"}) {
-    INFO("optimizer " << optimizer);
+  for (OptimizerType optimizer : {OptimizerType::kSgd, OptimizerType::kMomentum,
+                                  OptimizerType::kAdagrad, OptimizerType::kAdam}) {
+    INFO("optimizer " << NameOf(optimizer));
     const JobConfig config = TablesConfig(optimizer);
     auto shard = MakeShard(config);
     Train(*shard, 3);
     Advance(*shard, 0, 0);
-    CheckpointStore store(FreshDir(std::string("rt-") + optimizer), 2);
+    CheckpointStore store(FreshDir(std::string("rt-") + NameOf(optimizer)), 2);
     std::unique_ptr<ShardState> cut = shard->Snapshot();
     REQUIRE(store.Write(cut.get()).ok());
     // The written cut's buffers serve the next cut (no fresh memory).
@@ -163,7 +164,7 @@ void FlipByte(const std::string& path, long at) {
 }
 
 TEST_CASE("a torn, truncated or bit-flipped checkpoint is skipped for the previous good one") {
-  auto shard = MakeShard(TablesConfig("adam"));
+  auto shard = MakeShard(TablesConfig(OptimizerType::kAdam));
   Train(*shard, 2);
   struct Damage {
     const char* what;
@@ -192,23 +193,23 @@ TEST_CASE("a torn, truncated or bit-flipped checkpoint is skipped for the previo
 }
 
 TEST_CASE("a checkpoint of another job, layout or sharding is refused naming what differs") {
-  auto shard = MakeShard(TablesConfig("adam"));
+  auto shard = MakeShard(TablesConfig(OptimizerType::kAdam));
   const std::string root = TwoCheckpoints("identity", *shard);
   struct Other {
     const char* what;
     JobConfig config;
     const char* names;
   };
-  JobConfig renamed = TablesConfig("adam");
+  JobConfig renamed = TablesConfig(OptimizerType::kAdam);
   renamed.name = "someone-else";
   JobConfig resharded = MakeConfig("asp", 0, 2, /*servers=*/2);
   resharded.name = "ckpt-test";
-  resharded.optimizer.type = "adam";
-  JobConfig other_optimizer = TablesConfig("sgd");
+  resharded.optimizer.type = OptimizerType::kAdam;
+  JobConfig other_optimizer = TablesConfig(OptimizerType::kSgd);
   JobConfig more_workers = MakeConfig("asp", 0, 3);
   more_workers.name = "ckpt-test";
-  more_workers.optimizer.type = "adam";
-  JobConfig bigger = TablesConfig("adam");
+  more_workers.optimizer.type = OptimizerType::kAdam;
+  JobConfig bigger = TablesConfig(OptimizerType::kAdam);
   bigger.model.tables[0].size = 16;
   for (const Other& o : std::vector<Other>{{"job", renamed, "the job name"},
                                           {"sharding", resharded, "the shard count is 1"},
@@ -235,22 +236,22 @@ TEST_CASE("a checkpoint of another job, layout or sharding is refused naming wha
 }
 
 TEST_CASE("restore: never ignores, required insists, auto starts fresh on an empty folder") {
-  JobConfig config = TablesConfig("adam");
+  JobConfig config = TablesConfig(OptimizerType::kAdam);
   config.checkpoint.dir = FreshDir("policy");
   auto shard = Shard::Create(config, 0);
   REQUIRE(shard.ok());
-  config.checkpoint.restore = "auto";
+  config.checkpoint.restore = RestorePolicy::kAuto;
   CHECK(Checkpointer::Restore(shard->get(), config).ok());
-  config.checkpoint.restore = "required";
+  config.checkpoint.restore = RestorePolicy::kRequired;
   absl::Status s = Checkpointer::Restore(shard->get(), config);
   CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
   CHECK_THAT(std::string(s.message()), Catch::Contains("no valid checkpoint"));
-  config.checkpoint.restore = "never";
+  config.checkpoint.restore = RestorePolicy::kNever;
   CHECK(Checkpointer::Restore(shard->get(), config).ok());
 }
 
 TEST_CASE("the store keeps the newest K, and the newest common clock is the resume cut") {
-  auto shard = MakeShard(TablesConfig("sgd"));
+  auto shard = MakeShard(TablesConfig(OptimizerType::kSgd));
   const std::string dir = FreshDir("prune");
   CheckpointStore s0(dir + "/shard-0", 2), s1(dir + "/shard-1", 2);
   // A leftover of a crash mid-write is cleaned away and never listed.

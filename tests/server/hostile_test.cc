@@ -188,7 +188,7 @@ TEST_CASE("finite gradients whose update would be NaN or Inf are refused and cha
   }
   SECTION("adam: one gradient of 1e20 squares to Inf") {
     JobConfig c = MakeConfig("asp", 0, 1);
-    c.optimizer.type = "adam";
+    c.optimizer.type = OptimizerType::kAdam;
     c.optimizer.lr = 0.001f;
     auto shard = MakeShard(c);
     const std::vector<float> before = PullNow(*shard, Dense("w", 0, 8));

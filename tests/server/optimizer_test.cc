@@ -21,7 +21,7 @@ struct Run {
 };
 
 TEST_CASE("sgd: w -= lr * scale * g") {
-  Run r({.type = "sgd", .lr = 0.1f}, {1.0f, -2.0f});
+  Run r({.type = OptimizerType::kSgd, .lr = 0.1f}, {1.0f, -2.0f});
   CHECK(r.opt->num_slots() == 0);
   r.Step({0.5f, -1.0f}, 1);
   CHECK(r.w[0] == Approx(0.95f));
@@ -31,7 +31,7 @@ TEST_CASE("sgd: w -= lr * scale * g") {
 }
 
 TEST_CASE("momentum: v = mu v + g; w -= lr v") {
-  Run r({.type = "momentum", .lr = 0.1f, .momentum = 0.9f}, {1.0f});
+  Run r({.type = OptimizerType::kMomentum, .lr = 0.1f, .momentum = 0.9f}, {1.0f});
   r.Step({1.0f}, 1);  // v = 1, w = 0.9
   CHECK(r.w[0] == Approx(0.9f));
   r.Step({1.0f}, 2);  // v = 1.9, w = 0.71
@@ -40,7 +40,7 @@ TEST_CASE("momentum: v = mu v + g; w -= lr v") {
 }
 
 TEST_CASE("nesterov: w -= lr (g + mu v)") {
-  Run r({.type = "momentum", .lr = 0.1f, .momentum = 0.9f, .nesterov = true}, {1.0f});
+  Run r({.type = OptimizerType::kMomentum, .lr = 0.1f, .momentum = 0.9f, .nesterov = true}, {1.0f});
   r.Step({1.0f}, 1);  // v = 1, w = 1 - 0.1 * (1 + 0.9) = 0.81
   CHECK(r.w[0] == Approx(0.81f));
   r.Step({1.0f}, 2);  // v = 1.9, w = 0.81 - 0.1 * (1 + 1.71) = 0.539
@@ -48,7 +48,7 @@ TEST_CASE("nesterov: w -= lr (g + mu v)") {
 }
 
 TEST_CASE("adagrad: acc += g^2; w -= lr g / (sqrt(acc) + eps)") {
-  Run r({.type = "adagrad", .lr = 0.5f, .epsilon = 1e-6f, .initial_accumulator = 0.1f}, {1.0f});
+  Run r({.type = OptimizerType::kAdagrad, .lr = 0.5f, .epsilon = 1e-6f, .initial_accumulator = 0.1f}, {1.0f});
   CHECK(r.slots[0] == Approx(0.1f));
   r.Step({2.0f}, 1);  // acc = 4.1
   CHECK(r.slots[0] == Approx(4.1f));
@@ -56,7 +56,7 @@ TEST_CASE("adagrad: acc += g^2; w -= lr g / (sqrt(acc) + eps)") {
 }
 
 TEST_CASE("adam matches the textbook update with bias correction") {
-  OptimizerConfig c{.type = "adam", .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f};
+  OptimizerConfig c{.type = OptimizerType::kAdam, .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f};
   Run r(c, {0.5f, -0.5f, 0.0f});
   double w[3] = {0.5, -0.5, 0.0}, m[3] = {0, 0, 0}, v[3] = {0, 0, 0};
   std::vector<std::vector<float>> grads = {
@@ -80,8 +80,8 @@ TEST_CASE("adam matches the textbook update with bias correction") {
 
 TEST_CASE("cosine schedule: lr at step 1, half way at T/2 + 1, min_lr from T + 1 on") {
   // SGD with g = 1 moves w by exactly the step's learning rate.
-  OptimizerConfig c{.type = "sgd", .lr = 0.4f};
-  c.lr_schedule = "cosine";
+  OptimizerConfig c{.type = OptimizerType::kSgd, .lr = 0.4f};
+  c.lr_schedule = LrSchedule::kCosine;
   c.decay_steps = 4;
   c.min_lr = 0.1f;
   Run r(c, {0.0f});
@@ -100,9 +100,9 @@ TEST_CASE("cosine schedule: lr at step 1, half way at T/2 + 1, min_lr from T + 1
 }
 
 TEST_CASE("cosine schedule scales Adam's step too; constant leaves every rule as it was") {
-  OptimizerConfig c{.type = "adam", .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f};
+  OptimizerConfig c{.type = OptimizerType::kAdam, .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f};
   Run constant(c, {0.5f});
-  c.lr_schedule = "cosine";
+  c.lr_schedule = LrSchedule::kCosine;
   c.decay_steps = 2;
   Run cosine(c, {0.5f});
   constant.Step({1.0f}, 1);
@@ -118,7 +118,7 @@ TEST_CASE("cosine schedule scales Adam's step too; constant leaves every rule as
 
 TEST_CASE("slot stride lets a sub-range update its own state") {
   // Adam over values [2, 4) of a 6-value table: state at slots[k*6 + i].
-  auto opt = MakeOptimizer({.type = "adam", .lr = 0.1f});
+  auto opt = MakeOptimizer({.type = OptimizerType::kAdam, .lr = 0.1f});
   std::vector<float> w(6, 1.0f), slots(12, 0.0f);
   std::vector<float> g = {1.0f, -1.0f};
   opt->Apply(w.data() + 2, g.data(), slots.data() + 2, 6, 2, 1, 1.0f);
@@ -133,7 +133,7 @@ TEST_CASE("slot stride lets a sub-range update its own state") {
 
 TEST_CASE("large arrays (several blocks) update every value") {
   const size_t n = 10000;
-  auto opt = MakeOptimizer({.type = "adam", .lr = 0.1f});
+  auto opt = MakeOptimizer({.type = OptimizerType::kAdam, .lr = 0.1f});
   std::vector<float> w(n, 0.0f), slots(2 * n, 0.0f), g(n, 1.0f);
   opt->Apply(w.data(), g.data(), slots.data(), n, n, 1, 1.0f);
   for (size_t i = 0; i < n; ++i) REQUIRE(w[i] == Approx(-0.1f).epsilon(1e-4));

@@ -114,7 +114,7 @@ TEST_CASE("BSP aggregation over partial and full ranges never reapplies an old c
 
 TEST_CASE("BSP aggregation matches one process applying the mean gradient, under Adam") {
   JobConfig c = MakeConfig("bsp", 0, 2);
-  c.optimizer.type = "adam";
+  c.optimizer.type = OptimizerType::kAdam;
   c.optimizer.lr = 0.1f;
   auto shard = MakeShard(c);
   JobConfig single = MakeConfig("bsp", 0, 1);

@@ -106,10 +106,10 @@ TEST_CASE("SparseTable keeps every row with its key across requests") {
   const uint64_t reserve = GENERATE(0, 8000, 100000);
   const uint32_t dim = GENERATE(1, 3);
   INFO("reserve_rows " << reserve << ", dim " << dim);
-  OptimizerConfig sgd{.type = "sgd", .lr = 1.0f};
+  OptimizerConfig sgd{.type = OptimizerType::kSgd, .lr = 1.0f};
   auto opt = MakeOptimizer(sgd);
   TableConfig config{.name = "emb", .kind = TableKind::kSparse, .dim = dim};
-  config.init = InitConfig{.type = "uniform", .low = -1, .high = 1, .seed = 3};
+  config.init = InitConfig{.type = InitType::kUniform, .low = -1, .high = 1, .seed = 3};
   SparseTable table(config, opt.get(), 8, reserve);
   Initializer init(config.init, "emb");
   // Each key's gradient differs by key and by component (small integers, so
@@ -147,7 +147,7 @@ TEST_CASE("SparseTable: concurrent requests on shared stripes equal the sequenti
   // stripes other requests hold and comes back to them. SGD with integer
   // gradients: any interleaving gives the same exact values.
   const int kThreads = 4, kRequests = 60;
-  OptimizerConfig sgd{.type = "sgd", .lr = 1.0f};
+  OptimizerConfig sgd{.type = OptimizerType::kSgd, .lr = 1.0f};
   auto opt = MakeOptimizer(sgd);
   TableConfig config{.name = "emb", .kind = TableKind::kSparse, .dim = 1};
   SparseTable table(config, opt.get(), 16);  // zeros

@@ -9,28 +9,28 @@
 namespace tessera {
 namespace {
 
-WorkerConfig Device(const std::string& device) {
+WorkerConfig Device(DeviceChoice device) {
   WorkerConfig c;
   c.device = device;
   return c;
 }
 
 TEST_CASE("device cpu is the CPU backend") {
-  auto backend = MakeBackend(Device("cpu"), 0);
+  auto backend = MakeBackend(Device(DeviceChoice::kCpu), 0);
   REQUIRE(backend.ok());
   CHECK((*backend)->name() == "cpu");
 }
 
 TEST_CASE("device auto takes a GPU when one is usable, else the CPU") {
   const bool gpu = CudaDeviceCount().ok();
-  auto backend = MakeBackend(Device("auto"), 3);
+  auto backend = MakeBackend(Device(DeviceChoice::kAuto), 3);
   REQUIRE(backend.ok());
   CHECK((*backend)->name().rfind(gpu ? "cuda:" : "cpu", 0) == 0);
 }
 
 TEST_CASE("device cuda without a GPU fails with a line that says why and what to do") {
   auto gpus = CudaDeviceCount();
-  auto backend = MakeBackend(Device("cuda"), 0);
+  auto backend = MakeBackend(Device(DeviceChoice::kCuda), 0);
   if (gpus.ok()) {
     REQUIRE(backend.ok());
     CHECK((*backend)->name().rfind("cuda:0", 0) == 0);

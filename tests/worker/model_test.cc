@@ -13,14 +13,14 @@ namespace {
 
 ModelConfig Mlp(std::vector<uint32_t> layers) {
   ModelConfig c;
-  c.type = "mlp";
+  c.type = ModelType::kMlp;
   c.layers = std::move(layers);
   return c;
 }
 
 ModelConfig Cnn(std::vector<uint32_t> layers, std::vector<uint32_t> channels, uint32_t kernel) {
   ModelConfig c;
-  c.type = "cnn";
+  c.type = ModelType::kCnn;
   c.layers = std::move(layers);
   c.conv_channels = std::move(channels);
   c.kernel = kernel;
