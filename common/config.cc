@@ -582,6 +582,12 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& yaml_text,
     return absl::InvalidArgumentError(absl::StrCat("config: not valid YAML: ", e.what()));
   }
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) {
+    // (Found by fuzzing: an override into a scalar document indexed past its path.)
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: the document is ", Describe(root).substr(0, 64),
+                     ": expected a mapping of sections (cluster:, model:, ...)"));
+  }
   JobConfig config;
   try {
     for (const std::string& o : overrides) TESSERA_RETURN_IF_ERROR(ApplyOverride(root, o));

@@ -259,6 +259,12 @@ TEST_CASE("hostile configs: duplicate keys, ports out of range, security keys") 
   CHECK(ok->security.rank_lease_s == 5);
 }
 
+TEST_CASE("inputs the config fuzzer found") {
+  // An override applied to a document that is a scalar, not a mapping.
+  CHECK(ErrorOf("just words", {"x=1"}).find("expected a mapping of sections") != std::string::npos);
+  CHECK(ErrorOf("[1, 2]", {}).find("expected a mapping of sections") != std::string::npos);
+}
+
 TEST_CASE("missing servers, bad YAML, bad --set and missing files") {
   CHECK(ErrorOf("cluster: {workers: 2}\n") ==
         "config: cluster.servers is missing: expected a non-empty list of host:port addresses "
