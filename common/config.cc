@@ -384,6 +384,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("max_sparse_rows", &v.max_sparse_rows, 0, int64_t{1} << 40));
     TESSERA_RETURN_IF_ERROR(s.Bool("pull_creates_rows", &v.pull_creates_rows));
     TESSERA_RETURN_IF_ERROR(s.Bool("exit_when_workers_done", &v.exit_when_workers_done));
+    TESSERA_RETURN_IF_ERROR(s.Integer("health_port", &v.health_port, 0, 65535));
     return s.Integer("sparse_stripes", &v.sparse_stripes, 1, 4096);
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "worker", [&](MapReader& s) -> absl::Status {

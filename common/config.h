@@ -172,6 +172,10 @@ struct ServerConfig {
   // their initial values without keeping them (false: a pull cannot grow a table).
   bool pull_creates_rows = true;
   bool exit_when_workers_done = true;  // exit 0 once every worker called Finish
+  // A second, plaintext port that serves only the gRPC health service, for
+  // probes that cannot speak TLS (Kubernetes' grpc probes). 0: none (the
+  // health service answers on the main port, without a token, as always).
+  uint32_t health_port = 0;
   uint32_t sparse_stripes = 64;        // lock stripes per sparse table
 };
 

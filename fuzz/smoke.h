@@ -2,7 +2,7 @@
 // libFuzzer): every seed, then `mutations` inputs made from the seeds by
 // deterministic byte flips, inserts, erases and splices, through
 // LLVMFuzzerTestOneInput. Catches a target that crashes on the obvious in
-// every CI run; the real fuzzing is `bazel test --config=fuzz //fuzz:all`
+// every CI run; the real fuzzing is the *_fuzz_run tests under --config=fuzz
 // and scripts/fuzz.sh. With $TESSERA_FUZZ_SEEDS_OUT set, the seeds are also
 // written there (one file each) as a corpus for libFuzzer.
 #ifndef TESSERA_FUZZ_SMOKE_H_
@@ -16,6 +16,7 @@
 #include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) __attribute__((weak));
 
 namespace tessera {
 
@@ -30,6 +31,7 @@ inline size_t RunSmoke(const std::vector<std::string>& seeds, size_t mutations) 
           << seeds[i];
     }
   }
+  if (LLVMFuzzerInitialize != nullptr) LLVMFuzzerInitialize(nullptr, nullptr);
   for (const std::string& seed : seeds) Feed(seed);
   std::mt19937_64 rng(20261128);
   for (size_t m = 0; m < mutations; ++m) {

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # The test command of README.md: installs what is missing, then runs every
-# Catch2 test under Bazel. Exit status is Bazel's. Tests tagged "gpu" pass by
+# Catch2 test under Bazel, the tests again under ASan + UBSan, and each fuzzer
+# for 60 s. Exit status: 0 when all three passed. Tests tagged "gpu" pass by
 # skipping where no GPU is usable; the lines after Bazel's summary say which.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 status=0
 bazel test //... "$@" || status=$?
+# The unit and integration tests again under AddressSanitizer (leaks included)
+# and UndefinedBehaviorSanitizer, gcc, in output folders of their own. The
+# end-to-end runs (real daemons for minutes) and the manifest checks are left
+# out: they run the same code the other tests cover.
+bazel test --config=asan --config=ubsan --test_tag_filters=-e2e,-deploy,-gpu //... "$@" ||
+  status=$?
+# Each libFuzzer target for 60 s (clang, ASan + UBSan); scripts/fuzz.sh runs
+# them for hours.
+bazel test --config=fuzz //fuzz:config_fuzz_run //fuzz:shard_fuzz_run "$@" || status=$?
 for log in $(find -L bazel-testlogs/ -name test.log 2>/dev/null | sort); do
   n=$(grep -c '^SKIPPED (no GPU)' "$log" || true)
   if [ "$n" -gt 0 ]; then

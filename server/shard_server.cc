@@ -3,6 +3,10 @@
 #include <arpa/inet.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <atomic>
+
+#include "proto/health.grpc.pb.h"
+
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "common/transport.h"
@@ -10,6 +14,25 @@
 
 namespace tessera {
 namespace {
+
+// grpc.health.v1.Health/Check alone, for server.health_port: a server needs at
+// least one callback service to run without a completion queue of its own.
+class HealthOnly final : public grpc::health::v1::Health::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context,
+                                  const grpc::health::v1::HealthCheckRequest*,
+                                  grpc::health::v1::HealthCheckResponse* response) override {
+    response->set_status(serving_.load() ? grpc::health::v1::HealthCheckResponse::SERVING
+                                         : grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  void SetServing(bool serving) { serving_.store(serving); }
+
+ private:
+  std::atomic<bool> serving_{true};
+};
 
 // How often the reaper wakes at the latest; pulls expire within this of
 // their deadline.
@@ -68,6 +91,22 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
                      ": the port is in use or the address is not on this host"));
   }
   server->server_->GetHealthCheckService()->SetServingStatus(true);
+  if (config.server.health_port > 0) {
+    // Health only: no other service is registered on this server.
+    const std::string health_address = absl::StrCat(
+        listen_address.substr(0, listen_address.rfind(':')), ":", config.server.health_port);
+    grpc::ServerBuilder health;
+    health.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    int bound = 0;
+    health.AddListeningPort(health_address, grpc::InsecureServerCredentials(), &bound);
+    server->health_service_ = std::make_unique<HealthOnly>();
+    health.RegisterService(server->health_service_.get());
+    server->health_server_ = health.BuildAndStart();
+    if (!server->health_server_ || bound == 0) {
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", health_address,
+                                                 " (server.health_port): the port is in use"));
+    }
+  }
   server->reaper_ = std::thread([s = server.get()] { s->ReaperLoop(); });
   return server;
 }
@@ -113,6 +152,10 @@ void ShardServer::Shutdown(absl::Duration grace) {
   if (reaper_.joinable()) reaper_.join();
   if (!server_) return;  // never started (e.g. the port was in use)
   server_->GetHealthCheckService()->SetServingStatus(false);
+  if (health_server_) {
+    static_cast<HealthOnly*>(health_service_.get())->SetServing(false);
+    health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
+  }
   shard_->FailParked();
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   shard_->FailParked();  // pulls that parked while shutdown began

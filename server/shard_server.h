@@ -1,5 +1,7 @@
 // ShardServer: one running shard — a Shard behind its gRPC service on a
-// listening port, the standard gRPC health service, and a reaper thread that
+// listening port (TLS and a token when the job's `security` says so), the
+// standard gRPC health service (also alone on server.health_port in
+// plaintext, for probes that cannot speak TLS), and a reaper thread that
 // fails parked pulls at their deadline. tessera-server's main() and the
 // integration tests both start shards through it.
 //
@@ -61,6 +63,8 @@ class ShardServer {
   std::unique_ptr<Checkpointer> checkpointer_;  // with checkpoint.dir set
   std::unique_ptr<ShardService> service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Service> health_service_;  // its one service
+  std::unique_ptr<grpc::Server> health_server_;  // server.health_port: health only, plaintext
   int port_ = 0;
   std::thread reaper_;
 

@@ -3,6 +3,7 @@
 // (gRPC probes, restricted pod security, selectors matching labels, ports and
 // counts matching the job file). The images' Dockerfiles are checked for
 // what the issue asks of them (no Docker engine runs here to build them).
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <sstream>
@@ -41,7 +42,7 @@ void CheckRestricted(const YAML::Node& pod_spec) {
 int PortOf(const std::string& address) { return std::stoi(address.substr(address.rfind(':') + 1)); }
 
 TEST_CASE("every overlay validates against the Kubernetes OpenAPI schema") {
-  for (const char* overlay : {"cpu", "gpu"}) {
+  for (const char* overlay : {"cpu", "gpu", "secure"}) {
     INFO("overlay " << overlay);
     Rendered r = Render(overlay);
     std::string path = TempPath(std::string("rendered-") + overlay + ".yaml");
@@ -151,6 +152,71 @@ TEST_CASE("workers: Indexed Job sized like the job, failing fast on config error
     CHECK(wants_cuda == gpu);
     CheckRestricted(spec["template"]["spec"]);
   }
+}
+
+// The values of a container's "--set" args.
+std::vector<std::string> SetsOf(const YAML::Node& container) {
+  std::vector<std::string> sets;
+  const YAML::Node args = container["args"];
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i].as<std::string>() == "--set") sets.push_back(args[i + 1].as<std::string>());
+  }
+  return sets;
+}
+
+bool Has(const std::vector<std::string>& sets, const std::string& set) {
+  return std::find(sets.begin(), sets.end(), set) != sets.end();
+}
+
+// Whether `container` mounts the Secret `secret` of `pod_spec` at the folder of `file`.
+bool MountsSecretFor(const YAML::Node& pod_spec, const YAML::Node& container,
+                     const std::string& secret, const std::string& file) {
+  for (const auto& v : pod_spec["volumes"]) {
+    if (!v["secret"] || v["secret"]["secretName"].as<std::string>() != secret) continue;
+    for (const auto& m : container["volumeMounts"]) {
+      if (m["name"].as<std::string>() == v["name"].as<std::string>() &&
+          file.rfind(m["mountPath"].as<std::string>() + "/", 0) == 0) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+TEST_CASE("secure overlay: TLS and the token on both sides, probes on a plaintext health port") {
+  Rendered r = Render("secure");
+  const YAML::Node server_pod = r.by_kind.at("StatefulSet")["spec"]["template"]["spec"];
+  const YAML::Node worker_pod = r.by_kind.at("Job")["spec"]["template"]["spec"];
+  const YAML::Node server = server_pod["containers"][0], worker = worker_pod["containers"][0];
+  const std::vector<std::string> server_sets = SetsOf(server), worker_sets = SetsOf(worker);
+  // Every --set is a key the daemons accept (the files are read at start-up).
+  auto server_job = ParseJobConfig(r.by_kind.at("ConfigMap")["data"]["job.yaml"].as<std::string>(),
+                                   server_sets);
+  auto worker_job = ParseJobConfig(r.by_kind.at("ConfigMap")["data"]["job.yaml"].as<std::string>(),
+                                   worker_sets);
+  REQUIRE(server_job.ok());
+  REQUIRE(worker_job.ok());
+  CHECK(server_job->security.tls.cert_file != "");
+  CHECK(server_job->security.token_file == worker_job->security.token_file);
+  CHECK(worker_job->security.tls.ca_file != "");
+  CHECK(worker_job->security.tls.key_file == "");  // a worker never holds the server's key
+  CHECK(MountsSecretFor(server_pod, server, "tessera-server-tls", server_job->security.tls.key_file));
+  CHECK(MountsSecretFor(server_pod, server, "tessera-token", server_job->security.token_file));
+  CHECK(MountsSecretFor(worker_pod, worker, "tessera-server-tls", worker_job->security.tls.ca_file));
+  CHECK(MountsSecretFor(worker_pod, worker, "tessera-token", worker_job->security.token_file));
+  for (const auto& v : worker_pod["volumes"]) {  // only ca.crt of the server's Secret
+    if (v["secret"] && v["secret"]["secretName"].as<std::string>() == "tessera-server-tls") {
+      REQUIRE(v["secret"]["items"].size() == 1);
+      CHECK(v["secret"]["items"][0]["key"].as<std::string>() == "ca.crt");
+    }
+  }
+  const int health = static_cast<int>(server_job->server.health_port);
+  CHECK(health > 0);
+  CHECK(server["readinessProbe"]["grpc"]["port"].as<int>() == health);
+  CHECK(server["livenessProbe"]["grpc"]["port"].as<int>() == health);
+  CHECK(Has(worker_sets, "logging.metrics_file=/tmp/metrics.jsonl"));
+  CheckRestricted(server_pod);
+  CheckRestricted(worker_pod);
 }
 
 TEST_CASE("the network policy admits the server port only from worker pods") {

@@ -2,7 +2,11 @@
 // (the health service exempt), TLS with the job's CA, mutual TLS, and a
 // certificate renewed on disk taken up without a restart. The PKI is made
 // per test by scripts/make_test_certs.sh (openssl).
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
@@ -59,6 +63,7 @@ JobConfig Config(std::vector<std::string> sets) {
 
 std::unique_ptr<ShardServer> Start(const JobConfig& c) {
   auto server = ShardServer::Start(c, 0, "127.0.0.1:0");
+  INFO(server.status().ToString());
   REQUIRE(server.ok());
   return *std::move(server);
 }
@@ -146,6 +151,32 @@ TEST_CASE("TLS: the job's CA is required; mutual TLS requires a client certifica
   CHECK(RegisterWith(with({ca, "security.tls.cert_file=" + dir + "/rogue-client.pem",
                            "security.tls.key_file=" + dir + "/rogue-client.key",
                            "security.tls.mutual=true"})) == grpc::StatusCode::UNAVAILABLE);
+}
+
+// A port free now on loopback (bound, read, released).
+int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  socklen_t len = sizeof(addr);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+TEST_CASE("server.health_port answers probes in plaintext and serves nothing else") {
+  const std::string dir = Pki();
+  const int health = FreeLoopbackPort();
+  auto server = Start(Config({"security.tls.cert_file=" + dir + "/server.pem",
+                              "security.tls.key_file=" + dir + "/server.key",
+                              "security.tls.ca_file=" + dir + "/ca.pem",
+                              absl::StrCat("server.health_port=", health)}));
+  JobConfig plain = Config({absl::StrCat("cluster.servers=['127.0.0.1:", health, "']")});
+  CHECK(HealthWith(plain) == grpc::StatusCode::OK);
+  CHECK(RegisterWith(plain) == grpc::StatusCode::UNIMPLEMENTED);
+  CHECK(HealthWith(WorkerConfig(*server, {})) == grpc::StatusCode::UNAVAILABLE);  // TLS port
 }
 
 TEST_CASE("a certificate renewed on disk is served without a restart") {
