@@ -19,6 +19,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <string>
@@ -91,19 +92,26 @@ int Main(int argc, char** argv) {
   std::map<std::string, int64_t> statuses;
   auto count = [&](const grpc::Status& s) {
     std::lock_guard<std::mutex> lock(mu);
-    ++statuses[s.ok() ? "OK" : absl::StrCat("code ", s.error_code())];
+    ++statuses[s.ok() ? "OK" : absl::StrCat("code ", s.error_code(), " (", s.error_message().substr(0, 80), ")")];
   };
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   std::vector<std::thread> threads;
   if (mode == "flood") {
-    const std::string garbage(static_cast<size_t>(bytes), '\xff');  // never a valid message
+    // The body as 1 MiB pieces of one buffer of 0xff bytes (never a valid
+    // message): what a client streaming a large body sends.
+    const size_t kPiece = size_t{1} << 20;
+    const std::string garbage(kPiece, '\xff');
     for (int c = 0; c < clients; ++c) {
       threads.emplace_back([&, c] {
         auto channel = (*security)->Channel(address, client_max, 1000 + c);
         grpc::GenericStub stub(channel);
         while (std::chrono::steady_clock::now() < end) {
-          grpc::Slice slice(garbage.data(), garbage.size());
-          grpc::ByteBuffer request(&slice, 1), response;
+          std::vector<grpc::Slice> pieces;
+          for (int64_t left = bytes; left > 0; left -= static_cast<int64_t>(kPiece)) {
+            pieces.emplace_back(garbage.data(), std::min<size_t>(kPiece, left),
+                                grpc::Slice::STATIC_SLICE);
+          }
+          grpc::ByteBuffer request(pieces.data(), pieces.size()), response;
           grpc::ClientContext ctx;
           ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
           std::mutex done_mu;
@@ -123,6 +131,7 @@ int Main(int argc, char** argv) {
         }
       });
     }
+    for (auto& t : threads) t.join();  // before `garbage` goes
   } else {
     // One registered worker (rank 0) pulling every dense table on many channels.
     auto stub0 = v1::Shard::NewStub((*security)->Channel(address, client_max, 0));
@@ -154,8 +163,8 @@ int Main(int argc, char** argv) {
         }
       });
     }
+    for (auto& t : threads) t.join();  // before `pull` goes
   }
-  for (auto& t : threads) t.join();
   std::this_thread::sleep_for(std::chrono::seconds(2));
   const int64_t after = RssKiB(pid);
   stop = true;

@@ -378,6 +378,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("max_message_bytes", &v.max_message_bytes, 1024,
                                       std::numeric_limits<int32_t>::max()));
     TESSERA_RETURN_IF_ERROR(s.Integer("threads", &v.threads, 0, 1024));
+    TESSERA_RETURN_IF_ERROR(s.Integer("transport_memory_bytes", &v.transport_memory_bytes, -1,
+                                      int64_t{1} << 40));
     TESSERA_RETURN_IF_ERROR(s.Integer("max_pull_wait_ms", &v.max_pull_wait_ms, 1));
     TESSERA_RETURN_IF_ERROR(s.Bool("reject_nonfinite", &v.reject_nonfinite));
     TESSERA_RETURN_IF_ERROR(s.Real("max_gradient_abs", &v.max_gradient_abs, 0, 3e38));

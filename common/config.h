@@ -157,6 +157,11 @@ struct ServerConfig {
   // small; this bounds pull answers and what one request may hold.
   int64_t max_message_bytes = 512 << 20;
   int threads = 0;  // gRPC callback threads; 0 lets gRPC choose
+  // Memory gRPC's transport may hold for this shard's connections (request
+  // bodies being read, replies being sent); past it the transport sheds the
+  // streams that hold the most. 0 (auto): 32 MiB plus twice the largest pull
+  // of this shard's dense tables. -1: no bound.
+  int64_t transport_memory_bytes = 0;
   // A pull parked on the clock longer than this fails DEADLINE_EXCEEDED even
   // when its caller's deadline is later; bounds every server-side wait.
   int64_t max_pull_wait_ms = 120'000;

@@ -8,6 +8,7 @@
 #include "proto/health.grpc.pb.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/partition.h"
 #include "common/status.h"
 #include "common/transport.h"
 #include "spdlog/spdlog.h"
@@ -79,9 +80,23 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
   builder.AddListeningPort(listen_address, security->ServerCredentials(), &server->port_);
   builder.RegisterService(server->service_.get());
   ApplyServerTransport(&builder, config.server.max_message_bytes);
-  if (config.server.threads > 0) {
+  {
+    // gRPC's memory quota bounds what its transport may buffer for this
+    // server; past it, the transport sheds the streams that hold the most
+    // (a flood of large bodies) instead of growing.
     grpc::ResourceQuota quota("tessera-shard");
-    quota.SetMaxThreads(config.server.threads);
+    if (config.server.threads > 0) quota.SetMaxThreads(config.server.threads);
+    int64_t bound = config.server.transport_memory_bytes;
+    if (bound == 0) {
+      uint64_t dense_bytes = 0;  // what one worker's pull of this shard's dense share moves
+      for (const TableConfig& t : config.Tables()) {
+        if (t.kind == TableKind::kDense) {
+          dense_bytes += DenseShardRange(t.size, shard_index, config.num_servers()).size() * 4;
+        }
+      }
+      bound = (int64_t{32} << 20) + 2 * static_cast<int64_t>(dense_bytes);
+    }
+    if (bound > 0) quota.Resize(static_cast<size_t>(bound));
     builder.SetResourceQuota(quota);
   }
   server->server_ = builder.BuildAndStart();
