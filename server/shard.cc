@@ -215,7 +215,7 @@ absl::Status Shard::CheckCaller(uint32_t worker, const std::string& session) con
   return absl::OkStatus();
 }
 
-absl::Status Shard::TakeRank(uint32_t worker, const std::string& session) {
+absl::Status Shard::TakeRank(uint32_t worker, const std::string& session, WorkerMemory&) {
   uint64_t words[2];
   if (!SessionWords(session, words)) {
     return absl::InvalidArgumentError(
@@ -273,7 +273,7 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
   {
     WorkerMemory& memory = *memory_[request.worker_rank()];
     absl::MutexLock lock(&memory.mu);
-    TESSERA_RETURN_IF_ERROR(TakeRank(request.worker_rank(), request.session()));
+    TESSERA_RETURN_IF_ERROR(TakeRank(request.worker_rank(), request.session(), memory));
     memory.segment = std::move(segment);
   }
   Touch(request.worker_rank());

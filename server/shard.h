@@ -183,10 +183,11 @@ class Shard {
   // A call of `worker` carrying `session`: a known, registered rank whose
   // secret it is (INVALID_ARGUMENT / FAILED_PRECONDITION / PERMISSION_DENIED).
   absl::Status CheckCaller(uint32_t worker, const std::string& session) const;
-  // Under the worker's memory mutex: whether `session` may own `worker` now
-  // (ALREADY_EXISTS while another live process holds it), and takes it.
-  absl::Status TakeRank(uint32_t worker, const std::string& session)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(memory_[worker]->mu);
+  // Whether `session` may own `worker` now (ALREADY_EXISTS while another
+  // live process holds it), and takes it. `memory` is the worker's, held
+  // (registrations of one rank are serialized on it).
+  absl::Status TakeRank(uint32_t worker, const std::string& session, WorkerMemory& memory)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(memory.mu);
   // A call from `worker` (REQUIRES: worker < num_workers_): it is not
   // silent; an evicted worker rejoins. Takes the worker's mutex only then:
   // call it before taking that mutex.

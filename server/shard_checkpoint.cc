@@ -94,9 +94,11 @@ std::unique_ptr<ShardState> Shard::CopyState(int64_t cut, std::vector<int64_t> c
       t->set_rows(keys.size());
       t->set_step(step);
       ByteBuffer bytes(keys.size() * sizeof(uint64_t) + rows.size() * sizeof(float));
-      std::memcpy(bytes.data(), keys.data(), keys.size() * sizeof(uint64_t));
-      std::memcpy(bytes.data() + keys.size() * sizeof(uint64_t), rows.data(),
-                  rows.size() * sizeof(float));
+      if (!keys.empty()) {  // memcpy from an empty vector's null data() is undefined (UBSan)
+        std::memcpy(bytes.data(), keys.data(), keys.size() * sizeof(uint64_t));
+        std::memcpy(bytes.data() + keys.size() * sizeof(uint64_t), rows.data(),
+                    rows.size() * sizeof(float));
+      }
       state->tables.push_back(std::move(bytes));
     }
   }

@@ -8,5 +8,8 @@ def tessera_test(name, deps = [], size = "small", tags = [], data = [], args = [
         tags = tags,
         data = data,
         args = args,
-        deps = deps + ["//third_party:catch2_main"],
+        deps = deps + [
+            "//tests:lsan_suppressions",
+            "//third_party:catch2_main",
+        ],
     )
