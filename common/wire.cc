@@ -2,6 +2,9 @@
 // about 2x faster encoding and 4x faster decoding than scalar code on x86-64.
 #include "common/wire.h"
 
+#include <algorithm>
+#include <cstring>
+
 namespace tessera {
 
 void EncodeBfloat16(absl::Span<const float> values, char* out) {
@@ -27,6 +30,18 @@ bool AllFinite(absl::Span<const float> values) {
   int32_t any = 0;
   for (size_t i = 0; i < values.size(); ++i) any |= 0x7f7fffff - (bits[i] & 0x7fffffff);
   return any >= 0;
+}
+
+float MaxAbs(absl::Span<const float> values) {
+  // Non-negative floats order as their bit patterns do, NaN above +Inf: the
+  // largest magnitude is the largest of the patterns less the sign bit.
+  const int32_t* bits = reinterpret_cast<const int32_t*>(values.data());
+  int32_t most = 0;
+  for (size_t i = 0; i < values.size(); ++i) most = std::max(most, bits[i] & 0x7fffffff);
+  if (most > 0x7f800000) most = 0x7f800000;  // NaN: report +Inf
+  float out;
+  std::memcpy(&out, &most, sizeof(out));
+  return out;
 }
 
 void DecodeBfloat16(absl::string_view bytes, float* out) {

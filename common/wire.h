@@ -67,6 +67,9 @@ void AppendBfloat16(absl::Span<const float> values, std::string* out);
 
 // Whether no value is NaN or +-Inf.
 bool AllFinite(absl::Span<const float> values);
+// The largest |v| of values (0 when empty), or +Inf when any is NaN or Inf:
+// finiteness and a magnitude bound in one pass.
+float MaxAbs(absl::Span<const float> values);
 
 // Decodes bfloat16 bytes into out[0, bytes.size() / 2).
 void DecodeBfloat16(absl::string_view bytes, float* out);

@@ -201,9 +201,11 @@ class Shard {
   // float32; into *decoded for bfloat16). INVALID_ARGUMENT on a wrong size
   // or, by default, NaN/Inf. Gradients in shared memory are copied out once
   // before they are checked, so the worker cannot change them in between.
+  // *max_abs: each slice's largest |gradient| (one pass finds it and NaN/Inf).
   absl::Status DecodeGradients(const v1::PushRequest& request, const std::vector<Resolved>& slices,
                                std::string* shared_copy, std::vector<std::vector<float>>* decoded,
-                               std::vector<absl::Span<const float>>* grads) const;
+                               std::vector<absl::Span<const float>>* grads,
+                               std::vector<float>* max_abs) const;
   // Appends the values of `slices` to *values (one bytes field per slice),
   // as float32 or, when `bf16`, bfloat16.
   void ReadSlices(const std::vector<Resolved>& slices, bool bf16,
@@ -223,6 +225,7 @@ class Shard {
   // non-finite (computed on copies; nothing changes).
   absl::Status CheckUpdateFinite(const v1::PushRequest& request,
                                  const std::vector<absl::Span<const float>>& grads,
+                                 const std::vector<float>& max_abs,
                                  const std::vector<Resolved>& slices) const;
   // Applies (or buffers, under BSP aggregation) validated gradients.
   void ApplyGradients(uint32_t worker, const std::vector<absl::Span<const float>>& grads,

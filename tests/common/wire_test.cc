@@ -3,6 +3,8 @@
 #include "common/wire.h"
 
 #include <catch2/catch.hpp>
+#include <cfloat>
+#include <cmath>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -79,6 +81,18 @@ TEST_CASE("AllFinite finds any NaN or Inf, anywhere, and passes every finite val
       CHECK_FALSE(AllFinite(v));
     }
   }
+}
+
+TEST_CASE("MaxAbs finds the largest magnitude and reports NaN or Inf as Inf") {
+  CHECK(MaxAbs({}) == 0.0f);
+  CHECK(MaxAbs(std::vector<float>{1.0f, -7.5f, 3.0f}) == 7.5f);
+  CHECK(MaxAbs(std::vector<float>{-0.0f}) == 0.0f);
+  CHECK(MaxAbs(std::vector<float>{FLT_MAX, -FLT_MAX}) == FLT_MAX);
+  CHECK(std::isinf(MaxAbs(std::vector<float>{1.0f, std::nanf(""), 2.0f})));
+  CHECK(std::isinf(MaxAbs(std::vector<float>{-INFINITY})));
+  std::vector<float> many(1001, 0.25f);
+  many[777] = -1e30f;
+  CHECK(MaxAbs(many) == 1e30f);
 }
 
 }  // namespace
