@@ -12,7 +12,7 @@ bazel test //... "$@" || status=$?
 # and UndefinedBehaviorSanitizer, gcc, in output folders of their own. The
 # end-to-end runs (real daemons for minutes) and the manifest checks are left
 # out: they run the same code the other tests cover.
-bazel test --config=asan --config=ubsan --test_tag_filters=-e2e,-deploy,-gpu //... "$@" ||
+bazel test --config=asan --config=ubsan --build_tests_only --test_tag_filters=-e2e,-deploy,-gpu //... "$@" ||
   status=$?
 # Each libFuzzer target for 60 s (clang, ASan + UBSan); scripts/fuzz.sh runs
 # them for hours.
