@@ -88,7 +88,9 @@ TEST_CASE("a failing worker stops the job, is named, and leaves no process behin
 int RunWorker(const std::string& sets, std::string* err) {
   const std::string log = TempDir("worker-alone.log");
   std::string cmd = Runfile("worker/tessera-worker") + " --config " +
-                    Runfile("configs/fashion_mnist_mlp.yaml") + " --rank 0 " + sets + " 2> " + log;
+                    Runfile("configs/fashion_mnist_mlp.yaml") +
+                    (sets.find("--rank") == std::string::npos ? " --rank 0 " : " ") + sets +
+                    " 2> " + log;
   int rc = std::system(cmd.c_str());
   *err = Read(log);
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -109,6 +111,20 @@ TEST_CASE("a worker's exit code says whether a restart can help") {
   // Missing data set: exit 2, naming the package.
   CHECK(RunWorker("--set data.dir=/nonexistent", &err) == 2);
   CHECK(err.find("apt-get install dataset-fashion-mnist") != std::string::npos);
+  // Issue 14's start-up probes. A batch larger than the worker's share is a
+  // config error found before any server is contacted (none runs at :1 here).
+  CHECK(RunWorker("--set 'cluster.servers=[127.0.0.1:1]' --set training.batch_size=100000 "
+                  "--set worker.connect_timeout_ms=60000",
+                  &err) == 2);
+  CHECK(err.find("config: training.batch_size = '100000'") != std::string::npos);
+  // A rank past 2^32 is not wrapped into range.
+  CHECK(RunWorker("--rank 4294967297", &err) == 2);
+  CHECK(err.find("--rank = '4294967297': expected a non-negative integer <= 4095") !=
+        std::string::npos);
+  // --standalone with a model no machine holds: exit 2 naming the key (was SIGABRT).
+  CHECK(RunWorker("--standalone --set 'model.layers=[784,16777216,10]'", &err) == 2);
+  CHECK(err.find("config: model.layers = '784,16777216,10': expected dense tables that fit") !=
+        std::string::npos);
   // worker.device = cuda where no GPU is usable: exit 2 at start-up, saying why.
   if (!CudaDeviceCount().ok()) {
     CHECK(RunWorker("--set worker.device=cuda", &err) == 2);
