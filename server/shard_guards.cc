@@ -1,0 +1,135 @@
+// Shard: the guards a request passes before it changes anything — whose rank
+// it is (session secrets, rank leases) and whether its update is allowed (row
+// limits, non-finite results). Apart from the request paths in shard.cc; see
+// shard.h and docs/DESIGN.md "Hostile input and security".
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/shard.h"
+#include "spdlog/spdlog.h"
+
+namespace tessera {
+namespace {
+
+// A session secret as two words; false when it is not kSessionBytes long.
+constexpr size_t kSessionBytes = 16;
+bool SessionWords(const std::string& session, uint64_t words[2]) {
+  if (session.size() != kSessionBytes) return false;
+  std::memcpy(words, session.data(), kSessionBytes);
+  return words[0] != 0 || words[1] != 0;  // all zeros means "none"
+}
+
+}  // namespace
+
+absl::Status Shard::CheckCaller(uint32_t worker, const std::string& session) const {
+  if (worker >= num_workers_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker rank ", worker, " is not below cluster.workers (", num_workers_, ")"));
+  }
+  if (!clock_.IsRegistered(worker)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", worker, " has not registered with shard ", index_));
+  }
+  uint64_t words[2];
+  if (!SessionWords(session, words)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker ", worker, ": the call carries no session (expected the ", kSessionBytes,
+        " non-zero bytes its Register carried)"));
+  }
+  // Word by word without an early exit on the first: the time taken says
+  // nothing about how much of a guess was right.
+  const uint64_t diff = (words[0] ^ session_[2 * worker].load(std::memory_order_acquire)) |
+                        (words[1] ^ session_[2 * worker + 1].load(std::memory_order_acquire));
+  if (diff != 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "worker rank ", worker, " is held by another registration on shard ", index_,
+        " (this process's session is not the holder's: a second process with rank ", worker,
+        ", or this one was replaced after it was silent for security.rank_lease_s)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Shard::TakeRank(uint32_t worker, const std::string& session, WorkerMemory&) {
+  uint64_t words[2];
+  if (!SessionWords(session, words)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Register of worker ", worker, ": session of ", session.size(),
+                     " bytes: expected ", kSessionBytes, " random bytes, not all zero"));
+  }
+  const uint64_t held[2] = {session_[2 * worker].load(), session_[2 * worker + 1].load()};
+  const bool unowned = held[0] == 0 && held[1] == 0;
+  if (!unowned && (held[0] != words[0] || held[1] != words[1])) {
+    const double silent_s = absl::ToDoubleSeconds(
+        absl::Now() - absl::FromUnixMillis(last_seen_ms_[worker].load()));
+    const int32_t parked = pulls_in_flight_[worker].load();
+    if (parked > 0 || silent_s < config_.security.rank_lease_s) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "worker rank ", worker, " is held by a live worker on shard ", index_, " (last call ",
+          absl::StrFormat("%.1f", silent_s), " s ago, ", parked,
+          " pull(s) waiting); two workers with one rank? A restarted worker is let in once the "
+          "old one has been silent for security.rank_lease_s (",
+          config_.security.rank_lease_s, " s)"));
+    }
+    spdlog::warn("worker rank {} passes to a new registration: its holder has been silent for "
+                 "{:.1f} s (security.rank_lease_s = {}); a restarted worker",
+                 worker, silent_s, config_.security.rank_lease_s);
+  }
+  session_[2 * worker].store(words[0], std::memory_order_release);
+  session_[2 * worker + 1].store(words[1], std::memory_order_release);
+  return absl::OkStatus();
+}
+
+absl::Status Shard::CheckRowLimit(const std::vector<Resolved>& slices) const {
+  const uint64_t limit = config_.server.max_sparse_rows;
+  if (limit == 0) return absl::OkStatus();
+  for (const Resolved& r : slices) {
+    if (r.sparse == nullptr || r.keys.empty()) continue;
+    const uint64_t rows = r.sparse->approximate_rows();
+    if (rows + r.keys.size() <= limit) continue;  // cannot pass it, whatever is missing
+    const uint64_t missing = r.sparse->CountMissing(r.keys);
+    if (rows + missing > limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "table '", r.sparse->name(), "' holds ", rows, " rows on shard ", index_, "; ",
+          missing, " new key(s) would pass server.max_sparse_rows (", limit, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Gradients no larger than this cannot make a finite value or slot
+// non-finite in one update of any of the optimizers (lr <= 1e6; a BSP clock
+// sums at most 4096 of them, 4.1e18, whose square is still finite), nor over
+// any number of updates a job could make: each moves a value by at most
+// ~1e21 of the 3.4e38 a float holds. Larger ones get the exact check.
+constexpr float kSafeGradient = 1e15f;
+
+}  // namespace
+
+absl::Status Shard::CheckUpdateFinite(const v1::PushRequest& request,
+                                      const std::vector<absl::Span<const float>>& grads,
+                                      const std::vector<float>& max_abs,
+                                      const std::vector<Resolved>& slices) const {
+  if (!config_.server.reject_nonfinite) return absl::OkStatus();
+  for (size_t i = 0; i < slices.size(); ++i) {
+    const Resolved& r = slices[i];
+    if (max_abs[i] <= kSafeGradient) continue;  // no optimizer pass needed
+    std::optional<uint64_t> bad =
+        r.dense ? r.dense->FirstNonFinite(r.offset, grads[i], 1.0f, aggregate_)
+                : r.sparse->FirstNonFinite(r.keys, grads[i], 1.0f, aggregate_);
+    if (!bad) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "table '", request.slices(i).table(), "': this update would make ",
+        r.dense ? "value " : "the row of key ", *bad,
+        " or its optimizer state NaN or Inf (gradients too large for ", NameOf(config_.optimizer.type),
+        " at lr ", config_.optimizer.lr,
+        "); refused, nothing changed (server.reject_nonfinite; server.max_gradient_abs bounds "
+        "gradients)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tessera
