@@ -92,7 +92,7 @@ int Main(int argc, char** argv) {
   std::map<std::string, int64_t> statuses;
   auto count = [&](const grpc::Status& s) {
     std::lock_guard<std::mutex> lock(mu);
-    ++statuses[s.ok() ? "OK" : absl::StrCat("code ", s.error_code(), " (", s.error_message().substr(0, 80), ")")];
+    ++statuses[s.ok() ? "OK" : absl::StrCat("code ", s.error_code(), " (", s.error_message().substr(0, 120), ")")];
   };
   const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   std::vector<std::thread> threads;
