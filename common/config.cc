@@ -228,6 +228,10 @@ absl::Status ReadModel(MapReader& r, ModelConfig* m) {
   TESSERA_RETURN_IF_ERROR(r.Choice("type", &m->type));
   TESSERA_RETURN_IF_ERROR(r.Integer("seed", &m->seed, 0));
   TESSERA_RETURN_IF_ERROR(r.Integer("kernel", &m->kernel, 1, 15));
+  TESSERA_RETURN_IF_ERROR(r.Integer("fields", &m->fields, 1, 4096));
+  TESSERA_RETURN_IF_ERROR(r.Integer("vocab", &m->vocab, 1, int64_t{1} << kCtrFieldShift));
+  TESSERA_RETURN_IF_ERROR(r.Integer("embedding_dim", &m->embedding_dim, 1, 1024));
+  TESSERA_RETURN_IF_ERROR(r.Integer("dense_features", &m->dense_features, 0, 1 << 16));
   YAML::Node channels = r.Child("conv_channels");
   if (channels) {
     if (!channels.IsSequence() || channels.size() == 0) {
@@ -271,6 +275,10 @@ absl::Status ReadModel(MapReader& r, ModelConfig* m) {
     if (m->kernel % 2 == 0) {
       return Bad(r.KeyPath("kernel"), r.Child("kernel"), "an odd kernel side (same padding)");
     }
+  }
+  if (m->type == ModelType::kCtr && (!layers || m->layers.empty())) {
+    return Bad(r.KeyPath("layers"), layers,
+               "the hidden widths of a ctr model's MLP, at least one, e.g. [64, 32]");
   }
   if (m->type == ModelType::kTables && m->tables.empty()) {
     return Bad(r.KeyPath("tables"), r.Child("tables"), "a non-empty list for type tables");
@@ -394,7 +402,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("rpc_timeout_ms", &v.rpc_timeout_ms, 1));
     TESSERA_RETURN_IF_ERROR(s.Integer("pull_timeout_ms", &v.pull_timeout_ms, 1));
     TESSERA_RETURN_IF_ERROR(s.Integer("connect_timeout_ms", &v.connect_timeout_ms, 1));
-    TESSERA_RETURN_IF_ERROR(s.Integer("channels_per_shard", &v.channels_per_shard, 1, 64));
+    TESSERA_RETURN_IF_ERROR(s.Integer("channels_per_shard", &v.channels_per_shard, 1, 63));
     TESSERA_RETURN_IF_ERROR(s.Integer("spin_wait_us", &v.spin_wait_us, -1, 1'000'000));
     TESSERA_RETURN_IF_ERROR(s.Real("progress_interval_s", &v.progress_interval_s, 0, 1e6, true));
     TESSERA_RETURN_IF_ERROR(s.Bool("overlap_push", &v.overlap_push));
@@ -421,7 +429,17 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Str("dir", &d.dir));
     TESSERA_RETURN_IF_ERROR(s.Integer("synthetic_train", &d.synthetic_train, 1, 1 << 26));
     TESSERA_RETURN_IF_ERROR(s.Integer("synthetic_test", &d.synthetic_test, 1, 1 << 26));
-    return s.Integer("synthetic_seed", &d.synthetic_seed, 0);
+    TESSERA_RETURN_IF_ERROR(s.Integer("synthetic_seed", &d.synthetic_seed, 0));
+    TESSERA_RETURN_IF_ERROR(s.Real("zipf_exponent", &d.zipf_exponent, 0.01, 10));
+    const bool ctr_data = d.dataset == DatasetKind::kSyntheticCtr;
+    if (ctr_data != (c->model.type == ModelType::kCtr)) {
+      return Bad(s.KeyPath("dataset"), s.Child("dataset"),
+                 ctr_data ? "a classification data set for model.type " +
+                                std::string(NameOf(c->model.type)) +
+                                " (synthetic_ctr feeds model.type ctr)"
+                          : "synthetic_ctr for model.type ctr");
+    }
+    return absl::OkStatus();
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "checkpoint", [&](MapReader& s) -> absl::Status {
     CheckpointConfig& k = c->checkpoint;
@@ -538,6 +556,24 @@ std::vector<TableConfig> JobConfig::Tables() const {
   if (model.type == ModelType::kTables) return model.tables;
   std::vector<TableConfig> tables;
   std::vector<uint32_t> dense = model.layers;
+  if (model.type == ModelType::kCtr) {
+    TableConfig embedding;
+    embedding.name = "embedding";
+    embedding.kind = TableKind::kSparse;
+    embedding.dim = model.embedding_dim;
+    embedding.init.type = InitType::kNormal;
+    embedding.init.stddev = 0.01f;
+    embedding.init.seed = model.seed * 1000 + 900;
+    TableConfig wide;
+    wide.name = "wide";
+    wide.kind = TableKind::kSparse;
+    wide.dim = 1;
+    wide.init.type = InitType::kZeros;
+    tables.push_back(embedding);
+    tables.push_back(wide);
+    dense.insert(dense.begin(), model.dense_features + model.fields * model.embedding_dim);
+    dense.push_back(2);
+  }
   if (model.type == ModelType::kCnn) {
     uint64_t side = static_cast<uint64_t>(std::lround(std::sqrt(double(model.layers[0]))));
     uint64_t in_channels = 1;

@@ -30,7 +30,7 @@ inline constexpr uint32_t kMaxWorkers = 4096;
 // (for logs, messages and summary.json).
 enum class ConsistencyMode { kBsp, kSsp, kAsp };
 enum class TableKind { kDense, kSparse };
-enum class ModelType { kSoftmax, kMlp, kCnn, kTables };
+enum class ModelType { kSoftmax, kMlp, kCnn, kCtr, kTables };
 enum class InitType { kZeros, kConstant, kUniform, kNormal };
 enum class OptimizerType { kSgd, kMomentum, kAdagrad, kAdam };
 enum class LrSchedule { kConstant, kCosine };
@@ -38,7 +38,7 @@ enum class DeviceChoice { kAuto, kCpu, kCuda };
 enum class WirePrecision { kFp32, kBf16 };
 enum class SharedMemoryMode { kAuto, kOff };
 enum class GemmPrecision { kFp32, kTf32, kBf16 };
-enum class DatasetKind { kFashionMnist, kSynthetic };
+enum class DatasetKind { kFashionMnist, kSynthetic, kSyntheticCtr };
 enum class RestorePolicy { kAuto, kNever, kRequired };
 
 // The words of each enum, in declaration order.
@@ -51,7 +51,7 @@ struct EnumWords;
   }
 TESSERA_ENUM_WORDS(ConsistencyMode, "bsp", "ssp", "asp");
 TESSERA_ENUM_WORDS(TableKind, "dense", "sparse");
-TESSERA_ENUM_WORDS(ModelType, "softmax", "mlp", "cnn", "tables");
+TESSERA_ENUM_WORDS(ModelType, "softmax", "mlp", "cnn", "ctr", "tables");
 TESSERA_ENUM_WORDS(InitType, "zeros", "constant", "uniform", "normal");
 TESSERA_ENUM_WORDS(OptimizerType, "sgd", "momentum", "adagrad", "adam");
 TESSERA_ENUM_WORDS(LrSchedule, "constant", "cosine");
@@ -59,7 +59,7 @@ TESSERA_ENUM_WORDS(DeviceChoice, "auto", "cpu", "cuda");
 TESSERA_ENUM_WORDS(WirePrecision, "fp32", "bf16");
 TESSERA_ENUM_WORDS(SharedMemoryMode, "auto", "off");
 TESSERA_ENUM_WORDS(GemmPrecision, "fp32", "tf32", "bf16");
-TESSERA_ENUM_WORDS(DatasetKind, "fashion_mnist", "synthetic");
+TESSERA_ENUM_WORDS(DatasetKind, "fashion_mnist", "synthetic", "synthetic_ctr");
 TESSERA_ENUM_WORDS(RestorePolicy, "auto", "never", "required");
 #undef TESSERA_ENUM_WORDS
 
@@ -132,7 +132,23 @@ struct ModelConfig {
   uint32_t kernel = 5;
   uint64_t seed = 1;
   std::vector<TableConfig> tables;  // type: tables
+  // ctr (click-through rate; worker/ctr_model.h): `fields` categorical ids
+  // per example, each in [0, vocab), looked up as key (field << 40) | id in
+  // the sparse tables "embedding" (embedding_dim floats a row) and "wide"
+  // (1 float a row); `dense_features` floats per example beside them.
+  // `layers` are the hidden widths of the MLP over [dense, embeddings]; it
+  // ends in 2 logits (click, no click).
+  uint32_t fields = 26;
+  uint64_t vocab = 1'000'000;
+  uint32_t embedding_dim = 16;
+  uint32_t dense_features = 13;
 };
+
+// Sparse keys of a ctr model: the field in the top 24 bits, the id below.
+inline constexpr int kCtrFieldShift = 40;
+inline uint64_t CtrKey(uint32_t field, uint64_t id) {
+  return (uint64_t{field} << kCtrFieldShift) | id;
+}
 
 struct OptimizerConfig {
   OptimizerType type = OptimizerType::kSgd;
@@ -237,6 +253,9 @@ struct DataConfig {
   uint32_t synthetic_train = 4096;  // synthetic: examples
   uint32_t synthetic_test = 1024;
   uint64_t synthetic_seed = 7;
+  // synthetic_ctr: ids of each field drawn from a Zipf law of this exponent
+  // (> 1 heavier head); the teacher is drawn from synthetic_seed.
+  double zipf_exponent = 1.1;
 };
 
 // Shard checkpoints (server/checkpoint.h, docs/RELIABILITY.md).
@@ -302,9 +321,11 @@ struct JobConfig {
 
   uint32_t num_servers() const { return static_cast<uint32_t>(cluster.servers.size()); }
   // Whether a worker pushes on a thread of its own while the next step
-  // computes (worker.overlap_push under SSP s >= 1 or ASP).
+  // computes (worker.overlap_push under SSP s >= 1 or ASP). Not for a ctr
+  // model: its rows are pulled at each step's clock, which a shard serves
+  // only once the previous push has advanced the worker there.
   bool overlaps_push() const {
-    return worker.overlap_push &&
+    return worker.overlap_push && model.type != ModelType::kCtr &&
            ((consistency.mode == ConsistencyMode::kSsp && consistency.staleness >= 1) ||
             consistency.mode == ConsistencyMode::kAsp);
   }

@@ -98,6 +98,19 @@ std::string WriteSummary(const JobConfig& config, const std::string& dir, const 
       {"reconnects", static_cast<int64_t>(reconnects)},
       {"resumed_from_clock", facts.resumed_from_clock},
   };
+  // Click models (model.type ctr): the test set's click metrics.
+  for (const char* key : {"logloss", "auc", "bayes_logloss", "base_logloss", "signal_captured"}) {
+    if (rank0.contains(key)) summary[key] = Number(rank0, key);
+  }
+  if (rank0.contains("rows_pulled")) {
+    double rows = 0, steps = 0;
+    for (uint32_t r = 0; r < config.cluster.workers; ++r) {
+      const json result = ParseObject(ReadFile(absl::StrCat(dir, "/result-rank", r, ".json")));
+      rows += Number(result, "rows_pulled");
+      steps += Number(result, "steps");
+    }
+    summary["unique_rows_per_batch"] = steps > 0 ? rows / steps : 0;
+  }
   std::ofstream(dir + "/summary.json") << summary.dump(2) << "\n";
   return absl::StrFormat(
       "test accuracy %.4f | train loss %.4f | %.1f s wall | %.0f samples/s | %s%s, %d servers, "

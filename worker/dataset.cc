@@ -134,3 +134,148 @@ std::vector<uint32_t> Batcher::Batch(uint32_t epoch, size_t step) {
 }
 
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// A uniform double in (0, 1) from a 64-bit hash.
+double Uniform(uint64_t h) { return (static_cast<double>(h >> 11) + 0.5) * 0x1.0p-53; }
+
+// A standard normal that is a pure function of (a, b, c): the teacher's
+// weights are looked up, not stored (vocabularies of millions per field).
+double HashNormal(uint64_t a, uint64_t b, uint64_t c) {
+  const uint64_t h = SplitMix64(a ^ SplitMix64(b ^ SplitMix64(c)));
+  const double u1 = Uniform(h), u2 = Uniform(SplitMix64(h));
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+}
+
+// An id in [0, vocab) from a Zipf law of exponent s: the inverse CDF of the
+// continuous power law on [1, vocab + 1), floored (exact enough for ranks;
+// constant time for any vocabulary).
+uint64_t ZipfId(double u, uint64_t vocab, double s) {
+  const double v = static_cast<double>(vocab) + 1.0;
+  double x;
+  if (std::abs(s - 1.0) < 1e-9) {
+    x = std::exp(u * std::log(v));
+  } else {
+    const double a = 1.0 - s;
+    x = std::pow((std::pow(v, a) - 1.0) * u + 1.0, 1.0 / a);
+  }
+  const uint64_t id = static_cast<uint64_t>(x) - 1;
+  return std::min<uint64_t>(id, vocab - 1);
+}
+
+constexpr int kTeacherDim = 4;      // teacher embedding width
+constexpr int kTeacherHidden = 16;  // teacher MLP width
+
+}  // namespace
+
+Dataset SyntheticCtrDataset(const ModelConfig& model, const DataConfig& data, bool train) {
+  const uint32_t n = train ? data.synthetic_train : data.synthetic_test;
+  const uint32_t fields = model.fields, dense = model.dense_features;
+  const uint64_t seed = data.synthetic_seed;
+  Dataset d;
+  d.features = dense;
+  d.classes = 2;
+  d.fields = fields;
+  d.x.resize(size_t(n) * dense);
+  d.y.resize(n);
+  d.ids.resize(size_t(n) * fields);
+  d.p.resize(n);
+  // The teacher's dense parts (small, stored): a linear term on the dense
+  // features, and a one-hidden-layer tanh MLP over [embeddings, dense].
+  const uint32_t teacher_in = fields * kTeacherDim + dense;
+  std::vector<double> linear(dense), w1(size_t(teacher_in) * kTeacherHidden), w2(kTeacherHidden);
+  for (uint32_t j = 0; j < dense; ++j) linear[j] = 0.3 * HashNormal(seed, 1, j);
+  for (size_t j = 0; j < w1.size(); ++j) {
+    w1[j] = HashNormal(seed, 2, j) * std::sqrt(1.0 / (fields + dense / double(kTeacherDim)));
+  }
+  for (int j = 0; j < kTeacherHidden; ++j) w2[j] = 0.5 * HashNormal(seed, 3, j);
+  const double bias = -1.2;  // a click rate near 0.25
+  const double wide_scale = 0.35;
+  std::vector<double> in(teacher_in), hidden(kTeacherHidden);
+  const uint64_t stream = SplitMix64(seed ^ (train ? 0x7261696eull : 0x74657374ull));
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint64_t example = SplitMix64(stream + i);
+    double logit = bias;
+    for (uint32_t f = 0; f < fields; ++f) {
+      const uint64_t id = ZipfId(Uniform(SplitMix64(example ^ (f + 1))), model.vocab,
+                                 data.zipf_exponent);
+      d.ids[size_t(i) * fields + f] = id;
+      // Per-id effects shrink along the tail: rank 0 full size, rank 10^4 a tenth.
+      const double shrink = 1.0 / std::sqrt(1.0 + static_cast<double>(id) / 100.0);
+      logit += wide_scale * shrink * HashNormal(seed, 4 + f, id);
+      for (int k = 0; k < kTeacherDim; ++k) {
+        in[size_t(f) * kTeacherDim + k] = shrink * HashNormal(seed ^ 0x656d62ull, f * 64 + k, id);
+      }
+    }
+    for (uint32_t j = 0; j < dense; ++j) {
+      const double z = HashNormal(example, 5, j);
+      d.x[size_t(i) * dense + j] = static_cast<float>(z);
+      in[size_t(fields) * kTeacherDim + j] = z;
+      logit += linear[j] * z;
+    }
+    for (int h = 0; h < kTeacherHidden; ++h) {
+      double sum = 0;
+      for (uint32_t j = 0; j < teacher_in; ++j) sum += in[j] * w1[size_t(j) * kTeacherHidden + h];
+      hidden[h] = std::tanh(sum);
+      logit += w2[h] * hidden[h];
+    }
+    const double p = 1.0 / (1.0 + std::exp(-logit));
+    d.p[i] = static_cast<float>(p);
+    d.y[i] = Uniform(SplitMix64(example ^ 0xc11c4ull)) < p ? 1 : 0;
+  }
+  return d;
+}
+
+absl::StatusOr<Dataset> LoadDataset(const JobConfig& config, bool train) {
+  if (config.data.dataset == DatasetKind::kSyntheticCtr) {
+    return SyntheticCtrDataset(config.model, config.data, train);
+  }
+  return LoadDataset(config.data, train);
+}
+
+double LogLoss(const std::vector<float>& q, const std::vector<int32_t>& y) {
+  double sum = 0;
+  for (size_t i = 0; i < q.size(); ++i) {
+    const double c = std::clamp<double>(q[i], 1e-7, 1 - 1e-7);
+    sum -= y[i] ? std::log(c) : std::log1p(-c);
+  }
+  return q.empty() ? 0 : sum / q.size();
+}
+
+double MeanBinaryEntropy(const std::vector<float>& p) {
+  double sum = 0;
+  for (float v : p) {
+    const double c = std::clamp<double>(v, 1e-7, 1 - 1e-7);
+    sum -= c * std::log(c) + (1 - c) * std::log1p(-c);
+  }
+  return p.empty() ? 0 : sum / p.size();
+}
+
+double Auc(const std::vector<float>& q, const std::vector<int32_t>& y) {
+  std::vector<size_t> order(q.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return q[a] < q[b]; });
+  // Mann-Whitney: the sum of the positives' ranks (average rank on ties).
+  double positive_rank_sum = 0;
+  uint64_t positives = 0;
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i;
+    while (j < order.size() && q[order[j]] == q[order[i]]) ++j;
+    const double rank = (i + 1 + j) / 2.0;  // ranks i+1 .. j averaged
+    for (size_t k = i; k < j; ++k) {
+      if (y[order[k]]) {
+        positive_rank_sum += rank;
+        ++positives;
+      }
+    }
+    i = j;
+  }
+  const uint64_t negatives = q.size() - positives;
+  if (positives == 0 || negatives == 0) return 0.5;
+  return (positive_rank_sum - positives * (positives + 1) / 2.0) /
+         (static_cast<double>(positives) * negatives);
+}
+
+}  // namespace tessera

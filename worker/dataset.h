@@ -23,14 +23,22 @@ struct Dataset {
   uint32_t classes = 0;
   std::vector<float> x;    // size() * features, row-major
   std::vector<int32_t> y;  // size() labels in [0, classes)
+  // Click logs (model.type ctr): `fields` categorical ids per example, and
+  // where a teacher made the labels, each example's true click probability.
+  uint32_t fields = 0;
+  std::vector<uint64_t> ids;  // size() * fields, row-major; field f's id < model.vocab
+  std::vector<float> p;       // size() probabilities, or empty
   size_t size() const { return y.size(); }
   const float* example(size_t i) const { return x.data() + i * features; }
+  const uint64_t* example_ids(size_t i) const { return ids.data() + i * fields; }
 };
 
 // Loads the training or test split named by config.dataset.
 // NOT_FOUND (naming the package to install) when Fashion-MNIST is missing;
 // DATA_LOSS for a truncated or malformed file.
 absl::StatusOr<Dataset> LoadDataset(const DataConfig& config, bool train);
+// The same for a whole job: synthetic_ctr takes its shape from config.model.
+absl::StatusOr<Dataset> LoadDataset(const JobConfig& config, bool train);
 
 // Reads one gzip'd IDX file: images (magic 2051) or labels (magic 2049).
 absl::StatusOr<std::vector<uint8_t>> ReadIdxGz(const std::string& path, uint32_t expected_magic,
@@ -40,6 +48,27 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxGz(const std::string& path, uint32_t
 // `features` dimensions, squashed into [0, 1]; linearly separable enough
 // that softmax regression and an MLP both learn it.
 Dataset SyntheticDataset(uint32_t n, uint32_t features, uint32_t classes, uint64_t seed);
+
+// A click log with a planted teacher (data.dataset synthetic_ctr). Each of
+// model.fields fields draws an id in [0, model.vocab) from a Zipf law of
+// data.zipf_exponent (id 0 the most frequent); model.dense_features floats
+// are standard normal. A fixed teacher drawn from data.synthetic_seed (the
+// same for both splits) gives each example its click probability
+//   p = sigmoid(bias + sum_f wide_f(id) + dense . v + mlp(teacher embeddings, dense))
+// whose per-id terms shrink with the id's rank (a long tail of ids that
+// barely matter, as in real click logs), and the label is drawn from
+// Bernoulli(p). Deterministic given the config; the splits use different
+// example streams.
+Dataset SyntheticCtrDataset(const ModelConfig& model, const DataConfig& data, bool train);
+
+// Mean log loss of predicting `q` for labels `y` (0/1), q clamped to
+// [1e-7, 1 - 1e-7]. And the mean binary entropy of p: the expected log loss
+// of the Bayes-optimal predictor, which knows p.
+double LogLoss(const std::vector<float>& q, const std::vector<int32_t>& y);
+double MeanBinaryEntropy(const std::vector<float>& p);
+// Area under the ROC curve of scores `q` for labels `y` (ties count half);
+// 0.5 when one class is absent.
+double Auc(const std::vector<float>& q, const std::vector<int32_t>& y);
 
 // Which examples a worker trains on, and in what order.
 // Worker `rank` of W owns the examples i with i % W == rank; every epoch it

@@ -518,6 +518,56 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
   return absl::OkStatus();
 }
 
+absl::StatusOr<int64_t> GrpcPsClient::PullRows(int64_t clock, RowSet* rows) {
+  const ShardRequests::RowRoute route = ShardRequests::RouteRows(*rows, shards_.size());
+  for (SparseRows& r : *rows) r.values.resize(r.keys.size() * size_t{r.dim});
+  std::vector<v1::PullRequest> requests(shards_.size());
+  std::vector<v1::PullResponse> responses(shards_.size());
+  std::vector<grpc::ClientContext> contexts(shards_.size());
+  absl::Mutex min_mu;
+  int64_t min_clock = INT64_MAX;
+  CallGroup group;
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    requests_.BuildPull({}, rank_, clock, &requests[s]);
+    requests_.AddRowSlices(*rows, route[s], requests[s].mutable_slices());
+    if (requests[s].slices_size() == 0) continue;
+    contexts[s].set_deadline(DeadlineIn(config_.worker.pull_timeout_ms));
+    v1::PullResponse* response = &responses[s];
+    const auto* shard_route = &route[s];
+    shards_[s].stubs[0]->async()->Pull(
+        &contexts[s], &requests[s], response,
+        group.Add(s, &contexts[s], [this, response, shard_route, rows, &min_mu, &min_clock] {
+          absl::MutexLock lock(&min_mu);  // rows of different shards: one writer at a time
+          min_clock = std::min(min_clock, response->min_clock());
+          return requests_.ScatterRows(*shard_route, response->values(), rows);
+        }));
+  }
+  group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5), spin_);
+  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
+  if (!group.local_error().ok()) return group.local_error();
+  return min_clock;
+}
+
+absl::Status GrpcPsClient::PushRows(int64_t clock, const RowSet& grads) {
+  const ShardRequests::RowRoute route = ShardRequests::RouteRows(grads, shards_.size());
+  std::vector<v1::PushRequest> requests(shards_.size());
+  std::vector<v1::PushResponse> responses(shards_.size());
+  std::vector<grpc::ClientContext> contexts(shards_.size());
+  CallGroup group;
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    requests_.BuildPush({}, rank_, clock, {}, /*advance=*/false, kRowPiece, &requests[s]);
+    requests_.AddRowSlices(grads, route[s], requests[s].mutable_slices(),
+                           requests[s].mutable_gradients());
+    if (requests[s].slices_size() == 0) continue;
+    contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
+    shards_[s].stubs[0]->async()->Push(&contexts[s], &requests[s], &responses[s],
+                                       group.Add(s, &contexts[s]));
+  }
+  group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5), spin_);
+  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
+  return absl::OkStatus();
+}
+
 template <typename Response>
 absl::Status GrpcPsClient::Scatter(const std::vector<ShardRequests::Piece>& pieces,
                                    const Response& response, const char* shared,

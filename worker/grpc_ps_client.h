@@ -51,6 +51,10 @@ class GrpcPsClient : public PsClient {
   // Fused when every shard's push is one request (no split over channels).
   absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(int64_t clock, const ParameterSet& grads,
                                                           ParameterSet* params) override;
+  // Rows travel in the messages (not shared memory), one request per shard
+  // that owns any of the keys, all shards at once.
+  absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) override;
+  absl::Status PushRows(int64_t clock, const RowSet& grads) override;
   absl::Status Finish() override;
   absl::StatusOr<uint32_t> WorkersFinished() override;
 

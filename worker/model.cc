@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/container/flat_hash_map.h"
+
 namespace tessera {
 namespace {
 
@@ -263,6 +265,192 @@ void Model::Evaluate(const ParameterSet& params, const Dataset& data, double* ac
   *accuracy = data.size() ? double(correct) / data.size() : 0.0;
   *loss = data.size() ? total_loss / data.size() : 0.0;
 }
+
+void CtrRows::Build(const Dataset& data, const uint32_t* indices, uint32_t n) {
+  // Reused between batches: the map keeps its buckets.
+  thread_local absl::flat_hash_map<uint64_t, int64_t> row_of;
+  row_of.clear();
+  keys.clear();
+  slots.resize(size_t(n) * data.fields);
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint64_t* ids = data.example_ids(indices[i]);
+    for (uint32_t f = 0; f < data.fields; ++f) {
+      const uint64_t key = CtrKey(f, ids[f]);
+      auto [it, fresh] = row_of.try_emplace(key, static_cast<int64_t>(keys.size()));
+      if (fresh) keys.push_back(key);
+      slots[size_t(i) * data.fields + f] = it->second;
+    }
+  }
+}
+
+class CtrModel::Impl {
+ public:
+  Impl(const ModelConfig& config, Backend* backend, uint32_t max_batch)
+      : backend_(backend),
+        fields_(config.fields),
+        dim_(config.embedding_dim),
+        dense_(config.dense_features),
+        width_(config.layers.front()),
+        max_rows_(int64_t{max_batch} * config.fields) {
+    std::vector<uint32_t> rest(config.layers.begin(), config.layers.end());
+    rest.push_back(2);
+    stack_ = std::make_unique<DenseStack>(rest, backend, max_batch);
+    const int64_t in = int64_t{dense_} + int64_t{fields_} * dim_;
+    w0_ = backend->Allocate(in, width_);
+    b0_ = backend->Allocate(1, width_);
+    dw0_ = backend->Allocate(in, width_);
+    db0_ = backend->Allocate(1, width_);
+    x_ = backend->Allocate(max_batch, std::max<int64_t>(dense_, 1));
+    h_ = backend->Allocate(max_batch, width_);
+    dh_ = backend->Allocate(max_batch, width_);
+    rows_ = backend->Allocate(max_rows_, dim_);
+    drows_ = backend->Allocate(max_rows_, dim_);
+    wide_ = backend->Allocate(max_rows_, 1);
+    dwide_ = backend->Allocate(max_rows_, 1);
+    gathered_ = backend->Allocate(max_rows_, dim_);
+    dgathered_ = backend->Allocate(max_rows_, dim_);
+    gathered_wide_ = backend->Allocate(max_rows_, 1);
+    dgathered_wide_ = backend->Allocate(max_rows_, 1);
+    logits_ = backend->Allocate(max_batch, 2);
+    dlogits_ = backend->Allocate(max_batch, 2);
+    // Adds the sum of an example's wide rows to its click logit (column 1).
+    to_click_ = backend->Allocate(fields_, 2);
+    std::vector<float> m(size_t(fields_) * 2, 0.0f);
+    for (uint32_t f = 0; f < fields_; ++f) m[size_t(f) * 2 + 1] = 1.0f;
+    backend->CopyIn(m, to_click_);
+    zeros_.assign(size_t(max_rows_) * dim_, 0.0f);
+  }
+
+  std::vector<size_t> TableSizes() const {
+    std::vector<size_t> sizes = {0, 0, size_t(w0_.size()), size_t(b0_.size())};
+    stack_->TableSizes(&sizes);
+    return sizes;
+  }
+
+  void Upload(const ParameterSet& params, uint64_t version) {
+    if (version != 0 && version == uploaded_version_) return;
+    backend_->CopyIn(params[2], w0_);
+    backend_->CopyIn(params[3], b0_);
+    stack_->Upload(params, 4);
+    uploaded_version_ = version;
+  }
+
+  Tensor Forward(const Batch& batch) {
+    const uint32_t n = batch.n;
+    const int64_t unique = static_cast<int64_t>(batch.rows->keys.size());
+    const int64_t slots = int64_t{n} * fields_;
+    const int64_t* ids = batch.rows->slots.data();
+    backend_->CopyIn(absl::MakeConstSpan(batch.embedding, unique * dim_), rows_.Rows(0, unique));
+    backend_->CopyIn(absl::MakeConstSpan(batch.wide, unique), wide_.Rows(0, unique));
+    backend_->EmbeddingGather(rows_.Rows(0, unique), ids, gathered_.Rows(0, slots));
+    backend_->EmbeddingGather(wide_.Rows(0, unique), ids, gathered_wide_.Rows(0, slots));
+    // h = relu([dense, embeddings] . w0 + b0) as two products into h.
+    Tensor h = h_.Rows(0, n);
+    if (dense_ > 0) {
+      backend_->CopyIn(absl::MakeConstSpan(batch.dense, size_t(n) * dense_), x_.Rows(0, n));
+      backend_->Gemm(false, false, 1.0f, x_.Rows(0, n), W0Dense(w0_), 0.0f, h);
+    }
+    backend_->Gemm(false, false, 1.0f, Embedded(gathered_, n), W0Embedded(w0_),
+                   dense_ > 0 ? 1.0f : 0.0f, h);
+    backend_->BiasActivation(h, b0_, /*relu=*/true);
+    Tensor logits = stack_->Forward(h, n);
+    backend_->Gemm(false, false, 1.0f, WidePerExample(gathered_wide_, n), to_click_, 1.0f, logits);
+    return logits;
+  }
+
+  float TrainStep(const ParameterSet& params, const Batch& batch, ParameterSet* grads,
+                  std::vector<float>* embedding_grad, std::vector<float>* wide_grad,
+                  int64_t* correct, uint64_t version) {
+    Upload(params, version);
+    const uint32_t n = batch.n;
+    const int64_t unique = static_cast<int64_t>(batch.rows->keys.size());
+    const int64_t slots = int64_t{n} * fields_;
+    const int64_t* ids = batch.rows->slots.data();
+    Tensor logits = Forward(batch);
+    Tensor dlogits = dlogits_.Rows(0, n);
+    const float loss = backend_->SoftmaxCrossEntropy(logits, batch.labels, dlogits, correct);
+    // The MLP, down to d(loss)/d(h) (through the first layer's ReLU).
+    Tensor h = h_.Rows(0, n), dh = dh_.Rows(0, n);
+    stack_->Backward(h, n, dlogits, &dh);
+    backend_->ReluBackwardBiasGrad(h, dh, db0_);
+    if (dense_ > 0) backend_->Gemm(true, false, 1.0f, x_.Rows(0, n), dh, 0.0f, W0Dense(dw0_));
+    backend_->Gemm(true, false, 1.0f, Embedded(gathered_, n), dh, 0.0f, W0Embedded(dw0_));
+    // Embeddings: per example, then summed into each unique row.
+    backend_->Gemm(false, true, 1.0f, dh, W0Embedded(w0_), 0.0f, Embedded(dgathered_, n));
+    backend_->CopyIn(absl::MakeConstSpan(zeros_.data(), unique * dim_), drows_.Rows(0, unique));
+    backend_->EmbeddingScatterAdd(dgathered_.Rows(0, slots), ids, drows_.Rows(0, unique));
+    // Wide rows: each gets its example's d(loss)/d(click logit).
+    backend_->Gemm(false, true, 1.0f, dlogits, to_click_, 0.0f,
+                   WidePerExample(dgathered_wide_, n));
+    backend_->CopyIn(absl::MakeConstSpan(zeros_.data(), unique), dwide_.Rows(0, unique));
+    backend_->EmbeddingScatterAdd(dgathered_wide_.Rows(0, slots), ids, dwide_.Rows(0, unique));
+    // Download.
+    const std::vector<size_t> sizes = TableSizes();
+    grads->resize(sizes.size());
+    (*grads)[0].clear();
+    (*grads)[1].clear();
+    (*grads)[2].resize(dw0_.size());
+    (*grads)[3].resize(db0_.size());
+    backend_->CopyOut(dw0_, absl::MakeSpan((*grads)[2]));
+    backend_->CopyOut(db0_, absl::MakeSpan((*grads)[3]));
+    stack_->Download(grads, 4);
+    embedding_grad->resize(size_t(unique) * dim_);
+    wide_grad->resize(unique);
+    backend_->CopyOut(drows_.Rows(0, unique), absl::MakeSpan(*embedding_grad));
+    backend_->CopyOut(dwide_.Rows(0, unique), absl::MakeSpan(*wide_grad));
+    backend_->Synchronize();
+    return loss;
+  }
+
+  void Predict(const ParameterSet& params, const Batch& batch, float* p) {
+    Upload(params, 0);
+    uploaded_version_ = 0;
+    Tensor logits = Forward(batch);
+    std::vector<float> host(size_t(batch.n) * 2);
+    backend_->CopyOut(logits, absl::MakeSpan(host));
+    backend_->Synchronize();
+    for (uint32_t i = 0; i < batch.n; ++i) {
+      p[i] = 1.0f / (1.0f + std::exp(host[2 * i] - host[2 * i + 1]));
+    }
+  }
+
+ private:
+  // Views. w0 is (dense + F*d) x width: the dense features' rows first.
+  Tensor W0Dense(Tensor w) const { return {w.data, dense_, width_}; }
+  Tensor W0Embedded(Tensor w) const {
+    return {w.data + int64_t{dense_} * width_, int64_t{fields_} * dim_, width_};
+  }
+  // n*F gathered rows seen as n examples of F*d (or F) values.
+  Tensor Embedded(Tensor t, uint32_t n) const { return {t.data, n, int64_t{fields_} * dim_}; }
+  Tensor WidePerExample(Tensor t, uint32_t n) const { return {t.data, n, fields_}; }
+
+  Backend* const backend_;
+  const uint32_t fields_, dim_, dense_, width_;
+  const int64_t max_rows_;
+  std::unique_ptr<DenseStack> stack_;  // hidden layers after the first, then the 2 logits
+  Tensor w0_, b0_, dw0_, db0_, x_, h_, dh_;
+  Tensor rows_, drows_, wide_, dwide_, gathered_, dgathered_, gathered_wide_, dgathered_wide_;
+  Tensor logits_, dlogits_, to_click_;
+  std::vector<float> zeros_;
+  uint64_t uploaded_version_ = 0;
+};
+
+CtrModel::CtrModel(const ModelConfig& config, Backend* backend, uint32_t max_batch)
+    : impl_(std::make_unique<Impl>(config, backend, max_batch)) {}
+CtrModel::~CtrModel() = default;
+
+float CtrModel::TrainStep(const ParameterSet& params, const Batch& batch, ParameterSet* grads,
+                          std::vector<float>* embedding_grad, std::vector<float>* wide_grad,
+                          int64_t* correct, uint64_t params_version) {
+  return impl_->TrainStep(params, batch, grads, embedding_grad, wide_grad, correct,
+                          params_version);
+}
+
+void CtrModel::Predict(const ParameterSet& params, const Batch& batch, float* p) {
+  impl_->Predict(params, batch, p);
+}
+
+std::vector<size_t> CtrModel::TableSizes() const { return impl_->TableSizes(); }
 
 std::unique_ptr<Model> MakeModel(const ModelConfig& config, Backend* backend, uint32_t max_batch) {
   if (config.type == ModelType::kCnn) return std::make_unique<Cnn>(config, backend, max_batch);

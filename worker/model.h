@@ -66,8 +66,70 @@ class Model {
 };
 
 // Builds the model named by config.type (softmax, mlp, cnn).
-// REQUIRES: a validated config whose type is not "tables".
+// REQUIRES: a validated config whose type is softmax, mlp or cnn.
 std::unique_ptr<Model> MakeModel(const ModelConfig& config, Backend* backend, uint32_t max_batch);
+
+// The sparse rows one batch of a click log touches. Keys are de-duplicated:
+// every (example, field) id becomes key CtrKey(field, id), `keys` holds each
+// key once (in first-seen order) and slots[i * fields + f] the row of
+// example i's field f among them. The embedding and the wide table are
+// keyed alike, so one key list serves both.
+struct CtrRows {
+  std::vector<uint64_t> keys;
+  std::vector<int64_t> slots;  // n * fields
+  // From examples indices[0..n) of `data`.
+  void Build(const Dataset& data, const uint32_t* indices, uint32_t n);
+};
+
+// The click-through-rate model of model.type ctr ("wide & deep"): each of F
+// fields' ids looks up a row of the sparse table "embedding" (dim d); the F
+// rows and the dense features go through an MLP (ReLU, `layers` hidden
+// widths) to 2 logits; each id's row of the sparse table "wide" (dim 1) is
+// added to the click logit. The loss is the softmax cross-entropy over
+// {no click, click}, i.e. the logistic loss of logit[1] - logit[0].
+//
+// The rows travel as the batch's unique rows (CtrRows): the backend gathers
+// them per example (EmbeddingGather) and sums the gradients of repeated keys
+// back into one row each (EmbeddingScatterAdd). The first layer's weight is
+// one table ((dense + F*d) x width) applied as two products, so the inputs
+// are never concatenated.
+//
+//   CtrModel model(config.model, backend, batch);
+//   loss = model.TrainStep(params, batch, &grads, &row_grads, &correct);
+//
+// Threading: one thread; every backend buffer is allocated at construction.
+class CtrModel {
+ public:
+  struct Batch {
+    uint32_t n = 0;
+    const float* dense = nullptr;     // n * dense_features
+    const int32_t* labels = nullptr;  // n labels in {0, 1}
+    const CtrRows* rows = nullptr;
+    const float* embedding = nullptr;  // rows->keys.size() * embedding_dim: the pulled rows
+    const float* wide = nullptr;       // rows->keys.size(): the pulled rows
+  };
+  // REQUIRES: a validated ctr config; batches of at most max_batch.
+  CtrModel(const ModelConfig& config, Backend* backend, uint32_t max_batch);
+
+  // Forward and backward; returns the mean loss. *grads: the dense tables'
+  // gradients in JobConfig::Tables() order (the two sparse entries empty);
+  // *embedding_grad / *wide_grad: d(mean loss)/d(row) of each unique row.
+  // `params_version` as Model::TrainStep.
+  float TrainStep(const ParameterSet& params, const Batch& batch, ParameterSet* grads,
+                  std::vector<float>* embedding_grad, std::vector<float>* wide_grad,
+                  int64_t* correct, uint64_t params_version = 0);
+  // Click probabilities of the batch's examples into p[0..n).
+  void Predict(const ParameterSet& params, const Batch& batch, float* p);
+
+  // The dense tables' sizes in Tables() order, 0 for the two sparse ones.
+  std::vector<size_t> TableSizes() const;
+
+  ~CtrModel();
+
+ private:
+  class Impl;  // model.cc: the backend buffers and the layers
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace tessera
 

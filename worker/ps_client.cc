@@ -8,6 +8,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/partition.h"
 #include "common/secret.h"
+#include "common/status.h"
 #include "common/wire.h"
 #include "server/shard.h"
 
@@ -152,6 +153,82 @@ absl::Status ShardRequests::Scatter(const std::vector<Piece>& pieces,
   return absl::OkStatus();
 }
 
+ShardRequests::RowRoute ShardRequests::RouteRows(const RowSet& rows, uint32_t num_shards) {
+  RowRoute route(num_shards, std::vector<std::vector<uint32_t>>(rows.size()));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const std::vector<uint64_t>& keys = rows[i].keys;
+    for (uint32_t k = 0; k < keys.size(); ++k) {
+      route[SparseShardOf(keys[k], num_shards)][i].push_back(k);
+    }
+    for (auto& shard : route) {
+      std::sort(shard[i].begin(), shard[i].end(),
+                [&keys](uint32_t a, uint32_t b) { return keys[a] < keys[b]; });
+    }
+  }
+  return route;
+}
+
+void ShardRequests::AddRowSlices(const RowSet& rows,
+                                 const std::vector<std::vector<uint32_t>>& route,
+                                 google::protobuf::RepeatedPtrField<v1::Slice>* slices,
+                                 google::protobuf::RepeatedPtrField<std::string>* payloads) const {
+  std::vector<uint64_t> keys;
+  std::vector<float> values;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (route[i].empty()) continue;
+    const SparseRows& r = rows[i];
+    keys.clear();
+    for (uint32_t k : route[i]) keys.push_back(r.keys[k]);
+    v1::Slice* slice = slices->Add();
+    slice->set_table(table_names[r.table]);
+    EncodeKeys(keys, slice->mutable_keys());
+    if (payloads == nullptr) continue;
+    values.resize(route[i].size() * size_t{r.dim});
+    for (size_t j = 0; j < route[i].size(); ++j) {
+      std::copy_n(r.values.data() + size_t{route[i][j]} * r.dim, r.dim,
+                  values.data() + j * r.dim);
+    }
+    std::string* bytes = payloads->Add();
+    if (bf16) {
+      AppendBfloat16(values, bytes);
+    } else {
+      EncodeFloats(values, bytes);
+    }
+  }
+}
+
+absl::Status ShardRequests::ScatterRows(
+    const std::vector<std::vector<uint32_t>>& route,
+    const google::protobuf::RepeatedPtrField<std::string>& values, RowSet* rows) const {
+  int slice = 0;
+  std::vector<float> decoded;
+  for (size_t i = 0; i < rows->size(); ++i) {
+    if (route[i].empty()) continue;
+    SparseRows& r = (*rows)[i];
+    r.values.resize(r.keys.size() * size_t{r.dim});
+    const size_t floats = route[i].size() * size_t{r.dim};
+    if (slice >= values.size() || values[slice].size() != floats * value_bytes()) {
+      return absl::InternalError(absl::StrCat(
+          "row pull of table '", table_names[r.table], "' answered ",
+          slice < values.size() ? values[slice].size() : 0, " bytes, expected ",
+          floats * value_bytes()));
+    }
+    const float* in;
+    if (bf16) {
+      decoded.resize(floats);
+      DecodeBfloat16(values[slice], decoded.data());
+      in = decoded.data();
+    } else {
+      in = reinterpret_cast<const float*>(values[slice].data());
+    }
+    for (size_t j = 0; j < route[i].size(); ++j) {
+      std::copy_n(in + j * r.dim, r.dim, r.values.data() + size_t{route[i][j]} * r.dim);
+    }
+    ++slice;
+  }
+  return absl::OkStatus();
+}
+
 LocalPsClient::LocalPsClient(const JobConfig& config, uint32_t rank, std::vector<Shard*> shards)
     : config_(config),
       rank_(rank),
@@ -182,31 +259,66 @@ absl::StatusOr<int64_t> LocalPsClient::Connect(int64_t resume_clock) {
   return clock;
 }
 
+absl::Status LocalPsClient::PullFrom(size_t s, const v1::PullRequest& request,
+                                     v1::PullResponse* response) {
+  const absl::Duration timeout = absl::Milliseconds(config_.worker.pull_timeout_ms);
+  // The pull may park until other workers (other threads) advance.
+  auto done = std::make_shared<absl::Notification>();
+  auto result = std::make_shared<absl::Status>();
+  shards_[s]->Pull(request, response, absl::Now() + timeout, [done, result](absl::Status st) {
+    *result = st;
+    done->Notify();
+  });
+  // The shard's deadline answers the pull; the extra second only bounds this wait.
+  if (!done->WaitForNotificationWithTimeout(timeout + absl::Seconds(1))) {
+    return absl::DeadlineExceededError("local pull did not finish");
+  }
+  return *result;
+}
+
 absl::StatusOr<int64_t> LocalPsClient::PullDense(int64_t clock, ParameterSet* params) {
   requests_.ShapeParameters(params);
   int64_t min_clock = INT64_MAX;
-  const absl::Duration timeout = absl::Milliseconds(config_.worker.pull_timeout_ms);
   for (size_t s = 0; s < shards_.size(); ++s) {
     v1::PullRequest request;
     v1::PullResponse response;
     requests_.BuildPull(requests_.pieces[s], rank_, clock, &request);
-    // The pull may park until other workers (other threads) advance.
-    auto done = std::make_shared<absl::Notification>();
-    auto result = std::make_shared<absl::Status>();
-    shards_[s]->Pull(request, &response, absl::Now() + timeout, [done, result](absl::Status st) {
-      *result = st;
-      done->Notify();
-    });
-    // The shard's deadline answers the pull; the extra second only bounds this wait.
-    if (!done->WaitForNotificationWithTimeout(timeout + absl::Seconds(1))) {
-      return absl::DeadlineExceededError("local pull did not finish");
-    }
-    if (!result->ok()) return *result;
-    absl::Status scattered = requests_.ScatterPull(requests_.pieces[s], response.values(), params);
-    if (!scattered.ok()) return scattered;
+    TESSERA_RETURN_IF_ERROR(PullFrom(s, request, &response));
+    TESSERA_RETURN_IF_ERROR(requests_.ScatterPull(requests_.pieces[s], response.values(), params));
     min_clock = std::min(min_clock, response.min_clock());
   }
   return min_clock;
+}
+
+absl::StatusOr<int64_t> LocalPsClient::PullRows(int64_t clock, RowSet* rows) {
+  const ShardRequests::RowRoute route = ShardRequests::RouteRows(*rows, shards_.size());
+  int64_t min_clock = INT64_MAX;
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    v1::PullRequest request;
+    v1::PullResponse response;
+    requests_.BuildPull({}, rank_, clock, &request);
+    requests_.AddRowSlices(*rows, route[s], request.mutable_slices());
+    if (request.slices_size() == 0) continue;
+    TESSERA_RETURN_IF_ERROR(PullFrom(s, request, &response));
+    TESSERA_RETURN_IF_ERROR(requests_.ScatterRows(route[s], response.values(), rows));
+    min_clock = std::min(min_clock, response.min_clock());
+  }
+  for (SparseRows& r : *rows) r.values.resize(r.keys.size() * size_t{r.dim});
+  return min_clock;
+}
+
+absl::Status LocalPsClient::PushRows(int64_t clock, const RowSet& grads) {
+  const ShardRequests::RowRoute route = ShardRequests::RouteRows(grads, shards_.size());
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    v1::PushRequest request;
+    v1::PushResponse response;
+    requests_.BuildPush({}, rank_, clock, {}, /*advance=*/false, kRowPiece, &request);
+    requests_.AddRowSlices(grads, route[s], request.mutable_slices(),
+                           request.mutable_gradients());
+    if (request.slices_size() == 0) continue;
+    TESSERA_RETURN_IF_ERROR(shards_[s]->Push(request, &response));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status LocalPsClient::PushDense(int64_t clock, const ParameterSet& grads) {

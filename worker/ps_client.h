@@ -26,6 +26,21 @@ namespace tessera {
 
 class Shard;
 
+// Rows of one sparse table for one step: unique keys and, row after row,
+// dim floats per key (pulled values, or the gradients to push).
+struct SparseRows {
+  size_t table = 0;  // index in JobConfig::Tables()
+  uint32_t dim = 1;
+  std::vector<uint64_t> keys;  // unique, any order
+  std::vector<float> values;   // keys.size() * dim
+};
+using RowSet = std::vector<SparseRows>;
+
+// The push piece that carries a clock's sparse rows (dense pieces are
+// 1..worker.channels_per_shard <= 63), so that a retried row push is
+// applied once, like a dense piece.
+inline constexpr uint32_t kRowPiece = 64;
+
 class PsClient {
  public:
   virtual ~PsClient() = default;
@@ -62,6 +77,18 @@ class PsClient {
   virtual absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(int64_t clock,
                                                                   const ParameterSet& grads,
                                                                   ParameterSet* params);
+
+  // Pulls the rows of rows[i].keys from the shards that own them (keys
+  // routed by SparseShardOf, every shard asked at once), as allowed at
+  // `clock` like PullDense, into rows[i].values (resized). Returns the
+  // smallest min_clock of the shards asked (INT64_MAX when none was).
+  virtual absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) = 0;
+
+  // Pushes row gradients (rows[i].values for rows[i].keys) for `clock`
+  // without advancing the clock: PushDense, which follows, advances it.
+  // Under BSP the shards sum every worker's rows of a clock and apply them
+  // once, as for dense tables.
+  virtual absl::Status PushRows(int64_t clock, const RowSet& grads) = 0;
 
   // Tells every shard this worker is done.
   virtual absl::Status Finish() = 0;
@@ -118,6 +145,23 @@ struct ShardRequests {
   size_t value_bytes() const { return bf16 ? sizeof(uint16_t) : sizeof(float); }
   // Bytes `pieces` take packed one after another, as float32 (the most).
   static uint64_t MaxBytes(const std::vector<Piece>& pieces);
+
+  // Sparse rows: which keys each shard owns. route[s][i] lists the positions
+  // in rows[i].keys of the keys shard s owns, in increasing key order (a
+  // slice's keys must be sorted).
+  using RowRoute = std::vector<std::vector<std::vector<uint32_t>>>;
+  static RowRoute RouteRows(const RowSet& rows, uint32_t num_shards);
+  // Appends shard s's slices of `rows` to *slices (tables with no key there
+  // are left out); with `payloads`, also each slice's values packed in this
+  // encoding (a push's gradients).
+  void AddRowSlices(const RowSet& rows, const std::vector<std::vector<uint32_t>>& route,
+                    google::protobuf::RepeatedPtrField<v1::Slice>* slices,
+                    google::protobuf::RepeatedPtrField<std::string>* payloads = nullptr) const;
+  // Copies a pull's row values (one bytes field per slice AddRowSlices
+  // added, in order) into rows[i].values. INTERNAL when the sizes disagree.
+  absl::Status ScatterRows(const std::vector<std::vector<uint32_t>>& route,
+                           const google::protobuf::RepeatedPtrField<std::string>& values,
+                           RowSet* rows) const;
   // Copies pulled values (one bytes field per piece, in this encoding) into
   // *params. INTERNAL when the sizes disagree.
   absl::Status ScatterPull(const std::vector<Piece>& pieces,
@@ -141,10 +185,15 @@ class LocalPsClient : public PsClient {
   absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) override;
   absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override;
   absl::Status PushDense(int64_t clock, const ParameterSet& grads) override;
+  absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) override;
+  absl::Status PushRows(int64_t clock, const RowSet& grads) override;
   absl::Status Finish() override;
   absl::StatusOr<uint32_t> WorkersFinished() override;
 
  private:
+  // Sends `request` to shard s as a pull and waits (bounded) for it.
+  absl::Status PullFrom(size_t s, const v1::PullRequest& request, v1::PullResponse* response);
+
   const JobConfig config_;
   const uint32_t rank_;
   const std::vector<Shard*> shards_;

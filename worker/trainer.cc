@@ -45,9 +45,16 @@ std::string TrainResult::ToJson() const {
     escaped += c;
   }
   json += absl::StrCat(", \"device\": \"", escaped, "\"");
+  if (ctr) json += absl::StrFormat(", \"rows_pulled\": %d", rows_pulled);
   if (evaluated) {
     json +=
         absl::StrFormat(", \"test_accuracy\": %.5f, \"test_loss\": %.5f", test_accuracy, test_loss);
+  }
+  if (evaluated && ctr) {
+    json += absl::StrFormat(
+        ", \"logloss\": %.6f, \"auc\": %.5f, \"bayes_logloss\": %.6f, \"base_logloss\": %.6f, "
+        "\"signal_captured\": %.5f",
+        test_logloss, test_auc, bayes_logloss, base_logloss, signal_captured);
   }
   return json;
 }
@@ -74,8 +81,19 @@ absl::StatusOr<TrainResult> Trainer::Run() {
                                                    train_->size() / config_.cluster.workers, ")"));
   }
   TESSERA_ASSIGN_OR_RETURN(clock_, client_->Connect());
-  auto model_ptr = MakeModel(config_.model, backend_, std::max<uint32_t>(t.batch_size, 256));
-  Model& model = *model_ptr;
+  const uint32_t max_batch = std::max<uint32_t>(t.batch_size, 256);
+  std::unique_ptr<Model> model;
+  if (config_.model.type == ModelType::kCtr) {
+    result_.ctr = true;
+    ctr_model_ = std::make_unique<CtrModel>(config_.model, backend_, max_batch);
+    row_set_.resize(2);
+    row_set_[0].table = 0;  // "embedding" (JobConfig::Tables() order)
+    row_set_[0].dim = config_.model.embedding_dim;
+    row_set_[1].table = 1;  // "wide"
+    row_set_[1].dim = 1;
+  } else {
+    model = MakeModel(config_.model, backend_, max_batch);
+  }
   TESSERA_RETURN_IF_ERROR(BackendStatus("allocating the model"));
   const ConsistencyConfig& consistency = config_.consistency;
   const bool overlap = config_.overlaps_push();
@@ -100,13 +118,13 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       if (global_step < clock_) continue;
       double loss = 0;
       TESSERA_RETURN_IF_ERROR(WithRecovery(
-          "a training step", cache, [&] { return Step(epoch, step, batcher, cache, model, &loss); },
+          "a training step", cache,
+          [&] { return Step(epoch, step, batcher, cache, model.get(), &loss); },
           [&] { return clock_ > global_step; }));
       if (clock_ > global_step + 1) continue;  // the shards were further on: skip to there
       if (t.eval_every_steps > 0 && test_ && (global_step + 1) % t.eval_every_steps == 0) {
         double acc, test_loss;
-        model.Evaluate(cache.values(), *test_, &acc, &test_loss);
-        TESSERA_RETURN_IF_ERROR(BackendStatus("evaluation"));
+        TESSERA_RETURN_IF_ERROR(EvaluateNow(cache, model.get(), &acc, &test_loss));
         spdlog::info("step {}: test accuracy {:.4f}, test loss {:.4f} (parameters of clock {})",
                      global_step + 1, acc, test_loss, cache.guaranteed());
         AppendJsonLine(config_.logging.metrics_file,
@@ -123,7 +141,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   TESSERA_RETURN_IF_ERROR(WithRecovery("the last push", cache, [&] { return FinishPush(cache); }));
   result_.train_seconds = Now() - start_;
   result_.samples_per_second = result_.samples / std::max(result_.train_seconds, 1e-9);
-  if (rank_ == 0 && test_) TESSERA_RETURN_IF_ERROR(EvaluateFinal(cache, model));
+  if (rank_ == 0 && test_) TESSERA_RETURN_IF_ERROR(EvaluateFinal(cache, model.get()));
   TESSERA_RETURN_IF_ERROR(WithRecovery("finishing", cache, [&] { return client_->Finish(); }));
   result_.lost_clocks = client_->lost_clocks();
   AppendJsonLine(
@@ -198,7 +216,7 @@ absl::Status Trainer::Recover(const absl::Status& cause, ParameterCache& cache) 
 }
 
 absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, ParameterCache& cache,
-                           Model& model, double* loss) {
+                           Model* model, double* loss) {
   const TrainingConfig& t = config_.training;
   double t0 = Now();
   if (!cache.FreshFor(clock_)) {
@@ -219,12 +237,17 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
                 batch_x_.begin() + i * train_->features);
     batch_y_[i] = train_->y[indices[i]];
   }
-  int64_t correct = 0;
   // With the pipeline, the previous step's gradients may still be on their
   // way: this step writes the other buffer.
   ParameterSet& grads = grads_[pipeline_ ? clock_ % 2 : 0];
-  *loss = model.TrainStep(cache.values(), batch_x_.data(), batch_y_.data(),
-                          static_cast<uint32_t>(indices.size()), &grads, &correct, cache.version());
+  if (ctr_model_) {
+    TESSERA_RETURN_IF_ERROR(CtrCompute(indices, cache, &grads, loss));
+  } else {
+    int64_t correct = 0;
+    *loss = model->TrainStep(cache.values(), batch_x_.data(), batch_y_.data(),
+                             static_cast<uint32_t>(indices.size()), &grads, &correct,
+                             cache.version());
+  }
   TESSERA_RETURN_IF_ERROR(BackendStatus("a training step"));
   if (t.slow_worker_ms > 0 && static_cast<int32_t>(rank_) == t.slow_rank) {
     std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(t.slow_worker_ms));
@@ -260,6 +283,84 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
   window_samples_ += indices.size();
   epoch_loss_sum_ += *loss;
   ++epoch_loss_steps_;
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::CtrCompute(const std::vector<uint32_t>& indices, ParameterCache& cache,
+                                 ParameterSet* grads, double* loss) {
+  const uint32_t n = static_cast<uint32_t>(indices.size());
+  ctr_rows_.Build(*train_, indices.data(), n);
+  for (SparseRows& r : row_set_) r.keys = ctr_rows_.keys;
+  TESSERA_RETURN_IF_ERROR(client_->PullRows(clock_, &row_set_).status());
+  result_.rows_pulled += static_cast<int64_t>(ctr_rows_.keys.size());
+  CtrModel::Batch batch;
+  batch.n = n;
+  batch.dense = batch_x_.data();
+  batch.labels = batch_y_.data();
+  batch.rows = &ctr_rows_;
+  batch.embedding = row_set_[0].values.data();
+  batch.wide = row_set_[1].values.data();
+  int64_t correct = 0;
+  *loss = ctr_model_->TrainStep(cache.values(), batch, grads, &embedding_grad_, &wide_grad_,
+                                &correct, cache.version());
+  TESSERA_RETURN_IF_ERROR(BackendStatus("a training step"));
+  // The rows' gradients replace their pulled values; the dense push, which
+  // advances the clock, follows.
+  row_set_[0].values.swap(embedding_grad_);
+  row_set_[1].values.swap(wide_grad_);
+  return client_->PushRows(clock_, row_set_);
+}
+
+absl::Status Trainer::EvaluateNow(ParameterCache& cache, Model* model, double* accuracy,
+                                  double* loss) {
+  if (ctr_model_) {
+    TESSERA_RETURN_IF_ERROR(EvaluateCtr(cache));
+    *accuracy = result_.test_accuracy;
+    *loss = result_.test_logloss;
+    return absl::OkStatus();
+  }
+  model->Evaluate(cache.values(), *test_, accuracy, loss);
+  return BackendStatus("evaluation");
+}
+
+absl::Status Trainer::EvaluateCtr(ParameterCache& cache) {
+  const uint32_t batch_size = std::max<uint32_t>(config_.training.batch_size, 256);
+  std::vector<float> p(test_->size());
+  std::vector<uint32_t> indices;
+  std::vector<float> dense;
+  RowSet rows = row_set_;
+  CtrRows ctr_rows;
+  for (size_t first = 0; first < test_->size(); first += batch_size) {
+    const uint32_t n = static_cast<uint32_t>(std::min<size_t>(batch_size, test_->size() - first));
+    indices.resize(n);
+    for (uint32_t i = 0; i < n; ++i) indices[i] = static_cast<uint32_t>(first + i);
+    ctr_rows.Build(*test_, indices.data(), n);
+    for (SparseRows& r : rows) r.keys = ctr_rows.keys;
+    TESSERA_RETURN_IF_ERROR(client_->PullRows(clock_, &rows).status());
+    CtrModel::Batch batch;
+    batch.n = n;
+    batch.dense = test_->example(first);
+    batch.rows = &ctr_rows;
+    batch.embedding = rows[0].values.data();
+    batch.wide = rows[1].values.data();
+    ctr_model_->Predict(cache.values(), batch, p.data() + first);
+    TESSERA_RETURN_IF_ERROR(BackendStatus("evaluation"));
+  }
+  int64_t correct = 0;
+  for (size_t i = 0; i < p.size(); ++i) correct += (p[i] > 0.5f) == (test_->y[i] == 1);
+  double clicks = 0;
+  for (int32_t y : train_->y) clicks += y;
+  const std::vector<float> base(test_->size(),
+                                static_cast<float>(clicks / std::max<size_t>(train_->size(), 1)));
+  result_.test_accuracy = p.empty() ? 0 : double(correct) / p.size();
+  result_.test_logloss = LogLoss(p, test_->y);
+  result_.test_loss = result_.test_logloss;
+  result_.test_auc = Auc(p, test_->y);
+  result_.base_logloss = LogLoss(base, test_->y);
+  result_.bayes_logloss = test_->p.empty() ? 0 : MeanBinaryEntropy(test_->p);
+  const double room = result_.base_logloss - result_.bayes_logloss;
+  result_.signal_captured =
+      test_->p.empty() || room <= 0 ? 0 : (result_.base_logloss - result_.test_logloss) / room;
   return absl::OkStatus();
 }
 
@@ -308,7 +409,7 @@ void Trainer::Progress(uint32_t epoch, size_t step, size_t steps_per_epoch) {
   window_steps_ = window_samples_ = 0;
 }
 
-absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Model& model) {
+absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Model* model) {
   // The final model is the one every worker contributed to: wait (bounded)
   // for the others, then pull.
   const double deadline = Now() + config_.worker.pull_timeout_ms / 1000.0;
@@ -332,11 +433,22 @@ absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Model& model) {
     cache.Filled(guaranteed, clock_);
     return absl::OkStatus();
   }));
-  model.Evaluate(cache.values(), *test_, &result_.test_accuracy, &result_.test_loss);
-  TESSERA_RETURN_IF_ERROR(BackendStatus("the final evaluation"));
+  if (ctr_model_) {
+    TESSERA_RETURN_IF_ERROR(WithRecovery("the final evaluation", cache,
+                                         [&] { return EvaluateCtr(cache); }));
+  } else {
+    model->Evaluate(cache.values(), *test_, &result_.test_accuracy, &result_.test_loss);
+    TESSERA_RETURN_IF_ERROR(BackendStatus("the final evaluation"));
+  }
   result_.evaluated = true;
   spdlog::info("final test accuracy {:.4f} (test loss {:.4f}) on {} examples after {} steps",
                result_.test_accuracy, result_.test_loss, test_->size(), clock_);
+  if (ctr_model_) {
+    spdlog::info("click metrics: logloss {:.5f}, auc {:.4f}; bayes {:.5f}, base rate {:.5f}: "
+                 "{:.1f}% of the signal captured",
+                 result_.test_logloss, result_.test_auc, result_.bayes_logloss,
+                 result_.base_logloss, 100 * result_.signal_captured);
+  }
   return absl::OkStatus();
 }
 

@@ -62,6 +62,14 @@ struct TrainResult {
   bool evaluated = false;  // rank 0 only
   double test_accuracy = 0;
   double test_loss = 0;
+  // ctr models: the rows each step pulled and pushed (unique keys per batch)
+  // and, after the final evaluation, the click metrics of the test set
+  // (logloss against the labels; bayes: the mean binary entropy of the true
+  // click probabilities; base: the training click rate predicted for all).
+  int64_t rows_pulled = 0;
+  bool ctr = false;
+  double test_logloss = 0, test_auc = 0, bayes_logloss = 0, base_logloss = 0;
+  double signal_captured = 0;  // (base - test) / (base - bayes)
 
   std::string ToJson() const;
 };
@@ -80,10 +88,20 @@ class Trainer {
   std::function<void(int64_t clock, int64_t guaranteed)> on_compute;
 
  private:
+  // One step; `model` for the classification models, ctr_model_ otherwise.
   absl::Status Step(uint32_t epoch, size_t step, Batcher& batcher, ParameterCache& cache,
-                    Model& model, double* loss);
+                    Model* model, double* loss);
+  // A ctr step's compute: pulls the batch's rows, runs the model, pushes the
+  // rows' gradients (the dense push follows in Step).
+  absl::Status CtrCompute(const std::vector<uint32_t>& indices, ParameterCache& cache,
+                          ParameterSet* grads, double* loss);
+  // Click metrics of the cached dense values and freshly pulled rows on the
+  // test set; fills result_'s ctr fields (test_loss: the logloss).
+  absl::Status EvaluateCtr(ParameterCache& cache);
+  // Accuracy and loss of the current values on the test set, either model.
+  absl::Status EvaluateNow(ParameterCache& cache, Model* model, double* accuracy, double* loss);
   void Progress(uint32_t epoch, size_t step, size_t steps_per_epoch);
-  absl::Status EvaluateFinal(ParameterCache& cache, Model& model);
+  absl::Status EvaluateFinal(ParameterCache& cache, Model* model);
   // Runs `attempt` until it succeeds. After a failure a restart can cure, it
   // reconnects (Recover) and tries again, until worker.wait_for_workers_s
   // has passed since the first failure; stops early once `landed` says the
@@ -114,6 +132,10 @@ class Trainer {
   std::unique_ptr<PushPipeline> pipeline_;  // SSP s >= 1 and ASP with worker.overlap_push
   std::vector<float> batch_x_;
   std::vector<int32_t> batch_y_;
+  std::unique_ptr<CtrModel> ctr_model_;  // model.type ctr
+  CtrRows ctr_rows_;
+  RowSet row_set_;                      // the batch's rows: embedding, wide
+  std::vector<float> embedding_grad_, wide_grad_;
   double window_loss_ = 0;
   int64_t window_steps_ = 0, window_samples_ = 0;
   double window_start_ = 0, start_ = 0, last_progress_ = 0;

@@ -89,9 +89,9 @@ int main(int argc, char** argv) {
   // Stopped while it waits for servers, a worker still leaves /dev/shm clean.
   SharedSegment::UnlinkOnTermination();
 
-  auto train = LoadDataset(config->data, /*train=*/true);
+  auto train = LoadDataset(*config, /*train=*/true);
   if (!train.ok()) return Fail(2, std::string(train.status().message()));
-  auto test = LoadDataset(config->data, /*train=*/false);
+  auto test = LoadDataset(*config, /*train=*/false);
   if (!test.ok()) return Fail(2, std::string(test.status().message()));
   if (train->features != config->model.layers.front() ||
       train->classes != config->model.layers.back()) {

@@ -63,6 +63,32 @@ TEST_CASE("a CNN trains end to end through real daemons") {
   CHECK(NoChildLeft());
 }
 
+TEST_CASE("a click model with sparse tables trains end to end through real daemons in every mode") {
+  for (const char* mode : {"bsp", "ssp", "asp"}) {
+    INFO("mode " << mode);
+    LaunchOptions options = Options(std::string("run-ctr-") + mode, {});
+    options.config_path = Runfile("configs/ctr_synthetic.yaml");
+    options.overrides = {std::string("consistency.mode=") + mode, "consistency.staleness=2",
+                         "model.vocab=2000",          "model.fields=8",
+                         "data.synthetic_train=40000", "data.synthetic_test=10000",
+                         "training.epochs=2",          "training.batch_size=128"};
+    REQUIRE(RunJob(options) == 0);
+    const std::string summary = Read(options.out_dir + "/summary.json");
+    // The model learned most of what the teacher planted: its log loss is
+    // well below the base rate's, toward the Bayes floor.
+    const double base = Field(summary, "base_logloss"), bayes = Field(summary, "bayes_logloss");
+    CHECK(base > bayes);
+    CHECK(Field(summary, "logloss") < base);
+    CHECK(Field(summary, "signal_captured") > 0.5);
+    CHECK(Field(summary, "auc") > 0.65);
+    CHECK(Field(summary, "unique_rows_per_batch") > 0);
+    CHECK(Field(summary, "unique_rows_per_batch") < 128 * 8);  // repeated ids are pulled once
+    CHECK(Read(options.out_dir + "/server-0.log").find("all 2 workers finished") !=
+          std::string::npos);
+    CHECK(NoChildLeft());
+  }
+}
+
 TEST_CASE("workers that linger after finishing are not mistaken for a failure") {
   // Servers exit once every worker has called Finish; a worker process may
   // end a little later. A wrapper makes that gap 2 s, every time.

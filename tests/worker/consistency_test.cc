@@ -219,6 +219,12 @@ class SlowPushClient : public PsClient {
     if (!pulled.ok()) return pulled.status();
     return std::optional<int64_t>(*pulled);
   }
+  absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) override {
+    return inner_->PullRows(clock, rows);
+  }
+  absl::Status PushRows(int64_t clock, const RowSet& grads) override {
+    return inner_->PushRows(clock, grads);
+  }
   absl::Status Finish() override { return inner_->Finish(); }
   absl::StatusOr<uint32_t> WorkersFinished() override { return inner_->WorkersFinished(); }
 

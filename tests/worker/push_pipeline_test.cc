@@ -25,6 +25,13 @@ class GatedClient : public PsClient {
     params->assign(1, std::vector<float>(3, float(clock)));
     return std::optional<int64_t>(clock + 1);
   }
+  // These tests train dense models only.
+  absl::StatusOr<int64_t> PullRows(int64_t, RowSet*) override {
+    return absl::UnimplementedError("GatedClient holds no sparse tables");
+  }
+  absl::Status PushRows(int64_t, const RowSet&) override {
+    return absl::UnimplementedError("GatedClient holds no sparse tables");
+  }
   absl::Status Finish() override { return absl::OkStatus(); }
   absl::StatusOr<uint32_t> WorkersFinished() override { return 0u; }
 
