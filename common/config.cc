@@ -224,6 +224,32 @@ absl::Status ReadTables(const YAML::Node& list, const std::string& path,
   return absl::OkStatus();
 }
 
+// The keys of one optimizer (the job's, or a table's own over a copy of it).
+absl::Status ReadOptimizer(MapReader& s, OptimizerConfig* out) {
+  OptimizerConfig& o = *out;
+  TESSERA_RETURN_IF_ERROR(s.Choice("type", &o.type));
+  TESSERA_RETURN_IF_ERROR(s.Float("lr", &o.lr, 0, 1e6, /*min_exclusive=*/true));
+  TESSERA_RETURN_IF_ERROR(s.Float("momentum", &o.momentum, 0, 1));
+  TESSERA_RETURN_IF_ERROR(s.Bool("nesterov", &o.nesterov));
+  TESSERA_RETURN_IF_ERROR(s.Float("beta1", &o.beta1, 0, 0.999999));
+  TESSERA_RETURN_IF_ERROR(s.Float("beta2", &o.beta2, 0, 0.99999999));
+  TESSERA_RETURN_IF_ERROR(s.Float("epsilon", &o.epsilon, 0, 1, /*min_exclusive=*/true));
+  TESSERA_RETURN_IF_ERROR(s.Float("initial_accumulator", &o.initial_accumulator, 0, 1e6));
+  TESSERA_RETURN_IF_ERROR(s.Float("alpha", &o.alpha, 0, 1e6, /*min_exclusive=*/true));
+  TESSERA_RETURN_IF_ERROR(s.Float("beta", &o.beta, 0, 1e6));
+  TESSERA_RETURN_IF_ERROR(s.Float("l1", &o.l1, 0, 1e6));
+  TESSERA_RETURN_IF_ERROR(s.Float("l2", &o.l2, 0, 1e6));
+  TESSERA_RETURN_IF_ERROR(s.Choice("lr_schedule", &o.lr_schedule));
+  TESSERA_RETURN_IF_ERROR(s.Integer("decay_steps", &o.decay_steps, 0));
+  TESSERA_RETURN_IF_ERROR(s.Float("min_lr", &o.min_lr, 0, o.lr));
+  if (o.lr_schedule == LrSchedule::kCosine && o.decay_steps < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: ", s.KeyPath("decay_steps"), " = '", o.decay_steps,
+                     "': expected an integer >= 1 when optimizer.lr_schedule is cosine"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadModel(MapReader& r, ModelConfig* m) {
   TESSERA_RETURN_IF_ERROR(r.Choice("type", &m->type));
   TESSERA_RETURN_IF_ERROR(r.Integer("seed", &m->seed, 0));
@@ -362,22 +388,29 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
   TESSERA_RETURN_IF_ERROR(
       Section(r, "model", [&](MapReader& s) { return ReadModel(s, &c->model); }));
   TESSERA_RETURN_IF_ERROR(Section(r, "optimizer", [&](MapReader& s) -> absl::Status {
-    OptimizerConfig& o = c->optimizer;
-    TESSERA_RETURN_IF_ERROR(s.Choice("type", &o.type));
-    TESSERA_RETURN_IF_ERROR(s.Float("lr", &o.lr, 0, 1e6, /*min_exclusive=*/true));
-    TESSERA_RETURN_IF_ERROR(s.Float("momentum", &o.momentum, 0, 1));
-    TESSERA_RETURN_IF_ERROR(s.Bool("nesterov", &o.nesterov));
-    TESSERA_RETURN_IF_ERROR(s.Float("beta1", &o.beta1, 0, 0.999999));
-    TESSERA_RETURN_IF_ERROR(s.Float("beta2", &o.beta2, 0, 0.99999999));
-    TESSERA_RETURN_IF_ERROR(s.Float("epsilon", &o.epsilon, 0, 1, /*min_exclusive=*/true));
-    TESSERA_RETURN_IF_ERROR(s.Float("initial_accumulator", &o.initial_accumulator, 0, 1e6));
-    TESSERA_RETURN_IF_ERROR(s.Choice("lr_schedule", &o.lr_schedule));
-    TESSERA_RETURN_IF_ERROR(s.Integer("decay_steps", &o.decay_steps, 0));
-    TESSERA_RETURN_IF_ERROR(s.Float("min_lr", &o.min_lr, 0, o.lr));
-    if (o.lr_schedule == LrSchedule::kCosine && o.decay_steps < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("config: optimizer.decay_steps = '", o.decay_steps,
-                       "': expected an integer >= 1 when optimizer.lr_schedule is cosine"));
+    TESSERA_RETURN_IF_ERROR(ReadOptimizer(s, &c->optimizer));
+    YAML::Node per_table = s.Child("tables");
+    if (!per_table) return absl::OkStatus();
+    if (!per_table.IsMap()) {
+      return Bad(s.KeyPath("tables"), per_table,
+                 "a mapping of table name to optimizer settings, e.g. {wide: {type: ftrl}}");
+    }
+    std::set<std::string> names;
+    for (const TableConfig& t : c->Tables()) names.insert(t.name);
+    MapReader tables(per_table, s.KeyPath("tables"));
+    for (const auto& entry : per_table) {
+      const std::string name = entry.first.as<std::string>();
+      if (!names.count(name)) {
+        return Bad(tables.KeyPath(name), entry.first,
+                   absl::StrCat("the name of one of the model's tables (",
+                                absl::StrJoin(names, ", "), ")"));
+      }
+      TESSERA_RETURN_IF_ERROR(Section(tables, name, [&](MapReader& t) {
+        OptimizerConfig own = c->optimizer;
+        TESSERA_RETURN_IF_ERROR(ReadOptimizer(t, &own));
+        c->table_optimizers[name] = own;
+        return absl::OkStatus();
+      }));
     }
     return absl::OkStatus();
   }));

@@ -14,6 +14,7 @@
 #define TESSERA_COMMON_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,7 @@ enum class ConsistencyMode { kBsp, kSsp, kAsp };
 enum class TableKind { kDense, kSparse };
 enum class ModelType { kSoftmax, kMlp, kCnn, kCtr, kTables };
 enum class InitType { kZeros, kConstant, kUniform, kNormal };
-enum class OptimizerType { kSgd, kMomentum, kAdagrad, kAdam };
+enum class OptimizerType { kSgd, kMomentum, kAdagrad, kAdam, kFtrl };
 enum class LrSchedule { kConstant, kCosine };
 enum class DeviceChoice { kAuto, kCpu, kCuda };
 enum class WirePrecision { kFp32, kBf16 };
@@ -53,7 +54,7 @@ TESSERA_ENUM_WORDS(ConsistencyMode, "bsp", "ssp", "asp");
 TESSERA_ENUM_WORDS(TableKind, "dense", "sparse");
 TESSERA_ENUM_WORDS(ModelType, "softmax", "mlp", "cnn", "ctr", "tables");
 TESSERA_ENUM_WORDS(InitType, "zeros", "constant", "uniform", "normal");
-TESSERA_ENUM_WORDS(OptimizerType, "sgd", "momentum", "adagrad", "adam");
+TESSERA_ENUM_WORDS(OptimizerType, "sgd", "momentum", "adagrad", "adam", "ftrl");
 TESSERA_ENUM_WORDS(LrSchedule, "constant", "cosine");
 TESSERA_ENUM_WORDS(DeviceChoice, "auto", "cpu", "cuda");
 TESSERA_ENUM_WORDS(WirePrecision, "fp32", "bf16");
@@ -159,6 +160,15 @@ struct OptimizerConfig {
   float beta2 = 0.999f;              // adam
   float epsilon = 1e-8f;             // adam, adagrad
   float initial_accumulator = 0.1f;  // adagrad
+  // ftrl (FTRL-proximal, McMahan et al. 2013), per value: learning rate
+  // alpha / (beta + sqrt(sum of g^2)), L1 and L2 regularization. Its values
+  // follow from its state: the first update replaces a table's initial
+  // values, so it is meant for tables that start at zero (a ctr model's "wide").
+  // lr and the schedule do not apply to it.
+  float alpha = 0.05f;
+  float beta = 1.0f;
+  float l1 = 0.0f;
+  float l2 = 0.0f;
   // Learning rate over the updates a table has seen: constant, or cosine from
   // lr down to min_lr over decay_steps updates (then min_lr). An update is one
   // clock under BSP (the W pushes are applied once) and one push otherwise.
@@ -331,6 +341,15 @@ struct JobConfig {
   }
   // The tables the model needs, in a fixed order (derived or listed).
   std::vector<TableConfig> Tables() const;
+  // optimizer.tables: tables that name an optimizer of their own (each entry
+  // starts from the job's optimizer and overrides keys), e.g. a ctr model's
+  // wide table on ftrl while the rest trains with adam.
+  std::map<std::string, OptimizerConfig> table_optimizers;
+  // The optimizer of table `name`.
+  const OptimizerConfig& OptimizerFor(const std::string& name) const {
+    auto it = table_optimizers.find(name);
+    return it == table_optimizers.end() ? optimizer : it->second;
+  }
 };
 
 // Reads `path`, applies `overrides` ("a.b=value") in order, then validates.

@@ -156,6 +156,48 @@ class Adam : public Optimizer {
   const float b1_, b2_, eps_;
 };
 
+// FTRL-proximal (McMahan et al., "Ad click prediction: a view from the
+// trenches", KDD 2013, Algorithm 1), per value, slots z and n:
+//   sigma = (sqrt(n + g^2) - sqrt(n)) / alpha;  z += g - sigma w;  n += g^2;
+//   w = 0 if |z| <= l1, else -(z - sign(z) l1) / ((beta + sqrt(n)) / alpha + l2).
+// Values are a function of the state: sparse solutions (w exactly 0) come
+// from l1.
+class Ftrl : public Optimizer {
+ public:
+  explicit Ftrl(const OptimizerConfig& c) : alpha_(c.alpha), beta_(c.beta), l1_(c.l1), l2_(c.l2) {}
+  int num_slots() const override { return 2; }
+  void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n, int64_t,
+             float scale) const override {
+    float* z = slots;
+    float* acc = slots + slot_stride;
+    for (size_t i = 0; i < n; ++i) Update(w + i, scale * g[i], z + i, acc + i);
+  }
+  void ApplyRows(absl::Span<float* const> rows, absl::Span<const float* const> grads, uint32_t dim,
+                 int64_t, float scale) const override {
+    for (size_t r = 0; r < rows.size(); ++r) {
+      float* w = rows[r];
+      for (uint32_t j = 0; j < dim; ++j) Update(w + j, scale * grads[r][j], w + dim + j, w + 2 * dim + j);
+    }
+  }
+
+ private:
+  void Update(float* w, float g, float* z, float* n) const {
+    const double n_new = double(*n) + double(g) * g;
+    const double sigma = (std::sqrt(n_new) - std::sqrt(double(*n))) / alpha_;
+    const double z_new = double(*z) + g - sigma * *w;
+    *z = static_cast<float>(z_new);
+    *n = static_cast<float>(n_new);
+    if (std::abs(z_new) <= l1_) {
+      *w = 0.0f;
+    } else {
+      const double sign = z_new < 0 ? -1.0 : 1.0;
+      *w = static_cast<float>(-(z_new - sign * l1_) / ((beta_ + std::sqrt(n_new)) / alpha_ + l2_));
+    }
+  }
+
+  const double alpha_, beta_, l1_, l2_;
+};
+
 }  // namespace
 
 void Optimizer::ApplyRows(absl::Span<float* const> rows, absl::Span<const float* const> grads,
@@ -173,6 +215,7 @@ std::unique_ptr<Optimizer> MakeOptimizer(const OptimizerConfig& config) {
   if (config.type == OptimizerType::kMomentum) return std::make_unique<Momentum>(config);
   if (config.type == OptimizerType::kAdagrad) return std::make_unique<Adagrad>(config);
   if (config.type == OptimizerType::kAdam) return std::make_unique<Adam>(config);
+  if (config.type == OptimizerType::kFtrl) return std::make_unique<Ftrl>(config);
   return std::make_unique<Sgd>(config);
 }
 

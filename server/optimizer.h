@@ -1,4 +1,4 @@
-// Server-side update rules (SGD, momentum/Nesterov, Adagrad, Adam), applied per
+// Server-side update rules (SGD, momentum/Nesterov, Adagrad, Adam, FTRL), applied per
 // table to the values a shard owns. Optimizer state lives next to the values
 // it belongs to, partitioned exactly like the table.
 //
@@ -27,7 +27,7 @@ class Optimizer {
  public:
   virtual ~Optimizer() = default;
 
-  // Floats of state per value (0 for SGD, 1 for momentum/Adagrad, 2 for Adam).
+  // Floats of state per value (0 for SGD, 1 for momentum/Adagrad, 2 for Adam/FTRL).
   virtual int num_slots() const = 0;
 
   // Writes the initial state of `slots` (zeros, or Adagrad's accumulator).

@@ -46,16 +46,19 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
   // are faulted in: refuse them here, naming the key.
   const uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
                           static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-  const int slots = MakeOptimizer(config.optimizer)->num_slots();
   const std::vector<TableConfig> tables = config.Tables();
-  // Dense: values, optimizer slots and (BSP aggregation) the gradient buffer.
-  const uint64_t dense_floats_per_value =
-      1 + slots +
-      (config.consistency.mode == ConsistencyMode::kBsp && config.consistency.aggregate ? 1 : 0);
+  auto slots_of = [&config](const TableConfig& t) {
+    return MakeOptimizer(config.OptimizerFor(t.name))->num_slots();
+  };
   uint64_t dense_bytes = 0;
   for (size_t i = 0; i < tables.size(); ++i) {
     const TableConfig& t = tables[i];
     if (t.kind != TableKind::kDense) continue;
+    // Values, optimizer slots and (BSP aggregation) the gradient buffer.
+    const int slots = slots_of(t);
+    const uint64_t dense_floats_per_value =
+        1 + slots +
+        (config.consistency.mode == ConsistencyMode::kBsp && config.consistency.aggregate ? 1 : 0);
     const uint64_t here = DenseShardRange(t.size, shard_index, config.num_servers()).size();
     dense_bytes += here * dense_floats_per_value * sizeof(float);
     if (dense_bytes > memory) {
@@ -76,7 +79,7 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
     const TableConfig& t = tables[i];
     if (t.reserve_rows == 0) continue;
     const uint64_t share = ReserveShare(t, config.num_servers());
-    const uint64_t per_row = SparseTable::ReservedBytesPerRow(t.dim, slots);
+    const uint64_t per_row = SparseTable::ReservedBytesPerRow(t.dim, slots_of(t));
     if (share * per_row > memory) {
       return absl::InvalidArgumentError(absl::StrCat(
           "config: model.tables.", i, ".reserve_rows = '", t.reserve_rows, "': expected at most ",
@@ -94,6 +97,14 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
         dense_bytes >> 20, " MiB dense, plus model.tables.*.reserve_rows) at start-up: expected "
         "tables that fit this process's memory limit; add servers or shrink the model"));
   }
+}
+
+const Optimizer* Shard::OptimizerOf(const std::string& name) {
+  auto own = config_.table_optimizers.find(name);
+  if (own == config_.table_optimizers.end()) return optimizer_.get();
+  std::unique_ptr<Optimizer>& made = table_optimizers_[name];
+  if (!made) made = MakeOptimizer(own->second);
+  return made.get();
 }
 
 Shard::Shard(const JobConfig& config, uint32_t index)
@@ -119,14 +130,14 @@ Shard::Shard(const JobConfig& config, uint32_t index)
     Resolved ref;
     if (t.kind == TableKind::kDense) {
       DenseRange range = DenseShardRange(t.size, index, num_shards);
-      dense_.push_back(std::make_unique<DenseTable>(t, range, optimizer_.get(), aggregate_));
+      dense_.push_back(std::make_unique<DenseTable>(t, range, OptimizerOf(t.name), aggregate_));
       ref.dense = dense_.back().get();
       layout.set_total_size(t.size);
       layout.set_begin(range.begin);
       layout.set_end(range.end);
     } else {
       sparse_.push_back(std::make_unique<SparseTable>(
-          t, optimizer_.get(), config.server.sparse_stripes, ReserveShare(t, num_shards)));
+          t, OptimizerOf(t.name), config.server.sparse_stripes, ReserveShare(t, num_shards)));
       ref.sparse = sparse_.back().get();
       layout.set_dim(t.dim);
     }

@@ -52,6 +52,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -246,7 +247,11 @@ class Shard {
   const uint32_t num_workers_;
   const int64_t staleness_;  // effective bound; ASP never waits
   const bool aggregate_;     // BSP aggregation on
-  const std::unique_ptr<Optimizer> optimizer_;
+  const std::unique_ptr<Optimizer> optimizer_;  // the job's (optimizer.*)
+  // Tables with an optimizer of their own (optimizer.tables), by name.
+  std::map<std::string, std::unique_ptr<Optimizer>> table_optimizers_;
+  // The optimizer table `name` trains with (built on first ask; construction only).
+  const Optimizer* OptimizerOf(const std::string& name);
   std::vector<std::unique_ptr<DenseTable>> dense_;
   std::vector<std::unique_ptr<SparseTable>> sparse_;
   absl::flat_hash_map<std::string, Resolved> tables_;  // name -> table

@@ -20,10 +20,14 @@ v1::CheckpointIdentity Shard::Identity() const {
   id.set_optimizer_slots(static_cast<uint32_t>(optimizer_->num_slots()));
   id.set_aggregate(aggregate_);
   for (const v1::TableLayout& t : layout_) {
+    // A table with an optimizer of its own says which (its slots differ).
+    auto own = config_.table_optimizers.find(t.name());
+    const std::string optimizer =
+        own == config_.table_optimizers.end() ? "" : absl::StrCat(" (", NameOf(own->second.type), ")");
     id.add_tables(t.kind() == v1::DENSE
                       ? absl::StrCat(t.name(), " dense ", t.total_size(), " [", t.begin(), ",",
-                                     t.end(), ")")
-                      : absl::StrCat(t.name(), " sparse dim ", t.dim()));
+                                     t.end(), ")", optimizer)
+                      : absl::StrCat(t.name(), " sparse dim ", t.dim(), optimizer));
   }
   return id;
 }

@@ -55,8 +55,8 @@ Dataset SyntheticDataset(uint32_t n, uint32_t features, uint32_t classes, uint64
 // are standard normal. A fixed teacher drawn from data.synthetic_seed (the
 // same for both splits) gives each example its click probability
 //   p = sigmoid(bias + sum_f wide_f(id) + dense . v + mlp(teacher embeddings, dense))
-// whose per-id terms shrink with the id's rank (a long tail of ids that
-// barely matter, as in real click logs), and the label is drawn from
+// whose per-id terms shrink as 1 / (1 + rank / 100) (a long tail of ids
+// that barely matter, as in real click logs), and the label is drawn from
 // Bernoulli(p). Deterministic given the config; the splits use different
 // example streams.
 Dataset SyntheticCtrDataset(const ModelConfig& model, const DataConfig& data, bool train);

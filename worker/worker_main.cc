@@ -93,8 +93,10 @@ int main(int argc, char** argv) {
   if (!train.ok()) return Fail(2, std::string(train.status().message()));
   auto test = LoadDataset(*config, /*train=*/false);
   if (!test.ok()) return Fail(2, std::string(test.status().message()));
-  if (train->features != config->model.layers.front() ||
-      train->classes != config->model.layers.back()) {
+  // (A ctr model's inputs come from the same keys as its data's.)
+  if (config->model.type != ModelType::kCtr &&
+      (train->features != config->model.layers.front() ||
+       train->classes != config->model.layers.back())) {
     return Fail(2, absl::StrCat("model.layers: the data has ", train->features, " inputs and ",
                                 train->classes,
                                 " classes; the model's first and last widths "

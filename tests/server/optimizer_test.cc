@@ -141,3 +141,69 @@ TEST_CASE("large arrays (several blocks) update every value") {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+OptimizerConfig Ftrl(float alpha, float beta, float l1, float l2) {
+  OptimizerConfig c;
+  c.type = OptimizerType::kFtrl;
+  c.alpha = alpha;
+  c.beta = beta;
+  c.l1 = l1;
+  c.l2 = l2;
+  return c;
+}
+
+TEST_CASE("ftrl-proximal matches McMahan et al.'s Algorithm 1 by hand") {
+  // alpha 0.5, beta 1, l1 0.1, l2 0.2; w starts at 0, z = n = 0.
+  Run r(Ftrl(0.5f, 1.0f, 0.1f, 0.2f), {0.0f, 0.0f});
+  CHECK(r.opt->num_slots() == 2);
+  // Value 0: g = 1. sigma = (1 - 0)/0.5 = 2; z = 1 - 2*0 = 1; n = 1;
+  // w = -(1 - 0.1) / ((1 + 1)/0.5 + 0.2) = -0.9 / 4.2.
+  // Value 1: g = 0.05: sigma = 0.1; z = 0.05 <= l1: w = 0 (sparsity).
+  r.Step({1.0f, 0.05f}, 1);
+  CHECK(r.slots[0] == Approx(1.0f));  // z of value 0
+  CHECK(r.slots[2] == Approx(1.0f));  // n of value 0 (slot 1 at stride 2)
+  CHECK(r.w[0] == Approx(-0.9 / 4.2));
+  CHECK(r.w[1] == 0.0f);
+  CHECK(r.slots[1] == Approx(0.05f));
+  // Value 0 again, g = -0.5: n' = 1.25, sigma = (sqrt(1.25) - 1)/0.5,
+  // z' = 1 - 0.5 - sigma * w, w' = -(z' - 0.1)/((1 + sqrt(1.25))/0.5 + 0.2).
+  const double w1 = -0.9 / 4.2;
+  const double sigma = (std::sqrt(1.25) - 1.0) / 0.5;
+  const double z2 = 1.0 - 0.5 - sigma * w1;
+  const double w2 = -(z2 - 0.1) / ((1.0 + std::sqrt(1.25)) / 0.5 + 0.2);
+  r.Step({-0.5f, 0.0f}, 2);
+  CHECK(r.slots[0] == Approx(z2));
+  CHECK(r.w[0] == Approx(w2));
+  // A negative z beyond l1 gives a positive weight.
+  Run neg(Ftrl(0.5f, 1.0f, 0.1f, 0.0f), {0.0f});
+  neg.Step({-2.0f}, 1);  // z = -2, n = 4: w = (2 - 0.1) / ((1 + 2)/0.5)
+  CHECK(neg.w[0] == Approx(1.9 / 6.0));
+}
+
+TEST_CASE("ftrl on sparse rows: ApplyRows equals Apply value by value") {
+  const OptimizerConfig c = Ftrl(0.1f, 1.0f, 0.01f, 0.1f);
+  auto opt = MakeOptimizer(c);
+  const uint32_t dim = 3;
+  // One row: dim values, then z (dim), then n (dim).
+  std::vector<float> row(dim * 3, 0.0f), flat_w(dim, 0.0f), flat_slots(2 * dim, 0.0f);
+  const std::vector<float> g = {0.3f, -0.2f, 0.005f};
+  for (int step = 1; step <= 3; ++step) {
+    float* rows[] = {row.data()};
+    const float* grads[] = {g.data()};
+    opt->ApplyRows(rows, grads, dim, step, 0.5f);
+    opt->Apply(flat_w.data(), g.data(), flat_slots.data(), dim, dim, step, 0.5f);
+  }
+  for (uint32_t j = 0; j < dim; ++j) {
+    CHECK(row[j] == Approx(flat_w[j]));
+    CHECK(row[dim + j] == Approx(flat_slots[j]));
+    CHECK(row[2 * dim + j] == Approx(flat_slots[dim + j]));
+  }
+  CHECK(row[2] == 0.0f);  // |z| of the small gradient stays under l1
+  CHECK(row[0] != 0.0f);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -84,6 +84,49 @@ TEST_CASE("ctr config: tables derive from the model, and the data must match it"
   CHECK(std::string(no_layers.status().message()).find("model.layers") != std::string::npos);
 }
 
+TEST_CASE("a table may train with an optimizer of its own (wide on ftrl, the rest adagrad)",
+          "[ctr]") {
+  JobConfig c = CtrConfig({"consistency.mode=asp",  // a push applies at once
+                           "optimizer.tables.wide.type=ftrl", "optimizer.tables.wide.alpha=0.5",
+                           "optimizer.tables.wide.l1=0.1", "optimizer.tables.wide.l2=0.2"});
+  CHECK(c.OptimizerFor("wide").type == OptimizerType::kFtrl);
+  CHECK(c.OptimizerFor("wide").alpha == 0.5f);
+  CHECK(c.OptimizerFor("embedding").type == OptimizerType::kAdagrad);
+  CHECK(c.OptimizerFor("fc0.weight").lr == 0.1f);
+  // An entry starts from the job's optimizer: only what it names changes.
+  CHECK(c.OptimizerFor("wide").initial_accumulator == c.optimizer.initial_accumulator);
+  auto unknown = ParseJobConfig(
+      "cluster: {servers: ['127.0.0.1:1']}\n"
+      "model: {type: ctr, layers: [8]}\ndata: {dataset: synthetic_ctr}\n"
+      "optimizer: {tables: {wides: {type: ftrl}}}\n",
+      {});
+  REQUIRE_FALSE(unknown.ok());
+  INFO(unknown.status().message());
+  CHECK(std::string(unknown.status().message()).find("optimizer.tables.wides") !=
+        std::string::npos);
+  // On the shard: the wide rows follow FTRL, the embedding rows Adagrad.
+  Cluster cluster(c);
+  LocalPsClient client(c, 0, cluster.ptrs());
+  REQUIRE(client.Connect().ok());
+  RowSet grads(2);
+  grads[0].dim = 3;
+  grads[0].keys = {CtrKey(1, 5)};
+  grads[0].values = {1.0f, 1.0f, 1.0f};
+  grads[1].table = 1;
+  grads[1].keys = {CtrKey(1, 5)};
+  grads[1].values = {1.0f};
+  RowSet before = grads;
+  REQUIRE(client.PullRows(0, &before).ok());
+  REQUIRE(client.PushRows(0, grads).ok());
+  RowSet after = grads;
+  REQUIRE(client.PullRows(0, &after).ok());
+  // FTRL from z = n = 0 and w = 0 (wide starts at zeros): w = -(1 - 0.1) / ((1 + 1)/0.5 + 0.2).
+  CHECK(before[1].values[0] == 0.0f);
+  CHECK(after[1].values[0] == Approx(-0.9 / 4.2));
+  // Adagrad: w -= lr g / sqrt(initial_accumulator + g^2).
+  CHECK(after[0].values[0] == Approx(before[0].values[0] - 0.1 / std::sqrt(1.1)).margin(1e-6));
+}
+
 TEST_CASE("synthetic click log: deterministic, Zipf ids, Bayes logloss matches Monte Carlo",
           "[ctr]") {
   JobConfig c = CtrConfig({"model.vocab=100000", "model.fields=8",
