@@ -70,6 +70,10 @@ bool Checkpointer::WantBspCut(int64_t clock) {
   if (clock <= 0 || clock == std::numeric_limits<int64_t>::max()) return false;
   const bool by_clock = config_.every_clocks > 0 && clock % config_.every_clocks == 0;
   const bool by_time = time_due_.exchange(false);
+  // The timer restarts now, not when the copy reaches Queue: a tick of Loop
+  // during a long copy would otherwise find it still due and ask for a second
+  // cut at the very next clock.
+  if (by_clock || by_time) last_cut_ms_.store(SteadyMs());
   return by_clock || by_time;
 }
 

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "server/checkpoint.h"
 #include "server/checkpointer.h"
@@ -273,6 +274,60 @@ TEST_CASE("the store keeps the newest K, and the newest common clock is the resu
   REQUIRE(common.ok());
   CHECK(*common == 10);
   CHECK(NewestCommonClock(dir, 3).status().code() == absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+TEST_CASE("a BSP shard cuts once per checkpoint.every_seconds, not again while a cut copies") {
+  // A table whose copy takes longer than the checkpointer's 50 ms tick: the
+  // tick that fell inside the copy used to see the timer still due and ask
+  // for a second cut at the very next clock.
+  const std::string dir = FreshDir("bsp-cut-once");
+  auto config = ParseJobConfig(R"(
+cluster: {servers: ['127.0.0.1:1'], workers: 1}
+consistency: {mode: bsp}
+model:
+  type: tables
+  tables: [{name: w, kind: dense, size: 16777216, init: {type: constant, value: 1}}]
+optimizer: {type: adam, lr: 0.1}
+checkpoint: {every_seconds: 0.2, keep: 1000}
+)",
+                               {"checkpoint.dir=" + dir});
+  REQUIRE(config.ok());
+  auto shard = Shard::Create(*config, 0);
+  REQUIRE(shard.ok());
+  {
+    Checkpointer checkpointer(shard->get(), *config);
+    v1::RegisterRequest r;
+    r.set_session(SessionOf(0));
+    v1::RegisterResponse registered;
+    REQUIRE((*shard)->Register(r, &registered).ok());
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    for (int64_t clock = 0; std::chrono::steady_clock::now() < end; ++clock) {
+      v1::ClockRequest request;
+      request.set_session(SessionOf(0));
+      request.set_clock(clock);
+      v1::ClockResponse response;
+      REQUIRE((*shard)->Clock(request, &response).ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  std::vector<int64_t> clocks;
+  for (const auto& entry : fs::directory_iterator(dir + "/shard-0")) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("ckpt-", 0) == 0) clocks.push_back(std::stoll(name.substr(5, 12)));
+  }
+  std::sort(clocks.begin(), clocks.end());
+  clocks.pop_back();  // the final one, at shutdown, may follow any other
+  std::string listed;
+  for (int64_t c : clocks) listed += std::to_string(c) + " ";
+  INFO("cut clocks: " << listed);
+  REQUIRE(clocks.size() >= 3);
+  for (size_t i = 1; i < clocks.size(); ++i) CHECK(clocks[i] - clocks[i - 1] >= 5);
 }
 
 }  // namespace
