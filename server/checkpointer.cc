@@ -69,11 +69,13 @@ bool Checkpointer::WantBspCut(int64_t clock) {
   // min_clock is "infinite" once every worker finished: Final() cuts then.
   if (clock <= 0 || clock == std::numeric_limits<int64_t>::max()) return false;
   const bool by_clock = config_.every_clocks > 0 && clock % config_.every_clocks == 0;
-  const bool by_time = time_due_.exchange(false);
-  // The timer restarts now, not when the copy reaches Queue: a tick of Loop
-  // during a long copy would otherwise find it still due and ask for a second
-  // cut at the very next clock.
-  if (by_clock || by_time) last_cut_ms_.store(SteadyMs());
+  // Decided here, on the advancing thread, and the timer restarts with the
+  // decision: when Loop flagged "due" on its tick, a tick that fell during a
+  // long copy (or raced the decision) asked for a second cut at the next clock.
+  const int64_t now = SteadyMs();
+  const bool by_time =
+      config_.every_seconds > 0 && now - last_cut_ms_.load() >= config_.every_seconds * 1000;
+  if (by_clock || by_time) last_cut_ms_.store(now);
   return by_clock || by_time;
 }
 
@@ -121,10 +123,7 @@ void Checkpointer::Loop() {
     }
     const bool time_due = config_.every_seconds > 0 &&
                           SteadyMs() - last_cut_ms_.load() >= config_.every_seconds * 1000;
-    if (bsp_) {
-      if (time_due) time_due_.store(true);  // the shard cuts at the next clock
-      continue;
-    }
+    if (bsp_) continue;  // the shard asks WantBspCut at each clock
     const int64_t min = shard_->published_min();
     const int64_t last = last_cut_clock_.load();
     const bool clock_due = config_.every_clocks > 0 && min < std::numeric_limits<int64_t>::max() &&

@@ -67,7 +67,6 @@ class Checkpointer {
   const bool bsp_;
 
   CheckpointStore store_;  // used by the writing thread (or Final, after it stopped)
-  std::atomic<bool> time_due_{false};  // BSP: every_seconds passed, cut at the next clock
   std::atomic<int64_t> last_cut_clock_{-1};
   std::atomic<int64_t> last_cut_ms_;  // steady ms of the last cut
 

@@ -306,7 +306,7 @@ checkpoint: {every_seconds: 0.2, keep: 1000}
     r.set_session(SessionOf(0));
     v1::RegisterResponse registered;
     REQUIRE((*shard)->Register(r, &registered).ok());
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(4);
     for (int64_t clock = 0; std::chrono::steady_clock::now() < end; ++clock) {
       v1::ClockRequest request;
       request.set_session(SessionOf(0));
@@ -326,7 +326,7 @@ checkpoint: {every_seconds: 0.2, keep: 1000}
   std::string listed;
   for (int64_t c : clocks) listed += std::to_string(c) + " ";
   INFO("cut clocks: " << listed);
-  REQUIRE(clocks.size() >= 3);
+  REQUIRE(clocks.size() >= 2);
   for (size_t i = 1; i < clocks.size(); ++i) CHECK(clocks[i] - clocks[i - 1] >= 5);
 }
 
