@@ -286,6 +286,7 @@ TEST_CASE("row pulls and pushes reach the owning shards, in process and over gRP
   }
   {
     JobConfig c = CtrConfig();
+    c.security.rank_lease_s = 0;  // a second client takes rank 0 over below
     std::vector<std::unique_ptr<ShardServer>> servers;
     std::vector<std::string> addresses;
     for (uint32_t s = 0; s < 2; ++s) {
@@ -295,8 +296,28 @@ TEST_CASE("row pulls and pushes reach the owning shards, in process and over gRP
       servers.push_back(std::move(*server));
     }
     c.cluster.servers = addresses;
-    GrpcPsClient client(c, 0);
-    CheckPushPull(client, "gRPC");
+    RowSet fp32_rows;
+    {
+      GrpcPsClient client(c, 0);
+      CheckPushPull(client, "gRPC");
+      std::vector<uint64_t> keys = {CtrKey(0, 1), CtrKey(3, 977), CtrKey(2, 4)};
+      fp32_rows = Rows(client, keys, 1, 3);
+    }
+    // The same rows as bfloat16 on the wire: within bf16's 8 bits of mantissa.
+    c.worker.wire_precision = WirePrecision::kBf16;
+    GrpcPsClient bf16(c, 0);
+    REQUIRE(bf16.Connect().ok());
+    const RowSet bf16_rows = Rows(bf16, fp32_rows[0].keys, 1, 3);
+    for (size_t t = 0; t < 2; ++t) {
+      REQUIRE(bf16_rows[t].values.size() == fp32_rows[t].values.size());
+      for (size_t i = 0; i < bf16_rows[t].values.size(); ++i) {
+        CHECK(bf16_rows[t].values[i] ==
+              Approx(fp32_rows[t].values[i]).epsilon(1.0 / 128).margin(1e-6));
+      }
+    }
+    RowSet grads = bf16_rows;
+    for (float& v : grads[1].values) v = 0.25f;  // exact in bf16
+    CHECK(bf16.PushRows(1, grads).ok());
   }
 }
 
