@@ -436,6 +436,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("pull_timeout_ms", &v.pull_timeout_ms, 1));
     TESSERA_RETURN_IF_ERROR(s.Integer("connect_timeout_ms", &v.connect_timeout_ms, 1));
     TESSERA_RETURN_IF_ERROR(s.Integer("channels_per_shard", &v.channels_per_shard, 1, 63));
+    TESSERA_RETURN_IF_ERROR(s.Integer("row_cache_rows", &v.row_cache_rows, 0, int64_t{1} << 32));
     TESSERA_RETURN_IF_ERROR(s.Integer("spin_wait_us", &v.spin_wait_us, -1, 1'000'000));
     TESSERA_RETURN_IF_ERROR(s.Real("progress_interval_s", &v.progress_interval_s, 0, 1e6, true));
     TESSERA_RETURN_IF_ERROR(s.Bool("overlap_push", &v.overlap_push));

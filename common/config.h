@@ -215,6 +215,8 @@ struct WorkerConfig {
   int64_t pull_timeout_ms = 120'000;    // a pull may wait on the clock this long
   int64_t connect_timeout_ms = 60'000;  // servers must answer Register within this
   uint32_t channels_per_shard = 2;      // large transfers spread over channels
+  // Sparse rows a worker keeps for reuse under SSP (worker/row_cache.h); 0: none.
+  uint64_t row_cache_rows = 1'000'000;
   // A worker waiting on a pull or push spins this long before it blocks: on
   // cores of its own this saves waking a halted CPU per reply; on cores it
   // shares with other daemons it takes time from them. 0: block at once.

@@ -103,13 +103,19 @@ std::string WriteSummary(const JobConfig& config, const std::string& dir, const 
     if (rank0.contains(key)) summary[key] = Number(rank0, key);
   }
   if (rank0.contains("rows_pulled")) {
-    double rows = 0, steps = 0;
+    double pulled = 0, hits = 0, saved = 0, steps = 0;
     for (uint32_t r = 0; r < config.cluster.workers; ++r) {
       const json result = ParseObject(ReadFile(absl::StrCat(dir, "/result-rank", r, ".json")));
-      rows += Number(result, "rows_pulled");
+      pulled += Number(result, "rows_pulled");
+      hits += Number(result, "row_cache_hits");
+      saved += Number(result, "row_bytes_saved");
       steps += Number(result, "steps");
     }
-    summary["unique_rows_per_batch"] = steps > 0 ? rows / steps : 0;
+    // Each batch's rows are unique keys; the cache (SSP) serves some of them.
+    summary["unique_rows_per_batch"] = steps > 0 ? (pulled + hits) / steps : 0;
+    summary["rows_pulled_per_batch"] = steps > 0 ? pulled / steps : 0;
+    summary["row_cache_hit_rate"] = pulled + hits > 0 ? hits / (pulled + hits) : 0;
+    summary["row_bytes_saved"] = saved;
   }
   std::ofstream(dir + "/summary.json") << summary.dump(2) << "\n";
   return absl::StrFormat(

@@ -45,7 +45,10 @@ std::string TrainResult::ToJson() const {
     escaped += c;
   }
   json += absl::StrCat(", \"device\": \"", escaped, "\"");
-  if (ctr) json += absl::StrFormat(", \"rows_pulled\": %d", rows_pulled);
+  if (ctr) {
+    json += absl::StrFormat(", \"rows_pulled\": %d, \"row_cache_hits\": %d, \"row_bytes_saved\": %d",
+                            rows_pulled, row_cache_hits, row_bytes_saved);
+  }
   if (evaluated) {
     json +=
         absl::StrFormat(", \"test_accuracy\": %.5f, \"test_loss\": %.5f", test_accuracy, test_loss);
@@ -91,6 +94,8 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     row_set_[0].dim = config_.model.embedding_dim;
     row_set_[1].table = 1;  // "wide"
     row_set_[1].dim = 1;
+    to_pull_ = row_set_;
+    row_cache_ = std::make_unique<RowCache>(config_.consistency, config_.worker.row_cache_rows);
   } else {
     model = MakeModel(config_.model, backend_, max_batch);
   }
@@ -212,6 +217,7 @@ absl::Status Trainer::Recover(const absl::Status& cause, ParameterCache& cache) 
   }
   clock_ = *clock;
   cache.Invalidate();
+  if (row_cache_) row_cache_->Invalidate();
   return absl::OkStatus();
 }
 
@@ -291,8 +297,27 @@ absl::Status Trainer::CtrCompute(const std::vector<uint32_t>& indices, Parameter
   const uint32_t n = static_cast<uint32_t>(indices.size());
   ctr_rows_.Build(*train_, indices.data(), n);
   for (SparseRows& r : row_set_) r.keys = ctr_rows_.keys;
-  TESSERA_RETURN_IF_ERROR(client_->PullRows(clock_, &row_set_).status());
-  result_.rows_pulled += static_cast<int64_t>(ctr_rows_.keys.size());
+  // Rows the cache holds fresh for this clock are not pulled again.
+  const std::vector<uint32_t> missing = row_cache_->Serve(clock_, &row_set_);
+  for (size_t t = 0; t < row_set_.size(); ++t) {
+    to_pull_[t].keys.clear();
+    for (uint32_t k : missing) to_pull_[t].keys.push_back(ctr_rows_.keys[k]);
+  }
+  TESSERA_ASSIGN_OR_RETURN(const int64_t guaranteed, client_->PullRows(clock_, &to_pull_));
+  for (size_t t = 0; t < row_set_.size(); ++t) {
+    const uint32_t dim = row_set_[t].dim;
+    for (size_t j = 0; j < missing.size(); ++j) {
+      std::copy_n(to_pull_[t].values.data() + j * dim, dim,
+                  row_set_[t].values.data() + size_t{missing[j]} * dim);
+    }
+  }
+  row_cache_->Store(row_set_, missing, guaranteed);
+  const int64_t hits = static_cast<int64_t>(ctr_rows_.keys.size() - missing.size());
+  result_.rows_pulled += static_cast<int64_t>(missing.size());
+  result_.row_cache_hits += hits;
+  result_.row_bytes_saved +=
+      hits * (config_.model.embedding_dim + 1) *
+      (config_.worker.wire_precision == WirePrecision::kBf16 ? 2 : 4);
   CtrModel::Batch batch;
   batch.n = n;
   batch.dense = batch_x_.data();

@@ -42,6 +42,7 @@
 #include "worker/parameter_cache.h"
 #include "worker/ps_client.h"
 #include "worker/push_pipeline.h"
+#include "worker/row_cache.h"
 
 namespace tessera {
 
@@ -67,6 +68,8 @@ struct TrainResult {
   // (logloss against the labels; bayes: the mean binary entropy of the true
   // click probabilities; base: the training click rate predicted for all).
   int64_t rows_pulled = 0;
+  int64_t row_cache_hits = 0;      // rows served by the worker's row cache instead
+  int64_t row_bytes_saved = 0;     // what those rows would have moved (pulled, at wire precision)
   bool ctr = false;
   double test_logloss = 0, test_auc = 0, bayes_logloss = 0, base_logloss = 0;
   double signal_captured = 0;  // (base - test) / (base - bayes)
@@ -135,6 +138,8 @@ class Trainer {
   std::unique_ptr<CtrModel> ctr_model_;  // model.type ctr
   CtrRows ctr_rows_;
   RowSet row_set_;                      // the batch's rows: embedding, wide
+  RowSet to_pull_;                      // those the row cache did not hold
+  std::unique_ptr<RowCache> row_cache_;
   std::vector<float> embedding_grad_, wide_grad_;
   double window_loss_ = 0;
   int64_t window_steps_ = 0, window_samples_ = 0;

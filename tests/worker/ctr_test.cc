@@ -18,6 +18,7 @@
 #include "worker/grpc_ps_client.h"
 #include "worker/model.h"
 #include "worker/ps_client.h"
+#include "worker/row_cache.h"
 #include "worker/trainer.h"
 
 namespace tessera {
@@ -219,6 +220,58 @@ TEST_CASE("row routing: every key to its shard, sorted, each once", "[ctr]") {
   const auto none = ShardRequests::RouteRows(RowSet(1), 2);
   CHECK(none[0][0].empty());
   CHECK(none[1][0].empty());
+}
+
+TEST_CASE("row cache: rows serve later clocks while SSP allows, never under BSP or ASP", "[ctr]") {
+  ConsistencyConfig ssp;
+  ssp.mode = ConsistencyMode::kSsp;
+  ssp.staleness = 2;
+  RowCache cache(ssp, 4);
+  REQUIRE(cache.enabled());
+  RowSet rows(2);
+  rows[0].dim = 2;
+  rows[1].table = 1;
+  rows[0].keys = rows[1].keys = {10, 20, 30};
+  std::vector<uint32_t> missing = cache.Serve(5, &rows);
+  CHECK(missing == std::vector<uint32_t>{0, 1, 2});
+  rows[0].values = {1, 1, 2, 2, 3, 3};
+  rows[1].values = {-1, -2, -3};
+  cache.Store(rows, missing, /*guaranteed=*/4);  // pulled at clock 5 holding clocks < 4
+  // Clock 6: 4 >= 6 - 2, fresh; a new key is missing.
+  RowSet next(2);
+  next[0].dim = 2;
+  next[1].table = 1;
+  next[0].keys = next[1].keys = {30, 40, 10};
+  missing = cache.Serve(6, &next);
+  CHECK(missing == std::vector<uint32_t>{1});
+  CHECK(next[0].values[0] == 3.0f);
+  CHECK(next[0].values[1] == 3.0f);
+  CHECK(next[1].values[0] == -3.0f);
+  CHECK(next[0].values[4] == 1.0f);
+  CHECK(next[1].values[2] == -1.0f);
+  CHECK(cache.hits() == 2);
+  CHECK(cache.misses() == 4);
+  // Clock 7: 4 < 7 - 2, stale: pulled again.
+  missing = cache.Serve(7, &next);
+  CHECK(missing.size() == 3);
+  // Bounded: 4 rows at most; stale rows go first, then all.
+  next[0].values.assign(6, 0.0f);
+  next[1].values.assign(3, 0.0f);
+  cache.Store(next, missing, /*guaranteed=*/6);
+  CHECK(cache.size() <= 4);
+  cache.Invalidate();
+  CHECK(cache.size() == 0);
+  CHECK(cache.Serve(7, &next).size() == 3);
+  // BSP and ASP: every row is pulled at every clock.
+  for (ConsistencyMode mode : {ConsistencyMode::kBsp, ConsistencyMode::kAsp}) {
+    ConsistencyConfig c;
+    c.mode = mode;
+    c.staleness = 3;
+    RowCache off(c, 100);
+    CHECK_FALSE(off.enabled());
+    off.Store(rows, {0, 1, 2}, 100);
+    CHECK(off.Serve(5, &rows).size() == 3);
+  }
 }
 
 // Pulls `keys` of both sparse tables through `client` at `clock`.
