@@ -518,8 +518,19 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
   return absl::OkStatus();
 }
 
+const ShardRequests::RowRoute& GrpcPsClient::RouteFor(const RowSet& rows) {
+  bool same = rows.size() == routed_keys_.size();
+  for (size_t t = 0; same && t < rows.size(); ++t) same = rows[t].keys == routed_keys_[t];
+  if (!same) {
+    route_ = ShardRequests::RouteRows(rows, static_cast<uint32_t>(shards_.size()));
+    routed_keys_.resize(rows.size());
+    for (size_t t = 0; t < rows.size(); ++t) routed_keys_[t] = rows[t].keys;
+  }
+  return route_;
+}
+
 absl::StatusOr<int64_t> GrpcPsClient::PullRows(int64_t clock, RowSet* rows) {
-  const ShardRequests::RowRoute route = ShardRequests::RouteRows(*rows, shards_.size());
+  const ShardRequests::RowRoute& route = RouteFor(*rows);
   for (SparseRows& r : *rows) r.values.resize(r.keys.size() * size_t{r.dim});
   std::vector<v1::PullRequest> requests(shards_.size());
   std::vector<v1::PullResponse> responses(shards_.size());
@@ -549,7 +560,7 @@ absl::StatusOr<int64_t> GrpcPsClient::PullRows(int64_t clock, RowSet* rows) {
 }
 
 absl::Status GrpcPsClient::PushRows(int64_t clock, const RowSet& grads) {
-  const ShardRequests::RowRoute route = ShardRequests::RouteRows(grads, shards_.size());
+  const ShardRequests::RowRoute& route = RouteFor(grads);
   std::vector<v1::PushRequest> requests(shards_.size());
   std::vector<v1::PushResponse> responses(shards_.size());
   std::vector<grpc::ClientContext> contexts(shards_.size());

@@ -98,6 +98,8 @@ class GrpcPsClient : public PsClient {
   // memory; answers land in (*responses)[s].
   absl::Status RegisterWith(const std::vector<size_t>& which, int64_t resume_clock,
                             std::vector<v1::RegisterResponse>* responses);
+  // The routing of `rows`' keys; a step's push reuses its pull's.
+  const ShardRequests::RowRoute& RouteFor(const RowSet& rows);
   // Checks that shard `s` serves this job's tables with the expected ranges.
   absl::Status CheckLayout(size_t s, const v1::RegisterResponse& layout) const;
 
@@ -108,6 +110,8 @@ class GrpcPsClient : public PsClient {
   const ShardRequests requests_;  // every dense piece, split for the channels
   std::vector<ShardChannels> shards_;
   int64_t lost_clocks_ = 0;
+  ShardRequests::RowRoute route_;                  // of routed_keys_
+  std::vector<std::vector<uint64_t>> routed_keys_;  // per table
 };
 
 }  // namespace tessera

@@ -155,14 +155,23 @@ absl::Status ShardRequests::Scatter(const std::vector<Piece>& pieces,
 
 ShardRequests::RowRoute ShardRequests::RouteRows(const RowSet& rows, uint32_t num_shards) {
   RowRoute route(num_shards, std::vector<std::vector<uint32_t>>(rows.size()));
+  std::vector<std::vector<std::pair<uint64_t, uint32_t>>> by_shard(num_shards);
   for (size_t i = 0; i < rows.size(); ++i) {
     const std::vector<uint64_t>& keys = rows[i].keys;
-    for (uint32_t k = 0; k < keys.size(); ++k) {
-      route[SparseShardOf(keys[k], num_shards)][i].push_back(k);
+    if (i > 0 && keys == rows[i - 1].keys) {
+      // A ctr model's tables share the batch's keys: route them once.
+      for (auto& shard : route) shard[i] = shard[i - 1];
+      continue;
     }
-    for (auto& shard : route) {
-      std::sort(shard[i].begin(), shard[i].end(),
-                [&keys](uint32_t a, uint32_t b) { return keys[a] < keys[b]; });
+    for (auto& pairs : by_shard) pairs.clear();
+    for (uint32_t k = 0; k < keys.size(); ++k) {
+      by_shard[SparseShardOf(keys[k], num_shards)].emplace_back(keys[k], k);
+    }
+    for (uint32_t s = 0; s < num_shards; ++s) {
+      // Sorting (key, position) pairs reads no key through an index.
+      std::sort(by_shard[s].begin(), by_shard[s].end());
+      route[s][i].reserve(by_shard[s].size());
+      for (const auto& [key, k] : by_shard[s]) route[s][i].push_back(k);
     }
   }
   return route;
@@ -172,28 +181,38 @@ void ShardRequests::AddRowSlices(const RowSet& rows,
                                  const std::vector<std::vector<uint32_t>>& route,
                                  google::protobuf::RepeatedPtrField<v1::Slice>* slices,
                                  google::protobuf::RepeatedPtrField<std::string>* payloads) const {
-  std::vector<uint64_t> keys;
   std::vector<float> values;
   for (size_t i = 0; i < rows.size(); ++i) {
     if (route[i].empty()) continue;
     const SparseRows& r = rows[i];
-    keys.clear();
-    for (uint32_t k : route[i]) keys.push_back(r.keys[k]);
     v1::Slice* slice = slices->Add();
     slice->set_table(table_names[r.table]);
-    EncodeKeys(keys, slice->mutable_keys());
+    // Keys and float32 values are written straight into the message's bytes.
+    std::string* keys = slice->mutable_keys();
+    keys->resize(route[i].size() * sizeof(uint64_t));
+    char* at = keys->data();
+    for (uint32_t k : route[i]) {
+      std::memcpy(at, &r.keys[k], sizeof(uint64_t));
+      at += sizeof(uint64_t);
+    }
     if (payloads == nullptr) continue;
+    const size_t row_bytes = size_t{r.dim} * sizeof(float);
+    std::string* bytes = payloads->Add();
+    if (!bf16) {
+      bytes->resize(route[i].size() * row_bytes);
+      at = bytes->data();
+      for (uint32_t k : route[i]) {
+        std::memcpy(at, r.values.data() + size_t{k} * r.dim, row_bytes);
+        at += row_bytes;
+      }
+      continue;
+    }
     values.resize(route[i].size() * size_t{r.dim});
     for (size_t j = 0; j < route[i].size(); ++j) {
       std::copy_n(r.values.data() + size_t{route[i][j]} * r.dim, r.dim,
                   values.data() + j * r.dim);
     }
-    std::string* bytes = payloads->Add();
-    if (bf16) {
-      AppendBfloat16(values, bytes);
-    } else {
-      EncodeFloats(values, bytes);
-    }
+    AppendBfloat16(values, bytes);
   }
 }
 
