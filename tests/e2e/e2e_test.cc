@@ -71,7 +71,7 @@ TEST_CASE("a click model with sparse tables trains end to end through real daemo
     options.overrides = {std::string("consistency.mode=") + mode, "consistency.staleness=2",
                          "model.vocab=2000",          "model.fields=8",
                          "data.synthetic_train=40000", "data.synthetic_test=10000",
-                         "training.epochs=2",          "training.batch_size=128"};
+                         "training.epochs=4",          "training.batch_size=128"};
     REQUIRE(RunJob(options) == 0);
     const std::string summary = Read(options.out_dir + "/summary.json");
     // The model learned most of what the teacher planted: its log loss is
