@@ -311,7 +311,6 @@ class CtrModel::Impl {
     dgathered_ = backend->Allocate(max_rows_, dim_);
     gathered_wide_ = backend->Allocate(max_rows_, 1);
     dgathered_wide_ = backend->Allocate(max_rows_, 1);
-    logits_ = backend->Allocate(max_batch, 2);
     dlogits_ = backend->Allocate(max_batch, 2);
     // Adds the sum of an example's wide rows to its click logit (column 1).
     to_click_ = backend->Allocate(fields_, 2);
@@ -430,7 +429,7 @@ class CtrModel::Impl {
   std::unique_ptr<DenseStack> stack_;  // hidden layers after the first, then the 2 logits
   Tensor w0_, b0_, dw0_, db0_, x_, h_, dh_;
   Tensor rows_, drows_, wide_, dwide_, gathered_, dgathered_, gathered_wide_, dgathered_wide_;
-  Tensor logits_, dlogits_, to_click_;
+  Tensor dlogits_, to_click_;
   std::vector<float> zeros_;
   uint64_t uploaded_version_ = 0;
 };

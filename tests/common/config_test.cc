@@ -145,7 +145,7 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
   CHECK(ErrorOf(kMinimal, {"optimizer.lr=0.1", "optimizer.min_lr=0.2"}) ==
         "config: optimizer.min_lr = '0.2': expected a number >= 0 and <= 0.1");
   CHECK(ErrorOf(kMinimal, {"optimizer.type=rmsprop"}) ==
-        "config: optimizer.type = 'rmsprop': expected one of sgd|momentum|adagrad|adam");
+        "config: optimizer.type = 'rmsprop': expected one of sgd|momentum|adagrad|adam|ftrl");
   CHECK(ErrorOf(kMinimal, {"consistency.aggregate=maybe"}) ==
         "config: consistency.aggregate = 'maybe': expected true or false");
   CHECK(ErrorOf(kMinimal, {"worker.spin_wait_us=-5"}) ==
@@ -171,8 +171,9 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
 
 TEST_CASE("unknown keys are errors, not ignored") {
   CHECK(ErrorOf(kMinimal, {"optimizer.learning_rate=0.1"}) ==
-        "config: optimizer.learning_rate: unknown key; expected one of beta1|beta2|decay_steps|"
-        "epsilon|initial_accumulator|lr|lr_schedule|min_lr|momentum|nesterov|type");
+        "config: optimizer.learning_rate: unknown key; expected one of alpha|beta|beta1|beta2|"
+        "decay_steps|epsilon|initial_accumulator|l1|l2|lr|lr_schedule|min_lr|momentum|nesterov|"
+        "tables|type");
   CHECK(ErrorOf(std::string(kMinimal) + "trainning: {epochs: 1}\n")
             .find("config: trainning: unknown key") == 0);
 }
