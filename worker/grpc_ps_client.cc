@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/partition.h"
+#include "common/status.h"
 #include "common/transport.h"
 #include "spdlog/spdlog.h"
 
@@ -104,6 +105,14 @@ class CallGroup {
   }
   absl::Status local_error() {
     absl::MutexLock lock(&mu_);
+    return error_;
+  }
+  // After Wait: the first failed call's status, as `name_shard` words it
+  // (GrpcPsClient::ShardError), else the first error of an on_ok step, else OK.
+  template <typename NameShard>
+  absl::Status Outcome(NameShard name_shard) {
+    absl::MutexLock lock(&mu_);
+    if (failed_) return name_shard(failed_shard_, grpc_error_);
     return error_;
   }
 
@@ -405,11 +414,8 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
   }
   group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5),
              spin_);
-  if (group.failed()) {
-    DropSharedMemory();
-    return ShardError(group.failed_shard(), group.grpc_error());
-  }
-  if (!group.local_error().ok()) return group.local_error();
+  if (group.failed()) DropSharedMemory();
+  TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
   return min_clock;
 }
 
@@ -494,11 +500,8 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5),
              spin_);
-  if (group.failed()) {
-    DropSharedMemory();
-    return ShardError(group.failed_shard(), group.grpc_error());
-  }
-  if (!group.local_error().ok()) return group.local_error();
+  if (group.failed()) DropSharedMemory();
+  TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
 
   CallGroup clocks;
   std::vector<v1::ClockRequest> clock_requests(shards_.size());
@@ -514,8 +517,7 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
                                         clocks.Add(s, &clock_contexts[s]));
   }
   clocks.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
-  if (clocks.failed()) return ShardError(clocks.failed_shard(), clocks.grpc_error());
-  return absl::OkStatus();
+  return clocks.Outcome(named_);
 }
 
 const ShardRequests::RowRoute& GrpcPsClient::RouteFor(const RowSet& rows) {
@@ -554,8 +556,7 @@ absl::StatusOr<int64_t> GrpcPsClient::PullRows(int64_t clock, RowSet* rows) {
         }));
   }
   group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5), spin_);
-  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
-  if (!group.local_error().ok()) return group.local_error();
+  TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
   return min_clock;
 }
 
@@ -575,8 +576,7 @@ absl::Status GrpcPsClient::PushRows(int64_t clock, const RowSet& grads) {
                                        group.Add(s, &contexts[s]));
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5), spin_);
-  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
-  return absl::OkStatus();
+  return group.Outcome(named_);
 }
 
 template <typename Response>
@@ -603,8 +603,7 @@ absl::Status GrpcPsClient::Finish() {
                                          group.Add(s, &contexts[s]));
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
-  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
-  return absl::OkStatus();
+  return group.Outcome(named_);
 }
 
 absl::StatusOr<uint32_t> GrpcPsClient::WorkersFinished() {
@@ -618,7 +617,7 @@ absl::StatusOr<uint32_t> GrpcPsClient::WorkersFinished() {
                                         group.Add(s, &contexts[s]));
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
-  if (group.failed()) return ShardError(group.failed_shard(), group.grpc_error());
+  TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
   uint32_t fewest = UINT32_MAX;
   for (const auto& r : responses) fewest = std::min(fewest, r.workers_finished());
   return fewest;

@@ -21,6 +21,7 @@
 #ifndef TESSERA_WORKER_GRPC_PS_CLIENT_H_
 #define TESSERA_WORKER_GRPC_PS_CLIENT_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -90,6 +91,9 @@ class GrpcPsClient : public PsClient {
 
   // Names the shard in an error from it.
   absl::Status ShardError(size_t shard, const grpc::Status& status) const;
+  // ShardError as a callable, for the fan-outs' outcome.
+  const std::function<absl::Status(size_t, const grpc::Status&)> named_ =
+      [this](size_t shard, const grpc::Status& status) { return ShardError(shard, status); };
   // The push of PushDense; with `pull_into`, single-request shards also
   // answer a fused pull, and *all_pulled / *min_clock tell how it went.
   absl::Status Push(int64_t clock, const ParameterSet& grads, ParameterSet* pull_into,
