@@ -1,6 +1,7 @@
 // The CUDA backend against the CPU backend: every kernel and GEMM form on
 // seeded random inputs (normwise relative error <= 1e-4 in fp32), a full
-// training step of the MLP and the CNN, and no allocation in a steady-state
+// training step of the MLP, the CNN and the click (ctr) model with its sparse
+// rows, and no allocation in a steady-state
 // step. Needs a GPU: where none exists (a CPU-only build, no device, no
 // driver: UNAVAILABLE) each case prints one "SKIPPED (no GPU): ..." line
 // (scripts/test.sh lists them) and passes. Any other failure to bring the
@@ -290,6 +291,76 @@ TEST_CASE("A steady-state step allocates nothing and its time is attributed", "[
   CHECK(times.kernel_ms > 0);
   CHECK(times.copy_ms > 0);
   CHECK(times.calls > 10 * 20);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+TEST_CASE("One step of the click (ctr) model is the same on both backends, rows included",
+          "[gpu]") {
+  auto gpu = GpuOrSkip();
+  if (!gpu) return;
+  auto cpu = MakeCpuBackend();
+  ModelConfig model;
+  model.type = ModelType::kCtr;
+  model.fields = 6;
+  model.vocab = 40;
+  model.embedding_dim = 8;
+  model.dense_features = 5;
+  model.layers = {16, 8};
+  DataConfig data;
+  data.dataset = DatasetKind::kSyntheticCtr;
+  data.synthetic_train = 256;
+  const Dataset train = SyntheticCtrDataset(model, data, true);
+  const uint32_t n = 64;
+  std::vector<uint32_t> indices(n);
+  for (uint32_t i = 0; i < n; ++i) indices[i] = (i * 7) % 128;  // repeats: shared keys
+  CtrRows rows;
+  rows.Build(train, indices.data(), n);
+  std::vector<float> dense;
+  std::vector<int32_t> labels;
+  for (uint32_t i : indices) {
+    dense.insert(dense.end(), train.example(i), train.example(i) + train.features);
+    labels.push_back(train.y[i]);
+  }
+  const std::vector<float> embedding = Random(rows.keys.size() * model.embedding_dim, 7, -0.3f, 0.3f);
+  const std::vector<float> wide = Random(rows.keys.size(), 8, -0.3f, 0.3f);
+  CtrModel on_cpu(model, cpu.get(), n), on_gpu(model, gpu.get(), n);
+  ParameterSet params;
+  const std::vector<size_t> sizes = on_cpu.TableSizes();
+  for (size_t t = 0; t < sizes.size(); ++t) params.push_back(Random(sizes[t], 200 + t, -0.3f, 0.3f));
+  CtrModel::Batch batch;
+  batch.n = n;
+  batch.dense = dense.data();
+  batch.labels = labels.data();
+  batch.rows = &rows;
+  batch.embedding = embedding.data();
+  batch.wide = wide.data();
+  ParameterSet grads_cpu, grads_gpu;
+  std::vector<float> emb_cpu, emb_gpu, wide_cpu, wide_gpu;
+  int64_t hits_cpu = 0, hits_gpu = 0;
+  const float loss_cpu =
+      on_cpu.TrainStep(params, batch, &grads_cpu, &emb_cpu, &wide_cpu, &hits_cpu);
+  const float loss_gpu =
+      on_gpu.TrainStep(params, batch, &grads_gpu, &emb_gpu, &wide_gpu, &hits_gpu);
+  REQUIRE(gpu->status().ok());
+  CHECK(std::fabs(loss_gpu - loss_cpu) <= kTolerance * std::fabs(loss_cpu));
+  CHECK(hits_gpu == hits_cpu);
+  REQUIRE(grads_gpu.size() == grads_cpu.size());
+  for (size_t t = 2; t < grads_cpu.size(); ++t) {
+    INFO("table " << t);
+    CHECK(RelativeError(grads_gpu[t], grads_cpu[t]) <= kTolerance);
+  }
+  CHECK(RelativeError(emb_gpu, emb_cpu) <= kTolerance);
+  CHECK(RelativeError(wide_gpu, wide_cpu) <= kTolerance);
+  std::vector<float> p_cpu(n), p_gpu(n);
+  on_cpu.Predict(params, batch, p_cpu.data());
+  on_gpu.Predict(params, batch, p_gpu.data());
+  REQUIRE(gpu->status().ok());
+  CHECK(RelativeError(p_gpu, p_cpu) <= kTolerance);
 }
 
 }  // namespace
