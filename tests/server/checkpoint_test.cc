@@ -283,16 +283,16 @@ namespace tessera {
 namespace {
 
 TEST_CASE("a BSP shard cuts once per checkpoint.every_seconds, not again while a cut copies") {
-  // A table whose copy takes longer than the checkpointer's 50 ms tick: the
-  // tick that fell inside the copy used to see the timer still due and ask
-  // for a second cut at the very next clock.
+  // A table whose copy takes a while: a checkpointer tick (every 50 ms) that
+  // fell inside the copy used to see the timer still due and ask for a second
+  // cut at the very next clock.
   const std::string dir = FreshDir("bsp-cut-once");
   auto config = ParseJobConfig(R"(
 cluster: {servers: ['127.0.0.1:1'], workers: 1}
 consistency: {mode: bsp}
 model:
   type: tables
-  tables: [{name: w, kind: dense, size: 16777216, init: {type: constant, value: 1}}]
+  tables: [{name: w, kind: dense, size: 4194304, init: {type: constant, value: 1}}]
 optimizer: {type: adam, lr: 0.1}
 checkpoint: {every_seconds: 0.2, keep: 1000}
 )",
@@ -316,18 +316,25 @@ checkpoint: {every_seconds: 0.2, keep: 1000}
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
   }
-  std::vector<int64_t> clocks;
+  // (clock, wall ms when the cut was taken) of every checkpoint written.
+  std::vector<std::pair<int64_t, int64_t>> cuts;
   for (const auto& entry : fs::directory_iterator(dir + "/shard-0")) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind("ckpt-", 0) == 0) clocks.push_back(std::stoll(name.substr(5, 12)));
+    if (name.rfind("ckpt-", 0) == 0) {
+      cuts.emplace_back(std::stoll(name.substr(5, 12)), std::stoll(name.substr(18)));
+    }
   }
-  std::sort(clocks.begin(), clocks.end());
-  clocks.pop_back();  // the final one, at shutdown, may follow any other
+  std::sort(cuts.begin(), cuts.end());
+  cuts.pop_back();  // the final one, at shutdown, may follow any other
   std::string listed;
-  for (int64_t c : clocks) listed += std::to_string(c) + " ";
-  INFO("cut clocks: " << listed);
-  REQUIRE(clocks.size() >= 2);
-  for (size_t i = 1; i < clocks.size(); ++i) CHECK(clocks[i] - clocks[i - 1] >= 5);
+  for (const auto& [clock, ms] : cuts) listed += std::to_string(clock) + "@" + std::to_string(ms) + " ";
+  INFO("cuts (clock@unix ms): " << listed);
+  REQUIRE(cuts.size() >= 2);
+  // Each cut is taken right after it is decided, so two cuts less than
+  // every_seconds apart are two decisions: the second cut at the next clock
+  // (timed, not counted in clocks: a slow build's copy may hold the clock
+  // still for most of the interval).
+  for (size_t i = 1; i < cuts.size(); ++i) CHECK(cuts[i].second - cuts[i - 1].second >= 190);
 }
 
 }  // namespace
