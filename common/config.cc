@@ -465,13 +465,24 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("synthetic_test", &d.synthetic_test, 1, 1 << 26));
     TESSERA_RETURN_IF_ERROR(s.Integer("synthetic_seed", &d.synthetic_seed, 0));
     TESSERA_RETURN_IF_ERROR(s.Real("zipf_exponent", &d.zipf_exponent, 0.01, 10));
-    const bool ctr_data = d.dataset == DatasetKind::kSyntheticCtr;
-    if (ctr_data != (c->model.type == ModelType::kCtr)) {
+    TESSERA_RETURN_IF_ERROR(s.Str("train_file", &d.train_file));
+    TESSERA_RETURN_IF_ERROR(s.Str("test_file", &d.test_file));
+    TESSERA_RETURN_IF_ERROR(s.Integer("shuffle_buffer", &d.shuffle_buffer, 1, 1 << 24));
+    if (d.ctr() != (c->model.type == ModelType::kCtr)) {
       return Bad(s.KeyPath("dataset"), s.Child("dataset"),
-                 ctr_data ? "a classification data set for model.type " +
-                                std::string(NameOf(c->model.type)) +
-                                " (synthetic_ctr feeds model.type ctr)"
-                          : "synthetic_ctr for model.type ctr");
+                 d.ctr() ? "a classification data set for model.type " +
+                               std::string(NameOf(c->model.type)) +
+                               " (synthetic_ctr and criteo_tsv feed model.type ctr)"
+                         : "synthetic_ctr or criteo_tsv for model.type ctr");
+    }
+    if (d.dataset == DatasetKind::kCriteoTsv) {
+      for (const auto& [key, file] : {std::pair<const char*, const std::string*>{
+                                           "train_file", &d.train_file},
+                                       {"test_file", &d.test_file}}) {
+        if (file->empty()) {
+          return Bad(s.KeyPath(key), s.Child(key), "a click-log file (data.dataset criteo_tsv)");
+        }
+      }
     }
     return absl::OkStatus();
   }));

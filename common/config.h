@@ -39,7 +39,7 @@ enum class DeviceChoice { kAuto, kCpu, kCuda };
 enum class WirePrecision { kFp32, kBf16 };
 enum class SharedMemoryMode { kAuto, kOff };
 enum class GemmPrecision { kFp32, kTf32, kBf16 };
-enum class DatasetKind { kFashionMnist, kSynthetic, kSyntheticCtr };
+enum class DatasetKind { kFashionMnist, kSynthetic, kSyntheticCtr, kCriteoTsv };
 enum class RestorePolicy { kAuto, kNever, kRequired };
 
 // The words of each enum, in declaration order.
@@ -60,7 +60,7 @@ TESSERA_ENUM_WORDS(DeviceChoice, "auto", "cpu", "cuda");
 TESSERA_ENUM_WORDS(WirePrecision, "fp32", "bf16");
 TESSERA_ENUM_WORDS(SharedMemoryMode, "auto", "off");
 TESSERA_ENUM_WORDS(GemmPrecision, "fp32", "tf32", "bf16");
-TESSERA_ENUM_WORDS(DatasetKind, "fashion_mnist", "synthetic", "synthetic_ctr");
+TESSERA_ENUM_WORDS(DatasetKind, "fashion_mnist", "synthetic", "synthetic_ctr", "criteo_tsv");
 TESSERA_ENUM_WORDS(RestorePolicy, "auto", "never", "required");
 #undef TESSERA_ENUM_WORDS
 
@@ -268,6 +268,16 @@ struct DataConfig {
   // synthetic_ctr: ids of each field drawn from a Zipf law of this exponent
   // (> 1 heavier head); the teacher is drawn from synthetic_seed.
   double zipf_exponent = 1.1;
+  // criteo_tsv: click logs as text, one example a line: label (0/1), then
+  // model.dense_features integers, then model.fields categories, separated by
+  // tabs, any of them but the label empty (worker/example_stream.h). Plain or
+  // gzip'd. Streamed: a worker holds shuffle_buffer examples, not the file.
+  std::string train_file;
+  std::string test_file;
+  uint32_t shuffle_buffer = 65536;  // examples; 1: the file's order
+  bool ctr() const {
+    return dataset == DatasetKind::kSyntheticCtr || dataset == DatasetKind::kCriteoTsv;
+  }
 };
 
 // Shard checkpoints (server/checkpoint.h, docs/RELIABILITY.md).

@@ -127,6 +127,11 @@ void Batcher::Shuffle(uint32_t epoch) {
   shuffled_epoch_ = epoch;
 }
 
+const std::vector<uint32_t>& Batcher::Order(uint32_t epoch) {
+  Shuffle(epoch);
+  return order_;
+}
+
 std::vector<uint32_t> Batcher::Batch(uint32_t epoch, size_t step) {
   Shuffle(epoch);
   return std::vector<uint32_t>(order_.begin() + step * batch_,
@@ -165,76 +170,95 @@ uint64_t ZipfId(double u, uint64_t vocab, double s) {
   return std::min<uint64_t>(id, vocab - 1);
 }
 
-constexpr int kTeacherDim = 4;      // teacher embedding width
-constexpr int kTeacherHidden = 16;  // teacher MLP width
-
 }  // namespace
 
-Dataset SyntheticCtrDataset(const ModelConfig& model, const DataConfig& data, bool train) {
-  const uint32_t n = train ? data.synthetic_train : data.synthetic_test;
-  const uint32_t fields = model.fields, dense = model.dense_features;
-  const uint64_t seed = data.synthetic_seed;
-  Dataset d;
-  d.features = dense;
-  d.classes = 2;
-  d.fields = fields;
-  d.x.resize(size_t(n) * dense);
-  d.y.resize(n);
-  d.ids.resize(size_t(n) * fields);
-  d.p.resize(n);
+SyntheticCtrGenerator::SyntheticCtrGenerator(const ModelConfig& model, const DataConfig& data,
+                                             bool train)
+    : size_(train ? data.synthetic_train : data.synthetic_test),
+      fields_(model.fields),
+      dense_(model.dense_features),
+      vocab_(model.vocab),
+      zipf_exponent_(data.zipf_exponent),
+      seed_(data.synthetic_seed),
+      stream_(SplitMix64(seed_ ^ (train ? 0x7261696eull : 0x74657374ull))),
+      teacher_in_(fields_ * kTeacherDim + dense_),
+      linear_(dense_),
+      w1_(size_t(teacher_in_) * kTeacherHidden),
+      w2_(kTeacherHidden),
+      in_(teacher_in_),
+      hidden_(kTeacherHidden),
+      terms_(kTermsSlots) {
   // The teacher's dense parts (small, stored): a linear term on the dense
   // features, and a one-hidden-layer tanh MLP over [embeddings, dense].
-  const uint32_t teacher_in = fields * kTeacherDim + dense;
-  std::vector<double> linear(dense), w1(size_t(teacher_in) * kTeacherHidden), w2(kTeacherHidden);
-  for (uint32_t j = 0; j < dense; ++j) linear[j] = 0.3 * HashNormal(seed, 1, j);
-  for (size_t j = 0; j < w1.size(); ++j) {
-    w1[j] = HashNormal(seed, 2, j) * std::sqrt(1.0 / (fields + dense / double(kTeacherDim)));
+  for (uint32_t j = 0; j < dense_; ++j) linear_[j] = 0.3 * HashNormal(seed_, 1, j);
+  for (size_t j = 0; j < w1_.size(); ++j) {
+    w1_[j] = HashNormal(seed_, 2, j) * std::sqrt(1.0 / (fields_ + dense_ / double(kTeacherDim)));
   }
-  for (int j = 0; j < kTeacherHidden; ++j) w2[j] = 0.5 * HashNormal(seed, 3, j);
-  const double bias = -1.2;  // a click rate near 0.25
-  const double wide_scale = 0.35;
-  std::vector<double> in(teacher_in), hidden(kTeacherHidden);
-  const uint64_t stream = SplitMix64(seed ^ (train ? 0x7261696eull : 0x74657374ull));
-  for (uint32_t i = 0; i < n; ++i) {
-    const uint64_t example = SplitMix64(stream + i);
-    double logit = bias;
-    for (uint32_t f = 0; f < fields; ++f) {
-      const uint64_t id = ZipfId(Uniform(SplitMix64(example ^ (f + 1))), model.vocab,
-                                 data.zipf_exponent);
-      d.ids[size_t(i) * fields + f] = id;
-      // Per-id effects shrink along the tail as 1 / (1 + rank / 100): rank 0 full
-      // size, rank 900 a tenth, rank 10^4 a hundredth. As in real click logs,
-      // the rare ids are most of the rows and little of the signal.
-      const double shrink = 1.0 / (1.0 + static_cast<double>(id) / 100.0);
-      logit += wide_scale * shrink * HashNormal(seed, 4 + f, id);
-      for (int k = 0; k < kTeacherDim; ++k) {
-        in[size_t(f) * kTeacherDim + k] = shrink * HashNormal(seed ^ 0x656d62ull, f * 64 + k, id);
-      }
-    }
-    for (uint32_t j = 0; j < dense; ++j) {
-      const double z = HashNormal(example, 5, j);
-      d.x[size_t(i) * dense + j] = static_cast<float>(z);
-      in[size_t(fields) * kTeacherDim + j] = z;
-      logit += linear[j] * z;
-    }
-    for (int h = 0; h < kTeacherHidden; ++h) {
-      double sum = 0;
-      for (uint32_t j = 0; j < teacher_in; ++j) sum += in[j] * w1[size_t(j) * kTeacherHidden + h];
-      hidden[h] = std::tanh(sum);
-      logit += w2[h] * hidden[h];
-    }
-    const double p = 1.0 / (1.0 + std::exp(-logit));
-    d.p[i] = static_cast<float>(p);
-    d.y[i] = Uniform(SplitMix64(example ^ 0xc11c4ull)) < p ? 1 : 0;
-  }
-  return d;
+  for (int j = 0; j < kTeacherHidden; ++j) w2_[j] = 0.5 * HashNormal(seed_, 3, j);
 }
 
-absl::StatusOr<Dataset> LoadDataset(const JobConfig& config, bool train) {
-  if (config.data.dataset == DatasetKind::kSyntheticCtr) {
-    return SyntheticCtrDataset(config.model, config.data, train);
+const SyntheticCtrGenerator::IdTerms& SyntheticCtrGenerator::TermsOf(uint32_t field,
+                                                                    uint64_t id) {
+  const uint64_t key = CtrKey(field, id) + 1;  // 0: an empty slot
+  IdTerms& t = terms_[SplitMix64(key) & (kTermsSlots - 1)];
+  if (t.key == key) return t;
+  t.key = key;
+  // Per-id effects shrink along the tail as 1 / (1 + rank / 100): rank 0 full
+  // size, rank 900 a tenth, rank 10^4 a hundredth. As in real click logs,
+  // the rare ids are most of the rows and little of the signal.
+  const double shrink = 1.0 / (1.0 + static_cast<double>(id) / 100.0);
+  constexpr double kWideScale = 0.35;
+  t.wide = kWideScale * shrink * HashNormal(seed_, 4 + field, id);
+  for (int k = 0; k < kTeacherDim; ++k) {
+    t.embedding[k] = shrink * HashNormal(seed_ ^ 0x656d62ull, field * 64 + k, id);
   }
-  return LoadDataset(config.data, train);
+  return t;
+}
+
+void SyntheticCtrGenerator::Make(uint64_t i, float* x, uint64_t* ids, int32_t* y, float* p) {
+  constexpr double kBias = -1.2;  // a click rate near 0.25
+  const uint64_t example = SplitMix64(stream_ + i);
+  double logit = kBias;
+  for (uint32_t f = 0; f < fields_; ++f) {
+    const uint64_t id = ZipfId(Uniform(SplitMix64(example ^ (f + 1))), vocab_, zipf_exponent_);
+    ids[f] = id;
+    const IdTerms& terms = TermsOf(f, id);
+    logit += terms.wide;
+    std::copy_n(terms.embedding, kTeacherDim, in_.data() + size_t(f) * kTeacherDim);
+  }
+  for (uint32_t j = 0; j < dense_; ++j) {
+    const double z = HashNormal(example, 5, j);
+    x[j] = static_cast<float>(z);
+    in_[size_t(fields_) * kTeacherDim + j] = z;
+    logit += linear_[j] * z;
+  }
+  for (int h = 0; h < kTeacherHidden; ++h) {
+    double sum = 0;
+    for (uint32_t j = 0; j < teacher_in_; ++j) sum += in_[j] * w1_[size_t(j) * kTeacherHidden + h];
+    hidden_[h] = std::tanh(sum);
+    logit += w2_[h] * hidden_[h];
+  }
+  const double q = 1.0 / (1.0 + std::exp(-logit));
+  *p = static_cast<float>(q);
+  *y = Uniform(SplitMix64(example ^ 0xc11c4ull)) < q ? 1 : 0;
+}
+
+Dataset SyntheticCtrDataset(const ModelConfig& model, const DataConfig& data, bool train) {
+  SyntheticCtrGenerator generator(model, data, train);
+  const uint32_t n = generator.size();
+  Dataset d;
+  d.features = model.dense_features;
+  d.classes = 2;
+  d.fields = model.fields;
+  d.x.resize(size_t(n) * d.features);
+  d.y.resize(n);
+  d.ids.resize(size_t(n) * d.fields);
+  d.p.resize(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    generator.Make(i, d.x.data() + size_t(i) * d.features, d.ids.data() + size_t(i) * d.fields,
+                   &d.y[i], &d.p[i]);
+  }
+  return d;
 }
 
 double LogLoss(const std::vector<float>& q, const std::vector<int32_t>& y) {

@@ -37,8 +37,6 @@ struct Dataset {
 // NOT_FOUND (naming the package to install) when Fashion-MNIST is missing;
 // DATA_LOSS for a truncated or malformed file.
 absl::StatusOr<Dataset> LoadDataset(const DataConfig& config, bool train);
-// The same for a whole job: synthetic_ctr takes its shape from config.model.
-absl::StatusOr<Dataset> LoadDataset(const JobConfig& config, bool train);
 
 // Reads one gzip'd IDX file: images (magic 2051) or labels (magic 2049).
 absl::StatusOr<std::vector<uint8_t>> ReadIdxGz(const std::string& path, uint32_t expected_magic,
@@ -58,7 +56,45 @@ Dataset SyntheticDataset(uint32_t n, uint32_t features, uint32_t classes, uint64
 // whose per-id terms shrink as 1 / (1 + rank / 100) (a long tail of ids
 // that barely matter, as in real click logs), and the label is drawn from
 // Bernoulli(p). Deterministic given the config; the splits use different
-// example streams.
+// example streams. Example i of a split is a pure function of (config,
+// split, i), so a worker makes its batches as it trains
+// (worker/example_stream.h) and holds none of the data set.
+//
+// Threading: Make() one thread at a time (it keeps scratch).
+class SyntheticCtrGenerator {
+ public:
+  SyntheticCtrGenerator(const ModelConfig& model, const DataConfig& data, bool train);
+  uint32_t size() const { return size_; }  // examples in the split
+  // Example i: dense features x[0, dense_features), ids[0, fields), its
+  // label and its true click probability.
+  void Make(uint64_t i, float* x, uint64_t* ids, int32_t* y, float* p);
+
+ private:
+  static constexpr int kTeacherDim = 4;      // teacher embedding width
+  static constexpr int kTeacherHidden = 16;  // teacher MLP width
+  static constexpr size_t kTermsSlots = size_t{1} << 16;
+
+  // The teacher's terms of one (field, id): its wide weight and embedding.
+  // Pure functions of (seed, field, id), remembered in a direct-mapped
+  // cache: Zipf ids repeat, and each costs five normal draws.
+  struct IdTerms {
+    uint64_t key = 0;  // CtrKey + 1; 0: empty
+    double wide = 0;
+    double embedding[kTeacherDim] = {};
+  };
+  const IdTerms& TermsOf(uint32_t field, uint64_t id);
+
+  const uint32_t size_, fields_, dense_;
+  const uint64_t vocab_;
+  const double zipf_exponent_;
+  const uint64_t seed_, stream_;
+  const uint32_t teacher_in_;
+  std::vector<double> linear_, w1_, w2_;  // the teacher's dense parts
+  std::vector<double> in_, hidden_;       // scratch
+  std::vector<IdTerms> terms_;            // kTermsSlots
+};
+
+// The whole split at once (tests; small splits).
 Dataset SyntheticCtrDataset(const ModelConfig& model, const DataConfig& data, bool train);
 
 // Mean log loss of predicting `q` for labels `y` (0/1), q clamped to
@@ -83,6 +119,9 @@ class Batcher {
   size_t steps_per_epoch() const { return steps_per_epoch_; }
   // The example indices of step `step` of `epoch`. REQUIRES: step < steps_per_epoch().
   std::vector<uint32_t> Batch(uint32_t epoch, size_t step);
+  // Every example of this worker in `epoch`'s order (the batches, end to end,
+  // then the examples no batch takes).
+  const std::vector<uint32_t>& Order(uint32_t epoch);
 
  private:
   void Shuffle(uint32_t epoch);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/container/flat_hash_map.h"
+#include "common/status.h"
 
 namespace tessera {
 namespace {
@@ -247,23 +248,42 @@ float Model::TrainStep(const ParameterSet& params, const float* x, const int32_t
   return loss;
 }
 
-void Model::Evaluate(const ParameterSet& params, const Dataset& data, double* accuracy,
-                     double* loss) {
+absl::Status Model::Evaluate(const ParameterSet& params, ExampleStream& data, double* accuracy,
+                             double* loss) {
   Upload(params);
   uploaded_version_ = 0;
-  int64_t correct = 0;
+  int64_t correct = 0, seen = 0;
   double total_loss = 0.0;
-  for (size_t first = 0; first < data.size(); first += max_batch_) {
-    const uint32_t n = static_cast<uint32_t>(std::min<size_t>(max_batch_, data.size() - first));
-    backend_->CopyIn(absl::MakeConstSpan(data.example(first), size_t(n) * data.features),
+  Dataset part;
+  TESSERA_RETURN_IF_ERROR(data.Seek(0, 0));
+  while (true) {
+    TESSERA_RETURN_IF_ERROR(data.Next(max_batch_, &part));
+    const uint32_t n = static_cast<uint32_t>(part.size());
+    if (n == 0) break;
+    backend_->CopyIn(absl::MakeConstSpan(part.x.data(), size_t(n) * part.features),
                      input_.Rows(0, n));
     Tensor logits = Forward(n);
-    total_loss += double(backend_->SoftmaxCrossEntropy(logits, data.y.data() + first,
-                                                       dlogits_.Rows(0, n), &correct)) *
+    total_loss += double(backend_->SoftmaxCrossEntropy(logits, part.y.data(), dlogits_.Rows(0, n),
+                                                       &correct)) *
                   n;
+    seen += n;
   }
-  *accuracy = data.size() ? double(correct) / data.size() : 0.0;
-  *loss = data.size() ? total_loss / data.size() : 0.0;
+  *accuracy = seen ? double(correct) / seen : 0.0;
+  *loss = seen ? total_loss / seen : 0.0;
+  return absl::OkStatus();
+}
+
+void Model::Evaluate(const ParameterSet& params, const Dataset& data, double* accuracy,
+                     double* loss) {
+  // A stream over memory does not fail.
+  Evaluate(params, *StreamOf(&data, 0, 1, 0, /*shuffle=*/false), accuracy, loss).IgnoreError();
+}
+
+void CtrRows::Build(const Dataset& batch) {
+  thread_local std::vector<uint32_t> all;
+  all.resize(batch.size());
+  for (uint32_t i = 0; i < all.size(); ++i) all[i] = i;
+  Build(batch, all.data(), static_cast<uint32_t>(all.size()));
 }
 
 void CtrRows::Build(const Dataset& data, const uint32_t* indices, uint32_t n) {

@@ -21,7 +21,9 @@
 
 #include "common/config.h"
 #include "worker/backend.h"
+#include "absl/status/status.h"
 #include "worker/dataset.h"
+#include "worker/example_stream.h"
 
 namespace tessera {
 
@@ -42,7 +44,10 @@ class Model {
   float TrainStep(const ParameterSet& params, const float* x, const int32_t* y, uint32_t n,
                   ParameterSet* grads, int64_t* correct, uint64_t params_version = 0);
 
-  // Accuracy and mean loss of `params` on the whole data set.
+  // Accuracy and mean loss of `params` on every example of `data` (read
+  // from its start), or of a data set in memory.
+  absl::Status Evaluate(const ParameterSet& params, ExampleStream& data, double* accuracy,
+                        double* loss);
   void Evaluate(const ParameterSet& params, const Dataset& data, double* accuracy, double* loss);
 
   // Floats per parameter table, in table order.
@@ -79,6 +84,8 @@ struct CtrRows {
   std::vector<int64_t> slots;  // n * fields
   // From examples indices[0..n) of `data`.
   void Build(const Dataset& data, const uint32_t* indices, uint32_t n);
+  // From every example of `batch`, in order.
+  void Build(const Dataset& batch);
 };
 
 // The click-through-rate model of model.type ctr ("wide & deep"): each of F

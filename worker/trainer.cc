@@ -36,9 +36,9 @@ std::string TrainResult::ToJson() const {
       "\"train_loss\": %.6f, "
       "\"train_seconds\": %.3f, \"samples_per_second\": %.1f, \"pull_seconds\": %.3f, "
       "\"push_seconds\": %.3f, \"compute_seconds\": %.3f, \"reconnects\": %d, "
-      "\"lost_clocks\": %d",
+      "\"lost_clocks\": %d, \"data_seconds\": %.3f",
       steps, samples, pulls, fused_pulls, train_loss, train_seconds, samples_per_second,
-      pull_seconds, push_seconds, compute_seconds, reconnects, lost_clocks);
+      pull_seconds, push_seconds, compute_seconds, reconnects, lost_clocks, data_seconds);
   std::string escaped;
   for (char c : device) {
     if (c == '"' || c == '\\') escaped += '\\';
@@ -46,8 +46,10 @@ std::string TrainResult::ToJson() const {
   }
   json += absl::StrCat(", \"device\": \"", escaped, "\"");
   if (ctr) {
-    json += absl::StrFormat(", \"rows_pulled\": %d, \"row_cache_hits\": %d, \"row_bytes_saved\": %d",
-                            rows_pulled, row_cache_hits, row_bytes_saved);
+    json += absl::StrFormat(
+        ", \"rows_pulled\": %d, \"row_cache_hits\": %d, \"row_bytes_saved\": %d, "
+        "\"data_lines_skipped\": %d",
+        rows_pulled, row_cache_hits, row_bytes_saved, data_lines_skipped);
   }
   if (evaluated) {
     json +=
@@ -63,26 +65,33 @@ std::string TrainResult::ToJson() const {
 }
 
 Trainer::Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backend* backend,
-                 const Dataset* train, const Dataset* test)
+                 std::unique_ptr<ExampleStream> train, std::unique_ptr<ExampleStream> test)
     : config_(config),
       rank_(rank),
       client_(client),
       backend_(backend),
-      train_(train),
-      test_(test) {}
+      train_(std::move(train)),
+      test_(std::move(test)) {}
+
+Trainer::Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backend* backend,
+                 const Dataset* train, const Dataset* test)
+    : Trainer(config, rank, client, backend,
+              StreamOf(train, rank, config.cluster.workers, config.training.seed, true),
+              test ? StreamOf(test, 0, 1, 0, false) : nullptr) {}
 
 absl::StatusOr<TrainResult> Trainer::Run() {
   ScopedFlushDenormal flush;  // CPU-backend compute runs on this thread
   result_.device = backend_->name();
   const TrainingConfig& t = config_.training;
   // A config problem is reported before any server is asked for anything.
-  Batcher batcher(train_->size(), rank_, config_.cluster.workers, t.batch_size, t.seed);
-  if (batcher.steps_per_epoch() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("config: training.batch_size = '", t.batch_size,
-                                                   "': expected at most this worker's share of the ",
-                                                   train_->size(), " training examples (",
-                                                   train_->size() / config_.cluster.workers, ")"));
+  const size_t steps_per_epoch = train_->examples_per_epoch() / t.batch_size;
+  if (steps_per_epoch == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config: training.batch_size = '", t.batch_size,
+        "': expected at most this worker's share of the training examples (",
+        train_->examples_per_epoch(), ")"));
   }
+  result_.data_lines_skipped = static_cast<int64_t>(train_->skipped_lines());
   TESSERA_ASSIGN_OR_RETURN(clock_, client_->Connect());
   const uint32_t max_batch = std::max<uint32_t>(t.batch_size, 256);
   std::unique_ptr<Model> model;
@@ -104,27 +113,29 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   const bool overlap = config_.overlaps_push();
   ParameterCache cache(consistency, /*asp_lag=*/overlap ? 1 : 0);
   if (overlap) pipeline_ = std::make_unique<PushPipeline>(client_);
-  batch_x_.resize(size_t(t.batch_size) * train_->features);
-  batch_y_.resize(t.batch_size);
   start_ = window_start_ = last_progress_ = Now();
   spdlog::info(
       "worker {} of {}: {} training examples, {} steps per epoch, batch {}, starting "
       "at clock {}",
-      rank_, config_.cluster.workers, train_->size() / config_.cluster.workers,
-      batcher.steps_per_epoch(), t.batch_size, clock_);
+      rank_, config_.cluster.workers, train_->examples_per_epoch(), steps_per_epoch,
+      t.batch_size, clock_);
   // A restarted worker resumes at its clock: skip the steps it already did
   // (clock_ also moves past a step that landed before its reply was lost).
   int64_t global_step = 0;
   for (uint32_t epoch = 0; epoch < t.epochs; ++epoch) {
     epoch_loss_sum_ = 0;
     epoch_loss_steps_ = 0;
-    for (size_t step = 0; step < batcher.steps_per_epoch(); ++step, ++global_step) {
+    for (size_t step = 0; step < steps_per_epoch; ++step, ++global_step) {
       if (t.max_steps > 0 && global_step >= t.max_steps) break;
       if (global_step < clock_) continue;
+      // Read once: a retried step trains on the same examples.
+      const double read_start = Now();
+      TESSERA_RETURN_IF_ERROR(train_->Seek(epoch, uint64_t{step} * t.batch_size));
+      TESSERA_RETURN_IF_ERROR(train_->Next(t.batch_size, &batch_));
+      result_.data_seconds += Now() - read_start;
       double loss = 0;
       TESSERA_RETURN_IF_ERROR(WithRecovery(
-          "a training step", cache,
-          [&] { return Step(epoch, step, batcher, cache, model.get(), &loss); },
+          "a training step", cache, [&] { return Step(cache, model.get(), &loss); },
           [&] { return clock_ > global_step; }));
       if (clock_ > global_step + 1) continue;  // the shards were further on: skip to there
       if (t.eval_every_steps > 0 && test_ && (global_step + 1) % t.eval_every_steps == 0) {
@@ -138,7 +149,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
                                        rank_, global_step + 1, acc, test_loss));
       }
       if (Now() - last_progress_ >= config_.worker.progress_interval_s) {
-        Progress(epoch, step, batcher.steps_per_epoch());
+        Progress(epoch, step, steps_per_epoch);
       }
     }
   }
@@ -221,8 +232,7 @@ absl::Status Trainer::Recover(const absl::Status& cause, ParameterCache& cache) 
   return absl::OkStatus();
 }
 
-absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, ParameterCache& cache,
-                           Model* model, double* loss) {
+absl::Status Trainer::Step(ParameterCache& cache, Model* model, double* loss) {
   const TrainingConfig& t = config_.training;
   double t0 = Now();
   if (!cache.FreshFor(clock_)) {
@@ -237,22 +247,16 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
   }
   double t1 = Now();
   if (on_compute) on_compute(clock_, cache.guaranteed());
-  std::vector<uint32_t> indices = batcher.Batch(epoch, step);
-  for (size_t i = 0; i < indices.size(); ++i) {
-    std::copy_n(train_->example(indices[i]), train_->features,
-                batch_x_.begin() + i * train_->features);
-    batch_y_[i] = train_->y[indices[i]];
-  }
+  const uint32_t n = static_cast<uint32_t>(batch_.size());
   // With the pipeline, the previous step's gradients may still be on their
   // way: this step writes the other buffer.
   ParameterSet& grads = grads_[pipeline_ ? clock_ % 2 : 0];
   if (ctr_model_) {
-    TESSERA_RETURN_IF_ERROR(CtrCompute(indices, cache, &grads, loss));
+    TESSERA_RETURN_IF_ERROR(CtrCompute(cache, &grads, loss));
   } else {
     int64_t correct = 0;
-    *loss = model->TrainStep(cache.values(), batch_x_.data(), batch_y_.data(),
-                             static_cast<uint32_t>(indices.size()), &grads, &correct,
-                             cache.version());
+    *loss = model->TrainStep(cache.values(), batch_.x.data(), batch_.y.data(), n, &grads,
+                             &correct, cache.version());
   }
   TESSERA_RETURN_IF_ERROR(BackendStatus("a training step"));
   if (t.slow_worker_ms > 0 && static_cast<int32_t>(rank_) == t.slow_rank) {
@@ -283,19 +287,20 @@ absl::Status Trainer::Step(uint32_t epoch, size_t step, Batcher& batcher, Parame
   result_.compute_seconds += t2 - t1;
   result_.push_seconds += t3 - t2;
   ++result_.steps;
-  result_.samples += indices.size();
+  result_.samples += n;
+  for (int32_t y : batch_.y) train_clicks_ += y;
+  train_examples_ += n;
   window_loss_ += *loss;
   ++window_steps_;
-  window_samples_ += indices.size();
+  window_samples_ += n;
   epoch_loss_sum_ += *loss;
   ++epoch_loss_steps_;
   return absl::OkStatus();
 }
 
-absl::Status Trainer::CtrCompute(const std::vector<uint32_t>& indices, ParameterCache& cache,
-                                 ParameterSet* grads, double* loss) {
-  const uint32_t n = static_cast<uint32_t>(indices.size());
-  ctr_rows_.Build(*train_, indices.data(), n);
+absl::Status Trainer::CtrCompute(ParameterCache& cache, ParameterSet* grads, double* loss) {
+  const uint32_t n = static_cast<uint32_t>(batch_.size());
+  ctr_rows_.Build(batch_);
   for (SparseRows& r : row_set_) r.keys = ctr_rows_.keys;
   // Rows the cache holds fresh for this clock are not pulled again.
   const std::vector<uint32_t> missing = row_cache_->Serve(clock_, &row_set_);
@@ -320,8 +325,8 @@ absl::Status Trainer::CtrCompute(const std::vector<uint32_t>& indices, Parameter
       (config_.worker.wire_precision == WirePrecision::kBf16 ? 2 : 4);
   CtrModel::Batch batch;
   batch.n = n;
-  batch.dense = batch_x_.data();
-  batch.labels = batch_y_.data();
+  batch.dense = batch_.x.data();
+  batch.labels = batch_.y.data();
   batch.rows = &ctr_rows_;
   batch.embedding = row_set_[0].values.data();
   batch.wide = row_set_[1].values.data();
@@ -344,48 +349,59 @@ absl::Status Trainer::EvaluateNow(ParameterCache& cache, Model* model, double* a
     *loss = result_.test_logloss;
     return absl::OkStatus();
   }
-  model->Evaluate(cache.values(), *test_, accuracy, loss);
+  TESSERA_RETURN_IF_ERROR(model->Evaluate(cache.values(), *test_, accuracy, loss));
   return BackendStatus("evaluation");
 }
 
 absl::Status Trainer::EvaluateCtr(ParameterCache& cache) {
   const uint32_t batch_size = std::max<uint32_t>(config_.training.batch_size, 256);
-  std::vector<float> p(test_->size());
-  std::vector<uint32_t> indices;
-  std::vector<float> dense;
+  std::vector<float> q;        // predicted click probabilities
+  std::vector<int32_t> y;      // labels
+  std::vector<float> truth;    // true click probabilities, where the data knows them
   RowSet rows = row_set_;
   CtrRows ctr_rows;
-  for (size_t first = 0; first < test_->size(); first += batch_size) {
-    const uint32_t n = static_cast<uint32_t>(std::min<size_t>(batch_size, test_->size() - first));
-    indices.resize(n);
-    for (uint32_t i = 0; i < n; ++i) indices[i] = static_cast<uint32_t>(first + i);
-    ctr_rows.Build(*test_, indices.data(), n);
+  Dataset part;
+  TESSERA_RETURN_IF_ERROR(test_->Seek(0, 0));
+  while (true) {
+    TESSERA_RETURN_IF_ERROR(test_->Next(batch_size, &part));
+    const uint32_t n = static_cast<uint32_t>(part.size());
+    if (n == 0) break;
+    ctr_rows.Build(part);
     for (SparseRows& r : rows) r.keys = ctr_rows.keys;
     TESSERA_RETURN_IF_ERROR(client_->PullRows(clock_, &rows).status());
     CtrModel::Batch batch;
     batch.n = n;
-    batch.dense = test_->example(first);
+    batch.dense = part.x.data();
     batch.rows = &ctr_rows;
     batch.embedding = rows[0].values.data();
     batch.wide = rows[1].values.data();
-    ctr_model_->Predict(cache.values(), batch, p.data() + first);
+    q.resize(q.size() + n);
+    ctr_model_->Predict(cache.values(), batch, q.data() + q.size() - n);
     TESSERA_RETURN_IF_ERROR(BackendStatus("evaluation"));
+    y.insert(y.end(), part.y.begin(), part.y.end());
+    truth.insert(truth.end(), part.p.begin(), part.p.end());
   }
-  int64_t correct = 0;
-  for (size_t i = 0; i < p.size(); ++i) correct += (p[i] > 0.5f) == (test_->y[i] == 1);
-  double clicks = 0;
-  for (int32_t y : train_->y) clicks += y;
-  const std::vector<float> base(test_->size(),
-                                static_cast<float>(clicks / std::max<size_t>(train_->size(), 1)));
-  result_.test_accuracy = p.empty() ? 0 : double(correct) / p.size();
-  result_.test_logloss = LogLoss(p, test_->y);
+  int64_t correct = 0, test_clicks = 0;
+  for (size_t i = 0; i < q.size(); ++i) {
+    correct += (q[i] > 0.5f) == (y[i] == 1);
+    test_clicks += y[i];
+  }
+  // The base-rate predictor knows the click rate of the examples this worker
+  // trained on (of the test set's only when it trained on none: a worker
+  // restarted after its last step).
+  const double rate = train_examples_ > 0 ? double(train_clicks_) / train_examples_
+                                          : double(test_clicks) / std::max<size_t>(y.size(), 1);
+  const std::vector<float> base(y.size(), static_cast<float>(rate));
+  const bool known = !truth.empty() && truth.size() == y.size();
+  result_.test_accuracy = q.empty() ? 0 : double(correct) / q.size();
+  result_.test_logloss = LogLoss(q, y);
   result_.test_loss = result_.test_logloss;
-  result_.test_auc = Auc(p, test_->y);
-  result_.base_logloss = LogLoss(base, test_->y);
-  result_.bayes_logloss = test_->p.empty() ? 0 : MeanBinaryEntropy(test_->p);
+  result_.test_auc = Auc(q, y);
+  result_.base_logloss = LogLoss(base, y);
+  result_.bayes_logloss = known ? MeanBinaryEntropy(truth) : 0;
   const double room = result_.base_logloss - result_.bayes_logloss;
   result_.signal_captured =
-      test_->p.empty() || room <= 0 ? 0 : (result_.base_logloss - result_.test_logloss) / room;
+      !known || room <= 0 ? 0 : (result_.base_logloss - result_.test_logloss) / room;
   return absl::OkStatus();
 }
 
@@ -462,17 +478,23 @@ absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Model* model) {
     TESSERA_RETURN_IF_ERROR(WithRecovery("the final evaluation", cache,
                                          [&] { return EvaluateCtr(cache); }));
   } else {
-    model->Evaluate(cache.values(), *test_, &result_.test_accuracy, &result_.test_loss);
+    TESSERA_RETURN_IF_ERROR(
+        model->Evaluate(cache.values(), *test_, &result_.test_accuracy, &result_.test_loss));
     TESSERA_RETURN_IF_ERROR(BackendStatus("the final evaluation"));
   }
   result_.evaluated = true;
   spdlog::info("final test accuracy {:.4f} (test loss {:.4f}) on {} examples after {} steps",
-               result_.test_accuracy, result_.test_loss, test_->size(), clock_);
+               result_.test_accuracy, result_.test_loss, test_->examples_per_epoch(), clock_);
   if (ctr_model_) {
-    spdlog::info("click metrics: logloss {:.5f}, auc {:.4f}; bayes {:.5f}, base rate {:.5f}: "
-                 "{:.1f}% of the signal captured",
-                 result_.test_logloss, result_.test_auc, result_.bayes_logloss,
-                 result_.base_logloss, 100 * result_.signal_captured);
+    if (result_.bayes_logloss > 0) {
+      spdlog::info("click metrics: logloss {:.5f}, auc {:.4f}; bayes {:.5f}, base rate {:.5f}: "
+                   "{:.1f}% of the signal captured",
+                   result_.test_logloss, result_.test_auc, result_.bayes_logloss,
+                   result_.base_logloss, 100 * result_.signal_captured);
+    } else {
+      spdlog::info("click metrics: logloss {:.5f}, auc {:.4f}; base rate {:.5f}",
+                   result_.test_logloss, result_.test_auc, result_.base_logloss);
+    }
   }
   return absl::OkStatus();
 }

@@ -24,8 +24,11 @@
 // step reads is a pure function of (seed, rank, clock), so a restarted or
 // reconnected worker neither skips nor repeats examples beyond a lost step.
 //
+// Data comes from ExampleStreams (worker/example_stream.h), a batch at a
+// time: a step's batch is read once, before its first attempt.
+//
 // Threading: Run() on one thread (plus the pipeline's, which only pushes);
-// the trainer owns nothing it is given.
+// the trainer owns its streams and nothing else it is given.
 #ifndef TESSERA_WORKER_TRAINER_H_
 #define TESSERA_WORKER_TRAINER_H_
 
@@ -38,6 +41,7 @@
 #include "common/config.h"
 #include "worker/backend.h"
 #include "worker/dataset.h"
+#include "worker/example_stream.h"
 #include "worker/model.h"
 #include "worker/parameter_cache.h"
 #include "worker/ps_client.h"
@@ -56,6 +60,7 @@ struct TrainResult {
   double samples_per_second = 0;
   double pull_seconds = 0;  // time in pulls, waiting on staleness included
   double push_seconds = 0;
+  double data_seconds = 0;  // reading or making the batches
   double compute_seconds = 0;
   int64_t reconnects = 0;   // recoveries after a failed call
   int64_t lost_clocks = 0;  // clocks of this worker's updates shards lost (PsClient::lost_clocks)
@@ -73,13 +78,19 @@ struct TrainResult {
   bool ctr = false;
   double test_logloss = 0, test_auc = 0, bayes_logloss = 0, base_logloss = 0;
   double signal_captured = 0;  // (base - test) / (base - bayes)
+  int64_t data_lines_skipped = 0;  // malformed lines of the training file (criteo_tsv)
 
   std::string ToJson() const;
 };
 
 class Trainer {
  public:
-  // All pointers must outlive Run(). `test` may be null (no evaluation).
+  // `client` and `backend` must outlive Run(). `train`: this worker's
+  // training examples; `test` (may be null: no evaluation) the test split.
+  Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backend* backend,
+          std::unique_ptr<ExampleStream> train, std::unique_ptr<ExampleStream> test);
+  // The same over data sets in memory, which must outlive Run(); `test` may
+  // be null.
   Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backend* backend,
           const Dataset* train, const Dataset* test);
 
@@ -92,12 +103,11 @@ class Trainer {
 
  private:
   // One step; `model` for the classification models, ctr_model_ otherwise.
-  absl::Status Step(uint32_t epoch, size_t step, Batcher& batcher, ParameterCache& cache,
-                    Model* model, double* loss);
+  // The batch is batch_, read before.
+  absl::Status Step(ParameterCache& cache, Model* model, double* loss);
   // A ctr step's compute: pulls the batch's rows, runs the model, pushes the
   // rows' gradients (the dense push follows in Step).
-  absl::Status CtrCompute(const std::vector<uint32_t>& indices, ParameterCache& cache,
-                          ParameterSet* grads, double* loss);
+  absl::Status CtrCompute(ParameterCache& cache, ParameterSet* grads, double* loss);
   // Click metrics of the cached dense values and freshly pulled rows on the
   // test set; fills result_'s ctr fields (test_loss: the logloss).
   absl::Status EvaluateCtr(ParameterCache& cache);
@@ -125,16 +135,18 @@ class Trainer {
   const uint32_t rank_;
   PsClient* const client_;
   Backend* const backend_;
-  const Dataset* const train_;
-  const Dataset* const test_;
+  const std::unique_ptr<ExampleStream> train_;
+  const std::unique_ptr<ExampleStream> test_;
 
   int64_t clock_ = 0;
   TrainResult result_;
   ParameterSet grads_[2];                   // two with the pipeline: one computed, one travelling
   ParameterSet incoming_;                   // the pipeline's fused pull lands here
   std::unique_ptr<PushPipeline> pipeline_;  // SSP s >= 1 and ASP with worker.overlap_push
-  std::vector<float> batch_x_;
-  std::vector<int32_t> batch_y_;
+  Dataset batch_;  // this step's examples
+  // Clicks among the examples this worker trained on: the base rate.
+  int64_t train_clicks_ = 0;
+  int64_t train_examples_ = 0;
   std::unique_ptr<CtrModel> ctr_model_;  // model.type ctr
   CtrRows ctr_rows_;
   RowSet row_set_;                      // the batch's rows: embedding, wide

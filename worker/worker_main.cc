@@ -25,8 +25,8 @@
 #include "server/shard.h"
 #include "spdlog/spdlog.h"
 #include "worker/backend.h"
-#include "worker/dataset.h"
 #include "worker/device.h"
+#include "worker/example_stream.h"
 #include "worker/grpc_ps_client.h"
 #include "worker/trainer.h"
 
@@ -89,16 +89,16 @@ int main(int argc, char** argv) {
   // Stopped while it waits for servers, a worker still leaves /dev/shm clean.
   SharedSegment::UnlinkOnTermination();
 
-  auto train = LoadDataset(*config, /*train=*/true);
+  auto train = OpenExamples(*config, /*train=*/true, *rank);
   if (!train.ok()) return Fail(2, std::string(train.status().message()));
-  auto test = LoadDataset(*config, /*train=*/false);
+  auto test = OpenExamples(*config, /*train=*/false, *rank);
   if (!test.ok()) return Fail(2, std::string(test.status().message()));
   // (A ctr model's inputs come from the same keys as its data's.)
   if (config->model.type != ModelType::kCtr &&
-      (train->features != config->model.layers.front() ||
-       train->classes != config->model.layers.back())) {
-    return Fail(2, absl::StrCat("model.layers: the data has ", train->features, " inputs and ",
-                                train->classes,
+      ((*train)->features() != config->model.layers.front() ||
+       (*train)->classes() != config->model.layers.back())) {
+    return Fail(2, absl::StrCat("model.layers: the data has ", (*train)->features(),
+                                " inputs and ", (*train)->classes(),
                                 " classes; the model's first and last widths "
                                 "must match"));
   }
@@ -124,7 +124,8 @@ int main(int argc, char** argv) {
   }
   auto backend = MakeBackend(config->worker, *rank);
   if (!backend.ok()) return Fail(2, std::string(backend.status().message()));
-  Trainer trainer(*config, *rank, client.get(), backend->get(), &*train, &*test);
+  Trainer trainer(*config, *rank, client.get(), backend->get(), *std::move(train),
+                  *std::move(test));
   auto result = trainer.Run();
   if (!result.ok()) {
     int code = ExitCodeFor(result.status());

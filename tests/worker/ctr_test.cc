@@ -7,14 +7,18 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <random>
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/partition.h"
 #include "server/shard.h"
 #include "server/shard_server.h"
 #include "worker/dataset.h"
+#include "worker/example_stream.h"
 #include "worker/grpc_ps_client.h"
 #include "worker/model.h"
 #include "worker/ps_client.h"
@@ -554,6 +558,50 @@ TEST_CASE("ctr BSP: 2 workers of batch b equal one process of batch 2b, rows inc
     }
   }
   CHECK(moved > 1e-2);  // the rows did train: the comparison is not trivially true
+}
+
+TEST_CASE("a ctr model trains from a click-log file, streamed, bad lines counted", "[ctr]") {
+  // Field 0's category sets the click rate (0.9 or 0.1); the rest is noise.
+  std::mt19937_64 rng(3);
+  const auto log = [&](int n, bool with_garbage) {
+    std::string text;
+    for (int i = 0; i < n; ++i) {
+      const bool hot = rng() % 2;
+      const bool click = rng() % 100 < (hot ? 90u : 10u);
+      text += absl::StrCat(click ? 1 : 0, "\t", rng() % 50, "\t\t", hot ? "hot" : "cold", "\t",
+                           rng() % 30, "\t\t", rng() % 7, "\n");
+      if (with_garbage && i == 1000) text += "this is not a click log\n";
+    }
+    return text;
+  };
+  const char* dir = std::getenv("TEST_TMPDIR");
+  const std::string train = std::string(dir ? dir : "/tmp") + "/clicks-train.tsv";
+  const std::string test = std::string(dir ? dir : "/tmp") + "/clicks-test.tsv";
+  std::ofstream(train) << log(4000, true);
+  std::ofstream(test) << log(1000, false);
+  const JobConfig c = CtrConfig({"data.dataset=criteo_tsv", "data.train_file=" + train,
+                                 "data.test_file=" + test, "data.shuffle_buffer=512",
+                                 "training.epochs=3", "training.batch_size=64"});
+  Cluster cluster(c);
+  LocalPsClient client(c, 0, cluster.ptrs());
+  auto backend = MakeCpuBackend();
+  auto train_stream = OpenExamples(c, true, 0);
+  auto test_stream = OpenExamples(c, false, 0);
+  REQUIRE(train_stream.ok());
+  REQUIRE(test_stream.ok());
+  Trainer trainer(c, 0, &client, backend.get(), *std::move(train_stream),
+                  *std::move(test_stream));
+  auto result = trainer.Run();
+  INFO(result.status().ToString());
+  REQUIRE(result.ok());
+  CHECK(result->steps == 3 * (4000 / 64));
+  CHECK(result->data_lines_skipped == 1);
+  REQUIRE(result->evaluated);
+  // The best possible AUC here is 0.9; the base rate's is 0.5.
+  CHECK(result->test_auc > 0.85);
+  CHECK(result->test_logloss < result->base_logloss - 0.2);
+  CHECK(result->bayes_logloss == 0);  // a file does not know its click probabilities
+  CHECK(result->ToJson().find("\"data_lines_skipped\": 1") != std::string::npos);
 }
 
 }  // namespace
