@@ -494,6 +494,10 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("keep", &k.keep, 1, 1000));
     TESSERA_RETURN_IF_ERROR(s.Choice("restore", &k.restore));
     TESSERA_RETURN_IF_ERROR(s.Integer("restore_clock", &k.restore_clock, -1));
+    TESSERA_RETURN_IF_ERROR(s.Bool("disabled", &k.disabled));
+    if (k.disabled && !k.dir.empty()) {
+      return Bad(s.KeyPath("dir"), s.Child("dir"), "no folder when checkpoint.disabled is true");
+    }
     if (k.restore == RestorePolicy::kRequired && k.dir.empty()) {
       return Bad(s.KeyPath("restore"), s.Child("restore"), "auto or never when checkpoint.dir is empty");
     }

@@ -284,6 +284,10 @@ struct DataConfig {
 struct CheckpointConfig {
   // Folder for every shard's checkpoints (shard-N/ under it); empty: none.
   std::string dir;
+  // No checkpoints at all, not even `tessera run`'s default ones (a
+  // checkpoint copies the shard's tables in memory before writing them, so a
+  // shard needs room for its tables twice; docs/RELIABILITY.md).
+  bool disabled = false;
   int64_t every_clocks = 0;  // checkpoint when min_clock reaches a multiple; 0: not by clocks
   double every_seconds = 0;  // and/or when this long has passed; 0: not by time
   uint32_t keep = 2;         // newest K kept; a newer one is complete before an older goes

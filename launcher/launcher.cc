@@ -83,12 +83,13 @@ absl::Status PrepareFolders(const LaunchOptions& options, Job* job,
   if (ec) {
     return absl::InvalidArgumentError(absl::StrCat("cannot create ", job->dir, ": ", ec.message()));
   }
-  const bool own_checkpoints = job->config.checkpoint.dir.empty();
+  const bool own_checkpoints = job->config.checkpoint.dir.empty() && !job->config.checkpoint.disabled;
   if (own_checkpoints) {
     job->config.checkpoint.dir = (fs::path(job->dir) / "checkpoints").string();
     server_sets->push_back("checkpoint.dir=" + job->config.checkpoint.dir);
   }
-  if (job->config.checkpoint.every_clocks == 0 && job->config.checkpoint.every_seconds == 0) {
+  if (!job->config.checkpoint.disabled && job->config.checkpoint.every_clocks == 0 &&
+      job->config.checkpoint.every_seconds == 0) {
     // A restarted server should lose seconds, not the whole run.
     job->config.checkpoint.every_seconds = kDefaultCheckpointSeconds;
     server_sets->push_back(absl::StrCat("checkpoint.every_seconds=", kDefaultCheckpointSeconds));

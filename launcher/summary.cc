@@ -52,7 +52,7 @@ std::string ProgressLine(const std::string& dir, uint32_t workers, double elapse
 
 std::string WriteSummary(const JobConfig& config, const std::string& dir, const RunFacts& facts) {
   std::string metrics;
-  double samples = 0, train_seconds = 0, loss_sum = 0, lost = 0, reconnects = 0;
+  double samples = 0, train_seconds = 0, loss_sum = 0, lost = 0, reconnects = 0, worker_rss = 0;
   json rank0 = json::object();
   for (uint32_t r = 0; r < config.cluster.workers; ++r) {
     metrics += ReadFile(absl::StrCat(dir, "/metrics-rank", r, ".jsonl"));
@@ -64,6 +64,7 @@ std::string WriteSummary(const JobConfig& config, const std::string& dir, const 
     // Every worker sees a shard's loss when it reconnects: the job lost the most any saw.
     lost = std::max(lost, Number(result, "lost_clocks"));
     reconnects += Number(result, "reconnects");
+    worker_rss = std::max(worker_rss, Number(result, "peak_rss_mib"));
   }
   std::ofstream(dir + "/metrics.jsonl") << metrics;
   const double accuracy = Number(rank0, "test_accuracy", -1);
@@ -97,6 +98,7 @@ std::string WriteSummary(const JobConfig& config, const std::string& dir, const 
       {"lost_clocks", static_cast<int64_t>(lost)},
       {"reconnects", static_cast<int64_t>(reconnects)},
       {"resumed_from_clock", facts.resumed_from_clock},
+      {"worker_peak_rss_mib", worker_rss},  // the largest worker's high-water mark
   };
   // Click models (model.type ctr): the test set's click metrics.
   for (const char* key : {"logloss", "auc", "bayes_logloss", "base_logloss", "signal_captured"}) {

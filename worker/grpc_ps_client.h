@@ -30,6 +30,7 @@
 #include "common/shared_memory.h"
 #include "proto/tessera.grpc.pb.h"
 #include "worker/ps_client.h"
+#include "worker/shard_requests.h"
 
 namespace tessera {
 

@@ -24,11 +24,9 @@
 #include "absl/status/status.h"
 #include "worker/dataset.h"
 #include "worker/example_stream.h"
+#include "worker/parameter_set.h"
 
 namespace tessera {
-
-// One flat host vector per table, in JobConfig::Tables() order.
-using ParameterSet = std::vector<std::vector<float>>;
 
 class Model {
  public:

@@ -1,5 +1,7 @@
 #include "worker/trainer.h"
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -36,9 +38,10 @@ std::string TrainResult::ToJson() const {
       "\"train_loss\": %.6f, "
       "\"train_seconds\": %.3f, \"samples_per_second\": %.1f, \"pull_seconds\": %.3f, "
       "\"push_seconds\": %.3f, \"compute_seconds\": %.3f, \"reconnects\": %d, "
-      "\"lost_clocks\": %d, \"data_seconds\": %.3f",
+      "\"lost_clocks\": %d, \"data_seconds\": %.3f, \"peak_rss_mib\": %.1f",
       steps, samples, pulls, fused_pulls, train_loss, train_seconds, samples_per_second,
-      pull_seconds, push_seconds, compute_seconds, reconnects, lost_clocks, data_seconds);
+      pull_seconds, push_seconds, compute_seconds, reconnects, lost_clocks, data_seconds,
+      peak_rss_mib);
   std::string escaped;
   for (char c : device) {
     if (c == '"' || c == '\\') escaped += '\\';
@@ -160,6 +163,8 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   if (rank_ == 0 && test_) TESSERA_RETURN_IF_ERROR(EvaluateFinal(cache, model.get()));
   TESSERA_RETURN_IF_ERROR(WithRecovery("finishing", cache, [&] { return client_->Finish(); }));
   result_.lost_clocks = client_->lost_clocks();
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) == 0) result_.peak_rss_mib = usage.ru_maxrss / 1024.0;
   AppendJsonLine(
       config_.logging.metrics_file,
       absl::StrCat("{\"rank\": ", rank_, ", \"event\": \"final\", ", result_.ToJson(), "}"));

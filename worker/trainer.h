@@ -60,7 +60,8 @@ struct TrainResult {
   double samples_per_second = 0;
   double pull_seconds = 0;  // time in pulls, waiting on staleness included
   double push_seconds = 0;
-  double data_seconds = 0;  // reading or making the batches
+  double data_seconds = 0;  // waiting for the batches to be read or made
+  double peak_rss_mib = 0;  // the worker process's high-water resident memory
   double compute_seconds = 0;
   int64_t reconnects = 0;   // recoveries after a failed call
   int64_t lost_clocks = 0;  // clocks of this worker's updates shards lost (PsClient::lost_clocks)

@@ -22,12 +22,12 @@
 #include "common/logging.h"
 #include "common/shared_memory.h"
 #include "common/status.h"
-#include "server/shard.h"
 #include "spdlog/spdlog.h"
 #include "worker/backend.h"
 #include "worker/device.h"
 #include "worker/example_stream.h"
 #include "worker/grpc_ps_client.h"
+#include "worker/local_ps_client.h"
 #include "worker/trainer.h"
 
 namespace {
@@ -103,20 +103,16 @@ int main(int argc, char** argv) {
                                 "must match"));
   }
 
-  std::vector<std::unique_ptr<Shard>> local_shards;
+  LocalShards local_shards;
   std::unique_ptr<PsClient> client;
   if (standalone) {
-    std::vector<Shard*> shards;
-    for (uint32_t s = 0; s < config->num_servers(); ++s) {
-      auto shard = Shard::Create(*config, s);
-      if (!shard.ok()) {
-        return Fail(absl::IsInvalidArgument(shard.status()) ? 2 : 1,
-                    std::string(shard.status().message()));
-      }
-      local_shards.push_back(*std::move(shard));
-      shards.push_back(local_shards.back().get());
+    auto shards = LocalShards::Create(*config);
+    if (!shards.ok()) {
+      return Fail(absl::IsInvalidArgument(shards.status()) ? 2 : 1,
+                  std::string(shards.status().message()));
     }
-    client = std::make_unique<LocalPsClient>(*config, 0, shards);
+    local_shards = *std::move(shards);
+    client = std::make_unique<LocalPsClient>(*config, 0, local_shards.ptrs());
   } else {
     auto security = TransportSecurity::ForJob(*config);
     if (!security.ok()) return Fail(2, std::string(security.status().message()));

@@ -12,7 +12,9 @@
 #include <thread>
 
 #include "server/shard.h"
+#include "tests/worker/fixtures.h"
 #include "worker/dataset.h"
+#include "worker/local_ps_client.h"
 #include "worker/model.h"
 #include "worker/ps_client.h"
 #include "worker/trainer.h"
@@ -35,19 +37,6 @@ worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
   REQUIRE(c.ok());
   return *c;
 }
-
-struct Cluster {
-  std::vector<std::unique_ptr<Shard>> shards;
-  explicit Cluster(const JobConfig& c) {
-    for (uint32_t s = 0; s < c.num_servers(); ++s)
-      shards.push_back(std::move(*Shard::Create(c, s)));
-  }
-  std::vector<Shard*> ptrs() {
-    std::vector<Shard*> p;
-    for (auto& s : shards) p.push_back(s.get());
-    return p;
-  }
-};
 
 double RelativeDifference(const ParameterSet& a, const ParameterSet& b) {
   double diff = 0, norm = 0;
@@ -141,7 +130,7 @@ TEST_CASE("SSP with a slowed worker: the bound holds, fast workers block, nothin
   auto slow_clock_and_min = [&](int64_t* slowest, int64_t* slow) {
     *slowest = INT64_MAX;
     *slow = INT64_MAX;
-    for (auto& shard : cluster.shards) {
+    for (auto& shard : cluster.shards()) {
       v1::StatsResponse stats;
       shard->Stats(&stats);
       for (int64_t w : stats.worker_clocks())

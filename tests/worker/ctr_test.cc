@@ -17,9 +17,11 @@
 #include "common/partition.h"
 #include "server/shard.h"
 #include "server/shard_server.h"
+#include "tests/worker/fixtures.h"
 #include "worker/dataset.h"
 #include "worker/example_stream.h"
 #include "worker/grpc_ps_client.h"
+#include "worker/local_ps_client.h"
 #include "worker/model.h"
 #include "worker/ps_client.h"
 #include "worker/row_cache.h"
@@ -42,22 +44,6 @@ worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
   REQUIRE(c.ok());
   return *c;
 }
-
-struct Cluster {
-  std::vector<std::unique_ptr<Shard>> shards;
-  explicit Cluster(const JobConfig& c) {
-    for (uint32_t s = 0; s < c.num_servers(); ++s) {
-      auto shard = Shard::Create(c, s);
-      REQUIRE(shard.ok());
-      shards.push_back(std::move(*shard));
-    }
-  }
-  std::vector<Shard*> ptrs() {
-    std::vector<Shard*> p;
-    for (auto& s : shards) p.push_back(s.get());
-    return p;
-  }
-};
 
 TEST_CASE("ctr config: tables derive from the model, and the data must match it", "[ctr]") {
   const JobConfig c = CtrConfig();
