@@ -164,6 +164,17 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
         "config: cluster.servers.0 = 'nohost': expected host:port with a port in 1..65535");
   CHECK(ErrorOf(kMinimal, {"model.type=softmax", "model.layers=[784, 100, 10]"}) ==
         "config: model.layers = [784, 100, 10]: expected [inputs, classes] for a softmax model");
+  CHECK(ErrorOf(kMinimal, {"checkpoint.dir=/tmp/c", "checkpoint.disabled=true"}) ==
+        "config: checkpoint.dir = '/tmp/c': expected no folder when checkpoint.disabled is true");
+  CHECK(ErrorOf(kMinimal, {"model.type=ctr", "model.layers=[8]", "data.dataset=criteo_tsv",
+                           "data.test_file=t.tsv"}) ==
+        "config: data.train_file = (missing): expected a click-log file (data.dataset criteo_tsv)");
+  CHECK(ErrorOf(kMinimal, {"model.type=ctr", "model.layers=[8]", "data.dataset=criteo_tsv",
+                           "data.train_file=a.tsv", "data.shuffle_buffer=0"}) ==
+        "config: data.shuffle_buffer = '0': expected an integer >= 1 and <= 16777216");
+  CHECK(ErrorOf(kMinimal, {"data.dataset=criteo_tsv"}) ==
+        "config: data.dataset = 'criteo_tsv': expected a classification data set for model.type "
+        "mlp (synthetic_ctr and criteo_tsv feed model.type ctr)");
   CHECK(ErrorOf(kMinimal, {"server.max_message_bytes=10"})
             .find("server.max_message_bytes = '10': expected an integer >= 1024") !=
         std::string::npos);
