@@ -8,6 +8,7 @@
 // config (one line naming the key) or a checkpoint that cannot be used; 1
 // when the shard cannot start (e.g. its port is in use).
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -100,6 +101,18 @@ int main(int argc, char** argv) {
     }
   }
   (*server)->Shutdown(absl::Seconds(5));
-  spdlog::info("shard {} stopped", *shard);
+  // What the shard held at the end, for whoever sizes the next job's machines.
+  v1::StatsResponse stats;
+  (*server)->shard()->Stats(&stats);
+  std::string held;
+  for (const v1::TableStats& t : stats.tables()) {
+    if (t.kind() == v1::SPARSE) {
+      absl::StrAppend(&held, ", ", t.name(), " ", t.rows(), " rows");
+    }
+  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  spdlog::info("shard {} stopped{}; peak resident memory {:.1f} MiB", *shard, held,
+               usage.ru_maxrss / 1024.0);
   return 0;
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -235,6 +236,7 @@ class TsvStream : public ExampleStream {
   // Reads the whole file once: every worker's count of good lines (the
   // smallest is each worker's epoch), the malformed ones logged and counted.
   absl::Status Count() {
+    const auto start = std::chrono::steady_clock::now();
     LineReader reader;
     TESSERA_RETURN_IF_ERROR(reader.Open(path_, key_));
     std::vector<uint64_t> good(workers_, 0);
@@ -274,6 +276,12 @@ class TsvStream : public ExampleStream {
     if (skipped_ > 0) {
       spdlog::warn("{}: {} malformed lines skipped of {}", path_, skipped_, reader.line_number());
     }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    spdlog::info("{}: {} lines, {} good, read in {:.1f} s ({:.0f} lines/s); {} examples an epoch "
+                 "for each of {} workers",
+                 path_, reader.line_number(), total, seconds,
+                 reader.line_number() / std::max(seconds, 1e-9), per_epoch_, workers_);
     capacity_ = static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(capacity_, per_epoch_)));
     buffer_x_.resize(size_t(capacity_) * features());
     buffer_ids_.resize(size_t(capacity_) * fields());

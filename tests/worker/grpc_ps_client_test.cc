@@ -189,6 +189,13 @@ TEST_CASE("worker.spin_wait_us auto spins only with local servers and a core per
   CHECK(ResolveSpinWaitUs(Config({"consistency.mode=asp"}), 4) == 3000);
   CHECK(ResolveSpinWaitUs(Config({"consistency.mode=asp", "worker.overlap_push=false"}), 3) ==
         3000);
+  // A worker that reads its click log ahead keeps two threads busy (1 server
+  // + 1 worker of a ctr job: 3; spinning on 2 cores took 20% of them from the
+  // shard and the read-ahead).
+  const std::vector<std::string> ctr = {"cluster.servers=[127.0.0.1:5]", "model.type=ctr",
+                                        "model.layers=[8]", "data.dataset=synthetic_ctr"};
+  CHECK(ResolveSpinWaitUs(Config(ctr), 2) == 0);
+  CHECK(ResolveSpinWaitUs(Config(ctr), 3) == 3000);
   // A value that is set wins.
   CHECK(ResolveSpinWaitUs(Config({"worker.spin_wait_us=0"}), 64) == 0);
   CHECK(ResolveSpinWaitUs(Config({"worker.spin_wait_us=250"}), 1) == 250);
