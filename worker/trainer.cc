@@ -126,6 +126,9 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   // (clock_ also moves past a step that landed before its reply was lost).
   int64_t global_step = 0;
   for (uint32_t epoch = 0; epoch < t.epochs; ++epoch) {
+    // training.max_steps may end the run mid-epoch: the last epoch that
+    // trained keeps its loss (a fresh epoch would report 0).
+    if (t.max_steps > 0 && global_step >= t.max_steps) break;
     epoch_loss_sum_ = 0;
     epoch_loss_steps_ = 0;
     for (size_t step = 0; step < steps_per_epoch; ++step, ++global_step) {
