@@ -25,6 +25,7 @@
 #ifndef TESSERA_SERVER_CHECKPOINT_H_
 #define TESSERA_SERVER_CHECKPOINT_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -52,6 +53,8 @@ class ByteBuffer {
   char* data() { return data_; }
   const char* data() const { return data_; }
   uint64_t size() const { return size_; }
+  // Keeps the first `size` bytes (the memory stays allocated).
+  void Shrink(uint64_t size) { size_ = std::min(size_, size); }
 
  private:
   std::shared_ptr<const void> owned_;

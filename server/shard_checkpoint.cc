@@ -39,6 +39,14 @@ void Shard::SetBspCuts(std::function<bool(int64_t)> want, CutSink sink) {
 }
 
 void Shard::Recycle(std::unique_ptr<ShardState> written) {
+  // Only a dense table's buffer is reused (the same size at every cut); a
+  // sparse table's would hold a copy of its rows until the next cut.
+  for (size_t i = 0; i < written->tables.size(); ++i) {
+    if (i < static_cast<size_t>(written->manifest.tables_size()) &&
+        written->manifest.tables(i).sparse()) {
+      written->tables[i] = ByteBuffer();
+    }
+  }
   absl::MutexLock lock(&spare_mu_);
   spare_ = std::move(written);
 }
@@ -90,19 +98,18 @@ std::unique_ptr<ShardState> Shard::CopyState(int64_t cut, std::vector<int64_t> c
       for (int64_t step : steps) t->add_chunk_steps(step);
       state->tables.push_back(std::move(bytes));
     } else {
-      std::vector<uint64_t> keys;
-      std::vector<float> rows;
+      ByteBuffer bytes;
       int64_t step = 0;
-      r.sparse->Snapshot(&keys, &rows, &step);
+      const uint64_t n = r.sparse->Snapshot(
+          [&bytes](uint64_t size) {
+            bytes = ByteBuffer(size);
+            return bytes.data();
+          },
+          &step);
+      bytes.Shrink(n * (sizeof(uint64_t) + r.sparse->row_floats() * sizeof(float)));
       t->set_sparse(true);
-      t->set_rows(keys.size());
+      t->set_rows(n);
       t->set_step(step);
-      ByteBuffer bytes(keys.size() * sizeof(uint64_t) + rows.size() * sizeof(float));
-      if (!keys.empty()) {  // memcpy from an empty vector's null data() is undefined (UBSan)
-        std::memcpy(bytes.data(), keys.data(), keys.size() * sizeof(uint64_t));
-        std::memcpy(bytes.data() + keys.size() * sizeof(uint64_t), rows.data(),
-                    rows.size() * sizeof(float));
-      }
       state->tables.push_back(std::move(bytes));
     }
   }

@@ -322,21 +322,49 @@ uint64_t SparseTable::rows() const {
   return total;
 }
 
-void SparseTable::Snapshot(std::vector<uint64_t>* keys, std::vector<float>* rows,
-                           int64_t* step) const {
+uint64_t SparseTable::Snapshot(const std::function<char*(uint64_t bytes)>& allocate,
+                              int64_t* step) const {
   *step = step_.load(std::memory_order_relaxed);
+  const size_t row_bytes = row_floats_ * sizeof(float);
+  std::vector<uint64_t> keys;  // one stripe's
   std::vector<uint32_t> at;
-  for (const auto& stripe_ptr : stripes_) {
-    Stripe& stripe = *stripe_ptr;
-    absl::MutexLock lock(&stripe.mu);
-    at.clear();
-    const size_t first = keys->size();
-    stripe.index.Export(keys, &at);
-    rows->resize((first + at.size()) * row_floats_);
-    for (size_t j = 0; j < at.size(); ++j) {
-      std::memcpy(rows->data() + (first + j) * row_floats_,
-                  stripe.data.data() + size_t{at[j]} * row_floats_, row_floats_ * sizeof(float));
+  uint64_t slack = 1024;
+  while (true) {
+    uint64_t counted = 0;
+    for (const auto& stripe : stripes_) {
+      absl::MutexLock lock(&stripe->mu);
+      counted += stripe->index.size();
     }
+    const uint64_t capacity = counted + counted / 64 + slack;
+    char* const out = allocate(capacity * (sizeof(uint64_t) + row_bytes));
+    char* const rows = out + capacity * sizeof(uint64_t);
+    uint64_t n = 0;
+    bool fits = true;
+    for (const auto& stripe_ptr : stripes_) {
+      Stripe& stripe = *stripe_ptr;
+      absl::MutexLock lock(&stripe.mu);
+      if (n + stripe.index.size() > capacity) {
+        fits = false;
+        break;
+      }
+      keys.clear();
+      at.clear();
+      stripe.index.Export(&keys, &at);
+      if (keys.empty()) continue;
+      std::memcpy(out + n * sizeof(uint64_t), keys.data(), keys.size() * sizeof(uint64_t));
+      for (size_t j = 0; j < at.size(); ++j) {
+        std::memcpy(rows + (n + j) * row_bytes, stripe.data.data() + size_t{at[j]} * row_floats_,
+                    row_bytes);
+      }
+      n += keys.size();
+    }
+    if (!fits) {
+      slack = 2 * (slack + counted / 64);  // pulls created many rows meanwhile
+      continue;
+    }
+    // The rows follow the n keys directly.
+    if (n > 0 && n < capacity) std::memmove(out + n * sizeof(uint64_t), rows, n * row_bytes);
+    return n;
   }
 }
 

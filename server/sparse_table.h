@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -87,9 +88,16 @@ class SparseTable {
   // Checkpoints: every row's key and its row_floats() floats (values, then
   // the optimizer's slots), each stripe copied under its lock, and the
   // table's optimizer update count. Rows a pull creates meanwhile may or
-  // may not be in; they hold initial values either way.
+  // may not be in; they hold initial values either way. Written straight
+  // into memory that `allocate(bytes)` returns: the n keys, then the n rows
+  // in the same order (n * (8 + 4 * row_floats()) bytes used, of the more
+  // asked for: the rows are counted first and a few created meanwhile fit
+  // in the slack; should more appear, allocate is asked again and the copy
+  // starts over). Returns n. Memory beyond the table: that buffer and one
+  // stripe's index, not the two copies a vector of keys and one of rows
+  // would take on their way into a checkpoint's buffer.
   size_t row_floats() const { return row_floats_; }
-  void Snapshot(std::vector<uint64_t>* keys, std::vector<float>* rows, int64_t* step) const;
+  uint64_t Snapshot(const std::function<char*(uint64_t bytes)>& allocate, int64_t* step) const;
   // Loads n rows (keys unique, any order) into an empty table. REQUIRES: no
   // concurrent access (start-up).
   void Restore(const uint64_t* keys, const float* rows, uint64_t n, int64_t step);
