@@ -66,14 +66,21 @@ void DenseTable::CopyBytes(uint64_t offset, uint64_t length, bool bf16, char* ou
   });
 }
 
-void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scale) {
+void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scale,
+                       uint32_t worker, int64_t clock) {
   pushes_.fetch_add(1, std::memory_order_relaxed);
   const uint64_t begin = offset - range_.begin;
   const size_t stride = range_.size();
   auto* self = this;
   ForEachChunk(begin, begin + grad.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::MutexLock lock(&chunk.mu);
-    ++chunk.step;
+    if (clock < 0) {
+      ++chunk.step;
+    } else if (auto [it, fresh] = chunk.counted.try_emplace(worker, clock);
+               fresh || it->second != clock) {
+      it->second = clock;
+      ++chunk.step;
+    }
     optimizer_->Apply(self->values_.data() + lo, grad.data() + (lo - begin),
                       self->slots_.data() + lo, stride, hi - lo, chunk.step, scale);
   });

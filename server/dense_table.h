@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
@@ -48,8 +49,13 @@ class DenseTable {
   void CopyBytes(uint64_t offset, uint64_t length, bool bf16, char* out) const;
 
   // Applies the optimizer with gradient scale * grad at [offset, offset + grad.size()).
+  // Each chunk counts an optimizer step (Adam's bias correction, the LR
+  // schedule) per update: pieces of one worker's push at one clock (`worker`,
+  // `clock` >= 0) count once however they split a chunk; with clock < 0
+  // every call counts (tools that push many times a clock).
   // REQUIRES: range().Contains(offset, grad.size()).
-  void Apply(uint64_t offset, absl::Span<const float> grad, float scale);
+  void Apply(uint64_t offset, absl::Span<const float> grad, float scale, uint32_t worker = 0,
+             int64_t clock = -1);
 
   // Whether Apply (or, with `accumulate`, Accumulate and then the clock's
   // apply) of `grad` would leave every value and optimizer slot it touches
@@ -84,6 +90,8 @@ class DenseTable {
     mutable absl::Mutex mu;
     int64_t step ABSL_GUARDED_BY(mu) = 0;          // optimizer updates applied
     bool accumulated ABSL_GUARDED_BY(mu) = false;  // buffer holds gradients
+    // worker -> the clock whose update `step` last counted for it.
+    absl::flat_hash_map<uint32_t, int64_t> counted ABSL_GUARDED_BY(mu);
   };
 
   // This thread's slot copies for FirstNonFinite.

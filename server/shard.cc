@@ -537,7 +537,8 @@ absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
 }
 
 
-void Shard::ApplyGradients(uint32_t worker, const std::vector<absl::Span<const float>>& grads,
+void Shard::ApplyGradients(uint32_t worker, int64_t clock,
+                           const std::vector<absl::Span<const float>>& grads,
                            const std::vector<Resolved>& slices) {
   if (aggregate_ && !slices.empty()) pushed_this_clock_[worker].store(true);
   for (size_t i = 0; i < slices.size(); ++i) {
@@ -546,7 +547,7 @@ void Shard::ApplyGradients(uint32_t worker, const std::vector<absl::Span<const f
     if (r.dense && aggregate_) {
       r.dense->Accumulate(r.offset, grad);
     } else if (r.dense) {
-      r.dense->Apply(r.offset, grad, 1.0f);
+      r.dense->Apply(r.offset, grad, 1.0f, worker, clock);
     } else if (aggregate_) {
       r.sparse->Accumulate(r.keys, grad);
     } else {
@@ -621,7 +622,8 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     // marks no piece and advances no clock.
     TESSERA_RETURN_IF_ERROR(CheckUpdateFinite(request, grads, max_abs, slices));
     pieces_applied_[worker].fetch_or(bit);
-    ApplyGradients(worker, grads, slices);
+    // Piece 0 pushes are each an update of their own.
+    ApplyGradients(worker, bit != 0 ? clock : -1, grads, slices);
   }
   response->set_clock(clock);
   if (advance_clock) {

@@ -228,8 +228,10 @@ class Shard {
                                  const std::vector<absl::Span<const float>>& grads,
                                  const std::vector<float>& max_abs,
                                  const std::vector<Resolved>& slices) const;
-  // Applies (or buffers, under BSP aggregation) validated gradients.
-  void ApplyGradients(uint32_t worker, const std::vector<absl::Span<const float>>& grads,
+  // Applies (or buffers, under BSP aggregation) validated gradients of
+  // `worker`'s update at `clock` (-1: an update of its own, piece 0).
+  void ApplyGradients(uint32_t worker, int64_t clock,
+                      const std::vector<absl::Span<const float>>& grads,
                       const std::vector<Resolved>& slices);
   // Advances a worker's clock and, when min_clock rises, applies the BSP
   // buffer and publishes the new min_clock to parked pulls.

@@ -10,6 +10,7 @@
 
 #include "common/partition.h"
 #include "common/wire.h"
+#include "server/dense_table.h"
 #include "tests/server/shard_fixtures.h"
 
 namespace tessera {
@@ -132,6 +133,50 @@ TEST_CASE("BSP aggregation matches one process applying the mean gradient, under
   auto want = PullNow(*reference, Dense("b", 0, 2));
   CHECK(got[0] == Approx(want[0]).epsilon(1e-6));
   CHECK(got[1] == Approx(want[1]).epsilon(1e-6));
+}
+
+TEST_CASE("a push split into pieces inside a lock chunk is one Adam step, as one piece is") {
+  // ASP and Adam: each lock chunk counts updates for the bias correction. The
+  // split push's pieces meet at 100,000 floats, inside the first chunk of
+  // 262,144 (DenseTable::kChunkFloats); until session 10 that chunk counted
+  // two steps for one update.
+  const auto make = [] {
+    auto c = ParseJobConfig(R"(
+cluster: {servers: ["h:1"], workers: 2}
+consistency: {mode: asp}
+model: {type: tables, tables: [{name: w, kind: dense, size: 300000}]}
+optimizer: {type: adam, lr: 0.1}
+)",
+                            {});
+    REQUIRE(c.ok());
+    return MakeShard(*c);
+  };
+  auto split = make(), whole = make();
+  const uint64_t n = 300000, cut = 100000;
+  REQUIRE(cut < DenseTable::kChunkFloats);
+  REQUIRE(n > DenseTable::kChunkFloats);
+  for (int64_t clock = 0; clock < 3; ++clock) {
+    for (uint32_t w = 0; w < 2; ++w) {
+      std::vector<float> g(n);
+      for (uint64_t i = 0; i < n; ++i) g[i] = float((i * 7 + clock * 3 + w) % 11) - 5.0f;
+      PushRequest a = MakePush(w, clock, Dense("w", 0, cut), {g.begin(), g.begin() + cut});
+      a.set_piece(1);
+      PushRequest b = MakePush(w, clock, Dense("w", cut, n - cut), {g.begin() + cut, g.end()}, true);
+      b.set_piece(2);
+      PushRequest one = MakePush(w, clock, Dense("w", 0, n), g, true);
+      one.set_piece(1);
+      PushResponse r;
+      REQUIRE(split->Push(a, &r).ok());
+      REQUIRE(split->Push(b, &r).ok());
+      REQUIRE(whole->Push(one, &r).ok());
+    }
+  }
+  const std::vector<float> got = PullNow(*split, Dense("w", 0, n));
+  const std::vector<float> want = PullNow(*whole, Dense("w", 0, n));
+  REQUIRE(got.size() == n);
+  size_t differ = 0;
+  for (uint64_t i = 0; i < n; ++i) differ += got[i] != want[i];
+  CHECK(differ == 0);
 }
 
 TEST_CASE("BSP refuses a push for a clock that is not open yet") {
