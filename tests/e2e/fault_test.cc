@@ -119,9 +119,12 @@ TEST_CASE("a worker paused for 10 s under BSP: nobody fails, nothing restarts") 
   for (const char* d : {"server-0", "server-1", "worker-0", "worker-1"}) {
     CHECK(summary.find(std::string("\"") + d + "\": 0") != std::string::npos);
   }
-  // The shards said whom they waited for.
-  CHECK(Read(job.options().out_dir + "/server-0.log").find("held by worker(s) 1") !=
-        std::string::npos);
+  // The shards said whom they waited for: at least one did. (Both, unless
+  // SIGSTOP landed after worker 1's push reached one shard and before it
+  // reached the other: then only the second waits. CI saw that once.)
+  const std::string said = Read(job.options().out_dir + "/server-0.log") +
+                           Read(job.options().out_dir + "/server-1.log");
+  CHECK(said.find("held by worker(s) 1") != std::string::npos);
   CHECK(NoChildLeft());
 }
 
