@@ -42,6 +42,10 @@ int Main(int argc, char** argv) {
   auto config = LoadJobConfig(flags->Get("config"), flags->All("set"));
   if (!config.ok()) return Fail(std::string(config.status().message()));
   if (config->model.type == ModelType::kTables) return Fail("model.type 'tables' has no compute");
+  if (config->model.type == ModelType::kCtr) {
+    return Fail("model.type 'ctr': worker_bench times the dense models; time a ctr job with "
+                "`tessera-worker --config JOB --standalone` (bench/ctr_speed.sh)");
+  }
   auto batch_flag = flags->GetInt("batch");
   auto steps_flag = flags->GetInt("steps");
   auto warmup_flag = flags->GetInt("warmup");

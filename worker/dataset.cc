@@ -60,6 +60,12 @@ absl::StatusOr<std::vector<uint8_t>> ReadIdxGz(const std::string& path, uint32_t
 }
 
 absl::StatusOr<Dataset> LoadDataset(const DataConfig& config, bool train) {
+  if (config.ctr()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data.dataset = '", NameOf(config.dataset),
+        "': a click log is read as a stream (OpenExamples in worker/example_stream.h), not "
+        "loaded whole"));
+  }
   if (config.dataset == DatasetKind::kSynthetic) {
     return SyntheticDataset(train ? config.synthetic_train : config.synthetic_test, 784, 10,
                             config.synthetic_seed + (train ? 0 : 1'000'003));

@@ -33,9 +33,10 @@ struct Dataset {
   const uint64_t* example_ids(size_t i) const { return ids.data() + i * fields; }
 };
 
-// Loads the training or test split named by config.dataset.
+// Loads the training or test split named by config.dataset (fashion_mnist
+// or synthetic; the click logs are streams: worker/example_stream.h).
 // NOT_FOUND (naming the package to install) when Fashion-MNIST is missing;
-// DATA_LOSS for a truncated or malformed file.
+// DATA_LOSS for a truncated or malformed file; INVALID_ARGUMENT for a click log.
 absl::StatusOr<Dataset> LoadDataset(const DataConfig& config, bool train);
 
 // Reads one gzip'd IDX file: images (magic 2051) or labels (magic 2049).

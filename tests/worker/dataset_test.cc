@@ -33,6 +33,17 @@ TEST_CASE("IDX files are read with their dimensions") {
   CHECK(*data == std::vector<uint8_t>{7, 2, 9});
 }
 
+TEST_CASE("click logs are streams, not loaded whole: LoadDataset says so") {
+  for (DatasetKind kind : {DatasetKind::kSyntheticCtr, DatasetKind::kCriteoTsv}) {
+    DataConfig config;
+    config.dataset = kind;
+    auto d = LoadDataset(config, true);
+    REQUIRE_FALSE(d.ok());
+    CHECK(d.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(std::string(d.status().message()).find("worker/example_stream.h") != std::string::npos);
+  }
+}
+
 TEST_CASE("bad IDX files are DATA_LOSS; a missing file names the package") {
   std::string path = TempPath("bad.gz");
   std::vector<uint32_t> dims;
