@@ -114,6 +114,23 @@ Dataset SyntheticDataset(uint32_t n, uint32_t features, uint32_t classes, uint64
   return d;
 }
 
+void GatherExamples(const Dataset& data, const uint32_t* indices, uint32_t n, Dataset* out) {
+  out->features = data.features;
+  out->classes = data.classes;
+  out->fields = data.fields;
+  out->x.resize(size_t(n) * data.features);
+  out->y.resize(n);
+  out->ids.resize(size_t(n) * data.fields);
+  out->p.resize(data.p.empty() ? 0 : n);
+  for (uint32_t i = 0; i < n; ++i) {
+    const size_t k = indices[i];
+    std::copy_n(data.example(k), data.features, out->x.data() + size_t(i) * data.features);
+    std::copy_n(data.example_ids(k), data.fields, out->ids.data() + size_t(i) * data.fields);
+    out->y[i] = data.y[k];
+    if (!data.p.empty()) out->p[i] = data.p[k];
+  }
+}
+
 Batcher::Batcher(size_t dataset_size, uint32_t rank, uint32_t workers, uint32_t batch,
                  uint64_t seed, bool shuffle)
     : batch_(batch), seed_(seed), rank_(rank), shuffle_(shuffle) {

@@ -33,6 +33,10 @@ struct Dataset {
   const uint64_t* example_ids(size_t i) const { return ids.data() + i * fields; }
 };
 
+// Examples indices[0, n) of `data`, copied into *out as one batch of n
+// (their true click probabilities too, where `data` has them).
+void GatherExamples(const Dataset& data, const uint32_t* indices, uint32_t n, Dataset* out);
+
 // Loads the training or test split named by config.dataset (fashion_mnist
 // or synthetic; the click logs are streams: worker/example_stream.h).
 // NOT_FOUND (naming the package to install) when Fashion-MNIST is missing;

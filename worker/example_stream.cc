@@ -83,14 +83,7 @@ class DatasetStream : public IndexedStream {
 
  private:
   void Gather(const uint32_t* indices, uint32_t n, Dataset* out) override {
-    Shape(*this, n, !data_->p.empty(), out);
-    for (uint32_t i = 0; i < n; ++i) {
-      const size_t k = indices[i];
-      std::copy_n(data_->example(k), data_->features, out->x.data() + size_t(i) * out->features);
-      std::copy_n(data_->example_ids(k), data_->fields, out->ids.data() + size_t(i) * out->fields);
-      out->y[i] = data_->y[k];
-      if (!data_->p.empty()) out->p[i] = data_->p[k];
-    }
+    GatherExamples(*data_, indices, n, out);
   }
 
   const Dataset* const data_;

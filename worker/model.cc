@@ -280,25 +280,19 @@ void Model::Evaluate(const ParameterSet& params, const Dataset& data, double* ac
 }
 
 void CtrRows::Build(const Dataset& batch) {
-  thread_local std::vector<uint32_t> all;
-  all.resize(batch.size());
-  for (uint32_t i = 0; i < all.size(); ++i) all[i] = i;
-  Build(batch, all.data(), static_cast<uint32_t>(all.size()));
-}
-
-void CtrRows::Build(const Dataset& data, const uint32_t* indices, uint32_t n) {
   // Reused between batches: the map keeps its buckets.
   thread_local absl::flat_hash_map<uint64_t, int64_t> row_of;
   row_of.clear();
   keys.clear();
-  slots.resize(size_t(n) * data.fields);
-  for (uint32_t i = 0; i < n; ++i) {
-    const uint64_t* ids = data.example_ids(indices[i]);
-    for (uint32_t f = 0; f < data.fields; ++f) {
+  const size_t n = batch.size();
+  slots.resize(n * batch.fields);
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t* ids = batch.example_ids(i);
+    for (uint32_t f = 0; f < batch.fields; ++f) {
       const uint64_t key = CtrKey(f, ids[f]);
       auto [it, fresh] = row_of.try_emplace(key, static_cast<int64_t>(keys.size()));
       if (fresh) keys.push_back(key);
-      slots[size_t(i) * data.fields + f] = it->second;
+      slots[i * batch.fields + f] = it->second;
     }
   }
 }

@@ -80,8 +80,6 @@ std::unique_ptr<Model> MakeModel(const ModelConfig& config, Backend* backend, ui
 struct CtrRows {
   std::vector<uint64_t> keys;
   std::vector<int64_t> slots;  // n * fields
-  // From examples indices[0..n) of `data`.
-  void Build(const Dataset& data, const uint32_t* indices, uint32_t n);
   // From every example of `batch`, in order.
   void Build(const Dataset& batch);
 };
@@ -112,6 +110,14 @@ class CtrModel {
     const CtrRows* rows = nullptr;
     const float* embedding = nullptr;  // rows->keys.size() * embedding_dim: the pulled rows
     const float* wide = nullptr;       // rows->keys.size(): the pulled rows
+
+    // Every example of `examples` (labels included), with `rows` built from
+    // them and the pulled values of those rows.
+    static Batch Of(const Dataset& examples, const CtrRows& rows, const float* embedding,
+                    const float* wide) {
+      return Batch{static_cast<uint32_t>(examples.size()), examples.x.data(), examples.y.data(),
+                   &rows, embedding, wide};
+    }
   };
   // REQUIRES: a validated ctr config; batches of at most max_batch.
   CtrModel(const ModelConfig& config, Backend* backend, uint32_t max_batch);

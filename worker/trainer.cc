@@ -307,7 +307,6 @@ absl::Status Trainer::Step(ParameterCache& cache, Model* model, double* loss) {
 }
 
 absl::Status Trainer::CtrCompute(ParameterCache& cache, ParameterSet* grads, double* loss) {
-  const uint32_t n = static_cast<uint32_t>(batch_.size());
   ctr_rows_.Build(batch_);
   for (SparseRows& r : row_set_) r.keys = ctr_rows_.keys;
   // Rows the cache holds fresh for this clock are not pulled again.
@@ -331,13 +330,8 @@ absl::Status Trainer::CtrCompute(ParameterCache& cache, ParameterSet* grads, dou
   result_.row_bytes_saved +=
       hits * (config_.model.embedding_dim + 1) *
       (config_.worker.wire_precision == WirePrecision::kBf16 ? 2 : 4);
-  CtrModel::Batch batch;
-  batch.n = n;
-  batch.dense = batch_.x.data();
-  batch.labels = batch_.y.data();
-  batch.rows = &ctr_rows_;
-  batch.embedding = row_set_[0].values.data();
-  batch.wide = row_set_[1].values.data();
+  const auto batch =
+      CtrModel::Batch::Of(batch_, ctr_rows_, row_set_[0].values.data(), row_set_[1].values.data());
   int64_t correct = 0;
   *loss = ctr_model_->TrainStep(cache.values(), batch, grads, &embedding_grad_, &wide_grad_,
                                 &correct, cache.version());
@@ -377,12 +371,8 @@ absl::Status Trainer::EvaluateCtr(ParameterCache& cache) {
     ctr_rows.Build(part);
     for (SparseRows& r : rows) r.keys = ctr_rows.keys;
     TESSERA_RETURN_IF_ERROR(client_->PullRows(clock_, &rows).status());
-    CtrModel::Batch batch;
-    batch.n = n;
-    batch.dense = part.x.data();
-    batch.rows = &ctr_rows;
-    batch.embedding = rows[0].values.data();
-    batch.wide = rows[1].values.data();
+    const auto batch =
+        CtrModel::Batch::Of(part, ctr_rows, rows[0].values.data(), rows[1].values.data());
     q.resize(q.size() + n);
     ctr_model_->Predict(cache.values(), batch, q.data() + q.size() - n);
     TESSERA_RETURN_IF_ERROR(BackendStatus("evaluation"));

@@ -318,27 +318,17 @@ TEST_CASE("One step of the click (ctr) model is the same on both backends, rows 
   const uint32_t n = 64;
   std::vector<uint32_t> indices(n);
   for (uint32_t i = 0; i < n; ++i) indices[i] = (i * 7) % 128;  // repeats: shared keys
+  Dataset examples;
+  GatherExamples(train, indices.data(), n, &examples);
   CtrRows rows;
-  rows.Build(train, indices.data(), n);
-  std::vector<float> dense;
-  std::vector<int32_t> labels;
-  for (uint32_t i : indices) {
-    dense.insert(dense.end(), train.example(i), train.example(i) + train.features);
-    labels.push_back(train.y[i]);
-  }
+  rows.Build(examples);
   const std::vector<float> embedding = Random(rows.keys.size() * model.embedding_dim, 7, -0.3f, 0.3f);
   const std::vector<float> wide = Random(rows.keys.size(), 8, -0.3f, 0.3f);
   CtrModel on_cpu(model, cpu.get(), n), on_gpu(model, gpu.get(), n);
   ParameterSet params;
   const std::vector<size_t> sizes = on_cpu.TableSizes();
   for (size_t t = 0; t < sizes.size(); ++t) params.push_back(Random(sizes[t], 200 + t, -0.3f, 0.3f));
-  CtrModel::Batch batch;
-  batch.n = n;
-  batch.dense = dense.data();
-  batch.labels = labels.data();
-  batch.rows = &rows;
-  batch.embedding = embedding.data();
-  batch.wide = wide.data();
+  const auto batch = CtrModel::Batch::Of(examples, rows, embedding.data(), wide.data());
   ParameterSet grads_cpu, grads_gpu;
   std::vector<float> emb_cpu, emb_gpu, wide_cpu, wide_gpu;
   int64_t hits_cpu = 0, hits_gpu = 0;

@@ -169,9 +169,8 @@ TEST_CASE("a batch's keys: unique, per field, every example's slot names its key
            7, 2, 7,   // example 1: repeats example 0's field-0 and field-2 keys
            9, 1, 7};  // example 2
   d.y = {0, 1, 0};
-  const uint32_t indices[] = {0, 1, 2};
   CtrRows rows;
-  rows.Build(d, indices, 3);
+  rows.Build(d);
   REQUIRE(rows.slots.size() == 9);
   CHECK(rows.keys.size() == 5);  // (0,7) (1,1) (2,7) (1,2) (0,9)
   CHECK(std::set<uint64_t>(rows.keys.begin(), rows.keys.end()).size() == rows.keys.size());
@@ -180,7 +179,7 @@ TEST_CASE("a batch's keys: unique, per field, every example's slot names its key
       CHECK(rows.keys[rows.slots[i * 3 + f]] == CtrKey(f, d.ids[i * 3 + f]));
     }
   }
-  rows.Build(d, indices, 0);  // an empty batch
+  rows.Build(Dataset{.fields = 3});  // an empty batch
   CHECK(rows.keys.empty());
   CHECK(rows.slots.empty());
 }
@@ -391,23 +390,14 @@ TEST_CASE("ctr model gradients match finite differences (CPU)", "[ctr]") {
     for (float& v : params.back()) v = normal(rng);
   }
   const uint32_t indices[] = {0, 1, 2, 3, 4, 0};  // example 0 twice: repeated keys
+  Dataset examples;
+  GatherExamples(data, indices, n, &examples);
   CtrRows rows;
-  rows.Build(data, indices, n);
-  std::vector<float> dense, embedding(rows.keys.size() * 3), wide(rows.keys.size());
-  std::vector<int32_t> labels;
-  for (uint32_t i : indices) {
-    dense.insert(dense.end(), data.example(i), data.example(i) + data.features);
-    labels.push_back(data.y[i]);
-  }
+  rows.Build(examples);
+  std::vector<float> embedding(rows.keys.size() * 3), wide(rows.keys.size());
   for (float& v : embedding) v = normal(rng);
   for (float& v : wide) v = normal(rng);
-  CtrModel::Batch batch;
-  batch.n = n;
-  batch.dense = dense.data();
-  batch.labels = labels.data();
-  batch.rows = &rows;
-  batch.embedding = embedding.data();
-  batch.wide = wide.data();
+  const auto batch = CtrModel::Batch::Of(examples, rows, embedding.data(), wide.data());
   ParameterSet grads;
   std::vector<float> d_embedding, d_wide;
   int64_t correct = 0;
@@ -437,7 +427,7 @@ TEST_CASE("ctr model gradients match finite differences (CPU)", "[ctr]") {
   // Predict agrees with the loss: the mean logistic loss of its probabilities.
   std::vector<float> p(n);
   model.Predict(params, batch, p.data());
-  CHECK(LogLoss(p, labels) == Approx(loss()).epsilon(1e-4));
+  CHECK(LogLoss(p, examples.y) == Approx(loss()).epsilon(1e-4));
 }
 
 TEST_CASE("ctr BSP: 2 workers of batch b equal one process of batch 2b, rows included",
@@ -478,33 +468,23 @@ TEST_CASE("ctr BSP: 2 workers of batch b equal one process of batch 2b, rows inc
   Batcher b0(train.size(), 0, 2, kBatch, two.training.seed);
   Batcher b1(train.size(), 1, 2, kBatch, two.training.seed);
   ParameterSet params, grads;
-  std::vector<float> x, d_embedding, d_wide;
-  std::vector<int32_t> y;
+  std::vector<float> d_embedding, d_wide;
   std::vector<uint32_t> indices;
+  Dataset examples;
   CtrRows rows;
   for (uint32_t step = 0; step < kSteps; ++step) {
     const uint32_t epoch = step / b0.steps_per_epoch();
     const size_t s = step % b0.steps_per_epoch();
     REQUIRE(client.PullDense(step, &params).ok());
     indices.clear();
-    x.clear();
-    y.clear();
     for (Batcher* b : {&b0, &b1}) {
-      for (uint32_t i : b->Batch(epoch, s)) {
-        indices.push_back(i);
-        x.insert(x.end(), train.example(i), train.example(i) + train.features);
-        y.push_back(train.y[i]);
-      }
+      for (uint32_t i : b->Batch(epoch, s)) indices.push_back(i);
     }
-    rows.Build(train, indices.data(), 2 * kBatch);
+    GatherExamples(train, indices.data(), 2 * kBatch, &examples);
+    rows.Build(examples);
     RowSet row_set = Rows(client, rows.keys, step, one.model.embedding_dim);
-    CtrModel::Batch batch;
-    batch.n = 2 * kBatch;
-    batch.dense = x.data();
-    batch.labels = y.data();
-    batch.rows = &rows;
-    batch.embedding = row_set[0].values.data();
-    batch.wide = row_set[1].values.data();
+    const auto batch = CtrModel::Batch::Of(examples, rows, row_set[0].values.data(),
+                                           row_set[1].values.data());
     int64_t correct = 0;
     model.TrainStep(params, batch, &grads, &d_embedding, &d_wide, &correct);
     row_set[0].values = d_embedding;
