@@ -368,7 +368,7 @@ void BenchOptimizer(const OptimizerConfig& config, uint64_t n, int repeats) {
   std::vector<double> times;
   for (int r = 0; r <= repeats; ++r) {
     auto t0 = Clock::now();
-    opt->Apply(w.data(), g.data(), slots.data(), n, n, r + 1, 1.0f);
+    opt->Apply(w.data(), g.data(), slots.data(), n, n, r + 1, 1.0f, 1.0f);
     if (r > 0) times.push_back(Seconds(Clock::now() - t0));
   }
   Timing t = Percentiles(times);

@@ -242,6 +242,9 @@ absl::Status ReadOptimizer(MapReader& s, OptimizerConfig* out) {
   TESSERA_RETURN_IF_ERROR(s.Choice("lr_schedule", &o.lr_schedule));
   TESSERA_RETURN_IF_ERROR(s.Integer("decay_steps", &o.decay_steps, 0));
   TESSERA_RETURN_IF_ERROR(s.Float("min_lr", &o.min_lr, 0, o.lr));
+  TESSERA_RETURN_IF_ERROR(s.Choice("staleness_compensation", &o.staleness_compensation));
+  TESSERA_RETURN_IF_ERROR(s.Float("dc_lambda", &o.dc_lambda, 0, 1e6));
+  TESSERA_RETURN_IF_ERROR(s.Float("dc_decay", &o.dc_decay, 0, 0.999999));
   if (o.lr_schedule == LrSchedule::kCosine && o.decay_steps < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("config: ", s.KeyPath("decay_steps"), " = '", o.decay_steps,
@@ -414,6 +417,20 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     }
     return absl::OkStatus();
   }));
+  if (c->consistency.mode == ConsistencyMode::kBsp && c->consistency.aggregate) {
+    std::vector<std::pair<std::string, const OptimizerConfig*>> all = {{"optimizer", &c->optimizer}};
+    for (const auto& [name, own] : c->table_optimizers) {
+      all.emplace_back(absl::StrCat("optimizer.tables.", name), &own);
+    }
+    for (const auto& [path, o] : all) {
+      if (o->staleness_compensation == StalenessCompensation::kNone) continue;
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: ", path, ".staleness_compensation = '", NameOf(o->staleness_compensation),
+          "': expected none under consistency.mode bsp with consistency.aggregate (every "
+          "gradient is applied to the values it was computed from); use ssp, asp, or "
+          "aggregate: false"));
+    }
+  }
   TESSERA_RETURN_IF_ERROR(Section(r, "server", [&](MapReader& s) -> absl::Status {
     ServerConfig& v = c->server;
     TESSERA_RETURN_IF_ERROR(s.Integer("max_message_bytes", &v.max_message_bytes, 1024,

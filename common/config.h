@@ -41,6 +41,7 @@ enum class SharedMemoryMode { kAuto, kOff };
 enum class GemmPrecision { kFp32, kTf32, kBf16 };
 enum class DatasetKind { kFashionMnist, kSynthetic, kSyntheticCtr, kCriteoTsv };
 enum class RestorePolicy { kAuto, kNever, kRequired };
+enum class StalenessCompensation { kNone, kDc, kLrScale };
 
 // The words of each enum, in declaration order.
 template <typename E>
@@ -62,6 +63,7 @@ TESSERA_ENUM_WORDS(SharedMemoryMode, "auto", "off");
 TESSERA_ENUM_WORDS(GemmPrecision, "fp32", "tf32", "bf16");
 TESSERA_ENUM_WORDS(DatasetKind, "fashion_mnist", "synthetic", "synthetic_ctr", "criteo_tsv");
 TESSERA_ENUM_WORDS(RestorePolicy, "auto", "never", "required");
+TESSERA_ENUM_WORDS(StalenessCompensation, "none", "dc", "lr_scale");
 #undef TESSERA_ENUM_WORDS
 
 template <typename E>
@@ -175,6 +177,23 @@ struct OptimizerConfig {
   LrSchedule lr_schedule = LrSchedule::kConstant;
   int64_t decay_steps = 0;               // cosine: >= 1
   float min_lr = 0.0f;                   // cosine: <= lr
+  // How a shard treats a push computed from values that other updates have
+  // since changed (its staleness tau, docs/DESIGN.md "Staleness"), on dense
+  // tables (sparse rows are applied as they come):
+  //   none      applied as it is;
+  //   dc        delay compensation (DC-ASGD, Zheng et al., ICML 2017, the
+  //             adaptive variant): g + lambda * g * g * (w_now - w_read),
+  //             lambda = dc_lambda / sqrt(mean square of g + 1e-7), the mean
+  //             square a running average with decay dc_decay, per value
+  //             (corrected for its zero start, as Adam's second moment);
+  //   lr_scale  the staleness-aware rate (Zhang et al., IJCAI 2016): the
+  //             update's learning rate divided by max(1, tau). FTRL, which
+  //             has no single rate, ignores it.
+  // Not with BSP's aggregation (every gradient is applied to the values it
+  // was computed from).
+  StalenessCompensation staleness_compensation = StalenessCompensation::kNone;
+  float dc_lambda = 2.0f;
+  float dc_decay = 0.95f;
 };
 
 struct ServerConfig {

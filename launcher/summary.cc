@@ -53,6 +53,7 @@ std::string ProgressLine(const std::string& dir, uint32_t workers, double elapse
 std::string WriteSummary(const JobConfig& config, const std::string& dir, const RunFacts& facts) {
   std::string metrics;
   double samples = 0, train_seconds = 0, loss_sum = 0, lost = 0, reconnects = 0, worker_rss = 0;
+  double measured = 0, staleness_sum = 0, staleness_max = 0;
   json rank0 = json::object();
   for (uint32_t r = 0; r < config.cluster.workers; ++r) {
     metrics += ReadFile(absl::StrCat(dir, "/metrics-rank", r, ".jsonl"));
@@ -65,6 +66,10 @@ std::string WriteSummary(const JobConfig& config, const std::string& dir, const 
     lost = std::max(lost, Number(result, "lost_clocks"));
     reconnects += Number(result, "reconnects");
     worker_rss = std::max(worker_rss, Number(result, "peak_rss_mib"));
+    const double pushes = Number(result, "pushes_measured");
+    measured += pushes;
+    staleness_sum += pushes * Number(result, "push_staleness_mean");
+    staleness_max = std::max(staleness_max, Number(result, "push_staleness_max"));
   }
   std::ofstream(dir + "/metrics.jsonl") << metrics;
   const double accuracy = Number(rank0, "test_accuracy", -1);
@@ -99,6 +104,10 @@ std::string WriteSummary(const JobConfig& config, const std::string& dir, const 
       {"reconnects", static_cast<int64_t>(reconnects)},
       {"resumed_from_clock", facts.resumed_from_clock},
       {"worker_peak_rss_mib", worker_rss},  // the largest worker's high-water mark
+      {"compensation", NameOf(config.optimizer.staleness_compensation)},
+      // Updates published between a push's read and the push (docs/DESIGN.md).
+      {"push_staleness_mean", measured > 0 ? staleness_sum / measured : 0},
+      {"push_staleness_max", staleness_max},
   };
   // Click models (model.type ctr): the test set's click metrics.
   for (const char* key : {"logloss", "auc", "bayes_logloss", "base_logloss", "signal_captured"}) {

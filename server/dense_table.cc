@@ -13,18 +13,22 @@
 namespace tessera {
 
 DenseTable::DenseTable(const TableConfig& config, DenseRange range, const Optimizer* optimizer,
-                       bool aggregate)
+                       bool aggregate, const OptimizerConfig& compensation)
     : name_(config.name),
       total_size_(config.size),
       range_(range),
       optimizer_(optimizer),
       num_slots_(optimizer->num_slots()),
+      compensation_(compensation.staleness_compensation),
+      dc_lambda_(compensation.dc_lambda),
+      dc_decay_(compensation.dc_decay),
       values_(range.size()),
       slots_(num_slots_ * range.size()),
       num_chunks_((range.size() + kChunkFloats - 1) / kChunkFloats) {
   Initializer(config.init, config.name).Fill(range.begin, absl::MakeSpan(values_));
   optimizer_->InitSlots(absl::MakeSpan(slots_));
   if (aggregate) accum_.assign(range.size(), 0.0f);
+  if (compensation_ == StalenessCompensation::kDc) dc_mean_square_.assign(range.size(), 0.0f);
   chunks_ = std::make_unique<Chunk[]>(std::max<size_t>(num_chunks_, 1));
 }
 
@@ -66,11 +70,26 @@ void DenseTable::CopyBytes(uint64_t offset, uint64_t length, bool bf16, char* ou
   });
 }
 
+void DenseTable::CopyValues(uint64_t offset, absl::Span<float> out) const {
+  const uint64_t begin = offset - range_.begin;
+  ForEachChunk(begin, begin + out.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    absl::ReaderMutexLock lock(&chunk.mu);
+    std::memcpy(out.data() + (lo - begin), values_.data() + lo, (hi - lo) * sizeof(float));
+  });
+}
+
 void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scale,
-                       uint32_t worker, int64_t clock) {
+                       uint32_t worker, int64_t clock, std::optional<int64_t> staleness,
+                       const float* read) {
   pushes_.fetch_add(1, std::memory_order_relaxed);
   const uint64_t begin = offset - range_.begin;
   const size_t stride = range_.size();
+  const float lr_factor =
+      compensation_ == StalenessCompensation::kLrScale && staleness
+          ? 1.0f / static_cast<float>(std::max<int64_t>(*staleness, 1))
+          : 1.0f;
+  const bool dc = compensation_ == StalenessCompensation::kDc && read != nullptr;
+  thread_local std::vector<float> compensated;
   auto* self = this;
   ForEachChunk(begin, begin + grad.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::MutexLock lock(&chunk.mu);
@@ -81,9 +100,36 @@ void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scal
       it->second = clock;
       ++chunk.step;
     }
-    optimizer_->Apply(self->values_.data() + lo, grad.data() + (lo - begin),
-                      self->slots_.data() + lo, stride, hi - lo, chunk.step, scale);
+    const float* g = grad.data() + (lo - begin);
+    float step_scale = scale;
+    if (dc) {
+      compensated.resize(hi - lo);
+      ++chunk.dc_updates;
+      Compensate(lo, hi, g, read + (lo - begin), scale, chunk.dc_updates, compensated.data());
+      g = compensated.data();
+      step_scale = 1.0f;
+    }
+    optimizer_->Apply(self->values_.data() + lo, g, self->slots_.data() + lo, stride, hi - lo,
+                      chunk.step, step_scale, lr_factor);
   });
+}
+
+void DenseTable::Compensate(uint64_t lo, uint64_t hi, const float* grad, const float* read,
+                            float scale, int64_t updates, float* out) {
+  // DC-ASGD-a: ms = d ms + (1 - d) g^2;  g + lambda0 / sqrt(ms + eps) * g^2 * (w - w_read),
+  // with ms divided by 1 - d^t (t: this chunk's compensated updates) as Adam
+  // corrects its second moment: from a zero start, the first updates' lambda
+  // would otherwise be up to 1 / sqrt(1 - d) times too large.
+  constexpr float kEpsilon = 1e-7f;
+  const float correction =
+      1.0f / static_cast<float>(1.0 - std::pow(double{dc_decay_}, static_cast<double>(updates)));
+  for (uint64_t i = lo; i < hi; ++i) {
+    const float g = scale * grad[i - lo];
+    float& ms = dc_mean_square_[i];
+    ms = dc_decay_ * ms + (1.0f - dc_decay_) * g * g;
+    const float lambda = dc_lambda_ / std::sqrt(ms * correction + kEpsilon);
+    out[i - lo] = g + lambda * g * g * (values_[i] - read[i - lo]);
+  }
 }
 
 std::optional<uint64_t> DenseTable::FirstNonFinite(uint64_t offset, absl::Span<const float> grad,
@@ -121,7 +167,7 @@ std::optional<uint64_t> DenseTable::FirstNonFinite(uint64_t offset, absl::Span<c
         }
         break;
       }
-      optimizer_->Apply(w, g, slots.data(), kBlock, m, chunk.step + 1, step_scale);
+      optimizer_->Apply(w, g, slots.data(), kBlock, m, chunk.step + 1, step_scale, 1.0f);
       bool finite = AllFinite(absl::MakeConstSpan(w, m));
       for (size_t k = 0; k < num_slots_ && finite; ++k) {
         finite = AllFinite(absl::MakeConstSpan(slots.data() + k * kBlock, m));
@@ -178,7 +224,7 @@ void DenseTable::ApplyAccumulated(float scale) {
     ++chunk.step;
     float* acc = self->accum_.data() + lo;
     optimizer_->Apply(self->values_.data() + lo, acc, self->slots_.data() + lo, stride, hi - lo,
-                      chunk.step, scale);
+                      chunk.step, scale, 1.0f);
   });
 }
 

@@ -33,8 +33,12 @@ class DenseTable {
   static constexpr uint64_t kChunkFloats = 256 * 1024;
 
   // `optimizer` must outlive the table. `aggregate` allocates the BSP buffer.
+  // `compensation`: the table's optimizer settings for stale pushes
+  // (staleness_compensation, dc_lambda, dc_decay); dc allocates a running
+  // mean square of the gradient per value (not checkpointed: it warms up
+  // again in a few dozen updates after a restore).
   DenseTable(const TableConfig& config, DenseRange range, const Optimizer* optimizer,
-             bool aggregate);
+             bool aggregate, const OptimizerConfig& compensation = {});
 
   const std::string& name() const { return name_; }
   uint64_t total_size() const { return total_size_; }
@@ -47,15 +51,24 @@ class DenseTable {
   void AppendBytes(uint64_t offset, uint64_t length, bool bf16, std::string* out) const;
   // The same bytes written to out[0, length * (bf16 ? 2 : 4)) (shared memory).
   void CopyBytes(uint64_t offset, uint64_t length, bool bf16, char* out) const;
+  // Copies values [offset, offset + out.size()) into out (not counted as a pull).
+  // REQUIRES: range().Contains(offset, out.size()).
+  void CopyValues(uint64_t offset, absl::Span<float> out) const;
 
   // Applies the optimizer with gradient scale * grad at [offset, offset + grad.size()).
   // Each chunk counts an optimizer step (Adam's bias correction, the LR
   // schedule) per update: pieces of one worker's push at one clock (`worker`,
   // `clock` >= 0) count once however they split a chunk; with clock < 0
   // every call counts (tools that push many times a clock).
+  // A stale push (docs/DESIGN.md "Staleness") is compensated by the table's
+  // staleness_compensation: `staleness` (updates since the values were read;
+  // nullopt: unknown) divides the rate under lr_scale; `read` (the values
+  // the gradient was computed from, at `offset`, or nullptr) feeds dc.
+  // Unknown staleness or values: applied as it is.
   // REQUIRES: range().Contains(offset, grad.size()).
   void Apply(uint64_t offset, absl::Span<const float> grad, float scale, uint32_t worker = 0,
-             int64_t clock = -1);
+             int64_t clock = -1, std::optional<int64_t> staleness = std::nullopt,
+             const float* read = nullptr);
 
   // Whether Apply (or, with `accumulate`, Accumulate and then the clock's
   // apply) of `grad` would leave every value and optimizer slot it touches
@@ -90,9 +103,17 @@ class DenseTable {
     mutable absl::Mutex mu;
     int64_t step ABSL_GUARDED_BY(mu) = 0;          // optimizer updates applied
     bool accumulated ABSL_GUARDED_BY(mu) = false;  // buffer holds gradients
+    int64_t dc_updates ABSL_GUARDED_BY(mu) = 0;    // updates delay-compensated
     // worker -> the clock whose update `step` last counted for it.
     absl::flat_hash_map<uint32_t, int64_t> counted ABSL_GUARDED_BY(mu);
   };
+
+  // DC-ASGD's compensated gradient of local values [lo, hi) into out, from
+  // scale * grad and the values read; updates the mean square, whose zero
+  // start is corrected by `updates` (the chunk's compensated updates, this one included).
+  // REQUIRES: the chunk's mutex held; dc_mean_square_ allocated.
+  void Compensate(uint64_t lo, uint64_t hi, const float* grad, const float* read, float scale,
+                  int64_t updates, float* out);
 
   // This thread's slot copies for FirstNonFinite.
   static std::vector<float>& scratch_slots();
@@ -108,11 +129,14 @@ class DenseTable {
   const DenseRange range_;
   const Optimizer* const optimizer_;
   const size_t num_slots_;
+  const StalenessCompensation compensation_;
+  const float dc_lambda_, dc_decay_;
 
   // Element i belongs to chunks_[i / kChunkFloats] and is guarded by its mu.
   std::vector<float> values_;
   std::vector<float> slots_;  // num_slots_ * range_.size(), stride range_.size()
   std::vector<float> accum_;  // aggregation buffer; empty unless aggregate
+  std::vector<float> dc_mean_square_;  // dc: running mean of g^2 per value; else empty
   std::unique_ptr<Chunk[]> chunks_;
   size_t num_chunks_;
 

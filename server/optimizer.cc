@@ -42,9 +42,9 @@ class Sgd : public Optimizer {
  public:
   explicit Sgd(const OptimizerConfig& c) : lr_(c) {}
   int num_slots() const override { return 0; }
-  void Apply(float* w, const float* g, float*, size_t, size_t n, int64_t step,
-             float scale) const override {
-    Vec(w, n) -= (lr_.At(step) * scale) * ConstVec(g, n);
+  void Apply(float* w, const float* g, float*, size_t, size_t n, int64_t step, float scale,
+             float lr_factor) const override {
+    Vec(w, n) -= (lr_.At(step) * lr_factor * scale) * ConstVec(g, n);
   }
 
  private:
@@ -56,9 +56,9 @@ class Momentum : public Optimizer {
  public:
   explicit Momentum(const OptimizerConfig& c) : lr_(c), mu_(c.momentum), nesterov_(c.nesterov) {}
   int num_slots() const override { return 1; }
-  void Apply(float* w, const float* g, float* slots, size_t, size_t n, int64_t step,
-             float scale) const override {
-    const float lr = lr_.At(step);
+  void Apply(float* w, const float* g, float* slots, size_t, size_t n, int64_t step, float scale,
+             float lr_factor) const override {
+    const float lr = lr_.At(step) * lr_factor;
     ForEachBlock(n, [&](size_t b, size_t len) {
       Vec wb(w + b, len), vb(slots + b, len);
       ConstVec gb(g + b, len);
@@ -86,9 +86,9 @@ class Adagrad : public Optimizer {
   void InitSlots(absl::Span<float> slots) const override {
     std::fill(slots.begin(), slots.end(), init_);
   }
-  void Apply(float* w, const float* g, float* slots, size_t, size_t n, int64_t step,
-             float scale) const override {
-    const float lr = lr_.At(step);
+  void Apply(float* w, const float* g, float* slots, size_t, size_t n, int64_t step, float scale,
+             float lr_factor) const override {
+    const float lr = lr_.At(step) * lr_factor;
     ForEachBlock(n, [&](size_t b, size_t len) {
       Vec wb(w + b, len), acc(slots + b, len);
       ConstVec gb(g + b, len);
@@ -112,9 +112,10 @@ class Adam : public Optimizer {
       : lr_(c), b1_(c.beta1), b2_(c.beta2), eps_(c.epsilon) {}
   int num_slots() const override { return 2; }
   void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n, int64_t step,
-             float scale) const override {
+             float scale, float lr_factor) const override {
     float lr_t, eps_t;
     StepConstants(step, &lr_t, &eps_t);
+    lr_t *= lr_factor;
     float* m = slots;
     float* v = slots + slot_stride;
     ForEachBlock(n, [&](size_t b, size_t len) {
@@ -167,7 +168,7 @@ class Ftrl : public Optimizer {
   explicit Ftrl(const OptimizerConfig& c) : alpha_(c.alpha), beta_(c.beta), l1_(c.l1), l2_(c.l2) {}
   int num_slots() const override { return 2; }
   void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n, int64_t,
-             float scale) const override {
+             float scale, float) const override {
     float* z = slots;
     float* acc = slots + slot_stride;
     for (size_t i = 0; i < n; ++i) Update(w + i, scale * g[i], z + i, acc + i);
@@ -203,7 +204,7 @@ class Ftrl : public Optimizer {
 void Optimizer::ApplyRows(absl::Span<float* const> rows, absl::Span<const float* const> grads,
                           uint32_t dim, int64_t step, float scale) const {
   for (size_t r = 0; r < rows.size(); ++r) {
-    Apply(rows[r], grads[r], rows[r] + dim, dim, dim, step, scale);
+    Apply(rows[r], grads[r], rows[r] + dim, dim, dim, step, scale, 1.0f);
   }
 }
 

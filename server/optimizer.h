@@ -37,10 +37,11 @@ class Optimizer {
 
   // One update of w[0..n) with gradient scale * g[0..n).
   // `step` counts the updates these values have seen, this one included (>= 1);
-  // Adam uses it for bias correction.
+  // Adam uses it for bias correction. `lr_factor` multiplies this update's
+  // learning rate (staleness compensation lr_scale; FTRL ignores it).
   // REQUIRES: slot_stride >= n; slots laid out as above.
   virtual void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n,
-                     int64_t step, float scale) const = 0;
+                     int64_t step, float scale, float lr_factor) const = 0;
 
   // The same update on many short rows at once (sparse tables): rows[i] holds
   // dim values followed by num_slots() slots of dim floats; grads[i] its

@@ -99,6 +99,22 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
   }
 }
 
+namespace {
+
+// Whether some dense table compensates with DC-ASGD, which needs the values
+// each push was computed from.
+bool KeepsReadValues(const JobConfig& config) {
+  for (const TableConfig& t : config.Tables()) {
+    if (t.kind == TableKind::kDense &&
+        config.OptimizerFor(t.name).staleness_compensation == StalenessCompensation::kDc) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 const Optimizer* Shard::OptimizerOf(const std::string& name) {
   auto own = config_.table_optimizers.find(name);
   if (own == config_.table_optimizers.end()) return optimizer_.get();
@@ -117,6 +133,7 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       aggregate_(config.consistency.mode == ConsistencyMode::kBsp && config.consistency.aggregate),
       optimizer_(MakeOptimizer(config.optimizer)),
       clock_(config.cluster.workers),
+      staleness_tracker_(config.cluster.workers, KeepsReadValues(config)),
       pushed_this_clock_(new std::atomic<bool>[config.cluster.workers]),
       pieces_applied_(new std::atomic<uint64_t>[config.cluster.workers]),
       last_seen_ms_(new std::atomic<int64_t>[config.cluster.workers]),
@@ -130,7 +147,8 @@ Shard::Shard(const JobConfig& config, uint32_t index)
     Resolved ref;
     if (t.kind == TableKind::kDense) {
       DenseRange range = DenseShardRange(t.size, index, num_shards);
-      dense_.push_back(std::make_unique<DenseTable>(t, range, OptimizerOf(t.name), aggregate_));
+      dense_.push_back(std::make_unique<DenseTable>(t, range, OptimizerOf(t.name), aggregate_,
+                                                    config.OptimizerFor(t.name)));
       ref.dense = dense_.back().get();
       layout.set_total_size(t.size);
       layout.set_begin(range.begin);
@@ -382,10 +400,12 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   }
   const uint32_t worker = request.worker_rank();
   pulls_in_flight_[worker].fetch_add(1);
-  auto serve = [this, worker, slices, response, bf16 = *bf16, shared, reply,
+  const int64_t clock = request.clock();
+  auto serve = [this, worker, clock, slices, response, bf16 = *bf16, shared, reply,
                 done = std::move(done)](absl::Status s) {
     pulls_in_flight_[worker].fetch_sub(1);
     if (s.ok()) {
+      RecordServed(worker, clock, *slices);
       response->set_min_clock(clock_.published_min());
       if (shared) {
         s = ReadSlicesToShared(*slices, bf16, reply);
@@ -537,9 +557,20 @@ absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
 }
 
 
+void Shard::RecordServed(uint32_t worker, int64_t clock, const std::vector<Resolved>& slices) {
+  std::vector<StalenessTracker::Slice> dense;
+  for (const Resolved& r : slices) {
+    if (r.dense) dense.push_back({r.dense, r.offset, r.count});
+  }
+  // A pull of rows alone (a ctr step's) is not the read its dense push names.
+  if (dense.empty()) return;
+  staleness_tracker_.Served(worker, clock, dense);
+}
+
 void Shard::ApplyGradients(uint32_t worker, int64_t clock,
                            const std::vector<absl::Span<const float>>& grads,
-                           const std::vector<Resolved>& slices) {
+                           const std::vector<Resolved>& slices,
+                           const StalenessTracker::Read& read) {
   if (aggregate_ && !slices.empty()) pushed_this_clock_[worker].store(true);
   for (size_t i = 0; i < slices.size(); ++i) {
     const Resolved& r = slices[i];
@@ -547,7 +578,8 @@ void Shard::ApplyGradients(uint32_t worker, int64_t clock,
     if (r.dense && aggregate_) {
       r.dense->Accumulate(r.offset, grad);
     } else if (r.dense) {
-      r.dense->Apply(r.offset, grad, 1.0f, worker, clock);
+      r.dense->Apply(r.offset, grad, 1.0f, worker, clock, read.staleness(),
+                     read.Values(r.dense, r.offset));
     } else if (aggregate_) {
       r.sparse->Accumulate(r.keys, grad);
     } else {
@@ -622,8 +654,16 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     // marks no piece and advances no clock.
     TESSERA_RETURN_IF_ERROR(CheckUpdateFinite(request, grads, max_abs, slices));
     pieces_applied_[worker].fetch_or(bit);
+    const StalenessTracker::Read read = staleness_tracker_.Find(
+        worker, request.has_values_clock() ? std::optional<int64_t>(request.values_clock())
+                                           : std::nullopt);
+    // A push split into pieces is counted once, by its first.
+    if (request.has_values_clock() && request.piece() <= 1) {
+      staleness_tracker_.Observe(read.staleness());
+    }
+    response->set_staleness(read.staleness().value_or(-1));
     // Piece 0 pushes are each an update of their own.
-    ApplyGradients(worker, bit != 0 ? clock : -1, grads, slices);
+    ApplyGradients(worker, bit != 0 ? clock : -1, grads, slices, read);
   }
   response->set_clock(clock);
   if (advance_clock) {
@@ -634,6 +674,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   // The fused pull, at the worker's clock now, only if it needs no wait.
   if (!pull_slices.empty() && response->min_clock() >= response->clock() - staleness_) {
     response->set_pulled(true);
+    RecordServed(worker, response->clock(), pull_slices);
     if (reply.segment != nullptr) {
       // The push stands; a worker whose memory is gone gets no fused values
       // and its next pull says why.
@@ -662,6 +703,7 @@ absl::Status Shard::Clock(const v1::ClockRequest& request, v1::ClockResponse* re
 absl::StatusOr<ClockTable::Advance> Shard::AdvanceLocked(uint32_t worker, int64_t finished) {
   TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, clock_.AdvanceClock(worker, finished));
   pieces_applied_[worker].store(0);
+  if (!aggregate_) staleness_tracker_.Published(1);
   if (advance.new_min > advance.old_min) OnMinClock(advance.new_min);
   return advance;
 }
@@ -686,6 +728,7 @@ void Shard::OnMinClock(int64_t new_min) {
     for (auto& table : dense_) table->ApplyAccumulated(scale);
     for (auto& table : sparse_) table->ApplyAccumulated(scale);
     updates_applied_.fetch_add(dense_.size() + sparse_.size(), std::memory_order_relaxed);
+    staleness_tracker_.Published(pushers);
   }
   if (want_cut_ && want_cut_(new_min)) {
     cut_sink_(CopyState(new_min, clock_.clocks(), clock_.finished(), /*clamp=*/true));
@@ -743,6 +786,14 @@ void Shard::Stats(v1::StatsResponse* response) const {
   }
   response->set_checkpoints_written(checkpoints_written_.load());
   response->set_duplicate_pushes(duplicate_pushes_.load());
+  for (uint64_t c : staleness_tracker_.histogram().Counts()) {
+    response->add_push_staleness_buckets(c);
+  }
+  response->set_push_staleness_sum(
+      static_cast<uint64_t>(staleness_tracker_.histogram().Sum()));
+  response->set_push_staleness_unknown(staleness_tracker_.unknown());
+  response->set_updates_published(staleness_tracker_.version());
+  response->set_compensation_floats(staleness_tracker_.kept_floats());
   const std::vector<bool> evicted = clock_.evicted();
   for (uint32_t w = 0; w < evicted.size(); ++w) {
     if (evicted[w]) response->add_evicted_workers(w);

@@ -72,6 +72,7 @@
 #include "server/dense_table.h"
 #include "server/optimizer.h"
 #include "server/sparse_table.h"
+#include "server/staleness_tracker.h"
 
 namespace tessera {
 
@@ -229,10 +230,13 @@ class Shard {
                                  const std::vector<float>& max_abs,
                                  const std::vector<Resolved>& slices) const;
   // Applies (or buffers, under BSP aggregation) validated gradients of
-  // `worker`'s update at `clock` (-1: an update of its own, piece 0).
+  // `worker`'s update at `clock` (-1: an update of its own, piece 0),
+  // computed from the values `read` describes (staleness compensation).
   void ApplyGradients(uint32_t worker, int64_t clock,
                       const std::vector<absl::Span<const float>>& grads,
-                      const std::vector<Resolved>& slices);
+                      const std::vector<Resolved>& slices, const StalenessTracker::Read& read);
+  // Tells the tracker `worker` was served `slices` at `clock`.
+  void RecordServed(uint32_t worker, int64_t clock, const std::vector<Resolved>& slices);
   // Advances a worker's clock and, when min_clock rises, applies the BSP
   // buffer and publishes the new min_clock to parked pulls.
   absl::StatusOr<ClockTable::Advance> AdvanceLocked(uint32_t worker, int64_t finished);
@@ -265,6 +269,8 @@ class Shard {
   std::vector<std::unique_ptr<WorkerMemory>> memory_;     // by worker
 
   ClockTable clock_;
+  // Push staleness, and the values read for delay compensation.
+  StalenessTracker staleness_tracker_;
 
   // Serializes apply-then-publish of BSP clocks; taken only at a min_clock rise.
   // Lock order: a worker's mutex, then aggregate_mu_.

@@ -421,27 +421,31 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
   return min_clock;
 }
 
-absl::Status GrpcPsClient::PushDense(int64_t clock, const ParameterSet& grads) {
+absl::Status GrpcPsClient::PushDense(int64_t clock, const ParameterSet& grads,
+                                     std::optional<int64_t> values_clock) {
   bool all_pulled;
   int64_t min_clock;
-  return Push(clock, grads, nullptr, &all_pulled, &min_clock);
+  return Push(clock, grads, values_clock, nullptr, &all_pulled, &min_clock);
 }
 
-absl::StatusOr<std::optional<int64_t>> GrpcPsClient::PushDenseAndPull(int64_t clock,
-                                                                      const ParameterSet& grads,
-                                                                      ParameterSet* params) {
+absl::StatusOr<std::optional<int64_t>> GrpcPsClient::PushDenseAndPull(
+    int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
+    ParameterSet* params) {
   for (const auto& shard : shards_) {
-    if (shard.groups.size() > 1) return PsClient::PushDenseAndPull(clock, grads, params);
+    if (shard.groups.size() > 1) {
+      return PsClient::PushDenseAndPull(clock, grads, values_clock, params);
+    }
   }
   requests_.ShapeParameters(params);
   bool all_pulled = false;
   int64_t min_clock = 0;
-  absl::Status s = Push(clock, grads, params, &all_pulled, &min_clock);
+  absl::Status s = Push(clock, grads, values_clock, params, &all_pulled, &min_clock);
   if (!s.ok()) return s;
   return all_pulled ? std::optional<int64_t>(min_clock) : std::nullopt;
 }
 
-absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, ParameterSet* pull_into,
+absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads,
+                                std::optional<int64_t> values_clock, ParameterSet* pull_into,
                                 bool* all_pulled, int64_t* min_clock) {
   absl::Mutex pulled_mu;
   *all_pulled = true;
@@ -472,6 +476,7 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
         requests_.BuildPush(pieces, rank_, clock, grads, single, static_cast<uint32_t>(g + 1),
                             requests.back().get());
       }
+      if (values_clock) requests.back()->set_values_clock(*values_clock);
       std::function<absl::Status()> on_ok;
       if (pull_into != nullptr && single) {
         // The fused pull asks for the same pieces the push carried.
@@ -504,6 +509,13 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads, Parame
              spin_);
   if (group.failed()) DropSharedMemory();
   TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
+  if (values_clock) {
+    int64_t staleness = -1;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      if (requests[i]->piece() <= 1) staleness = std::max(staleness, responses[i]->staleness());
+    }
+    push_staleness_.Add(staleness);
+  }
 
   CallGroup clocks;
   std::vector<v1::ClockRequest> clock_requests(shards_.size());

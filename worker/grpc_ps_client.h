@@ -49,10 +49,13 @@ class GrpcPsClient : public PsClient {
   absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) override;
   int64_t lost_clocks() const override { return lost_clocks_; }
   absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override;
-  absl::Status PushDense(int64_t clock, const ParameterSet& grads) override;
+  absl::Status PushDense(int64_t clock, const ParameterSet& grads,
+                         std::optional<int64_t> values_clock) override;
   // Fused when every shard's push is one request (no split over channels).
   absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(int64_t clock, const ParameterSet& grads,
+                                                          std::optional<int64_t> values_clock,
                                                           ParameterSet* params) override;
+  PushStaleness push_staleness() const override { return push_staleness_; }
   // Rows travel in the messages (not shared memory), one request per shard
   // that owns any of the keys, all shards at once.
   absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) override;
@@ -97,8 +100,8 @@ class GrpcPsClient : public PsClient {
       [this](size_t shard, const grpc::Status& status) { return ShardError(shard, status); };
   // The push of PushDense; with `pull_into`, single-request shards also
   // answer a fused pull, and *all_pulled / *min_clock tell how it went.
-  absl::Status Push(int64_t clock, const ParameterSet& grads, ParameterSet* pull_into,
-                    bool* all_pulled, int64_t* min_clock);
+  absl::Status Push(int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
+                    ParameterSet* pull_into, bool* all_pulled, int64_t* min_clock);
   // Registers with shards `which` at `resume_clock`, offering their shared
   // memory; answers land in (*responses)[s].
   absl::Status RegisterWith(const std::vector<size_t>& which, int64_t resume_clock,
@@ -115,6 +118,7 @@ class GrpcPsClient : public PsClient {
   const ShardRequests requests_;  // every dense piece, split for the channels
   std::vector<ShardChannels> shards_;
   int64_t lost_clocks_ = 0;
+  PushStaleness push_staleness_;  // written by the thread that pushes
   ShardRequests::RowRoute route_;                  // of routed_keys_
   std::vector<std::vector<uint64_t>> routed_keys_;  // per table
 };

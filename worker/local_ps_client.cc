@@ -115,15 +115,20 @@ absl::Status LocalPsClient::PushRows(int64_t clock, const RowSet& grads) {
   return absl::OkStatus();
 }
 
-absl::Status LocalPsClient::PushDense(int64_t clock, const ParameterSet& grads) {
+absl::Status LocalPsClient::PushDense(int64_t clock, const ParameterSet& grads,
+                                      std::optional<int64_t> values_clock) {
+  int64_t staleness = -1;
   for (size_t s = 0; s < shards_.size(); ++s) {
     v1::PushRequest request;
     v1::PushResponse response;
     requests_.BuildPush(requests_.pieces[s], rank_, clock, grads, /*advance=*/true, /*piece=*/1,
                         &request);
+    if (values_clock) request.set_values_clock(*values_clock);
     absl::Status st = shards_[s]->Push(request, &response);
     if (!st.ok()) return st;
+    staleness = std::max(staleness, response.staleness());
   }
+  if (values_clock) push_staleness_.Add(staleness);
   return absl::OkStatus();
 }
 

@@ -44,7 +44,9 @@ class LocalPsClient : public PsClient {
 
   absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) override;
   absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override;
-  absl::Status PushDense(int64_t clock, const ParameterSet& grads) override;
+  absl::Status PushDense(int64_t clock, const ParameterSet& grads,
+                         std::optional<int64_t> values_clock) override;
+  PushStaleness push_staleness() const override { return push_staleness_; }
   absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) override;
   absl::Status PushRows(int64_t clock, const RowSet& grads) override;
   absl::Status Finish() override;
@@ -58,6 +60,7 @@ class LocalPsClient : public PsClient {
   const uint32_t rank_;
   const std::vector<Shard*> shards_;
   const ShardRequests requests_;
+  PushStaleness push_staleness_;
 };
 
 }  // namespace tessera

@@ -50,6 +50,9 @@ class ParameterCache {
   // Forgets the values (after a reconnect: a restored shard's differ).
   void Invalidate() { valid_ = false; }
   int64_t guaranteed() const { return guaranteed_; }
+  // The clock the values were pulled for (what a push names as its
+  // values_clock); -1 before the first pull.
+  int64_t pulled_for() const { return pulled_for_; }
   // Changes with every Filled(): names the values for Model::TrainStep.
   // Whoever writes values() calls Filled() before the next step.
   uint64_t version() const { return version_; }

@@ -53,6 +53,18 @@ class PsClient {
   // within worker.connect_timeout_ms.
   virtual absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) = 0;
 
+  // The staleness the shards measured for this client's dense pushes
+  // (PushResponse.staleness: updates published between the read of the
+  // values and the push; per push the most any shard saw).
+  struct PushStaleness {
+    int64_t measured = 0;  // pushes with a staleness
+    int64_t unknown = 0;   // pushes no shard could measure
+    int64_t sum = 0;
+    int64_t max = 0;
+    void Add(int64_t staleness);  // -1: unknown
+  };
+  virtual PushStaleness push_staleness() const { return {}; }
+
   // Clocks of this worker's updates that shards lost (restored from older
   // checkpoints) as its Connect calls found: per call the most any shard lost.
   virtual int64_t lost_clocks() const { return 0; }
@@ -64,17 +76,22 @@ class PsClient {
   virtual absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) = 0;
 
   // Pushes the gradients of every dense table for `clock`, then advances
-  // this worker's clock to clock + 1 on every shard.
-  virtual absl::Status PushDense(int64_t clock, const ParameterSet& grads) = 0;
+  // this worker's clock to clock + 1 on every shard. `values_clock`: the
+  // clock the values the gradients were computed from were pulled for
+  // (PullDense's `clock`; a fused pull's is clock + 1 of its push), from
+  // which the shards measure the push's staleness and compensate it
+  // (optimizer.staleness_compensation); nullopt: not known.
+  virtual absl::Status PushDense(int64_t clock, const ParameterSet& grads,
+                                 std::optional<int64_t> values_clock) = 0;
 
   // PushDense, and in the same round trip a pull at clock + 1 wherever the
   // consistency rule already allows it without waiting. Returns the pulled
   // values' min_clock guarantee when every shard answered (then *params
   // holds them), nullopt otherwise (pull as usual; *params may hold some
   // newer values already). The default pushes and returns nullopt.
-  virtual absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(int64_t clock,
-                                                                  const ParameterSet& grads,
-                                                                  ParameterSet* params);
+  virtual absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(
+      int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
+      ParameterSet* params);
 
   // Pulls the rows of rows[i].keys from the shards that own them (keys
   // routed by SparseShardOf, every shard asked at once), as allowed at

@@ -13,9 +13,10 @@ PushPipeline::~PushPipeline() {
 }
 
 void PushPipeline::Start(int64_t clock, const ParameterSet* grads, ParameterSet* incoming,
-                         bool want_pull) {
+                         bool want_pull, std::optional<int64_t> values_clock) {
   absl::MutexLock lock(&mu_);
   clock_ = clock;
+  values_clock_ = values_clock;
   grads_ = grads;
   incoming_ = incoming;
   want_pull_ = want_pull;
@@ -56,12 +57,13 @@ void PushPipeline::Loop() {
       const ParameterSet* grads = grads_;
       ParameterSet* incoming = incoming_;
       const bool want_pull = want_pull_;
+      const std::optional<int64_t> values_clock = values_clock_;
       absl::StatusOr<std::optional<int64_t>> result;
       mu_.Unlock();
       if (want_pull) {
-        result = client_->PushDenseAndPull(clock, *grads, incoming);
+        result = client_->PushDenseAndPull(clock, *grads, values_clock, incoming);
       } else {
-        absl::Status s = client_->PushDense(clock, *grads);
+        absl::Status s = client_->PushDense(clock, *grads, values_clock);
         result = s.ok() ? absl::StatusOr<std::optional<int64_t>>(std::nullopt) : s;
       }
       mu_.Lock();

@@ -33,7 +33,9 @@ class PushPipeline {
 
   // Pushes `grads` for `clock` (advancing the clock); with `want_pull`, as
   // PsClient::PushDenseAndPull into *incoming. REQUIRES: nothing in flight.
-  void Start(int64_t clock, const ParameterSet* grads, ParameterSet* incoming, bool want_pull);
+  // `values_clock` as PsClient::PushDense.
+  void Start(int64_t clock, const ParameterSet* grads, ParameterSet* incoming, bool want_pull,
+             std::optional<int64_t> values_clock);
 
   bool in_flight() const;
   // The clock of the push in flight or last finished.
@@ -57,6 +59,7 @@ class PushPipeline {
   const ParameterSet* grads_ ABSL_GUARDED_BY(mu_) = nullptr;
   ParameterSet* incoming_ ABSL_GUARDED_BY(mu_) = nullptr;
   bool want_pull_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<int64_t> values_clock_ ABSL_GUARDED_BY(mu_);
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   absl::StatusOr<std::optional<int64_t>> result_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;

@@ -24,47 +24,55 @@ double Now() {
 
 }  // namespace
 
-void AppendJsonLine(const std::string& path, const std::string& json) {
+void AppendJsonLine(const std::string& path, const nlohmann::json& object) {
   if (path.empty()) return;
   if (FILE* f = std::fopen(path.c_str(), "a")) {
-    std::fprintf(f, "%s\n", json.c_str());
+    std::fprintf(f, "%s\n", object.dump().c_str());
     std::fclose(f);
   }
 }
 
-std::string TrainResult::ToJson() const {
-  std::string json = absl::StrFormat(
-      "\"steps\": %d, \"samples\": %d, \"pulls\": %d, \"fused_pulls\": %d, "
-      "\"train_loss\": %.6f, "
-      "\"train_seconds\": %.3f, \"samples_per_second\": %.1f, \"pull_seconds\": %.3f, "
-      "\"push_seconds\": %.3f, \"compute_seconds\": %.3f, \"reconnects\": %d, "
-      "\"lost_clocks\": %d, \"data_seconds\": %.3f, \"peak_rss_mib\": %.1f",
-      steps, samples, pulls, fused_pulls, train_loss, train_seconds, samples_per_second,
-      pull_seconds, push_seconds, compute_seconds, reconnects, lost_clocks, data_seconds,
-      peak_rss_mib);
-  std::string escaped;
-  for (char c : device) {
-    if (c == '"' || c == '\\') escaped += '\\';
-    escaped += c;
-  }
-  json += absl::StrCat(", \"device\": \"", escaped, "\"");
+nlohmann::json TrainResult::ToJson() const {
+  nlohmann::json j = {
+      {"steps", steps},
+      {"samples", samples},
+      {"pulls", pulls},
+      {"fused_pulls", fused_pulls},
+      {"train_loss", train_loss},
+      {"train_seconds", train_seconds},
+      {"samples_per_second", samples_per_second},
+      {"pull_seconds", pull_seconds},
+      {"push_seconds", push_seconds},
+      {"compute_seconds", compute_seconds},
+      {"reconnects", reconnects},
+      {"lost_clocks", lost_clocks},
+      {"data_seconds", data_seconds},
+      {"peak_rss_mib", peak_rss_mib},
+      {"device", device},
+      {"pushes_measured", push_staleness.measured},
+      {"pushes_unmeasured", push_staleness.unknown},
+      {"push_staleness_mean",
+       push_staleness.measured ? double(push_staleness.sum) / push_staleness.measured : 0.0},
+      {"push_staleness_max", push_staleness.max},
+  };
   if (ctr) {
-    json += absl::StrFormat(
-        ", \"rows_pulled\": %d, \"row_cache_hits\": %d, \"row_bytes_saved\": %d, "
-        "\"data_lines_skipped\": %d",
-        rows_pulled, row_cache_hits, row_bytes_saved, data_lines_skipped);
+    j["rows_pulled"] = rows_pulled;
+    j["row_cache_hits"] = row_cache_hits;
+    j["row_bytes_saved"] = row_bytes_saved;
+    j["data_lines_skipped"] = data_lines_skipped;
   }
   if (evaluated) {
-    json +=
-        absl::StrFormat(", \"test_accuracy\": %.5f, \"test_loss\": %.5f", test_accuracy, test_loss);
+    j["test_accuracy"] = test_accuracy;
+    j["test_loss"] = test_loss;
   }
   if (evaluated && ctr) {
-    json += absl::StrFormat(
-        ", \"logloss\": %.6f, \"auc\": %.5f, \"bayes_logloss\": %.6f, \"base_logloss\": %.6f, "
-        "\"signal_captured\": %.5f",
-        test_logloss, test_auc, bayes_logloss, base_logloss, signal_captured);
+    j["logloss"] = test_logloss;
+    j["auc"] = test_auc;
+    j["bayes_logloss"] = bayes_logloss;
+    j["base_logloss"] = base_logloss;
+    j["signal_captured"] = signal_captured;
   }
-  return json;
+  return j;
 }
 
 Trainer::Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backend* backend,
@@ -150,9 +158,13 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         spdlog::info("step {}: test accuracy {:.4f}, test loss {:.4f} (parameters of clock {})",
                      global_step + 1, acc, test_loss, cache.guaranteed());
         AppendJsonLine(config_.logging.metrics_file,
-                       absl::StrFormat("{\"rank\": %d, \"event\": \"eval\", \"step\": %d, "
-                                       "\"test_accuracy\": %.5f, \"test_loss\": %.5f}",
-                                       rank_, global_step + 1, acc, test_loss));
+                       {{"rank", rank_},
+                        {"event", "eval"},
+                        {"step", global_step + 1},
+                        {"clock", clock_},
+                        {"elapsed_s", Now() - start_},
+                        {"test_accuracy", acc},
+                        {"test_loss", test_loss}});
       }
       if (Now() - last_progress_ >= config_.worker.progress_interval_s) {
         Progress(epoch, step, steps_per_epoch);
@@ -168,9 +180,10 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result_.lost_clocks = client_->lost_clocks();
   rusage usage{};
   if (getrusage(RUSAGE_SELF, &usage) == 0) result_.peak_rss_mib = usage.ru_maxrss / 1024.0;
-  AppendJsonLine(
-      config_.logging.metrics_file,
-      absl::StrCat("{\"rank\": ", rank_, ", \"event\": \"final\", ", result_.ToJson(), "}"));
+  result_.push_staleness = client_->push_staleness();
+  nlohmann::json final_line = {{"rank", rank_}, {"event", "final"}};
+  final_line.update(result_.ToJson());
+  AppendJsonLine(config_.logging.metrics_file, final_line);
   return result_;
 }
 
@@ -271,18 +284,22 @@ absl::Status Trainer::Step(ParameterCache& cache, Model* model, double* loss) {
     std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(t.slow_worker_ms));
   }
   double t2 = Now();
+  // The shards measure (and may compensate) the push's staleness from the
+  // pull its values came from.
+  const int64_t values_clock = cache.pulled_for();
   if (pipeline_) {
     // Shards take a worker's clocks in order: the previous push lands first.
     TESSERA_RETURN_IF_ERROR(FinishPush(cache));
     // This push's fused pull is first used two steps on (the next step
     // computes while it travels) unless that step has to wait for it.
-    pipeline_->Start(clock_, &grads, &incoming_, !cache.FreshFor(clock_ + 2));
+    pipeline_->Start(clock_, &grads, &incoming_, !cache.FreshFor(clock_ + 2), values_clock);
   } else if (cache.FreshFor(clock_ + 1)) {
-    TESSERA_RETURN_IF_ERROR(client_->PushDense(clock_, grads));
+    TESSERA_RETURN_IF_ERROR(client_->PushDense(clock_, grads, values_clock));
   } else {
     // The next step must pull: ask for it in the push's round trip.
-    TESSERA_ASSIGN_OR_RETURN(std::optional<int64_t> pulled,
-                             client_->PushDenseAndPull(clock_, grads, &cache.values()));
+    TESSERA_ASSIGN_OR_RETURN(
+        std::optional<int64_t> pulled,
+        client_->PushDenseAndPull(clock_, grads, values_clock, &cache.values()));
     if (pulled) {
       cache.Filled(*pulled, clock_ + 1);
       ++result_.pulls;
@@ -435,14 +452,17 @@ void Trainer::Progress(uint32_t epoch, size_t step, size_t steps_per_epoch) {
       "{:.1f} s in pulls (waiting on staleness included)",
       epoch + 1, config_.training.epochs, step + 1, steps_per_epoch, clock_, rate, loss,
       result_.pulls, result_.pull_seconds);
-  AppendJsonLine(
-      config_.logging.metrics_file,
-      absl::StrFormat("{\"rank\": %d, \"event\": \"progress\", \"epoch\": %d, "
-                      "\"step\": %d, \"steps_per_epoch\": %d, \"clock\": %d, \"elapsed_s\": %.3f, "
-                      "\"samples_per_second\": %.1f, \"loss\": %.5f, \"pulls\": %d, "
-                      "\"pull_seconds\": %.3f}",
-                      rank_, epoch + 1, step + 1, steps_per_epoch, clock_, now - start_, rate, loss,
-                      result_.pulls, result_.pull_seconds));
+  AppendJsonLine(config_.logging.metrics_file, {{"rank", rank_},
+                                                 {"event", "progress"},
+                                                 {"epoch", epoch + 1},
+                                                 {"step", step + 1},
+                                                 {"steps_per_epoch", steps_per_epoch},
+                                                 {"clock", clock_},
+                                                 {"elapsed_s", now - start_},
+                                                 {"samples_per_second", rate},
+                                                 {"loss", loss},
+                                                 {"pulls", result_.pulls},
+                                                 {"pull_seconds", result_.pull_seconds}});
   window_start_ = last_progress_ = now;
   window_loss_ = 0;
   window_steps_ = window_samples_ = 0;

@@ -38,6 +38,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 #include "common/config.h"
 #include "worker/backend.h"
 #include "worker/dataset.h"
@@ -80,8 +81,10 @@ struct TrainResult {
   double test_logloss = 0, test_auc = 0, bayes_logloss = 0, base_logloss = 0;
   double signal_captured = 0;  // (base - test) / (base - bayes)
   int64_t data_lines_skipped = 0;  // malformed lines of the training file (criteo_tsv)
+  // Staleness the shards measured for this worker's pushes (docs/DESIGN.md).
+  PsClient::PushStaleness push_staleness;
 
-  std::string ToJson() const;
+  nlohmann::json ToJson() const;
 };
 
 class Trainer {
@@ -162,7 +165,7 @@ class Trainer {
 };
 
 // Appends one JSON object per line to a file; no-op when the path is empty.
-void AppendJsonLine(const std::string& path, const std::string& json);
+void AppendJsonLine(const std::string& path, const nlohmann::json& object);
 
 }  // namespace tessera
 

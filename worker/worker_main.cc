@@ -131,8 +131,9 @@ int main(int argc, char** argv) {
   if (flags->Has("result")) {
     FILE* f = std::fopen(flags->Get("result").c_str(), "w");
     if (!f) return Fail(1, "cannot write --result " + flags->Get("result"));
-    std::fprintf(f, "{\"rank\": %u, \"standalone\": %s, %s}\n", *rank,
-                 standalone ? "true" : "false", result->ToJson().c_str());
+    nlohmann::json j = {{"rank", *rank}, {"standalone", standalone}};
+    j.update(result->ToJson());
+    std::fprintf(f, "%s\n", j.dump().c_str());
     std::fclose(f);
   }
   spdlog::info("done: {} steps, {:.0f} samples/s, train loss {:.4f}{}", result->steps,

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "launcher/launcher.h"
+#include "nlohmann/json.hpp"
 
 namespace tessera {
 
@@ -34,10 +35,30 @@ inline std::string Read(const std::string& path) {
   return s.str();
 }
 
-inline double Field(const std::string& json, const std::string& key) {
-  size_t at = json.find("\"" + key + "\":");
-  REQUIRE(at != std::string::npos);
-  return std::strtod(json.c_str() + at + key.size() + 3, nullptr);
+// The JSON object in `text` (a summary or result file).
+inline nlohmann::json Json(const std::string& text) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  REQUIRE(j.is_object());
+  return j;
+}
+
+// The objects of a JSON-lines file's text, one a line.
+inline std::vector<nlohmann::json> JsonLines(const std::string& text) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) lines.push_back(Json(line));
+  }
+  return lines;
+}
+
+// The number `key` of the JSON object in `text`.
+inline double Field(const std::string& text, const std::string& key) {
+  const nlohmann::json j = Json(text);
+  INFO("key " << key << " in " << text);
+  REQUIRE(j.contains(key));
+  REQUIRE(j[key].is_number());
+  return j[key].get<double>();
 }
 
 inline bool NoChildLeft() { return waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD; }

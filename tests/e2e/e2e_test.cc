@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -29,18 +30,29 @@ TEST_CASE("a job trains end to end through real daemons in every mode") {
                            {std::string("consistency.mode=") + mode, "consistency.staleness=2"});
     REQUIRE(RunJob(options) == 0);
     std::string summary = Read(options.out_dir + "/summary.json");
-    CHECK(summary.find(std::string("\"mode\": \"") + mode + "\"") != std::string::npos);
+    CHECK(Json(summary)["mode"] == mode);
     CHECK(Field(summary, "test_accuracy") > 0.9);
     CHECK(Field(summary, "workers") == 2);
     CHECK(Field(summary, "servers") == 2);
     CHECK(Field(summary, "samples_per_second") > 0);
     // Which backend computed (auto: the CPU where no GPU is usable).
-    CHECK((summary.find("\"device\": \"cpu\"") != std::string::npos ||
-           summary.find("\"device\": \"cuda:") != std::string::npos));
+    const std::string device = Json(summary)["device"];
+    CHECK((device == "cpu" || device.rfind("cuda:", 0) == 0));
     // Both workers wrote metrics, collected in one file.
-    std::string metrics = Read(options.out_dir + "/metrics.jsonl");
-    CHECK(metrics.find("\"rank\": 0, \"event\": \"final\"") != std::string::npos);
-    CHECK(metrics.find("\"rank\": 1, \"event\": \"final\"") != std::string::npos);
+    std::set<int> finals;
+    for (const auto& line : JsonLines(Read(options.out_dir + "/metrics.jsonl"))) {
+      if (line["event"] == "final") finals.insert(line["rank"].get<int>());
+    }
+    CHECK(finals == std::set<int>{0, 1});
+    // Every push named the values it came from, and the shards measured it.
+    CHECK(Field(summary, "push_staleness_max") >= 0);
+    for (int r = 0; r < 2; ++r) {
+      const std::string result = Read(options.out_dir + "/result-rank" + std::to_string(r) + ".json");
+      CHECK(Field(result, "pushes_measured") == Field(result, "steps"));
+      CHECK(Field(result, "pushes_unmeasured") == 0);
+      // BSP applies every gradient to the values it was computed from.
+      if (std::string(mode) == "bsp") CHECK(Field(result, "push_staleness_max") == 0);
+    }
     // Servers exited by themselves once the workers finished.
     CHECK(Read(options.out_dir + "/server-0.log").find("all 2 workers finished") !=
           std::string::npos);

@@ -16,7 +16,7 @@ struct Run {
     opt->InitSlots(absl::MakeSpan(slots));
   }
   void Step(const std::vector<float>& g, int64_t t, float scale = 1.0f) {
-    opt->Apply(w.data(), g.data(), slots.data(), w.size(), w.size(), t, scale);
+    opt->Apply(w.data(), g.data(), slots.data(), w.size(), w.size(), t, scale, 1.0f);
   }
 };
 
@@ -121,7 +121,7 @@ TEST_CASE("slot stride lets a sub-range update its own state") {
   auto opt = MakeOptimizer({.type = OptimizerType::kAdam, .lr = 0.1f});
   std::vector<float> w(6, 1.0f), slots(12, 0.0f);
   std::vector<float> g = {1.0f, -1.0f};
-  opt->Apply(w.data() + 2, g.data(), slots.data() + 2, 6, 2, 1, 1.0f);
+  opt->Apply(w.data() + 2, g.data(), slots.data() + 2, 6, 2, 1, 1.0f, 1.0f);
   CHECK(w[0] == 1.0f);
   CHECK(w[2] == Approx(0.9f).epsilon(1e-4));
   CHECK(w[3] == Approx(1.1f).epsilon(1e-4));
@@ -135,7 +135,7 @@ TEST_CASE("large arrays (several blocks) update every value") {
   const size_t n = 10000;
   auto opt = MakeOptimizer({.type = OptimizerType::kAdam, .lr = 0.1f});
   std::vector<float> w(n, 0.0f), slots(2 * n, 0.0f), g(n, 1.0f);
-  opt->Apply(w.data(), g.data(), slots.data(), n, n, 1, 1.0f);
+  opt->Apply(w.data(), g.data(), slots.data(), n, n, 1, 1.0f, 1.0f);
   for (size_t i = 0; i < n; ++i) REQUIRE(w[i] == Approx(-0.1f).epsilon(1e-4));
 }
 
@@ -194,7 +194,7 @@ TEST_CASE("ftrl on sparse rows: ApplyRows equals Apply value by value") {
     float* rows[] = {row.data()};
     const float* grads[] = {g.data()};
     opt->ApplyRows(rows, grads, dim, step, 0.5f);
-    opt->Apply(flat_w.data(), g.data(), flat_slots.data(), dim, dim, step, 0.5f);
+    opt->Apply(flat_w.data(), g.data(), flat_slots.data(), dim, dim, step, 0.5f, 1.0f);
   }
   for (uint32_t j = 0; j < dim; ++j) {
     CHECK(row[j] == Approx(flat_w[j]));
@@ -203,6 +203,23 @@ TEST_CASE("ftrl on sparse rows: ApplyRows equals Apply value by value") {
   }
   CHECK(row[2] == 0.0f);  // |z| of the small gradient stays under l1
   CHECK(row[0] != 0.0f);
+}
+
+TEST_CASE("lr_factor scales one update's learning rate, as a smaller lr would") {
+  for (OptimizerType type : {OptimizerType::kSgd, OptimizerType::kMomentum,
+                             OptimizerType::kAdagrad, OptimizerType::kAdam}) {
+    INFO(NameOf(type));
+    OptimizerConfig full{.type = type, .lr = 0.1f};
+    OptimizerConfig quarter = full;
+    quarter.lr = 0.025f;
+    Run a(full, {1.0f, -2.0f}), b(quarter, {1.0f, -2.0f});
+    const std::vector<float> g = {0.5f, -1.0f};
+    a.opt->Apply(a.w.data(), g.data(), a.slots.data(), 2, 2, 1, 1.0f, 0.25f);
+    b.Step(g, 1);
+    CHECK(a.w[0] == Approx(b.w[0]).epsilon(1e-6));
+    CHECK(a.w[1] == Approx(b.w[1]).epsilon(1e-6));
+    CHECK(a.w[0] != Approx(1.0f));
+  }
 }
 
 }  // namespace

@@ -116,7 +116,7 @@ TEST_CASE("with a job token, calls without it or with another are UNAUTHENTICATE
   ParameterSet params, grads;
   REQUIRE(client.PullDense(0, &params).ok());
   grads = params;
-  REQUIRE(client.PushDense(0, grads).ok());
+  REQUIRE(client.PushDense(0, grads, std::nullopt).ok());
   REQUIRE(client.PullDense(1, &params).ok());
   CHECK(params[0][0] == 0.5f);  // 1 - 0.5 * 1
   // Without the token file a worker does not even start.

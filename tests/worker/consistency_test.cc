@@ -99,7 +99,7 @@ TEST_CASE("BSP with aggregation: 2 workers of batch b equal one process of batch
     }
     int64_t correct = 0;
     model->TrainStep(params, x.data(), y.data(), 2 * kBatch, &grads, &correct);
-    REQUIRE(client.PushDense(step, grads).ok());
+    REQUIRE(client.PushDense(step, grads, step).ok());
   }
   ParameterSet expected, got;
   REQUIRE(client.PullDense(kSteps, &expected).ok());
@@ -194,16 +194,18 @@ class SlowPushClient : public PsClient {
   absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override {
     return inner_->PullDense(clock, params);
   }
-  absl::Status PushDense(int64_t clock, const ParameterSet& grads) override {
+  absl::Status PushDense(int64_t clock, const ParameterSet& grads,
+                         std::optional<int64_t> values_clock) override {
     std::this_thread::sleep_for(delay_);
-    absl::Status s = inner_->PushDense(clock, grads);
+    absl::Status s = inner_->PushDense(clock, grads, values_clock);
     std::lock_guard<std::mutex> lock(mu_);
     push_done_[clock] = std::chrono::steady_clock::now();
     return s;
   }
   absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(int64_t clock, const ParameterSet& grads,
+                                                          std::optional<int64_t> values_clock,
                                                           ParameterSet* params) override {
-    if (absl::Status s = PushDense(clock, grads); !s.ok()) return s;
+    if (absl::Status s = PushDense(clock, grads, values_clock); !s.ok()) return s;
     auto pulled = inner_->PullDense(clock + 1, params);
     if (!pulled.ok()) return pulled.status();
     return std::optional<int64_t>(*pulled);

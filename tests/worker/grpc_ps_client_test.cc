@@ -86,7 +86,7 @@ ParameterSet Train(GrpcPsClient& client) {
       }
     }
     if (clock % 2 == 0) {
-      auto pulled = client.PushDenseAndPull(clock, grads, &params);
+      auto pulled = client.PushDenseAndPull(clock, grads, clock, &params);
       REQUIRE(pulled.ok());
       if (!pulled->has_value()) {  // split shares are not fused: pull as usual
         auto min_clock = client.PullDense(clock + 1, &params);
@@ -96,7 +96,7 @@ ParameterSet Train(GrpcPsClient& client) {
         CHECK(**pulled == clock + 1);
       }
     } else {
-      REQUIRE(client.PushDense(clock, grads).ok());
+      REQUIRE(client.PushDense(clock, grads, clock).ok());
       auto min_clock = client.PullDense(clock + 1, &params);
       REQUIRE(min_clock.ok());
       CHECK(*min_clock == clock + 1);
@@ -146,7 +146,7 @@ TEST_CASE("after a failed call the client stops using shared memory") {
   REQUIRE(client.PullDense(0, &params).ok());
   cluster.servers[1]->Shutdown(absl::Seconds(1));
   ParameterSet grads = {std::vector<float>(3001, 0.5f), std::vector<float>(7, 0.5f), {}};
-  absl::Status failed = client.PushDense(0, grads);
+  absl::Status failed = client.PushDense(0, grads, std::nullopt);
   CHECK_FALSE(failed.ok());
   CHECK(std::string(failed.message()).find("shard 1") != std::string::npos);
   CHECK(client.shared_memory_shards() == 0);
@@ -162,7 +162,7 @@ TEST_CASE("a fan-out call fails as soon as one shard is lost, not when the other
   ParameterSet params;
   REQUIRE(client.PullDense(0, &params).ok());
   ParameterSet grads = {std::vector<float>(3001, 0.5f), std::vector<float>(7, 0.5f), {}};
-  REQUIRE(client.PushDense(0, grads).ok());
+  REQUIRE(client.PushDense(0, grads, std::nullopt).ok());
   // The pull at clock 1 waits on both shards for worker 1, who never comes;
   // then shard 1 goes away.
   std::thread stop([&] {

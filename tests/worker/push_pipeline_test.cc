@@ -13,15 +13,17 @@ class GatedClient : public PsClient {
  public:
   absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) override { return resume_clock; }
   absl::StatusOr<int64_t> PullDense(int64_t, ParameterSet*) override { return 0; }
-  absl::Status PushDense(int64_t clock, const ParameterSet& grads) override {
+  absl::Status PushDense(int64_t clock, const ParameterSet& grads,
+                         std::optional<int64_t>) override {
     Gate();
     absl::MutexLock lock(&mu_);
     pushed_.push_back(clock);
     return fail_ ? absl::UnavailableError("shard 0 is gone") : absl::OkStatus();
   }
   absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(int64_t clock, const ParameterSet& grads,
+                                                          std::optional<int64_t> values_clock,
                                                           ParameterSet* params) override {
-    if (absl::Status s = PushDense(clock, grads); !s.ok()) return s;
+    if (absl::Status s = PushDense(clock, grads, values_clock); !s.ok()) return s;
     params->assign(1, std::vector<float>(3, float(clock)));
     return std::optional<int64_t>(clock + 1);
   }
@@ -64,7 +66,7 @@ TEST_CASE("a push travels while the caller goes on; Wait takes its fused pull") 
   PushPipeline pipeline(&client);
   ParameterSet grads(1, std::vector<float>(3, 1.0f)), incoming;
   CHECK_FALSE(pipeline.in_flight());
-  pipeline.Start(4, &grads, &incoming, /*want_pull=*/true);
+  pipeline.Start(4, &grads, &incoming, /*want_pull=*/true, std::nullopt);
   CHECK(pipeline.in_flight());
   // Held at the gate: a short wait times out and the push stays in flight.
   auto early = pipeline.Wait(absl::Milliseconds(50));
@@ -79,7 +81,7 @@ TEST_CASE("a push travels while the caller goes on; Wait takes its fused pull") 
   CHECK(incoming == ParameterSet(1, std::vector<float>(3, 4.0f)));
   CHECK_FALSE(pipeline.in_flight());
   // Without a pull asked for, the result is nullopt; pushes go in order.
-  pipeline.Start(5, &grads, &incoming, /*want_pull=*/false);
+  pipeline.Start(5, &grads, &incoming, /*want_pull=*/false, std::nullopt);
   auto plain = pipeline.Wait(absl::Seconds(10));
   REQUIRE(plain.ok());
   CHECK_FALSE(plain->has_value());
@@ -94,7 +96,7 @@ TEST_CASE("a failed push's error comes back from Wait") {
   client.Fail();
   PushPipeline pipeline(&client);
   ParameterSet grads(1, std::vector<float>(3, 1.0f)), incoming;
-  pipeline.Start(0, &grads, &incoming, false);
+  pipeline.Start(0, &grads, &incoming, false, std::nullopt);
   auto result = pipeline.Wait(absl::Seconds(10));
   CHECK(result.status().code() == absl::StatusCode::kUnavailable);
   CHECK(std::string(result.status().message()) == "shard 0 is gone");
@@ -106,7 +108,7 @@ TEST_CASE("destroying the pipeline with a push in flight waits for it") {
   std::thread opener;
   {
     PushPipeline pipeline(&client);
-    pipeline.Start(9, &grads, &incoming, false);
+    pipeline.Start(9, &grads, &incoming, false, std::nullopt);
     opener = std::thread([&] {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       client.Open();

@@ -1,0 +1,137 @@
+// Push staleness as a shard measures it, and the two compensations
+// (optimizer.staleness_compensation) against steps computed by hand.
+#include <catch2/catch.hpp>
+#include <cmath>
+
+#include "server/staleness_tracker.h"
+#include "tests/server/shard_fixtures.h"
+
+namespace tessera {
+namespace {
+
+// A push of `grad` on all of table w (8 values) that advances the clock,
+// naming the pull its values came from (or none).
+PushResponse PushW(Shard& shard, uint32_t worker, int64_t clock, float grad,
+                   std::optional<int64_t> values_clock) {
+  PushRequest p = MakePush(worker, clock, Dense("w", 0, 8), std::vector<float>(8, grad), true);
+  if (values_clock) p.set_values_clock(*values_clock);
+  PushResponse response;
+  REQUIRE(shard.Push(p, &response).ok());
+  return response;
+}
+
+std::vector<float> PullW(Shard& shard, uint32_t worker, int64_t clock) {
+  auto p = StartPull(shard, worker, clock, Dense("w", 0, 8));
+  REQUIRE(p->status.has_value());
+  REQUIRE(p->status->ok());
+  return DecodeFloats(p->response.values(0));
+}
+
+TEST_CASE("a push's staleness is the updates published since its values were read") {
+  const JobConfig c = MakeConfig("ssp", 10, 2);
+  auto shard = MakeShard(c);
+  PullW(*shard, 0, 0);  // worker 0 reads at version 0
+  for (int64_t clock = 0; clock < 3; ++clock) PushW(*shard, 1, clock, 0, std::nullopt);
+  CHECK(PushW(*shard, 0, 0, 0, 0).staleness() == 3);
+  // Its own update since the read counts too.
+  CHECK(PushW(*shard, 0, 1, 0, 0).staleness() == 4);
+  // A read no pull answered cannot be measured.
+  CHECK(PushW(*shard, 1, 3, 0, 99).staleness() == -1);
+  // A push that names no read is not counted at all.
+  CHECK(PushW(*shard, 1, 4, 0, std::nullopt).staleness() == -1);
+
+  v1::StatsResponse stats;
+  shard->Stats(&stats);
+  const std::vector<double> bounds = StalenessTracker::Bounds();
+  REQUIRE(stats.push_staleness_buckets_size() == static_cast<int>(bounds.size()) + 1);
+  for (int i = 0; i < stats.push_staleness_buckets_size(); ++i) {
+    INFO("bucket <= " << (i < int(bounds.size()) ? bounds[i] : -1));
+    CHECK(stats.push_staleness_buckets(i) == (bounds[i] == 4 ? 2u : 0u));  // 3 and 4
+  }
+  CHECK(stats.push_staleness_sum() == 7);
+  CHECK(stats.push_staleness_unknown() == 1);
+  CHECK(stats.updates_published() == 7);  // every clock advanced
+}
+
+TEST_CASE("a fused pull is a read too; a worker's fourth pull back is forgotten") {
+  const JobConfig c = MakeConfig("asp", 0, 2);
+  auto shard = MakeShard(c);
+  PullW(*shard, 0, 0);
+  PushRequest fused = MakePush(0, 0, Dense("w", 0, 8), std::vector<float>(8, 0), true);
+  fused.set_values_clock(0);
+  *fused.add_pull_slices() = Dense("w", 0, 8);
+  PushResponse response;
+  REQUIRE(shard->Push(fused, &response).ok());
+  REQUIRE(response.pulled());
+  CHECK(response.staleness() == 0);
+  PushW(*shard, 1, 0, 0, std::nullopt);
+  CHECK(PushW(*shard, 0, 1, 0, 1).staleness() == 1);  // read at version 1 (fused), now 2
+  // Pulls at clocks 2, 3 and 4 fill the ring of three.
+  PullW(*shard, 0, 2);
+  PushW(*shard, 0, 2, 0, std::nullopt);
+  PullW(*shard, 0, 3);
+  PushW(*shard, 0, 3, 0, std::nullopt);
+  PullW(*shard, 0, 4);
+  // Remembered: clocks 2, 3, 4. Clock 0's read is gone.
+  CHECK(PushW(*shard, 0, 4, 0, 0).staleness() == -1);
+  CHECK(PushW(*shard, 0, 5, 0, 2).staleness() == 3);
+}
+
+TEST_CASE("lr_scale divides the update's learning rate by its staleness") {
+  JobConfig c = MakeConfig("asp", 0, 2);  // sgd, lr 1; w starts at 1
+  c.optimizer.staleness_compensation = StalenessCompensation::kLrScale;
+  auto shard = MakeShard(c);
+  PullW(*shard, 0, 0);
+  for (int64_t clock = 0; clock < 4; ++clock) PushW(*shard, 1, clock, 0, std::nullopt);
+  REQUIRE(PushW(*shard, 0, 0, 0.3f, 0).staleness() == 4);
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(1 - 0.3 / 4).epsilon(1e-6));
+  // Staleness 0 counts as 1; an unknown read is applied at the full rate.
+  PullW(*shard, 0, 1);
+  PushW(*shard, 0, 1, 0.1f, 1);
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(0.925 - 0.1).epsilon(1e-6));
+  PushW(*shard, 0, 2, 0.1f, 77);
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(0.825 - 0.1).epsilon(1e-6));
+}
+
+TEST_CASE("dc compensates with the values the gradient was computed from") {
+  JobConfig c = MakeConfig("asp", 0, 2);  // sgd, lr 1; w starts at 1
+  c.optimizer.staleness_compensation = StalenessCompensation::kDc;
+  c.optimizer.dc_lambda = 1.0f;
+  c.optimizer.dc_decay = 0.9f;
+  auto shard = MakeShard(c);
+  // The hand-computed DC-ASGD-a step, mean square corrected for its zero start.
+  double ms = 0;
+  int t = 0;
+  auto compensated = [&](double g, double w_now, double w_read) {
+    ms = 0.9 * ms + 0.1 * g * g;
+    ++t;
+    const double lambda = 1.0 / std::sqrt(ms / (1 - std::pow(0.9, t)) + 1e-7);
+    return g + lambda * g * g * (w_now - w_read);
+  };
+  PullW(*shard, 0, 0);                            // worker 0 reads w = 1
+  PushW(*shard, 1, 0, 0.3f, std::nullopt);        // w = 0.7, not compensated
+  PushW(*shard, 0, 0, 0.2f, 0);                   // from w = 1, applied to 0.7
+  double w = 0.7 - compensated(0.2, 0.7, 1.0);    // 0.2 * (1 - 0.3) = 0.14
+  CHECK(w == Approx(0.56).epsilon(1e-5));
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(w).epsilon(1e-5));
+  const double read = w;
+  PullW(*shard, 0, 1);                            // worker 0 reads w = 0.56
+  PushW(*shard, 1, 1, -0.5f, std::nullopt);       // w = 1.06
+  PushW(*shard, 0, 1, 0.4f, 1);
+  w = (w + 0.5) - compensated(0.4, w + 0.5, read);
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(w).epsilon(1e-5));
+  // Fresh values (nothing applied since the read) are not changed by dc.
+  PullW(*shard, 0, 2);
+  PushW(*shard, 0, 2, 0.1f, 2);
+  compensated(0.1, 0, 0);  // the mean square still moves
+  w -= 0.1;
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(w).epsilon(1e-5));
+
+  v1::StatsResponse stats;
+  shard->Stats(&stats);
+  // w's 8 floats for each remembered read: worker 0's three, worker 1's one.
+  CHECK(stats.compensation_floats() == 4 * 8);
+}
+
+}  // namespace
+}  // namespace tessera
