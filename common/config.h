@@ -272,7 +272,7 @@ struct TrainingConfig {
   uint32_t epochs = 1;
   uint32_t batch_size = 64;
   int64_t max_steps = 0;         // 0: run every epoch to the end
-  int64_t eval_every_steps = 0;  // 0: evaluate at the end only
+  int64_t eval_every_steps = 0;  // rank 0 evaluates every N steps; 0: at the end only
   uint64_t seed = 1;             // shuffling
   double slow_worker_ms = 0;     // experiments: extra delay per step on `slow_rank`
   int32_t slow_rank = -1;

@@ -177,7 +177,10 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
     c.args = common;
     c.args.insert(c.args.end(),
                   {"--rank", std::to_string(r), "--set", "logging.metrics_file=" + metrics, "--set",
-                   "worker.progress_interval_s=1", "--result",
+                   // The live line reads the metrics: at least one a second.
+                   absl::StrCat("worker.progress_interval_s=",
+                                std::min(config.worker.progress_interval_s, 1.0)),
+                   "--result",
                    absl::StrCat(job->dir, "/result-rank", r, ".json")});
     c.restart_args = c.args;
     job->children.push_back(c);
@@ -249,7 +252,7 @@ std::string Supervise(const LaunchOptions& options, Job& job, double start) {
     }
     if (workers_done) return "";
     const double now = NowSeconds();
-    if (now - last_display >= (options.live ? 1.0 : 5.0)) {
+    if (!options.quiet && now - last_display >= (options.live ? 1.0 : 5.0)) {
       std::string line = ProgressLine(job.dir, job.config.cluster.workers, now - start);
       std::string restarted;
       for (const Child& c : job.children) {
@@ -298,7 +301,8 @@ int RunJob(const LaunchOptions& options) {
   const JobConfig& config = job.config;
   const double start = NowSeconds();
   for (Child& c : job.children) Start(options, job, c);
-  std::printf("tessera run: %s: %u servers, %u workers, %s%s; logs in %s%s\n", config.name.c_str(),
+  if (!options.quiet) {
+    std::printf("tessera run: %s: %u servers, %u workers, %s%s; logs in %s%s\n", config.name.c_str(),
               config.num_servers(), config.cluster.workers, ModeName(config.consistency.mode),
               config.consistency.mode == ConsistencyMode::kSsp
                   ? absl::StrCat(" staleness ", config.consistency.staleness).c_str()
@@ -306,6 +310,7 @@ int RunJob(const LaunchOptions& options) {
               job.dir.c_str(),
               job.resumed_from >= 0 ? absl::StrCat("; resuming from clock ", job.resumed_from).c_str()
                                     : "");
+  }
   std::fflush(stdout);
 
   const std::string failure = Supervise(options, job, start);
@@ -333,8 +338,10 @@ int RunJob(const LaunchOptions& options) {
   facts.resumed_from_clock = job.resumed_from;
   facts.children = &job.children;
   const std::string headline = WriteSummary(config, job.dir, facts);
-  std::printf("tessera run: %s\ntessera run: summary in %s/summary.json\n", headline.c_str(),
-              job.dir.c_str());
+  if (!options.quiet) {
+    std::printf("tessera run: %s\ntessera run: summary in %s/summary.json\n", headline.c_str(),
+                job.dir.c_str());
+  }
   return 0;
 }
 

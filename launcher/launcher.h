@@ -40,6 +40,9 @@ struct LaunchOptions {
   std::string server_binary;           // empty: found next to the launcher
   std::string worker_binary;
   bool live = true;  // rewrite one progress line in place (a terminal)
+  // No start line, progress or headline (tessera sweep prints its own);
+  // restarts and failures are still said.
+  bool quiet = false;
   int max_restarts = 3;  // per daemon
   // Continue the stopped job whose output folder this is, from the newest
   // clock every shard has a checkpoint of (out_dir is then this folder).

@@ -152,7 +152,10 @@ absl::StatusOr<TrainResult> Trainer::Run() {
           "a training step", cache, [&] { return Step(cache, model.get(), &loss); },
           [&] { return clock_ > global_step; }));
       if (clock_ > global_step + 1) continue;  // the shards were further on: skip to there
-      if (t.eval_every_steps > 0 && test_ && (global_step + 1) % t.eval_every_steps == 0) {
+      // Rank 0 alone evaluates along the way (the others' copies differ only
+      // by staleness, and their time is better spent training).
+      if (rank_ == 0 && t.eval_every_steps > 0 && test_ &&
+          (global_step + 1) % t.eval_every_steps == 0) {
         double acc, test_loss;
         TESSERA_RETURN_IF_ERROR(EvaluateNow(cache, model.get(), &acc, &test_loss));
         spdlog::info("step {}: test accuracy {:.4f}, test loss {:.4f} (parameters of clock {})",
