@@ -472,6 +472,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("eval_every_steps", &t.eval_every_steps, 0));
     TESSERA_RETURN_IF_ERROR(s.Integer("seed", &t.seed, 0));
     TESSERA_RETURN_IF_ERROR(s.Real("slow_worker_ms", &t.slow_worker_ms, 0, 1e7));
+    TESSERA_RETURN_IF_ERROR(s.Choice("balance", &t.balance));
     return s.Integer("slow_rank", &t.slow_rank, -1, 4095);
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "data", [&](MapReader& s) -> absl::Status {
@@ -503,6 +504,11 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     }
     return absl::OkStatus();
   }));
+  if (c->training.balance == Balance::kDynamic && c->model.type == ModelType::kCtr) {
+    return absl::InvalidArgumentError(
+        "config: training.balance = 'dynamic': expected static for model.type ctr (dynamic "
+        "balancing shares the steps of the dense models: softmax, mlp, cnn)");
+  }
   TESSERA_RETURN_IF_ERROR(Section(r, "checkpoint", [&](MapReader& s) -> absl::Status {
     CheckpointConfig& k = c->checkpoint;
     TESSERA_RETURN_IF_ERROR(s.Str("dir", &k.dir));

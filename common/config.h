@@ -42,6 +42,7 @@ enum class GemmPrecision { kFp32, kTf32, kBf16 };
 enum class DatasetKind { kFashionMnist, kSynthetic, kSyntheticCtr, kCriteoTsv };
 enum class RestorePolicy { kAuto, kNever, kRequired };
 enum class StalenessCompensation { kNone, kDc, kLrScale };
+enum class Balance { kStatic, kDynamic };
 
 // The words of each enum, in declaration order.
 template <typename E>
@@ -64,6 +65,7 @@ TESSERA_ENUM_WORDS(GemmPrecision, "fp32", "tf32", "bf16");
 TESSERA_ENUM_WORDS(DatasetKind, "fashion_mnist", "synthetic", "synthetic_ctr", "criteo_tsv");
 TESSERA_ENUM_WORDS(RestorePolicy, "auto", "never", "required");
 TESSERA_ENUM_WORDS(StalenessCompensation, "none", "dc", "lr_scale");
+TESSERA_ENUM_WORDS(Balance, "static", "dynamic");
 #undef TESSERA_ENUM_WORDS
 
 template <typename E>
@@ -274,8 +276,20 @@ struct TrainingConfig {
   int64_t max_steps = 0;         // 0: run every epoch to the end
   int64_t eval_every_steps = 0;  // rank 0 evaluates every N steps; 0: at the end only
   uint64_t seed = 1;             // shuffling
-  double slow_worker_ms = 0;     // experiments: extra delay per step on `slow_rank`
+  // Experiments: `slow_rank` computes slower by slow_worker_ms a step of
+  // batch_size examples (in proportion to the examples it takes, as a slower
+  // device would).
+  double slow_worker_ms = 0;
   int32_t slow_rank = -1;
+  // How an epoch's examples are shared. static: worker r takes the examples
+  // i % W == r, batch_size a step. dynamic: each step trains on a global
+  // batch of W x batch_size examples of one epoch order all workers share,
+  // each worker taking a part in proportion to its measured compute rate
+  // (shard 0 plans each epoch, server/epoch_planner.h); its gradient is
+  // weighted by its part, so a step is still the global batch's mean. Every
+  // worker reads the whole training set. Dense models on data sets in
+  // memory (fashion_mnist, synthetic).
+  Balance balance = Balance::kStatic;
 };
 
 struct DataConfig {

@@ -116,4 +116,11 @@ grpc::ServerUnaryReactor* ShardService::Stats(grpc::CallbackServerContext* conte
   return FinishNow(context, absl::OkStatus());
 }
 
+grpc::ServerUnaryReactor* ShardService::Plan(grpc::CallbackServerContext* context,
+                                             const v1::PlanRequest* request,
+                                             v1::PlanResponse* response) {
+  if (auto* refused = Refuse(context)) return refused;
+  return FinishNow(context, shard_->Plan(*request, response));
+}
+
 }  // namespace tessera

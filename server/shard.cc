@@ -134,6 +134,7 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       optimizer_(MakeOptimizer(config.optimizer)),
       clock_(config.cluster.workers),
       staleness_tracker_(config.cluster.workers, KeepsReadValues(config)),
+      planner_(config.cluster.workers, config.training.batch_size),
       pushed_this_clock_(new std::atomic<bool>[config.cluster.workers]),
       pieces_applied_(new std::atomic<uint64_t>[config.cluster.workers]),
       last_seen_ms_(new std::atomic<int64_t>[config.cluster.workers]),
@@ -750,6 +751,21 @@ absl::Status Shard::Finish(const v1::FinishRequest& request, v1::FinishResponse*
 
 void Shard::FailParked() {
   clock_.FailAll(absl::UnavailableError("server shard is shutting down"));
+}
+
+absl::Status Shard::Plan(const v1::PlanRequest& request, v1::PlanResponse* response) {
+  TESSERA_RETURN_IF_ERROR(CheckCaller(request.worker_rank(), request.session()));
+  Touch(request.worker_rank());
+  const double rate = request.examples_per_second();
+  if (request.epoch() < 0 || !std::isfinite(rate) || rate < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "plan of epoch ", request.epoch(), " at ", rate,
+        " examples/s: expected an epoch >= 0 and a finite rate >= 0"));
+  }
+  for (uint32_t share : planner_.Plan(request.worker_rank(), request.epoch(), rate)) {
+    response->add_shares(share);
+  }
+  return absl::OkStatus();
 }
 
 void Shard::Stats(v1::StatsResponse* response) const {

@@ -70,6 +70,7 @@
 #include "server/checkpoint.h"
 #include "server/clock_table.h"
 #include "server/dense_table.h"
+#include "server/epoch_planner.h"
 #include "server/optimizer.h"
 #include "server/sparse_table.h"
 #include "server/staleness_tracker.h"
@@ -102,6 +103,10 @@ class Shard {
   absl::Status Clock(const v1::ClockRequest& request, v1::ClockResponse* response);
   absl::Status Finish(const v1::FinishRequest& request, v1::FinishResponse* response);
   void Stats(v1::StatsResponse* response) const;
+  // training.balance dynamic: the shares of request.epoch (EpochPlanner).
+  // INVALID_ARGUMENT for a negative epoch or a rate that is not a finite
+  // number >= 0; workers ask shard 0.
+  absl::Status Plan(const v1::PlanRequest& request, v1::PlanResponse* response);
 
   // Fails parked pulls whose deadline has passed; the server's reaper calls it.
   size_t ExpireDue(absl::Time now) { return clock_.ExpireDue(now); }
@@ -271,6 +276,7 @@ class Shard {
   ClockTable clock_;
   // Push staleness, and the values read for delay compensation.
   StalenessTracker staleness_tracker_;
+  EpochPlanner planner_;  // training.balance dynamic
 
   // Serializes apply-then-publish of BSP clocks; taken only at a min_clock rise.
   // Lock order: a worker's mutex, then aggregate_mu_.

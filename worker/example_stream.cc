@@ -546,8 +546,11 @@ std::unique_ptr<ExampleStream> StreamOf(const Dataset* data, uint32_t rank, uint
 
 absl::StatusOr<std::unique_ptr<ExampleStream>> OpenExamples(const JobConfig& config, bool train,
                                                             uint32_t rank) {
-  const uint32_t workers = train ? config.cluster.workers : 1;
-  if (!train) rank = 0;
+  // training.balance dynamic: every worker reads the whole training set (its
+  // share of each step is cut from one order).
+  const uint32_t workers =
+      train && config.training.balance == Balance::kStatic ? config.cluster.workers : 1;
+  if (workers == 1) rank = 0;
   switch (config.data.dataset) {
     case DatasetKind::kSyntheticCtr: {
       auto stream = std::make_unique<SyntheticCtrStream>(config, train, rank, workers, train);

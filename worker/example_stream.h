@@ -79,8 +79,9 @@ class ExampleStream {
   const uint32_t features_, classes_, fields_;
 };
 
-// The training examples of worker `rank` (train) or the whole test split
-// (!train) of the job's data set. NOT_FOUND naming the key and how to fix it
+// The training examples of worker `rank` (train; under training.balance
+// dynamic every worker's are the whole set) or the whole test split (!train)
+// of the job's data set. NOT_FOUND naming the key and how to fix it
 // when a file is missing; DATA_LOSS for a file with no usable example.
 absl::StatusOr<std::unique_ptr<ExampleStream>> OpenExamples(const JobConfig& config, bool train,
                                                             uint32_t rank);

@@ -56,6 +56,8 @@ class GrpcPsClient : public PsClient {
                                                           std::optional<int64_t> values_clock,
                                                           ParameterSet* params) override;
   PushStaleness push_staleness() const override { return push_staleness_; }
+  absl::StatusOr<std::vector<uint32_t>> PlanEpoch(int64_t epoch,
+                                                  double examples_per_second) override;
   // Rows travel in the messages (not shared memory), one request per shard
   // that owns any of the keys, all shards at once.
   absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) override;

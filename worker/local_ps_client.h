@@ -47,6 +47,8 @@ class LocalPsClient : public PsClient {
   absl::Status PushDense(int64_t clock, const ParameterSet& grads,
                          std::optional<int64_t> values_clock) override;
   PushStaleness push_staleness() const override { return push_staleness_; }
+  absl::StatusOr<std::vector<uint32_t>> PlanEpoch(int64_t epoch,
+                                                  double examples_per_second) override;
   absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) override;
   absl::Status PushRows(int64_t clock, const RowSet& grads) override;
   absl::Status Finish() override;

@@ -14,6 +14,10 @@ void PsClient::PushStaleness::Add(int64_t staleness) {
   max = std::max(max, staleness);
 }
 
+absl::StatusOr<std::vector<uint32_t>> PsClient::PlanEpoch(int64_t, double) {
+  return absl::UnimplementedError("this PS client cannot plan epochs (training.balance dynamic)");
+}
+
 absl::StatusOr<std::optional<int64_t>> PsClient::PushDenseAndPull(
     int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
     ParameterSet*) {

@@ -110,6 +110,12 @@ class PsClient {
 
   // The fewest finished workers any shard has seen.
   virtual absl::StatusOr<uint32_t> WorkersFinished() = 0;
+
+  // training.balance dynamic: the shares of `epoch` by rank (PlanResponse),
+  // from shard 0, reporting this worker's compute rate over its last epoch
+  // (0: none yet). The default: UNIMPLEMENTED.
+  virtual absl::StatusOr<std::vector<uint32_t>> PlanEpoch(int64_t epoch,
+                                                          double examples_per_second);
 };
 
 }  // namespace tessera

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/denormal.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
@@ -87,7 +88,9 @@ Trainer::Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backe
 Trainer::Trainer(const JobConfig& config, uint32_t rank, PsClient* client, Backend* backend,
                  const Dataset* train, const Dataset* test)
     : Trainer(config, rank, client, backend,
-              StreamOf(train, rank, config.cluster.workers, config.training.seed, true),
+              config.training.balance == Balance::kDynamic
+                  ? StreamOf(train, 0, 1, config.training.seed, true)
+                  : StreamOf(train, rank, config.cluster.workers, config.training.seed, true),
               test ? StreamOf(test, 0, 1, 0, false) : nullptr) {}
 
 absl::StatusOr<TrainResult> Trainer::Run() {
@@ -95,16 +98,23 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   result_.device = backend_->name();
   const TrainingConfig& t = config_.training;
   // A config problem is reported before any server is asked for anything.
-  const size_t steps_per_epoch = train_->examples_per_epoch() / t.batch_size;
+  // Under dynamic balancing a step trains on the workers' global batch.
+  const bool dynamic = t.balance == Balance::kDynamic;
+  const uint64_t step_examples =
+      dynamic ? uint64_t{config_.cluster.workers} * t.batch_size : t.batch_size;
+  const size_t steps_per_epoch = train_->examples_per_epoch() / step_examples;
   if (steps_per_epoch == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "config: training.batch_size = '", t.batch_size,
-        "': expected at most this worker's share of the training examples (",
-        train_->examples_per_epoch(), ")"));
+        "config: training.batch_size = '", t.batch_size, "': expected at most ",
+        dynamic ? "the training examples over the workers (" : "this worker's share of the training examples (",
+        train_->examples_per_epoch(), dynamic ? absl::StrCat(" / ", config_.cluster.workers) : "",
+        ")"));
   }
+  share_ = t.batch_size;
+  share_offset_ = dynamic ? uint64_t{rank_} * t.batch_size : 0;
   result_.data_lines_skipped = static_cast<int64_t>(train_->skipped_lines());
   TESSERA_ASSIGN_OR_RETURN(clock_, client_->Connect());
-  const uint32_t max_batch = std::max<uint32_t>(t.batch_size, 256);
+  const uint32_t max_batch = std::max<uint32_t>(static_cast<uint32_t>(step_examples), 256);
   std::unique_ptr<Model> model;
   if (config_.model.type == ModelType::kCtr) {
     result_.ctr = true;
@@ -139,14 +149,26 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     if (t.max_steps > 0 && global_step >= t.max_steps) break;
     epoch_loss_sum_ = 0;
     epoch_loss_steps_ = 0;
+    if (dynamic) {
+      TESSERA_RETURN_IF_ERROR(
+          WithRecovery("planning the epoch", cache, [&] { return PlanEpoch(epoch); }));
+    }
     for (size_t step = 0; step < steps_per_epoch; ++step, ++global_step) {
       if (t.max_steps > 0 && global_step >= t.max_steps) break;
       if (global_step < clock_) continue;
+      if (dynamic && step == steps_per_epoch / 2 && step > 0) {
+        // Halfway: the rate so far, for the next epoch's plan (whoever asks
+        // for it first may get there before this worker's epoch ends).
+        TESSERA_RETURN_IF_ERROR(WithRecovery("reporting the compute rate", cache, [&] {
+          return client_->PlanEpoch(epoch, ComputeRate()).status();
+        }));
+      }
       // Read once: a retried step trains on the same examples.
       const double read_start = Now();
-      TESSERA_RETURN_IF_ERROR(train_->Seek(epoch, uint64_t{step} * t.batch_size));
-      TESSERA_RETURN_IF_ERROR(train_->Next(t.batch_size, &batch_));
+      TESSERA_RETURN_IF_ERROR(train_->Seek(epoch, uint64_t{step} * step_examples + share_offset_));
+      TESSERA_RETURN_IF_ERROR(train_->Next(share_, &batch_));
       result_.data_seconds += Now() - read_start;
+      if (on_batch) on_batch(epoch, batch_);
       double loss = 0;
       TESSERA_RETURN_IF_ERROR(WithRecovery(
           "a training step", cache, [&] { return Step(cache, model.get(), &loss); },
@@ -284,9 +306,21 @@ absl::Status Trainer::Step(ParameterCache& cache, Model* model, double* loss) {
   }
   TESSERA_RETURN_IF_ERROR(BackendStatus("a training step"));
   if (t.slow_worker_ms > 0 && static_cast<int32_t>(rank_) == t.slow_rank) {
-    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(t.slow_worker_ms));
+    // A slower device: slower in proportion to the examples it takes.
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(
+        t.slow_worker_ms * n / t.batch_size));
+  }
+  if (n != t.batch_size) {
+    // Dynamic balancing: weighted by its part of the global batch, so that
+    // the shards' mean over the workers is the mean over the examples.
+    const float weight = static_cast<float>(n) / static_cast<float>(t.batch_size);
+    for (std::vector<float>& g : grads) {
+      for (float& v : g) v *= weight;
+    }
   }
   double t2 = Now();
+  epoch_compute_seconds_ += t2 - t1;
+  epoch_examples_ += n;
   // The shards measure (and may compensate) the push's staleness from the
   // pull its values came from.
   const int64_t values_clock = cache.pulled_for();
@@ -361,6 +395,35 @@ absl::Status Trainer::CtrCompute(ParameterCache& cache, ParameterSet* grads, dou
   row_set_[0].values.swap(embedding_grad_);
   row_set_[1].values.swap(wide_grad_);
   return client_->PushRows(clock_, row_set_);
+}
+
+double Trainer::ComputeRate() const {
+  return epoch_compute_seconds_ > 0 ? epoch_examples_ / epoch_compute_seconds_ : 0.0;
+}
+
+absl::Status Trainer::PlanEpoch(uint32_t epoch) {
+  const double rate = ComputeRate();
+  TESSERA_ASSIGN_OR_RETURN(std::vector<uint32_t> shares, client_->PlanEpoch(epoch, rate));
+  const uint64_t global = uint64_t{config_.cluster.workers} * config_.training.batch_size;
+  uint64_t sum = 0, offset = 0;
+  for (uint32_t r = 0; r < shares.size(); ++r) {
+    if (r == rank_) offset = sum;
+    sum += shares[r];
+  }
+  if (shares.size() != config_.cluster.workers || sum != global || shares[rank_] == 0) {
+    return absl::InternalError(absl::StrCat("shard 0 planned epoch ", epoch, " as [",
+                                            absl::StrJoin(shares, ", "), "]: expected ",
+                                            config_.cluster.workers, " shares >= 1 summing to ",
+                                            global));
+  }
+  share_ = shares[rank_];
+  share_offset_ = offset;
+  epoch_compute_seconds_ = 0;
+  epoch_examples_ = 0;
+  spdlog::info("epoch {}: steps shared [{}] by rank (this worker {} examples a step; it computed "
+               "{:.0f} examples/s)",
+               epoch + 1, absl::StrJoin(shares, ", "), share_, rate);
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::EvaluateNow(ParameterCache& cache, Model* model, double* accuracy,

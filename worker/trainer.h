@@ -104,6 +104,8 @@ class Trainer {
   // Test hook: called before every step's compute with the clock and the
   // cache's min_clock guarantee.
   std::function<void(int64_t clock, int64_t guaranteed)> on_compute;
+  // Test hook: each step's examples, with their epoch, once read.
+  std::function<void(uint32_t epoch, const Dataset& batch)> on_batch;
 
  private:
   // One step; `model` for the classification models, ctr_model_ otherwise.
@@ -112,6 +114,13 @@ class Trainer {
   // A ctr step's compute: pulls the batch's rows, runs the model, pushes the
   // rows' gradients (the dense push follows in Step).
   absl::Status CtrCompute(ParameterCache& cache, ParameterSet* grads, double* loss);
+  // training.balance dynamic: asks shard 0 for `epoch`'s shares, reporting
+  // the compute rate of the epoch before; sets share_ and share_offset_.
+  // Halfway through an epoch the worker asks again, which only reports its
+  // rate so far: the plan of an epoch, once made, stays.
+  absl::Status PlanEpoch(uint32_t epoch);
+  // Examples per second of computing this epoch so far (0: none yet).
+  double ComputeRate() const;
   // Click metrics of the cached dense values and freshly pulled rows on the
   // test set; fills result_'s ctr fields (test_loss: the logloss).
   absl::Status EvaluateCtr(ParameterCache& cache);
@@ -148,6 +157,13 @@ class Trainer {
   ParameterSet incoming_;                   // the pipeline's fused pull lands here
   std::unique_ptr<PushPipeline> pipeline_;  // SSP s >= 1 and ASP with worker.overlap_push
   Dataset batch_;  // this step's examples
+  // This worker's examples a step, and where in a step's global batch they
+  // start (static: batch_size at 0; dynamic: from the epoch's plan).
+  uint32_t share_ = 0;
+  uint64_t share_offset_ = 0;
+  // Computing this epoch (dynamic balancing's rate): seconds and examples.
+  double epoch_compute_seconds_ = 0;
+  int64_t epoch_examples_ = 0;
   // Clicks among the examples this worker trained on: the base rate.
   int64_t train_clicks_ = 0;
   int64_t train_examples_ = 0;

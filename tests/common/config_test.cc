@@ -308,5 +308,20 @@ TEST_CASE("staleness compensation: read, checked against BSP's aggregation") {
             .ok());
 }
 
+TEST_CASE("training.balance: static by default, dynamic for the dense models only") {
+  auto c = ParseJobConfig(kMinimal, {});
+  REQUIRE(c.ok());
+  CHECK(c->training.balance == Balance::kStatic);
+  c = ParseJobConfig(kMinimal, {"training.balance=dynamic"});
+  REQUIRE(c.ok());
+  CHECK(c->training.balance == Balance::kDynamic);
+  CHECK(ErrorOf(kMinimal, {"training.balance=fair"}) ==
+        "config: training.balance = 'fair': expected one of static|dynamic");
+  CHECK(ErrorOf(kMinimal, {"training.balance=dynamic", "model.type=ctr", "model.layers=[8]",
+                           "data.dataset=synthetic_ctr"}) ==
+        "config: training.balance = 'dynamic': expected static for model.type ctr (dynamic "
+        "balancing shares the steps of the dense models: softmax, mlp, cnn)");
+}
+
 }  // namespace
 }  // namespace tessera

@@ -1,0 +1,60 @@
+#include "server/epoch_planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace tessera {
+
+EpochPlanner::EpochPlanner(uint32_t workers, uint32_t batch)
+    : batch_(batch), rates_(workers, 0.0) {}
+
+std::vector<uint32_t> EpochPlanner::Plan(uint32_t worker, int64_t epoch, double rate) {
+  absl::MutexLock lock(&mu_);
+  if (rate > 0) rates_[worker] = rate;
+  auto it = plans_.find(epoch);
+  if (it != plans_.end()) return it->second;
+  const uint32_t total = static_cast<uint32_t>(rates_.size()) * batch_;
+  std::vector<uint32_t> plan = Shares(rates_, total);
+  plans_.emplace(epoch, plan);
+  while (!plans_.empty() && plans_.begin()->first < plans_.rbegin()->first - kKeptEpochs) {
+    plans_.erase(plans_.begin());
+  }
+  return plan;
+}
+
+std::vector<uint32_t> EpochPlanner::Shares(const std::vector<double>& rates, uint32_t total) {
+  const size_t n = rates.size();
+  double known_sum = 0;
+  size_t known = 0;
+  for (double r : rates) {
+    if (r > 0) {
+      known_sum += r;
+      ++known;
+    }
+  }
+  std::vector<double> weight(n, 1.0);
+  if (known > 0) {
+    const double mean = known_sum / known;
+    for (size_t i = 0; i < n; ++i) weight[i] = rates[i] > 0 ? rates[i] : mean;
+  }
+  // Everyone gets 1; the rest is shared by weight, largest remainders last.
+  const uint32_t rest = total - static_cast<uint32_t>(n);
+  const double sum = std::accumulate(weight.begin(), weight.end(), 0.0);
+  std::vector<uint32_t> shares(n, 1);
+  std::vector<std::pair<double, size_t>> remainders;
+  uint32_t given = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double exact = rest * weight[i] / sum;
+    const uint32_t whole = static_cast<uint32_t>(std::floor(exact));
+    shares[i] += whole;
+    given += whole;
+    remainders.emplace_back(exact - whole, i);
+  }
+  std::sort(remainders.begin(), remainders.end(),
+            [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  for (size_t k = 0; given < rest; ++k, ++given) ++shares[remainders[k % n].second];
+  return shares;
+}
+
+}  // namespace tessera

@@ -1,0 +1,53 @@
+// EpochPlanner: training.balance dynamic's shares of an epoch. Each step of
+// an epoch trains on a global batch of workers x batch examples; a worker's
+// share of it follows its measured compute rate, so a slow worker takes
+// fewer examples per step and stops setting everyone's pace, while the
+// epoch's examples are still each used once (workers/trainer.h says how
+// they are cut from the epoch's order).
+//
+// The first ask for an epoch makes its plan from the latest rates; every
+// later ask for that epoch gets the same plan, so all workers agree however
+// their asks interleave. Plans of the last kKeptEpochs epochs are kept (a
+// restarted worker asks again); a restarted shard forgets them, and the
+// epoch it restarts in may then be cut twice (docs/DESIGN.md).
+//
+// Threading: thread-safe (one mutex, held for a few microseconds).
+#ifndef TESSERA_SERVER_EPOCH_PLANNER_H_
+#define TESSERA_SERVER_EPOCH_PLANNER_H_
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
+namespace tessera {
+
+class EpochPlanner {
+ public:
+  static constexpr int64_t kKeptEpochs = 64;
+
+  // REQUIRES: workers >= 1, batch >= 1.
+  EpochPlanner(uint32_t workers, uint32_t batch);
+
+  // Records `worker`'s rate (0: unknown, kept as it was) and returns the
+  // plan of `epoch`: shares by rank, each >= 1, summing to workers x batch.
+  // REQUIRES: worker < workers, epoch >= 0, rate finite and >= 0.
+  std::vector<uint32_t> Plan(uint32_t worker, int64_t epoch, double rate);
+
+  // Shares of `total` examples proportional to `rates` (0: unknown, counted
+  // as the mean of the known; none known: equal), each >= 1, by largest
+  // remainders. REQUIRES: total >= rates.size() >= 1.
+  static std::vector<uint32_t> Shares(const std::vector<double>& rates, uint32_t total);
+
+ private:
+  const uint32_t batch_;
+  absl::Mutex mu_;
+  std::vector<double> rates_ ABSL_GUARDED_BY(mu_);
+  std::map<int64_t, std::vector<uint32_t>> plans_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_SERVER_EPOCH_PLANNER_H_

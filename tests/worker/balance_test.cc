@@ -1,0 +1,130 @@
+// training.balance dynamic: shares planned by shard 0 from measured rates
+// (EpochPlanner), and through real trainers on in-process shards, every
+// example of an epoch trained once while a slowed worker takes fewer.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <numeric>
+#include <thread>
+
+#include "server/epoch_planner.h"
+#include "tests/server/test_session.h"
+#include "tests/worker/fixtures.h"
+#include "worker/dataset.h"
+#include "worker/local_ps_client.h"
+#include "worker/trainer.h"
+
+namespace tessera {
+namespace {
+
+uint32_t Sum(const std::vector<uint32_t>& v) { return std::accumulate(v.begin(), v.end(), 0u); }
+
+TEST_CASE("shares follow the rates, each at least 1, summing to the global batch") {
+  CHECK(EpochPlanner::Shares({3, 3, 3, 1}, 40) == std::vector<uint32_t>{12, 12, 12, 4});
+  // Unknown rates count as the mean of the known; none known: equal.
+  CHECK(EpochPlanner::Shares({0, 2, 0}, 24) == std::vector<uint32_t>{8, 8, 8});
+  CHECK(EpochPlanner::Shares({0, 0}, 10) == std::vector<uint32_t>{5, 5});
+  CHECK(EpochPlanner::Shares({1000, 1e-9}, 8) == std::vector<uint32_t>{7, 1});
+  const auto odd = EpochPlanner::Shares({1, 1, 1}, 64);
+  CHECK(Sum(odd) == 64);
+  CHECK(*std::max_element(odd.begin(), odd.end()) - *std::min_element(odd.begin(), odd.end()) <= 1);
+}
+
+TEST_CASE("every worker gets the plan the epoch's first ask made") {
+  EpochPlanner planner(2, 8);
+  const auto first = planner.Plan(0, 5, 30.0);  // worker 1's rate unknown: equal
+  CHECK(first == std::vector<uint32_t>{8, 8});
+  CHECK(planner.Plan(1, 5, 10.0) == first);     // its rate counts from the next epoch
+  CHECK(planner.Plan(0, 6, 30.0) == std::vector<uint32_t>{12, 4});
+  CHECK(planner.Plan(1, 5, 0.0) == first);      // asked again (a restarted worker)
+}
+
+TEST_CASE("a shard refuses a plan request it cannot read, naming what it expected") {
+  auto c = ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n", {"training.balance=dynamic"});
+  REQUIRE(c.ok());
+  Cluster cluster(*c);
+  Shard& shard = *cluster.shards()[0];
+  v1::PlanRequest request;
+  request.set_worker_rank(0);
+  request.set_session(SessionOf(0));
+  v1::RegisterRequest reg;
+  reg.set_worker_rank(0);
+  reg.set_session(SessionOf(0));
+  v1::RegisterResponse registered;
+  REQUIRE(shard.Register(reg, &registered).ok());
+  v1::PlanResponse response;
+  request.set_epoch(-1);
+  CHECK(shard.Plan(request, &response).code() == absl::StatusCode::kInvalidArgument);
+  request.set_epoch(0);
+  request.set_examples_per_second(std::nan(""));
+  CHECK(shard.Plan(request, &response).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(response.shares_size() == 0);
+  request.set_examples_per_second(100);
+  REQUIRE(shard.Plan(request, &response).ok());
+  CHECK(response.shares_size() == 2);
+  request.set_session(SessionOf(1));  // not rank 0's secret
+  CHECK_FALSE(shard.Plan(request, &response).ok());
+}
+
+TEST_CASE("dynamic balancing trains every example once per epoch; a slow worker takes fewer") {
+  const uint32_t kWorkers = 3, kBatch = 8, kSteps = 10, kEpochs = 3;
+  const uint32_t kExamples = kWorkers * kBatch * kSteps;
+  auto c = ParseJobConfig(R"(
+cluster: {servers: ["local:1", "local:2"]}
+model: {type: mlp, layers: [784, 16, 10], seed: 3}
+optimizer: {type: adam, lr: 0.01}
+data: {dataset: synthetic}
+worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
+)",
+                          {"cluster.workers=3", "consistency.mode=bsp", "training.balance=dynamic",
+                           "training.batch_size=8", "training.epochs=3", "training.slow_rank=2",
+                           "training.slow_worker_ms=20"});
+  REQUIRE(c.ok());
+  // Example i says who it is in its first feature.
+  Dataset train = SyntheticDataset(kExamples, 784, 10, 5);
+  for (uint32_t i = 0; i < kExamples; ++i) train.x[size_t(i) * 784] = i * 1e-3f;
+  Cluster cluster(*c);
+  std::mutex mu;
+  // epoch -> how many times each example was trained; epoch -> rank -> examples.
+  std::map<uint32_t, std::vector<int>> seen;
+  std::map<uint32_t, std::map<uint32_t, int>> taken;
+  std::vector<absl::Status> outcome(kWorkers);
+  std::vector<std::thread> threads;
+  for (uint32_t rank = 0; rank < kWorkers; ++rank) {
+    threads.emplace_back([&, rank] {
+      LocalPsClient client(*c, rank, cluster.ptrs());
+      auto backend = MakeCpuBackend();
+      Trainer trainer(*c, rank, &client, backend.get(), &train, nullptr);
+      trainer.on_batch = [&](uint32_t epoch, const Dataset& batch) {
+        std::lock_guard<std::mutex> lock(mu);
+        std::vector<int>& count = seen[epoch];
+        count.resize(kExamples);
+        for (size_t k = 0; k < batch.size(); ++k) {
+          ++count[std::lround(batch.x[k * 784] * 1e3f)];
+        }
+        taken[epoch][rank] += static_cast<int>(batch.size());
+      };
+      auto result = trainer.Run();
+      outcome[rank] = result.status();
+      if (result.ok()) CHECK(result->steps == kSteps * kEpochs);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const absl::Status& s : outcome) REQUIRE(s.ok());
+  REQUIRE(seen.size() == kEpochs);
+  for (const auto& [epoch, count] : seen) {
+    INFO("epoch " << epoch);
+    CHECK(std::all_of(count.begin(), count.end(), [](int n) { return n == 1; }));
+  }
+  // Epoch 0 knows no rates: equal parts. Then the slow worker takes fewer.
+  CHECK(taken[0][0] == taken[0][2]);
+  for (uint32_t epoch = 1; epoch < kEpochs; ++epoch) {
+    INFO("epoch " << epoch);
+    CHECK(taken[epoch][2] < taken[epoch][0]);
+    CHECK(taken[epoch][2] < taken[epoch][1]);
+  }
+}
+
+}  // namespace
+}  // namespace tessera
