@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "nlohmann/json.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/config.h"
@@ -105,7 +106,7 @@ int Main(int argc, char** argv) {
   }
   auto shard = Shard::Create(*config, 0);
   if (!shard.ok()) return Fail(std::string(shard.status().message()));
-  std::string json = "{";
+  nlohmann::json json = nlohmann::json::object();
   for (int r = 0; r < repeats; ++r) {
     const auto [disk_write, disk_read] =
         DiskSpeed(dir + "-dd", n * sizeof(float), flags->Has("drop-caches"));
@@ -144,15 +145,19 @@ int Main(int argc, char** argv) {
         dropped ? ", page cache dropped" : ", page cache warm", apply_s, mb / (read_s + apply_s),
         100 * mb / write_s / disk_write, 100 * mb / (read_s + apply_s) / disk_read);
     if (r == repeats - 1) {
-      json += absl::StrFormat(
-          "\"bytes\": %d, \"copy_s\": %.4f, \"write_s\": %.4f, \"read_s\": %.4f, \"load_s\": %.4f, "
-          "\"write_mb_s\": %.1f, \"restore_mb_s\": %.1f, \"disk_write_mb_s\": %.1f, "
-          "\"disk_read_mb_s\": %.1f, \"cache_dropped\": %s",
-          info->bytes, copy_s, write_s, read_s, apply_s, mb / write_s, mb / (read_s + apply_s),
-          disk_write, disk_read, dropped ? "true" : "false");
+      json = {{"bytes", info->bytes},
+              {"copy_s", copy_s},
+              {"write_s", write_s},
+              {"read_s", read_s},
+              {"load_s", apply_s},
+              {"write_mb_s", mb / write_s},
+              {"restore_mb_s", mb / (read_s + apply_s)},
+              {"disk_write_mb_s", disk_write},
+              {"disk_read_mb_s", disk_read},
+              {"cache_dropped", dropped}};
     }
   }
-  std::printf("%s}\n", json.c_str());
+  std::printf("%s\n", json.dump().c_str());
   std::filesystem::remove_all(dir);
   return 0;
 }

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <random>
 
+#include "nlohmann/json.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/config.h"
@@ -96,7 +97,10 @@ int Main(int argc, char** argv) {
               static_cast<long long>(steps), step_ms, rate);
 
   // A second pass with per-call device timing, when the backend has it.
-  std::string shares;
+  nlohmann::json result = {{"model", NameOf(config->model.type)},
+                           {"backend", b.name()},
+                           {"batch", batch},
+                           {"steps", steps}};
   b.EnableTiming(true);
   t0 = Now();
   for (int64_t i = 0; i < steps; ++i) step(i);
@@ -113,17 +117,16 @@ int Main(int argc, char** argv) {
         timed_ms, gemm, 100 * gemm / timed_ms, kernels, 100 * kernels / timed_ms, copies,
         100 * copies / timed_ms, other, 100 * other / timed_ms,
         static_cast<long long>(times.calls / steps));
-    shares = absl::StrFormat(
-        ", \"gemm_ms\": %.4f, \"kernel_ms\": %.4f, \"copy_ms\": %.4f, \"timed_step_ms\": %.4f",
-        gemm, kernels, copies, timed_ms);
+    result["gemm_ms"] = gemm;
+    result["kernel_ms"] = kernels;
+    result["copy_ms"] = copies;
+    result["timed_step_ms"] = timed_ms;
   }
   b.EnableTiming(false);
   if (!b.status().ok()) return Fail(std::string(b.status().message()));
-  std::printf(
-      "{\"model\": \"%s\", \"backend\": \"%s\", \"batch\": %u, \"steps\": %lld, "
-      "\"step_ms\": %.4f, \"samples_per_second\": %.1f%s}\n",
-      NameOf(config->model.type), b.name().c_str(), batch, static_cast<long long>(steps), step_ms,
-      rate, shares.c_str());
+  result["step_ms"] = step_ms;
+  result["samples_per_second"] = rate;
+  std::printf("%s\n", result.dump().c_str());
   return 0;
 }
 

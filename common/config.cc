@@ -384,6 +384,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Choice("mode", &c->consistency.mode));
     TESSERA_RETURN_IF_ERROR(s.Integer("staleness", &c->consistency.staleness, 0, 1'000'000));
     TESSERA_RETURN_IF_ERROR(s.Bool("aggregate", &c->consistency.aggregate));
+    TESSERA_RETURN_IF_ERROR(s.Choice("refresh", &c->consistency.refresh));
     TESSERA_RETURN_IF_ERROR(s.Real("evict_after_s", &c->consistency.evict_after_s, 0, 1e7));
     if (c->consistency.mode == ConsistencyMode::kBsp) c->consistency.staleness = 0;
     return absl::OkStatus();

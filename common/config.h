@@ -43,6 +43,7 @@ enum class DatasetKind { kFashionMnist, kSynthetic, kSyntheticCtr, kCriteoTsv };
 enum class RestorePolicy { kAuto, kNever, kRequired };
 enum class StalenessCompensation { kNone, kDc, kLrScale };
 enum class Balance { kStatic, kDynamic };
+enum class Refresh { kLazy, kEager };
 
 // The words of each enum, in declaration order.
 template <typename E>
@@ -66,6 +67,7 @@ TESSERA_ENUM_WORDS(DatasetKind, "fashion_mnist", "synthetic", "synthetic_ctr", "
 TESSERA_ENUM_WORDS(RestorePolicy, "auto", "never", "required");
 TESSERA_ENUM_WORDS(StalenessCompensation, "none", "dc", "lr_scale");
 TESSERA_ENUM_WORDS(Balance, "static", "dynamic");
+TESSERA_ENUM_WORDS(Refresh, "lazy", "eager");
 #undef TESSERA_ENUM_WORDS
 
 template <typename E>
@@ -118,6 +120,15 @@ struct ConsistencyConfig {
   // BSP only: sum the W gradients of a clock and apply the optimizer once on
   // their mean, so W workers of batch b train like one process of batch W*b.
   bool aggregate = true;
+  // SSP: when a worker refreshes its copy of the parameters. lazy: only when
+  // the bound forces it (a copy serves up to s + 1 clocks, so a worker's
+  // gradients come from values that miss up to s of its own updates);
+  // eager: every push asks for the next clock's values in its round trip
+  // (as BSP and ASP always do), so a worker computes on the freshest values
+  // the shards have and waits only when the bound says so. Eager moves the
+  // dense values every clock; it trains better and, here, faster
+  // (docs/STALENESS.md measures both).
+  Refresh refresh = Refresh::kEager;
   // BSP/SSP: a worker silent (no call to the shard) this long is dropped from
   // the barrier so the others go on; it rejoins when it registers again.
   // 0: never (the others wait for it, which is the barrier's contract).
@@ -194,7 +205,12 @@ struct OptimizerConfig {
   // Not with BSP's aggregation (every gradient is applied to the values it
   // was computed from).
   StalenessCompensation staleness_compensation = StalenessCompensation::kNone;
-  float dc_lambda = 2.0f;
+  // dc's lambda0. The correction is about lambda0 * (the values' drift since
+  // the read) relative to g, so it scales with the step size: the paper's 2
+  // suits SGD's large steps; under Adam at lr 1e-3 a weight drifts ~0.007
+  // over 7 updates and 2 changes nothing, 100 is the best measured
+  // (docs/STALENESS.md).
+  float dc_lambda = 100.0f;
   float dc_decay = 0.95f;
 };
 

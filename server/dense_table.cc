@@ -123,13 +123,16 @@ void DenseTable::Compensate(uint64_t lo, uint64_t hi, const float* grad, const f
   constexpr float kEpsilon = 1e-7f;
   const float correction =
       1.0f / static_cast<float>(1.0 - std::pow(double{dc_decay_}, static_cast<double>(updates)));
-  for (uint64_t i = lo; i < hi; ++i) {
-    const float g = scale * grad[i - lo];
-    float& ms = dc_mean_square_[i];
-    ms = dc_decay_ * ms + (1.0f - dc_decay_) * g * g;
-    const float lambda = dc_lambda_ / std::sqrt(ms * correction + kEpsilon);
-    out[i - lo] = g + lambda * g * g * (values_[i] - read[i - lo]);
-  }
+  const Eigen::Index n = static_cast<Eigen::Index>(hi - lo);
+  thread_local std::vector<float> scaled;  // kept between pushes: no allocation each time
+  scaled.resize(hi - lo);
+  Eigen::Map<Eigen::ArrayXf> g(scaled.data(), n);
+  g = scale * Eigen::Map<const Eigen::ArrayXf>(grad, n);
+  Eigen::Map<Eigen::ArrayXf> ms(dc_mean_square_.data() + lo, n);
+  ms = dc_decay_ * ms + (1.0f - dc_decay_) * g.square();
+  const Eigen::Map<const Eigen::ArrayXf> now(values_.data() + lo, n), then(read, n);
+  Eigen::Map<Eigen::ArrayXf>(out, n) =
+      g + dc_lambda_ * (ms * correction + kEpsilon).rsqrt() * g.square() * (now - then);
 }
 
 std::optional<uint64_t> DenseTable::FirstNonFinite(uint64_t offset, absl::Span<const float> grad,

@@ -117,19 +117,45 @@ absl::Status LocalPsClient::PushRows(int64_t clock, const RowSet& grads) {
 
 absl::Status LocalPsClient::PushDense(int64_t clock, const ParameterSet& grads,
                                       std::optional<int64_t> values_clock) {
+  return Push(clock, grads, values_clock, nullptr).status();
+}
+
+absl::StatusOr<std::optional<int64_t>> LocalPsClient::PushDenseAndPull(
+    int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
+    ParameterSet* params) {
+  requests_.ShapeParameters(params);
+  return Push(clock, grads, values_clock, params);
+}
+
+absl::StatusOr<std::optional<int64_t>> LocalPsClient::Push(int64_t clock,
+                                                           const ParameterSet& grads,
+                                                           std::optional<int64_t> values_clock,
+                                                           ParameterSet* pull_into) {
   int64_t staleness = -1;
+  int64_t min_clock = INT64_MAX;
+  bool all_pulled = pull_into != nullptr;
   for (size_t s = 0; s < shards_.size(); ++s) {
     v1::PushRequest request;
     v1::PushResponse response;
     requests_.BuildPush(requests_.pieces[s], rank_, clock, grads, /*advance=*/true, /*piece=*/1,
                         &request);
     if (values_clock) request.set_values_clock(*values_clock);
-    absl::Status st = shards_[s]->Push(request, &response);
-    if (!st.ok()) return st;
+    if (pull_into != nullptr) {
+      for (const auto& slice : request.slices()) *request.add_pull_slices() = slice;
+    }
+    TESSERA_RETURN_IF_ERROR(shards_[s]->Push(request, &response));
     staleness = std::max(staleness, response.staleness());
+    if (pull_into == nullptr) continue;
+    if (!response.pulled()) {
+      all_pulled = false;
+      continue;
+    }
+    TESSERA_RETURN_IF_ERROR(
+        requests_.ScatterPull(requests_.pieces[s], response.values(), pull_into));
+    min_clock = std::min(min_clock, response.min_clock());
   }
   if (values_clock) push_staleness_.Add(staleness);
-  return absl::OkStatus();
+  return all_pulled ? std::optional<int64_t>(min_clock) : std::nullopt;
 }
 
 absl::Status LocalPsClient::Finish() {

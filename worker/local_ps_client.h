@@ -46,6 +46,11 @@ class LocalPsClient : public PsClient {
   absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override;
   absl::Status PushDense(int64_t clock, const ParameterSet& grads,
                          std::optional<int64_t> values_clock) override;
+  // Fused like GrpcPsClient's: each shard answers the pull in the push when
+  // the consistency rule allows it at once.
+  absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(int64_t clock, const ParameterSet& grads,
+                                                          std::optional<int64_t> values_clock,
+                                                          ParameterSet* params) override;
   PushStaleness push_staleness() const override { return push_staleness_; }
   absl::StatusOr<std::vector<uint32_t>> PlanEpoch(int64_t epoch,
                                                   double examples_per_second) override;
@@ -55,6 +60,11 @@ class LocalPsClient : public PsClient {
   absl::StatusOr<uint32_t> WorkersFinished() override;
 
  private:
+  // The push of PushDense to every shard; with `pull_into`, fused with a
+  // pull: the values' min_clock when every shard answered, else nullopt.
+  absl::StatusOr<std::optional<int64_t>> Push(int64_t clock, const ParameterSet& grads,
+                                              std::optional<int64_t> values_clock,
+                                              ParameterSet* pull_into);
   // Sends `request` to shard s as a pull and waits (bounded) for it.
   absl::Status PullFrom(size_t s, const v1::PullRequest& request, v1::PullResponse* response);
 

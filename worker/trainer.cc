@@ -324,13 +324,15 @@ absl::Status Trainer::Step(ParameterCache& cache, Model* model, double* loss) {
   // The shards measure (and may compensate) the push's staleness from the
   // pull its values came from.
   const int64_t values_clock = cache.pulled_for();
+  const bool eager = config_.consistency.refresh == Refresh::kEager;
   if (pipeline_) {
     // Shards take a worker's clocks in order: the previous push lands first.
     TESSERA_RETURN_IF_ERROR(FinishPush(cache));
     // This push's fused pull is first used two steps on (the next step
     // computes while it travels) unless that step has to wait for it.
-    pipeline_->Start(clock_, &grads, &incoming_, !cache.FreshFor(clock_ + 2), values_clock);
-  } else if (cache.FreshFor(clock_ + 1)) {
+    pipeline_->Start(clock_, &grads, &incoming_, eager || !cache.FreshFor(clock_ + 2),
+                     values_clock);
+  } else if (!eager && cache.FreshFor(clock_ + 1)) {
     TESSERA_RETURN_IF_ERROR(client_->PushDense(clock_, grads, values_clock));
   } else {
     // The next step must pull: ask for it in the push's round trip.

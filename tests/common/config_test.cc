@@ -296,6 +296,7 @@ TEST_CASE("staleness compensation: read, checked against BSP's aggregation") {
   REQUIRE(c.ok());
   CHECK(c->optimizer.staleness_compensation == StalenessCompensation::kDc);
   CHECK(c->optimizer.dc_lambda == 0.5f);
+  CHECK(ParseJobConfig(kMinimal, {})->optimizer.dc_lambda == 100.0f);
   CHECK(c->optimizer.dc_decay == 0.95f);
   CHECK(ErrorOf(kMinimal, {"optimizer.staleness_compensation=dcc"}) ==
         "config: optimizer.staleness_compensation = 'dcc': expected one of none|dc|lr_scale");

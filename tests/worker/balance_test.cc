@@ -89,14 +89,8 @@ worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
   // epoch -> how many times each example was trained; epoch -> rank -> examples.
   std::map<uint32_t, std::vector<int>> seen;
   std::map<uint32_t, std::map<uint32_t, int>> taken;
-  std::vector<absl::Status> outcome(kWorkers);
-  std::vector<std::thread> threads;
-  for (uint32_t rank = 0; rank < kWorkers; ++rank) {
-    threads.emplace_back([&, rank] {
-      LocalPsClient client(*c, rank, cluster.ptrs());
-      auto backend = MakeCpuBackend();
-      Trainer trainer(*c, rank, &client, backend.get(), &train, nullptr);
-      trainer.on_batch = [&](uint32_t epoch, const Dataset& batch) {
+  const auto results = RunTrainers(*c, cluster, &train, [&](uint32_t rank, Trainer& trainer) {
+      trainer.on_batch = [&, rank](uint32_t epoch, const Dataset& batch) {
         std::lock_guard<std::mutex> lock(mu);
         std::vector<int>& count = seen[epoch];
         count.resize(kExamples);
@@ -105,13 +99,11 @@ worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
         }
         taken[epoch][rank] += static_cast<int>(batch.size());
       };
-      auto result = trainer.Run();
-      outcome[rank] = result.status();
-      if (result.ok()) CHECK(result->steps == kSteps * kEpochs);
-    });
+  });
+  for (const auto& result : results) {
+    REQUIRE(result.ok());
+    CHECK(result->steps == kSteps * kEpochs);
   }
-  for (auto& t : threads) t.join();
-  for (const absl::Status& s : outcome) REQUIRE(s.ok());
   REQUIRE(seen.size() == kEpochs);
   for (const auto& [epoch, count] : seen) {
     INFO("epoch " << epoch);

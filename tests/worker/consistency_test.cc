@@ -119,6 +119,7 @@ TEST_CASE("BSP with aggregation: 2 workers of batch b equal one process of batch
 TEST_CASE("SSP with a slowed worker: the bound holds, fast workers block, nothing deadlocks") {
   const uint32_t kWorkers = 3, kStaleness = 2;
   JobConfig c = MakeConfig("ssp", kStaleness, kWorkers, 8);
+  c.consistency.refresh = Refresh::kLazy;  // the bound is what this test is about
   c.training.max_steps = 30;
   c.training.epochs = 10;
   c.training.slow_rank = 2;
@@ -175,6 +176,32 @@ TEST_CASE("SSP with a slowed worker: the bound holds, fast workers block, nothin
   CHECK(max_lead == kStaleness);
   // The cache saved pulls: fewer pulls than steps for the fast workers.
   CHECK(pulls[0] < steps[0]);
+}
+
+TEST_CASE("SSP refresh: lazy pulls when the bound forces it, eager fetches every clock") {
+  const Refresh refresh = GENERATE(Refresh::kLazy, Refresh::kEager);
+  INFO("consistency.refresh " << NameOf(refresh));
+  // One worker: nothing races it, so what it pulls is the rule's alone.
+  const uint32_t kSteps = 40;
+  JobConfig c = MakeConfig("ssp", 3, 1, 8);
+  c.consistency.refresh = refresh;
+  c.training.max_steps = kSteps;
+  c.training.epochs = 10;
+  Dataset train = SyntheticDataset(1024, 784, 10, 5);
+  Cluster cluster(c);
+  const auto results = RunTrainers(c, cluster, &train);
+  REQUIRE(results[0].ok());
+  const TrainResult& r = *results[0];
+  CHECK(r.steps == kSteps);
+  if (refresh == Refresh::kLazy) {
+    // A copy serves up to s + 1 = 4 clocks (3 with the push pipeline, whose
+    // fused pull is asked one step early).
+    CHECK(r.pulls <= kSteps / 2);
+  } else {
+    // Every push brought the next clock's values back.
+    CHECK(r.fused_pulls >= kSteps - 1);
+    CHECK(r.pulls >= kSteps);
+  }
 }
 
 }  // namespace

@@ -3,9 +3,13 @@
 #define TESSERA_TESTS_WORKER_FIXTURES_H_
 
 #include <catch2/catch.hpp>
+#include <functional>
+#include <thread>
 #include <vector>
 
+#include "worker/backend.h"
 #include "worker/local_ps_client.h"
+#include "worker/trainer.h"
 
 namespace tessera {
 
@@ -22,6 +26,27 @@ struct Cluster {
 
   LocalShards local;
 };
+
+// Trains every worker of `c` on its own thread against `cluster`, the CPU
+// backend and `train` (no test set); `setup` may set a trainer's hooks first.
+inline std::vector<absl::StatusOr<TrainResult>> RunTrainers(
+    const JobConfig& c, Cluster& cluster, const Dataset* train,
+    const std::function<void(uint32_t rank, Trainer&)>& setup = {}) {
+  std::vector<absl::StatusOr<TrainResult>> results(c.cluster.workers,
+                                                   absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (uint32_t rank = 0; rank < c.cluster.workers; ++rank) {
+    threads.emplace_back([&, rank] {
+      LocalPsClient client(c, rank, cluster.ptrs());
+      auto backend = MakeCpuBackend();
+      Trainer trainer(c, rank, &client, backend.get(), train, nullptr);
+      if (setup) setup(rank, trainer);
+      results[rank] = trainer.Run();
+    });
+  }
+  for (auto& t : threads) t.join();
+  return results;
+}
 
 }  // namespace tessera
 
