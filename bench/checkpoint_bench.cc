@@ -21,11 +21,11 @@
 #include <filesystem>
 #include <fstream>
 
-#include "nlohmann/json.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/config.h"
 #include "common/flags.h"
+#include "nlohmann/json.hpp"
 #include "server/checkpoint.h"
 #include "server/shard.h"
 
@@ -78,7 +78,8 @@ std::pair<double, double> DiskSpeed(const std::string& dir, uint64_t bytes, bool
 }
 
 int Main(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv, {"dir", "floats", "optimizer", "repeats"}, {}, {"drop-caches"});
+  auto flags =
+      ParseFlags(argc, argv, {"dir", "floats", "optimizer", "repeats"}, {}, {"drop-caches"});
   if (!flags.ok()) return Fail(std::string(flags.status().message()));
   const std::string dir = flags->Has("dir") ? flags->Get("dir") : "/var/tmp/tessera-ckpt-bench";
   auto floats = flags->GetInt("floats");
@@ -100,7 +101,8 @@ int Main(int argc, char** argv) {
     std::vector<char> buf(64 << 20, 7);
     const double t0 = Now();
     uLong crc = 0;
-    for (int i = 0; i < 8; ++i) crc = crc32_z(crc, reinterpret_cast<Bytef*>(buf.data()), buf.size());
+    for (int i = 0; i < 8; ++i)
+      crc = crc32_z(crc, reinterpret_cast<Bytef*>(buf.data()), buf.size());
     const double s = Now() - t0;
     std::printf("zlib crc32: %.0f MB/s (%lx)\n", 8.0 * buf.size() / 1e6 / s, crc);
   }
@@ -110,8 +112,10 @@ int Main(int argc, char** argv) {
   for (int r = 0; r < repeats; ++r) {
     const auto [disk_write, disk_read] =
         DiskSpeed(dir + "-dd", n * sizeof(float), flags->Has("drop-caches"));
-    std::printf("repeat %d: the disk alone (8 MiB writes + fdatasync; reads): write %.0f MB/s, "
-                "read %.0f MB/s\n", r + 1, disk_write, disk_read);
+    std::printf(
+        "repeat %d: the disk alone (8 MiB writes + fdatasync; reads): write %.0f MB/s, "
+        "read %.0f MB/s\n",
+        r + 1, disk_write, disk_read);
     CheckpointStore store(dir, 1);
     double t0 = Now();
     std::unique_ptr<ShardState> cut = (*shard)->Snapshot();
@@ -140,7 +144,8 @@ int Main(int argc, char** argv) {
     std::printf(
         "repeat %d: %.0f MB: copy %.3f s (%.0f MB/s), write+crc+fsync %.3f s (%.0f MB/s), "
         "read+verify %.3f s (%.0f MB/s%s), load %.3f s; restore total %.0f MB/s\n"
-        "          write at %.0f%% of the disk's write speed, restore at %.0f%% of its read speed\n",
+        "          write at %.0f%% of the disk's write speed, restore at %.0f%% of its read "
+        "speed\n",
         r + 1, mb, copy_s, mb / copy_s, write_s, mb / write_s, read_s, mb / read_s,
         dropped ? ", page cache dropped" : ", page cache warm", apply_s, mb / (read_s + apply_s),
         100 * mb / write_s / disk_write, 100 * mb / (read_s + apply_s) / disk_read);

@@ -375,8 +375,9 @@ void BenchOptimizer(const OptimizerConfig& config, uint64_t n, int repeats) {
   // Bytes moved: w, slots read and written, g read.
   double bytes = double(n) * sizeof(float) * (2 + 2 * opt->num_slots() + 1);
   std::printf("%-34s %12llu values p50 %9.3f ms  p99 %9.3f ms  %8.2f G values/s  (%.1f GB/s)\n",
-              (std::string("optimizer ") + NameOf(config.type) + ", one core").c_str(), (unsigned long long)n,
-              t.p50 * 1e3, t.p99 * 1e3, n / t.p50 / 1e9, bytes / t.p50 / 1e9);
+              (std::string("optimizer ") + NameOf(config.type) + ", one core").c_str(),
+              (unsigned long long)n, t.p50 * 1e3, t.p99 * 1e3, n / t.p50 / 1e9,
+              bytes / t.p50 / 1e9);
 }
 
 int Main(int argc, char** argv) {
@@ -384,8 +385,7 @@ int Main(int argc, char** argv) {
   auto flags =
       ParseFlags(argc, argv,
                  {"config", "server", "channels", "repeats", "sparse-keys", "sparse-repeats",
-                  "optimizer-values", "only", "max-bytes", "keys-per-request", "encoding",
-                  "seed"},
+                  "optimizer-values", "only", "max-bytes", "keys-per-request", "encoding", "seed"},
                  {"set"}, {"sync", "cold"});
   g_sync = flags.ok() && flags->Has("sync");
   if (!flags.ok())

@@ -14,12 +14,12 @@
 #include <cstdio>
 #include <random>
 
-#include "nlohmann/json.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/config.h"
 #include "common/denormal.h"
 #include "common/flags.h"
+#include "nlohmann/json.hpp"
 #include "worker/dataset.h"
 #include "worker/device.h"
 #include "worker/model.h"
@@ -44,8 +44,9 @@ int Main(int argc, char** argv) {
   if (!config.ok()) return Fail(std::string(config.status().message()));
   if (config->model.type == ModelType::kTables) return Fail("model.type 'tables' has no compute");
   if (config->model.type == ModelType::kCtr) {
-    return Fail("model.type 'ctr': worker_bench times the dense models; time a ctr job with "
-                "`tessera-worker --config JOB --standalone` (bench/ctr_speed.sh)");
+    return Fail(
+        "model.type 'ctr': worker_bench times the dense models; time a ctr job with "
+        "`tessera-worker --config JOB --standalone` (bench/ctr_speed.sh)");
   }
   auto batch_flag = flags->GetInt("batch");
   auto steps_flag = flags->GetInt("steps");

@@ -134,8 +134,8 @@ class MapReader {
     for (const auto& kv : node_) {
       std::string key = kv.first.IsScalar() ? kv.first.Scalar() : Describe(kv.first);
       if (!seen.insert(key).second) {
-        return absl::InvalidArgumentError(absl::StrCat("config: ", KeyPath(key),
-                                                       ": given twice; expected each key once"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("config: ", KeyPath(key), ": given twice; expected each key once"));
       }
       if (!known_.count(key)) {
         std::vector<std::string> sorted(known_.begin(), known_.end());
@@ -419,7 +419,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     return absl::OkStatus();
   }));
   if (c->consistency.mode == ConsistencyMode::kBsp && c->consistency.aggregate) {
-    std::vector<std::pair<std::string, const OptimizerConfig*>> all = {{"optimizer", &c->optimizer}};
+    std::vector<std::pair<std::string, const OptimizerConfig*>> all = {
+        {"optimizer", &c->optimizer}};
     for (const auto& [name, own] : c->table_optimizers) {
       all.emplace_back(absl::StrCat("optimizer.tables.", name), &own);
     }
@@ -437,8 +438,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("max_message_bytes", &v.max_message_bytes, 1024,
                                       std::numeric_limits<int32_t>::max()));
     TESSERA_RETURN_IF_ERROR(s.Integer("threads", &v.threads, 0, 1024));
-    TESSERA_RETURN_IF_ERROR(s.Integer("transport_memory_bytes", &v.transport_memory_bytes, -1,
-                                      int64_t{1} << 40));
+    TESSERA_RETURN_IF_ERROR(
+        s.Integer("transport_memory_bytes", &v.transport_memory_bytes, -1, int64_t{1} << 40));
     TESSERA_RETURN_IF_ERROR(s.Integer("max_pull_wait_ms", &v.max_pull_wait_ms, 1));
     TESSERA_RETURN_IF_ERROR(s.Bool("reject_nonfinite", &v.reject_nonfinite));
     TESSERA_RETURN_IF_ERROR(s.Real("max_gradient_abs", &v.max_gradient_abs, 0, 3e38));
@@ -495,9 +496,9 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
                          : "synthetic_ctr or criteo_tsv for model.type ctr");
     }
     if (d.dataset == DatasetKind::kCriteoTsv) {
-      for (const auto& [key, file] : {std::pair<const char*, const std::string*>{
-                                           "train_file", &d.train_file},
-                                       {"test_file", &d.test_file}}) {
+      for (const auto& [key, file] :
+           {std::pair<const char*, const std::string*>{"train_file", &d.train_file},
+            {"test_file", &d.test_file}}) {
         if (file->empty()) {
           return Bad(s.KeyPath(key), s.Child(key), "a click-log file (data.dataset criteo_tsv)");
         }
@@ -523,7 +524,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
       return Bad(s.KeyPath("dir"), s.Child("dir"), "no folder when checkpoint.disabled is true");
     }
     if (k.restore == RestorePolicy::kRequired && k.dir.empty()) {
-      return Bad(s.KeyPath("restore"), s.Child("restore"), "auto or never when checkpoint.dir is empty");
+      return Bad(s.KeyPath("restore"), s.Child("restore"),
+                 "auto or never when checkpoint.dir is empty");
     }
     return absl::OkStatus();
   }));
@@ -537,8 +539,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
       TESSERA_RETURN_IF_ERROR(t.Str("server_name", &v.tls.server_name));
       TESSERA_RETURN_IF_ERROR(t.Integer("reload_s", &v.tls.reload_s, 1, 86400));
       if (v.tls.cert_file.empty() != v.tls.key_file.empty()) {
-        return Bad(t.KeyPath(v.tls.cert_file.empty() ? "cert_file" : "key_file"),
-                   YAML::Node(), "both security.tls.cert_file and key_file, or neither");
+        return Bad(t.KeyPath(v.tls.cert_file.empty() ? "cert_file" : "key_file"), YAML::Node(),
+                   "both security.tls.cert_file and key_file, or neither");
       }
       if (v.tls.enabled() && v.tls.ca_file.empty()) {
         return Bad(t.KeyPath("ca_file"), t.Child("ca_file"),
@@ -612,13 +614,13 @@ absl::Status ApplyOverride(YAML::Node node, const std::string& override_text) {
 
 }  // namespace
 
-absl::Status CheckHostPort(const std::string& what, const std::string& address,
-                           bool allow_zero) {
+absl::Status CheckHostPort(const std::string& what, const std::string& address, bool allow_zero) {
   const size_t colon = address.rfind(':');
   int port = 0;
   const bool ok = colon != std::string::npos && colon > 0 &&
-                  absl::SimpleAtoi(address.substr(colon + 1), &port) && port >= (allow_zero ? 0 : 1) &&
-                  port <= 65535 && address.find_first_of(" \t") == std::string::npos;
+                  absl::SimpleAtoi(address.substr(colon + 1), &port) &&
+                  port >= (allow_zero ? 0 : 1) && port <= 65535 &&
+                  address.find_first_of(" \t") == std::string::npos;
   if (ok) return absl::OkStatus();
   return absl::InvalidArgumentError(
       absl::StrCat(what, " = '", address, "': expected host:port with a port in ",

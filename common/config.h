@@ -48,10 +48,10 @@ enum class Refresh { kLazy, kEager };
 // The words of each enum, in declaration order.
 template <typename E>
 struct EnumWords;
-#define TESSERA_ENUM_WORDS(E, ...)                              \
-  template <>                                                   \
-  struct EnumWords<E> {                                         \
-    static constexpr const char* kWords[] = {__VA_ARGS__};      \
+#define TESSERA_ENUM_WORDS(E, ...)                         \
+  template <>                                              \
+  struct EnumWords<E> {                                    \
+    static constexpr const char* kWords[] = {__VA_ARGS__}; \
   }
 TESSERA_ENUM_WORDS(ConsistencyMode, "bsp", "ssp", "asp");
 TESSERA_ENUM_WORDS(TableKind, "dense", "sparse");
@@ -81,8 +81,8 @@ inline const char* ModeName(ConsistencyMode mode) { return NameOf(mode); }
 // depend on how many shards the table is split over.
 struct InitConfig {
   InitType type = InitType::kZeros;
-  float value = 0.0f;          // constant
-  float low = -0.05f;          // uniform
+  float value = 0.0f;  // constant
+  float low = -0.05f;  // uniform
   float high = 0.05f;
   float mean = 0.0f;  // normal
   float stddev = 0.01f;
@@ -188,8 +188,8 @@ struct OptimizerConfig {
   // lr down to min_lr over decay_steps updates (then min_lr). An update is one
   // clock under BSP (the W pushes are applied once) and one push otherwise.
   LrSchedule lr_schedule = LrSchedule::kConstant;
-  int64_t decay_steps = 0;               // cosine: >= 1
-  float min_lr = 0.0f;                   // cosine: <= lr
+  int64_t decay_steps = 0;  // cosine: >= 1
+  float min_lr = 0.0f;      // cosine: <= lr
   // How a shard treats a push computed from values that other updates have
   // since changed (its staleness tau, docs/DESIGN.md "Staleness"), on dense
   // tables (sparse rows are applied as they come):
@@ -244,7 +244,7 @@ struct ServerConfig {
   // probes that cannot speak TLS (Kubernetes' grpc probes). 0: none (the
   // health service answers on the main port, without a token, as always).
   uint32_t health_port = 0;
-  uint32_t sparse_stripes = 64;        // lock stripes per sparse table
+  uint32_t sparse_stripes = 64;  // lock stripes per sparse table
 };
 
 struct WorkerConfig {
@@ -261,7 +261,7 @@ struct WorkerConfig {
   // and the job's busy threads fit this machine's cores (one per server, one
   // per worker, two per worker under overlap_push), else 0.
   int64_t spin_wait_us = -1;
-  double progress_interval_s = 5.0;     // seconds between progress lines
+  double progress_interval_s = 5.0;  // seconds between progress lines
   // auto: a GPU when one is usable, else the CPU; cuda: a GPU or fail at start-up.
   DeviceChoice device = DeviceChoice::kAuto;
   // SSP (s >= 1) and ASP: compute step c+1 while step c's push is in flight

@@ -83,7 +83,8 @@ absl::Status PrepareFolders(const LaunchOptions& options, Job* job,
   if (ec) {
     return absl::InvalidArgumentError(absl::StrCat("cannot create ", job->dir, ": ", ec.message()));
   }
-  const bool own_checkpoints = job->config.checkpoint.dir.empty() && !job->config.checkpoint.disabled;
+  const bool own_checkpoints =
+      job->config.checkpoint.dir.empty() && !job->config.checkpoint.disabled;
   if (own_checkpoints) {
     job->config.checkpoint.dir = (fs::path(job->dir) / "checkpoints").string();
     server_sets->push_back("checkpoint.dir=" + job->config.checkpoint.dir);
@@ -120,7 +121,8 @@ absl::Status PrepareFolders(const LaunchOptions& options, Job* job,
     fs::remove_all(ckpt, ec);  // an earlier run's, in the folder this run replaces
   } else if (fs::exists(ckpt, ec) && !fs::is_empty(ckpt, ec)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint.dir ", ckpt, " holds checkpoints of an earlier run: continue it "
+        absl::StrCat("checkpoint.dir ", ckpt,
+                     " holds checkpoints of an earlier run: continue it "
                      "with --resume, or name an empty checkpoint.dir"));
   }
   return absl::OkStatus();
@@ -180,8 +182,7 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
                    // The live line reads the metrics: at least one a second.
                    absl::StrCat("worker.progress_interval_s=",
                                 std::min(config.worker.progress_interval_s, 1.0)),
-                   "--result",
-                   absl::StrCat(job->dir, "/result-rank", r, ".json")});
+                   "--result", absl::StrCat(job->dir, "/result-rank", r, ".json")});
     c.restart_args = c.args;
     job->children.push_back(c);
   }
@@ -190,8 +191,8 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
 
 void Start(const LaunchOptions& options, const Job& job, Child& c) {
   const bool again = c.restarts > 0 || job.resumed_from >= 0;
-  c.pid = Spawn(c.is_server ? job.server_bin : job.worker_bin, c.restarts > 0 ? c.restart_args : c.args,
-                c.log_path, /*append=*/again);
+  c.pid = Spawn(c.is_server ? job.server_bin : job.worker_bin,
+                c.restarts > 0 ? c.restart_args : c.args, c.log_path, /*append=*/again);
   c.running = true;
   c.exit_code = -1;
   if (options.on_spawn) options.on_spawn(c.name, c.pid);
@@ -239,9 +240,10 @@ std::string Supervise(const LaunchOptions& options, Job& job, double start) {
         return absl::StrCat(c.name, " exited while workers were still running");
       }
       if (!Restartable(c) || c.restarts >= options.max_restarts) {
-        return absl::StrCat(c.name, " failed (", HowItEnded(c), c.restarts > 0 ? absl::StrCat(
-                                        ", after ", c.restarts, " restart(s)") : "",
-                            "): ", LastLine(c.log_path));
+        return absl::StrCat(
+            c.name, " failed (", HowItEnded(c),
+            c.restarts > 0 ? absl::StrCat(", after ", c.restarts, " restart(s)") : "",
+            "): ", LastLine(c.log_path));
       }
       ++c.restarts;
       if (options.live) std::printf("\n");
@@ -256,7 +258,8 @@ std::string Supervise(const LaunchOptions& options, Job& job, double start) {
       std::string line = ProgressLine(job.dir, job.config.cluster.workers, now - start);
       std::string restarted;
       for (const Child& c : job.children) {
-        if (c.restarts > 0) absl::StrAppend(&restarted, restarted.empty() ? "" : ", ", c.name, " x", c.restarts);
+        if (c.restarts > 0)
+          absl::StrAppend(&restarted, restarted.empty() ? "" : ", ", c.name, " x", c.restarts);
       }
       if (!restarted.empty()) absl::StrAppend(&line, " | restarted ", restarted);
       if (options.live) {
@@ -302,22 +305,25 @@ int RunJob(const LaunchOptions& options) {
   const double start = NowSeconds();
   for (Child& c : job.children) Start(options, job, c);
   if (!options.quiet) {
-    std::printf("tessera run: %s: %u servers, %u workers, %s%s; logs in %s%s\n", config.name.c_str(),
-              config.num_servers(), config.cluster.workers, ModeName(config.consistency.mode),
-              config.consistency.mode == ConsistencyMode::kSsp
-                  ? absl::StrCat(" staleness ", config.consistency.staleness).c_str()
-                  : "",
-              job.dir.c_str(),
-              job.resumed_from >= 0 ? absl::StrCat("; resuming from clock ", job.resumed_from).c_str()
-                                    : "");
+    std::printf(
+        "tessera run: %s: %u servers, %u workers, %s%s; logs in %s%s\n", config.name.c_str(),
+        config.num_servers(), config.cluster.workers, ModeName(config.consistency.mode),
+        config.consistency.mode == ConsistencyMode::kSsp
+            ? absl::StrCat(" staleness ", config.consistency.staleness).c_str()
+            : "",
+        job.dir.c_str(),
+        job.resumed_from >= 0 ? absl::StrCat("; resuming from clock ", job.resumed_from).c_str()
+                              : "");
   }
   std::fflush(stdout);
 
   const std::string failure = Supervise(options, job, start);
   if (options.live) std::printf("\n");
   if (failure == "interrupted") {
-    std::printf("tessera run: interrupted; stopping every daemon (servers checkpoint first; "
-                "continue with --resume %s)\n", job.dir.c_str());
+    std::printf(
+        "tessera run: interrupted; stopping every daemon (servers checkpoint first; "
+        "continue with --resume %s)\n",
+        job.dir.c_str());
     StopAll(job.children, 10.0);
     return 130;
   }

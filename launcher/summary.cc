@@ -42,10 +42,10 @@ std::string ProgressLine(const std::string& dir, uint32_t workers, double elapse
       line += absl::StrFormat(" | w%d %s", r, event == "final" ? "done" : "starting");
       continue;
     }
-    line += absl::StrFormat(" | w%d ep %.0f step %.0f/%.0f loss %.3f %.0f/s", r,
-                            Number(last, "epoch"), Number(last, "step"),
-                            Number(last, "steps_per_epoch"), Number(last, "loss"),
-                            Number(last, "samples_per_second"));
+    line +=
+        absl::StrFormat(" | w%d ep %.0f step %.0f/%.0f loss %.3f %.0f/s", r, Number(last, "epoch"),
+                        Number(last, "step"), Number(last, "steps_per_epoch"), Number(last, "loss"),
+                        Number(last, "samples_per_second"));
   }
   return line;
 }
@@ -137,8 +137,9 @@ std::string WriteSummary(const JobConfig& config, const std::string& dir, const 
           ? absl::StrCat(" s=", config.consistency.staleness)
           : "",
       config.num_servers(), config.cluster.workers,
-      total_restarts > 0 ? absl::StrFormat(" | %d restart(s), %.0f clock(s) lost", total_restarts, lost)
-                         : "");
+      total_restarts > 0
+          ? absl::StrFormat(" | %d restart(s), %.0f clock(s) lost", total_restarts, lost)
+          : "");
 }
 
 }  // namespace tessera

@@ -69,9 +69,8 @@ std::string Number(const json& j, const char* key) {
 }
 
 // The metrics of results.csv and report.md, as summary.json names them.
-const char* const kMetrics[] = {"test_accuracy",      "test_loss",
-                                "train_loss",         "wall_seconds",
-                                "train_seconds",      "samples_per_second",
+const char* const kMetrics[] = {"test_accuracy",      "test_loss",     "train_loss",
+                                "wall_seconds",       "train_seconds", "samples_per_second",
                                 "push_staleness_mean"};
 
 void WriteCsv(const SweepOptions& o, const std::vector<Run>& runs, const std::string& path) {
@@ -168,7 +167,8 @@ std::string FindPlotScript(const SweepOptions& o) {
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   const fs::path dir = exe.parent_path();
   for (const fs::path& candidate :
-       {dir / "sweep_plots.py", fs::path(exe.string() + ".runfiles") / "tessera/scripts/sweep_plots.py",
+       {dir / "sweep_plots.py",
+        fs::path(exe.string() + ".runfiles") / "tessera/scripts/sweep_plots.py",
         dir / ".." / ".." / "scripts" / "sweep_plots.py"}) {
     if (fs::exists(candidate, ec)) return candidate.string();
   }
@@ -189,9 +189,10 @@ absl::StatusOr<std::vector<std::string>> Plot(const SweepOptions& o, const std::
     std::string log = ReadFile(dir + "/plots.log");
     while (!log.empty() && log.back() == '\n') log.pop_back();
     const size_t last = log.rfind('\n');
-    return absl::InternalError(absl::StrCat(
-        "the plots failed (", dir, "/plots.log): ", last == std::string::npos ? log : log.substr(last + 1),
-        "; matplotlib is Debian's python3-matplotlib (scripts/install_deps.sh)"));
+    return absl::InternalError(
+        absl::StrCat("the plots failed (", dir,
+                     "/plots.log): ", last == std::string::npos ? log : log.substr(last + 1),
+                     "; matplotlib is Debian's python3-matplotlib (scripts/install_deps.sh)"));
   }
   std::vector<std::string> plots;
   std::ifstream list(dir + "/plots.log");
@@ -203,8 +204,7 @@ absl::StatusOr<std::vector<std::string>> Plot(const SweepOptions& o, const std::
 
 }  // namespace
 
-absl::StatusOr<std::pair<std::string, std::vector<std::string>>> ParseGrid(
-    const std::string& arg) {
+absl::StatusOr<std::pair<std::string, std::vector<std::string>>> ParseGrid(const std::string& arg) {
   const size_t eq = arg.find('=');
   if (eq == std::string::npos || eq == 0 || eq + 1 == arg.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -281,8 +281,9 @@ int RunSweep(const SweepOptions& o) {
   for (Run& run : runs) {
     std::printf("tessera sweep: run %d of %zu: %s%s\n", run.index + 1, runs.size(),
                 run.label.empty() ? "as configured" : run.label.c_str(),
-                o.repeat > 1 ? absl::StrFormat(" (repeat %d of %d)", run.repeat + 1, o.repeat).c_str()
-                             : "");
+                o.repeat > 1
+                    ? absl::StrFormat(" (repeat %d of %d)", run.repeat + 1, o.repeat).c_str()
+                    : "");
     std::fflush(stdout);
     LaunchOptions job = o.job;
     for (size_t k = 0; k < o.grid.size(); ++k) {
@@ -319,7 +320,8 @@ int RunSweep(const SweepOptions& o) {
     WriteCsv(o, runs, o.job.out_dir + "/results.csv");
   }
   absl::StatusOr<std::vector<std::string>> plots = Plot(o, o.job.out_dir);
-  if (!plots.ok()) std::fprintf(stderr, "tessera sweep: %s\n", std::string(plots.status().message()).c_str());
+  if (!plots.ok())
+    std::fprintf(stderr, "tessera sweep: %s\n", std::string(plots.status().message()).c_str());
   WriteReport(o, runs, plots.ok() ? *plots : std::vector<std::string>{},
               o.job.out_dir + "/report.md");
   std::printf("tessera sweep: %zu runs, %d failed; %s/results.csv, %s/report.md%s\n", runs.size(),

@@ -41,17 +41,16 @@ struct SweepOptions {
   LaunchOptions job;
   // key -> values, in the order given; every combination runs.
   std::vector<std::pair<std::string, std::vector<std::string>>> grid;
-  int repeat = 1;                // runs of each combination
-  double target_accuracy = 0;    // for time_to_target_s; 0: not reported
-  std::string plot_script;       // empty: scripts/sweep_plots.py found near the binary
-  bool live = true;              // rewrite the progress line in place
+  int repeat = 1;              // runs of each combination
+  double target_accuracy = 0;  // for time_to_target_s; 0: not reported
+  std::string plot_script;     // empty: scripts/sweep_plots.py found near the binary
+  bool live = true;            // rewrite the progress line in place
 };
 
 // Parses one --grid argument "key=v1,v2,...": values split at commas outside
 // brackets ("model.layers=[784,32,10],[784,64,10]" is two values).
 // INVALID_ARGUMENT naming the argument when there is no key or no value.
-absl::StatusOr<std::pair<std::string, std::vector<std::string>>> ParseGrid(
-    const std::string& arg);
+absl::StatusOr<std::pair<std::string, std::vector<std::string>>> ParseGrid(const std::string& arg);
 
 // Runs the sweep. Exit code: 0 when every run succeeded (and the files were
 // written), 1 when a run failed (the sweep goes on; its row says so) or the

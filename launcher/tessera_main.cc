@@ -73,7 +73,8 @@ int main(int argc, char** argv) {
   }
   if (args[0] == "run") {
     for (const char* sweep_only : {"grid", "repeat", "target-accuracy", "plot-script"}) {
-      if (flags->Has(sweep_only)) return Usage(std::string("--") + sweep_only + " is for tessera sweep");
+      if (flags->Has(sweep_only))
+        return Usage(std::string("--") + sweep_only + " is for tessera sweep");
     }
     if (!options.resume_dir.empty() && !options.out_dir.empty() &&
         options.out_dir != options.resume_dir) {

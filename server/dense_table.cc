@@ -1,10 +1,9 @@
 #include "server/dense_table.h"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-
-#include <Eigen/Core>
 
 #include "absl/strings/str_cat.h"
 #include "common/initializer.h"
@@ -78,16 +77,14 @@ void DenseTable::CopyValues(uint64_t offset, absl::Span<float> out) const {
   });
 }
 
-void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scale,
-                       uint32_t worker, int64_t clock, std::optional<int64_t> staleness,
-                       const float* read) {
+void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scale, uint32_t worker,
+                       int64_t clock, std::optional<int64_t> staleness, const float* read) {
   pushes_.fetch_add(1, std::memory_order_relaxed);
   const uint64_t begin = offset - range_.begin;
   const size_t stride = range_.size();
-  const float lr_factor =
-      compensation_ == StalenessCompensation::kLrScale && staleness
-          ? 1.0f / static_cast<float>(std::max<int64_t>(*staleness, 1))
-          : 1.0f;
+  const float lr_factor = compensation_ == StalenessCompensation::kLrScale && staleness
+                              ? 1.0f / static_cast<float>(std::max<int64_t>(*staleness, 1))
+                              : 1.0f;
   const bool dc = compensation_ == StalenessCompensation::kDc && read != nullptr;
   thread_local std::vector<float> compensated;
   auto* self = this;

@@ -76,8 +76,8 @@ class DenseTable {
   // of the first value that would not be finite, or nullopt. Under BSP the
   // clock's apply is checked on the buffered sum at scale 1 (the largest
   // step it could take). REQUIRES: range().Contains(offset, grad.size()).
-  std::optional<uint64_t> FirstNonFinite(uint64_t offset, absl::Span<const float> grad,
-                                         float scale, bool accumulate) const;
+  std::optional<uint64_t> FirstNonFinite(uint64_t offset, absl::Span<const float> grad, float scale,
+                                         bool accumulate) const;
 
   // Adds grad into the aggregation buffer. REQUIRES: constructed with aggregate.
   void Accumulate(uint64_t offset, absl::Span<const float> grad);
@@ -134,8 +134,8 @@ class DenseTable {
 
   // Element i belongs to chunks_[i / kChunkFloats] and is guarded by its mu.
   std::vector<float> values_;
-  std::vector<float> slots_;  // num_slots_ * range_.size(), stride range_.size()
-  std::vector<float> accum_;  // aggregation buffer; empty unless aggregate
+  std::vector<float> slots_;           // num_slots_ * range_.size(), stride range_.size()
+  std::vector<float> accum_;           // aggregation buffer; empty unless aggregate
   std::vector<float> dc_mean_square_;  // dc: running mean of g^2 per value; else empty
   std::unique_ptr<Chunk[]> chunks_;
   size_t num_chunks_;

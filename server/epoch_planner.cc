@@ -51,8 +51,9 @@ std::vector<uint32_t> EpochPlanner::Shares(const std::vector<double>& rates, uin
     given += whole;
     remainders.emplace_back(exact - whole, i);
   }
-  std::sort(remainders.begin(), remainders.end(),
-            [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+  std::sort(remainders.begin(), remainders.end(), [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  });
   for (size_t k = 0; given < rest; ++k, ++given) ++shares[remainders[k % n].second];
   return shares;
 }

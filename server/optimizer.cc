@@ -24,7 +24,9 @@ void ForEachBlock(size_t n, Body body) {
 class LearningRate {
  public:
   explicit LearningRate(const OptimizerConfig& c)
-      : lr_(c.lr), min_(c.min_lr), decay_steps_(c.lr_schedule == LrSchedule::kCosine ? c.decay_steps : 0) {}
+      : lr_(c.lr),
+        min_(c.min_lr),
+        decay_steps_(c.lr_schedule == LrSchedule::kCosine ? c.decay_steps : 0) {}
 
   float At(int64_t step) const {
     if (decay_steps_ <= 0) return lr_;
@@ -108,8 +110,7 @@ class Adagrad : public Optimizer {
 // eps_t = eps sqrt(1-b2^t): exactly lr * mhat / (sqrt(vhat) + eps).
 class Adam : public Optimizer {
  public:
-  explicit Adam(const OptimizerConfig& c)
-      : lr_(c), b1_(c.beta1), b2_(c.beta2), eps_(c.epsilon) {}
+  explicit Adam(const OptimizerConfig& c) : lr_(c), b1_(c.beta1), b2_(c.beta2), eps_(c.epsilon) {}
   int num_slots() const override { return 2; }
   void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n, int64_t step,
              float scale, float lr_factor) const override {
@@ -177,7 +178,8 @@ class Ftrl : public Optimizer {
                  int64_t, float scale) const override {
     for (size_t r = 0; r < rows.size(); ++r) {
       float* w = rows[r];
-      for (uint32_t j = 0; j < dim; ++j) Update(w + j, scale * grads[r][j], w + dim + j, w + 2 * dim + j);
+      for (uint32_t j = 0; j < dim; ++j)
+        Update(w + j, scale * grads[r][j], w + dim + j, w + 2 * dim + j);
     }
   }
 

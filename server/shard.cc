@@ -44,8 +44,8 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
   }
   // Tables this machine cannot hold would fail, or be killed, while they
   // are faulted in: refuse them here, naming the key.
-  const uint64_t memory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) *
-                          static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t memory =
+      static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   const std::vector<TableConfig> tables = config.Tables();
   auto slots_of = [&config](const TableConfig& t) {
     return MakeOptimizer(config.OptimizerFor(t.name))->num_slots();
@@ -94,7 +94,8 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
     // now (a container limit, overcommit off): still the config's size.
     return absl::InvalidArgumentError(absl::StrCat(
         "config: model: out of memory allocating shard ", shard_index, "'s tables (",
-        dense_bytes >> 20, " MiB dense, plus model.tables.*.reserve_rows) at start-up: expected "
+        dense_bytes >> 20,
+        " MiB dense, plus model.tables.*.reserve_rows) at start-up: expected "
         "tables that fit this process's memory limit; add servers or shrink the model"));
   }
 }
@@ -195,16 +196,16 @@ size_t Shard::EvictSilent(absl::Time now) {
     if (silent_s < after_s) continue;
     absl::MutexLock lock(worker_mu_[w].get());
     const ClockTable::Advance a = clock_.Evict(w);
-    spdlog::warn("evicted worker {} from the barrier: silent for {:.0f} s at clock {} "
-                 "(consistency.evict_after_s = {}); the others go on, and it rejoins if it calls "
-                 "again",
-                 w, silent_s, a.clock, after_s);
+    spdlog::warn(
+        "evicted worker {} from the barrier: silent for {:.0f} s at clock {} "
+        "(consistency.evict_after_s = {}); the others go on, and it rejoins if it calls "
+        "again",
+        w, silent_s, a.clock, after_s);
     if (a.new_min > a.old_min) OnMinClock(a.new_min);
     ++evicted;
   }
   return evicted;
 }
-
 
 absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterResponse* response) {
   if (request.worker_rank() >= num_workers_) {
@@ -213,8 +214,8 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
                                                    ")"));
   }
   if (request.resume_clock() < 0 || request.resume_clock() > kMaxClock) {
-    return absl::InvalidArgumentError(absl::StrCat("resume_clock ", request.resume_clock(),
-                                                   " is outside [0, ", kMaxClock, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("resume_clock ", request.resume_clock(), " is outside [0, ", kMaxClock, "]"));
   }
   // Map the worker's shared memory when this host sees it; a worker whose
   // memory is not mapped sends its bytes in the messages. Mapped before the
@@ -388,8 +389,8 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   const bool shared = request.has_reply_shared();
   SharedRange reply;
   if (status.ok() && shared) {
-    absl::StatusOr<SharedRange> range = Shared(request.worker_rank(), request.reply_shared(),
-                                               PayloadBytes(*slices, *bf16));
+    absl::StatusOr<SharedRange> range =
+        Shared(request.worker_rank(), request.reply_shared(), PayloadBytes(*slices, *bf16));
     status = range.status();
     if (range.ok()) reply = *std::move(range);
   } else if (status.ok()) {
@@ -487,8 +488,7 @@ void Shard::ReadSlices(const std::vector<Resolved>& slices, bool bf16,
 }
 
 absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
-                                    const std::vector<Resolved>& slices,
-                                    std::string* shared_copy,
+                                    const std::vector<Resolved>& slices, std::string* shared_copy,
                                     std::vector<std::vector<float>>* decoded,
                                     std::vector<absl::Span<const float>>* grads,
                                     std::vector<float>* max_abs) const {
@@ -500,12 +500,11 @@ absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
           absl::StrCat("push has its gradients in shared memory and also ",
                        request.gradients_size(), " gradient payloads in the message"));
     }
-    TESSERA_ASSIGN_OR_RETURN(SharedRange range, Shared(request.worker_rank(),
-                                                       request.gradients_shared(),
-                                                       PayloadBytes(slices, bf16)));
+    TESSERA_ASSIGN_OR_RETURN(
+        SharedRange range,
+        Shared(request.worker_rank(), request.gradients_shared(), PayloadBytes(slices, bf16)));
     shared_copy->resize(range.bytes);
-    TESSERA_RETURN_IF_ERROR(
-        range.segment->CopyOut(range.offset, shared_copy->data(), range.bytes));
+    TESSERA_RETURN_IF_ERROR(range.segment->CopyOut(range.offset, shared_copy->data(), range.bytes));
     const char* at = shared_copy->data();
     for (const Resolved& r : slices) {
       payloads.emplace_back(at, r.count * BytesPerValue(bf16));
@@ -556,7 +555,6 @@ absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
   }
   return absl::OkStatus();
 }
-
 
 void Shard::RecordServed(uint32_t worker, int64_t clock, const std::vector<Resolved>& slices) {
   std::vector<StalenessTracker::Slice> dense;
@@ -656,8 +654,8 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     TESSERA_RETURN_IF_ERROR(CheckUpdateFinite(request, grads, max_abs, slices));
     pieces_applied_[worker].fetch_or(bit);
     const StalenessTracker::Read read = staleness_tracker_.Find(
-        worker, request.has_values_clock() ? std::optional<int64_t>(request.values_clock())
-                                           : std::nullopt);
+        worker,
+        request.has_values_clock() ? std::optional<int64_t>(request.values_clock()) : std::nullopt);
     // A push split into pieces is counted once, by its first.
     if (request.has_values_clock() && request.piece() <= 1) {
       staleness_tracker_.Observe(read.staleness());
@@ -758,9 +756,9 @@ absl::Status Shard::Plan(const v1::PlanRequest& request, v1::PlanResponse* respo
   Touch(request.worker_rank());
   const double rate = request.examples_per_second();
   if (request.epoch() < 0 || !std::isfinite(rate) || rate < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "plan of epoch ", request.epoch(), " at ", rate,
-        " examples/s: expected an epoch >= 0 and a finite rate >= 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("plan of epoch ", request.epoch(), " at ", rate,
+                     " examples/s: expected an epoch >= 0 and a finite rate >= 0"));
   }
   for (uint32_t share : planner_.Plan(request.worker_rank(), request.epoch(), rate)) {
     response->add_shares(share);
@@ -805,8 +803,7 @@ void Shard::Stats(v1::StatsResponse* response) const {
   for (uint64_t c : staleness_tracker_.histogram().Counts()) {
     response->add_push_staleness_buckets(c);
   }
-  response->set_push_staleness_sum(
-      static_cast<uint64_t>(staleness_tracker_.histogram().Sum()));
+  response->set_push_staleness_sum(static_cast<uint64_t>(staleness_tracker_.histogram().Sum()));
   response->set_push_staleness_unknown(staleness_tracker_.unknown());
   response->set_updates_published(staleness_tracker_.version());
   response->set_compensation_floats(staleness_tracker_.kept_floats());

@@ -256,8 +256,8 @@ class Shard {
   const JobConfig config_;
   const uint32_t index_;
   const uint32_t num_workers_;
-  const int64_t staleness_;  // effective bound; ASP never waits
-  const bool aggregate_;     // BSP aggregation on
+  const int64_t staleness_;                     // effective bound; ASP never waits
+  const bool aggregate_;                        // BSP aggregation on
   const std::unique_ptr<Optimizer> optimizer_;  // the job's (optimizer.*)
   // Tables with an optimizer of their own (optimizer.tables), by name.
   std::map<std::string, std::unique_ptr<Optimizer>> table_optimizers_;
@@ -271,7 +271,7 @@ class Shard {
   // a push that advances) exclusively, so an advance follows every push of
   // the clock it closes.
   std::vector<std::unique_ptr<absl::Mutex>> worker_mu_;
-  std::vector<std::unique_ptr<WorkerMemory>> memory_;     // by worker
+  std::vector<std::unique_ptr<WorkerMemory>> memory_;  // by worker
 
   ClockTable clock_;
   // Push staleness, and the values read for delay compensation.
@@ -306,8 +306,8 @@ class Shard {
   std::atomic<uint64_t> updates_applied_{0};
   std::atomic<uint64_t> duplicate_pushes_{0};
   std::atomic<int64_t> restored_clock_{-1};
-  std::atomic<int64_t> lost_before_{0};   // from earlier restores (the checkpoint says)
-  std::atomic<int64_t> lost_here_{0};     // largest clock jump adopted since start
+  std::atomic<int64_t> lost_before_{0};  // from earlier restores (the checkpoint says)
+  std::atomic<int64_t> lost_here_{0};    // largest clock jump adopted since start
   std::atomic<int64_t> last_checkpoint_clock_{-1};
   std::atomic<int64_t> last_checkpoint_unix_ms_{0};
   std::atomic<uint64_t> checkpoints_written_{0};

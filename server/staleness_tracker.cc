@@ -29,8 +29,8 @@ void StalenessTracker::Served(uint32_t worker, int64_t clock, absl::Span<const S
       values.resize(s.table->range().size());
       kept_floats_.fetch_add(values.size(), std::memory_order_relaxed);
     }
-    s.table->CopyValues(s.offset, absl::MakeSpan(values.data() + (s.offset - s.table->range().begin),
-                                                 s.count));
+    s.table->CopyValues(
+        s.offset, absl::MakeSpan(values.data() + (s.offset - s.table->range().begin), s.count));
   }
 }
 

@@ -38,8 +38,8 @@ void Shape(const ExampleStream& stream, uint32_t n, bool with_p, Dataset* out) {
 // i % workers == rank, in the Batcher's order for the epoch.
 class IndexedStream : public ExampleStream {
  public:
-  IndexedStream(uint32_t features, uint32_t classes, uint32_t fields, uint64_t size,
-                uint32_t rank, uint32_t workers, uint64_t seed, bool shuffle)
+  IndexedStream(uint32_t features, uint32_t classes, uint32_t fields, uint64_t size, uint32_t rank,
+                uint32_t workers, uint64_t seed, bool shuffle)
       : ExampleStream(features, classes, fields),
         batcher_(size, rank, workers, /*batch=*/1, seed, shuffle),
         per_epoch_(size / workers) {}
@@ -167,7 +167,8 @@ class LineReader {
       end_ -= begin_;
       begin_ = 0;
       if (end_ == buffer_.size()) buffer_.resize(buffer_.size() * 2);
-      const int got = gzread(file_, buffer_.data() + end_, static_cast<unsigned>(buffer_.size() - end_));
+      const int got =
+          gzread(file_, buffer_.data() + end_, static_cast<unsigned>(buffer_.size() - end_));
       int err = Z_OK;
       const char* message = gzerror(file_, &err);
       if (got < 0 || (err != Z_OK && err != Z_STREAM_END)) {
@@ -251,9 +252,9 @@ class TsvStream : public ExampleStream {
       const std::string where = absl::StrCat(path_, ":", reader.line_number(), ": ");
       if (first_bad.ok()) first_bad = absl::DataLossError(where + std::string(parsed.message()));
       if (skipped_ <= kLoggedBadLines) {
-        spdlog::warn("{}{}; line skipped{}", where, std::string(parsed.message()),
-                     skipped_ == kLoggedBadLines ? " (further bad lines are counted, not logged)"
-                                                 : "");
+        spdlog::warn(
+            "{}{}; line skipped{}", where, std::string(parsed.message()),
+            skipped_ == kLoggedBadLines ? " (further bad lines are counted, not logged)" : "");
       }
     }
     per_epoch_ = *std::min_element(good.begin(), good.end());
@@ -271,11 +272,13 @@ class TsvStream : public ExampleStream {
     }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    spdlog::info("{}: {} lines, {} good, read in {:.1f} s ({:.0f} lines/s); {} examples an epoch "
-                 "for each of {} workers",
-                 path_, reader.line_number(), total, seconds,
-                 reader.line_number() / std::max(seconds, 1e-9), per_epoch_, workers_);
-    capacity_ = static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(capacity_, per_epoch_)));
+    spdlog::info(
+        "{}: {} lines, {} good, read in {:.1f} s ({:.0f} lines/s); {} examples an epoch "
+        "for each of {} workers",
+        path_, reader.line_number(), total, seconds, reader.line_number() / std::max(seconds, 1e-9),
+        per_epoch_, workers_);
+    capacity_ =
+        static_cast<uint32_t>(std::max<uint64_t>(1, std::min<uint64_t>(capacity_, per_epoch_)));
     buffer_x_.resize(size_t(capacity_) * features());
     buffer_ids_.resize(size_t(capacity_) * fields());
     buffer_y_.resize(capacity_);
@@ -343,9 +346,9 @@ class TsvStream : public ExampleStream {
   // slot from the file.
   absl::Status Emit(float* x, uint64_t* ids, int32_t* y) {
     if (held_ == 0) {
-      return absl::DataLossError(absl::StrCat(
-          path_, ": the file ended early at example ", position_,
-          " of this epoch: did it change while the job ran?"));
+      return absl::DataLossError(absl::StrCat(path_, ": the file ended early at example ",
+                                              position_,
+                                              " of this epoch: did it change while the job ran?"));
     }
     const uint32_t j = held_ > 1 ? static_cast<uint32_t>(rng_() % held_) : 0;
     std::copy_n(buffer_x_.data() + size_t(j) * features(), features(), x);
@@ -477,8 +480,8 @@ class ReadAheadStream : public ExampleStream {
 
   absl::Mutex mu_;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<Job> job_ ABSL_GUARDED_BY(mu_);  // to read next
-  bool reading_ ABSL_GUARDED_BY(mu_) = false;     // the thread holds inner_ and ahead_batch_
+  std::optional<Job> job_ ABSL_GUARDED_BY(mu_);    // to read next
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;      // the thread holds inner_ and ahead_batch_
   std::optional<Job> ahead_ ABSL_GUARDED_BY(mu_);  // what ahead_batch_ holds
   absl::Status ahead_status_ ABSL_GUARDED_BY(mu_);
   Dataset ahead_batch_;  // the thread's while reading_, else under mu_
@@ -491,8 +494,8 @@ std::unique_ptr<ExampleStream> ReadAhead(std::unique_ptr<ExampleStream> inner) {
   return std::make_unique<ReadAheadStream>(std::move(inner));
 }
 
-absl::Status ParseClickLine(std::string_view line, uint32_t dense, uint32_t fields,
-                            uint64_t vocab, float* x, uint64_t* ids, int32_t* y) {
+absl::Status ParseClickLine(std::string_view line, uint32_t dense, uint32_t fields, uint64_t vocab,
+                            float* x, uint64_t* ids, int32_t* y) {
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);  // CRLF files
   const uint32_t columns = 1 + dense + fields;
   const auto expected = [&] {
@@ -506,7 +509,8 @@ absl::Status ParseClickLine(std::string_view line, uint32_t dense, uint32_t fiel
     const size_t tab = line.find('\t', start);
     const std::string_view cell =
         line.substr(start, tab == std::string_view::npos ? std::string_view::npos : tab - start);
-    if (column >= columns) return absl::InvalidArgumentError(absl::StrCat("too many columns: ", expected()));
+    if (column >= columns)
+      return absl::InvalidArgumentError(absl::StrCat("too many columns: ", expected()));
     if (column == 0) {
       if (cell == "0" || cell == "1") {
         *y = cell[0] - '0';
@@ -520,8 +524,8 @@ absl::Status ParseClickLine(std::string_view line, uint32_t dense, uint32_t fiel
         const char* end = cell.data() + cell.size();
         auto [ptr, ec] = std::from_chars(cell.data(), end, v);
         if (ec != std::errc() || ptr != end) {
-          return absl::InvalidArgumentError(absl::StrCat("column ", column + 1, " is ",
-                                                         Quote(cell), ": expected an integer"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("column ", column + 1, " is ", Quote(cell), ": expected an integer"));
         }
       }
       x[column - 1] = v > 0 ? static_cast<float>(std::log1p(static_cast<double>(v))) : 0.0f;

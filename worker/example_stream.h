@@ -39,9 +39,9 @@
 
 #include <cstdint>
 #include <memory>
-#include <thread>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -103,8 +103,8 @@ std::unique_ptr<ExampleStream> StreamOf(const Dataset* data, uint32_t rank, uint
 // Parses one click-log line (no newline) into x[0, dense), ids[0, fields)
 // and *y as the format above says. INVALID_ARGUMENT saying what is wrong
 // (the caller names the file and line).
-absl::Status ParseClickLine(std::string_view line, uint32_t dense, uint32_t fields,
-                            uint64_t vocab, float* x, uint64_t* ids, int32_t* y);
+absl::Status ParseClickLine(std::string_view line, uint32_t dense, uint32_t fields, uint64_t vocab,
+                            float* x, uint64_t* ids, int32_t* y);
 
 }  // namespace tessera
 

@@ -131,8 +131,8 @@ class CallGroup {
 
 int64_t ResolveSpinWaitUs(const JobConfig& config, unsigned cores) {
   if (config.worker.spin_wait_us >= 0) return config.worker.spin_wait_us;
-  const bool local = std::all_of(config.cluster.servers.begin(), config.cluster.servers.end(),
-                                 IsLoopbackAddress);
+  const bool local =
+      std::all_of(config.cluster.servers.begin(), config.cluster.servers.end(), IsLoopbackAddress);
   // Threads that run at once: one per server, one per worker, one more per
   // worker that pushes while it computes, and one more per worker that reads
   // its click log ahead (worker/example_stream.h).
@@ -287,9 +287,10 @@ absl::Status GrpcPsClient::RegisterWith(const std::vector<size_t>& which, int64_
     }
     contexts[s].set_deadline(DeadlineIn(timeout_ms));
     contexts[s].set_wait_for_ready(true);  // retry with backoff while the shard starts
-    shards_[s].stubs[0]->async()->Register(
-        &contexts[s], &requests[s], &(*responses)[s],
-        group.Add(s, &contexts[s], [this, s, responses] { return CheckLayout(s, (*responses)[s]); }));
+    shards_[s].stubs[0]->async()->Register(&contexts[s], &requests[s], &(*responses)[s],
+                                           group.Add(s, &contexts[s], [this, s, responses] {
+                                             return CheckLayout(s, (*responses)[s]);
+                                           }));
   }
   group.Wait(absl::Milliseconds(timeout_ms) + absl::Seconds(5));
   if (group.failed()) {
@@ -321,9 +322,10 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
   bool logged = false;
   while (absl::IsAlreadyExists(status) && absl::Now() < give_up) {
     if (!logged) {
-      spdlog::info("rank {} is still held on a shard ({}); waiting for the old holder to go "
-                   "silent (security.rank_lease_s = {})",
-                   rank_, std::string(status.message()), config_.security.rank_lease_s);
+      spdlog::info(
+          "rank {} is still held on a shard ({}); waiting for the old holder to go "
+          "silent (security.rank_lease_s = {})",
+          rank_, std::string(status.message()), config_.security.rank_lease_s);
       logged = true;
     }
     absl::SleepFor(absl::Milliseconds(250));
@@ -353,9 +355,10 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
   const int64_t most = *std::max_element(lost.begin(), lost.end());
   if (most > 0) {
     lost_clocks_ += most;
-    spdlog::warn("a shard had lost {} clock(s) of this worker's updates (restored from an older "
-                 "checkpoint, or this worker died between shards); every shard now holds clock {}",
-                 most, clock);
+    spdlog::warn(
+        "a shard had lost {} clock(s) of this worker's updates (restored from an older "
+        "checkpoint, or this worker died between shards); every shard now holds clock {}",
+        most, clock);
   }
   std::vector<size_t> shared;
   for (size_t s = 0; s < shards_.size(); ++s) {
@@ -364,9 +367,10 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
       shared.push_back(s);
       continue;
     }
-    spdlog::info("shard {} ({}) did not map this worker's shared memory ({}); values travel in "
-                 "the messages",
-                 s, shards_[s].address, responses[s].shared_memory_error());
+    spdlog::info(
+        "shard {} ({}) did not map this worker's shared memory ({}); values travel in "
+        "the messages",
+        s, shards_[s].address, responses[s].shared_memory_error());
     shards_[s].memory.reset();
   }
   if (!shared.empty()) {
@@ -414,8 +418,7 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
                     }));
     }
   }
-  group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5),
-             spin_);
+  group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5), spin_);
   if (group.failed()) DropSharedMemory();
   TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
   return min_clock;
@@ -505,8 +508,7 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads,
                                          group.Add(s, contexts.back().get(), std::move(on_ok)));
     }
   }
-  group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5),
-             spin_);
+  group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5), spin_);
   if (group.failed()) DropSharedMemory();
   TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
   if (values_clock) {

@@ -81,7 +81,7 @@ class GrpcPsClient : public PsClient {
     std::unique_ptr<SharedSegment> memory;
     std::vector<uint64_t> push_at, pull_at;
     std::vector<char*> push_area, pull_area;  // the same, in `memory` (set with it)
-    uint64_t capacity = 0;  // bytes the segment needs (0: no dense pieces)
+    uint64_t capacity = 0;                    // bytes the segment needs (0: no dense pieces)
   };
 
   // Creates the segments offered in Connect; a failure leaves that shard
@@ -116,12 +116,12 @@ class GrpcPsClient : public PsClient {
   const JobConfig config_;
   absl::Status security_error_;  // from reading the job's security settings
   const uint32_t rank_;
-  const absl::Duration spin_;  // worker.spin_wait_us, resolved
+  const absl::Duration spin_;     // worker.spin_wait_us, resolved
   const ShardRequests requests_;  // every dense piece, split for the channels
   std::vector<ShardChannels> shards_;
   int64_t lost_clocks_ = 0;
-  PushStaleness push_staleness_;  // written by the thread that pushes
-  ShardRequests::RowRoute route_;                  // of routed_keys_
+  PushStaleness push_staleness_;                    // written by the thread that pushes
+  ShardRequests::RowRoute route_;                   // of routed_keys_
   std::vector<std::vector<uint64_t>> routed_keys_;  // per table
 };
 

@@ -24,10 +24,7 @@ std::vector<Shard*> LocalShards::ptrs() const {
 }
 
 LocalPsClient::LocalPsClient(const JobConfig& config, uint32_t rank, std::vector<Shard*> shards)
-    : config_(config),
-      rank_(rank),
-      shards_(std::move(shards)),
-      requests_([&config] {
+    : config_(config), rank_(rank), shards_(std::move(shards)), requests_([&config] {
         ShardRequests r = ShardRequests::ForDense(config, 1, ~0ull);
         r.bf16 = false;  // no wire in process: worker.wire_precision does not apply
         return r;
@@ -107,8 +104,7 @@ absl::Status LocalPsClient::PushRows(int64_t clock, const RowSet& grads) {
     v1::PushRequest request;
     v1::PushResponse response;
     requests_.BuildPush({}, rank_, clock, {}, /*advance=*/false, kRowPiece, &request);
-    requests_.AddRowSlices(grads, route[s], request.mutable_slices(),
-                           request.mutable_gradients());
+    requests_.AddRowSlices(grads, route[s], request.mutable_slices(), request.mutable_gradients());
     if (request.slices_size() == 0) continue;
     TESSERA_RETURN_IF_ERROR(shards_[s]->Push(request, &response));
   }
@@ -127,8 +123,7 @@ absl::StatusOr<std::optional<int64_t>> LocalPsClient::PushDenseAndPull(
   return Push(clock, grads, values_clock, params);
 }
 
-absl::StatusOr<std::optional<int64_t>> LocalPsClient::Push(int64_t clock,
-                                                           const ParameterSet& grads,
+absl::StatusOr<std::optional<int64_t>> LocalPsClient::Push(int64_t clock, const ParameterSet& grads,
                                                            std::optional<int64_t> values_clock,
                                                            ParameterSet* pull_into) {
   int64_t staleness = -1;

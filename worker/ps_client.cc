@@ -19,8 +19,7 @@ absl::StatusOr<std::vector<uint32_t>> PsClient::PlanEpoch(int64_t, double) {
 }
 
 absl::StatusOr<std::optional<int64_t>> PsClient::PushDenseAndPull(
-    int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
-    ParameterSet*) {
+    int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock, ParameterSet*) {
   absl::Status s = PushDense(clock, grads, values_clock);
   if (!s.ok()) return s;
   return std::optional<int64_t>();

@@ -104,11 +104,12 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       dynamic ? uint64_t{config_.cluster.workers} * t.batch_size : t.batch_size;
   const size_t steps_per_epoch = train_->examples_per_epoch() / step_examples;
   if (steps_per_epoch == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config: training.batch_size = '", t.batch_size, "': expected at most ",
-        dynamic ? "the training examples over the workers (" : "this worker's share of the training examples (",
-        train_->examples_per_epoch(), dynamic ? absl::StrCat(" / ", config_.cluster.workers) : "",
-        ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: training.batch_size = '", t.batch_size, "': expected at most ",
+                     dynamic ? "the training examples over the workers ("
+                             : "this worker's share of the training examples (",
+                     train_->examples_per_epoch(),
+                     dynamic ? absl::StrCat(" / ", config_.cluster.workers) : "", ")"));
   }
   share_ = t.batch_size;
   share_offset_ = dynamic ? uint64_t{rank_} * t.batch_size : 0;
@@ -138,8 +139,8 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   spdlog::info(
       "worker {} of {}: {} training examples, {} steps per epoch, batch {}, starting "
       "at clock {}",
-      rank_, config_.cluster.workers, train_->examples_per_epoch(), steps_per_epoch,
-      t.batch_size, clock_);
+      rank_, config_.cluster.workers, train_->examples_per_epoch(), steps_per_epoch, t.batch_size,
+      clock_);
   // A restarted worker resumes at its clock: skip the steps it already did
   // (clock_ also moves past a step that landed before its reply was lost).
   int64_t global_step = 0;
@@ -182,14 +183,13 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         TESSERA_RETURN_IF_ERROR(EvaluateNow(cache, model.get(), &acc, &test_loss));
         spdlog::info("step {}: test accuracy {:.4f}, test loss {:.4f} (parameters of clock {})",
                      global_step + 1, acc, test_loss, cache.guaranteed());
-        AppendJsonLine(config_.logging.metrics_file,
-                       {{"rank", rank_},
-                        {"event", "eval"},
-                        {"step", global_step + 1},
-                        {"clock", clock_},
-                        {"elapsed_s", Now() - start_},
-                        {"test_accuracy", acc},
-                        {"test_loss", test_loss}});
+        AppendJsonLine(config_.logging.metrics_file, {{"rank", rank_},
+                                                      {"event", "eval"},
+                                                      {"step", global_step + 1},
+                                                      {"clock", clock_},
+                                                      {"elapsed_s", Now() - start_},
+                                                      {"test_accuracy", acc},
+                                                      {"test_loss", test_loss}});
       }
       if (Now() - last_progress_ >= config_.worker.progress_interval_s) {
         Progress(epoch, step, steps_per_epoch);
@@ -234,9 +234,9 @@ absl::Status Trainer::WithRecovery(const char* what, ParameterCache& cache,
     if (s.ok() || !Recoverable(s)) return s;
     if (absl::IsFailedPrecondition(s) && ++preconditions > kMaxPreconditionRetries) return s;
     if (Now() - started > config_.worker.wait_for_workers_s) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          what, " did not succeed within worker.wait_for_workers_s (",
-          config_.worker.wait_for_workers_s, " s); last error: ", s.message()));
+      return absl::DeadlineExceededError(
+          absl::StrCat(what, " did not succeed within worker.wait_for_workers_s (",
+                       config_.worker.wait_for_workers_s, " s); last error: ", s.message()));
     }
     TESSERA_RETURN_IF_ERROR(Recover(s, cache));
     if (landed && landed()) return absl::OkStatus();
@@ -247,8 +247,10 @@ absl::Status Trainer::Recover(const absl::Status& cause, ParameterCache& cache) 
   ++result_.reconnects;
   const double deadline = Now() + config_.worker.server_lost_timeout_s;
   if (absl::IsDeadlineExceeded(cause)) {
-    spdlog::warn("at clock {}: {}; still waiting (a worker or shard is slow, paused or "
-                 "restarting)", clock_, std::string(cause.message()));
+    spdlog::warn(
+        "at clock {}: {}; still waiting (a worker or shard is slow, paused or "
+        "restarting)",
+        clock_, std::string(cause.message()));
   } else {
     spdlog::warn("at clock {}: {}; reconnecting for up to {} s (worker.server_lost_timeout_s)",
                  clock_, std::string(cause.message()), config_.worker.server_lost_timeout_s);
@@ -257,10 +259,9 @@ absl::Status Trainer::Recover(const absl::Status& cause, ParameterCache& cache) 
   absl::StatusOr<int64_t> clock = client_->Connect(clock_);
   while (!clock.ok()) {
     if (!Recoverable(clock.status()) || Now() + backoff > deadline) {
-      return absl::UnavailableError(absl::StrCat("lost the servers at clock ", clock_,
-                                                 " and could not reconnect within ",
-                                                 config_.worker.server_lost_timeout_s,
-                                                 " s: ", clock.status().message()));
+      return absl::UnavailableError(
+          absl::StrCat("lost the servers at clock ", clock_, " and could not reconnect within ",
+                       config_.worker.server_lost_timeout_s, " s: ", clock.status().message()));
     }
     std::this_thread::sleep_for(std::chrono::duration<double>(backoff));
     backoff = std::min(backoff * 2, 2.0);
@@ -301,14 +302,14 @@ absl::Status Trainer::Step(ParameterCache& cache, Model* model, double* loss) {
     TESSERA_RETURN_IF_ERROR(CtrCompute(cache, &grads, loss));
   } else {
     int64_t correct = 0;
-    *loss = model->TrainStep(cache.values(), batch_.x.data(), batch_.y.data(), n, &grads,
-                             &correct, cache.version());
+    *loss = model->TrainStep(cache.values(), batch_.x.data(), batch_.y.data(), n, &grads, &correct,
+                             cache.version());
   }
   TESSERA_RETURN_IF_ERROR(BackendStatus("a training step"));
   if (t.slow_worker_ms > 0 && static_cast<int32_t>(rank_) == t.slow_rank) {
     // A slower device: slower in proportion to the examples it takes.
-    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(
-        t.slow_worker_ms * n / t.batch_size));
+    std::this_thread::sleep_for(
+        std::chrono::duration<double, std::milli>(t.slow_worker_ms * n / t.batch_size));
   }
   if (n != t.batch_size) {
     // Dynamic balancing: weighted by its part of the global batch, so that
@@ -383,9 +384,8 @@ absl::Status Trainer::CtrCompute(ParameterCache& cache, ParameterSet* grads, dou
   const int64_t hits = static_cast<int64_t>(ctr_rows_.keys.size() - missing.size());
   result_.rows_pulled += static_cast<int64_t>(missing.size());
   result_.row_cache_hits += hits;
-  result_.row_bytes_saved +=
-      hits * (config_.model.embedding_dim + 1) *
-      (config_.worker.wire_precision == WirePrecision::kBf16 ? 2 : 4);
+  result_.row_bytes_saved += hits * (config_.model.embedding_dim + 1) *
+                             (config_.worker.wire_precision == WirePrecision::kBf16 ? 2 : 4);
   const auto batch =
       CtrModel::Batch::Of(batch_, ctr_rows_, row_set_[0].values.data(), row_set_[1].values.data());
   int64_t correct = 0;
@@ -413,18 +413,18 @@ absl::Status Trainer::PlanEpoch(uint32_t epoch) {
     sum += shares[r];
   }
   if (shares.size() != config_.cluster.workers || sum != global || shares[rank_] == 0) {
-    return absl::InternalError(absl::StrCat("shard 0 planned epoch ", epoch, " as [",
-                                            absl::StrJoin(shares, ", "), "]: expected ",
-                                            config_.cluster.workers, " shares >= 1 summing to ",
-                                            global));
+    return absl::InternalError(
+        absl::StrCat("shard 0 planned epoch ", epoch, " as [", absl::StrJoin(shares, ", "),
+                     "]: expected ", config_.cluster.workers, " shares >= 1 summing to ", global));
   }
   share_ = shares[rank_];
   share_offset_ = offset;
   epoch_compute_seconds_ = 0;
   epoch_examples_ = 0;
-  spdlog::info("epoch {}: steps shared [{}] by rank (this worker {} examples a step; it computed "
-               "{:.0f} examples/s)",
-               epoch + 1, absl::StrJoin(shares, ", "), share_, rate);
+  spdlog::info(
+      "epoch {}: steps shared [{}] by rank (this worker {} examples a step; it computed "
+      "{:.0f} examples/s)",
+      epoch + 1, absl::StrJoin(shares, ", "), share_, rate);
   return absl::OkStatus();
 }
 
@@ -442,9 +442,9 @@ absl::Status Trainer::EvaluateNow(ParameterCache& cache, Model* model, double* a
 
 absl::Status Trainer::EvaluateCtr(ParameterCache& cache) {
   const uint32_t batch_size = std::max<uint32_t>(config_.training.batch_size, 256);
-  std::vector<float> q;        // predicted click probabilities
-  std::vector<int32_t> y;      // labels
-  std::vector<float> truth;    // true click probabilities, where the data knows them
+  std::vector<float> q;      // predicted click probabilities
+  std::vector<int32_t> y;    // labels
+  std::vector<float> truth;  // true click probabilities, where the data knows them
   RowSet rows = row_set_;
   CtrRows ctr_rows;
   Dataset part;
@@ -521,16 +521,16 @@ void Trainer::Progress(uint32_t epoch, size_t step, size_t steps_per_epoch) {
       epoch + 1, config_.training.epochs, step + 1, steps_per_epoch, clock_, rate, loss,
       result_.pulls, result_.pull_seconds);
   AppendJsonLine(config_.logging.metrics_file, {{"rank", rank_},
-                                                 {"event", "progress"},
-                                                 {"epoch", epoch + 1},
-                                                 {"step", step + 1},
-                                                 {"steps_per_epoch", steps_per_epoch},
-                                                 {"clock", clock_},
-                                                 {"elapsed_s", now - start_},
-                                                 {"samples_per_second", rate},
-                                                 {"loss", loss},
-                                                 {"pulls", result_.pulls},
-                                                 {"pull_seconds", result_.pull_seconds}});
+                                                {"event", "progress"},
+                                                {"epoch", epoch + 1},
+                                                {"step", step + 1},
+                                                {"steps_per_epoch", steps_per_epoch},
+                                                {"clock", clock_},
+                                                {"elapsed_s", now - start_},
+                                                {"samples_per_second", rate},
+                                                {"loss", loss},
+                                                {"pulls", result_.pulls},
+                                                {"pull_seconds", result_.pull_seconds}});
   window_start_ = last_progress_ = now;
   window_loss_ = 0;
   window_steps_ = window_samples_ = 0;
@@ -561,8 +561,8 @@ absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Model* model) {
     return absl::OkStatus();
   }));
   if (ctr_model_) {
-    TESSERA_RETURN_IF_ERROR(WithRecovery("the final evaluation", cache,
-                                         [&] { return EvaluateCtr(cache); }));
+    TESSERA_RETURN_IF_ERROR(
+        WithRecovery("the final evaluation", cache, [&] { return EvaluateCtr(cache); }));
   } else {
     TESSERA_RETURN_IF_ERROR(
         model->Evaluate(cache.values(), *test_, &result_.test_accuracy, &result_.test_loss));
@@ -573,10 +573,11 @@ absl::Status Trainer::EvaluateFinal(ParameterCache& cache, Model* model) {
                result_.test_accuracy, result_.test_loss, test_->examples_per_epoch(), clock_);
   if (ctr_model_) {
     if (result_.bayes_logloss > 0) {
-      spdlog::info("click metrics: logloss {:.5f}, auc {:.4f}; bayes {:.5f}, base rate {:.5f}: "
-                   "{:.1f}% of the signal captured",
-                   result_.test_logloss, result_.test_auc, result_.bayes_logloss,
-                   result_.base_logloss, 100 * result_.signal_captured);
+      spdlog::info(
+          "click metrics: logloss {:.5f}, auc {:.4f}; bayes {:.5f}, base rate {:.5f}: "
+          "{:.1f}% of the signal captured",
+          result_.test_logloss, result_.test_auc, result_.bayes_logloss, result_.base_logloss,
+          100 * result_.signal_captured);
     } else {
       spdlog::info("click metrics: logloss {:.5f}, auc {:.4f}; base rate {:.5f}",
                    result_.test_logloss, result_.test_auc, result_.base_logloss);

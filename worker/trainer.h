@@ -38,8 +38,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "nlohmann/json.hpp"
 #include "common/config.h"
+#include "nlohmann/json.hpp"
 #include "worker/backend.h"
 #include "worker/dataset.h"
 #include "worker/example_stream.h"
@@ -66,8 +66,8 @@ struct TrainResult {
   double compute_seconds = 0;
   int64_t reconnects = 0;   // recoveries after a failed call
   int64_t lost_clocks = 0;  // clocks of this worker's updates shards lost (PsClient::lost_clocks)
-  std::string device;      // the backend that computed, e.g. "cpu" or "cuda:0 (...)"
-  bool evaluated = false;  // rank 0 only
+  std::string device;       // the backend that computed, e.g. "cpu" or "cuda:0 (...)"
+  bool evaluated = false;   // rank 0 only
   double test_accuracy = 0;
   double test_loss = 0;
   // ctr models: the rows each step pulled and pushed (unique keys per batch)
@@ -75,11 +75,11 @@ struct TrainResult {
   // (logloss against the labels; bayes: the mean binary entropy of the true
   // click probabilities; base: the training click rate predicted for all).
   int64_t rows_pulled = 0;
-  int64_t row_cache_hits = 0;      // rows served by the worker's row cache instead
-  int64_t row_bytes_saved = 0;     // what those rows would have moved (pulled, at wire precision)
+  int64_t row_cache_hits = 0;   // rows served by the worker's row cache instead
+  int64_t row_bytes_saved = 0;  // what those rows would have moved (pulled, at wire precision)
   bool ctr = false;
   double test_logloss = 0, test_auc = 0, bayes_logloss = 0, base_logloss = 0;
-  double signal_captured = 0;  // (base - test) / (base - bayes)
+  double signal_captured = 0;      // (base - test) / (base - bayes)
   int64_t data_lines_skipped = 0;  // malformed lines of the training file (criteo_tsv)
   // Staleness the shards measured for this worker's pushes (docs/DESIGN.md).
   PsClient::PushStaleness push_staleness;
@@ -156,7 +156,7 @@ class Trainer {
   ParameterSet grads_[2];                   // two with the pipeline: one computed, one travelling
   ParameterSet incoming_;                   // the pipeline's fused pull lands here
   std::unique_ptr<PushPipeline> pipeline_;  // SSP s >= 1 and ASP with worker.overlap_push
-  Dataset batch_;  // this step's examples
+  Dataset batch_;                           // this step's examples
   // This worker's examples a step, and where in a step's global batch they
   // start (static: batch_size at 0; dynamic: from the epoch's plan).
   uint32_t share_ = 0;
@@ -169,8 +169,8 @@ class Trainer {
   int64_t train_examples_ = 0;
   std::unique_ptr<CtrModel> ctr_model_;  // model.type ctr
   CtrRows ctr_rows_;
-  RowSet row_set_;                      // the batch's rows: embedding, wide
-  RowSet to_pull_;                      // those the row cache did not hold
+  RowSet row_set_;  // the batch's rows: embedding, wide
+  RowSet to_pull_;  // those the row cache did not hold
   std::unique_ptr<RowCache> row_cache_;
   std::vector<float> embedding_grad_, wide_grad_;
   double window_loss_ = 0;

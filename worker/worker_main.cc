@@ -97,8 +97,8 @@ int main(int argc, char** argv) {
   if (config->model.type != ModelType::kCtr &&
       ((*train)->features() != config->model.layers.front() ||
        (*train)->classes() != config->model.layers.back())) {
-    return Fail(2, absl::StrCat("model.layers: the data has ", (*train)->features(),
-                                " inputs and ", (*train)->classes(),
+    return Fail(2, absl::StrCat("model.layers: the data has ", (*train)->features(), " inputs and ",
+                                (*train)->classes(),
                                 " classes; the model's first and last widths "
                                 "must match"));
   }

@@ -304,8 +304,8 @@ TEST_CASE("staleness compensation: read, checked against BSP's aggregation") {
         "config: optimizer.staleness_compensation = 'lr_scale': expected none under "
         "consistency.mode bsp with consistency.aggregate (every gradient is applied to the "
         "values it was computed from); use ssp, asp, or aggregate: false");
-  CHECK(ParseJobConfig(kMinimal, {"consistency.aggregate=false",
-                                  "optimizer.staleness_compensation=lr_scale"})
+  CHECK(ParseJobConfig(kMinimal,
+                       {"consistency.aggregate=false", "optimizer.staleness_compensation=lr_scale"})
             .ok());
 }
 

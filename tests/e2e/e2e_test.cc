@@ -47,7 +47,8 @@ TEST_CASE("a job trains end to end through real daemons in every mode") {
     // Every push named the values it came from, and the shards measured it.
     CHECK(Field(summary, "push_staleness_max") >= 0);
     for (int r = 0; r < 2; ++r) {
-      const std::string result = Read(options.out_dir + "/result-rank" + std::to_string(r) + ".json");
+      const std::string result =
+          Read(options.out_dir + "/result-rank" + std::to_string(r) + ".json");
       CHECK(Field(result, "pushes_measured") == Field(result, "steps"));
       CHECK(Field(result, "pushes_unmeasured") == 0);
       // BSP applies every gradient to the values it was computed from.
@@ -81,10 +82,14 @@ TEST_CASE("a click model with sparse tables trains end to end through real daemo
     INFO("mode " << mode);
     LaunchOptions options = Options(std::string("run-ctr-") + mode, {});
     options.config_path = Runfile("configs/ctr_synthetic.yaml");
-    options.overrides = {std::string("consistency.mode=") + mode, "consistency.staleness=2",
-                         "model.vocab=2000",          "model.fields=8",
-                         "data.synthetic_train=40000", "data.synthetic_test=10000",
-                         "training.epochs=4",          "training.batch_size=128"};
+    options.overrides = {std::string("consistency.mode=") + mode,
+                         "consistency.staleness=2",
+                         "model.vocab=2000",
+                         "model.fields=8",
+                         "data.synthetic_train=40000",
+                         "data.synthetic_test=10000",
+                         "training.epochs=4",
+                         "training.batch_size=128"};
     REQUIRE(RunJob(options) == 0);
     const std::string summary = Read(options.out_dir + "/summary.json");
     // The model learned most of what the teacher planted: its log loss is
@@ -141,7 +146,8 @@ TEST_CASE("a click log read from files trains through real daemons, bad lines co
   CHECK(Field(summary, "auc") > 0.85);  // the best possible is 0.9
   CHECK(Field(summary, "logloss") < Field(summary, "base_logloss") - 0.2);
   for (int rank = 0; rank < 2; ++rank) {
-    const std::string result = Read(options.out_dir + "/result-rank" + std::to_string(rank) + ".json");
+    const std::string result =
+        Read(options.out_dir + "/result-rank" + std::to_string(rank) + ".json");
     CHECK(Field(result, "data_lines_skipped") == 2);
     CHECK(Field(result, "steps") == 3 * (4000 / 64));  // each worker's half, whole batches
   }
@@ -174,10 +180,9 @@ TEST_CASE("a failing worker stops the job, is named, and leaves no process behin
 // Runs the worker binary alone; returns its exit code and sets *err to stderr.
 int RunWorker(const std::string& sets, std::string* err) {
   const std::string log = TempDir("worker-alone.log");
-  std::string cmd = Runfile("worker/tessera-worker") + " --config " +
-                    Runfile("configs/fashion_mnist_mlp.yaml") +
-                    (sets.find("--rank") == std::string::npos ? " --rank 0 " : " ") + sets +
-                    " 2> " + log;
+  std::string cmd =
+      Runfile("worker/tessera-worker") + " --config " + Runfile("configs/fashion_mnist_mlp.yaml") +
+      (sets.find("--rank") == std::string::npos ? " --rank 0 " : " ") + sets + " 2> " + log;
   int rc = std::system(cmd.c_str());
   *err = Read(log);
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;

@@ -71,7 +71,9 @@ LaunchOptions FaultOptions(const std::string& out, const std::string& mode, int 
                        "checkpoint.every_clocks=" + std::to_string(kEveryClocks)});
 }
 
-double Accuracy(const LaunchOptions& o) { return Field(Read(o.out_dir + "/summary.json"), "test_accuracy"); }
+double Accuracy(const LaunchOptions& o) {
+  return Field(Read(o.out_dir + "/summary.json"), "test_accuracy");
+}
 
 TEST_CASE("kill -9 of a server mid-run: restarted, restored, the job finishes as well") {
   for (const char* mode : {"bsp", "ssp", "asp"}) {
@@ -84,7 +86,7 @@ TEST_CASE("kill -9 of a server mid-run: restarted, restored, the job finishes as
     REQUIRE(job.Wait() == 0);
     const std::string summary = Read(job.options().out_dir + "/summary.json");
     CHECK(Json(summary)["restarts"]["server-1"] == 1);
-    CHECK(Field(summary, "reconnects") >= 2);                     // both workers came back
+    CHECK(Field(summary, "reconnects") >= 2);  // both workers came back
     CHECK(std::abs(Accuracy(job.options()) - Accuracy(baseline.options())) <= 0.01);
     // The restarted shard said what it restored.
     const std::string log = Read(job.options().out_dir + "/server-1.log");
@@ -122,8 +124,8 @@ TEST_CASE("a worker paused for 10 s under BSP: nobody fails, nothing restarts") 
   // The shards said whom they waited for: at least one did. (Both, unless
   // SIGSTOP landed after worker 1's push reached one shard and before it
   // reached the other: then only the second waits. CI saw that once.)
-  const std::string said = Read(job.options().out_dir + "/server-0.log") +
-                           Read(job.options().out_dir + "/server-1.log");
+  const std::string said =
+      Read(job.options().out_dir + "/server-0.log") + Read(job.options().out_dir + "/server-1.log");
   CHECK(said.find("held by worker(s) 1") != std::string::npos);
   CHECK(NoChildLeft());
 }
@@ -179,7 +181,8 @@ TEST_CASE("a BSP job stopped and resumed ends with exactly the parameters of one
                           Runfile("configs/fashion_mnist_mlp.yaml") +
                           " --shard 0 --listen 127.0.0.1:0 --set name=another-job"
                           " --set data.dataset=synthetic --set 'model.layers=[784,32,10]'"
-                          " --set checkpoint.dir=" + options.out_dir + "/checkpoints 2> " + err;
+                          " --set checkpoint.dir=" +
+                          options.out_dir + "/checkpoints 2> " + err;
   const int rc = std::system(cmd.c_str());
   CHECK(WIFEXITED(rc));
   CHECK(WEXITSTATUS(rc) == 2);

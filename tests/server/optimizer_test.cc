@@ -48,7 +48,9 @@ TEST_CASE("nesterov: w -= lr (g + mu v)") {
 }
 
 TEST_CASE("adagrad: acc += g^2; w -= lr g / (sqrt(acc) + eps)") {
-  Run r({.type = OptimizerType::kAdagrad, .lr = 0.5f, .epsilon = 1e-6f, .initial_accumulator = 0.1f}, {1.0f});
+  Run r(
+      {.type = OptimizerType::kAdagrad, .lr = 0.5f, .epsilon = 1e-6f, .initial_accumulator = 0.1f},
+      {1.0f});
   CHECK(r.slots[0] == Approx(0.1f));
   r.Step({2.0f}, 1);  // acc = 4.1
   CHECK(r.slots[0] == Approx(4.1f));
@@ -56,7 +58,8 @@ TEST_CASE("adagrad: acc += g^2; w -= lr g / (sqrt(acc) + eps)") {
 }
 
 TEST_CASE("adam matches the textbook update with bias correction") {
-  OptimizerConfig c{.type = OptimizerType::kAdam, .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f};
+  OptimizerConfig c{
+      .type = OptimizerType::kAdam, .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f};
   Run r(c, {0.5f, -0.5f, 0.0f});
   double w[3] = {0.5, -0.5, 0.0}, m[3] = {0, 0, 0}, v[3] = {0, 0, 0};
   std::vector<std::vector<float>> grads = {
@@ -85,12 +88,12 @@ TEST_CASE("cosine schedule: lr at step 1, half way at T/2 + 1, min_lr from T + 1
   c.decay_steps = 4;
   c.min_lr = 0.1f;
   Run r(c, {0.0f});
-  const std::vector<float> want = {
-      0.4f,                                          // step 1: nothing decayed yet
-      0.1f + 0.15f * (1 + std::cos(M_PI * 0.25f)),   // step 2
-      0.25f,                                         // step 3: half way
-      0.1f + 0.15f * (1 + std::cos(M_PI * 0.75f)),   // step 4
-      0.1f, 0.1f};                                   // steps 5, 6: min_lr
+  const std::vector<float> want = {0.4f,  // step 1: nothing decayed yet
+                                   0.1f + 0.15f * (1 + std::cos(M_PI * 0.25f)),  // step 2
+                                   0.25f,                                        // step 3: half way
+                                   0.1f + 0.15f * (1 + std::cos(M_PI * 0.75f)),  // step 4
+                                   0.1f,
+                                   0.1f};  // steps 5, 6: min_lr
   float w = 0.0f;
   for (size_t t = 0; t < want.size(); ++t) {
     r.Step({1.0f}, static_cast<int64_t>(t + 1));
@@ -100,7 +103,8 @@ TEST_CASE("cosine schedule: lr at step 1, half way at T/2 + 1, min_lr from T + 1
 }
 
 TEST_CASE("cosine schedule scales Adam's step too; constant leaves every rule as it was") {
-  OptimizerConfig c{.type = OptimizerType::kAdam, .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f};
+  OptimizerConfig c{
+      .type = OptimizerType::kAdam, .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f};
   Run constant(c, {0.5f});
   c.lr_schedule = LrSchedule::kCosine;
   c.decay_steps = 2;
@@ -206,8 +210,8 @@ TEST_CASE("ftrl on sparse rows: ApplyRows equals Apply value by value") {
 }
 
 TEST_CASE("lr_factor scales one update's learning rate, as a smaller lr would") {
-  for (OptimizerType type : {OptimizerType::kSgd, OptimizerType::kMomentum,
-                             OptimizerType::kAdagrad, OptimizerType::kAdam}) {
+  for (OptimizerType type : {OptimizerType::kSgd, OptimizerType::kMomentum, OptimizerType::kAdagrad,
+                             OptimizerType::kAdam}) {
     INFO(NameOf(type));
     OptimizerConfig full{.type = type, .lr = 0.1f};
     OptimizerConfig quarter = full;

@@ -2,6 +2,8 @@
 // (the health service exempt), TLS with the job's CA, mutual TLS, and a
 // certificate renewed on disk taken up without a restart. The PKI is made
 // per test by scripts/make_test_certs.sh (openssl).
+#include "common/security.h"
+
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
@@ -14,7 +16,6 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "common/security.h"
 #include "proto/health.grpc.pb.h"
 #include "proto/tessera.grpc.pb.h"
 #include "server/shard_server.h"
@@ -90,8 +91,8 @@ grpc::StatusCode RegisterWith(const JobConfig& config) {
 grpc::StatusCode HealthWith(const JobConfig& config) {
   auto security = TransportSecurity::ForJob(config);
   REQUIRE(security.ok());
-  auto stub =
-      grpc::health::v1::Health::NewStub((*security)->Channel(config.cluster.servers[0], 1 << 20, 0));
+  auto stub = grpc::health::v1::Health::NewStub(
+      (*security)->Channel(config.cluster.servers[0], 1 << 20, 0));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
   grpc::health::v1::HealthCheckRequest r;
@@ -128,9 +129,10 @@ TEST_CASE("with a job token, calls without it or with another are UNAUTHENTICATE
 
 TEST_CASE("TLS: the job's CA is required; mutual TLS requires a client certificate") {
   const std::string dir = Pki();
-  const std::vector<std::string> server_tls = {
-      "security.tls.cert_file=" + dir + "/server.pem", "security.tls.key_file=" + dir + "/server.key",
-      "security.tls.ca_file=" + dir + "/ca.pem", "security.tls.mutual=true"};
+  const std::vector<std::string> server_tls = {"security.tls.cert_file=" + dir + "/server.pem",
+                                               "security.tls.key_file=" + dir + "/server.key",
+                                               "security.tls.ca_file=" + dir + "/ca.pem",
+                                               "security.tls.mutual=true"};
   auto server = Start(Config(server_tls));
   const std::string ca = "security.tls.ca_file=" + dir + "/ca.pem";
   const std::vector<std::string> client_cert = {"security.tls.cert_file=" + dir + "/client.pem",
@@ -185,10 +187,9 @@ TEST_CASE("a certificate renewed on disk is served without a restart") {
   fs::create_directories(live);
   fs::copy_file(dir + "/server.pem", live + "/tls.crt", fs::copy_options::overwrite_existing);
   fs::copy_file(dir + "/server.key", live + "/tls.key", fs::copy_options::overwrite_existing);
-  auto server = Start(Config({"security.tls.cert_file=" + live + "/tls.crt",
-                              "security.tls.key_file=" + live + "/tls.key",
-                              "security.tls.ca_file=" + dir + "/ca.pem",
-                              "security.tls.reload_s=1"}));
+  auto server = Start(Config(
+      {"security.tls.cert_file=" + live + "/tls.crt", "security.tls.key_file=" + live + "/tls.key",
+       "security.tls.ca_file=" + dir + "/ca.pem", "security.tls.reload_s=1"}));
   const JobConfig trusts_ca = WorkerConfig(*server, {"security.tls.ca_file=" + dir + "/ca.pem"});
   const JobConfig trusts_other =
       WorkerConfig(*server, {"security.tls.ca_file=" + dir + "/other-ca.pem"});

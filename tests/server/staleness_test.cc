@@ -84,13 +84,16 @@ TEST_CASE("lr_scale divides the update's learning rate by its staleness") {
   PullW(*shard, 0, 0);
   for (int64_t clock = 0; clock < 4; ++clock) PushW(*shard, 1, clock, 0, std::nullopt);
   REQUIRE(PushW(*shard, 0, 0, 0.3f, 0).staleness() == 4);
-  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(1 - 0.3 / 4).epsilon(1e-6));
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1))
+    CHECK(v == Approx(1 - 0.3 / 4).epsilon(1e-6));
   // Staleness 0 counts as 1; an unknown read is applied at the full rate.
   PullW(*shard, 0, 1);
   PushW(*shard, 0, 1, 0.1f, 1);
-  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(0.925 - 0.1).epsilon(1e-6));
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1))
+    CHECK(v == Approx(0.925 - 0.1).epsilon(1e-6));
   PushW(*shard, 0, 2, 0.1f, 77);
-  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(0.825 - 0.1).epsilon(1e-6));
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1))
+    CHECK(v == Approx(0.825 - 0.1).epsilon(1e-6));
 }
 
 TEST_CASE("dc compensates with the values the gradient was computed from") {
@@ -108,24 +111,27 @@ TEST_CASE("dc compensates with the values the gradient was computed from") {
     const double lambda = 1.0 / std::sqrt(ms / (1 - std::pow(0.9, t)) + 1e-7);
     return g + lambda * g * g * (w_now - w_read);
   };
-  PullW(*shard, 0, 0);                            // worker 0 reads w = 1
-  PushW(*shard, 1, 0, 0.3f, std::nullopt);        // w = 0.7, not compensated
-  PushW(*shard, 0, 0, 0.2f, 0);                   // from w = 1, applied to 0.7
-  double w = 0.7 - compensated(0.2, 0.7, 1.0);    // 0.2 * (1 - 0.3) = 0.14
+  PullW(*shard, 0, 0);                          // worker 0 reads w = 1
+  PushW(*shard, 1, 0, 0.3f, std::nullopt);      // w = 0.7, not compensated
+  PushW(*shard, 0, 0, 0.2f, 0);                 // from w = 1, applied to 0.7
+  double w = 0.7 - compensated(0.2, 0.7, 1.0);  // 0.2 * (1 - 0.3) = 0.14
   CHECK(w == Approx(0.56).epsilon(1e-5));
-  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(w).epsilon(1e-5));
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1))
+    CHECK(v == Approx(w).epsilon(1e-5));
   const double read = w;
-  PullW(*shard, 0, 1);                            // worker 0 reads w = 0.56
-  PushW(*shard, 1, 1, -0.5f, std::nullopt);       // w = 1.06
+  PullW(*shard, 0, 1);                       // worker 0 reads w = 0.56
+  PushW(*shard, 1, 1, -0.5f, std::nullopt);  // w = 1.06
   PushW(*shard, 0, 1, 0.4f, 1);
   w = (w + 0.5) - compensated(0.4, w + 0.5, read);
-  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(w).epsilon(1e-5));
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1))
+    CHECK(v == Approx(w).epsilon(1e-5));
   // Fresh values (nothing applied since the read) are not changed by dc.
   PullW(*shard, 0, 2);
   PushW(*shard, 0, 2, 0.1f, 2);
   compensated(0.1, 0, 0);  // the mean square still moves
   w -= 0.1;
-  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(v == Approx(w).epsilon(1e-5));
+  for (float v : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1))
+    CHECK(v == Approx(w).epsilon(1e-5));
 
   v1::StatsResponse stats;
   shard->Stats(&stats);

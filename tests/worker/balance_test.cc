@@ -35,13 +35,14 @@ TEST_CASE("every worker gets the plan the epoch's first ask made") {
   EpochPlanner planner(2, 8);
   const auto first = planner.Plan(0, 5, 30.0);  // worker 1's rate unknown: equal
   CHECK(first == std::vector<uint32_t>{8, 8});
-  CHECK(planner.Plan(1, 5, 10.0) == first);     // its rate counts from the next epoch
+  CHECK(planner.Plan(1, 5, 10.0) == first);  // its rate counts from the next epoch
   CHECK(planner.Plan(0, 6, 30.0) == std::vector<uint32_t>{12, 4});
-  CHECK(planner.Plan(1, 5, 0.0) == first);      // asked again (a restarted worker)
+  CHECK(planner.Plan(1, 5, 0.0) == first);  // asked again (a restarted worker)
 }
 
 TEST_CASE("a shard refuses a plan request it cannot read, naming what it expected") {
-  auto c = ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n", {"training.balance=dynamic"});
+  auto c =
+      ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n", {"training.balance=dynamic"});
   REQUIRE(c.ok());
   Cluster cluster(*c);
   Shard& shard = *cluster.shards()[0];
@@ -90,15 +91,15 @@ worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
   std::map<uint32_t, std::vector<int>> seen;
   std::map<uint32_t, std::map<uint32_t, int>> taken;
   const auto results = RunTrainers(*c, cluster, &train, [&](uint32_t rank, Trainer& trainer) {
-      trainer.on_batch = [&, rank](uint32_t epoch, const Dataset& batch) {
-        std::lock_guard<std::mutex> lock(mu);
-        std::vector<int>& count = seen[epoch];
-        count.resize(kExamples);
-        for (size_t k = 0; k < batch.size(); ++k) {
-          ++count[std::lround(batch.x[k * 784] * 1e3f)];
-        }
-        taken[epoch][rank] += static_cast<int>(batch.size());
-      };
+    trainer.on_batch = [&, rank](uint32_t epoch, const Dataset& batch) {
+      std::lock_guard<std::mutex> lock(mu);
+      std::vector<int>& count = seen[epoch];
+      count.resize(kExamples);
+      for (size_t k = 0; k < batch.size(); ++k) {
+        ++count[std::lround(batch.x[k * 784] * 1e3f)];
+      }
+      taken[epoch][rank] += static_cast<int>(batch.size());
+    };
   });
   for (const auto& result : results) {
     REQUIRE(result.ok());

@@ -65,11 +65,13 @@ TEST_CASE("ctr config: tables derive from the model, and the data must match it"
     CHECK(sizes[t] == (tables[t].kind == TableKind::kDense ? tables[t].size : 0));
   }
   const std::string cluster = "cluster: {servers: ['127.0.0.1:1']}\n";
-  auto bad = ParseJobConfig(cluster + "model: {type: ctr, layers: [8]}\ndata: {dataset: fashion_mnist}\n", {});
+  auto bad = ParseJobConfig(
+      cluster + "model: {type: ctr, layers: [8]}\ndata: {dataset: fashion_mnist}\n", {});
   REQUIRE_FALSE(bad.ok());
   INFO(bad.status().message());
   CHECK(std::string(bad.status().message()).find("data.dataset") != std::string::npos);
-  auto no_layers = ParseJobConfig(cluster + "model: {type: ctr}\ndata: {dataset: synthetic_ctr}\n", {});
+  auto no_layers =
+      ParseJobConfig(cluster + "model: {type: ctr}\ndata: {dataset: synthetic_ctr}\n", {});
   REQUIRE_FALSE(no_layers.ok());
   INFO(no_layers.status().message());
   CHECK(std::string(no_layers.status().message()).find("model.layers") != std::string::npos);
@@ -120,8 +122,7 @@ TEST_CASE("a table may train with an optimizer of its own (wide on ftrl, the res
 
 TEST_CASE("synthetic click log: deterministic, Zipf ids, Bayes logloss matches Monte Carlo",
           "[ctr]") {
-  JobConfig c = CtrConfig({"model.vocab=100000", "model.fields=8",
-                           "data.synthetic_train=200000"});
+  JobConfig c = CtrConfig({"model.vocab=100000", "model.fields=8", "data.synthetic_train=200000"});
   const Dataset a = SyntheticCtrDataset(c.model, c.data, true);
   const Dataset b = SyntheticCtrDataset(c.model, c.data, true);
   REQUIRE(a.size() == 200000);
@@ -430,11 +431,10 @@ TEST_CASE("ctr model gradients match finite differences (CPU)", "[ctr]") {
   CHECK(LogLoss(p, examples.y) == Approx(loss()).epsilon(1e-4));
 }
 
-TEST_CASE("ctr BSP: 2 workers of batch b equal one process of batch 2b, rows included",
-          "[ctr]") {
+TEST_CASE("ctr BSP: 2 workers of batch b equal one process of batch 2b, rows included", "[ctr]") {
   const uint32_t kBatch = 16, kSteps = 50;
-  JobConfig two = CtrConfig({"cluster.workers=2", "training.batch_size=16",
-                             "training.max_steps=50", "training.epochs=10"});
+  JobConfig two = CtrConfig({"cluster.workers=2", "training.batch_size=16", "training.max_steps=50",
+                             "training.epochs=10"});
   two.security.rank_lease_s = 0;  // the reader below takes rank 0 over once it is silent
   const Dataset train = SyntheticCtrDataset(two.model, two.data, true);
   Cluster cluster(two);
@@ -483,8 +483,8 @@ TEST_CASE("ctr BSP: 2 workers of batch b equal one process of batch 2b, rows inc
     GatherExamples(train, indices.data(), 2 * kBatch, &examples);
     rows.Build(examples);
     RowSet row_set = Rows(client, rows.keys, step, one.model.embedding_dim);
-    const auto batch = CtrModel::Batch::Of(examples, rows, row_set[0].values.data(),
-                                           row_set[1].values.data());
+    const auto batch =
+        CtrModel::Batch::Of(examples, rows, row_set[0].values.data(), row_set[1].values.data());
     int64_t correct = 0;
     model.TrainStep(params, batch, &grads, &d_embedding, &d_wide, &correct);
     row_set[0].values = d_embedding;
@@ -549,9 +549,9 @@ TEST_CASE("a ctr model trains from a click-log file, streamed, bad lines counted
   const std::string test = std::string(dir ? dir : "/tmp") + "/clicks-test.tsv";
   std::ofstream(train) << log(4000, true);
   std::ofstream(test) << log(1000, false);
-  const JobConfig c = CtrConfig({"data.dataset=criteo_tsv", "data.train_file=" + train,
-                                 "data.test_file=" + test, "data.shuffle_buffer=512",
-                                 "training.epochs=3", "training.batch_size=64"});
+  const JobConfig c =
+      CtrConfig({"data.dataset=criteo_tsv", "data.train_file=" + train, "data.test_file=" + test,
+                 "data.shuffle_buffer=512", "training.epochs=3", "training.batch_size=64"});
   Cluster cluster(c);
   LocalPsClient client(c, 0, cluster.ptrs());
   auto backend = MakeCpuBackend();
@@ -559,8 +559,7 @@ TEST_CASE("a ctr model trains from a click-log file, streamed, bad lines counted
   auto test_stream = OpenExamples(c, false, 0);
   REQUIRE(train_stream.ok());
   REQUIRE(test_stream.ok());
-  Trainer trainer(c, 0, &client, backend.get(), *std::move(train_stream),
-                  *std::move(test_stream));
+  Trainer trainer(c, 0, &client, backend.get(), *std::move(train_stream), *std::move(test_stream));
   auto result = trainer.Run();
   INFO(result.status().ToString());
   REQUIRE(result.ok());
