@@ -44,10 +44,11 @@ TEST_CASE("a push's staleness is the updates published since its values were rea
   shard->Stats(&stats);
   const std::vector<double> bounds = StalenessTracker::Bounds();
   REQUIRE(stats.push_staleness_buckets_size() == static_cast<int>(bounds.size()) + 1);
-  for (int i = 0; i < stats.push_staleness_buckets_size(); ++i) {
-    INFO("bucket <= " << (i < int(bounds.size()) ? bounds[i] : -1));
+  for (size_t i = 0; i < bounds.size(); ++i) {
+    INFO("bucket <= " << bounds[i]);
     CHECK(stats.push_staleness_buckets(i) == (bounds[i] == 4 ? 2u : 0u));  // 3 and 4
   }
+  CHECK(stats.push_staleness_buckets(bounds.size()) == 0);  // above the last bound
   CHECK(stats.push_staleness_sum() == 7);
   CHECK(stats.push_staleness_unknown() == 1);
   CHECK(stats.updates_published() == 7);  // every clock advanced
