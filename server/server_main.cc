@@ -15,13 +15,16 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/allocator.h"
 #include "common/config.h"
 #include "common/flags.h"
+#include "common/histogram.h"
 #include "common/identity.h"
 #include "common/logging.h"
 #include "server/shard_server.h"
+#include "server/staleness_tracker.h"
 #include "spdlog/spdlog.h"
 
 namespace {
@@ -71,8 +74,8 @@ int main(int argc, char** argv) {
   auto server = ShardServer::Start(*config, *shard, listen);
   if (!server.ok()) {
     // A checkpoint that cannot be used, like a bad config, is not helped by a restart.
-    const bool config_error = absl::IsInvalidArgument(server.status()) ||
-                              absl::IsFailedPrecondition(server.status());
+    const bool config_error =
+        absl::IsInvalidArgument(server.status()) || absl::IsFailedPrecondition(server.status());
     return Fail(config_error ? 2 : 1, std::string(server.status().message()));
   }
   size_t values = 0, reserved = 0;
@@ -109,6 +112,21 @@ int main(int argc, char** argv) {
     if (t.kind() == v1::SPARSE) {
       absl::StrAppend(&held, ", ", t.name(), " ", t.rows(), " rows");
     }
+  }
+  // How stale the pushes were (docs/STALENESS.md).
+  const std::vector<uint64_t> counts(stats.push_staleness_buckets().begin(),
+                                     stats.push_staleness_buckets().end());
+  uint64_t measured = 0;
+  for (uint64_t c : counts) measured += c;
+  if (measured > 0) {
+    const std::vector<double> bounds = StalenessTracker::Bounds();
+    absl::StrAppend(&held,
+                    absl::StrFormat("; push staleness mean %.2f, p50 <= %g, p99 <= %g updates (%d "
+                                    "pushes, %d unmeasured)",
+                                    double(stats.push_staleness_sum()) / measured,
+                                    Histogram::Quantile(bounds, counts, 0.5),
+                                    Histogram::Quantile(bounds, counts, 0.99), measured,
+                                    stats.push_staleness_unknown()));
   }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);

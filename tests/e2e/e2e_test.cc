@@ -57,6 +57,8 @@ TEST_CASE("a job trains end to end through real daemons in every mode") {
     // Servers exited by themselves once the workers finished.
     CHECK(Read(options.out_dir + "/server-0.log").find("all 2 workers finished") !=
           std::string::npos);
+    // Its last line says how stale the pushes were.
+    CHECK(Read(options.out_dir + "/server-0.log").find("push staleness mean") != std::string::npos);
     CHECK(NoChildLeft());
   }
 }
