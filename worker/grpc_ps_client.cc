@@ -642,10 +642,7 @@ absl::StatusOr<uint32_t> GrpcPsClient::WorkersFinished() {
 absl::StatusOr<std::vector<uint32_t>> GrpcPsClient::PlanEpoch(int64_t epoch,
                                                               double examples_per_second) {
   v1::PlanRequest request;
-  request.set_worker_rank(rank_);
-  request.set_session(requests_.session);
-  request.set_epoch(epoch);
-  request.set_examples_per_second(examples_per_second);
+  requests_.BuildPlan(rank_, epoch, examples_per_second, &request);
   v1::PlanResponse response;
   grpc::ClientContext context;
   context.set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
@@ -653,7 +650,7 @@ absl::StatusOr<std::vector<uint32_t>> GrpcPsClient::PlanEpoch(int64_t epoch,
   shards_[0].stubs[0]->async()->Plan(&context, &request, &response, group.Add(0, &context));
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5));
   TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
-  return std::vector<uint32_t>(response.shares().begin(), response.shares().end());
+  return ShardRequests::SharesOf(response);
 }
 
 }  // namespace tessera

@@ -168,13 +168,10 @@ absl::Status LocalPsClient::Finish() {
 absl::StatusOr<std::vector<uint32_t>> LocalPsClient::PlanEpoch(int64_t epoch,
                                                                double examples_per_second) {
   v1::PlanRequest request;
-  request.set_worker_rank(rank_);
-  request.set_session(requests_.session);
-  request.set_epoch(epoch);
-  request.set_examples_per_second(examples_per_second);
+  requests_.BuildPlan(rank_, epoch, examples_per_second, &request);
   v1::PlanResponse response;
   TESSERA_RETURN_IF_ERROR(shards_[0]->Plan(request, &response));
-  return std::vector<uint32_t>(response.shares().begin(), response.shares().end());
+  return ShardRequests::SharesOf(response);
 }
 
 absl::StatusOr<uint32_t> LocalPsClient::WorkersFinished() {

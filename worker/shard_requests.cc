@@ -60,6 +60,18 @@ std::string ShardRequests::NewSession() {
   return fallback;
 }
 
+void ShardRequests::BuildPlan(uint32_t worker, int64_t epoch, double examples_per_second,
+                              v1::PlanRequest* request) const {
+  request->set_worker_rank(worker);
+  request->set_session(session);
+  request->set_epoch(epoch);
+  request->set_examples_per_second(examples_per_second);
+}
+
+std::vector<uint32_t> ShardRequests::SharesOf(const v1::PlanResponse& response) {
+  return std::vector<uint32_t>(response.shares().begin(), response.shares().end());
+}
+
 void ShardRequests::BuildPull(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
                               v1::PullRequest* request) const {
   request->set_worker_rank(worker);
@@ -199,8 +211,7 @@ void ShardRequests::AddRowSlices(const RowSet& rows,
     }
     values.resize(route[i].size() * size_t{r.dim});
     for (size_t j = 0; j < route[i].size(); ++j) {
-      std::copy_n(r.values.data() + size_t{route[i][j]} * r.dim, r.dim,
-                  values.data() + j * r.dim);
+      std::copy_n(r.values.data() + size_t{route[i][j]} * r.dim, r.dim, values.data() + j * r.dim);
     }
     AppendBfloat16(values, bytes);
   }
@@ -217,10 +228,10 @@ absl::Status ShardRequests::ScatterRows(
     r.values.resize(r.keys.size() * size_t{r.dim});
     const size_t floats = route[i].size() * size_t{r.dim};
     if (slice >= values.size() || values[slice].size() != floats * value_bytes()) {
-      return absl::InternalError(absl::StrCat(
-          "row pull of table '", table_names[r.table], "' answered ",
-          slice < values.size() ? values[slice].size() : 0, " bytes, expected ",
-          floats * value_bytes()));
+      return absl::InternalError(absl::StrCat("row pull of table '", table_names[r.table],
+                                              "' answered ",
+                                              slice < values.size() ? values[slice].size() : 0,
+                                              " bytes, expected ", floats * value_bytes()));
     }
     const float* in;
     if (bf16) {

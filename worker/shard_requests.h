@@ -46,6 +46,11 @@ struct ShardRequests {
   // transfers can travel on several channels at once.
   static ShardRequests ForDense(const JobConfig& config, uint32_t split, uint64_t split_bytes);
 
+  // A plan request of `worker` for `epoch`, reporting its compute rate.
+  void BuildPlan(uint32_t worker, int64_t epoch, double examples_per_second,
+                 v1::PlanRequest* request) const;
+  // The shares a plan answer gives, by rank.
+  static std::vector<uint32_t> SharesOf(const v1::PlanResponse& response);
   // Fills `request` with `pieces` (some of this->pieces), for `worker` at `clock`.
   void BuildPull(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
                  v1::PullRequest* request) const;
@@ -58,8 +63,8 @@ struct ShardRequests {
   // `piece`: which of this clock's requests to the shard this is, from 1 (the
   // shard applies each piece once, so a retried one is not applied twice).
   void BuildPush(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
-                 const ParameterSet& grads, bool advance, uint32_t piece,
-                 v1::PushRequest* request, const SharedTarget* shared = nullptr) const;
+                 const ParameterSet& grads, bool advance, uint32_t piece, v1::PushRequest* request,
+                 const SharedTarget* shared = nullptr) const;
   // Sizes *params to the dense tables.
   void ShapeParameters(ParameterSet* params) const;
   // The dense slice that `piece` names.
