@@ -50,9 +50,23 @@ int64_t RssKiB(int64_t pid) {
   return -1;
 }
 
+const Program kProgram{
+    "abuse_bench",
+    "--config JOB --server HOST:PORT --pid PID [--mode flood|pulls] [--clients N] [--bytes B]\n"
+    "       [--seconds S] [--set k=v]",
+    "What hostile or numerous clients cost a running shard's memory (VmRSS of --pid).",
+    {{"config", "FILE", "the shard's job YAML (required)"},
+     {"set", "KEY=VALUE", "override a config key", FlagKind::kRepeatable},
+     {"server", "HOST:PORT", "the shard (required)"},
+     {"pid", "PID", "the shard's process, whose memory is sampled (required)"},
+     {"mode", "flood|pulls", "garbage push bodies, or many pulling channels"},
+     {"clients", "N", "concurrent callers"},
+     {"bytes", "B", "flood: each body's size"},
+     {"seconds", "S", "how long"}}};
+
 int Main(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv,
-                          {"config", "server", "pid", "mode", "clients", "bytes", "seconds"}, {"set"});
+  if (auto exit = AnswerHelpOrVersion(argc, argv, kProgram)) return *exit;
+  auto flags = ParseFlags(argc, argv, kProgram);
   if (!flags.ok() || !flags->Has("config") || !flags->Has("server") || !flags->Has("pid")) {
     std::fprintf(stderr,
                  "usage: abuse_bench --config JOB --server HOST:PORT --pid PID "

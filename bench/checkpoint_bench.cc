@@ -77,9 +77,20 @@ std::pair<double, double> DiskSpeed(const std::string& dir, uint64_t bytes, bool
   return {bytes / 1e6 / write_s, bytes / 1e6 / read_s};
 }
 
+const Program kProgram{
+    "checkpoint_bench",
+    "[--dir DIR] [--floats N] [--optimizer NAME] [--repeats N] [--drop-caches]",
+    "What a shard checkpoint of a large dense table costs: the copy under the chunk locks,\n"
+    "the write, the restore, next to the disk's own sequential speed.",
+    {{"dir", "DIR", "where to write (default /var/tmp/tessera-ckpt-bench)"},
+     {"floats", "N", "the table's size (default 2^28, 1 GiB)"},
+     {"optimizer", "NAME", "sgd, momentum, adagrad, adam or ftrl (default sgd)"},
+     {"repeats", "N", "rounds (default 3)"},
+     {"drop-caches", "", "drop the page cache before each restore (root)", FlagKind::kSwitch}}};
+
 int Main(int argc, char** argv) {
-  auto flags =
-      ParseFlags(argc, argv, {"dir", "floats", "optimizer", "repeats"}, {}, {"drop-caches"});
+  if (auto exit = AnswerHelpOrVersion(argc, argv, kProgram)) return *exit;
+  auto flags = ParseFlags(argc, argv, kProgram);
   if (!flags.ok()) return Fail(std::string(flags.status().message()));
   const std::string dir = flags->Has("dir") ? flags->Get("dir") : "/var/tmp/tessera-ckpt-bench";
   auto floats = flags->GetInt("floats");

@@ -380,13 +380,31 @@ void BenchOptimizer(const OptimizerConfig& config, uint64_t n, int repeats) {
               bytes / t.p50 / 1e9);
 }
 
+const Program kProgram{
+    "ps_bench",
+    "--config configs/bench.yaml [--server HOST:PORT] [flags]",
+    "Throughput and latency of one running shard over gRPC (start one first:\n"
+    "tessera-server --config configs/bench.yaml --shard 0). One line per case.",
+    {{"config", "FILE", "the shard's job YAML (default configs/bench.yaml)"},
+     {"set", "KEY=VALUE", "override a config key", FlagKind::kRepeatable},
+     {"server", "HOST:PORT", "the shard (default: cluster.servers[0])"},
+     {"channels", "N", "gRPC channels (default: worker.channels_per_shard)"},
+     {"repeats", "N", "rounds of each dense size (default 20)"},
+     {"max-bytes", "B", "largest dense transfer (default 64 MiB)"},
+     {"encoding", "fp32|bf16", "values on the wire (default fp32)"},
+     {"sparse-keys", "N", "fresh keys a sparse round pushes"},
+     {"sparse-repeats", "N", "sparse rounds"},
+     {"keys-per-request", "N", "keys per sparse request (default 250000)"},
+     {"optimizer-values", "N", "values the in-process optimizer case updates"},
+     {"only", "CASE", "dense, sparse, sparse-local, optimizer or memory"},
+     {"seed", "N", "draws the sparse keys"},
+     {"sync", "", "synchronous gRPC calls instead of the callback API", FlagKind::kSwitch},
+     {"cold", "", "skip the untimed sparse warm-up round", FlagKind::kSwitch}}};
+
 int Main(int argc, char** argv) {
   ConfigureAllocatorForLargeTransfers();
-  auto flags =
-      ParseFlags(argc, argv,
-                 {"config", "server", "channels", "repeats", "sparse-keys", "sparse-repeats",
-                  "optimizer-values", "only", "max-bytes", "keys-per-request", "encoding", "seed"},
-                 {"set"}, {"sync", "cold"});
+  if (auto exit = AnswerHelpOrVersion(argc, argv, kProgram)) return *exit;
+  auto flags = ParseFlags(argc, argv, kProgram);
   g_sync = flags.ok() && flags->Has("sync");
   if (!flags.ok())
     return std::fprintf(stderr, "ps_bench: %s\n", flags.status().ToString().c_str()), 2;

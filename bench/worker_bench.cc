@@ -36,8 +36,20 @@ double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+const Program kProgram{
+    "worker_bench",
+    "--config JOB.yaml [--set key=value ...] [--batch N] [--steps N] [--warmup N]",
+    "A worker's compute alone (no parameter server): samples/s of a training step on the\n"
+    "backend worker.device picks, on real batches; on a GPU, where the step's time goes.",
+    {{"config", "FILE", "the job's YAML (required; a dense model)"},
+     {"set", "KEY=VALUE", "override a config key, e.g. worker.device=cpu", FlagKind::kRepeatable},
+     {"batch", "N", "examples a step (default: training.batch_size)"},
+     {"steps", "N", "timed steps"},
+     {"warmup", "N", "untimed steps first"}}};
+
 int Main(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv, {"config", "batch", "steps", "warmup"}, {"set"});
+  if (auto exit = AnswerHelpOrVersion(argc, argv, kProgram)) return *exit;
+  auto flags = ParseFlags(argc, argv, kProgram);
   if (!flags.ok()) return Fail(std::string(flags.status().message()));
   if (!flags->Has("config")) return Fail("--config FILE is required");
   auto config = LoadJobConfig(flags->Get("config"), flags->All("set"));

@@ -447,6 +447,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Bool("pull_creates_rows", &v.pull_creates_rows));
     TESSERA_RETURN_IF_ERROR(s.Bool("exit_when_workers_done", &v.exit_when_workers_done));
     TESSERA_RETURN_IF_ERROR(s.Integer("health_port", &v.health_port, 0, 65535));
+    TESSERA_RETURN_IF_ERROR(s.Integer("metrics_port", &v.metrics_port, 0, 65535));
     return s.Integer("sparse_stripes", &v.sparse_stripes, 1, 4096);
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "worker", [&](MapReader& s) -> absl::Status {
@@ -458,6 +459,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("row_cache_rows", &v.row_cache_rows, 0, int64_t{1} << 32));
     TESSERA_RETURN_IF_ERROR(s.Integer("spin_wait_us", &v.spin_wait_us, -1, 1'000'000));
     TESSERA_RETURN_IF_ERROR(s.Real("progress_interval_s", &v.progress_interval_s, 0, 1e6, true));
+    TESSERA_RETURN_IF_ERROR(s.Integer("metrics_port", &v.metrics_port, 0, 65535));
     TESSERA_RETURN_IF_ERROR(s.Bool("overlap_push", &v.overlap_push));
     TESSERA_RETURN_IF_ERROR(s.Real("server_lost_timeout_s", &v.server_lost_timeout_s, 0, 1e7));
     TESSERA_RETURN_IF_ERROR(s.Real("wait_for_workers_s", &v.wait_for_workers_s, 0, 1e7));

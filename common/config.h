@@ -244,6 +244,9 @@ struct ServerConfig {
   // probes that cannot speak TLS (Kubernetes' grpc probes). 0: none (the
   // health service answers on the main port, without a token, as always).
   uint32_t health_port = 0;
+  // GET /metrics (Prometheus text format, plain HTTP) on this port, on the
+  // host the shard listens on. 0: none.
+  uint32_t metrics_port = 0;
   uint32_t sparse_stripes = 64;  // lock stripes per sparse table
 };
 
@@ -262,6 +265,10 @@ struct WorkerConfig {
   // per worker, two per worker under overlap_push), else 0.
   int64_t spin_wait_us = -1;
   double progress_interval_s = 5.0;  // seconds between progress lines
+  // GET /metrics (Prometheus text format, plain HTTP) on this port: on
+  // 127.0.0.1 when every server is on this host, else on every interface.
+  // 0: none.
+  uint32_t metrics_port = 0;
   // auto: a GPU when one is usable, else the CPU; cuda: a GPU or fail at start-up.
   DeviceChoice device = DeviceChoice::kAuto;
   // SSP (s >= 1) and ASP: compute step c+1 while step c's push is in flight

@@ -1,10 +1,13 @@
 #include "common/flags.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/build_info.h"
 
 namespace tessera {
 
@@ -76,6 +79,54 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv, const std::vector<std::s
     flags.values_[name].push_back(value);
   }
   return flags;
+}
+
+std::string Usage(const Program& program) {
+  std::string out = absl::StrCat("usage: ", program.name, " ", program.synopsis, "\n");
+  if (!program.about.empty()) absl::StrAppend(&out, "\n", program.about, "\n");
+  absl::StrAppend(&out, "\nflags:\n");
+  auto line = [&](const std::string& flag, const std::string& help) {
+    if (flag.size() <= 24) {
+      absl::StrAppend(&out, absl::StrFormat("  %-24s  %s\n", flag, help));
+    } else {
+      absl::StrAppend(&out, "  ", flag, "\n", std::string(28, ' '), help, "\n");
+    }
+  };
+  for (const FlagHelp& f : program.flags) {
+    std::string flag = absl::StrCat("--", f.name, f.value.empty() ? "" : " ", f.value);
+    std::string help = f.help;
+    if (f.kind == FlagKind::kRepeatable) help += " (repeatable)";
+    line(flag, help);
+  }
+  line("--help", "print this and exit");
+  line("--version", "print the version and build (CUDA or CPU-only, git revision) and exit");
+  return out;
+}
+
+std::optional<int> AnswerHelpOrVersion(int argc, char** argv, const Program& program) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(Usage(program).c_str(), stdout);
+      return 0;
+    }
+    if (arg == "--version") {
+      std::printf("%s\n", VersionLine(program.name).c_str());
+      return 0;
+    }
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<Flags> ParseFlags(int argc, char** argv, const Program& program) {
+  std::vector<std::string> single, repeatable, switches;
+  for (const FlagHelp& f : program.flags) {
+    (f.kind == FlagKind::kSingle ? single
+     : f.kind == FlagKind::kRepeatable ? repeatable
+                                         : switches)
+        .push_back(f.name);
+  }
+  return ParseFlags(argc, argv, single, repeatable, switches);
 }
 
 }  // namespace tessera

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -20,6 +21,7 @@
 #include "common/status.h"
 #include "launcher/process.h"
 #include "launcher/summary.h"
+#include "nlohmann/json.hpp"
 #include "server/checkpoint.h"
 
 namespace tessera {
@@ -128,16 +130,34 @@ absl::Status PrepareFolders(const LaunchOptions& options, Job* job,
   return absl::OkStatus();
 }
 
+// With options.metrics, a free port for `c`'s GET /metrics (the same on
+// every restart) from `ports`, set by `section`.metrics_port.
+void AddMetricsPort(const LaunchOptions& options, const char* section,
+                    std::vector<int>& ports, Child* c) {
+  if (!options.metrics) return;
+  c->metrics_port = ports.back();
+  ports.pop_back();
+  for (auto* args : {&c->args, &c->restart_args}) {
+    args->insert(args->end(),
+                 {"--set", absl::StrCat(section, ".metrics_port=", c->metrics_port)});
+  }
+}
+
 // Every daemon's arguments: the same config and overrides for all, the
 // servers' loopback addresses, and each daemon's identity.
 absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::string>& server_sets,
                           Job* job) {
   const JobConfig& config = job->config;
+  // The servers' ports, then (with metrics) one per daemon.
+  const int daemons = static_cast<int>(config.num_servers() + config.cluster.workers);
+  TESSERA_ASSIGN_OR_RETURN(
+      std::vector<int> ports,
+      FreePorts(static_cast<int>(config.num_servers()) + (options.metrics ? daemons : 0)));
   std::vector<std::string> addresses;
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
-    TESSERA_ASSIGN_OR_RETURN(int port, FreePort());
-    addresses.push_back(absl::StrCat("127.0.0.1:", port));
+    addresses.push_back(absl::StrCat("127.0.0.1:", ports[s]));
   }
+  ports.erase(ports.begin(), ports.begin() + config.num_servers());
   std::vector<std::string> common = {"--config", options.config_path};
   for (const auto& o : options.overrides) common.insert(common.end(), {"--set", o});
   common.insert(common.end(),
@@ -169,6 +189,7 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
                       {"--set", absl::StrCat("checkpoint.restore_clock=", job->resumed_from)});
       }
     }
+    AddMetricsPort(options, "server", ports, &c);
     job->children.push_back(c);
   }
   for (uint32_t r = 0; r < config.cluster.workers; ++r) {
@@ -184,7 +205,17 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
                                 std::min(config.worker.progress_interval_s, 1.0)),
                    "--result", absl::StrCat(job->dir, "/result-rank", r, ".json")});
     c.restart_args = c.args;
+    AddMetricsPort(options, "worker", ports, &c);
     job->children.push_back(c);
+  }
+  if (options.metrics) {
+    // Prometheus' file-based service discovery reads this list as it is.
+    nlohmann::json targets = nlohmann::json::array();
+    for (const Child& c : job->children) {
+      targets.push_back({{"targets", {absl::StrCat("127.0.0.1:", c.metrics_port)}},
+                         {"labels", {{"daemon", c.name}}}});
+    }
+    std::ofstream(fs::path(job->dir) / "metrics_targets.json") << targets.dump(2) << "\n";
   }
   return absl::OkStatus();
 }
@@ -314,6 +345,14 @@ int RunJob(const LaunchOptions& options) {
         job.dir.c_str(),
         job.resumed_from >= 0 ? absl::StrCat("; resuming from clock ", job.resumed_from).c_str()
                               : "");
+  }
+  if (!options.quiet && options.metrics) {
+    std::string ports;
+    for (const Child& c : job.children) {
+      absl::StrAppend(&ports, ports.empty() ? "" : ", ", c.name, " ", c.metrics_port);
+    }
+    std::printf("tessera run: GET /metrics on 127.0.0.1 ports: %s (Prometheus targets: %s)\n",
+                ports.c_str(), (fs::path(job.dir) / "metrics_targets.json").c_str());
   }
   std::fflush(stdout);
 

@@ -51,6 +51,10 @@ struct LaunchOptions {
   // DIR/token (0600): another process on this machine cannot join or stop
   // the job without reading that file (security.token_file).
   bool token = false;
+  // Every daemon serves GET /metrics on a free loopback port (printed at the
+  // start, and written as a Prometheus file_sd target list to
+  // DIR/metrics_targets.json).
+  bool metrics = true;
   // Called with a daemon's name and pid each time one is started (tests,
   // fault injection).
   std::function<void(const std::string& name, pid_t pid)> on_spawn;

@@ -24,11 +24,12 @@ struct Child {
   bool running = false;
   int exit_code = -1;  // 128 + signal when killed
   int restarts = 0;
+  int metrics_port = 0;  // its GET /metrics on 127.0.0.1; 0: none
 };
 
-// A loopback port that is free now, chosen by the kernel. UNAVAILABLE with
-// errno's text when a socket call fails.
-absl::StatusOr<int> FreePort();
+// `n` distinct loopback ports that are free now, chosen by the kernel.
+// UNAVAILABLE with errno's text when a socket call fails.
+absl::StatusOr<std::vector<int>> FreePorts(int n);
 
 // Starts `binary` with `args`, stdout and stderr to `log_path` (appended
 // when `append`, else truncated). The child gets SIGTERM when the launcher

@@ -1,4 +1,4 @@
-// tessera: the command-line front end.
+// tessera: the command-line front end (`tessera --help` lists everything).
 //
 //   tessera run CONFIG [--set key=value ...] [--out DIR] [--no-live]
 //               [--max-restarts N] [--resume DIR] [--token]
@@ -6,6 +6,8 @@
 //   tessera sweep CONFIG --grid key=v1,v2 [--grid ...] [--set ...] [--repeat N]
 //               [--out DIR] [--target-accuracy A]
 //       runs the job under every combination, tabulates and plots (launcher/sweep.h)
+//   tessera status --config CONFIG [--set ...] [--watch] [--interval S]
+//       one screen about a running job (launcher/status.h)
 #include <unistd.h>
 
 #include <cstdio>
@@ -16,23 +18,47 @@
 #include "absl/strings/numbers.h"
 #include "common/flags.h"
 #include "launcher/launcher.h"
+#include "launcher/status.h"
 #include "launcher/sweep.h"
 
 namespace {
 
-const char* kUsage =
-    "usage: tessera run CONFIG [--set key=value ...] [--out DIR] [--no-live]\n"
-    "       [--max-restarts N] [--resume DIR] [--token] [--server-binary PATH]\n"
-    "       [--worker-binary PATH]\n"
-    "  --token  every daemon requires a job token this run draws (written to OUT/token)\n"
-    "usage: tessera sweep CONFIG --grid key=v1,v2,... [--grid ...] [--set key=value ...]\n"
-    "       [--repeat N] [--out DIR] [--target-accuracy A] [--plot-script PATH]\n"
-    "  every combination of the grids, N times each, one after another: DIR/results.csv,\n"
-    "  DIR/report.md and plots (training.eval_every_steps makes the accuracy curves)\n";
+const tessera::Program kProgram{
+    "tessera",
+    "run CONFIG [flags] | sweep CONFIG --grid key=v1,v2 [flags] | status --config CONFIG [--watch]",
+    "subcommands:\n"
+    "  run CONFIG      runs a whole job on this machine: its servers and workers, restarted\n"
+    "                  when they die, a live progress line, DIR/summary.json at the end\n"
+    "  sweep CONFIG    runs the job under every combination of the --grid values, --repeat\n"
+    "                  times each: DIR/results.csv, DIR/report.md and plots\n"
+    "  status          one screen about a running job, from every shard's Stats and health:\n"
+    "                  shards, workers (clock, how far behind, waiting on whom), staleness;\n"
+    "                  exit 0 when every shard answers, 1 otherwise",
+    {{"set", "KEY=VALUE", "override a config key for every daemon", tessera::FlagKind::kRepeatable},
+     {"out", "DIR", "run/sweep: the output folder (default: runs/<job>-<time>, sweeps/sweep-<time>)"},
+     {"no-live", "", "run/sweep: print progress lines instead of rewriting one",
+      tessera::FlagKind::kSwitch},
+     {"max-restarts", "N", "run: restarts allowed per daemon (default 3)"},
+     {"resume", "DIR", "run: continue the stopped job in DIR from its checkpoints"},
+     {"token", "", "run: every daemon requires a job token drawn now (written to DIR/token)",
+      tessera::FlagKind::kSwitch},
+     {"no-metrics", "", "run/sweep: no GET /metrics on the daemons (default: free ports, printed)",
+      tessera::FlagKind::kSwitch},
+     {"server-binary", "PATH", "run/sweep: tessera-server to start (default: next to tessera)"},
+     {"worker-binary", "PATH", "run/sweep: tessera-worker to start (default: next to tessera)"},
+     {"grid", "KEY=V1,V2", "sweep: values of one config key (commas inside [] stay)",
+      tessera::FlagKind::kRepeatable},
+     {"repeat", "N", "sweep: runs of each combination (default 1)"},
+     {"target-accuracy", "A", "sweep: report the seconds each run took to reach it"},
+     {"plot-script", "PATH", "sweep: the plotting script (default: scripts/sweep_plots.py)"},
+     {"config", "FILE", "status: the job's YAML (its servers, TLS and token settings)"},
+     {"watch", "", "status: refresh every --interval seconds until interrupted",
+      tessera::FlagKind::kSwitch},
+     {"interval", "SECONDS", "status: between the two Stats calls that make pushes/s (default 1)"}}};
 
 int Usage(const std::string& error) {
   if (!error.empty()) std::fprintf(stderr, "tessera: %s\n", error.c_str());
-  std::fprintf(stderr, "%s", kUsage);
+  std::fprintf(stderr, "%s", tessera::Usage(kProgram).c_str());
   return 2;
 }
 
@@ -43,16 +69,40 @@ std::string DefaultSweepDir() {
   return std::string("sweeps/sweep-") + stamp;
 }
 
+// tessera status: only its own flags.
+int Status(const tessera::Flags& flags) {
+  for (const char* other : {"out", "no-live", "max-restarts", "resume", "token", "no-metrics",
+                            "server-binary", "worker-binary", "grid", "repeat",
+                            "target-accuracy", "plot-script"}) {
+    if (flags.Has(other)) return Usage(std::string("--") + other + " is not for tessera status");
+  }
+  if (!flags.Has("config")) return Usage("tessera status needs --config CONFIG");
+  tessera::StatusOptions options;
+  options.config_path = flags.Get("config");
+  options.overrides = flags.All("set");
+  options.watch = flags.Has("watch");
+  if (flags.Has("interval")) {
+    double interval;
+    if (!absl::SimpleAtod(flags.Get("interval"), &interval) || !(interval >= 0.1 && interval <= 3600)) {
+      return Usage("--interval '" + flags.Get("interval") + "': expected seconds in [0.1, 3600]");
+    }
+    options.interval_s = interval;
+  }
+  return tessera::RunStatus(options);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace tessera;
-  auto flags = ParseFlags(argc, argv,
-                          {"out", "server-binary", "worker-binary", "max-restarts", "resume",
-                           "repeat", "target-accuracy", "plot-script"},
-                          {"set", "grid"}, {"no-live", "token"});
+  if (auto exit = AnswerHelpOrVersion(argc, argv, kProgram)) return *exit;
+  auto flags = ParseFlags(argc, argv, kProgram);
   if (!flags.ok()) return Usage(std::string(flags.status().message()));
   const auto& args = flags->positional();
+  if (args.size() == 1 && args[0] == "status") return Status(*flags);
+  for (const char* status_only : {"config", "watch", "interval"}) {
+    if (flags->Has(status_only)) return Usage(std::string("--") + status_only + " is for tessera status");
+  }
   if (args.size() != 2 || (args[0] != "run" && args[0] != "sweep")) return Usage("");
   LaunchOptions options;
   options.config_path = args[1];
@@ -63,6 +113,7 @@ int main(int argc, char** argv) {
   options.live = isatty(STDOUT_FILENO) && !flags->Has("no-live");
   options.resume_dir = flags->Get("resume");
   options.token = flags->Has("token");
+  options.metrics = !flags->Has("no-metrics");
   if (flags->Has("max-restarts")) {
     auto n = flags->GetInt("max-restarts", 1000);
     if (!n.ok() || !n->has_value()) {

@@ -98,7 +98,7 @@ void Checkpointer::Write(std::unique_ptr<ShardState> state) {
                   std::string(info.status().message()));
     return;
   }
-  shard_->NoteCheckpoint(clock);
+  shard_->NoteCheckpoint(clock, static_cast<int64_t>(info->bytes), info->seconds);
   spdlog::info("checkpoint of clock {}: {} bytes in {:.3f} s ({:.0f} MB/s) to {}", clock,
                info->bytes, info->seconds, info->bytes / 1e6 / std::max(info->seconds, 1e-9),
                info->path);

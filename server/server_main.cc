@@ -29,6 +29,19 @@
 
 namespace {
 
+const tessera::Program kProgram{
+    "tessera-server",
+    "--config JOB.yaml [--shard N] [--set key=value ...] [--listen HOST:PORT] [--log-level LEVEL]",
+    "One parameter-server shard of the job. Exit codes: 0 after SIGTERM/SIGINT or once every\n"
+    "worker has finished; 2 a bad flag, config or unusable checkpoint (one line naming the key);\n"
+    "1 when the shard cannot start (e.g. its port is in use).",
+    {{"config", "FILE", "the job's YAML (required)"},
+     {"shard", "N", "this shard's index (default: the ordinal ending $POD_NAME or $HOSTNAME)"},
+     {"set", "KEY=VALUE", "override a config key, e.g. --set server.metrics_port=9100",
+      tessera::FlagKind::kRepeatable},
+     {"listen", "HOST:PORT", "listen here instead of cluster.servers[shard] (port 0: any free)"},
+     {"log-level", "LEVEL", "trace, debug, info, warn or error (default: logging.level)"}}};
+
 int Fail(int code, const std::string& message) {
   std::fprintf(stderr, "tessera-server: %s\n", message.c_str());
   return code;
@@ -39,7 +52,8 @@ int Fail(int code, const std::string& message) {
 int main(int argc, char** argv) {
   using namespace tessera;
   ConfigureAllocatorForLargeTransfers();
-  auto flags = ParseFlags(argc, argv, {"config", "shard", "listen", "log-level"}, {"set"});
+  if (auto exit = AnswerHelpOrVersion(argc, argv, kProgram)) return *exit;
+  auto flags = ParseFlags(argc, argv, kProgram);
   if (!flags.ok()) return Fail(2, std::string(flags.status().message()));
   if (!flags->Has("config")) return Fail(2, "--config FILE is required");
   auto config = LoadJobConfig(flags->Get("config"), flags->All("set"));

@@ -20,11 +20,17 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
 // Finish runs exactly once, from whichever thread releases the pull.
 class PullReactor : public grpc::ServerUnaryReactor {
  public:
-  explicit PullReactor(Shard* shard) : shard_(shard) {}
+  PullReactor(Shard* shard, ShardMetrics* metrics) : shard_(shard), metrics_(metrics) {}
 
-  void Start(const v1::PullRequest* request, v1::PullResponse* response, absl::Time deadline) {
-    auto id = shard_->Pull(*request, response, deadline,
-                           [this](absl::Status status) { Finish(ToGrpcStatus(status)); });
+  void Start(const v1::PullRequest* request, v1::PullResponse* response, absl::Time deadline,
+             absl::Time start) {
+    auto id = shard_->Pull(*request, response, deadline, [this, request, start](absl::Status status) {
+      if (metrics_ != nullptr) {
+        metrics_->Record(ShardMetrics::kPull, status.code(),
+                         absl::ToDoubleSeconds(absl::Now() - start), &request->slices());
+      }
+      Finish(ToGrpcStatus(status));
+    });
     bool cancel_now = false;
     {
       absl::MutexLock lock(&mu_);
@@ -48,6 +54,7 @@ class PullReactor : public grpc::ServerUnaryReactor {
 
  private:
   Shard* const shard_;
+  ShardMetrics* const metrics_;
   absl::Mutex mu_;
   ClockTable::WaiterId parked_id_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -62,65 +69,85 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), message);
 }
 
-grpc::ServerUnaryReactor* ShardService::Refuse(grpc::CallbackServerContext* context) const {
+grpc::ServerUnaryReactor* ShardService::Refuse(grpc::CallbackServerContext* context,
+                                               ShardMetrics::Method method,
+                                               absl::Time start) const {
   if (security_->Admits(*context)) return nullptr;
-  return FinishNow(context, absl::UnauthenticatedError(
-                                "this job's shards require its token (security.token_file): "
-                                "the call carries none, or another"));
+  return Answer(context, method, start,
+                absl::UnauthenticatedError(
+                    "this job's shards require its token (security.token_file): "
+                    "the call carries none, or another"));
+}
+
+grpc::ServerUnaryReactor* ShardService::Answer(
+    grpc::CallbackServerContext* context, ShardMetrics::Method method, absl::Time start,
+    const absl::Status& status,
+    const google::protobuf::RepeatedPtrField<v1::Slice>* slices) const {
+  if (metrics_ != nullptr) {
+    metrics_->Record(method, status.code(), absl::ToDoubleSeconds(absl::Now() - start),
+                     status.ok() ? slices : nullptr);
+  }
+  return FinishNow(context, status);
 }
 
 grpc::ServerUnaryReactor* ShardService::Register(grpc::CallbackServerContext* context,
                                                  const v1::RegisterRequest* request,
                                                  v1::RegisterResponse* response) {
-  if (auto* refused = Refuse(context)) return refused;
-  return FinishNow(context, shard_->Register(*request, response));
+  const absl::Time start = absl::Now();
+  if (auto* refused = Refuse(context, ShardMetrics::kRegister, start)) return refused;
+  return Answer(context, ShardMetrics::kRegister, start, shard_->Register(*request, response));
 }
 
 grpc::ServerUnaryReactor* ShardService::Pull(grpc::CallbackServerContext* context,
                                              const v1::PullRequest* request,
                                              v1::PullResponse* response) {
-  if (auto* refused = Refuse(context)) return refused;
-  absl::Time deadline =
-      std::min(absl::FromChrono(context->deadline()), absl::Now() + max_pull_wait_);
-  auto* reactor = new PullReactor(shard_);
-  reactor->Start(request, response, deadline);
+  const absl::Time start = absl::Now();
+  if (auto* refused = Refuse(context, ShardMetrics::kPull, start)) return refused;
+  absl::Time deadline = std::min(absl::FromChrono(context->deadline()), start + max_pull_wait_);
+  auto* reactor = new PullReactor(shard_, metrics_);
+  reactor->Start(request, response, deadline, start);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* ShardService::Push(grpc::CallbackServerContext* context,
                                              const v1::PushRequest* request,
                                              v1::PushResponse* response) {
-  if (auto* refused = Refuse(context)) return refused;
-  return FinishNow(context, shard_->Push(*request, response));
+  const absl::Time start = absl::Now();
+  if (auto* refused = Refuse(context, ShardMetrics::kPush, start)) return refused;
+  return Answer(context, ShardMetrics::kPush, start, shard_->Push(*request, response), &request->slices());
 }
 
 grpc::ServerUnaryReactor* ShardService::Clock(grpc::CallbackServerContext* context,
                                               const v1::ClockRequest* request,
                                               v1::ClockResponse* response) {
-  if (auto* refused = Refuse(context)) return refused;
-  return FinishNow(context, shard_->Clock(*request, response));
+  const absl::Time start = absl::Now();
+  if (auto* refused = Refuse(context, ShardMetrics::kClock, start)) return refused;
+  return Answer(context, ShardMetrics::kClock, start, shard_->Clock(*request, response));
 }
 
 grpc::ServerUnaryReactor* ShardService::Finish(grpc::CallbackServerContext* context,
                                                const v1::FinishRequest* request,
                                                v1::FinishResponse* response) {
-  if (auto* refused = Refuse(context)) return refused;
-  return FinishNow(context, shard_->Finish(*request, response));
+  const absl::Time start = absl::Now();
+  if (auto* refused = Refuse(context, ShardMetrics::kFinish, start)) return refused;
+  return Answer(context, ShardMetrics::kFinish, start, shard_->Finish(*request, response));
 }
 
 grpc::ServerUnaryReactor* ShardService::Stats(grpc::CallbackServerContext* context,
                                               const v1::StatsRequest*,
                                               v1::StatsResponse* response) {
-  if (auto* refused = Refuse(context)) return refused;
+  const absl::Time start = absl::Now();
+  if (auto* refused = Refuse(context, ShardMetrics::kStats, start)) return refused;
   shard_->Stats(response);
-  return FinishNow(context, absl::OkStatus());
+  return Answer(context, ShardMetrics::kStats, start, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* ShardService::Plan(grpc::CallbackServerContext* context,
                                              const v1::PlanRequest* request,
                                              v1::PlanResponse* response) {
-  if (auto* refused = Refuse(context)) return refused;
-  return FinishNow(context, shard_->Plan(*request, response));
+  const absl::Time start = absl::Now();
+  if (auto* refused = Refuse(context, ShardMetrics::kPlan, start)) return refused;
+  return Answer(context, ShardMetrics::kPlan, start, shard_->Plan(*request, response));
 }
 
 }  // namespace tessera

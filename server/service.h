@@ -8,8 +8,11 @@
 // the Shard sees it. Status messages are capped at kMaxStatusMessageBytes, so
 // an error that names a client's string never overflows gRPC's metadata.
 //
-// Threading: gRPC calls the handlers from its callback threads; the Shard is
-// thread-safe. The service does not own the Shard, which must outlive it.
+// With a ShardMetrics, every call is recorded as it is answered (method,
+// status code, latency; refusals included).
+//
+// Threading: gRPC calls the handlers from its callback threads; the Shard and
+// ShardMetrics are thread-safe. The service owns neither; both must outlive it.
 #ifndef TESSERA_SERVER_SERVICE_H_
 #define TESSERA_SERVER_SERVICE_H_
 
@@ -21,6 +24,7 @@
 #include "common/security.h"
 #include "proto/tessera.grpc.pb.h"
 #include "server/shard.h"
+#include "server/shard_metrics.h"
 
 namespace tessera {
 
@@ -32,9 +36,13 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 class ShardService final : public v1::Shard::CallbackService {
  public:
   // Parked pulls wait at most max_pull_wait, whatever the caller's deadline.
+  // `metrics` may be null (none recorded).
   ShardService(Shard* shard, absl::Duration max_pull_wait,
-               std::shared_ptr<const TransportSecurity> security)
-      : shard_(shard), max_pull_wait_(max_pull_wait), security_(std::move(security)) {}
+               std::shared_ptr<const TransportSecurity> security, ShardMetrics* metrics = nullptr)
+      : shard_(shard),
+        max_pull_wait_(max_pull_wait),
+        security_(std::move(security)),
+        metrics_(metrics) {}
 
   grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* context,
                                      const v1::RegisterRequest* request,
@@ -60,11 +68,18 @@ class ShardService final : public v1::Shard::CallbackService {
 
  private:
   // The call's answer when it lacks the job's token; null when admitted.
-  grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* context) const;
+  grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* context,
+                                   ShardMetrics::Method method, absl::Time start) const;
+  // Finishes a synchronous call with `status`, recording it.
+  grpc::ServerUnaryReactor* Answer(
+      grpc::CallbackServerContext* context, ShardMetrics::Method method, absl::Time start,
+      const absl::Status& status,
+      const google::protobuf::RepeatedPtrField<v1::Slice>* slices = nullptr) const;
 
   Shard* const shard_;
   const absl::Duration max_pull_wait_;
   const std::shared_ptr<const TransportSecurity> security_;
+  ShardMetrics* const metrics_;
 };
 
 }  // namespace tessera

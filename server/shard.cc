@@ -147,6 +147,7 @@ Shard::Shard(const JobConfig& config, uint32_t index)
     layout.set_name(t.name);
     layout.set_kind(ProtoKind(t.kind));
     Resolved ref;
+    ref.index = static_cast<uint32_t>(layout_.size());
     if (t.kind == TableKind::kDense) {
       DenseRange range = DenseShardRange(t.size, index, num_shards);
       dense_.push_back(std::make_unique<DenseTable>(t, range, OptimizerOf(t.name), aggregate_,
@@ -164,6 +165,7 @@ Shard::Shard(const JobConfig& config, uint32_t index)
     tables_.emplace(t.name, ref);
     layout_.push_back(layout);
   }
+  traffic_ = std::make_unique<Traffic[]>(layout_.size());
   for (uint32_t w = 0; w < num_workers_; ++w) {
     worker_mu_.push_back(std::make_unique<absl::Mutex>());
     memory_.push_back(std::make_unique<WorkerMemory>());
@@ -408,6 +410,7 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
     pulls_in_flight_[worker].fetch_sub(1);
     if (s.ok()) {
       RecordServed(worker, clock, *slices);
+      NoteTraffic(*slices, bf16, /*push=*/false);
       response->set_min_clock(clock_.published_min());
       if (shared) {
         s = ReadSlicesToShared(*slices, bf16, reply);
@@ -432,6 +435,14 @@ absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices, bool bf1
                      config_.server.max_message_bytes, "); split it into smaller pulls"));
   }
   return absl::OkStatus();
+}
+
+void Shard::NoteTraffic(const std::vector<Resolved>& slices, bool bf16, bool push) {
+  for (const Resolved& r : slices) {
+    Traffic& t = traffic_[r.index];
+    (push ? t.push_bytes : t.pull_bytes)
+        .fetch_add(r.count * BytesPerValue(bf16), std::memory_order_relaxed);
+  }
 }
 
 uint64_t Shard::PayloadBytes(const std::vector<Resolved>& slices, bool bf16) {
@@ -663,6 +674,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     response->set_staleness(read.staleness().value_or(-1));
     // Piece 0 pushes are each an update of their own.
     ApplyGradients(worker, bit != 0 ? clock : -1, grads, slices, read);
+    NoteTraffic(slices, bf16, /*push=*/true);
   }
   response->set_clock(clock);
   if (advance_clock) {
@@ -674,6 +686,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   if (!pull_slices.empty() && response->min_clock() >= response->clock() - staleness_) {
     response->set_pulled(true);
     RecordServed(worker, response->clock(), pull_slices);
+    NoteTraffic(pull_slices, bf16, /*push=*/false);
     if (reply.segment != nullptr) {
       // The push stands; a worker whose memory is gone gets no fused values
       // and its next pull says why.
@@ -766,6 +779,12 @@ absl::Status Shard::Plan(const v1::PlanRequest& request, v1::PlanResponse* respo
   return absl::OkStatus();
 }
 
+void Shard::FillTraffic(const std::string& table, v1::TableStats* stats) const {
+  const Traffic& t = traffic_[tables_.at(table).index];
+  stats->set_push_bytes(t.push_bytes.load(std::memory_order_relaxed));
+  stats->set_pull_bytes(t.pull_bytes.load(std::memory_order_relaxed));
+}
+
 void Shard::Stats(v1::StatsResponse* response) const {
   response->set_shard_index(index_);
   response->set_min_clock(clock_.published_min());
@@ -777,6 +796,7 @@ void Shard::Stats(v1::StatsResponse* response) const {
     s->set_values(t->range().size());
     s->set_pushes(t->pushes());
     s->set_pulls(t->pulls());
+    FillTraffic(t->name(), s);
   }
   for (const auto& t : sparse_) {
     auto* s = response->add_tables();
@@ -786,6 +806,7 @@ void Shard::Stats(v1::StatsResponse* response) const {
     s->set_values(t->rows() * t->dim());
     s->set_pushes(t->pushes());
     s->set_pulls(t->pulls());
+    FillTraffic(t->name(), s);
   }
   response->set_parked_pulls(clock_.parked());
   response->set_pulls_expired(clock_.expired());
@@ -799,6 +820,8 @@ void Shard::Stats(v1::StatsResponse* response) const {
         absl::ToDoubleSeconds(absl::Now() - absl::FromUnixMillis(last_checkpoint_unix_ms_.load())));
   }
   response->set_checkpoints_written(checkpoints_written_.load());
+  response->set_last_checkpoint_bytes(last_checkpoint_bytes_.load());
+  response->set_last_checkpoint_seconds(last_checkpoint_us_.load() / 1e6);
   response->set_duplicate_pushes(duplicate_pushes_.load());
   for (uint64_t c : staleness_tracker_.histogram().Counts()) {
     response->add_push_staleness_buckets(c);
@@ -807,6 +830,12 @@ void Shard::Stats(v1::StatsResponse* response) const {
   response->set_push_staleness_unknown(staleness_tracker_.unknown());
   response->set_updates_published(staleness_tracker_.version());
   response->set_compensation_floats(staleness_tracker_.kept_floats());
+  const absl::Time now = absl::Now();
+  for (uint32_t w = 0; w < num_workers_; ++w) {
+    response->add_worker_idle_s(
+        absl::ToDoubleSeconds(now - absl::FromUnixMillis(last_seen_ms_[w].load())));
+  }
+  for (uint32_t w : clock_.Laggards()) response->add_laggards(w);
   const std::vector<bool> evicted = clock_.evicted();
   for (uint32_t w = 0; w < evicted.size(); ++w) {
     if (evicted[w]) response->add_evicted_workers(w);

@@ -138,7 +138,7 @@ class Shard {
   // the written state back: the next cut copies into its dense tables'
   // buffers instead of fresh memory (first touching memory is slow on some
   // VMs; docs/PERFORMANCE.md). One spare is kept.
-  void NoteCheckpoint(int64_t clock);
+  void NoteCheckpoint(int64_t clock, int64_t bytes, double seconds);
   void Recycle(std::unique_ptr<ShardState> written);
   // consistency.evict_after_s (BSP/SSP): drops from the barrier every worker
   // at min_clock that has made no call for that long, so the others go on
@@ -160,6 +160,7 @@ class Shard {
     SparseTable* sparse = nullptr;
     uint64_t offset = 0;
     uint64_t count = 0;  // floats the slice covers
+    uint32_t index = 0;  // the table's place in the job's tables (layout_)
     absl::Span<const uint64_t> keys;
   };
 
@@ -267,6 +268,15 @@ class Shard {
   std::vector<std::unique_ptr<SparseTable>> sparse_;
   absl::flat_hash_map<std::string, Resolved> tables_;  // name -> table
   std::vector<v1::TableLayout> layout_;
+  // Bytes of values moved per table (layout_'s order), at wire precision:
+  // gradients pushed, values pulled (fused pulls included).
+  struct Traffic {
+    std::atomic<uint64_t> push_bytes{0};
+    std::atomic<uint64_t> pull_bytes{0};
+  };
+  std::unique_ptr<Traffic[]> traffic_;
+  void NoteTraffic(const std::vector<Resolved>& slices, bool bf16, bool push);
+  void FillTraffic(const std::string& table, v1::TableStats* stats) const;
   // By worker: its pushes hold it shared, its clock advances (Clock, Finish,
   // a push that advances) exclusively, so an advance follows every push of
   // the clock it closes.
@@ -310,6 +320,8 @@ class Shard {
   std::atomic<int64_t> lost_here_{0};    // largest clock jump adopted since start
   std::atomic<int64_t> last_checkpoint_clock_{-1};
   std::atomic<int64_t> last_checkpoint_unix_ms_{0};
+  std::atomic<int64_t> last_checkpoint_bytes_{0};
+  std::atomic<int64_t> last_checkpoint_us_{0};  // how long writing it took
   std::atomic<uint64_t> checkpoints_written_{0};
 };
 

@@ -51,8 +51,10 @@ void Shard::Recycle(std::unique_ptr<ShardState> written) {
   spare_ = std::move(written);
 }
 
-void Shard::NoteCheckpoint(int64_t clock) {
+void Shard::NoteCheckpoint(int64_t clock, int64_t bytes, double seconds) {
   last_checkpoint_clock_.store(clock);
+  last_checkpoint_bytes_.store(bytes);
+  last_checkpoint_us_.store(static_cast<int64_t>(seconds * 1e6));
   last_checkpoint_unix_ms_.store(absl::ToUnixMillis(absl::Now()));
   checkpoints_written_.fetch_add(1);
 }

@@ -69,8 +69,10 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
   }
   TESSERA_ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> security,
                            TransportSecurity::ForJob(config));
+  server->metrics_ = std::make_unique<ShardMetrics>(config);
   server->service_ = std::make_unique<ShardService>(
-      server->shard_.get(), absl::Milliseconds(config.server.max_pull_wait_ms), security);
+      server->shard_.get(), absl::Milliseconds(config.server.max_pull_wait_ms), security,
+      server->metrics_.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -121,6 +123,18 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
       return absl::UnavailableError(absl::StrCat("cannot listen on ", health_address,
                                                  " (server.health_port): the port is in use"));
     }
+  }
+  if (config.server.metrics_port > 0) {
+    server->registry_ = std::make_unique<MetricsRegistry>(
+        Labels{{"job", config.name}, {"shard", absl::StrCat(shard_index)}});
+    server->registry_->Add([s = server.get()](Exposition& e) {
+      s->metrics_->Collect(*s->shard_, e);
+    });
+    TESSERA_ASSIGN_OR_RETURN(
+        server->metrics_server_,
+        MetricsServer::Start(listen_address.substr(0, listen_address.rfind(':')),
+                             static_cast<int>(config.server.metrics_port), server->registry_.get(),
+                             "server.metrics_port"));
   }
   server->reaper_ = std::thread([s = server.get()] { s->ReaperLoop(); });
   return server;
@@ -176,6 +190,7 @@ void ShardServer::Shutdown(absl::Duration grace) {
   shard_->FailParked();  // pulls that parked while shutdown began
   server_->Wait();
   if (checkpointer_) checkpointer_->Final();
+  metrics_server_.reset();
 }
 
 ShardServer::~ShardServer() { Shutdown(absl::Seconds(1)); }

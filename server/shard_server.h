@@ -2,7 +2,8 @@
 // listening port (TLS and a token when the job's `security` says so), the
 // standard gRPC health service (also alone on server.health_port in
 // plaintext, for probes that cannot speak TLS), and a reaper thread that
-// fails parked pulls at their deadline. tessera-server's main() and the
+// fails parked pulls at their deadline; with server.metrics_port, GET /metrics
+// on the same host (server/shard_metrics.h). tessera-server's main() and the
 // integration tests both start shards through it.
 //
 //   auto server = ShardServer::Start(config, /*shard=*/0, "127.0.0.1:0");
@@ -27,7 +28,10 @@
 #include "common/config.h"
 #include "server/checkpointer.h"
 #include "server/service.h"
+#include "common/metrics.h"
+#include "common/metrics_server.h"
 #include "server/shard.h"
+#include "server/shard_metrics.h"
 
 namespace tessera {
 
@@ -60,12 +64,17 @@ class ShardServer {
   void LogWaiting();
 
   std::unique_ptr<Shard> shard_;
+  std::unique_ptr<ShardMetrics> metrics_;
   std::unique_ptr<Checkpointer> checkpointer_;  // with checkpoint.dir set
   std::unique_ptr<ShardService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Service> health_service_;  // its one service
   std::unique_ptr<grpc::Server> health_server_;  // server.health_port: health only, plaintext
   int port_ = 0;
+  // server.metrics_port: stopped first (declared last), so no scrape sees
+  // the shard go.
+  std::unique_ptr<MetricsRegistry> registry_;
+  std::unique_ptr<MetricsServer> metrics_server_;
   std::thread reaper_;
 
   absl::Mutex mu_;

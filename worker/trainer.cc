@@ -168,7 +168,9 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       const double read_start = Now();
       TESSERA_RETURN_IF_ERROR(train_->Seek(epoch, uint64_t{step} * step_examples + share_offset_));
       TESSERA_RETURN_IF_ERROR(train_->Next(share_, &batch_));
-      result_.data_seconds += Now() - read_start;
+      step_data_seconds_ = Now() - read_start;
+      result_.data_seconds += step_data_seconds_;
+      current_epoch_ = epoch;
       if (on_batch) on_batch(epoch, batch_);
       double loss = 0;
       TESSERA_RETURN_IF_ERROR(WithRecovery(
@@ -282,6 +284,7 @@ absl::Status Trainer::Recover(const absl::Status& cause, ParameterCache& cache) 
 absl::Status Trainer::Step(ParameterCache& cache, Model* model, double* loss) {
   const TrainingConfig& t = config_.training;
   double t0 = Now();
+  bool pulled = false;
   if (!cache.FreshFor(clock_)) {
     // The previous push may bring the values this step needs.
     TESSERA_RETURN_IF_ERROR(FinishPush(cache));
@@ -291,6 +294,7 @@ absl::Status Trainer::Step(ParameterCache& cache, Model* model, double* loss) {
     TESSERA_ASSIGN_OR_RETURN(int64_t guaranteed, client_->PullDense(clock_, &cache.values()));
     cache.Filled(guaranteed, clock_);
     ++result_.pulls;
+    pulled = true;
   }
   double t1 = Now();
   if (on_compute) on_compute(clock_, cache.guaranteed());
@@ -355,6 +359,11 @@ absl::Status Trainer::Step(ParameterCache& cache, Model* model, double* loss) {
   result_.samples += n;
   for (int32_t y : batch_.y) train_clicks_ += y;
   train_examples_ += n;
+  if (metrics != nullptr) {
+    metrics->StepDone({t1 - t0, t2 - t1, t3 - t2, step_data_seconds_, n, *loss, clock_,
+                       current_epoch_, pulled});
+    metrics->SetTotals(result_.fused_pulls, result_.row_cache_hits, result_.reconnects);
+  }
   window_loss_ += *loss;
   ++window_steps_;
   window_samples_ += n;

@@ -45,6 +45,7 @@
 #include "worker/example_stream.h"
 #include "worker/model.h"
 #include "worker/parameter_cache.h"
+#include "worker/worker_metrics.h"
 #include "worker/ps_client.h"
 #include "worker/push_pipeline.h"
 #include "worker/row_cache.h"
@@ -104,6 +105,9 @@ class Trainer {
   // Test hook: called before every step's compute with the clock and the
   // cache's min_clock guarantee.
   std::function<void(int64_t clock, int64_t guaranteed)> on_compute;
+  // Where each step is recorded for GET /metrics; null: nowhere. Must
+  // outlive Run().
+  WorkerMetrics* metrics = nullptr;
   // Test hook: each step's examples, with their epoch, once read.
   std::function<void(uint32_t epoch, const Dataset& batch)> on_batch;
 
@@ -176,6 +180,8 @@ class Trainer {
   double window_loss_ = 0;
   int64_t window_steps_ = 0, window_samples_ = 0;
   double window_start_ = 0, start_ = 0, last_progress_ = 0;
+  double step_data_seconds_ = 0;  // reading this step's batch
+  uint32_t current_epoch_ = 0;
   double epoch_loss_sum_ = 0;
   int64_t epoch_loss_steps_ = 0;
 };

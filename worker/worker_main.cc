@@ -20,6 +20,9 @@
 #include "common/flags.h"
 #include "common/identity.h"
 #include "common/logging.h"
+#include "common/metrics.h"
+#include "common/metrics_server.h"
+#include "common/transport.h"
 #include "common/shared_memory.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
@@ -29,8 +32,25 @@
 #include "worker/grpc_ps_client.h"
 #include "worker/local_ps_client.h"
 #include "worker/trainer.h"
+#include "worker/worker_metrics.h"
 
 namespace {
+
+const tessera::Program kProgram{
+    "tessera-worker",
+    "--config JOB.yaml [--rank N] [--set key=value ...] [--result FILE] [--standalone]\n"
+    "       [--log-level LEVEL]",
+    "One training worker. Exit codes say whether a restart can help: 0 done; 2 a bad flag,\n"
+    "config or data (it cannot); 3 a server was lost or did not answer (it can); 1 otherwise.",
+    {{"config", "FILE", "the job's YAML (required)"},
+     {"rank", "N", "this worker's rank (default: $JOB_COMPLETION_INDEX, a Kubernetes Indexed Job)"},
+     {"set", "KEY=VALUE", "override a config key, e.g. --set worker.metrics_port=9101",
+      tessera::FlagKind::kRepeatable},
+     {"result", "FILE", "write the run's result (JSON) here at the end"},
+     {"standalone", "",
+      "train in this one process with the shards in-process: the baseline without a network",
+      tessera::FlagKind::kSwitch},
+     {"log-level", "LEVEL", "trace, debug, info, warn or error (default: logging.level)"}}};
 
 int Fail(int code, const std::string& message) {
   std::fprintf(stderr, "tessera-worker: %s\n", message.c_str());
@@ -58,8 +78,8 @@ int ExitCodeFor(const absl::Status& s) {
 int main(int argc, char** argv) {
   using namespace tessera;
   ConfigureAllocatorForLargeTransfers();
-  auto flags =
-      ParseFlags(argc, argv, {"config", "rank", "result", "log-level"}, {"set"}, {"standalone"});
+  if (auto exit = AnswerHelpOrVersion(argc, argv, kProgram)) return *exit;
+  auto flags = ParseFlags(argc, argv, kProgram);
   if (!flags.ok()) return Fail(2, std::string(flags.status().message()));
   if (!flags->Has("config")) return Fail(2, "--config FILE is required");
   std::vector<std::string> sets = flags->All("set");
@@ -122,6 +142,21 @@ int main(int argc, char** argv) {
   if (!backend.ok()) return Fail(2, std::string(backend.status().message()));
   Trainer trainer(*config, *rank, client.get(), backend->get(), *std::move(train),
                   *std::move(test));
+  // worker.metrics_port: GET /metrics from before the first step to the end.
+  WorkerMetrics metrics;
+  MetricsRegistry registry({{"job", config->name}, {"rank", absl::StrCat(*rank)}});
+  registry.Add([&metrics](Exposition& e) { metrics.Collect(e); });
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (config->worker.metrics_port > 0) {
+    bool local = true;
+    for (const std::string& s : config->cluster.servers) local &= IsLoopbackAddress(s);
+    auto started = MetricsServer::Start(local || standalone ? "127.0.0.1" : "0.0.0.0",
+                                        static_cast<int>(config->worker.metrics_port), &registry,
+                                        "worker.metrics_port");
+    if (!started.ok()) return Fail(1, std::string(started.status().message()));
+    metrics_server = *std::move(started);
+    trainer.metrics = &metrics;
+  }
   auto result = trainer.Run();
   if (!result.ok()) {
     int code = ExitCodeFor(result.status());

@@ -1,0 +1,173 @@
+#include "server/shard_metrics.h"
+
+#include <algorithm>
+
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/str_cat.h"
+#include "server/staleness_tracker.h"
+
+namespace tessera {
+namespace {
+
+const char* const kMethodNames[] = {"Register", "Pull", "Push", "Clock", "Finish", "Stats", "Plan"};
+
+// gRPC's canonical names, as grpc-go and the Prometheus gRPC middleware
+// label them.
+const char* const kCodeNames[] = {
+    "OK",        "Canceled",          "Unknown",          "InvalidArgument",    "DeadlineExceeded",
+    "NotFound",  "AlreadyExists",     "PermissionDenied", "ResourceExhausted",  "FailedPrecondition",
+    "Aborted",   "OutOfRange",        "Unimplemented",    "Internal",           "Unavailable",
+    "DataLoss",  "Unauthenticated"};
+
+}  // namespace
+
+ShardMetrics::ShardMetrics(const JobConfig& config)
+    : calls_(std::make_unique<std::atomic<uint64_t>[]>(kNumMethods * kNumCodes)) {
+  for (const TableConfig& t : config.Tables()) {
+    index_.emplace(t.name, static_cast<uint32_t>(tables_.size()));
+    tables_.push_back(t.name);
+    push_seconds_.push_back(std::make_unique<Histogram>(LatencyBounds()));
+    pull_seconds_.push_back(std::make_unique<Histogram>(LatencyBounds()));
+  }
+  for (int i = 0; i < kNumMethods * kNumCodes; ++i) calls_[i].store(0);
+}
+
+void ShardMetrics::Record(Method method, absl::StatusCode code, double seconds,
+                          const google::protobuf::RepeatedPtrField<v1::Slice>* slices) {
+  const int c = static_cast<int>(code);
+  calls_[method * kNumCodes + (c >= 0 && c < kNumCodes ? c : 2)].fetch_add(
+      1, std::memory_order_relaxed);
+  if (slices == nullptr || (method != kPush && method != kPull)) return;
+  auto& histograms = method == kPush ? push_seconds_ : pull_seconds_;
+  absl::InlinedVector<uint32_t, 8> seen;
+  for (const v1::Slice& slice : *slices) {
+    auto it = index_.find(slice.table());
+    if (it == index_.end()) continue;
+    if (std::find(seen.begin(), seen.end(), it->second) != seen.end()) continue;
+    seen.push_back(it->second);
+    histograms[it->second]->Observe(seconds);
+  }
+}
+
+void ShardMetrics::Collect(const Shard& shard, Exposition& e) const {
+  v1::StatsResponse stats;
+  shard.Stats(&stats);
+
+  e.Family("tessera_shard_requests_total", "counter",
+           "Calls answered, by method and gRPC status code (code != OK: refused or failed).");
+  for (int m = 0; m < kNumMethods; ++m) {
+    for (int c = 0; c < kNumCodes; ++c) {
+      const uint64_t n = calls_[m * kNumCodes + c].load(std::memory_order_relaxed);
+      // OK always (a zero is a fact); other codes once they happened.
+      if (n == 0 && c != 0) continue;
+      e.Sample("tessera_shard_requests_total", {{"method", kMethodNames[m]}, {"code", kCodeNames[c]}},
+               static_cast<double>(n));
+    }
+  }
+  e.Family("tessera_shard_push_duration_seconds", "histogram",
+           "Push calls' time from arrival to answer, by table pushed (fused pulls included).");
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    e.HistogramSeries("tessera_shard_push_duration_seconds", {{"table", tables_[t]}},
+                      *push_seconds_[t]);
+  }
+  e.Family("tessera_shard_pull_duration_seconds", "histogram",
+           "Pull calls' time from arrival to answer, by table: parked time on the clock included.");
+  for (size_t t = 0; t < tables_.size(); ++t) {
+    e.HistogramSeries("tessera_shard_pull_duration_seconds", {{"table", tables_[t]}},
+                      *pull_seconds_[t]);
+  }
+
+  struct TableFamily {
+    const char* name;
+    const char* type;
+    const char* help;
+    double (*value)(const v1::TableStats&);
+  };
+  const TableFamily table_families[] = {
+      {"tessera_shard_pushes_total", "counter", "Pushes applied to the table's part on this shard.",
+       [](const v1::TableStats& t) { return double(t.pushes()); }},
+      {"tessera_shard_pulls_total", "counter", "Pulls answered from the table's part on this shard.",
+       [](const v1::TableStats& t) { return double(t.pulls()); }},
+      {"tessera_shard_push_bytes_total", "counter",
+       "Gradient bytes pushed to the table, at wire precision (shared memory included).",
+       [](const v1::TableStats& t) { return double(t.push_bytes()); }},
+      {"tessera_shard_pull_bytes_total", "counter",
+       "Value bytes pulled from the table, at wire precision (shared memory included).",
+       [](const v1::TableStats& t) { return double(t.pull_bytes()); }},
+      {"tessera_shard_table_rows", "gauge", "Rows of a sparse table held on this shard (dense: 0).",
+       [](const v1::TableStats& t) { return double(t.rows()); }},
+      {"tessera_shard_table_bytes", "gauge",
+       "Bytes of parameter values the table holds on this shard (fp32).",
+       [](const v1::TableStats& t) { return double(t.values()) * 4; }},
+  };
+  for (const TableFamily& f : table_families) {
+    e.Family(f.name, f.type, f.help);
+    for (const v1::TableStats& t : stats.tables()) e.Sample(f.name, {{"table", t.name()}}, f.value(t));
+  }
+
+  e.Family("tessera_shard_min_clock", "gauge",
+           "The published min clock: every worker has finished the clocks below it.");
+  e.Sample("tessera_shard_min_clock", static_cast<double>(stats.min_clock()));
+  e.Family("tessera_shard_worker_clock", "gauge",
+           "Each worker's clock on this shard (-1: not registered yet).");
+  for (int w = 0; w < stats.worker_clocks_size(); ++w) {
+    e.Sample("tessera_shard_worker_clock", {{"rank", absl::StrCat(w)}},
+             static_cast<double>(stats.worker_clocks(w)));
+  }
+  e.Family("tessera_shard_parked_pulls", "gauge", "Pulls waiting on the clock now.");
+  e.Sample("tessera_shard_parked_pulls", static_cast<double>(stats.parked_pulls()));
+  e.Family("tessera_shard_pulls_expired_total", "counter",
+           "Parked pulls that failed DEADLINE_EXCEEDED.");
+  e.Sample("tessera_shard_pulls_expired_total", static_cast<double>(stats.pulls_expired()));
+  e.Family("tessera_shard_workers_finished", "gauge", "Workers that have called Finish.");
+  e.Sample("tessera_shard_workers_finished", stats.workers_finished());
+  e.Family("tessera_shard_evicted_workers", "gauge",
+           "Workers dropped from the barrier (consistency.evict_after_s).");
+  e.Sample("tessera_shard_evicted_workers", stats.evicted_workers_size());
+
+  // Push staleness, in updates (docs/STALENESS.md).
+  e.Family("tessera_shard_push_staleness_updates", "histogram",
+           "Updates published between the values a push was computed on and its arrival.");
+  std::vector<uint64_t> counts(stats.push_staleness_buckets().begin(),
+                               stats.push_staleness_buckets().end());
+  std::vector<double> bounds = StalenessTracker::Bounds();
+  if (counts.size() != bounds.size() + 1) counts.assign(bounds.size() + 1, 0);
+  e.HistogramSeries("tessera_shard_push_staleness_updates", {}, bounds, counts,
+                    static_cast<double>(stats.push_staleness_sum()));
+  e.Family("tessera_shard_push_staleness_unmeasured_total", "counter",
+           "Pushes that named no values the shard knows (their staleness is unknown).");
+  e.Sample("tessera_shard_push_staleness_unmeasured_total",
+           static_cast<double>(stats.push_staleness_unknown()));
+  e.Family("tessera_shard_updates_published_total", "counter",
+           "Updates published: the versions staleness is counted in.");
+  e.Sample("tessera_shard_updates_published_total", static_cast<double>(stats.updates_published()));
+  e.Family("tessera_shard_optimizer_applies_total", "counter",
+           "Optimizer applications (an aggregated BSP clock counts once per table).");
+  e.Sample("tessera_shard_optimizer_applies_total", static_cast<double>(stats.updates_applied()));
+  e.Family("tessera_shard_duplicate_pushes_total", "counter",
+           "Retried push pieces acknowledged without applying them again.");
+  e.Sample("tessera_shard_duplicate_pushes_total", static_cast<double>(stats.duplicate_pushes()));
+  e.Family("tessera_shard_lost_clocks_total", "counter",
+           "Clocks of updates lost to checkpoint restores.");
+  e.Sample("tessera_shard_lost_clocks_total", static_cast<double>(stats.lost_clocks()));
+  e.Family("tessera_shard_compensation_floats", "gauge",
+           "Floats held for delay compensation (optimizer.staleness_compensation dc).");
+  e.Sample("tessera_shard_compensation_floats", static_cast<double>(stats.compensation_floats()));
+
+  e.Family("tessera_shard_checkpoints_written_total", "counter", "Checkpoints written.");
+  e.Sample("tessera_shard_checkpoints_written_total", static_cast<double>(stats.checkpoints_written()));
+  if (stats.last_checkpoint_clock() >= 0) {
+    e.Family("tessera_shard_last_checkpoint_age_seconds", "gauge",
+             "Seconds since the last checkpoint was written.");
+    e.Sample("tessera_shard_last_checkpoint_age_seconds", stats.last_checkpoint_age_s());
+    e.Family("tessera_shard_last_checkpoint_duration_seconds", "gauge",
+             "How long writing the last checkpoint took.");
+    e.Sample("tessera_shard_last_checkpoint_duration_seconds", stats.last_checkpoint_seconds());
+    e.Family("tessera_shard_last_checkpoint_bytes", "gauge", "Size of the last checkpoint.");
+    e.Sample("tessera_shard_last_checkpoint_bytes", static_cast<double>(stats.last_checkpoint_bytes()));
+    e.Family("tessera_shard_last_checkpoint_clock", "gauge", "Clock of the last checkpoint.");
+    e.Sample("tessera_shard_last_checkpoint_clock", static_cast<double>(stats.last_checkpoint_clock()));
+  }
+}
+
+}  // namespace tessera
