@@ -269,6 +269,10 @@ struct WorkerConfig {
   // 127.0.0.1 when every server is on this host, else on every interface.
   // 0: none.
   uint32_t metrics_port = 0;
+  // After the last step, keep answering GET /metrics this long before the
+  // process exits, so that a scraper sees the final counters (set it to the
+  // scrape interval or more where that matters).
+  double metrics_linger_s = 0;
   // auto: a GPU when one is usable, else the CPU; cuda: a GPU or fail at start-up.
   DeviceChoice device = DeviceChoice::kAuto;
   // SSP (s >= 1) and ASP: compute step c+1 while step c's push is in flight

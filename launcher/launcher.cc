@@ -267,7 +267,11 @@ std::string Supervise(const LaunchOptions& options, Job& job, double start) {
         // Servers exit once every worker has called Finish, which a worker
         // does just before its process ends: give the workers a moment.
         if (server_exit_seen == 0) server_exit_seen = NowSeconds();
-        if (NowSeconds() - server_exit_seen < kWorkerExitGraceS) continue;
+        // (A worker may linger to answer a last scrape: worker.metrics_linger_s.)
+        if (NowSeconds() - server_exit_seen <
+            kWorkerExitGraceS + job.config.worker.metrics_linger_s) {
+          continue;
+        }
         return absl::StrCat(c.name, " exited while workers were still running");
       }
       if (!Restartable(c) || c.restarts >= options.max_restarts) {

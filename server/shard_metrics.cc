@@ -156,18 +156,21 @@ void ShardMetrics::Collect(const Shard& shard, Exposition& e) const {
 
   e.Family("tessera_shard_checkpoints_written_total", "counter", "Checkpoints written.");
   e.Sample("tessera_shard_checkpoints_written_total", static_cast<double>(stats.checkpoints_written()));
-  if (stats.last_checkpoint_clock() >= 0) {
-    e.Family("tessera_shard_last_checkpoint_age_seconds", "gauge",
-             "Seconds since the last checkpoint was written.");
-    e.Sample("tessera_shard_last_checkpoint_age_seconds", stats.last_checkpoint_age_s());
-    e.Family("tessera_shard_last_checkpoint_duration_seconds", "gauge",
-             "How long writing the last checkpoint took.");
-    e.Sample("tessera_shard_last_checkpoint_duration_seconds", stats.last_checkpoint_seconds());
-    e.Family("tessera_shard_last_checkpoint_bytes", "gauge", "Size of the last checkpoint.");
-    e.Sample("tessera_shard_last_checkpoint_bytes", static_cast<double>(stats.last_checkpoint_bytes()));
-    e.Family("tessera_shard_last_checkpoint_clock", "gauge", "Clock of the last checkpoint.");
-    e.Sample("tessera_shard_last_checkpoint_clock", static_cast<double>(stats.last_checkpoint_clock()));
-  }
+  // The last checkpoint's families are always declared; their samples come
+  // once one has been written.
+  const bool written = stats.last_checkpoint_clock() >= 0;
+  auto last = [&](const char* name, const char* help, double value) {
+    e.Family(name, "gauge", help);
+    if (written) e.Sample(name, value);
+  };
+  last("tessera_shard_last_checkpoint_age_seconds", "Seconds since the last checkpoint was written.",
+       stats.last_checkpoint_age_s());
+  last("tessera_shard_last_checkpoint_duration_seconds", "How long writing the last checkpoint took.",
+       stats.last_checkpoint_seconds());
+  last("tessera_shard_last_checkpoint_bytes", "Size of the last checkpoint.",
+       static_cast<double>(stats.last_checkpoint_bytes()));
+  last("tessera_shard_last_checkpoint_clock", "Clock of the last checkpoint.",
+       static_cast<double>(stats.last_checkpoint_clock()));
 }
 
 }  // namespace tessera

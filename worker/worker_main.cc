@@ -10,7 +10,9 @@
 // Exit codes say whether a restart can help:
 //   0 done; 2 bad flag, config or data (a restart cannot help);
 //   3 a server was lost or did not answer (a restart can help); 1 otherwise.
+#include <chrono>
 #include <cstdio>
+#include <thread>
 #include <memory>
 #include <string>
 
@@ -144,7 +146,7 @@ int main(int argc, char** argv) {
                   *std::move(test));
   // worker.metrics_port: GET /metrics from before the first step to the end.
   WorkerMetrics metrics;
-  MetricsRegistry registry({{"job", config->name}, {"rank", absl::StrCat(*rank)}});
+  MetricsRegistry registry(Labels{{"job", config->name}, {"rank", absl::StrCat(*rank)}});
   registry.Add([&metrics](Exposition& e) { metrics.Collect(e); });
   std::unique_ptr<MetricsServer> metrics_server;
   if (config->worker.metrics_port > 0) {
@@ -174,5 +176,10 @@ int main(int argc, char** argv) {
   spdlog::info("done: {} steps, {:.0f} samples/s, train loss {:.4f}{}", result->steps,
                result->samples_per_second, result->train_loss,
                result->evaluated ? absl::StrCat(", test accuracy ", result->test_accuracy) : "");
+  if (metrics_server && config->worker.metrics_linger_s > 0) {
+    spdlog::info("answering GET /metrics for {} s more (worker.metrics_linger_s)",
+                 config->worker.metrics_linger_s);
+    std::this_thread::sleep_for(std::chrono::duration<double>(config->worker.metrics_linger_s));
+  }
   return 0;
 }

@@ -105,6 +105,10 @@ TEST_CASE("daemons started as the manifests start them train to the end; servers
   for (uint32_t s = 0; s < job.num_servers(); ++s)
     hosts.push_back("127.1." + std::to_string(s) + ".1");
   const std::string port = std::to_string(FreePortOn(hosts));
+  std::string metrics_port;
+  do {
+    metrics_port = std::to_string(FreePortOn(hosts));
+  } while (metrics_port == port);
   // Cluster DNS mapped to loopback: shard i at 127.1.i.1.
   const std::vector<std::string> local = {"--set", "cluster.server_pattern=127.1.{i}.1:" + port,
                                           "--set", "data.dataset=synthetic",
@@ -113,6 +117,12 @@ TEST_CASE("daemons started as the manifests start them train to the end; servers
                                           "--set", "model.layers=[784,32,10]",
                                           "--set", "training.epochs=1",
                                           "--set", "worker.connect_timeout_ms=60000",
+                                          // Each server pod serves GET /metrics on its own
+                                          // address; workers, which share this host's one
+                                          // address, serve none here.
+                                          "--set", "server.metrics_port=" + metrics_port,
+                                          "--set", "worker.metrics_port=0",
+                                          "--set", "worker.metrics_linger_s=0",
                                           // The pods' PersistentVolumeClaim: this test's folder.
                                           "--set", "checkpoint.dir=" + dir + "/checkpoints"};
   // Rewrites what points into the pod's filesystem to this test's folder.

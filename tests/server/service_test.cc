@@ -1,6 +1,11 @@
 // A real shard behind gRPC on loopback: several concurrent clients, parked
 // pulls, deadlines, health, shutdown, and the status codes of bad requests.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
@@ -277,6 +282,86 @@ TEST_CASE("a second shard on a port in use fails with UNAVAILABLE") {
   REQUIRE_FALSE(second.ok());
   CHECK(second.status().code() == absl::StatusCode::kUnavailable);
   CHECK(second.status().message().find("in use") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// A loopback port free now (the test binds it a moment later).
+int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// The value of the one sample line that starts with `series` (name and labels).
+double SampleValue(const std::string& text, const std::string& series) {
+  const size_t at = text.find("\n" + series + " ");
+  INFO(series);
+  REQUIRE(at != std::string::npos);
+  const size_t begin = at + series.size() + 2;
+  return std::stod(text.substr(begin, text.find('\n', begin) - begin));
+}
+
+TEST_CASE("GET /metrics counts a shard's calls by code, its traffic by table, and its clocks") {
+  JobConfig config = MakeConfig("asp", 2);
+  config.name = "metrics-test";
+  const int metrics_port = FreeLoopbackPort();
+  config.server.metrics_port = metrics_port;
+  auto server = StartServer(config);
+  Client c(server->port());
+  REQUIRE(c.Register(0).ok());
+  REQUIRE(c.Register(1).ok());
+  REQUIRE(c.Push(DensePush(0, 0, 0, std::vector<float>(100, 0.5f))).ok());
+  REQUIRE(c.Push(DensePush(0, 1, 100, std::vector<float>(50, 0.5f))).ok());
+  std::vector<float> values;
+  REQUIRE(c.Pull(1, 0, "w", 0, 1000, &values).ok());
+  v1::PushRequest unknown = DensePush(1, 0, 0, {1.0f});
+  unknown.mutable_slices(0)->set_table("nope");
+  CHECK(c.Push(unknown).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(c.Push(DensePush(1, 5, 0, {1.0f})).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+
+  httplib::Client http("127.0.0.1", metrics_port);
+  auto res = http.Get("/metrics");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const std::string& text = res->body;
+  const std::string shard = "job=\"metrics-test\",shard=\"0\"";
+  CHECK(SampleValue(text, "tessera_shard_requests_total{" + shard +
+                              ",method=\"Push\",code=\"OK\"}") == 2);
+  CHECK(SampleValue(text, "tessera_shard_requests_total{" + shard +
+                              ",method=\"Push\",code=\"InvalidArgument\"}") == 1);
+  CHECK(SampleValue(text, "tessera_shard_requests_total{" + shard +
+                              ",method=\"Push\",code=\"FailedPrecondition\"}") == 1);
+  CHECK(SampleValue(text, "tessera_shard_requests_total{" + shard +
+                              ",method=\"Register\",code=\"OK\"}") == 2);
+  // Only the two pushes that were applied: 150 floats of fp32.
+  CHECK(SampleValue(text, "tessera_shard_push_bytes_total{" + shard + ",table=\"w\"}") == 600);
+  CHECK(SampleValue(text, "tessera_shard_pull_bytes_total{" + shard + ",table=\"w\"}") == 4000);
+  CHECK(SampleValue(text, "tessera_shard_pushes_total{" + shard + ",table=\"w\"}") == 2);
+  CHECK(SampleValue(text, "tessera_shard_push_duration_seconds_count{" + shard +
+                              ",table=\"w\"}") == 2);
+  CHECK(SampleValue(text, "tessera_shard_pull_duration_seconds_count{" + shard +
+                              ",table=\"w\"}") == 1);
+  CHECK(SampleValue(text, "tessera_shard_pull_duration_seconds_count{" + shard +
+                              ",table=\"emb\"}") == 0);
+  CHECK(SampleValue(text, "tessera_shard_worker_clock{" + shard + ",rank=\"0\"}") == 2);
+  CHECK(SampleValue(text, "tessera_shard_worker_clock{" + shard + ",rank=\"1\"}") == 0);
+  CHECK(SampleValue(text, "tessera_shard_min_clock{" + shard + "}") == 0);
+  CHECK(SampleValue(text, "tessera_shard_table_bytes{" + shard + ",table=\"w\"}") == 4000);
+  CHECK(SampleValue(text, "tessera_shard_parked_pulls{" + shard + "}") == 0);
+  CHECK(text.find("process_resident_memory_bytes{" + shard + "}") != std::string::npos);
+  server->Shutdown(absl::Seconds(1));
+  CHECK_FALSE(http.Get("/metrics"));  // stopped with the shard
 }
 
 }  // namespace
