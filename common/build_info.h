@@ -1,6 +1,6 @@
 // What this binary is: Tessera's version, its compute backend (CUDA or
 // CPU-only) and the git revision it was built from when the build said so
-// (scripts pass --per_file_copt=common/build_info.cc@-DTESSERA_REVISION=...;
+// (scripts/run_demo.sh passes --per_file_copt=common/build_info.cc@-DTESSERA_REVISION=...;
 // a plain `bazel build` leaves it "unknown" so that a commit does not
 // rebuild the world). Used by --version and tessera_build_info.
 #ifndef TESSERA_COMMON_BUILD_INFO_H_

@@ -3,6 +3,9 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
+#include <chrono>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 
 namespace tessera {
@@ -38,6 +41,15 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
                                                "): the port is in use or the host is not local"));
   }
   server->thread_ = std::thread([&http] { http.listen_after_bind(); });
+  // httplib's stop() does nothing until the listening loop has begun (and
+  // the loop would then run forever): return only once it has.
+  for (int i = 0; i < 5000 && !http.is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (!http.is_running()) {
+    return absl::InternalError(absl::StrCat("metrics on ", address, " (", what,
+                                            "): the HTTP server did not start within 5 s"));
+  }
   return server;
 }
 

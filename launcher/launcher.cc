@@ -158,6 +158,7 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
     addresses.push_back(absl::StrCat("127.0.0.1:", ports[s]));
   }
   ports.erase(ports.begin(), ports.begin() + config.num_servers());
+  job->config.cluster.servers = addresses;  // where this run's shards are (tessera status)
   std::vector<std::string> common = {"--config", options.config_path};
   for (const auto& o : options.overrides) common.insert(common.end(), {"--set", o});
   common.insert(common.end(),
@@ -357,6 +358,16 @@ int RunJob(const LaunchOptions& options) {
     }
     std::printf("tessera run: GET /metrics on 127.0.0.1 ports: %s (Prometheus targets: %s)\n",
                 ports.c_str(), (fs::path(job.dir) / "metrics_targets.json").c_str());
+  }
+  if (!options.quiet) {
+    std::string servers;
+    for (const std::string& a : config.cluster.servers) {
+      absl::StrAppend(&servers, servers.empty() ? "" : ",", a);
+    }
+    std::printf("tessera run: status: tessera status --config %s --set cluster.servers=[%s]%s\n",
+                options.config_path.c_str(), servers.c_str(),
+                options.token ? absl::StrCat(" --set security.token_file=", job.dir, "/token").c_str()
+                              : "");
   }
   std::fflush(stdout);
 

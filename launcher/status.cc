@@ -188,7 +188,7 @@ std::string Screen(const JobConfig& config, const std::vector<ShardView>& before
       state = "waiting";
       waiting = laggards.empty() ? "-" : absl::StrJoin(laggards, ",");
     } else if (laggard[w] && !asp) {
-      state = "laggard";
+      state = "at min";  // the others' pulls may wait for it
     }
     absl::StrAppend(&out, absl::StrFormat("%-8d%-8d%-8d%-12s%-14s%s\n", w, clock[w],
                                           fastest - clock[w], state, waiting,

@@ -6,12 +6,15 @@
 //   SHARD ADDRESS          HEALTH   TABLES ROWS  MIB   PUSHES/S PARKED CHECKPOINT
 //   0     127.0.0.1:40111  SERVING  4      0     0.20  412.0    1      none
 //   WORKER CLOCK BEHIND STATE    WAITING ON  LAST SEEN
-//   0      121   0      waiting  3           0.0 s ago
+//   0      121   0      waiting  1           0.0 s ago
+//   1      118   3      at min   -           0.0 s ago
 //
 // A worker's clock is the lowest any shard holds for it; "behind" counts
 // clocks to the fastest worker; "waiting on" names the laggards a worker
 // held by the consistency bound waits for; "last seen" is its most recent
-// call to any shard. Pushes/s comes from two Stats calls `interval` apart.
+// call to any shard. States: training, waiting (its pulls wait on the
+// laggards), at min (the min clock's holder: others may wait for it),
+// evicted, unregistered. Pushes/s comes from two Stats calls `interval` apart.
 //
 // Threading: one thread; it blocks for at most a Stats deadline (2 s) per
 // shard, concurrently over the shards.

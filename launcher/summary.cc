@@ -90,6 +90,7 @@ std::string WriteSummary(const JobConfig& config, const std::string& dir, const 
       {"train_loss", train_loss},
       {"wall_seconds", facts.wall_seconds},
       {"train_seconds", train_seconds},
+      {"samples", samples},  // examples trained on, all workers
       {"samples_per_second", rate},
       {"mode", ModeName(config.consistency.mode)},
       {"staleness", config.consistency.staleness},

@@ -93,17 +93,24 @@ void WriteCsv(const SweepOptions& o, const std::vector<Run>& runs, const std::st
   }
 }
 
+// One number by a printf format chosen at run time.
+std::string Formatted(const char* format, double value) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), format, value);
+  return buf;
+}
+
 // "mean ± sd" of the values (sd over repeats: n - 1), "" when there are none.
 std::string MeanSd(const std::vector<double>& v, const char* format) {
   if (v.empty()) return "";
   double mean = 0;
   for (double x : v) mean += x;
   mean /= v.size();
-  if (v.size() == 1) return absl::StrFormat(format, mean);
+  if (v.size() == 1) return Formatted(format, mean);
   double ss = 0;
   for (double x : v) ss += (x - mean) * (x - mean);
-  return absl::StrCat(absl::StrFormat(format, mean), " ± ",
-                      absl::StrFormat(format, std::sqrt(ss / (v.size() - 1))));
+  return absl::StrCat(Formatted(format, mean), " ± ",
+                      Formatted(format, std::sqrt(ss / (v.size() - 1))));
 }
 
 void WriteReport(const SweepOptions& o, const std::vector<Run>& runs,

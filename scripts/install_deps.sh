@@ -11,6 +11,8 @@ PACKAGES=(
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libeigen3-dev libspdlog-dev libfmt-dev libyaml-cpp-dev catch2 zlib1g-dev
   nlohmann-json3-dev       # JSON: the launcher's results and summary
+  libcpp-httplib-dev       # the daemons' GET /metrics
+  prometheus               # tests: a real Prometheus scrapes a job; promtool checks the text
   python3-matplotlib       # tessera sweep's plots (scripts/sweep_plots.py)
   dataset-fashion-mnist    # /usr/share/datasets/fashion-mnist
   python3

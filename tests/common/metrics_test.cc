@@ -88,6 +88,15 @@ TEST_CASE("GET /metrics answers the registry over HTTP; other paths 404; a taken
   CHECK(taken.status().message().find("server.metrics_port") != absl::string_view::npos);
 }
 
+TEST_CASE("a metrics server stopped at once after it started does not hang") {
+  // A daemon that fails right after start-up destroys its server at once.
+  MetricsRegistry registry(Labels{});
+  for (int i = 0; i < 50; ++i) {
+    auto server = MetricsServer::Start("127.0.0.1", 0, &registry, "worker.metrics_port");
+    REQUIRE(server.ok());
+  }
+}
+
 TEST_CASE("--help lists every flag a program parses; --version names the build") {
   const Program program{"prog",
                         "--config FILE [--set k=v ...]",

@@ -302,23 +302,38 @@ TEST_CASE("a 2x2 job is observable: metrics, Prometheus, the dashboard's queries
     }
   }
 
-  // A worker's last scrape (it lingers after its last step) agrees with its result.
-  std::string last;
-  REQUIRE(WaitFor(120, [&] {
-    if (Read(o.out_dir + "/worker-0.log").find("answering GET /metrics") == std::string::npos) {
-      return false;
-    }
-    last = Scrape(target_of["worker-0"]);
-    return !last.empty();
-  }));
+  // Each worker's last scrape (it lingers after its last step) agrees with
+  // its result and, summed, with summary.json.
+  std::map<std::string, std::string> last;
+  for (const char* worker : {"worker-0", "worker-1"}) {
+    INFO(worker);
+    REQUIRE(WaitFor(120, [&] {
+      if (Read(o.out_dir + "/" + worker + ".log").find("answering GET /metrics") ==
+          std::string::npos) {
+        return false;
+      }
+      last[worker] = Scrape(target_of[worker]);
+      return !last[worker].empty();
+    }));
+  }
   job.join();
   REQUIRE(exit_code == 0);
-  const nlohmann::json result = Json(Read(o.out_dir + "/result-rank0.json"));
-  const std::string w0 = "{job=\"fashion-mnist-mlp\",rank=\"0\"}";
-  CHECK(SampleValue(last, "tessera_worker_samples_total" + w0) == result["samples"].get<double>());
-  CHECK(SampleValue(last, "tessera_worker_steps_total" + w0) == result["steps"].get<double>());
-  CHECK(SampleValue(last, "tessera_worker_step_phase_seconds_count{job=\"fashion-mnist-mlp\","
-                          "rank=\"0\",phase=\"compute\"}") == result["steps"].get<double>());
+  double samples = 0;
+  for (int rank = 0; rank < 2; ++rank) {
+    const std::string& text = last["worker-" + std::to_string(rank)];
+    const nlohmann::json result =
+        Json(Read(o.out_dir + "/result-rank" + std::to_string(rank) + ".json"));
+    const std::string w =
+        "{job=\"fashion-mnist-mlp\",rank=\"" + std::to_string(rank) + "\"";
+    CHECK(SampleValue(text, "tessera_worker_samples_total" + w + "}") ==
+          result["samples"].get<double>());
+    CHECK(SampleValue(text, "tessera_worker_steps_total" + w + "}") ==
+          result["steps"].get<double>());
+    CHECK(SampleValue(text, "tessera_worker_step_phase_seconds_count" + w +
+                                ",phase=\"compute\"}") == result["steps"].get<double>());
+    samples += SampleValue(text, "tessera_worker_samples_total" + w + "}");
+  }
+  CHECK(samples == Field(Read(o.out_dir + "/summary.json"), "samples"));
 
   // The job is gone: status says so and exits 1.
   int status;

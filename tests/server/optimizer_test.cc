@@ -89,9 +89,9 @@ TEST_CASE("cosine schedule: lr at step 1, half way at T/2 + 1, min_lr from T + 1
   c.min_lr = 0.1f;
   Run r(c, {0.0f});
   const std::vector<float> want = {0.4f,  // step 1: nothing decayed yet
-                                   0.1f + 0.15f * (1 + std::cos(M_PI * 0.25f)),  // step 2
+                                   float(0.1 + 0.15 * (1 + std::cos(M_PI * 0.25))),  // step 2
                                    0.25f,                                        // step 3: half way
-                                   0.1f + 0.15f * (1 + std::cos(M_PI * 0.75f)),  // step 4
+                                   float(0.1 + 0.15 * (1 + std::cos(M_PI * 0.75))),  // step 4
                                    0.1f,
                                    0.1f};  // steps 5, 6: min_lr
   float w = 0.0f;
