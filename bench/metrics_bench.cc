@@ -8,11 +8,18 @@
 // daemon's /metrics scraped once a second (a scraper thread GETs each
 // endpoint in turn, as Prometheus would). Prints each run's samples/s and
 // the cost of scraping (of the means, and the median of each pair's), after
-// a first run that is not counted. Then one more run in which shard 0's /metrics is
+// a first run that is not counted; and the daemons' CPU time per 1000 samples
+// each way, which the machine's other load does not move as it moves samples/s. Then one more run in which shard 0's /metrics is
 // fetched every 20 ms for the whole job: the latency distribution of a
-// scrape (p50/p99/max) while the shard serves training. A final JSON line
+// scrape (p50/p99/max) while the shard serves training. And what one scrape
+// costs a shard in CPU, measured on an idle shard of the job scraped 2000
+// times in a row (its /proc CPU time over them). A final JSON line
 // holds every figure.
 #include <httplib.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -40,7 +47,7 @@ const Program kProgram{
     "with every endpoint scraped each second, then the latency of scraping shard 0 every 20 ms.",
     {{"config", "FILE", "the job's YAML (required)"},
      {"set", "KEY=VALUE", "override a config key", FlagKind::kRepeatable},
-     {"pairs", "N", "pairs of runs (default 3)"},
+     {"pairs", "N", "pairs of runs (default 3; 0: only the latency and CPU-per-scrape parts)"},
      {"out", "DIR", "where the runs' folders go (default /tmp/tessera-metrics-bench)"}}};
 
 using Clock = std::chrono::steady_clock;
@@ -104,6 +111,56 @@ class Scraper {
   std::thread thread_;
 };
 
+// CPU seconds (user + system) process `pid` has used, from /proc/PID/stat.
+double ProcessCpu(pid_t pid) {
+  std::istringstream in(Read("/proc/" + std::to_string(pid) + "/stat"));
+  std::string text = in.str();
+  std::istringstream fields(text.substr(text.rfind(')') + 2));
+  std::vector<std::string> f;
+  for (std::string x; fields >> x;) f.push_back(x);
+  if (f.size() < 13) return 0;
+  return (std::stod(f[11]) + std::stod(f[12])) / sysconf(_SC_CLK_TCK);
+}
+
+// What one scrape costs the shard in CPU: a tessera-server of the job (its
+// tables at full size, no workers) answers `n` scrapes in a row; its CPU
+// time over them, divided by n.
+double CpuPerScrape(const std::string& server_binary, const std::string& config,
+                    const std::vector<std::string>& sets, int n) {
+  const int port = 19000 + getpid() % 1000;
+  std::vector<std::string> args = {server_binary, "--config", config, "--shard", "0",
+                                   "--listen", "127.0.0.1:0", "--set",
+                                   "server.metrics_port=" + std::to_string(port)};
+  for (const std::string& s : sets) args.insert(args.end(), {"--set", s});
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    freopen("/dev/null", "w", stdout);
+    freopen("/dev/null", "w", stderr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  httplib::Client client("127.0.0.1", port);
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    auto res = client.Get("/metrics");
+    up = res && res->status == 200;
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  double per = -1;
+  if (up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // start-up work done
+    const double before = ProcessCpu(pid);
+    for (int i = 0; i < n; ++i) client.Get("/metrics");
+    per = (ProcessCpu(pid) - before) / n;
+  }
+  kill(pid, SIGTERM);
+  waitpid(pid, nullptr, 0);
+  return per;
+}
+
 double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -128,8 +185,18 @@ int Main(int argc, char** argv) {
   const std::string out = flags->Has("out") ? flags->Get("out") : "/tmp/tessera-metrics-bench";
   const std::string here = std::filesystem::path(argv[0]).parent_path().string();
 
+  // CPU seconds of the daemons (user + system), per 1000 samples, of the last
+  // run: the launcher reaps them in this process, so RUSAGE_CHILDREN sums them.
+  // Unlike samples/s it does not move with what else the machine runs.
+  double cpu_ms_per_1k = 0;
+  auto children_cpu = [] {
+    rusage u{};
+    getrusage(RUSAGE_CHILDREN, &u);
+    return u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1e-6 * (u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+  };
   auto run = [&](const std::string& name, bool metrics, int scrape_ms, bool only_first,
                  std::vector<double>* scrapes) -> double {
+    const double cpu_before = children_cpu();
     LaunchOptions o;
     o.config_path = flags->Get("config");
     o.overrides = flags->All("set");
@@ -158,7 +225,9 @@ int Main(int argc, char** argv) {
     if (code != 0) return -1;
     nlohmann::json summary = nlohmann::json::parse(Read(o.out_dir + "/summary.json"), nullptr, false);
     const double rate = summary.value("samples_per_second", 0.0);
-    std::printf("metrics_bench: %-14s %8.0f samples/s%s\n", name.c_str(), rate,
+    cpu_ms_per_1k = 1e6 * (children_cpu() - cpu_before) / summary.value("samples", 1.0);
+    std::printf("metrics_bench: %-14s %8.0f samples/s, %.3f CPU ms per 1000 samples%s\n",
+                name.c_str(), rate, cpu_ms_per_1k,
                 scrapes ? absl::StrCat(", ", scrapes->size(), " scrapes").c_str() : "");
     std::fflush(stdout);
     return rate;
@@ -166,8 +235,8 @@ int Main(int argc, char** argv) {
 
   // A first run, not counted: the first job after a build or a pause runs
   // slower (page cache, CPU frequency).
-  if (run("warm-up", false, 0, false, nullptr) < 0) return 1;
-  std::vector<double> off, scraped, costs;
+  if (pairs > 0 && run("warm-up", false, 0, false, nullptr) < 0) return 1;
+  std::vector<double> off, scraped, costs, cpu_off, cpu_scraped;
   for (int p = 0; p < pairs; ++p) {
     std::vector<double> scrapes;
     const bool scraped_first = p % 2 == 1;
@@ -181,6 +250,7 @@ int Main(int argc, char** argv) {
         return 1;
       }
       (scrape ? scraped : off).push_back(rate);
+      (scrape ? cpu_scraped : cpu_off).push_back(cpu_ms_per_1k);
       pair[scrape ? 1 : 0] = rate;
     }
     costs.push_back(1 - pair[1] / pair[0]);
@@ -189,11 +259,24 @@ int Main(int argc, char** argv) {
   double mean_off = 0, mean_scraped = 0;
   for (double r : off) mean_off += r / off.size();
   for (double r : scraped) mean_scraped += r / scraped.size();
-  const double cost = 1 - mean_scraped / mean_off;
+  const double cost = pairs > 0 ? 1 - mean_scraped / mean_off : 0;
   const double median_cost = Quantile(costs, 0.5);
-  std::printf("metrics_bench: scraping every 1 s: %.0f vs %.0f samples/s without metrics: "
+  if (pairs > 0) std::printf("metrics_bench: scraping every 1 s: %.0f vs %.0f samples/s without metrics: "
               "%+.2f%% (cost of the means); median of the pairs' costs %+.2f%%\n",
               mean_scraped, mean_off, 100 * cost, 100 * median_cost);
+  double cpu_mean_off = 0, cpu_mean_scraped = 0;
+  for (double c : cpu_off) cpu_mean_off += c / cpu_off.size();
+  for (double c : cpu_scraped) cpu_mean_scraped += c / cpu_scraped.size();
+  const double cpu_cost = pairs > 0 ? cpu_mean_scraped / cpu_mean_off - 1 : 0;
+  if (pairs > 0) std::printf("metrics_bench: the daemons' CPU per 1000 samples: %.3f ms scraped vs %.3f ms "
+              "without metrics: %+.2f%%\n",
+              cpu_mean_scraped, cpu_mean_off, 100 * cpu_cost);
+
+  const double cpu_per_scrape = CpuPerScrape(here + "/../server/tessera-server",
+                                             flags->Get("config"), flags->All("set"), 2000);
+  std::printf("metrics_bench: one scrape of an idle shard of this job costs it %.3f ms of CPU "
+              "(2000 scrapes)\n",
+              1e3 * cpu_per_scrape);
 
   std::vector<double> latency;
   if (run("latency", true, 20, /*only_first=*/true, &latency) < 0) return 1;
@@ -206,6 +289,10 @@ int Main(int argc, char** argv) {
                       {"scrape_cost_fraction", cost},
                       {"scrape_cost_pairs", costs},
                       {"scrape_cost_median", median_cost},
+                      {"cpu_ms_per_1k_samples_off", cpu_off},
+                      {"cpu_ms_per_1k_samples_scraped", cpu_scraped},
+                      {"scrape_cpu_cost_fraction", cpu_cost},
+                      {"cpu_ms_per_scrape", 1e3 * cpu_per_scrape},
                       {"scrapes", latency.size()},
                       {"scrape_p50_ms", 1e3 * Quantile(latency, 0.5)},
                       {"scrape_p99_ms", 1e3 * Quantile(latency, 0.99)},
