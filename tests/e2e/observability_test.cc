@@ -7,11 +7,8 @@
 // and fails on a dead one; a worker's last scrape agrees with its result.
 // Prometheus and promtool come from Debian's `prometheus` package; without
 // it those parts are skipped with a line saying so.
-#include <arpa/inet.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -23,6 +20,7 @@
 #include <thread>
 
 #include "e2e_fixtures.h"
+#include "tests/metrics_text.h"
 
 namespace tessera {
 namespace {
@@ -49,17 +47,6 @@ bool Installed(const std::string& tool) {
   return status == 0;
 }
 
-int FreeLoopbackPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // GET http://target/metrics; "" when it does not answer 200.
 std::string Scrape(const std::string& target) {
@@ -70,14 +57,6 @@ std::string Scrape(const std::string& target) {
   return res && res->status == 200 ? res->body : "";
 }
 
-// The value of the sample `series` (name and labels) in an exposition.
-double SampleValue(const std::string& text, const std::string& series) {
-  const size_t at = text.find("\n" + series + " ");
-  INFO(series);
-  REQUIRE(at != std::string::npos);
-  const size_t begin = at + series.size() + 2;
-  return std::stod(text.substr(begin, text.find('\n', begin) - begin));
-}
 
 // Family names (# TYPE lines) of an exposition.
 std::set<std::string> Families(const std::string& text) {

@@ -1,11 +1,8 @@
 // A real shard behind gRPC on loopback: several concurrent clients, parked
-// pulls, deadlines, health, shutdown, and the status codes of bad requests.
-#include <arpa/inet.h>
+// pulls, deadlines, health, shutdown, the status codes of bad requests, and
+// what GET /metrics says about them.
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
@@ -15,6 +12,7 @@
 #include "proto/health.grpc.pb.h"
 #include "proto/tessera.grpc.pb.h"
 #include "server/shard_server.h"
+#include "tests/metrics_text.h"
 #include "tests/server/test_session.h"
 
 namespace tessera {
@@ -282,34 +280,6 @@ TEST_CASE("a second shard on a port in use fails with UNAVAILABLE") {
   REQUIRE_FALSE(second.ok());
   CHECK(second.status().code() == absl::StatusCode::kUnavailable);
   CHECK(second.status().message().find("in use") != std::string::npos);
-}
-
-}  // namespace
-}  // namespace tessera
-
-namespace tessera {
-namespace {
-
-// A loopback port free now (the test binds it a moment later).
-int FreeLoopbackPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// The value of the one sample line that starts with `series` (name and labels).
-double SampleValue(const std::string& text, const std::string& series) {
-  const size_t at = text.find("\n" + series + " ");
-  INFO(series);
-  REQUIRE(at != std::string::npos);
-  const size_t begin = at + series.size() + 2;
-  return std::stod(text.substr(begin, text.find('\n', begin) - begin));
 }
 
 TEST_CASE("GET /metrics counts a shard's calls by code, its traffic by table, and its clocks") {
