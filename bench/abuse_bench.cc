@@ -68,9 +68,10 @@ int Main(int argc, char** argv) {
   if (auto exit = AnswerHelpOrVersion(argc, argv, kProgram)) return *exit;
   auto flags = ParseFlags(argc, argv, kProgram);
   if (!flags.ok() || !flags->Has("config") || !flags->Has("server") || !flags->Has("pid")) {
-    std::fprintf(stderr,
-                 "usage: abuse_bench --config JOB --server HOST:PORT --pid PID "
-                 "[--mode flood|pulls] [--clients N] [--bytes B] [--seconds S] [--set k=v]\n");
+    std::fprintf(stderr, "abuse_bench: %s\n%s",
+                 flags.ok() ? "--config, --server and --pid are required"
+                            : std::string(flags.status().message()).c_str(),
+                 Usage(kProgram).c_str());
     return 2;
   }
   auto config = LoadJobConfig(flags->Get("config"), flags->All("set"));

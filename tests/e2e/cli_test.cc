@@ -1,0 +1,74 @@
+// Every binary explains itself: --help prints its usage with every flag and
+// exits 0, --version names the build and exits 0, a misspelled flag exits 2
+// naming it; `tessera` lists its subcommands.
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <string>
+
+#include "e2e_fixtures.h"
+
+namespace tessera {
+namespace {
+
+// Runs `command`; its stdout and stderr, and its exit status in *status.
+std::string Capture(const std::string& command, int* status) {
+  std::string out;
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int raw = pclose(p);
+  *status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return out;
+}
+
+struct Binary {
+  const char* path;
+  const char* name;
+  std::vector<const char*> flags;  // some it must list
+};
+
+TEST_CASE("every binary answers --help and --version, and refuses a misspelled flag") {
+  const std::vector<Binary> binaries = {
+      {"launcher/tessera", "tessera", {"--set", "--grid", "--watch", "--no-metrics", "--resume"}},
+      {"server/tessera-server", "tessera-server", {"--config", "--shard", "--listen", "--set"}},
+      {"worker/tessera-worker", "tessera-worker", {"--config", "--rank", "--standalone", "--result"}},
+      {"bench/ps_bench", "ps_bench", {"--server", "--channels", "--encoding"}},
+      {"bench/worker_bench", "worker_bench", {"--batch", "--steps"}},
+      {"bench/checkpoint_bench", "checkpoint_bench", {"--floats", "--drop-caches"}},
+      {"bench/abuse_bench", "abuse_bench", {"--mode", "--pid"}},
+      {"bench/metrics_bench", "metrics_bench", {"--pairs"}},
+  };
+  for (const Binary& b : binaries) {
+    INFO(b.name);
+    const std::string path = Runfile(b.path);
+    int status;
+    const std::string help = Capture(path + " --help", &status);
+    INFO(help);
+    CHECK(status == 0);
+    CHECK(help.find(std::string("usage: ") + b.name) == 0);
+    for (const char* flag : b.flags) CHECK(help.find(flag) != std::string::npos);
+    CHECK(help.find("--version") != std::string::npos);
+
+    const std::string version = Capture(path + " --version", &status);
+    CHECK(status == 0);
+    CHECK(version.find(std::string(b.name) + " 0.") == 0);
+    CHECK((version.find("CPU-only build") != std::string::npos ||
+           version.find("CUDA build") != std::string::npos));
+
+    const std::string typo = Capture(path + " --confgi x", &status);
+    CHECK(status == 2);
+    CHECK(typo.find("--confgi") != std::string::npos);
+  }
+  int status;
+  const std::string usage = Capture(Runfile("launcher/tessera") + " --help", &status);
+  for (const char* sub : {"run CONFIG", "sweep CONFIG", "status"}) {
+    CHECK(usage.find(sub) != std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace tessera
