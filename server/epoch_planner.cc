@@ -4,6 +4,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "absl/strings/str_cat.h"
+
 namespace tessera {
 
 EpochPlanner::EpochPlanner(uint32_t workers, uint32_t batch)
@@ -21,6 +23,41 @@ std::vector<uint32_t> EpochPlanner::Plan(uint32_t worker, int64_t epoch, double 
     plans_.erase(plans_.begin());
   }
   return plan;
+}
+
+EpochPlanner::State EpochPlanner::Save() const {
+  absl::MutexLock lock(&mu_);
+  return State{rates_, plans_};
+}
+
+absl::Status EpochPlanner::Load(const State& state) {
+  absl::MutexLock lock(&mu_);
+  const size_t workers = rates_.size();
+  if (state.rates.size() != workers) {
+    return absl::InvalidArgumentError(absl::StrCat("epoch planner: ", state.rates.size(),
+                                                   " worker rates for ", workers, " workers"));
+  }
+  for (double r : state.rates) {
+    if (!std::isfinite(r) || r < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("epoch planner: worker rate ", r));
+    }
+  }
+  for (const auto& [epoch, shares] : state.plans) {
+    uint64_t sum = 0;
+    bool each_positive = shares.size() == workers;
+    for (uint32_t share : shares) {
+      sum += share;
+      each_positive &= share >= 1;
+    }
+    if (epoch < 0 || !each_positive || sum != uint64_t{workers} * batch_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "epoch planner: the plan of epoch ", epoch, " is not ", workers,
+          " shares >= 1 summing to ", uint64_t{workers} * batch_));
+    }
+  }
+  rates_ = state.rates;
+  plans_ = state.plans;
+  return absl::OkStatus();
 }
 
 std::vector<uint32_t> EpochPlanner::Shares(const std::vector<double>& rates, uint32_t total) {

@@ -8,8 +8,10 @@
 // The first ask for an epoch makes its plan from the latest rates; every
 // later ask for that epoch gets the same plan, so all workers agree however
 // their asks interleave. Plans of the last kKeptEpochs epochs are kept (a
-// restarted worker asks again); a restarted shard forgets them, and the
-// epoch it restarts in may then be cut twice (docs/DESIGN.md).
+// restarted worker asks again) and go into the shard's checkpoints with the
+// rates (Save/Load), so a restarted shard answers a plan made before its
+// checkpoint as it was; one made after it is made again from the restored
+// rates (docs/DESIGN.md).
 //
 // Threading: thread-safe (one mutex, held for a few microseconds).
 #ifndef TESSERA_SERVER_EPOCH_PLANNER_H_
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 
 namespace tessera {
@@ -41,9 +44,21 @@ class EpochPlanner {
   // remainders. REQUIRES: total >= rates.size() >= 1.
   static std::vector<uint32_t> Shares(const std::vector<double>& rates, uint32_t total);
 
+  // The planner's state, for checkpoints.
+  struct State {
+    std::vector<double> rates;                          // by rank
+    std::map<int64_t, std::vector<uint32_t>> plans;     // by epoch
+  };
+  State Save() const;
+  // Replaces the state with `state`. INVALID_ARGUMENT (nothing changed) when
+  // it does not fit this job: a rate count other than the workers', a rate
+  // that is not finite and >= 0, or a plan that is not workers shares >= 1
+  // summing to workers x batch.
+  absl::Status Load(const State& state);
+
  private:
   const uint32_t batch_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   std::vector<double> rates_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, std::vector<uint32_t>> plans_ ABSL_GUARDED_BY(mu_);
 };

@@ -80,6 +80,13 @@ std::unique_ptr<ShardState> Shard::CopyState(int64_t cut, std::vector<int64_t> c
   }
   m.set_unix_ms(absl::ToUnixMillis(absl::Now()));
   m.set_lost_clocks(lost_before_.load() + lost_here_.load());
+  const EpochPlanner::State plans = planner_.Save();
+  for (double r : plans.rates) m.add_worker_rates(r);
+  for (const auto& [epoch, shares] : plans.plans) {
+    v1::EpochPlan* p = m.add_epoch_plans();
+    p->set_epoch(epoch);
+    for (uint32_t share : shares) p->add_shares(share);
+  }
   std::unique_ptr<ShardState> spare;
   {
     absl::MutexLock lock(&spare_mu_);
@@ -157,6 +164,15 @@ absl::Status Shard::Restore(const ShardState& state) {
     const auto* keys = reinterpret_cast<const uint64_t*>(bytes.data());
     const auto* rows = reinterpret_cast<const float*>(bytes.data() + t.rows() * sizeof(uint64_t));
     r.sparse->Restore(keys, rows, t.rows(), t.step());
+  }
+  // Checkpoints written before plans were kept have no rates: nothing to load.
+  if (m.worker_rates_size() > 0) {
+    EpochPlanner::State plans;
+    plans.rates.assign(m.worker_rates().begin(), m.worker_rates().end());
+    for (const v1::EpochPlan& p : m.epoch_plans()) {
+      plans.plans[p.epoch()].assign(p.shares().begin(), p.shares().end());
+    }
+    TESSERA_RETURN_IF_ERROR(planner_.Load(plans));
   }
   std::vector<int64_t> clocks(m.worker_clocks().begin(), m.worker_clocks().end());
   std::vector<bool> finished(m.worker_finished().begin(), m.worker_finished().end());

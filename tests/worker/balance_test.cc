@@ -40,6 +40,82 @@ TEST_CASE("every worker gets the plan the epoch's first ask made") {
   CHECK(planner.Plan(1, 5, 0.0) == first);  // asked again (a restarted worker)
 }
 
+TEST_CASE("a planner's state saves and loads; a state that does not fit is refused whole") {
+  EpochPlanner planner(2, 8);
+  planner.Plan(0, 0, 30.0);
+  planner.Plan(1, 0, 10.0);
+  const auto epoch1 = planner.Plan(0, 1, 30.0);  // {12, 4}
+  const EpochPlanner::State saved = planner.Save();
+  CHECK(saved.rates == std::vector<double>{30.0, 10.0});
+  CHECK(saved.plans.size() == 2);
+
+  EpochPlanner restored(2, 8);
+  REQUIRE(restored.Load(saved).ok());
+  restored.Plan(1, 1, 1000.0);  // a new rate does not change a plan already made
+  CHECK(restored.Plan(1, 1, 0.0) == epoch1);
+  CHECK(restored.Plan(0, 0, 0.0) == std::vector<uint32_t>{8, 8});
+
+  EpochPlanner other(2, 8);
+  EpochPlanner::State bad = saved;
+  bad.plans[2] = {15, 0};  // a share of 0
+  CHECK(other.Load(bad).code() == absl::StatusCode::kInvalidArgument);
+  bad = saved;
+  bad.plans[2] = {9, 9};  // sums to 18, not 16
+  CHECK(other.Load(bad).code() == absl::StatusCode::kInvalidArgument);
+  bad = saved;
+  bad.rates = {1.0};
+  CHECK(other.Load(bad).code() == absl::StatusCode::kInvalidArgument);
+  bad = saved;
+  bad.rates[0] = std::nan("");
+  CHECK(other.Load(bad).code() == absl::StatusCode::kInvalidArgument);
+  // Nothing was taken from the refused states: epoch 1 is planned afresh.
+  CHECK(other.Plan(0, 1, 0.0) == std::vector<uint32_t>{8, 8});
+}
+
+TEST_CASE("a shard restored from its checkpoint answers the epoch plans it had made") {
+  auto c =
+      ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n", {"training.balance=dynamic"});
+  REQUIRE(c.ok());
+  auto ask = [](Shard& shard, uint32_t rank, int64_t epoch, double rate) {
+    v1::RegisterRequest reg;
+    reg.set_worker_rank(rank);
+    reg.set_session(SessionOf(rank));
+    v1::RegisterResponse registered;
+    REQUIRE(shard.Register(reg, &registered).ok());
+    v1::PlanRequest request;
+    request.set_worker_rank(rank);
+    request.set_session(SessionOf(rank));
+    request.set_epoch(epoch);
+    request.set_examples_per_second(rate);
+    v1::PlanResponse response;
+    REQUIRE(shard.Plan(request, &response).ok());
+    return std::vector<uint32_t>(response.shares().begin(), response.shares().end());
+  };
+  auto before = Shard::Create(*c, 0);
+  REQUIRE(before.ok());
+  ask(**before, 0, 0, 300.0);
+  ask(**before, 1, 0, 100.0);
+  const std::vector<uint32_t> epoch1 = ask(**before, 0, 1, 300.0);
+  CHECK(epoch1 != std::vector<uint32_t>{64, 64});  // the rates shaped it
+  std::unique_ptr<ShardState> cut = (*before)->Snapshot();
+  REQUIRE(cut->manifest.epoch_plans_size() == 2);
+
+  auto after = Shard::Create(*c, 0);
+  REQUIRE(after.ok());
+  REQUIRE((*after)->Restore(*cut).ok());
+  // Worker 1, which had not asked for epoch 1 before the restart, gets the
+  // plan worker 0 trains by, whatever rate it reports now.
+  CHECK(ask(**after, 1, 1, 5000.0) == epoch1);
+  // The rates came back too: the next epoch is planned from them.
+  CHECK(ask(**after, 0, 2, 0.0) == EpochPlanner::Shares({300.0, 5000.0}, 128));
+
+  // A checkpoint whose plans do not fit this job is refused.
+  cut->manifest.mutable_epoch_plans(0)->set_shares(0, 1000);
+  auto refused = Shard::Create(*c, 0);
+  REQUIRE(refused.ok());
+  CHECK((*refused)->Restore(*cut).code() == absl::StatusCode::kInvalidArgument);
+}
+
 TEST_CASE("a shard refuses a plan request it cannot read, naming what it expected") {
   auto c =
       ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n", {"training.balance=dynamic"});
