@@ -364,8 +364,11 @@ int RunJob(const LaunchOptions& options) {
     for (const std::string& a : config.cluster.servers) {
       absl::StrAppend(&servers, servers.empty() ? "" : ",", a);
     }
-    std::printf("tessera run: status: tessera status --config %s --set cluster.servers=[%s]%s\n",
-                options.config_path.c_str(), servers.c_str(),
+    // The same overrides: the job's mode, staleness and security as it runs.
+    std::string sets;
+    for (const std::string& o : options.overrides) absl::StrAppend(&sets, " --set '", o, "'");
+    std::printf("tessera run: status: tessera status --config %s%s --set cluster.servers=[%s]%s\n",
+                options.config_path.c_str(), sets.c_str(), servers.c_str(),
                 options.token ? absl::StrCat(" --set security.token_file=", job.dir, "/token").c_str()
                               : "");
   }
