@@ -14,15 +14,7 @@ namespace {
 
 // Runs `command`; its stdout and stderr, and its exit status in *status.
 std::string Capture(const std::string& command, int* status) {
-  std::string out;
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  const int raw = pclose(p);
-  *status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return out;
+  return Shell(command + " 2>&1", status);
 }
 
 struct Binary {
