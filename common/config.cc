@@ -245,6 +245,14 @@ absl::Status ReadOptimizer(MapReader& s, OptimizerConfig* out) {
   TESSERA_RETURN_IF_ERROR(s.Choice("staleness_compensation", &o.staleness_compensation));
   TESSERA_RETURN_IF_ERROR(s.Float("dc_lambda", &o.dc_lambda, 0, 1e6));
   TESSERA_RETURN_IF_ERROR(s.Float("dc_decay", &o.dc_decay, 0, 0.999999));
+  TESSERA_RETURN_IF_ERROR(s.Float("gap_decay", &o.gap_decay, 0, 0.999999));
+  if (o.staleness_compensation == StalenessCompensation::kGapAware &&
+      o.type == OptimizerType::kFtrl) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config: ", s.KeyPath("staleness_compensation"),
+        " = 'gap_aware': expected none, dc or lr_scale with type ftrl (ftrl recomputes its "
+        "values from its slots, which would undo a damped step)"));
+  }
   if (o.lr_schedule == LrSchedule::kCosine && o.decay_steps < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("config: ", s.KeyPath("decay_steps"), " = '", o.decay_steps,

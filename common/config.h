@@ -41,7 +41,7 @@ enum class SharedMemoryMode { kAuto, kOff };
 enum class GemmPrecision { kFp32, kTf32, kBf16 };
 enum class DatasetKind { kFashionMnist, kSynthetic, kSyntheticCtr, kCriteoTsv };
 enum class RestorePolicy { kAuto, kNever, kRequired };
-enum class StalenessCompensation { kNone, kDc, kLrScale };
+enum class StalenessCompensation { kNone, kDc, kLrScale, kGapAware };
 enum class Balance { kStatic, kDynamic };
 enum class Refresh { kLazy, kEager };
 
@@ -65,7 +65,7 @@ TESSERA_ENUM_WORDS(SharedMemoryMode, "auto", "off");
 TESSERA_ENUM_WORDS(GemmPrecision, "fp32", "tf32", "bf16");
 TESSERA_ENUM_WORDS(DatasetKind, "fashion_mnist", "synthetic", "synthetic_ctr", "criteo_tsv");
 TESSERA_ENUM_WORDS(RestorePolicy, "auto", "never", "required");
-TESSERA_ENUM_WORDS(StalenessCompensation, "none", "dc", "lr_scale");
+TESSERA_ENUM_WORDS(StalenessCompensation, "none", "dc", "lr_scale", "gap_aware");
 TESSERA_ENUM_WORDS(Balance, "static", "dynamic");
 TESSERA_ENUM_WORDS(Refresh, "lazy", "eager");
 #undef TESSERA_ENUM_WORDS
@@ -202,6 +202,15 @@ struct OptimizerConfig {
   //   lr_scale  the staleness-aware rate (Zhang et al., IJCAI 2016): the
   //             update's learning rate divided by max(1, tau). FTRL, which
   //             has no single rate, ignores it.
+  //   gap_aware Gap-Aware (Barkai et al., ICLR 2020), applied to the step:
+  //             the optimizer runs on g as it came (its moments see every
+  //             gradient whole), and each value's step is then divided by
+  //             its gap, max(1, |w_now - w_read| / (that value's mean step)),
+  //             the mean step a running average of the value's undamped
+  //             |step| with decay gap_decay (corrected for its zero start).
+  //             A value the other pushes did not move goes at the full
+  //             rate; one they moved by k typical steps, at 1/k of it. Not
+  //             with ftrl (its values are recomputed from its slots).
   // Not with BSP's aggregation (every gradient is applied to the values it
   // was computed from).
   StalenessCompensation staleness_compensation = StalenessCompensation::kNone;
@@ -212,6 +221,7 @@ struct OptimizerConfig {
   // (docs/STALENESS.md).
   float dc_lambda = 100.0f;
   float dc_decay = 0.95f;
+  float gap_decay = 0.95f;
 };
 
 struct ServerConfig {

@@ -21,6 +21,7 @@ DenseTable::DenseTable(const TableConfig& config, DenseRange range, const Optimi
       compensation_(compensation.staleness_compensation),
       dc_lambda_(compensation.dc_lambda),
       dc_decay_(compensation.dc_decay),
+      gap_decay_(compensation.gap_decay),
       values_(range.size()),
       slots_(num_slots_ * range.size()),
       num_chunks_((range.size() + kChunkFloats - 1) / kChunkFloats) {
@@ -28,6 +29,7 @@ DenseTable::DenseTable(const TableConfig& config, DenseRange range, const Optimi
   optimizer_->InitSlots(absl::MakeSpan(slots_));
   if (aggregate) accum_.assign(range.size(), 0.0f);
   if (compensation_ == StalenessCompensation::kDc) dc_mean_square_.assign(range.size(), 0.0f);
+  if (compensation_ == StalenessCompensation::kGapAware) gap_step_.assign(range.size(), 0.0f);
   chunks_ = std::make_unique<Chunk[]>(std::max<size_t>(num_chunks_, 1));
 }
 
@@ -86,7 +88,10 @@ void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scal
                               ? 1.0f / static_cast<float>(std::max<int64_t>(*staleness, 1))
                               : 1.0f;
   const bool dc = compensation_ == StalenessCompensation::kDc && read != nullptr;
-  thread_local std::vector<float> compensated;
+  // Gap-Aware learns each value's typical step from every update, damping
+  // only those whose read is known.
+  const bool gap = compensation_ == StalenessCompensation::kGapAware;
+  thread_local std::vector<float> compensated, before;
   auto* self = this;
   ForEachChunk(begin, begin + grad.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::MutexLock lock(&chunk.mu);
@@ -106,9 +111,36 @@ void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scal
       g = compensated.data();
       step_scale = 1.0f;
     }
+    if (gap) {
+      before.assign(self->values_.begin() + lo, self->values_.begin() + hi);
+      ++chunk.gap_updates;
+    }
     optimizer_->Apply(self->values_.data() + lo, g, self->slots_.data() + lo, stride, hi - lo,
                       chunk.step, step_scale, lr_factor);
+    if (gap) {
+      DampByGap(lo, hi, before.data(), read ? read + (lo - begin) : nullptr, chunk.gap_updates);
+    }
   });
+}
+
+void DenseTable::DampByGap(uint64_t lo, uint64_t hi, const float* before, const float* read,
+                           int64_t updates) {
+  // Barkai et al.'s gap, per value: how far the value moved between the read
+  // and this push, in units of its typical step. Their rule divides the
+  // gradient; under Adam that would be undone by the second moment (a value
+  // always damped gets a smaller v too), so the optimizer runs undamped and
+  // the step it took is divided instead.
+  constexpr float kTiny = 1e-30f;
+  const float correction =
+      1.0f / static_cast<float>(1.0 - std::pow(double{gap_decay_}, static_cast<double>(updates)));
+  const Eigen::Index n = static_cast<Eigen::Index>(hi - lo);
+  Eigen::Map<Eigen::ArrayXf> now(values_.data() + lo, n);
+  const Eigen::Map<const Eigen::ArrayXf> was(before, n);
+  Eigen::Map<Eigen::ArrayXf> mean_step(gap_step_.data() + lo, n);
+  mean_step = gap_decay_ * mean_step + (1.0f - gap_decay_) * (now - was).abs();
+  if (read == nullptr) return;
+  const Eigen::Map<const Eigen::ArrayXf> then(read, n);
+  now = was + (now - was) / ((was - then).abs() / (mean_step * correction + kTiny)).max(1.0f);
 }
 
 void DenseTable::Compensate(uint64_t lo, uint64_t hi, const float* grad, const float* read,

@@ -34,9 +34,10 @@ class DenseTable {
 
   // `optimizer` must outlive the table. `aggregate` allocates the BSP buffer.
   // `compensation`: the table's optimizer settings for stale pushes
-  // (staleness_compensation, dc_lambda, dc_decay); dc allocates a running
-  // mean square of the gradient per value (not checkpointed: it warms up
-  // again in a few dozen updates after a restore).
+  // (staleness_compensation, dc_lambda, dc_decay, gap_decay); dc allocates a
+  // running mean square of the gradient per value, gap_aware a running mean
+  // of each value's |step| (neither is checkpointed: they warm up again in
+  // a few dozen updates after a restore).
   DenseTable(const TableConfig& config, DenseRange range, const Optimizer* optimizer,
              bool aggregate, const OptimizerConfig& compensation = {});
 
@@ -63,7 +64,8 @@ class DenseTable {
   // A stale push (docs/DESIGN.md "Staleness") is compensated by the table's
   // staleness_compensation: `staleness` (updates since the values were read;
   // nullopt: unknown) divides the rate under lr_scale; `read` (the values
-  // the gradient was computed from, at `offset`, or nullptr) feeds dc.
+  // the gradient was computed from, at `offset`, or nullptr) feeds dc and
+  // gap_aware.
   // Unknown staleness or values: applied as it is.
   // REQUIRES: range().Contains(offset, grad.size()).
   void Apply(uint64_t offset, absl::Span<const float> grad, float scale, uint32_t worker = 0,
@@ -104,6 +106,7 @@ class DenseTable {
     int64_t step ABSL_GUARDED_BY(mu) = 0;          // optimizer updates applied
     bool accumulated ABSL_GUARDED_BY(mu) = false;  // buffer holds gradients
     int64_t dc_updates ABSL_GUARDED_BY(mu) = 0;    // updates delay-compensated
+    int64_t gap_updates ABSL_GUARDED_BY(mu) = 0;   // updates into gap_step_
     // worker -> the clock whose update `step` last counted for it.
     absl::flat_hash_map<uint32_t, int64_t> counted ABSL_GUARDED_BY(mu);
   };
@@ -114,6 +117,14 @@ class DenseTable {
   // REQUIRES: the chunk's mutex held; dc_mean_square_ allocated.
   void Compensate(uint64_t lo, uint64_t hi, const float* grad, const float* read, float scale,
                   int64_t updates, float* out);
+
+  // Gap-Aware: adds each undamped |step| of local values [lo, hi) just
+  // applied (values_ now, `before` the values ahead of it) into gap_step_,
+  // whose zero start is corrected by `updates` (this one included), then,
+  // when `read` is known, divides each step by its gap against it.
+  // REQUIRES: the chunk's mutex held; gap_step_ allocated.
+  void DampByGap(uint64_t lo, uint64_t hi, const float* before, const float* read,
+                 int64_t updates);
 
   // This thread's slot copies for FirstNonFinite.
   static std::vector<float>& scratch_slots();
@@ -130,13 +141,14 @@ class DenseTable {
   const Optimizer* const optimizer_;
   const size_t num_slots_;
   const StalenessCompensation compensation_;
-  const float dc_lambda_, dc_decay_;
+  const float dc_lambda_, dc_decay_, gap_decay_;
 
   // Element i belongs to chunks_[i / kChunkFloats] and is guarded by its mu.
   std::vector<float> values_;
   std::vector<float> slots_;           // num_slots_ * range_.size(), stride range_.size()
   std::vector<float> accum_;           // aggregation buffer; empty unless aggregate
   std::vector<float> dc_mean_square_;  // dc: running mean of g^2 per value; else empty
+  std::vector<float> gap_step_;        // gap_aware: running mean of |step| per value; else empty
   std::unique_ptr<Chunk[]> chunks_;
   size_t num_chunks_;
 

@@ -102,14 +102,13 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
 
 namespace {
 
-// Whether some dense table compensates with DC-ASGD, which needs the values
-// each push was computed from.
+// Whether some dense table compensates with DC-ASGD or Gap-Aware, which need
+// the values each push was computed from.
 bool KeepsReadValues(const JobConfig& config) {
   for (const TableConfig& t : config.Tables()) {
-    if (t.kind == TableKind::kDense &&
-        config.OptimizerFor(t.name).staleness_compensation == StalenessCompensation::kDc) {
-      return true;
-    }
+    if (t.kind != TableKind::kDense) continue;
+    const StalenessCompensation c = config.OptimizerFor(t.name).staleness_compensation;
+    if (c == StalenessCompensation::kDc || c == StalenessCompensation::kGapAware) return true;
   }
   return false;
 }

@@ -183,8 +183,8 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
 TEST_CASE("unknown keys are errors, not ignored") {
   CHECK(ErrorOf(kMinimal, {"optimizer.learning_rate=0.1"}) ==
         "config: optimizer.learning_rate: unknown key; expected one of alpha|beta|beta1|beta2|"
-        "dc_decay|dc_lambda|decay_steps|epsilon|initial_accumulator|l1|l2|lr|lr_schedule|min_lr|"
-        "momentum|nesterov|staleness_compensation|tables|type");
+        "dc_decay|dc_lambda|decay_steps|epsilon|gap_decay|initial_accumulator|l1|l2|lr|lr_schedule|"
+        "min_lr|momentum|nesterov|staleness_compensation|tables|type");
   CHECK(ErrorOf(std::string(kMinimal) + "trainning: {epochs: 1}\n")
             .find("config: trainning: unknown key") == 0);
 }
@@ -299,7 +299,7 @@ TEST_CASE("staleness compensation: read, checked against BSP's aggregation") {
   CHECK(ParseJobConfig(kMinimal, {})->optimizer.dc_lambda == 100.0f);
   CHECK(c->optimizer.dc_decay == 0.95f);
   CHECK(ErrorOf(kMinimal, {"optimizer.staleness_compensation=dcc"}) ==
-        "config: optimizer.staleness_compensation = 'dcc': expected one of none|dc|lr_scale");
+        "config: optimizer.staleness_compensation = 'dcc': expected one of none|dc|lr_scale|gap_aware");
   CHECK(ErrorOf(kMinimal, {"optimizer.staleness_compensation=lr_scale"}) ==
         "config: optimizer.staleness_compensation = 'lr_scale': expected none under "
         "consistency.mode bsp with consistency.aggregate (every gradient is applied to the "

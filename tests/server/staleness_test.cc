@@ -1,4 +1,4 @@
-// Push staleness as a shard measures it, and the two compensations
+// Push staleness as a shard measures it, and the three compensations
 // (optimizer.staleness_compensation) against steps computed by hand.
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -138,6 +138,118 @@ TEST_CASE("dc compensates with the values the gradient was computed from") {
   shard->Stats(&stats);
   // w's 8 floats for each remembered read: worker 0's three, worker 1's one.
   CHECK(stats.compensation_floats() == 4 * 8);
+}
+
+// A push of a gradient per value of w (8 values) that advances the clock.
+void PushEach(Shard& shard, uint32_t worker, int64_t clock, const std::vector<float>& grad,
+              std::optional<int64_t> values_clock) {
+  PushRequest p = MakePush(worker, clock, Dense("w", 0, 8), grad, true);
+  if (values_clock) p.set_values_clock(*values_clock);
+  PushResponse response;
+  REQUIRE(shard.Push(p, &response).ok());
+}
+
+// Gap-Aware's bookkeeping for one value, computed by hand: the running mean
+// of its undamped |step| (decay d, corrected for its zero start) and the gap.
+struct HandGap {
+  double d, mean = 0;
+  int t = 0;
+  // The step actually taken: `step` (undamped) divided by the gap of a value
+  // `drift` away from its read.
+  double Step(double step, double drift) {
+    mean = d * mean + (1 - d) * std::abs(step);
+    ++t;
+    const double typical = mean / (1 - std::pow(d, t));
+    return step / std::max(1.0, std::abs(drift) / typical);
+  }
+};
+
+TEST_CASE("gap_aware divides each value's step by how far it moved since the read") {
+  JobConfig c = MakeConfig("asp", 0, 2);  // sgd, lr 1; w starts at 1
+  c.optimizer.staleness_compensation = StalenessCompensation::kGapAware;
+  c.optimizer.gap_decay = 0.5f;
+  auto shard = MakeShard(c);
+  HandGap moved{0.5}, still{0.5};  // values 0-3 (worker 1 moves them), 4-7
+  double w_moved = 1, w_still = 1;
+  PullW(*shard, 0, 0);  // worker 0 reads w = 1 everywhere
+  // Worker 1 names no read: applied whole, but its steps are learned.
+  PushEach(*shard, 1, 0, {0.3f, 0.3f, 0.3f, 0.3f, 0, 0, 0, 0}, std::nullopt);
+  w_moved -= moved.Step(0.3, 0);
+  w_still -= still.Step(0, 0);
+  // Worker 0's push from w = 1: values 0-3 moved 0.3 since, more than their
+  // typical step, and are damped; values 4-7 did not move and go whole.
+  PushEach(*shard, 0, 0, std::vector<float>(8, 0.2f), 0);
+  w_moved -= moved.Step(0.2, w_moved - 1);
+  w_still -= still.Step(0.2, w_still - 1);
+  CHECK(w_moved == Approx(0.7 - 0.2 / (0.3 / (0.175 / 0.75))).epsilon(1e-6));  // gap 1.29
+  CHECK(w_still == Approx(0.8).epsilon(1e-6));
+  std::vector<float> now = PullNow(*shard, Dense("w", 0, 8), /*worker=*/1);
+  for (int i = 0; i < 8; ++i) CHECK(now[i] == Approx(i < 4 ? w_moved : w_still).epsilon(1e-6));
+
+  // A drift smaller than the typical step is no gap: the full step.
+  PullW(*shard, 0, 1);
+  const double read_moved = w_moved, read_still = w_still;
+  PushEach(*shard, 1, 1, std::vector<float>(8, 0.05f), std::nullopt);
+  w_moved -= moved.Step(0.05, 0);
+  w_still -= still.Step(0.05, 0);
+  PushEach(*shard, 0, 1, std::vector<float>(8, 0.1f), 1);
+  const double full_moved = w_moved - 0.1, full_still = w_still - 0.1;
+  w_moved -= moved.Step(0.1, w_moved - read_moved);
+  w_still -= still.Step(0.1, w_still - read_still);
+  CHECK(w_moved == Approx(full_moved).epsilon(1e-6));
+  CHECK(w_still == Approx(full_still).epsilon(1e-6));
+  now = PullNow(*shard, Dense("w", 0, 8), /*worker=*/1);
+  for (int i = 0; i < 8; ++i) CHECK(now[i] == Approx(i < 4 ? w_moved : w_still).epsilon(1e-6));
+
+  v1::StatsResponse stats;
+  shard->Stats(&stats);
+  // Kept as for dc: worker 0's two reads of w, worker 1's last.
+  CHECK(stats.compensation_floats() == 3 * 8);
+}
+
+TEST_CASE("gap_aware damps the step, not the optimizer's memory of the gradient") {
+  JobConfig c = MakeConfig("asp", 0, 2);
+  c.optimizer.type = OptimizerType::kMomentum;  // v = 0.5 v + g; w -= v
+  c.optimizer.momentum = 0.5f;
+  c.optimizer.staleness_compensation = StalenessCompensation::kGapAware;
+  c.optimizer.gap_decay = 0.5f;
+  auto shard = MakeShard(c);
+  HandGap hand{0.5};
+  double w = 1, v = 0;
+  PullW(*shard, 0, 0);  // worker 0 reads w = 1
+  for (int64_t clock = 0; clock < 2; ++clock) {
+    PushW(*shard, 1, clock, 0.4f, std::nullopt);
+    v = 0.5 * v + 0.4;
+    w -= hand.Step(v, 0);  // 0.6, then 0.0
+  }
+  PushW(*shard, 0, 0, 0.2f, 0);  // from w = 1, applied at w = 0
+  v = 0.5 * v + 0.2;             // 0.5: the whole gradient
+  const double damped = hand.Step(v, w - 1);
+  CHECK(damped == Approx(0.5 / (1.0 / (0.45 / 0.875))).epsilon(1e-9));  // gap 1.94
+  w -= damped;
+  for (float x : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(x == Approx(w).epsilon(1e-6));
+  // A fresh push of 0 moves w by the velocity alone: 0.25, not half the
+  // damped 0.257 (which a damped gradient would have left in v).
+  PullW(*shard, 0, 1);
+  PushW(*shard, 0, 1, 0.0f, 1);
+  v = 0.5 * v;
+  w -= hand.Step(v, 0);
+  CHECK(v == Approx(0.25));
+  for (float x : PullNow(*shard, Dense("w", 0, 8), /*worker=*/1)) CHECK(x == Approx(w).epsilon(1e-6));
+}
+
+TEST_CASE("gap_aware is refused with ftrl, whose values come from its slots") {
+  auto c = ParseJobConfig(R"(
+cluster: {servers: ["h:1"], workers: 2}
+consistency: {mode: asp}
+model: {type: tables, tables: [{name: w, kind: dense, size: 8}]}
+optimizer: {type: ftrl, staleness_compensation: gap_aware}
+)",
+                          {});
+  REQUIRE_FALSE(c.ok());
+  CHECK_THAT(std::string(c.status().message()),
+             Catch::Contains("optimizer.staleness_compensation = 'gap_aware'") &&
+                 Catch::Contains("ftrl"));
 }
 
 }  // namespace
