@@ -29,8 +29,10 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kMagic[] = "TSCKPT01";  // 8 bytes without the NUL
+constexpr char kPlanMagic[] = "TSPLAN01";
 constexpr size_t kMagicBytes = 8;
 constexpr char kManifest[] = "MANIFEST";
+constexpr char kPlanLog[] = "EPOCH_PLANS";
 constexpr char kData[] = "data";
 constexpr char kPrefix[] = "ckpt-";
 constexpr char kTmpPrefix[] = ".tmp-";
@@ -100,6 +102,48 @@ absl::Status SyncDir(const std::string& path) {
   const int r = ::fsync(fd);
   ::close(fd);
   return r == 0 ? absl::OkStatus() : Errno("cannot fsync folder", path);
+}
+
+// `magic`, the little-endian zlib CRC-32 of `body`, then `body`: how a
+// MANIFEST and a plan log are stored.
+std::string Framed(const char* magic, const std::string& body) {
+  std::string out(magic, kMagicBytes);
+  const uint32_t crc = Crc32(body.data(), body.size());
+  for (int b = 0; b < 4; ++b) out.push_back(static_cast<char>((crc >> (8 * b)) & 0xff));
+  out += body;
+  return out;
+}
+
+// Reads `file` written by Framed(magic, ...) into *message. NOT_FOUND when
+// the file is missing; DATA_LOSS (naming the file and `what`) otherwise.
+absl::Status ReadFramed(const std::string& file, const char* magic, const char* what,
+                        google::protobuf::MessageLite* message) {
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const std::string error = absl::StrCat(file, ": ", std::strerror(errno));
+    return errno == ENOENT ? absl::NotFoundError(error) : absl::DataLossError(error);
+  }
+  std::string bytes;
+  char buf[1 << 16];
+  ssize_t r;
+  while ((r = ::read(fd, buf, sizeof(buf))) > 0) bytes.append(buf, static_cast<size_t>(r));
+  ::close(fd);
+  if (bytes.size() < kMagicBytes + 4 || std::memcmp(bytes.data(), magic, kMagicBytes) != 0) {
+    return absl::DataLossError(absl::StrCat(file, ": not a Tessera ", what));
+  }
+  uint32_t crc = 0;
+  for (int b = 0; b < 4; ++b) {
+    crc |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[kMagicBytes + b])) << (8 * b);
+  }
+  const char* body = bytes.data() + kMagicBytes + 4;
+  const size_t body_size = bytes.size() - kMagicBytes - 4;
+  if (Crc32(body, body_size) != crc) {
+    return absl::DataLossError(absl::StrCat(file, ": checksum mismatch (torn or corrupted)"));
+  }
+  if (!message->ParseFromArray(body, static_cast<int>(body_size))) {
+    return absl::DataLossError(absl::StrCat(file, ": does not parse"));
+  }
+  return absl::OkStatus();
 }
 
 std::string CheckpointName(int64_t clock, int64_t unix_ms) {
@@ -179,12 +223,8 @@ absl::StatusOr<CheckpointInfo> CheckpointStore::Write(ShardState* state) {
   }
   m.set_data_file(kData);
   m.set_data_bytes(offset);
-  const std::string body = m.SerializeAsString();
-  char header[kMagicBytes + 4];
-  std::memcpy(header, kMagic, kMagicBytes);
-  const uint32_t crc = Crc32(body.data(), body.size());
-  for (int b = 0; b < 4; ++b) header[kMagicBytes + b] = static_cast<char>((crc >> (8 * b)) & 0xff);
-  s = WriteFile(tmp + "/" + kManifest, {{header, sizeof(header)}, {body.data(), body.size()}});
+  const std::string manifest = Framed(kMagic, m.SerializeAsString());
+  s = WriteFile(tmp + "/" + kManifest, {{manifest.data(), manifest.size()}});
   if (s.ok()) s = SyncDir(tmp);
   if (s.ok() && ::rename(tmp.c_str(), final_path.c_str()) != 0) {
     s = Errno("cannot rename to", final_path);
@@ -221,31 +261,32 @@ std::vector<std::string> CheckpointStore::List(const std::string& root) {
 }
 
 absl::StatusOr<v1::CheckpointManifest> CheckpointStore::ReadManifest(const std::string& path) {
-  const std::string file = path + "/" + kManifest;
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::DataLossError(absl::StrCat(file, ": ", std::strerror(errno)));
-  std::string bytes;
-  char buf[1 << 16];
-  ssize_t r;
-  while ((r = ::read(fd, buf, sizeof(buf))) > 0) bytes.append(buf, static_cast<size_t>(r));
-  ::close(fd);
-  if (bytes.size() < kMagicBytes + 4 || std::memcmp(bytes.data(), kMagic, kMagicBytes) != 0) {
-    return absl::DataLossError(absl::StrCat(file, ": not a Tessera checkpoint manifest"));
-  }
-  uint32_t crc = 0;
-  for (int b = 0; b < 4; ++b) {
-    crc |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[kMagicBytes + b])) << (8 * b);
-  }
-  const char* body = bytes.data() + kMagicBytes + 4;
-  const size_t body_size = bytes.size() - kMagicBytes - 4;
-  if (Crc32(body, body_size) != crc) {
-    return absl::DataLossError(absl::StrCat(file, ": checksum mismatch (torn or corrupted)"));
-  }
   v1::CheckpointManifest m;
-  if (!m.ParseFromArray(body, static_cast<int>(body_size))) {
-    return absl::DataLossError(absl::StrCat(file, ": does not parse"));
-  }
+  absl::Status s = ReadFramed(path + "/" + kManifest, kMagic, "checkpoint manifest", &m);
+  // A checkpoint folder without its manifest is torn, not absent.
+  if (absl::IsNotFound(s)) return absl::DataLossError(s.message());
+  if (!s.ok()) return s;
   return m;
+}
+
+absl::Status WritePlanLog(const std::string& root, const v1::EpochPlanLog& log) {
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  const std::string path = absl::StrCat(root, "/", kPlanLog);
+  const std::string tmp = absl::StrCat(root, "/", kTmpPrefix, kPlanLog);
+  const std::string bytes = Framed(kPlanMagic, log.SerializeAsString());
+  absl::Status s = WriteFile(tmp, {{bytes.data(), bytes.size()}});
+  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = Errno("cannot rename to", path);
+  if (s.ok()) s = SyncDir(root);
+  if (!s.ok()) fs::remove(tmp, ec);
+  return s;
+}
+
+absl::StatusOr<v1::EpochPlanLog> ReadPlanLog(const std::string& root) {
+  v1::EpochPlanLog log;
+  TESSERA_RETURN_IF_ERROR(
+      ReadFramed(absl::StrCat(root, "/", kPlanLog), kPlanMagic, "epoch plan log", &log));
+  return log;
 }
 
 std::string CheckpointStore::IdentityDifference(const v1::CheckpointIdentity& have,

@@ -115,6 +115,14 @@ class CheckpointStore {
   const uint32_t keep_;
 };
 
+// training.balance dynamic's plan log, `root`/EPOCH_PLANS (proto/checkpoint.proto):
+// replaced whole each time, through a temporary file that is fsynced,
+// renamed over the old one, and the folder fsynced; a crash leaves the old
+// log or the new one. INTERNAL (path and errno's text) when a step fails.
+absl::Status WritePlanLog(const std::string& root, const v1::EpochPlanLog& log);
+// NOT_FOUND when `root` has none; DATA_LOSS when it is torn or corrupt.
+absl::StatusOr<v1::EpochPlanLog> ReadPlanLog(const std::string& root);
+
 // The newest clock at which every one of `num_shards` shards under `dir`
 // has a checkpoint whose manifest verifies: the consistent cut a stopped BSP
 // job resumes from. NOT_FOUND naming the shard when there is none.

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 #include "spdlog/spdlog.h"
 
 namespace tessera {
@@ -19,6 +20,36 @@ int64_t SteadyMs() {
 
 std::string ShardRoot(const JobConfig& config, uint32_t shard) {
   return absl::StrCat(config.checkpoint.dir, "/shard-", shard);
+}
+
+// Shard 0 plans training.balance dynamic's epochs (server/epoch_planner.h).
+bool KeepsPlanLog(const Shard& shard, const JobConfig& config) {
+  return shard.index() == 0 && config.training.balance == Balance::kDynamic;
+}
+
+// After a checkpoint was restored: the plans made since it, from the plan
+// log. A log that is missing, torn or someone else's leaves the
+// checkpoint's plans (a plan made after it is then made again; logged).
+absl::Status RestorePlans(Shard* shard, const JobConfig& config) {
+  const std::string root = ShardRoot(config, shard->index());
+  absl::StatusOr<v1::EpochPlanLog> log = ReadPlanLog(root);
+  if (absl::IsNotFound(log.status())) return absl::OkStatus();
+  if (!log.ok()) {
+    spdlog::warn("epoch plan log: {}; plans made after the checkpoint will be made again",
+                 std::string(log.status().message()));
+    return absl::OkStatus();
+  }
+  const std::string other = CheckpointStore::IdentityDifference(log->identity(), shard->Identity());
+  if (!other.empty()) {
+    spdlog::warn("epoch plan log in {} is not this shard's ({}); not used", root, other);
+    return absl::OkStatus();
+  }
+  TESSERA_RETURN_IF_ERROR(shard->RestorePlanLog(*log));
+  if (log->epoch_plans_size() > 0) {
+    spdlog::info("restored epoch plans up to epoch {} from the plan log in {}",
+                 log->epoch_plans(log->epoch_plans_size() - 1).epoch(), root);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -44,6 +75,10 @@ absl::Status Checkpointer::Restore(Shard* shard, const JobConfig& config) {
   const auto start = std::chrono::steady_clock::now();
   absl::Status s = shard->Restore(*state);
   if (!s.ok()) return absl::FailedPreconditionError(s.message());
+  if (KeepsPlanLog(*shard, config)) {
+    s = RestorePlans(shard, config);
+    if (!s.ok()) return absl::FailedPreconditionError(s.message());
+  }
   const double seconds =
       info.seconds +
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -60,6 +95,15 @@ Checkpointer::Checkpointer(Shard* shard, const JobConfig& config)
       last_cut_ms_(SteadyMs()) {
   shard_->SetBspCuts([this](int64_t clock) { return WantBspCut(clock); },
                      [this](std::unique_ptr<ShardState> state) { Queue(std::move(state)); });
+  if (KeepsPlanLog(*shard, config)) {
+    shard_->SetPlanLog([root = store_.root()](const v1::EpochPlanLog& log) {
+      const absl::Status s = WritePlanLog(root, log);
+      if (!s.ok()) {
+        spdlog::error("epoch plan log: {}; a restart before the next checkpoint would make "
+                      "this plan again", std::string(s.message()));
+      }
+    });
+  }
   thread_ = std::thread([this] { Loop(); });
 }
 

@@ -16,6 +16,9 @@
 // the file is written here, off the request path. One write at a time: a cut
 // made while one is written waits in a one-slot queue, and a newer cut
 // replaces a waiting one.
+// Shard 0 of a training.balance dynamic job also keeps the epoch plan log
+// (server/checkpoint.h: WritePlanLog), written on the Plan call's thread as
+// each plan is made, and merged back after the checkpoint at a restore.
 //
 // Threading: the constructor starts the thread; Final() and the destructor
 // from the owning thread. The BSP sink runs on gRPC threads.

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 
 namespace tessera {
 
@@ -19,10 +20,20 @@ std::vector<uint32_t> EpochPlanner::Plan(uint32_t worker, int64_t epoch, double 
   const uint32_t total = static_cast<uint32_t>(rates_.size()) * batch_;
   std::vector<uint32_t> plan = Shares(rates_, total);
   plans_.emplace(epoch, plan);
+  Trim();
+  if (on_new_plan_) on_new_plan_(State{rates_, plans_});
+  return plan;
+}
+
+void EpochPlanner::Trim() {
   while (!plans_.empty() && plans_.begin()->first < plans_.rbegin()->first - kKeptEpochs) {
     plans_.erase(plans_.begin());
   }
-  return plan;
+}
+
+void EpochPlanner::SetOnNewPlan(std::function<void(const State&)> hook) {
+  absl::MutexLock lock(&mu_);
+  on_new_plan_ = std::move(hook);
 }
 
 EpochPlanner::State EpochPlanner::Save() const {
@@ -32,6 +43,24 @@ EpochPlanner::State EpochPlanner::Save() const {
 
 absl::Status EpochPlanner::Load(const State& state) {
   absl::MutexLock lock(&mu_);
+  TESSERA_RETURN_IF_ERROR(Check(state));
+  rates_ = state.rates;
+  plans_ = state.plans;
+  return absl::OkStatus();
+}
+
+absl::Status EpochPlanner::Merge(const State& log) {
+  absl::MutexLock lock(&mu_);
+  TESSERA_RETURN_IF_ERROR(Check(log));
+  for (const auto& [epoch, shares] : log.plans) plans_[epoch] = shares;
+  Trim();
+  if (std::all_of(rates_.begin(), rates_.end(), [](double r) { return r == 0; })) {
+    rates_ = log.rates;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EpochPlanner::Check(const State& state) const {
   const size_t workers = rates_.size();
   if (state.rates.size() != workers) {
     return absl::InvalidArgumentError(absl::StrCat("epoch planner: ", state.rates.size(),
@@ -55,8 +84,6 @@ absl::Status EpochPlanner::Load(const State& state) {
           " shares >= 1 summing to ", uint64_t{workers} * batch_));
     }
   }
-  rates_ = state.rates;
-  plans_ = state.plans;
   return absl::OkStatus();
 }
 

@@ -9,15 +9,18 @@
 // later ask for that epoch gets the same plan, so all workers agree however
 // their asks interleave. Plans of the last kKeptEpochs epochs are kept (a
 // restarted worker asks again) and go into the shard's checkpoints with the
-// rates (Save/Load), so a restarted shard answers a plan made before its
-// checkpoint as it was; one made after it is made again from the restored
-// rates (docs/DESIGN.md).
+// rates (Save/Load). A plan made after the newest checkpoint is kept by the
+// hook SetOnNewPlan installs (shard 0's plan log, written before the plan is
+// answered) and merged back at a restart (Merge), so a restarted shard
+// answers every plan as it was first made (docs/DESIGN.md).
 //
-// Threading: thread-safe (one mutex, held for a few microseconds).
+// Threading: thread-safe (one mutex, held for a few microseconds; while a
+// new plan's hook runs, once an epoch, for as long as the hook takes).
 #ifndef TESSERA_SERVER_EPOCH_PLANNER_H_
 #define TESSERA_SERVER_EPOCH_PLANNER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -55,12 +58,27 @@ class EpochPlanner {
   // that is not finite and >= 0, or a plan that is not workers shares >= 1
   // summing to workers x batch.
   absl::Status Load(const State& state);
+  // Takes the plans of `log` (a later state than the one loaded: the plan
+  // log's), each replacing a plan of the same epoch; the rates stay as they
+  // are unless none is known. INVALID_ARGUMENT (nothing changed) as Load.
+  absl::Status Merge(const State& log);
+
+  // `hook` is called with the planner's state each time a plan is made,
+  // before that plan is returned, with the planner's mutex held (it must not
+  // call the planner). Call before the first Plan.
+  void SetOnNewPlan(std::function<void(const State&)> hook);
 
  private:
+  // INVALID_ARGUMENT when `state` does not fit this planner (see Load).
+  absl::Status Check(const State& state) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops plans older than kKeptEpochs before the newest.
+  void Trim() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const uint32_t batch_;
   mutable absl::Mutex mu_;
   std::vector<double> rates_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, std::vector<uint32_t>> plans_ ABSL_GUARDED_BY(mu_);
+  std::function<void(const State&)> on_new_plan_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace tessera

@@ -134,6 +134,15 @@ class Shard {
   // then cuts at the same clocks. REQUIRES: before the shard serves.
   using CutSink = std::function<void(std::unique_ptr<ShardState>)>;
   void SetBspCuts(std::function<bool(int64_t)> want, CutSink sink);
+  // training.balance dynamic (shard 0): `write` gets the plan log each time
+  // an epoch plan is made, on the Plan call's thread, before that plan is
+  // answered (so a plan a worker trains by is on disk first). REQUIRES:
+  // before the shard serves.
+  void SetPlanLog(std::function<void(const v1::EpochPlanLog&)> write);
+  // Takes the plans of a plan log written after the checkpoint this shard
+  // restored (EpochPlanner::Merge). INVALID_ARGUMENT when they do not fit.
+  // REQUIRES: the shard has not served yet.
+  absl::Status RestorePlanLog(const v1::EpochPlanLog& log);
   // The checkpointer reports each checkpoint written (for Stats), and hands
   // the written state back: the next cut copies into its dense tables'
   // buffers instead of fresh memory (first touching memory is slow on some

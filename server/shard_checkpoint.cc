@@ -9,6 +9,29 @@
 #include "server/shard.h"
 
 namespace tessera {
+namespace {
+
+// The planner's state as a checkpoint manifest and the plan log hold it.
+void PlansToProto(const EpochPlanner::State& state,
+                  google::protobuf::RepeatedPtrField<v1::EpochPlan>* plans,
+                  google::protobuf::RepeatedField<double>* rates) {
+  for (double r : state.rates) rates->Add(r);
+  for (const auto& [epoch, shares] : state.plans) {
+    v1::EpochPlan* p = plans->Add();
+    p->set_epoch(epoch);
+    for (uint32_t share : shares) p->add_shares(share);
+  }
+}
+
+EpochPlanner::State PlansFromProto(const google::protobuf::RepeatedPtrField<v1::EpochPlan>& plans,
+                                   const google::protobuf::RepeatedField<double>& rates) {
+  EpochPlanner::State state;
+  state.rates.assign(rates.begin(), rates.end());
+  for (const v1::EpochPlan& p : plans) state.plans[p.epoch()].assign(p.shares().begin(), p.shares().end());
+  return state;
+}
+
+}  // namespace
 
 v1::CheckpointIdentity Shard::Identity() const {
   v1::CheckpointIdentity id;
@@ -36,6 +59,19 @@ void Shard::SetBspCuts(std::function<bool(int64_t)> want, CutSink sink) {
   if (config_.consistency.mode != ConsistencyMode::kBsp) return;
   want_cut_ = std::move(want);
   cut_sink_ = std::move(sink);
+}
+
+void Shard::SetPlanLog(std::function<void(const v1::EpochPlanLog&)> write) {
+  planner_.SetOnNewPlan([this, write = std::move(write)](const EpochPlanner::State& state) {
+    v1::EpochPlanLog log;
+    *log.mutable_identity() = Identity();
+    PlansToProto(state, log.mutable_epoch_plans(), log.mutable_worker_rates());
+    write(log);
+  });
+}
+
+absl::Status Shard::RestorePlanLog(const v1::EpochPlanLog& log) {
+  return planner_.Merge(PlansFromProto(log.epoch_plans(), log.worker_rates()));
 }
 
 void Shard::Recycle(std::unique_ptr<ShardState> written) {
@@ -80,13 +116,7 @@ std::unique_ptr<ShardState> Shard::CopyState(int64_t cut, std::vector<int64_t> c
   }
   m.set_unix_ms(absl::ToUnixMillis(absl::Now()));
   m.set_lost_clocks(lost_before_.load() + lost_here_.load());
-  const EpochPlanner::State plans = planner_.Save();
-  for (double r : plans.rates) m.add_worker_rates(r);
-  for (const auto& [epoch, shares] : plans.plans) {
-    v1::EpochPlan* p = m.add_epoch_plans();
-    p->set_epoch(epoch);
-    for (uint32_t share : shares) p->add_shares(share);
-  }
+  PlansToProto(planner_.Save(), m.mutable_epoch_plans(), m.mutable_worker_rates());
   std::unique_ptr<ShardState> spare;
   {
     absl::MutexLock lock(&spare_mu_);
@@ -167,12 +197,7 @@ absl::Status Shard::Restore(const ShardState& state) {
   }
   // Checkpoints written before plans were kept have no rates: nothing to load.
   if (m.worker_rates_size() > 0) {
-    EpochPlanner::State plans;
-    plans.rates.assign(m.worker_rates().begin(), m.worker_rates().end());
-    for (const v1::EpochPlan& p : m.epoch_plans()) {
-      plans.plans[p.epoch()].assign(p.shares().begin(), p.shares().end());
-    }
-    TESSERA_RETURN_IF_ERROR(planner_.Load(plans));
+    TESSERA_RETURN_IF_ERROR(planner_.Load(PlansFromProto(m.epoch_plans(), m.worker_rates())));
   }
   std::vector<int64_t> clocks(m.worker_clocks().begin(), m.worker_clocks().end());
   std::vector<bool> finished(m.worker_finished().begin(), m.worker_finished().end());

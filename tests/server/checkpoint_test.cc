@@ -37,13 +37,7 @@ JobConfig TablesConfig(OptimizerType optimizer, const std::string& mode = "asp")
 
 // A few pushes of both workers to every table, so values, slots and steps move.
 void Train(Shard& shard, int rounds) {
-  for (uint32_t w = 0; w < 2; ++w) {  // as the workers do after a shard restarts
-    v1::RegisterRequest r;
-    r.set_worker_rank(w);
-    r.set_session(SessionOf(w));
-    v1::RegisterResponse resp;
-    REQUIRE(shard.Register(r, &resp).ok());
-  }
+  for (uint32_t w = 0; w < 2; ++w) RegisterWorker(shard, w);  // as after a shard restarts
   v1::StatsResponse stats;
   shard.Stats(&stats);
   for (int i = 0; i < rounds; ++i) {

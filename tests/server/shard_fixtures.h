@@ -43,16 +43,19 @@ optimizer: {type: sgd, lr: 1.0}
   return *c;
 }
 
+// Registers worker `rank` with its test session (again: as after a restart).
+inline void RegisterWorker(Shard& shard, uint32_t rank) {
+  v1::RegisterRequest r;
+  r.set_worker_rank(rank);
+  r.set_session(SessionOf(rank));
+  v1::RegisterResponse resp;
+  REQUIRE(shard.Register(r, &resp).ok());
+}
+
 inline std::unique_ptr<Shard> MakeShard(const JobConfig& c, uint32_t index = 0) {
   auto s = Shard::Create(c, index);
   REQUIRE(s.ok());
-  for (uint32_t w = 0; w < c.cluster.workers; ++w) {
-    v1::RegisterRequest r;
-    r.set_worker_rank(w);
-    r.set_session(SessionOf(w));
-    v1::RegisterResponse resp;
-    REQUIRE((*s)->Register(r, &resp).ok());
-  }
+  for (uint32_t w = 0; w < c.cluster.workers; ++w) RegisterWorker(**s, w);
   return std::move(*s);
 }
 

@@ -3,12 +3,16 @@
 // example of an epoch trained once while a slowed worker takes fewer.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <numeric>
 #include <thread>
 
+#include "server/checkpoint.h"
+#include "server/checkpointer.h"
 #include "server/epoch_planner.h"
+#include "tests/server/shard_fixtures.h"
 #include "tests/server/test_session.h"
 #include "tests/worker/fixtures.h"
 #include "worker/dataset.h"
@@ -19,6 +23,19 @@ namespace tessera {
 namespace {
 
 uint32_t Sum(const std::vector<uint32_t>& v) { return std::accumulate(v.begin(), v.end(), 0u); }
+
+// Worker `rank` (registered first) asks `shard` for `epoch`'s plan at `rate`.
+std::vector<uint32_t> Ask(Shard& shard, uint32_t rank, int64_t epoch, double rate) {
+  RegisterWorker(shard, rank);
+  v1::PlanRequest request;
+  request.set_worker_rank(rank);
+  request.set_session(SessionOf(rank));
+  request.set_epoch(epoch);
+  request.set_examples_per_second(rate);
+  v1::PlanResponse response;
+  REQUIRE(shard.Plan(request, &response).ok());
+  return std::vector<uint32_t>(response.shares().begin(), response.shares().end());
+}
 
 TEST_CASE("shares follow the rates, each at least 1, summing to the global batch") {
   CHECK(EpochPlanner::Shares({3, 3, 3, 1}, 40) == std::vector<uint32_t>{12, 12, 12, 4});
@@ -76,26 +93,11 @@ TEST_CASE("a shard restored from its checkpoint answers the epoch plans it had m
   auto c =
       ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n", {"training.balance=dynamic"});
   REQUIRE(c.ok());
-  auto ask = [](Shard& shard, uint32_t rank, int64_t epoch, double rate) {
-    v1::RegisterRequest reg;
-    reg.set_worker_rank(rank);
-    reg.set_session(SessionOf(rank));
-    v1::RegisterResponse registered;
-    REQUIRE(shard.Register(reg, &registered).ok());
-    v1::PlanRequest request;
-    request.set_worker_rank(rank);
-    request.set_session(SessionOf(rank));
-    request.set_epoch(epoch);
-    request.set_examples_per_second(rate);
-    v1::PlanResponse response;
-    REQUIRE(shard.Plan(request, &response).ok());
-    return std::vector<uint32_t>(response.shares().begin(), response.shares().end());
-  };
   auto before = Shard::Create(*c, 0);
   REQUIRE(before.ok());
-  ask(**before, 0, 0, 300.0);
-  ask(**before, 1, 0, 100.0);
-  const std::vector<uint32_t> epoch1 = ask(**before, 0, 1, 300.0);
+  Ask(**before, 0, 0, 300.0);
+  Ask(**before, 1, 0, 100.0);
+  const std::vector<uint32_t> epoch1 = Ask(**before, 0, 1, 300.0);
   CHECK(epoch1 != std::vector<uint32_t>{64, 64});  // the rates shaped it
   std::unique_ptr<ShardState> cut = (*before)->Snapshot();
   REQUIRE(cut->manifest.epoch_plans_size() == 2);
@@ -105,15 +107,72 @@ TEST_CASE("a shard restored from its checkpoint answers the epoch plans it had m
   REQUIRE((*after)->Restore(*cut).ok());
   // Worker 1, which had not asked for epoch 1 before the restart, gets the
   // plan worker 0 trains by, whatever rate it reports now.
-  CHECK(ask(**after, 1, 1, 5000.0) == epoch1);
+  CHECK(Ask(**after, 1, 1, 5000.0) == epoch1);
   // The rates came back too: the next epoch is planned from them.
-  CHECK(ask(**after, 0, 2, 0.0) == EpochPlanner::Shares({300.0, 5000.0}, 128));
+  CHECK(Ask(**after, 0, 2, 0.0) == EpochPlanner::Shares({300.0, 5000.0}, 128));
 
   // A checkpoint whose plans do not fit this job is refused.
   cut->manifest.mutable_epoch_plans(0)->set_shares(0, 1000);
   auto refused = Shard::Create(*c, 0);
   REQUIRE(refused.ok());
   CHECK((*refused)->Restore(*cut).code() == absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("a shard 0 restarted from a checkpoint older than a plan answers that plan from its log") {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = std::string(tmp ? tmp : "/tmp") + "/plan-log";
+  std::filesystem::remove_all(dir);
+  auto c = ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n",
+                          {"training.balance=dynamic", "checkpoint.dir=" + dir,
+                           "checkpoint.every_seconds=0", "checkpoint.keep=5"});
+  REQUIRE(c.ok());
+  const std::string root = dir + "/shard-0";
+  std::vector<uint32_t> epoch1;
+  {
+    auto before = Shard::Create(*c, 0);
+    REQUIRE(before.ok());
+    Checkpointer checkpointer(before->get(), *c);
+    Ask(**before, 0, 0, 300.0);
+    Ask(**before, 1, 0, 100.0);
+    // The last checkpoint this shard will have: epoch 0's plan only.
+    REQUIRE(CheckpointStore(root, 5).Write((*before)->Snapshot().get()).ok());
+    epoch1 = Ask(**before, 0, 1, 300.0);  // made from {300, 100}: logged before answered
+    CHECK(epoch1 == EpochPlanner::Shares({300.0, 100.0}, 128));
+    auto log = ReadPlanLog(root);
+    REQUIRE(log.ok());
+    CHECK(log->epoch_plans_size() == 2);
+  }  // the checkpointer's last cut, at exit, holds epoch 1 too ...
+  std::vector<std::string> written = CheckpointStore::List(root);
+  REQUIRE(written.size() == 2);
+  std::filesystem::remove_all(written.back());  // ... but this shard died before it (kill -9)
+
+  auto after = Shard::Create(*c, 0);
+  REQUIRE(after.ok());
+  REQUIRE(Checkpointer::Restore(after->get(), *c).ok());
+  // Worker 1 had not asked for epoch 1: it gets the plan worker 0 trains by,
+  // not one made from the rate it reports now.
+  CHECK(Ask(**after, 1, 1, 5000.0) == epoch1);
+  CHECK(Ask(**after, 0, 2, 0.0) == EpochPlanner::Shares({300.0, 5000.0}, 128));
+
+  SECTION("a torn log leaves the checkpoint's plans; epoch 1 is made again") {
+    const std::string file = root + "/EPOCH_PLANS";
+    const auto size = std::filesystem::file_size(file);
+    std::filesystem::resize_file(file, size - 3);
+    auto torn = Shard::Create(*c, 0);
+    REQUIRE(torn.ok());
+    REQUIRE(Checkpointer::Restore(torn->get(), *c).ok());
+    CHECK(Ask(**torn, 0, 0, 0.0) == std::vector<uint32_t>{64, 64});  // from the checkpoint
+    CHECK(Ask(**torn, 1, 1, 5000.0) == EpochPlanner::Shares({300.0, 5000.0}, 128));
+  }
+  SECTION("static balancing keeps no log") {
+    auto s = ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n",
+                            {"checkpoint.dir=" + dir + "/static", "checkpoint.every_seconds=0"});
+    REQUIRE(s.ok());
+    auto shard = Shard::Create(*s, 0);
+    REQUIRE(shard.ok());
+    { Checkpointer checkpointer(shard->get(), *s); }
+    CHECK(absl::IsNotFound(ReadPlanLog(dir + "/static/shard-0").status()));
+  }
 }
 
 TEST_CASE("a shard refuses a plan request it cannot read, naming what it expected") {
