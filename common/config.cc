@@ -392,21 +392,9 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Choice("mode", &c->consistency.mode));
     TESSERA_RETURN_IF_ERROR(s.Integer("staleness", &c->consistency.staleness, 0, 1'000'000));
     TESSERA_RETURN_IF_ERROR(s.Bool("aggregate", &c->consistency.aggregate));
-    TESSERA_RETURN_IF_ERROR(s.Bool("ssp_aggregate", &c->consistency.ssp_aggregate));
     TESSERA_RETURN_IF_ERROR(s.Choice("refresh", &c->consistency.refresh));
     TESSERA_RETURN_IF_ERROR(s.Real("evict_after_s", &c->consistency.evict_after_s, 0, 1e7));
     if (c->consistency.mode == ConsistencyMode::kBsp) c->consistency.staleness = 0;
-    if (c->consistency.ssp_aggregate && c->consistency.mode != ConsistencyMode::kSsp) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config: consistency.ssp_aggregate = 'true': expected false under consistency.mode ",
-          NameOf(c->consistency.mode), " (it aggregates SSP's clocks; BSP has consistency.aggregate)"));
-    }
-    if (c->consistency.ssp_aggregate && c->consistency.staleness > 63) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config: consistency.staleness = '", c->consistency.staleness,
-          "': expected at most 63 with consistency.ssp_aggregate (the shards hold a buffer of "
-          "the dense values per open clock)"));
-    }
     return absl::OkStatus();
   }));
   TESSERA_RETURN_IF_ERROR(
@@ -438,9 +426,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     }
     return absl::OkStatus();
   }));
-  const bool bsp_aggregate =
-      c->consistency.mode == ConsistencyMode::kBsp && c->consistency.aggregate;
-  if (bsp_aggregate || c->consistency.ssp_aggregate) {
+  if (c->consistency.mode == ConsistencyMode::kBsp && c->consistency.aggregate) {
     std::vector<std::pair<std::string, const OptimizerConfig*>> all = {
         {"optimizer", &c->optimizer}};
     for (const auto& [name, own] : c->table_optimizers) {
@@ -450,12 +436,9 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
       if (o->staleness_compensation == StalenessCompensation::kNone) continue;
       return absl::InvalidArgumentError(absl::StrCat(
           "config: ", path, ".staleness_compensation = '", NameOf(o->staleness_compensation),
-          bsp_aggregate
-              ? "': expected none under consistency.mode bsp with consistency.aggregate (every "
-                "gradient is applied to the values it was computed from); use ssp, asp, or "
-                "aggregate: false"
-              : "': expected none with consistency.ssp_aggregate (a clock's gradients are "
-                "applied together, as their mean)"));
+          "': expected none under consistency.mode bsp with consistency.aggregate (every "
+          "gradient is applied to the values it was computed from); use ssp, asp, or "
+          "aggregate: false"));
     }
   }
   TESSERA_RETURN_IF_ERROR(Section(r, "server", [&](MapReader& s) -> absl::Status {
@@ -534,14 +517,6 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     }
     return absl::OkStatus();
   }));
-  if (c->consistency.ssp_aggregate) {
-    for (const TableConfig& t : c->Tables()) {
-      if (t.kind == TableKind::kDense) continue;
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config: consistency.ssp_aggregate = 'true': expected false with sparse table '",
-          t.name, "' (aggregated SSP buffers dense tables only)"));
-    }
-  }
   if (c->training.balance == Balance::kDynamic && c->model.type == ModelType::kCtr) {
     return absl::InvalidArgumentError(
         "config: training.balance = 'dynamic': expected static for model.type ctr (dynamic "

@@ -120,12 +120,6 @@ struct ConsistencyConfig {
   // BSP only: sum the W gradients of a clock and apply the optimizer once on
   // their mean, so W workers of batch b train like one process of batch W*b.
   bool aggregate = true;
-  // SSP only: aggregate each clock as BSP does (Petuum's SSP): a clock's
-  // gradients are applied once, as their mean, when every worker has pushed
-  // it, while a worker still runs up to `staleness` clocks ahead. The shards
-  // hold staleness + 1 buffers of the dense values (one per clock that may
-  // be open); dense tables only, staleness <= 63, no staleness_compensation.
-  bool ssp_aggregate = false;
   // SSP: when a worker refreshes its copy of the parameters. lazy: only when
   // the bound forces it (a copy serves up to s + 1 clocks, so a worker's
   // gradients come from values that miss up to s of its own updates);

@@ -12,7 +12,7 @@
 namespace tessera {
 
 DenseTable::DenseTable(const TableConfig& config, DenseRange range, const Optimizer* optimizer,
-                       uint32_t aggregate_slots, const OptimizerConfig& compensation)
+                       bool aggregate, const OptimizerConfig& compensation)
     : name_(config.name),
       total_size_(config.size),
       range_(range),
@@ -23,12 +23,11 @@ DenseTable::DenseTable(const TableConfig& config, DenseRange range, const Optimi
       dc_decay_(compensation.dc_decay),
       gap_decay_(compensation.gap_decay),
       values_(range.size()),
-      aggregate_slots_(std::min(aggregate_slots, kMaxAggregateSlots)),
       slots_(num_slots_ * range.size()),
       num_chunks_((range.size() + kChunkFloats - 1) / kChunkFloats) {
   Initializer(config.init, config.name).Fill(range.begin, absl::MakeSpan(values_));
   optimizer_->InitSlots(absl::MakeSpan(slots_));
-  if (aggregate_slots_ > 0) accum_.assign(size_t{aggregate_slots_} * range.size(), 0.0f);
+  if (aggregate) accum_.assign(range.size(), 0.0f);
   if (compensation_ == StalenessCompensation::kDc) dc_mean_square_.assign(range.size(), 0.0f);
   if (compensation_ == StalenessCompensation::kGapAware) gap_step_.assign(range.size(), 0.0f);
   chunks_ = std::make_unique<Chunk[]>(std::max<size_t>(num_chunks_, 1));
@@ -166,9 +165,7 @@ void DenseTable::Compensate(uint64_t lo, uint64_t hi, const float* grad, const f
 }
 
 std::optional<uint64_t> DenseTable::FirstNonFinite(uint64_t offset, absl::Span<const float> grad,
-                                                   float scale, int slot) const {
-  const bool accumulate = slot >= 0;
-  const float* buffer = accumulate ? accum_.data() + size_t(slot) * range_.size() : nullptr;
+                                                   float scale, bool accumulate) const {
   // Blocks small enough to stay in L1: values, slots and the gradient of a
   // block are copied, updated and checked there.
   constexpr size_t kBlock = 512;
@@ -191,8 +188,7 @@ std::optional<uint64_t> DenseTable::FirstNonFinite(uint64_t offset, absl::Span<c
       float step_scale = scale;
       if (accumulate) {
         // The buffer as the clock's apply will see it, at scale 1.
-        const bool held = (chunk.accumulated >> slot) & 1;
-        for (size_t i = 0; i < m; ++i) g[i] = (held ? buffer[b + i] : 0.0f) + from[i];
+        for (size_t i = 0; i < m; ++i) g[i] = (chunk.accumulated ? accum_[b + i] : 0.0f) + from[i];
         step_scale = 1.0f;
       } else {
         std::memcpy(g, from, m * sizeof(float));
@@ -224,44 +220,41 @@ std::vector<float>& DenseTable::scratch_slots() {
   return slots;
 }
 
-void DenseTable::Accumulate(uint64_t offset, absl::Span<const float> grad, uint32_t slot) {
+void DenseTable::Accumulate(uint64_t offset, absl::Span<const float> grad) {
   pushes_.fetch_add(1, std::memory_order_relaxed);
   const uint64_t begin = offset - range_.begin;
-  const uint64_t bit = uint64_t{1} << slot;
-  float* const buffer = accum_.data() + size_t{slot} * range_.size();
   auto* self = this;
   ForEachChunk(begin, begin + grad.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::MutexLock lock(&chunk.mu);
-    float* acc = buffer + lo;
+    float* acc = self->accum_.data() + lo;
     const float* g = grad.data() + (lo - begin);
     // The clock's first gradients are copied, so the buffer needs no clearing
     // after an apply. A chunk only partly covered by this push is cleared first.
-    if (!(chunk.accumulated & bit)) {
+    if (!chunk.accumulated) {
       const uint64_t chunk_lo = lo / kChunkFloats * kChunkFloats;
       const uint64_t chunk_hi = std::min<uint64_t>(chunk_lo + kChunkFloats, self->range_.size());
-      chunk.accumulated |= bit;
       if (lo != chunk_lo || hi != chunk_hi) {
-        std::fill(buffer + chunk_lo, buffer + chunk_hi, 0.0f);
+        std::fill(self->accum_.data() + chunk_lo, self->accum_.data() + chunk_hi, 0.0f);
       } else {
         std::memcpy(acc, g, (hi - lo) * sizeof(float));
+        chunk.accumulated = true;
         return;
       }
+      chunk.accumulated = true;
     }
     Eigen::Map<Eigen::ArrayXf>(acc, hi - lo) += Eigen::Map<const Eigen::ArrayXf>(g, hi - lo);
   });
 }
 
-void DenseTable::ApplyAccumulated(float scale, uint32_t slot) {
+void DenseTable::ApplyAccumulated(float scale) {
   const size_t stride = range_.size();
-  const uint64_t bit = uint64_t{1} << slot;
-  float* const buffer = accum_.data() + size_t{slot} * range_.size();
   auto* self = this;
   ForEachChunk(0, range_.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::MutexLock lock(&chunk.mu);
-    if (!(chunk.accumulated & bit)) return;
-    chunk.accumulated &= ~bit;
+    if (!chunk.accumulated) return;
+    chunk.accumulated = false;
     ++chunk.step;
-    float* acc = buffer + lo;
+    float* acc = self->accum_.data() + lo;
     optimizer_->Apply(self->values_.data() + lo, acc, self->slots_.data() + lo, stride, hi - lo,
                       chunk.step, scale, 1.0f);
   });
@@ -291,7 +284,7 @@ absl::Status DenseTable::Restore(const char* data, uint64_t bytes,
   ForEachChunk(0, n, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::MutexLock lock(&chunk.mu);
     chunk.step = chunk_steps[lo / kChunkFloats];
-    chunk.accumulated = 0;
+    chunk.accumulated = false;
     for (size_t k = 0; k <= num_slots_; ++k) {
       float* to = k == 0 ? values_.data() : slots_.data() + (k - 1) * n;
       std::memcpy(to + lo, data + (k * n + lo) * sizeof(float), (hi - lo) * sizeof(float));

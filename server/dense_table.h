@@ -1,6 +1,5 @@
 // DenseTable: one shard's contiguous range of a dense table (a weight matrix,
-// a bias), its optimizer state, and the aggregation buffers (BSP: one;
-// aggregated SSP: one per clock that may be open).
+// a bias), its optimizer state, and the BSP aggregation buffer.
 //
 // Threading: thread-safe. The range is cut into fixed chunks, each with its
 // own reader/writer lock, so pushes to different parts of one table, and
@@ -33,18 +32,14 @@ class DenseTable {
   // that two pushes to different quarters of a 64 MiB table do not collide.
   static constexpr uint64_t kChunkFloats = 256 * 1024;
 
-  // The most aggregation buffers a table holds (clocks open at once).
-  static constexpr uint32_t kMaxAggregateSlots = 64;
-
-  // `optimizer` must outlive the table. `aggregate_slots` (0: none; at most
-  // kMaxAggregateSlots) allocates that many aggregation buffers.
+  // `optimizer` must outlive the table. `aggregate` allocates the BSP buffer.
   // `compensation`: the table's optimizer settings for stale pushes
   // (staleness_compensation, dc_lambda, dc_decay, gap_decay); dc allocates a
   // running mean square of the gradient per value, gap_aware a running mean
   // of each value's |step| (neither is checkpointed: they warm up again in
   // a few dozen updates after a restore).
   DenseTable(const TableConfig& config, DenseRange range, const Optimizer* optimizer,
-             uint32_t aggregate_slots, const OptimizerConfig& compensation = {});
+             bool aggregate, const OptimizerConfig& compensation = {});
 
   const std::string& name() const { return name_; }
   uint64_t total_size() const { return total_size_; }
@@ -77,22 +72,21 @@ class DenseTable {
              int64_t clock = -1, std::optional<int64_t> staleness = std::nullopt,
              const float* read = nullptr);
 
-  // Whether Apply (or, with `slot` >= 0, Accumulate into that buffer and
-  // then its apply) of `grad` would leave every value and optimizer slot it
-  // touches finite, computed on copies without changing anything. The
-  // global index of the first value that would not be finite, or nullopt.
-  // An aggregated clock's apply is checked on the buffered sum at scale 1
-  // (the largest step it could take). REQUIRES: range().Contains(offset,
-  // grad.size()); slot < the buffers allocated.
+  // Whether Apply (or, with `accumulate`, Accumulate and then the clock's
+  // apply) of `grad` would leave every value and optimizer slot it touches
+  // finite, computed on copies without changing anything. The global index
+  // of the first value that would not be finite, or nullopt. Under BSP the
+  // clock's apply is checked on the buffered sum at scale 1 (the largest
+  // step it could take). REQUIRES: range().Contains(offset, grad.size()).
   std::optional<uint64_t> FirstNonFinite(uint64_t offset, absl::Span<const float> grad, float scale,
-                                         int slot = -1) const;
+                                         bool accumulate) const;
 
-  // Adds grad into aggregation buffer `slot`. REQUIRES: slot < the buffers allocated.
-  void Accumulate(uint64_t offset, absl::Span<const float> grad, uint32_t slot = 0);
+  // Adds grad into the aggregation buffer. REQUIRES: constructed with aggregate.
+  void Accumulate(uint64_t offset, absl::Span<const float> grad);
 
-  // Applies the optimizer once with scale * (buffer `slot`) on every chunk
-  // that received gradients into it since its last apply, then clears it.
-  void ApplyAccumulated(float scale, uint32_t slot = 0);
+  // Applies the optimizer once with scale * (buffer) on every chunk that
+  // received gradients since the last call, then clears the buffer.
+  void ApplyAccumulated(float scale);
 
   // Checkpoints: the values, then each optimizer slot (range().size() floats
   // each), copied chunk by chunk under the chunks' locks, with each chunk's
@@ -110,7 +104,7 @@ class DenseTable {
   struct Chunk {
     mutable absl::Mutex mu;
     int64_t step ABSL_GUARDED_BY(mu) = 0;          // optimizer updates applied
-    uint64_t accumulated ABSL_GUARDED_BY(mu) = 0;  // bit s: buffer s holds gradients
+    bool accumulated ABSL_GUARDED_BY(mu) = false;  // buffer holds gradients
     int64_t dc_updates ABSL_GUARDED_BY(mu) = 0;    // updates delay-compensated
     int64_t gap_updates ABSL_GUARDED_BY(mu) = 0;   // updates into gap_step_
     // worker -> the clock whose update `step` last counted for it.
@@ -152,9 +146,7 @@ class DenseTable {
   // Element i belongs to chunks_[i / kChunkFloats] and is guarded by its mu.
   std::vector<float> values_;
   std::vector<float> slots_;           // num_slots_ * range_.size(), stride range_.size()
-  // Aggregation buffers, range_.size() floats each, back to back.
-  const uint32_t aggregate_slots_;
-  std::vector<float> accum_;
+  std::vector<float> accum_;           // aggregation buffer; empty unless aggregate
   std::vector<float> dc_mean_square_;  // dc: running mean of g^2 per value; else empty
   std::vector<float> gap_step_;        // gap_aware: running mean of |step| per value; else empty
   std::unique_ptr<Chunk[]> chunks_;

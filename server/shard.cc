@@ -20,16 +20,6 @@
 namespace tessera {
 namespace {
 
-// Aggregation buffers per dense table: BSP with aggregate 1, aggregated SSP
-// one per clock that may be open (staleness + 1), else 0.
-uint32_t AggregateSlots(const JobConfig& config) {
-  const ConsistencyConfig& c = config.consistency;
-  if (c.mode == ConsistencyMode::kBsp) return c.aggregate ? 1 : 0;
-  if (c.mode == ConsistencyMode::kSsp && c.ssp_aggregate) return c.staleness + 1;
-  return 0;
-}
-
-
 v1::TableKind ProtoKind(TableKind kind) {
   return kind == TableKind::kDense ? v1::DENSE : v1::SPARSE;
 }
@@ -64,9 +54,11 @@ absl::StatusOr<std::unique_ptr<Shard>> Shard::Create(const JobConfig& config,
   for (size_t i = 0; i < tables.size(); ++i) {
     const TableConfig& t = tables[i];
     if (t.kind != TableKind::kDense) continue;
-    // Values, optimizer slots and the aggregation buffers.
+    // Values, optimizer slots and (BSP aggregation) the gradient buffer.
     const int slots = slots_of(t);
-    const uint64_t dense_floats_per_value = 1 + slots + AggregateSlots(config);
+    const uint64_t dense_floats_per_value =
+        1 + slots +
+        (config.consistency.mode == ConsistencyMode::kBsp && config.consistency.aggregate ? 1 : 0);
     const uint64_t here = DenseShardRange(t.size, shard_index, config.num_servers()).size();
     dense_bytes += here * dense_floats_per_value * sizeof(float);
     if (dense_bytes > memory) {
@@ -138,14 +130,12 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       staleness_(config.consistency.mode == ConsistencyMode::kAsp
                      ? std::numeric_limits<int64_t>::max() / 2
                      : static_cast<int64_t>(config.consistency.staleness)),
-      aggregate_(AggregateSlots(config) > 0),
-      aggregate_slots_(AggregateSlots(config)),
+      aggregate_(config.consistency.mode == ConsistencyMode::kBsp && config.consistency.aggregate),
       optimizer_(MakeOptimizer(config.optimizer)),
       clock_(config.cluster.workers),
       staleness_tracker_(config.cluster.workers, KeepsReadValues(config)),
       planner_(config.cluster.workers, config.training.batch_size),
-      pushed_this_clock_(new std::atomic<bool>[std::max<size_t>(AggregateSlots(config), 1) *
-                                               config.cluster.workers]),
+      pushed_this_clock_(new std::atomic<bool>[config.cluster.workers]),
       pieces_applied_(new std::atomic<uint64_t>[config.cluster.workers]),
       last_seen_ms_(new std::atomic<int64_t>[config.cluster.workers]),
       session_(new std::atomic<uint64_t>[2 * size_t{config.cluster.workers}]),
@@ -159,8 +149,8 @@ Shard::Shard(const JobConfig& config, uint32_t index)
     ref.index = static_cast<uint32_t>(layout_.size());
     if (t.kind == TableKind::kDense) {
       DenseRange range = DenseShardRange(t.size, index, num_shards);
-      dense_.push_back(std::make_unique<DenseTable>(t, range, OptimizerOf(t.name),
-                                                    aggregate_slots_, config.OptimizerFor(t.name)));
+      dense_.push_back(std::make_unique<DenseTable>(t, range, OptimizerOf(t.name), aggregate_,
+                                                    config.OptimizerFor(t.name)));
       ref.dense = dense_.back().get();
       layout.set_total_size(t.size);
       layout.set_begin(range.begin);
@@ -175,12 +165,10 @@ Shard::Shard(const JobConfig& config, uint32_t index)
     layout_.push_back(layout);
   }
   traffic_ = std::make_unique<Traffic[]>(layout_.size());
-  for (size_t i = 0; i < std::max<size_t>(aggregate_slots_, 1) * num_workers_; ++i) {
-    pushed_this_clock_[i].store(false);
-  }
   for (uint32_t w = 0; w < num_workers_; ++w) {
     worker_mu_.push_back(std::make_unique<absl::Mutex>());
     memory_.push_back(std::make_unique<WorkerMemory>());
+    pushed_this_clock_[w].store(false);
     pieces_applied_[w].store(0);
     last_seen_ms_[w].store(absl::ToUnixMillis(absl::Now()));
     session_[2 * w].store(0);
@@ -588,16 +576,16 @@ void Shard::RecordServed(uint32_t worker, int64_t clock, const std::vector<Resol
   staleness_tracker_.Served(worker, clock, dense);
 }
 
-void Shard::ApplyGradients(uint32_t worker, int64_t clock, uint32_t slot,
+void Shard::ApplyGradients(uint32_t worker, int64_t clock,
                            const std::vector<absl::Span<const float>>& grads,
                            const std::vector<Resolved>& slices,
                            const StalenessTracker::Read& read) {
-  if (aggregate_ && !slices.empty()) pushed_this_clock_[slot * num_workers_ + worker].store(true);
+  if (aggregate_ && !slices.empty()) pushed_this_clock_[worker].store(true);
   for (size_t i = 0; i < slices.size(); ++i) {
     const Resolved& r = slices[i];
     const absl::Span<const float> grad = grads[i];
     if (r.dense && aggregate_) {
-      r.dense->Accumulate(r.offset, grad, slot);
+      r.dense->Accumulate(r.offset, grad);
     } else if (r.dense) {
       r.dense->Apply(r.offset, grad, 1.0f, worker, clock, read.staleness(),
                      read.Values(r.dense, r.offset));
@@ -658,19 +646,11 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
         "worker ", worker, " pushes for clock ", request.clock(), " but is at clock ", clock,
         request.clock() > clock ? " (ahead of its own clock)" : " (that clock is closed)"));
   }
-  // An aggregated push waits in its clock's buffer: at most aggregate_slots_
-  // clocks from the published one (BSP: that clock alone).
-  if (aggregate_ && request.clock() >= clock_.published_min() + aggregate_slots_) {
-    return absl::FailedPreconditionError(
-        aggregate_slots_ == 1
-            ? absl::StrCat("BSP: worker ", worker, " pushes for clock ", request.clock(),
-                           " before every worker finished clock ", clock_.published_min(),
-                           "; pull first")
-            : absl::StrCat("SSP: worker ", worker, " pushes for clock ", request.clock(),
-                           ", more than staleness ", staleness_, " clocks past the slowest (",
-                           clock_.published_min(), "); pull first"));
+  if (aggregate_ && request.clock() > clock_.published_min()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "BSP: worker ", worker, " pushes for clock ", request.clock(),
+        " before every worker finished clock ", clock_.published_min(), "; pull first"));
   }
-  const uint32_t slot = aggregate_ ? static_cast<uint32_t>(clock % aggregate_slots_) : 0;
   // A piece already applied at this clock (a retry whose first reply was
   // lost) is acknowledged, not applied twice. Piece 0 is not checked.
   // A worker's pieces of one clock carry distinct bits, so the load and the
@@ -681,7 +661,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   } else {
     // Checked here, after the clock and duplicate checks: a refused update
     // marks no piece and advances no clock.
-    TESSERA_RETURN_IF_ERROR(CheckUpdateFinite(request, grads, max_abs, slices, slot));
+    TESSERA_RETURN_IF_ERROR(CheckUpdateFinite(request, grads, max_abs, slices));
     pieces_applied_[worker].fetch_or(bit);
     const StalenessTracker::Read read = staleness_tracker_.Find(
         worker,
@@ -692,7 +672,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     }
     response->set_staleness(read.staleness().value_or(-1));
     // Piece 0 pushes are each an update of their own.
-    ApplyGradients(worker, bit != 0 ? clock : -1, slot, grads, slices, read);
+    ApplyGradients(worker, bit != 0 ? clock : -1, grads, slices, read);
     NoteTraffic(slices, bf16, /*push=*/true);
   }
   response->set_clock(clock);
@@ -752,19 +732,12 @@ void Shard::OnMinClock(int64_t new_min) {
     return;
   }
   absl::MutexLock lock(&aggregate_mu_);
-  // Every clock from the published one up to new_min is complete: applied in
-  // clock order (BSP: the one clock; aggregated SSP: up to every buffer).
-  const int64_t from = std::max<int64_t>(clock_.published_min(), 0);
-  for (int64_t c = from; c < new_min && c < from + aggregate_slots_; ++c) {
-    const uint32_t slot = static_cast<uint32_t>(c % aggregate_slots_);
-    uint32_t pushers = 0;
-    for (uint32_t w = 0; w < num_workers_; ++w) {
-      pushers += pushed_this_clock_[slot * num_workers_ + w].exchange(false);
-    }
-    if (pushers == 0) continue;
+  uint32_t pushers = 0;
+  for (uint32_t w = 0; w < num_workers_; ++w) pushers += pushed_this_clock_[w].exchange(false);
+  if (pushers > 0) {
     const float scale = 1.0f / static_cast<float>(pushers);
-    for (auto& table : dense_) table->ApplyAccumulated(scale, slot);
-    for (auto& table : sparse_) table->ApplyAccumulated(scale);  // BSP only
+    for (auto& table : dense_) table->ApplyAccumulated(scale);
+    for (auto& table : sparse_) table->ApplyAccumulated(scale);
     updates_applied_.fetch_add(dense_.size() + sparse_.size(), std::memory_order_relaxed);
     staleness_tracker_.Published(pushers);
   }

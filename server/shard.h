@@ -239,22 +239,21 @@ class Shard {
   absl::Status CheckRowLimit(const std::vector<Resolved>& slices) const;
   // server.reject_nonfinite: INVALID_ARGUMENT, naming the table and the
   // value, when applying `grads` would make a value or optimizer slot
-  // non-finite (computed on copies; nothing changes); aggregated, with the
-  // buffer of `slot` added.
+  // non-finite (computed on copies; nothing changes).
   absl::Status CheckUpdateFinite(const v1::PushRequest& request,
                                  const std::vector<absl::Span<const float>>& grads,
                                  const std::vector<float>& max_abs,
-                                 const std::vector<Resolved>& slices, uint32_t slot) const;
-  // Applies (or buffers in `slot`, under aggregation) validated gradients of
+                                 const std::vector<Resolved>& slices) const;
+  // Applies (or buffers, under BSP aggregation) validated gradients of
   // `worker`'s update at `clock` (-1: an update of its own, piece 0),
   // computed from the values `read` describes (staleness compensation).
-  void ApplyGradients(uint32_t worker, int64_t clock, uint32_t slot,
+  void ApplyGradients(uint32_t worker, int64_t clock,
                       const std::vector<absl::Span<const float>>& grads,
                       const std::vector<Resolved>& slices, const StalenessTracker::Read& read);
   // Tells the tracker `worker` was served `slices` at `clock`.
   void RecordServed(uint32_t worker, int64_t clock, const std::vector<Resolved>& slices);
-  // Advances a worker's clock and, when min_clock rises, applies the
-  // aggregated clocks below it and publishes the new min_clock to parked pulls.
+  // Advances a worker's clock and, when min_clock rises, applies the BSP
+  // buffer and publishes the new min_clock to parked pulls.
   absl::StatusOr<ClockTable::Advance> AdvanceLocked(uint32_t worker, int64_t finished);
   void OnMinClock(int64_t new_min);
   // Copies every table into a ShardState whose manifest says `cut`, `clocks`
@@ -268,10 +267,7 @@ class Shard {
   const uint32_t index_;
   const uint32_t num_workers_;
   const int64_t staleness_;                     // effective bound; ASP never waits
-  const bool aggregate_;                        // BSP aggregation or aggregated SSP on
-  // Clocks that may be open at once, each with its buffer: BSP aggregation 1,
-  // aggregated SSP staleness + 1 (a push for clock c goes to c mod this), else 0.
-  const uint32_t aggregate_slots_;
+  const bool aggregate_;                        // BSP aggregation on
   const std::unique_ptr<Optimizer> optimizer_;  // the job's (optimizer.*)
   // Tables with an optimizer of their own (optimizer.tables), by name.
   std::map<std::string, std::unique_ptr<Optimizer>> table_optimizers_;
@@ -301,13 +297,12 @@ class Shard {
   StalenessTracker staleness_tracker_;
   EpochPlanner planner_;  // training.balance dynamic
 
-  // Serializes apply-then-publish of aggregated clocks; taken only at a
-  // min_clock rise. Lock order: a worker's mutex, then aggregate_mu_.
+  // Serializes apply-then-publish of BSP clocks; taken only at a min_clock rise.
+  // Lock order: a worker's mutex, then aggregate_mu_.
   absl::Mutex aggregate_mu_;
-  // Aggregation, by buffer slot then worker (slot * workers + worker): which
-  // workers pushed gradients for the clock that slot holds; the buffer is
-  // applied as their mean. Set on the push path, read and cleared under
-  // aggregate_mu_ once every worker has advanced past that clock.
+  // BSP aggregation: which workers pushed gradients for the open clock; the
+  // buffer is applied as their mean. Set on the push path, read and cleared
+  // under aggregate_mu_ once every worker has advanced.
   std::unique_ptr<std::atomic<bool>[]> pushed_this_clock_;
   // By worker: bit p set once piece p of its current clock was applied;
   // cleared (exclusively) when its clock moves.

@@ -112,15 +112,13 @@ constexpr float kSafeGradient = 1e15f;
 absl::Status Shard::CheckUpdateFinite(const v1::PushRequest& request,
                                       const std::vector<absl::Span<const float>>& grads,
                                       const std::vector<float>& max_abs,
-                                      const std::vector<Resolved>& slices,
-                                      uint32_t slot) const {
+                                      const std::vector<Resolved>& slices) const {
   if (!config_.server.reject_nonfinite) return absl::OkStatus();
   for (size_t i = 0; i < slices.size(); ++i) {
     const Resolved& r = slices[i];
     if (max_abs[i] <= kSafeGradient) continue;  // no optimizer pass needed
     std::optional<uint64_t> bad =
-        r.dense ? r.dense->FirstNonFinite(r.offset, grads[i], 1.0f,
-                                          aggregate_ ? static_cast<int>(slot) : -1)
+        r.dense ? r.dense->FirstNonFinite(r.offset, grads[i], 1.0f, aggregate_)
                 : r.sparse->FirstNonFinite(r.keys, grads[i], 1.0f, aggregate_);
     if (!bad) continue;
     return absl::InvalidArgumentError(absl::StrCat(

@@ -180,27 +180,6 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
         std::string::npos);
 }
 
-TEST_CASE("consistency.ssp_aggregate: SSP only, dense tables, staleness <= 63, no compensation") {
-  CHECK(ErrorOf(kMinimal, {"consistency.ssp_aggregate=true"}) ==
-        "config: consistency.ssp_aggregate = 'true': expected false under consistency.mode bsp "
-        "(it aggregates SSP's clocks; BSP has consistency.aggregate)");
-  CHECK(ErrorOf(kMinimal, {"consistency.mode=ssp", "consistency.staleness=64",
-                           "consistency.ssp_aggregate=true"}) ==
-        "config: consistency.staleness = '64': expected at most 63 with "
-        "consistency.ssp_aggregate (the shards hold a buffer of the dense values per open clock)");
-  CHECK(ErrorOf(kMinimal, {"consistency.mode=ssp", "consistency.ssp_aggregate=true",
-                           "optimizer.staleness_compensation=lr_scale"}) ==
-        "config: optimizer.staleness_compensation = 'lr_scale': expected none with "
-        "consistency.ssp_aggregate (a clock's gradients are applied together, as their mean)");
-  CHECK(ErrorOf(kMinimal, {"consistency.mode=ssp", "consistency.ssp_aggregate=true",
-                           "model.type=ctr", "data.dataset=synthetic_ctr", "model.layers=[8]"})
-            .find("config: consistency.ssp_aggregate = 'true': expected false with sparse table") == 0);
-  auto ok = ParseJobConfig(kMinimal, {"consistency.mode=ssp", "consistency.staleness=3",
-                                      "consistency.ssp_aggregate=true"});
-  REQUIRE(ok.ok());
-  CHECK(ok->consistency.ssp_aggregate);
-}
-
 TEST_CASE("unknown keys are errors, not ignored") {
   CHECK(ErrorOf(kMinimal, {"optimizer.learning_rate=0.1"}) ==
         "config: optimizer.learning_rate: unknown key; expected one of alpha|beta|beta1|beta2|"

@@ -187,59 +187,6 @@ TEST_CASE("BSP refuses a push for a clock that is not open yet") {
   CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
 }
 
-TEST_CASE("aggregated SSP applies each clock once, as its mean, in clock order, s clocks deep") {
-  auto c = ParseJobConfig(R"(
-cluster: {servers: ["h:1"], workers: 2}
-consistency: {mode: ssp, staleness: 2, ssp_aggregate: true}
-model: {type: tables, tables: [{name: b, kind: dense, size: 2}]}
-optimizer: {type: sgd, lr: 1.0}
-)",
-                          {});
-  REQUIRE(c.ok());
-  auto shard = MakeShard(*c);
-  auto push = [&](uint32_t w, int64_t clock, std::vector<float> g) {
-    PushResponse resp;
-    return shard->Push(MakePush(w, clock, Dense("b", 0, 2), g, /*advance=*/true), &resp);
-  };
-  // Worker 0 runs s = 2 clocks ahead: its clocks 0, 1 and 2 wait in three buffers.
-  REQUIRE(push(0, 0, {1, 2}).ok());
-  REQUIRE(push(0, 1, {3, 4}).ok());
-  REQUIRE(push(0, 2, {5, 6}).ok());
-  CHECK(PullNow(*shard, Dense("b", 0, 2)) == std::vector<float>{0, 0});
-  // A fourth would need a buffer that clock 0 still holds.
-  {
-    PushResponse resp;
-    const absl::Status s = shard->Push(MakePush(0, 3, Dense("b", 0, 2), {9, 9}), &resp);
-    CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
-    CHECK_THAT(std::string(s.message()), Catch::Contains("more than staleness 2"));
-  }
-  // Worker 1 closes clock 0: its mean is applied, clocks 1 and 2 stay buffered.
-  REQUIRE(push(1, 0, {3, 0}).ok());
-  auto b = PullNow(*shard, Dense("b", 0, 2));
-  CHECK(b[0] == Approx(-2.0f));  // -(1 + 3) / 2
-  CHECK(b[1] == Approx(-1.0f));  // -(2 + 0) / 2
-  // Closing clock 1 applies clock 1 only; clock 2's buffer is untouched.
-  REQUIRE(push(1, 1, {-1, -2}).ok());
-  b = PullNow(*shard, Dense("b", 0, 2));
-  CHECK(b[0] == Approx(-2.0f - 1.0f));  // -(3 - 1) / 2
-  CHECK(b[1] == Approx(-1.0f - 1.0f));  // -(4 - 2) / 2
-  // The freed buffer takes worker 0's clock 3; clock 2 closes with both.
-  REQUIRE(push(0, 3, {8, 8}).ok());
-  REQUIRE(push(1, 2, {1, 0}).ok());
-  b = PullNow(*shard, Dense("b", 0, 2));
-  CHECK(b[0] == Approx(-3.0f - 3.0f));  // -(5 + 1) / 2
-  CHECK(b[1] == Approx(-2.0f - 3.0f));  // -(6 + 0) / 2
-  v1::StatsResponse stats;
-  shard->Stats(&stats);
-  CHECK(stats.updates_published() == 6);  // two pushers in each of three clocks
-  // A checkpoint holds the applied clocks: worker 0, at clock 4 with clock 3
-  // still buffered, is recorded at the cut and pushes clock 3 again.
-  std::unique_ptr<ShardState> cut = shard->Snapshot();
-  CHECK(cut->manifest.clock() == 3);
-  CHECK(cut->manifest.worker_clocks(0) == 3);
-  CHECK(cut->manifest.worker_clocks(1) == 3);
-}
-
 TEST_CASE("sparse rows are created on first touch with the initializer, then updated") {
   JobConfig c = MakeConfig("asp", 0, 1);
   auto shard = MakeShard(c);
