@@ -49,7 +49,7 @@ TEST_CASE("every overlay validates against the Kubernetes OpenAPI schema") {
     std::ofstream(path) << r.text;
     int status;
     std::string report =
-        Run("node " + Runfile("deploy/k8s/validate/validate.js") + " " + path + " 2>&1", &status);
+        Shell("node " + Runfile("deploy/k8s/validate/validate.js") + " " + path + " 2>&1", &status);
     INFO(report << "\n(if a module is missing: scripts/install_deps.sh runs npm ci)");
     CHECK(status == 0);
     for (const char* kind :
@@ -67,7 +67,7 @@ TEST_CASE("the validator rejects an object that breaks the schema") {
   std::ofstream(path) << broken;
   int status;
   std::string report =
-      Run("node " + Runfile("deploy/k8s/validate/validate.js") + " " + path + " 2>&1", &status);
+      Shell("node " + Runfile("deploy/k8s/validate/validate.js") + " " + path + " 2>&1", &status);
   CHECK(status == 1);
   CHECK(report.find("invalid StatefulSet/tessera-server") != std::string::npos);
 }
@@ -287,7 +287,7 @@ TEST_CASE("the monitoring overlay adds a PodMonitor of every server and worker p
   std::ofstream(path) << core;
   int status;
   std::string report =
-      Run("node " + Runfile("deploy/k8s/validate/validate.js") + " " + path + " 2>&1", &status);
+      Shell("node " + Runfile("deploy/k8s/validate/validate.js") + " " + path + " 2>&1", &status);
   INFO(report);
   CHECK(status == 0);
   CHECK(report.find("ok StatefulSet/") != std::string::npos);

@@ -96,7 +96,7 @@ TEST_CASE("daemons started as the manifests start them train to the end; servers
   Rendered r = Render("cpu");
   const std::string dir = TempPath("pods");
   int status;
-  Run("rm -rf " + dir + " && mkdir -p " + dir, &status);
+  Shell("rm -rf " + dir + " && mkdir -p " + dir, &status);
   const std::string job_path = dir + "/job.yaml";
   std::ofstream(job_path) << JobTextOf(r);
   JobConfig job = JobOf(r);

@@ -17,27 +17,15 @@ std::string TempPath(const std::string& name) {
   return std::string(dir ? dir : "/tmp") + "/" + name;
 }
 
-std::string Run(const std::string& command, int* status) {
-  std::string out;
-  FILE* pipe = popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) out.append(buf, n);
-  int rc = pclose(pipe);
-  *status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  return out;
-}
-
 Rendered Render(const std::string& overlay) {
   int status;
   Rendered r;
   // Runfiles are symlinks into the source tree, which kustomize does not
   // follow; render a dereferenced copy.
   const std::string copy = TempPath("k8s-" + overlay);
-  Run("rm -rf " + copy + " && cp -rL " + Runfile("deploy/k8s") + " " + copy, &status);
+  Shell("rm -rf " + copy + " && cp -rL " + Runfile("deploy/k8s") + " " + copy, &status);
   REQUIRE(status == 0);
-  r.text = Run("kubectl kustomize " + copy + "/overlays/" + overlay + " 2>/dev/null", &status);
+  r.text = Shell("kubectl kustomize " + copy + "/overlays/" + overlay + " 2>/dev/null", &status);
   INFO(r.text);
   REQUIRE(status == 0);
   for (const YAML::Node& doc : YAML::LoadAll(r.text)) {

@@ -1,4 +1,4 @@
-// Test helpers for the deploy tests: runfiles, shell commands, and the
+// Test helpers for the deploy tests: runfiles, shell commands (Shell), and the
 // manifests of an overlay rendered by `kubectl kustomize`.
 #ifndef TESSERA_TESTS_DEPLOY_RENDERED_H_
 #define TESSERA_TESTS_DEPLOY_RENDERED_H_
@@ -7,15 +7,13 @@
 #include <string>
 
 #include "common/config.h"
+#include "tests/shell.h"
 #include "yaml-cpp/yaml.h"
 
 namespace tessera {
 
 std::string Runfile(const std::string& path);
 std::string TempPath(const std::string& name);
-
-// Runs a shell command; returns its stdout and sets *status to its exit status.
-std::string Run(const std::string& command, int* status);
 
 struct Rendered {
   std::string text;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "launcher/launcher.h"
+#include "tests/shell.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
@@ -60,20 +61,6 @@ inline double Field(const std::string& text, const std::string& key) {
   REQUIRE(j.contains(key));
   REQUIRE(j[key].is_number());
   return j[key].get<double>();
-}
-
-// Runs a shell command; its stdout, and its exit status in *status (-1 when
-// it did not exit normally). Redirect stderr in `command` to capture it too.
-inline std::string Shell(const std::string& command, int* status) {
-  std::string out;
-  FILE* p = popen(command.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  const int raw = pclose(p);
-  *status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return out;
 }
 
 inline bool NoChildLeft() { return waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD; }
