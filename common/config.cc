@@ -486,6 +486,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("seed", &t.seed, 0));
     TESSERA_RETURN_IF_ERROR(s.Real("slow_worker_ms", &t.slow_worker_ms, 0, 1e7));
     TESSERA_RETURN_IF_ERROR(s.Choice("balance", &t.balance));
+    TESSERA_RETURN_IF_ERROR(
+        s.Integer("balance_calibration_steps", &t.balance_calibration_steps, 0, 1'000'000));
     return s.Integer("slow_rank", &t.slow_rank, -1, 4095);
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "data", [&](MapReader& s) -> absl::Status {

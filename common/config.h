@@ -327,6 +327,10 @@ struct TrainingConfig {
   // worker reads the whole training set. Dense models on data sets in
   // memory (fashion_mnist, synthetic).
   Balance balance = Balance::kStatic;
+  // dynamic: epoch 0's first N steps (at most half the epoch) run on equal
+  // parts while the workers measure their rates; the rest of epoch 0 is
+  // shared by them. 0: all of epoch 0 on equal parts.
+  uint32_t balance_calibration_steps = 10;
 };
 
 struct DataConfig {

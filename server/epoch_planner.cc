@@ -78,7 +78,7 @@ absl::Status EpochPlanner::Check(const State& state) const {
       sum += share;
       each_positive &= share >= 1;
     }
-    if (epoch < 0 || !each_positive || sum != uint64_t{workers} * batch_) {
+    if (epoch < kCalibration || !each_positive || sum != uint64_t{workers} * batch_) {
       return absl::InvalidArgumentError(absl::StrCat(
           "epoch planner: the plan of epoch ", epoch, " is not ", workers,
           " shares >= 1 summing to ", uint64_t{workers} * batch_));

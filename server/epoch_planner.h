@@ -5,6 +5,13 @@
 // epoch's examples are still each used once (workers/trainer.h says how
 // they are cut from the epoch's order).
 //
+// Epoch 0 has two plans: kCalibration for its first
+// training.balance_calibration_steps steps (made when no rate is known yet:
+// equal parts), and plan 0 for the rest, made from the rates the workers
+// measured over those steps. Any plan serves any step, so the switch
+// mid-epoch keeps every example once per epoch (a step's global batch is cut
+// in the same places by everyone who uses the same plan).
+//
 // The first ask for an epoch makes its plan from the latest rates; every
 // later ask for that epoch gets the same plan, so all workers agree however
 // their asks interleave. Plans of the last kKeptEpochs epochs are kept (a
@@ -33,13 +40,15 @@ namespace tessera {
 class EpochPlanner {
  public:
   static constexpr int64_t kKeptEpochs = 64;
+  // The plan of epoch 0's calibration steps.
+  static constexpr int64_t kCalibration = -1;
 
   // REQUIRES: workers >= 1, batch >= 1.
   EpochPlanner(uint32_t workers, uint32_t batch);
 
   // Records `worker`'s rate (0: unknown, kept as it was) and returns the
   // plan of `epoch`: shares by rank, each >= 1, summing to workers x batch.
-  // REQUIRES: worker < workers, epoch >= 0, rate finite and >= 0.
+  // REQUIRES: worker < workers, epoch >= kCalibration, rate finite and >= 0.
   std::vector<uint32_t> Plan(uint32_t worker, int64_t epoch, double rate);
 
   // Shares of `total` examples proportional to `rates` (0: unknown, counted

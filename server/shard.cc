@@ -767,10 +767,11 @@ absl::Status Shard::Plan(const v1::PlanRequest& request, v1::PlanResponse* respo
   TESSERA_RETURN_IF_ERROR(CheckCaller(request.worker_rank(), request.session()));
   Touch(request.worker_rank());
   const double rate = request.examples_per_second();
-  if (request.epoch() < 0 || !std::isfinite(rate) || rate < 0) {
+  if (request.epoch() < EpochPlanner::kCalibration || !std::isfinite(rate) || rate < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("plan of epoch ", request.epoch(), " at ", rate,
-                     " examples/s: expected an epoch >= 0 and a finite rate >= 0"));
+                     " examples/s: expected an epoch >= -1 (-1: epoch 0's calibration steps) and "
+                     "a finite rate >= 0"));
   }
   for (uint32_t share : planner_.Plan(request.worker_rank(), request.epoch(), rate)) {
     response->add_shares(share);

@@ -19,6 +19,9 @@
 namespace tessera {
 namespace {
 
+// PlanRequest.epoch of epoch 0's calibration steps (proto/tessera.proto).
+constexpr int64_t kCalibrationPlan = -1;
+
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -144,25 +147,43 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   // A restarted worker resumes at its clock: skip the steps it already did
   // (clock_ also moves past a step that landed before its reply was lost).
   int64_t global_step = 0;
+  // Epoch 0's first steps run on the calibration plan (equal parts) while
+  // every worker measures its rate; halfway through them it reports the
+  // rate, so that plan 0, asked for at their end, is made from all of them.
+  const size_t calibration =
+      dynamic ? std::min<size_t>(t.balance_calibration_steps, steps_per_epoch / 2) : 0;
+  auto report_rate = [&](int64_t plan) {
+    return WithRecovery("reporting the compute rate", cache,
+                        [&] { return client_->PlanEpoch(plan, ComputeRate()).status(); });
+  };
   for (uint32_t epoch = 0; epoch < t.epochs; ++epoch) {
     // training.max_steps may end the run mid-epoch: the last epoch that
     // trained keeps its loss (a fresh epoch would report 0).
     if (t.max_steps > 0 && global_step >= t.max_steps) break;
     epoch_loss_sum_ = 0;
     epoch_loss_steps_ = 0;
+    const bool calibrating = epoch == 0 && calibration > 0;
     if (dynamic) {
-      TESSERA_RETURN_IF_ERROR(
-          WithRecovery("planning the epoch", cache, [&] { return PlanEpoch(epoch); }));
+      TESSERA_RETURN_IF_ERROR(WithRecovery("planning the epoch", cache, [&] {
+        return PlanEpoch(calibrating ? kCalibrationPlan : int64_t{epoch});
+      }));
     }
     for (size_t step = 0; step < steps_per_epoch; ++step, ++global_step) {
       if (t.max_steps > 0 && global_step >= t.max_steps) break;
+      // Before the skip: a restarted worker needs the plan of the steps it
+      // resumes at.
+      if (calibrating && step == calibration) {
+        TESSERA_RETURN_IF_ERROR(
+            WithRecovery("planning the epoch", cache, [&] { return PlanEpoch(0); }));
+      }
       if (global_step < clock_) continue;
+      if (calibrating && step == calibration / 2 && step > 0) {
+        TESSERA_RETURN_IF_ERROR(report_rate(kCalibrationPlan));
+      }
       if (dynamic && step == steps_per_epoch / 2 && step > 0) {
         // Halfway: the rate so far, for the next epoch's plan (whoever asks
         // for it first may get there before this worker's epoch ends).
-        TESSERA_RETURN_IF_ERROR(WithRecovery("reporting the compute rate", cache, [&] {
-          return client_->PlanEpoch(epoch, ComputeRate()).status();
-        }));
+        TESSERA_RETURN_IF_ERROR(report_rate(epoch));
       }
       // Read once: a retried step trains on the same examples.
       const double read_start = Now();
@@ -412,7 +433,7 @@ double Trainer::ComputeRate() const {
   return epoch_compute_seconds_ > 0 ? epoch_examples_ / epoch_compute_seconds_ : 0.0;
 }
 
-absl::Status Trainer::PlanEpoch(uint32_t epoch) {
+absl::Status Trainer::PlanEpoch(int64_t epoch) {
   const double rate = ComputeRate();
   TESSERA_ASSIGN_OR_RETURN(std::vector<uint32_t> shares, client_->PlanEpoch(epoch, rate));
   const uint64_t global = uint64_t{config_.cluster.workers} * config_.training.batch_size;
@@ -431,9 +452,12 @@ absl::Status Trainer::PlanEpoch(uint32_t epoch) {
   epoch_compute_seconds_ = 0;
   epoch_examples_ = 0;
   spdlog::info(
-      "epoch {}: steps shared [{}] by rank (this worker {} examples a step; it computed "
+      "{}: steps shared [{}] by rank (this worker {} examples a step; it computed "
       "{:.0f} examples/s)",
-      epoch + 1, absl::StrJoin(shares, ", "), share_, rate);
+      epoch == kCalibrationPlan
+          ? std::string("epoch 1's calibration steps")
+          : absl::StrCat("epoch ", epoch + 1),
+      absl::StrJoin(shares, ", "), share_, rate);
   return absl::OkStatus();
 }
 

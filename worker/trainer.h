@@ -118,12 +118,13 @@ class Trainer {
   // A ctr step's compute: pulls the batch's rows, runs the model, pushes the
   // rows' gradients (the dense push follows in Step).
   absl::Status CtrCompute(ParameterCache& cache, ParameterSet* grads, double* loss);
-  // training.balance dynamic: asks shard 0 for `epoch`'s shares, reporting
-  // the compute rate of the epoch before; sets share_ and share_offset_.
-  // Halfway through an epoch the worker asks again, which only reports its
-  // rate so far: the plan of an epoch, once made, stays.
-  absl::Status PlanEpoch(uint32_t epoch);
-  // Examples per second of computing this epoch so far (0: none yet).
+  // training.balance dynamic: asks shard 0 for plan `epoch`'s shares (-1:
+  // epoch 0's calibration steps), reporting the compute rate since the last
+  // plan; sets share_ and share_offset_. Halfway through an epoch (and
+  // through the calibration steps) the worker asks again, which only reports
+  // its rate so far: a plan, once made, stays.
+  absl::Status PlanEpoch(int64_t epoch);
+  // Examples per second of computing since the last plan (0: none yet).
   double ComputeRate() const;
   // Click metrics of the cached dense values and freshly pulled rows on the
   // test set; fills result_'s ctr fields (test_loss: the logloss).

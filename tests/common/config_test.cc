@@ -322,6 +322,13 @@ TEST_CASE("training.balance: static by default, dynamic for the dense models onl
                            "data.dataset=synthetic_ctr"}) ==
         "config: training.balance = 'dynamic': expected static for model.type ctr (dynamic "
         "balancing shares the steps of the dense models: softmax, mlp, cnn)");
+  CHECK(c->training.balance_calibration_steps == 10);
+  c = ParseJobConfig(kMinimal, {"training.balance=dynamic", "training.balance_calibration_steps=0"});
+  REQUIRE(c.ok());
+  CHECK(c->training.balance_calibration_steps == 0);
+  CHECK(ErrorOf(kMinimal, {"training.balance_calibration_steps=-1"}) ==
+        "config: training.balance_calibration_steps = '-1': expected an integer >= 0 and <= "
+        "1000000");
 }
 
 }  // namespace

@@ -57,6 +57,25 @@ TEST_CASE("every worker gets the plan the epoch's first ask made") {
   CHECK(planner.Plan(1, 5, 0.0) == first);  // asked again (a restarted worker)
 }
 
+TEST_CASE("epoch 0's calibration plan is equal parts; plan 0 follows the rates it gathered") {
+  EpochPlanner planner(2, 8);
+  const int64_t kCalibration = EpochPlanner::kCalibration;
+  CHECK(planner.Plan(0, kCalibration, 0.0) == std::vector<uint32_t>{8, 8});
+  CHECK(planner.Plan(1, kCalibration, 0.0) == std::vector<uint32_t>{8, 8});
+  // Halfway through the calibration steps both report; the plan stays.
+  CHECK(planner.Plan(0, kCalibration, 30.0) == std::vector<uint32_t>{8, 8});
+  CHECK(planner.Plan(1, kCalibration, 10.0) == std::vector<uint32_t>{8, 8});
+  CHECK(planner.Plan(0, 0, 0.0) == std::vector<uint32_t>{12, 4});
+  // Checkpointed with the others; below -1 is not a plan.
+  EpochPlanner::State saved = planner.Save();
+  CHECK(saved.plans.count(kCalibration) == 1);
+  EpochPlanner restored(2, 8);
+  REQUIRE(restored.Load(saved).ok());
+  CHECK(restored.Plan(1, kCalibration, 0.0) == std::vector<uint32_t>{8, 8});
+  saved.plans[-2] = {8, 8};
+  CHECK(restored.Load(saved).code() == absl::StatusCode::kInvalidArgument);
+}
+
 TEST_CASE("a planner's state saves and loads; a state that does not fit is refused whole") {
   EpochPlanner planner(2, 8);
   planner.Plan(0, 0, 30.0);
@@ -190,7 +209,7 @@ TEST_CASE("a shard refuses a plan request it cannot read, naming what it expecte
   v1::RegisterResponse registered;
   REQUIRE(shard.Register(reg, &registered).ok());
   v1::PlanResponse response;
-  request.set_epoch(-1);
+  request.set_epoch(-2);  // -1 is epoch 0's calibration plan
   CHECK(shard.Plan(request, &response).code() == absl::StatusCode::kInvalidArgument);
   request.set_epoch(0);
   request.set_examples_per_second(std::nan(""));
@@ -203,8 +222,14 @@ TEST_CASE("a shard refuses a plan request it cannot read, naming what it expecte
   CHECK_FALSE(shard.Plan(request, &response).ok());
 }
 
-TEST_CASE("dynamic balancing trains every example once per epoch; a slow worker takes fewer") {
-  const uint32_t kWorkers = 3, kBatch = 8, kSteps = 10, kEpochs = 3;
+// Runs 3 workers (rank 2 slowed) under dynamic balancing for kEpochs epochs
+// of kSteps steps, checks that every example of every epoch was trained
+// once, and returns how many examples each rank took: epoch -> step -> rank
+// -> examples.
+constexpr uint32_t kSteps = 10, kEpochs = 3;
+std::map<uint32_t, std::map<size_t, std::map<uint32_t, int>>> TrainBalanced(
+    const std::string& calibration_steps) {
+  const uint32_t kWorkers = 3, kBatch = 8;
   const uint32_t kExamples = kWorkers * kBatch * kSteps;
   auto c = ParseJobConfig(R"(
 cluster: {servers: ["local:1", "local:2"]}
@@ -215,16 +240,18 @@ worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
 )",
                           {"cluster.workers=3", "consistency.mode=bsp", "training.balance=dynamic",
                            "training.batch_size=8", "training.epochs=3", "training.slow_rank=2",
-                           "training.slow_worker_ms=20"});
+                           "training.slow_worker_ms=20",
+                           "training.balance_calibration_steps=" + calibration_steps});
   REQUIRE(c.ok());
   // Example i says who it is in its first feature.
   Dataset train = SyntheticDataset(kExamples, 784, 10, 5);
   for (uint32_t i = 0; i < kExamples; ++i) train.x[size_t(i) * 784] = i * 1e-3f;
   Cluster cluster(*c);
   std::mutex mu;
-  // epoch -> how many times each example was trained; epoch -> rank -> examples.
+  // epoch -> how many times each example was trained.
   std::map<uint32_t, std::vector<int>> seen;
-  std::map<uint32_t, std::map<uint32_t, int>> taken;
+  std::map<uint32_t, std::map<size_t, std::map<uint32_t, int>>> taken;
+  std::vector<size_t> steps(kWorkers, 0);  // by rank: steps read so far
   const auto results = RunTrainers(*c, cluster, &train, [&](uint32_t rank, Trainer& trainer) {
     trainer.on_batch = [&, rank](uint32_t epoch, const Dataset& batch) {
       std::lock_guard<std::mutex> lock(mu);
@@ -233,7 +260,7 @@ worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
       for (size_t k = 0; k < batch.size(); ++k) {
         ++count[std::lround(batch.x[k * 784] * 1e3f)];
       }
-      taken[epoch][rank] += static_cast<int>(batch.size());
+      taken[epoch][steps[rank]++ % kSteps][rank] = static_cast<int>(batch.size());
     };
   });
   for (const auto& result : results) {
@@ -245,12 +272,39 @@ worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
     INFO("epoch " << epoch);
     CHECK(std::all_of(count.begin(), count.end(), [](int n) { return n == 1; }));
   }
-  // Epoch 0 knows no rates: equal parts. Then the slow worker takes fewer.
-  CHECK(taken[0][0] == taken[0][2]);
-  for (uint32_t epoch = 1; epoch < kEpochs; ++epoch) {
-    INFO("epoch " << epoch);
-    CHECK(taken[epoch][2] < taken[epoch][0]);
-    CHECK(taken[epoch][2] < taken[epoch][1]);
+  return taken;
+}
+
+TEST_CASE("dynamic balancing trains every example once per epoch; a slow worker takes fewer") {
+  SECTION("epoch 0 re-planned after its calibration steps") {
+    // 10 asked, at most half the epoch: 5 steps on equal parts, then shares.
+    auto taken = TrainBalanced("10");
+    for (size_t step = 0; step < kSteps; ++step) {
+      INFO("epoch 0, step " << step);
+      if (step < kSteps / 2) {
+        CHECK(taken[0][step][2] == taken[0][step][0]);
+      } else {
+        CHECK(taken[0][step][2] < taken[0][step][0]);
+        CHECK(taken[0][step][2] < taken[0][step][1]);
+      }
+    }
+    for (uint32_t epoch = 1; epoch < kEpochs; ++epoch) {
+      INFO("epoch " << epoch);
+      CHECK(taken[epoch][0][2] < taken[epoch][0][0]);
+      CHECK(taken[epoch][kSteps - 1][2] < taken[epoch][kSteps - 1][1]);
+    }
+  }
+  SECTION("no calibration: epoch 0 knows no rates and runs on equal parts") {
+    auto taken = TrainBalanced("0");
+    for (size_t step = 0; step < kSteps; ++step) {
+      INFO("epoch 0, step " << step);
+      CHECK(taken[0][step][2] == taken[0][step][0]);
+    }
+    for (uint32_t epoch = 1; epoch < kEpochs; ++epoch) {
+      INFO("epoch " << epoch);
+      CHECK(taken[epoch][0][2] < taken[epoch][0][0]);
+      CHECK(taken[epoch][0][2] < taken[epoch][0][1]);
+    }
   }
 }
 
