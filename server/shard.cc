@@ -385,7 +385,9 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   absl::StatusOr<bool> bf16 = IsBfloat16(request.encoding());
   if (status.ok()) status = bf16.status();
   if (status.ok()) status = ResolveAll(request.slices(), slices.get());
-  if (status.ok() && config_.server.pull_creates_rows) status = CheckRowLimit(*slices);
+  // An evaluation's pull (read_only) leaves the tables as they were.
+  const bool create_rows = config_.server.pull_creates_rows && !request.read_only();
+  if (status.ok() && create_rows) status = CheckRowLimit(*slices);
   // Values go into the worker's shared memory, or into the message.
   const bool shared = request.has_reply_shared();
   SharedRange reply;
@@ -404,7 +406,7 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   const uint32_t worker = request.worker_rank();
   pulls_in_flight_[worker].fetch_add(1);
   const int64_t clock = request.clock();
-  auto serve = [this, worker, clock, slices, response, bf16 = *bf16, shared, reply,
+  auto serve = [this, worker, clock, slices, response, bf16 = *bf16, create_rows, shared, reply,
                 done = std::move(done)](absl::Status s) {
     pulls_in_flight_[worker].fetch_sub(1);
     if (s.ok()) {
@@ -412,10 +414,10 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
       NoteTraffic(*slices, bf16, /*push=*/false);
       response->set_min_clock(clock_.published_min());
       if (shared) {
-        s = ReadSlicesToShared(*slices, bf16, reply);
+        s = ReadSlicesToShared(*slices, bf16, create_rows, reply);
         response->set_values_shared(s.ok());
       } else {
-        ReadSlices(*slices, bf16, response->mutable_values());
+        ReadSlices(*slices, bf16, create_rows, response->mutable_values());
       }
     }
     done(s);
@@ -451,35 +453,37 @@ uint64_t Shard::PayloadBytes(const std::vector<Resolved>& slices, bool bf16) {
 }
 
 absl::Status Shard::ReadSlicesToShared(const std::vector<Resolved>& slices, bool bf16,
+                                       bool create_rows,
                                        const SharedRange& range) {
   // Staged in this thread's buffer: the tables' locks are never held while
   // touching memory the worker could take away. Kept between calls up to
   // 64 MiB (first-touching fresh pages costs more than the copy).
   thread_local std::vector<char> staging;
   staging.resize(range.bytes);
-  ReadSlicesTo(slices, bf16, staging.data());
+  ReadSlicesTo(slices, bf16, create_rows, staging.data());
   absl::Status copied = range.segment->CopyIn(range.offset, staging.data(), range.bytes);
   if (staging.size() > (size_t{64} << 20)) std::vector<char>().swap(staging);
   return copied;
 }
 
-void Shard::ReadSlicesTo(const std::vector<Resolved>& slices, bool bf16, char* out) {
+void Shard::ReadSlicesTo(const std::vector<Resolved>& slices, bool bf16, bool create_rows,
+                         char* out) {
   for (const Resolved& r : slices) {
     if (r.dense) {
       r.dense->CopyBytes(r.offset, r.count, bf16, out);
     } else if (!bf16) {
       r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(out), r.count),
-                     config_.server.pull_creates_rows);
+                     create_rows);
     } else {
       std::vector<float> rows(r.count);
-      r.sparse->Read(r.keys, absl::MakeSpan(rows), config_.server.pull_creates_rows);
+      r.sparse->Read(r.keys, absl::MakeSpan(rows), create_rows);
       EncodeBfloat16(rows, out);
     }
     out += r.count * BytesPerValue(bf16);
   }
 }
 
-void Shard::ReadSlices(const std::vector<Resolved>& slices, bool bf16,
+void Shard::ReadSlices(const std::vector<Resolved>& slices, bool bf16, bool create_rows,
                        google::protobuf::RepeatedPtrField<std::string>* values) {
   for (const Resolved& r : slices) {
     std::string* bytes = values->Add();
@@ -488,10 +492,10 @@ void Shard::ReadSlices(const std::vector<Resolved>& slices, bool bf16,
     } else if (!bf16) {
       bytes->resize(r.count * sizeof(float));
       r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(bytes->data()), r.count),
-                     config_.server.pull_creates_rows);
+                     create_rows);
     } else {
       std::vector<float> rows(r.count);
-      r.sparse->Read(r.keys, absl::MakeSpan(rows), config_.server.pull_creates_rows);
+      r.sparse->Read(r.keys, absl::MakeSpan(rows), create_rows);
       AppendBfloat16(rows, bytes);
     }
   }
@@ -689,11 +693,12 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     if (reply.segment != nullptr) {
       // The push stands; a worker whose memory is gone gets no fused values
       // and its next pull says why.
-      const bool copied = ReadSlicesToShared(pull_slices, bf16, reply).ok();
+      const bool copied =
+          ReadSlicesToShared(pull_slices, bf16, config_.server.pull_creates_rows, reply).ok();
       response->set_pulled(copied);
       response->set_values_shared(copied);
     } else {
-      ReadSlices(pull_slices, bf16, response->mutable_values());
+      ReadSlices(pull_slices, bf16, config_.server.pull_creates_rows, response->mutable_values());
     }
   }
   return absl::OkStatus();

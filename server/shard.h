@@ -195,7 +195,7 @@ class Shard {
   // Reads `slices` packed (as ReadSlicesTo) and copies them into `range`.
   // DATA_LOSS when the worker's memory is gone under the mapping.
   absl::Status ReadSlicesToShared(const std::vector<Resolved>& slices, bool bf16,
-                                  const SharedRange& range);
+                                  bool create_rows, const SharedRange& range);
 
   // A call of `worker` carrying `session`: a known, registered rank whose
   // secret it is (INVALID_ARGUMENT / FAILED_PRECONDITION / PERMISSION_DENIED).
@@ -224,11 +224,12 @@ class Shard {
                                std::vector<absl::Span<const float>>* grads,
                                std::vector<float>* max_abs) const;
   // Appends the values of `slices` to *values (one bytes field per slice),
-  // as float32 or, when `bf16`, bfloat16.
-  void ReadSlices(const std::vector<Resolved>& slices, bool bf16,
+  // as float32 or, when `bf16`, bfloat16. `create_rows`: a sparse key never
+  // pushed gets a row kept (else it reads as its initial values, unkept).
+  void ReadSlices(const std::vector<Resolved>& slices, bool bf16, bool create_rows,
                   google::protobuf::RepeatedPtrField<std::string>* values);
   // The same bytes packed one slice after another at `out` (shared memory).
-  void ReadSlicesTo(const std::vector<Resolved>& slices, bool bf16, char* out);
+  void ReadSlicesTo(const std::vector<Resolved>& slices, bool bf16, bool create_rows, char* out);
   // Bytes `slices` take packed, in float32 or bfloat16.
   static uint64_t PayloadBytes(const std::vector<Resolved>& slices, bool bf16);
   // RESOURCE_EXHAUSTED when reading `slices` would exceed max_message_bytes.

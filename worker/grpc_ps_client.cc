@@ -547,7 +547,7 @@ const ShardRequests::RowRoute& GrpcPsClient::RouteFor(const RowSet& rows) {
   return route_;
 }
 
-absl::StatusOr<int64_t> GrpcPsClient::PullRows(int64_t clock, RowSet* rows) {
+absl::StatusOr<int64_t> GrpcPsClient::PullRows(int64_t clock, RowSet* rows, RowPull mode) {
   const ShardRequests::RowRoute& route = RouteFor(*rows);
   for (SparseRows& r : *rows) r.values.resize(r.keys.size() * size_t{r.dim});
   std::vector<v1::PullRequest> requests(shards_.size());
@@ -558,6 +558,7 @@ absl::StatusOr<int64_t> GrpcPsClient::PullRows(int64_t clock, RowSet* rows) {
   CallGroup group;
   for (size_t s = 0; s < shards_.size(); ++s) {
     requests_.BuildPull({}, rank_, clock, &requests[s]);
+    requests[s].set_read_only(mode == RowPull::kEvaluate);
     requests_.AddRowSlices(*rows, route[s], requests[s].mutable_slices());
     if (requests[s].slices_size() == 0) continue;
     contexts[s].set_deadline(DeadlineIn(config_.worker.pull_timeout_ms));

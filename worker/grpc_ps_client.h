@@ -60,7 +60,7 @@ class GrpcPsClient : public PsClient {
                                                   double examples_per_second) override;
   // Rows travel in the messages (not shared memory), one request per shard
   // that owns any of the keys, all shards at once.
-  absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) override;
+  absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows, RowPull mode) override;
   absl::Status PushRows(int64_t clock, const RowSet& grads) override;
   absl::Status Finish() override;
   absl::StatusOr<uint32_t> WorkersFinished() override;

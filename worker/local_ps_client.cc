@@ -81,13 +81,14 @@ absl::StatusOr<int64_t> LocalPsClient::PullDense(int64_t clock, ParameterSet* pa
   return min_clock;
 }
 
-absl::StatusOr<int64_t> LocalPsClient::PullRows(int64_t clock, RowSet* rows) {
+absl::StatusOr<int64_t> LocalPsClient::PullRows(int64_t clock, RowSet* rows, RowPull mode) {
   const ShardRequests::RowRoute route = ShardRequests::RouteRows(*rows, shards_.size());
   int64_t min_clock = INT64_MAX;
   for (size_t s = 0; s < shards_.size(); ++s) {
     v1::PullRequest request;
     v1::PullResponse response;
     requests_.BuildPull({}, rank_, clock, &request);
+    request.set_read_only(mode == RowPull::kEvaluate);
     requests_.AddRowSlices(*rows, route[s], request.mutable_slices());
     if (request.slices_size() == 0) continue;
     TESSERA_RETURN_IF_ERROR(PullFrom(s, request, &response));

@@ -54,7 +54,7 @@ class LocalPsClient : public PsClient {
   PushStaleness push_staleness() const override { return push_staleness_; }
   absl::StatusOr<std::vector<uint32_t>> PlanEpoch(int64_t epoch,
                                                   double examples_per_second) override;
-  absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) override;
+  absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows, RowPull mode) override;
   absl::Status PushRows(int64_t clock, const RowSet& grads) override;
   absl::Status Finish() override;
   absl::StatusOr<uint32_t> WorkersFinished() override;

@@ -34,6 +34,10 @@ struct SparseRows {
 };
 using RowSet = std::vector<SparseRows>;
 
+// What a row pull is for (PullRows): training, or an evaluation that must
+// leave the shards' tables as they were.
+enum class RowPull { kTrain, kEvaluate };
+
 // The push piece that carries a clock's sparse rows (dense pieces are
 // 1..worker.channels_per_shard <= 63), so that a retried row push is
 // applied once, like a dense piece.
@@ -95,9 +99,11 @@ class PsClient {
 
   // Pulls the rows of rows[i].keys from the shards that own them (keys
   // routed by SparseShardOf, every shard asked at once), as allowed at
-  // `clock` like PullDense, into rows[i].values (resized). Returns the
+  // `clock` like PullDense, into rows[i].values (resized). kEvaluate: keys
+  // never pushed read as their initial values and the shards keep no row
+  // for them (kTrain: server.pull_creates_rows decides). Returns the
   // smallest min_clock of the shards asked (INT64_MAX when none was).
-  virtual absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) = 0;
+  virtual absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows, RowPull mode) = 0;
 
   // Pushes row gradients (rows[i].values for rows[i].keys) for `clock`
   // without advancing the clock: PushDense, which follows, advances it.

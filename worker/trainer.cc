@@ -402,7 +402,7 @@ absl::Status Trainer::CtrCompute(ParameterCache& cache, ParameterSet* grads, dou
     to_pull_[t].keys.clear();
     for (uint32_t k : missing) to_pull_[t].keys.push_back(ctr_rows_.keys[k]);
   }
-  TESSERA_ASSIGN_OR_RETURN(const int64_t guaranteed, client_->PullRows(clock_, &to_pull_));
+  TESSERA_ASSIGN_OR_RETURN(const int64_t guaranteed, client_->PullRows(clock_, &to_pull_, RowPull::kTrain));
   for (size_t t = 0; t < row_set_.size(); ++t) {
     const uint32_t dim = row_set_[t].dim;
     for (size_t j = 0; j < missing.size(); ++j) {
@@ -488,7 +488,7 @@ absl::Status Trainer::EvaluateCtr(ParameterCache& cache) {
     if (n == 0) break;
     ctr_rows.Build(part);
     for (SparseRows& r : rows) r.keys = ctr_rows.keys;
-    TESSERA_RETURN_IF_ERROR(client_->PullRows(clock_, &rows).status());
+    TESSERA_RETURN_IF_ERROR(client_->PullRows(clock_, &rows, RowPull::kEvaluate).status());
     const auto batch =
         CtrModel::Batch::Of(part, ctr_rows, rows[0].values.data(), rows[1].values.data());
     q.resize(q.size() + n);

@@ -282,6 +282,34 @@ TEST_CASE("sparse tables stop at server.max_sparse_rows; pulls can be told not t
   CHECK(kept.tables(2).rows() == 0);
   grower->Stats(&grown);
   CHECK(grown.tables(2).rows() == 3);
+
+  // An evaluation's pull (read_only) keeps no row whatever the config says,
+  // and so is not refused by a full table either.
+  auto read_only = [](Shard& on, const std::vector<uint64_t>& ks) {
+    auto p = std::make_unique<PendingPull>();
+    p->request.set_worker_rank(0);
+    p->request.set_session(SessionOf(0));
+    p->request.set_read_only(true);
+    *p->request.add_slices() = Sparse("emb", ks);
+    PendingPull* raw = p.get();
+    on.Pull(raw->request, &raw->response, kFar, [raw](absl::Status st) { raw->status = st; });
+    REQUIRE(p->status.has_value());
+    return p;
+  };
+  const std::vector<uint64_t> unseen = {44, 55};
+  auto evaluated = read_only(*grower, unseen);
+  auto frozen_read = read_only(*reader, unseen);
+  REQUIRE(evaluated->status->ok());
+  REQUIRE(frozen_read->status->ok());
+  CHECK(evaluated->response.values(0) == frozen_read->response.values(0));
+  CHECK(DecodeFloats(evaluated->response.values(0)).size() == 4);  // 2 keys x dim 2
+  grower->Stats(&grown);
+  CHECK(grown.tables(2).rows() == 3);
+  auto at_limit = read_only(*shard, {9, 10});
+  CHECK(at_limit->status->ok());
+  v1::StatsResponse full;
+  shard->Stats(&full);
+  CHECK(full.tables(2).rows() == 4);
 }
 
 TEST_CASE("a huge unknown table name is echoed only in part") {

@@ -237,8 +237,8 @@ class SlowPushClient : public PsClient {
     if (!pulled.ok()) return pulled.status();
     return std::optional<int64_t>(*pulled);
   }
-  absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows) override {
-    return inner_->PullRows(clock, rows);
+  absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows, RowPull mode) override {
+    return inner_->PullRows(clock, rows, mode);
   }
   absl::Status PushRows(int64_t clock, const RowSet& grads) override {
     return inner_->PushRows(clock, grads);

@@ -109,10 +109,10 @@ TEST_CASE("a table may train with an optimizer of its own (wide on ftrl, the res
   grads[1].keys = {CtrKey(1, 5)};
   grads[1].values = {1.0f};
   RowSet before = grads;
-  REQUIRE(client.PullRows(0, &before).ok());
+  REQUIRE(client.PullRows(0, &before, RowPull::kTrain).ok());
   REQUIRE(client.PushRows(0, grads).ok());
   RowSet after = grads;
-  REQUIRE(client.PullRows(0, &after).ok());
+  REQUIRE(client.PullRows(0, &after, RowPull::kTrain).ok());
   // FTRL from z = n = 0 and w = 0 (wide starts at zeros): w = -(1 - 0.1) / ((1 + 1)/0.5 + 0.2).
   CHECK(before[1].values[0] == 0.0f);
   CHECK(after[1].values[0] == Approx(-0.9 / 4.2));
@@ -265,24 +265,43 @@ TEST_CASE("row cache: rows serve later clocks while SSP allows, never under BSP 
 }
 
 // Pulls `keys` of both sparse tables through `client` at `clock`.
-RowSet Rows(PsClient& client, const std::vector<uint64_t>& keys, int64_t clock, uint32_t dim) {
+RowSet Rows(PsClient& client, const std::vector<uint64_t>& keys, int64_t clock, uint32_t dim,
+            RowPull mode = RowPull::kTrain) {
   RowSet rows(2);
   rows[0].dim = dim;
   rows[0].keys = keys;
   rows[1].table = 1;
   rows[1].keys = keys;
-  auto pulled = client.PullRows(clock, &rows);
+  auto pulled = client.PullRows(clock, &rows, mode);
   INFO(pulled.status().ToString());
   REQUIRE(pulled.ok());
   return rows;
 }
 
-void CheckPushPull(PsClient& client, const std::string& what) {
+// Rows the shards hold, over every sparse table.
+uint64_t RowsHeld(const std::vector<Shard*>& shards) {
+  uint64_t rows = 0;
+  for (Shard* shard : shards) {
+    v1::StatsResponse stats;
+    shard->Stats(&stats);
+    for (const auto& t : stats.tables()) rows += t.rows();
+  }
+  return rows;
+}
+
+void CheckPushPull(PsClient& client, const std::string& what, const std::vector<Shard*>& shards) {
   INFO(what);
   REQUIRE(client.Connect().ok());
   std::vector<uint64_t> keys;
   for (uint64_t k = 0; k < 40; ++k) keys.push_back(CtrKey(k % 4, k * 977));
+  // An evaluation's pull reads the initial values and keeps no row; a
+  // training pull of the same keys then reads the same values, kept.
+  RowSet evaluated = Rows(client, keys, 0, 3, RowPull::kEvaluate);
+  CHECK(RowsHeld(shards) == 0);
   RowSet before = Rows(client, keys, 0, 3);
+  CHECK(RowsHeld(shards) == 2 * keys.size());
+  CHECK(evaluated[0].values == before[0].values);
+  CHECK(evaluated[1].values == before[1].values);
   REQUIRE(before[0].values.size() == keys.size() * 3);
   REQUIRE(before[1].values.size() == keys.size());
   // A different order of the same keys reads the same rows.
@@ -316,7 +335,7 @@ void CheckPushPull(PsClient& client, const std::string& what) {
   // An empty row set asks no shard.
   RowSet empty(2);
   empty[1].table = 1;
-  CHECK(client.PullRows(1, &empty).ok());
+  CHECK(client.PullRows(1, &empty, RowPull::kTrain).ok());
   CHECK(client.PushRows(1, empty).ok());
 }
 
@@ -325,7 +344,7 @@ TEST_CASE("row pulls and pushes reach the owning shards, in process and over gRP
     JobConfig c = CtrConfig();
     Cluster cluster(c);
     LocalPsClient client(c, 0, cluster.ptrs());
-    CheckPushPull(client, "in process");
+    CheckPushPull(client, "in process", cluster.ptrs());
   }
   {
     JobConfig c = CtrConfig();
@@ -342,7 +361,9 @@ TEST_CASE("row pulls and pushes reach the owning shards, in process and over gRP
     RowSet fp32_rows;
     {
       GrpcPsClient client(c, 0);
-      CheckPushPull(client, "gRPC");
+      std::vector<Shard*> shards;
+      for (const auto& server : servers) shards.push_back(server->shard());
+      CheckPushPull(client, "gRPC", shards);
       std::vector<uint64_t> keys = {CtrKey(0, 1), CtrKey(3, 977), CtrKey(2, 4)};
       fp32_rows = Rows(client, keys, 1, 3);
     }

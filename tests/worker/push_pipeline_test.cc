@@ -28,7 +28,7 @@ class GatedClient : public PsClient {
     return std::optional<int64_t>(clock + 1);
   }
   // These tests train dense models only.
-  absl::StatusOr<int64_t> PullRows(int64_t, RowSet*) override {
+  absl::StatusOr<int64_t> PullRows(int64_t, RowSet*, RowPull) override {
     return absl::UnimplementedError("GatedClient holds no sparse tables");
   }
   absl::Status PushRows(int64_t, const RowSet&) override {
