@@ -488,6 +488,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Choice("balance", &t.balance));
     TESSERA_RETURN_IF_ERROR(
         s.Integer("balance_calibration_steps", &t.balance_calibration_steps, 0, 1'000'000));
+    TESSERA_RETURN_IF_ERROR(s.Real("slow_probability", &t.slow_probability, 0, 1));
     return s.Integer("slow_rank", &t.slow_rank, -1, 4095);
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "data", [&](MapReader& s) -> absl::Status {

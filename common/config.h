@@ -315,9 +315,13 @@ struct TrainingConfig {
   uint64_t seed = 1;             // shuffling
   // Experiments: `slow_rank` computes slower by slow_worker_ms a step of
   // batch_size examples (in proportion to the examples it takes, as a slower
-  // device would).
+  // device would). slow_probability p > 0: besides, every worker is slowed
+  // so at each step with probability p, drawn afresh each step (a straggler
+  // that comes and goes: a pause, a noisy neighbour), from training.seed
+  // and the rank.
   double slow_worker_ms = 0;
   int32_t slow_rank = -1;
+  double slow_probability = 0;
   // How an epoch's examples are shared. static: worker r takes the examples
   // i % W == r, batch_size a step. dynamic: each step trains on a global
   // batch of W x batch_size examples of one epoch order all workers share,

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/denormal.h"
+#include "common/partition.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
 #include "worker/model.h"
@@ -27,6 +28,13 @@ double Now() {
 }
 
 }  // namespace
+
+bool SlowedStep(const TrainingConfig& t, uint32_t rank, int64_t clock) {
+  if (t.slow_probability <= 0) return false;
+  const uint64_t bits =
+      SplitMix64(SplitMix64(t.seed * 0x9e3779b97f4a7c15ULL + rank) + static_cast<uint64_t>(clock));
+  return static_cast<double>(bits >> 11) * 0x1.0p-53 < t.slow_probability;
+}
 
 void AppendJsonLine(const std::string& path, const nlohmann::json& object) {
   if (path.empty()) return;
@@ -331,7 +339,7 @@ absl::Status Trainer::Step(ParameterCache& cache, Model* model, double* loss) {
                              cache.version());
   }
   TESSERA_RETURN_IF_ERROR(BackendStatus("a training step"));
-  if (t.slow_worker_ms > 0 && static_cast<int32_t>(rank_) == t.slow_rank) {
+  if (t.slow_worker_ms > 0 && (static_cast<int32_t>(rank_) == t.slow_rank || SlowedStep(t, rank_, clock_))) {
     // A slower device: slower in proportion to the examples it takes.
     std::this_thread::sleep_for(
         std::chrono::duration<double, std::milli>(t.slow_worker_ms * n / t.batch_size));

@@ -187,6 +187,11 @@ class Trainer {
   int64_t epoch_loss_steps_ = 0;
 };
 
+// training.slow_probability: whether worker `rank`'s step at `clock` is
+// slowed. A draw per (training.seed, rank, clock), so a retried step is
+// slowed alike and the workers' slow steps are independent.
+bool SlowedStep(const TrainingConfig& t, uint32_t rank, int64_t clock);
+
 // Appends one JSON object per line to a file; no-op when the path is empty.
 void AppendJsonLine(const std::string& path, const nlohmann::json& object);
 

@@ -326,6 +326,8 @@ TEST_CASE("training.balance: static by default, dynamic for the dense models onl
   c = ParseJobConfig(kMinimal, {"training.balance=dynamic", "training.balance_calibration_steps=0"});
   REQUIRE(c.ok());
   CHECK(c->training.balance_calibration_steps == 0);
+  CHECK(ErrorOf(kMinimal, {"training.slow_probability=1.5"}) ==
+        "config: training.slow_probability = '1.5': expected a number >= 0 and <= 1");
   CHECK(ErrorOf(kMinimal, {"training.balance_calibration_steps=-1"}) ==
         "config: training.balance_calibration_steps = '-1': expected an integer >= 0 and <= "
         "1000000");

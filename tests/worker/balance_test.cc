@@ -275,6 +275,33 @@ worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
   return taken;
 }
 
+TEST_CASE("training.slow_probability slows each worker's steps at that rate, independently") {
+  TrainingConfig t;
+  CHECK_FALSE(SlowedStep(t, 0, 0));  // 0: never
+  t.slow_probability = 1;
+  CHECK(SlowedStep(t, 3, 12345));
+  t.slow_probability = 0.25;
+  int slowed[2] = {0, 0}, both = 0;
+  const int kClocks = 20000;
+  for (int64_t clock = 0; clock < kClocks; ++clock) {
+    const bool a = SlowedStep(t, 0, clock), b = SlowedStep(t, 1, clock);
+    slowed[0] += a;
+    slowed[1] += b;
+    both += a && b;
+    CHECK(SlowedStep(t, 0, clock) == a);  // a retried step draws alike
+  }
+  // Binomial(20000, 0.25): sd 61; both: p^2 = 0.0625, sd 34.
+  CHECK(std::abs(slowed[0] - kClocks / 4) < 300);
+  CHECK(std::abs(slowed[1] - kClocks / 4) < 300);
+  CHECK(std::abs(both - kClocks / 16) < 200);
+  // Another seed, other steps.
+  TrainingConfig other = t;
+  other.seed = t.seed + 1;
+  int same = 0;
+  for (int64_t clock = 0; clock < 1000; ++clock) same += SlowedStep(t, 0, clock) == SlowedStep(other, 0, clock);
+  CHECK(same < 700);  // agreeing by chance: 62.5% (sd 15 of 1000)
+}
+
 TEST_CASE("dynamic balancing trains every example once per epoch; a slow worker takes fewer") {
   SECTION("epoch 0 re-planned after its calibration steps") {
     // 10 asked, at most half the epoch: 5 steps on equal parts, then shares.
