@@ -1,6 +1,7 @@
 // Faults on a running job, end to end through real daemons started by the
-// launcher: kill -9 of a server (BSP, SSP, ASP) or a worker at a set moment,
-// a worker paused for 10 s, and a BSP job stopped and resumed. Every job must
+// launcher: kill -9 of a server (BSP, SSP, ASP) or a worker at a set moment
+// (under dynamic balancing too: the restarted worker must train on the plans
+// its peer did), a worker paused for 10 s, and a BSP job stopped and resumed. Every job must
 // finish (exit 0) with the accuracy of an uninterrupted run, and a resumed
 // BSP job with exactly its parameters.
 #include <signal.h>
@@ -107,6 +108,47 @@ TEST_CASE("kill -9 of a worker mid-run: restarted, it goes on from the shards' c
   // BSP is deterministic and a killed worker loses at most its own step,
   // which it does again: the same model as without the fault.
   CHECK(Accuracy(job.options()) == Accuracy(baseline.options()));
+  CHECK(NoChildLeft());
+}
+
+// The plans a worker's log says it trained on: "epoch 3" (or "epoch 1's
+// calibration steps") -> "[72, 56]", each as often as it was asked for.
+std::multimap<std::string, std::string> PlansLogged(const std::string& log) {
+  std::multimap<std::string, std::string> plans;
+  size_t at = 0;
+  while ((at = log.find(": steps shared [", at)) != std::string::npos) {
+    const size_t start = log.rfind("] epoch ", at) + 2;
+    const size_t end = log.find(']', at);
+    plans.emplace(log.substr(start, at - start), log.substr(at + 15, end - at - 14));
+    at = end;
+  }
+  return plans;
+}
+
+TEST_CASE("kill -9 of a worker under dynamic balancing: restarted, it trains on the plans its peer did") {
+  LaunchOptions o = FaultOptions("kill-worker-dynamic", "bsp");
+  o.overrides.push_back("training.balance=dynamic");
+  o.overrides.push_back("training.slow_rank=1");
+  o.overrides.push_back("training.slow_worker_ms=5");
+  Job job(o);
+  job.WaitForCheckpoint(0, 3 * kEveryClocks);  // past epoch 0's calibration steps
+  REQUIRE(kill(job.Pid("worker-1"), SIGKILL) == 0);
+  REQUIRE(job.Wait() == 0);
+  const std::string summary = Read(job.options().out_dir + "/summary.json");
+  CHECK(Json(summary)["restarts"]["worker-1"] == 1);
+  const auto peer = PlansLogged(Read(job.options().out_dir + "/worker-0.log"));
+  const auto restarted = PlansLogged(Read(job.options().out_dir + "/worker-1.log"));
+  REQUIRE(peer.count("epoch 1's calibration steps") == 1);
+  REQUIRE(peer.count("epoch 12") == 1);
+  // Every plan either worker used is the one the other used for those steps.
+  for (const auto& [when, shares] : restarted) {
+    INFO(when << ": worker 1 " << shares);
+    REQUIRE(peer.count(when) == 1);
+    CHECK(peer.find(when)->second == shares);
+  }
+  CHECK(restarted.count("epoch 12") == 1);
+  // After the calibration steps the slowed worker takes the smaller part.
+  CHECK(peer.find("epoch 1's calibration steps")->second != peer.find("epoch 12")->second);
   CHECK(NoChildLeft());
 }
 
