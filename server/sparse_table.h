@@ -130,10 +130,12 @@ class SparseTable {
   uint32_t StripeOf(uint64_t key) const;
   // Row numbers of keys[0, n) in `stripe`, creating the missing rows (in
   // request order, so a later request for the same keys reads memory in
-  // order). REQUIRES: stripe.mu held; keys strictly increasing.
+  // order). REQUIRES: keys strictly increasing.
   void FindOrCreateAll(Stripe& stripe, const uint64_t* keys, size_t n,
-                       std::vector<uint32_t>* rows);
-  float* RowData(Stripe& stripe, uint32_t row) { return stripe.data.data() + row * row_floats_; }
+                       std::vector<uint32_t>* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(stripe.mu);
+  float* RowData(Stripe& stripe, uint32_t row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(stripe.mu) {
+    return stripe.data.data() + row * row_floats_;
+  }
   // Calls fn(stripe, batch) once per stripe that holds keys, holding the
   // stripe's lock. Gathering each stripe's keys (and values: dim per key)
   // first makes the per-stripe work stream through memory instead of
@@ -141,9 +143,8 @@ class SparseTable {
   template <typename Fn>
   void ForEachByStripe(absl::Span<const uint64_t> keys, absl::Span<const float> values, Fn fn);
   // Applies the optimizer to rows[j] with grads[j * dim, (j + 1) * dim).
-  // REQUIRES: stripe.mu held.
   void ApplyToRows(Stripe& stripe, const std::vector<uint32_t>& rows, const float* grads,
-                   int64_t step, float scale);
+                   int64_t step, float scale) ABSL_EXCLUSIVE_LOCKS_REQUIRED(stripe.mu);
 
   // const after construction
   const std::string name_;

@@ -46,8 +46,10 @@ const float* StalenessTracker::Read::Values(const DenseTable* table, uint64_t of
   return it->second.data() + (offset - table->range().begin);
 }
 
-StalenessTracker::Read StalenessTracker::Find(uint32_t worker,
-                                              std::optional<int64_t> values_clock) {
+// The reader lock taken here is handed to the Read returned when it found
+// the pull (its destructor releases it), which the analysis cannot follow.
+StalenessTracker::Read StalenessTracker::Find(uint32_t worker, std::optional<int64_t> values_clock)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
   Read read;
   if (!values_clock) return read;
   Worker& w = *workers_[worker];
