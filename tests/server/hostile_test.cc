@@ -286,13 +286,9 @@ TEST_CASE("sparse tables stop at server.max_sparse_rows; pulls can be told not t
   // An evaluation's pull (read_only) keeps no row whatever the config says,
   // and so is not refused by a full table either.
   auto read_only = [](Shard& on, const std::vector<uint64_t>& ks) {
-    auto p = std::make_unique<PendingPull>();
-    p->request.set_worker_rank(0);
-    p->request.set_session(SessionOf(0));
-    p->request.set_read_only(true);
-    *p->request.add_slices() = Sparse("emb", ks);
-    PendingPull* raw = p.get();
-    on.Pull(raw->request, &raw->response, kFar, [raw](absl::Status st) { raw->status = st; });
+    PullRequest request = MakePull(0, 0, Sparse("emb", ks));
+    request.set_read_only(true);
+    auto p = StartPull(on, std::move(request));
     REQUIRE(p->status.has_value());
     return p;
   };

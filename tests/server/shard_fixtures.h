@@ -93,16 +93,29 @@ struct PendingPull {
   std::optional<absl::Status> status;
 };
 
-inline std::unique_ptr<PendingPull> StartPull(Shard& shard, uint32_t worker, int64_t clock,
-                                       const v1::Slice& slice, absl::Time deadline = kFar) {
+// Starts `request` on `shard` (it may finish at once, or park).
+inline std::unique_ptr<PendingPull> StartPull(Shard& shard, PullRequest request,
+                                              absl::Time deadline = kFar) {
   auto p = std::make_unique<PendingPull>();
-  p->request.set_worker_rank(worker);
-  p->request.set_session(SessionOf(worker));
-  p->request.set_clock(clock);
-  *p->request.add_slices() = slice;
+  p->request = std::move(request);
   PendingPull* raw = p.get();
   shard.Pull(raw->request, &raw->response, deadline, [raw](absl::Status s) { raw->status = s; });
   return p;
+}
+
+// A pull of `slice` by `worker` at `clock`.
+inline PullRequest MakePull(uint32_t worker, int64_t clock, const v1::Slice& slice) {
+  PullRequest r;
+  r.set_worker_rank(worker);
+  r.set_session(SessionOf(worker));
+  r.set_clock(clock);
+  *r.add_slices() = slice;
+  return r;
+}
+
+inline std::unique_ptr<PendingPull> StartPull(Shard& shard, uint32_t worker, int64_t clock,
+                                       const v1::Slice& slice, absl::Time deadline = kFar) {
+  return StartPull(shard, MakePull(worker, clock, slice), deadline);
 }
 
 inline std::vector<float> PullNow(Shard& shard, const v1::Slice& slice, uint32_t worker = 0) {
