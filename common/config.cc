@@ -1,6 +1,8 @@
 #include "common/config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -9,6 +11,7 @@
 #include <sstream>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -357,6 +360,17 @@ absl::Status ExpandServerPattern(MapReader& r, ClusterConfig* cluster) {
   return absl::OkStatus();
 }
 
+// push / pull of worker.compression (or of one of its tables). A pull
+// codec must be one a shard can serve to every worker alike.
+absl::Status ReadCodecs(MapReader& r, CodecChoice* choice) {
+  TESSERA_RETURN_IF_ERROR(r.Choice("push", &choice->push));
+  TESSERA_RETURN_IF_ERROR(r.Choice("pull", &choice->pull));
+  if (choice->pull == CodecKind::kTopk || choice->pull == CodecKind::kOnebit) {
+    return Bad(r.KeyPath("pull"), r.Child("pull"), "one of none|bf16|fp16");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
   MapReader r(root, "");
   TESSERA_RETURN_IF_ERROR(r.CheckIsMap());
@@ -473,6 +487,26 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Real("server_lost_timeout_s", &v.server_lost_timeout_s, 0, 1e7));
     TESSERA_RETURN_IF_ERROR(s.Real("wait_for_workers_s", &v.wait_for_workers_s, 0, 1e7));
     TESSERA_RETURN_IF_ERROR(s.Choice("wire_precision", &v.wire_precision));
+    TESSERA_RETURN_IF_ERROR(Section(s, "compression", [&](MapReader& z) -> absl::Status {
+      CompressionConfig& k = v.compression;
+      if (v.wire_precision == WirePrecision::kBf16) k.all = {CodecKind::kBf16, CodecKind::kBf16};
+      TESSERA_RETURN_IF_ERROR(ReadCodecs(z, &k.all));
+      TESSERA_RETURN_IF_ERROR(z.Real("topk_ratio", &k.topk_ratio, 0, 1, /*min_exclusive=*/true));
+      TESSERA_RETURN_IF_ERROR(z.Integer("min_bytes", &k.min_bytes, 0, int64_t{1} << 40));
+      TESSERA_RETURN_IF_ERROR(z.Integer("warmup_steps", &k.warmup_steps, 0, 1'000'000'000));
+      YAML::Node tables = z.Child("tables");
+      if (!tables) return absl::OkStatus();
+      if (!tables.IsMap()) return Bad(z.KeyPath("tables"), tables, "a map of table name to codecs");
+      MapReader t(tables, z.KeyPath("tables"));
+      for (const auto& kv : tables) {
+        const std::string name = kv.first.Scalar();
+        CodecChoice choice = k.all;
+        TESSERA_RETURN_IF_ERROR(
+            Section(t, name, [&](MapReader& one) { return ReadCodecs(one, &choice); }));
+        k.tables[name] = choice;
+      }
+      return t.NoUnknownKeys();
+    }));
     TESSERA_RETURN_IF_ERROR(s.Choice("shared_memory", &v.shared_memory));
     TESSERA_RETURN_IF_ERROR(s.Choice("device", &v.device));
     return s.Choice("gemm_precision", &v.gemm_precision);
@@ -569,6 +603,20 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Str("token_file", &v.token_file));
     return s.Real("rank_lease_s", &v.rank_lease_s, 0, 1e6);
   }));
+  TESSERA_RETURN_IF_ERROR(Section(r, "emulation", [&](MapReader& s) -> absl::Status {
+    EmulationConfig& e = c->emulation;
+    TESSERA_RETURN_IF_ERROR(s.Str("link_rate", &e.link_rate));
+    if (!e.link_rate.empty() && e.link_rate != "none") {
+      TESSERA_ASSIGN_OR_RETURN(e.link_rate_bps,
+                               ParseLinkRate(s.KeyPath("link_rate"), e.link_rate));
+    }
+    TESSERA_RETURN_IF_ERROR(s.Real("link_delay_ms", &e.link_delay_ms, 0, 10'000));
+    if (e.link_delay_ms > 0 && !e.enabled()) {
+      return Bad(s.KeyPath("link_delay_ms"), s.Child("link_delay_ms"),
+                 "0 unless emulation.link_rate is set");
+    }
+    return absl::OkStatus();
+  }));
   TESSERA_RETURN_IF_ERROR(Section(r, "logging", [&](MapReader& s) -> absl::Status {
     TESSERA_RETURN_IF_ERROR(s.Str("level", &c->logging.level));
     if (!IsLogLevel(c->logging.level)) {
@@ -639,6 +687,24 @@ absl::Status CheckHostPort(const std::string& what, const std::string& address, 
   return absl::InvalidArgumentError(
       absl::StrCat(what, " = '", address, "': expected host:port with a port in ",
                    allow_zero ? "0..65535 (0: any free port)" : "1..65535"));
+}
+
+absl::StatusOr<uint64_t> ParseLinkRate(const std::string& what, const std::string& rate) {
+  static constexpr std::pair<const char*, uint64_t> kUnits[] = {
+      {"gbit", 1'000'000'000}, {"mbit", 1'000'000}, {"kbit", 1'000}, {"bit", 1}};
+  for (const auto& [unit, scale] : kUnits) {
+    if (!absl::EndsWith(rate, unit)) continue;
+    double number;
+    if (!absl::SimpleAtod(rate.substr(0, rate.size() - std::strlen(unit)), &number)) break;
+    const double bps = number * static_cast<double>(scale);
+    // tbf needs some bits a second; 400 Gbit/s is beyond any veth here.
+    if (!(bps >= 8'000 && bps <= 4e11)) break;
+    return static_cast<uint64_t>(bps);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("config: ", what, " = '", rate,
+                   "': expected a rate from 8kbit to 400gbit, as tc writes it: 100mbit, 1gbit, "
+                   "10gbit"));
 }
 
 std::vector<TableConfig> JobConfig::Tables() const {

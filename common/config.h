@@ -37,6 +37,8 @@ enum class OptimizerType { kSgd, kMomentum, kAdagrad, kAdam, kFtrl };
 enum class LrSchedule { kConstant, kCosine };
 enum class DeviceChoice { kAuto, kCpu, kCuda };
 enum class WirePrecision { kFp32, kBf16 };
+// How a table's values travel in one direction (common/codec.h).
+enum class CodecKind { kNone, kBf16, kFp16, kTopk, kOnebit };
 enum class SharedMemoryMode { kAuto, kOff };
 enum class GemmPrecision { kFp32, kTf32, kBf16 };
 enum class DatasetKind { kFashionMnist, kSynthetic, kSyntheticCtr, kCriteoTsv };
@@ -61,6 +63,7 @@ TESSERA_ENUM_WORDS(OptimizerType, "sgd", "momentum", "adagrad", "adam", "ftrl");
 TESSERA_ENUM_WORDS(LrSchedule, "constant", "cosine");
 TESSERA_ENUM_WORDS(DeviceChoice, "auto", "cpu", "cuda");
 TESSERA_ENUM_WORDS(WirePrecision, "fp32", "bf16");
+TESSERA_ENUM_WORDS(CodecKind, "none", "bf16", "fp16", "topk", "onebit");
 TESSERA_ENUM_WORDS(SharedMemoryMode, "auto", "off");
 TESSERA_ENUM_WORDS(GemmPrecision, "fp32", "tf32", "bf16");
 TESSERA_ENUM_WORDS(DatasetKind, "fashion_mnist", "synthetic", "synthetic_ctr", "criteo_tsv");
@@ -260,6 +263,32 @@ struct ServerConfig {
   uint32_t sparse_stripes = 64;  // lock stripes per sparse table
 };
 
+// The codecs of one table, per direction.
+struct CodecChoice {
+  CodecKind push = CodecKind::kNone;
+  CodecKind pull = CodecKind::kNone;  // none, bf16 or fp16
+};
+
+// worker.compression: what a worker's pushes and pulls carry on the wire.
+struct CompressionConfig {
+  CodecChoice all;  // push / pull: every table's
+  // topk: the share of a slice's values sent each push (the largest |g|),
+  // the rest kept in the worker's residual (error feedback).
+  double topk_ratio = 0.01;
+  // Slices smaller than this (as fp32) travel uncompressed: biases and
+  // other small tensors, where a codec's header and cost buy nothing.
+  uint64_t min_bytes = 16384;
+  // The first N clocks travel uncompressed (as DGC and 1-bit Adam warm up).
+  uint32_t warmup_steps = 0;
+  // tables.NAME.push / .pull: one table's codecs, over `all`.
+  std::map<std::string, CodecChoice> tables;
+  // The codecs of table `name`.
+  const CodecChoice& For(const std::string& name) const {
+    auto it = tables.find(name);
+    return it == tables.end() ? all : it->second;
+  }
+};
+
 struct WorkerConfig {
   int64_t rpc_timeout_ms = 30'000;      // deadline of a push, clock or stats call
   int64_t pull_timeout_ms = 120'000;    // a pull may wait on the clock this long
@@ -295,9 +324,13 @@ struct WorkerConfig {
   // holds the barrier until it is restarted or evicted) before the worker
   // gives up with exit 3. Logged every worker.pull_timeout_ms while waiting.
   double wait_for_workers_s = 3600;
-  // Values on the wire (pulled parameters, pushed gradients): fp32, or bf16
-  // (half the bytes; the servers keep and update fp32).
+  // Shorthand kept for old job files: bf16 sets compression.push and .pull
+  // to bf16 where the compression section does not name them.
   WirePrecision wire_precision = WirePrecision::kFp32;
+  // How values travel between this worker and shards it reaches over the
+  // network (shards reached through shared memory always get fp32: memory
+  // is not the bottleneck a codec pays for). docs/DESIGN.md "Wire codecs".
+  CompressionConfig compression;
   // auto: with a shard on this host, pulled values and pushed gradients go
   // through a shared-memory segment and gRPC carries only the call; shards
   // that cannot see it (another host or container) get the bytes in the
@@ -404,6 +437,19 @@ struct SecurityConfig {
   double rank_lease_s = 5;
 };
 
+// emulation: `tessera run` puts every daemon on a host of its own, a
+// network namespace joined to the others by a bridge, each host's link
+// shaped both ways (launcher/emulated_network.h). Needs CAP_NET_ADMIN.
+struct EmulationConfig {
+  // Bits per second of every host's link, each way; 0: no emulation (the
+  // job runs on loopback). Written as tc does: 100mbit, 1gbit, 10gbit.
+  uint64_t link_rate_bps = 0;
+  std::string link_rate;  // as written
+  // One-way delay added to every host's link (needs the netem qdisc).
+  double link_delay_ms = 0;
+  bool enabled() const { return link_rate_bps > 0; }
+};
+
 struct LoggingConfig {
   std::string level = "info";
   std::string metrics_file;  // worker JSON lines; empty: none
@@ -421,6 +467,7 @@ struct JobConfig {
   DataConfig data;
   CheckpointConfig checkpoint;
   SecurityConfig security;
+  EmulationConfig emulation;
   LoggingConfig logging;
 
   uint32_t num_servers() const { return static_cast<uint32_t>(cluster.servers.size()); }
@@ -456,6 +503,10 @@ absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path,
 // INVALID_ARGUMENT naming `what` (a key or flag) otherwise.
 absl::Status CheckHostPort(const std::string& what, const std::string& address,
                            bool allow_zero = false);
+
+// A link rate as tc writes it ("100mbit", "1gbit", "10gbit", "500kbit",
+// "64000bit") in bits per second; INVALID_ARGUMENT naming `what` otherwise.
+absl::StatusOr<uint64_t> ParseLinkRate(const std::string& what, const std::string& rate);
 
 // The same from YAML text (tests, tools).
 absl::StatusOr<JobConfig> ParseJobConfig(const std::string& yaml_text,

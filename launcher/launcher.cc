@@ -19,6 +19,7 @@
 #include "common/config.h"
 #include "common/secret.h"
 #include "common/status.h"
+#include "launcher/emulated_network.h"
 #include "launcher/process.h"
 #include "launcher/summary.h"
 #include "nlohmann/json.hpp"
@@ -48,7 +49,35 @@ struct Job {
   int64_t resumed_from = -1;
   bool pin_resume_clock = false;  // every shard restores exactly resumed_from (BSP)
   std::vector<Child> children;
+  // emulation.link_rate: every daemon on a host of its own (index: servers,
+  // then workers). Removed when the job ends, after its daemons stopped.
+  std::unique_ptr<EmulatedNetwork> network;
 };
+
+// The port every shard listens on, and every daemon's GET /metrics, on an
+// emulated host (each host has ports of its own).
+constexpr int kEmulatedShardPort = 7000;
+constexpr int kEmulatedMetricsPort = 9100;
+
+// emulation.link_rate: makes a host per daemon (servers first) and says so.
+// FAILED_PRECONDITION without CAP_NET_ADMIN (exit 2).
+absl::Status MakeNetwork(Job* job) {
+  const JobConfig& config = job->config;
+  if (!config.emulation.enabled()) return absl::OkStatus();
+  TESSERA_RETURN_IF_ERROR(EmulatedNetwork::CheckCapable());
+  if (const int stale = EmulatedNetwork::RemoveStale(); stale > 0) {
+    std::printf("tessera run: removed %d network namespaces left by launchers that no longer run\n",
+                stale);
+  }
+  std::vector<std::string> hosts;
+  for (uint32_t s = 0; s < config.num_servers(); ++s) hosts.push_back(absl::StrCat("server-", s));
+  for (uint32_t r = 0; r < config.cluster.workers; ++r) hosts.push_back(absl::StrCat("worker-", r));
+  TESSERA_ASSIGN_OR_RETURN(
+      job->network,
+      EmulatedNetwork::Create(absl::StrCat("tessera-", getpid()), hosts,
+                              {config.emulation.link_rate_bps, config.emulation.link_delay_ms}));
+  return job->network->WriteDescription((fs::path(job->dir) / "network.json").string());
+}
 
 // The daemon binary `name`, looked for next to this executable (an install)
 // and in the Bazel output tree (bazel-bin/launcher/ -> bazel-bin/<dir>/).
@@ -148,22 +177,31 @@ void AddMetricsPort(const LaunchOptions& options, const char* section,
 absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::string>& server_sets,
                           Job* job) {
   const JobConfig& config = job->config;
-  // The servers' ports, then (with metrics) one per daemon.
+  const EmulatedNetwork* net = job->network.get();
+  // The servers' ports, then (with metrics) one per daemon; on an emulated
+  // network every host has ports of its own.
   const int daemons = static_cast<int>(config.num_servers() + config.cluster.workers);
-  TESSERA_ASSIGN_OR_RETURN(
-      std::vector<int> ports,
-      FreePorts(static_cast<int>(config.num_servers()) + (options.metrics ? daemons : 0)));
+  std::vector<int> ports;
+  if (net != nullptr) {
+    ports.assign(options.metrics ? daemons : 0, kEmulatedMetricsPort);
+  } else {
+    TESSERA_ASSIGN_OR_RETURN(
+        ports, FreePorts(static_cast<int>(config.num_servers()) + (options.metrics ? daemons : 0)));
+  }
   std::vector<std::string> addresses;
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
-    addresses.push_back(absl::StrCat("127.0.0.1:", ports[s]));
+    addresses.push_back(net != nullptr ? absl::StrCat(net->Address(s), ":", kEmulatedShardPort)
+                                       : absl::StrCat("127.0.0.1:", ports[s]));
   }
-  ports.erase(ports.begin(), ports.begin() + config.num_servers());
+  if (net == nullptr) ports.erase(ports.begin(), ports.begin() + config.num_servers());
   job->config.cluster.servers = addresses;  // where this run's shards are (tessera status)
   std::vector<std::string> common = {"--config", options.config_path};
   for (const auto& o : options.overrides) common.insert(common.end(), {"--set", o});
   common.insert(common.end(),
                 {"--set", absl::StrCat("cluster.servers=[", absl::StrJoin(addresses, ","), "]")});
   for (const auto& o : server_sets) common.insert(common.end(), {"--set", o});
+  // /dev/shm is one for every namespace: shared memory would bypass the links.
+  if (net != nullptr) common.insert(common.end(), {"--set", "worker.shared_memory=off"});
   if (options.token) {
     const std::string path = (fs::path(job->dir) / "token").string();
     TESSERA_ASSIGN_OR_RETURN(const std::string token, RandomHex(32));
@@ -191,6 +229,7 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
       }
     }
     AddMetricsPort(options, "server", ports, &c);
+    if (net != nullptr) c.netns = net->Namespace(s), c.metrics_host = net->Address(s);
     job->children.push_back(c);
   }
   for (uint32_t r = 0; r < config.cluster.workers; ++r) {
@@ -207,13 +246,17 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
                    "--result", absl::StrCat(job->dir, "/result-rank", r, ".json")});
     c.restart_args = c.args;
     AddMetricsPort(options, "worker", ports, &c);
+    if (net != nullptr) {
+      c.netns = net->Namespace(config.num_servers() + r);
+      c.metrics_host = net->Address(config.num_servers() + r);
+    }
     job->children.push_back(c);
   }
   if (options.metrics) {
     // Prometheus' file-based service discovery reads this list as it is.
     nlohmann::json targets = nlohmann::json::array();
     for (const Child& c : job->children) {
-      targets.push_back({{"targets", {absl::StrCat("127.0.0.1:", c.metrics_port)}},
+      targets.push_back({{"targets", {absl::StrCat(c.metrics_host, ":", c.metrics_port)}},
                          {"labels", {{"daemon", c.name}}}});
     }
     std::ofstream(fs::path(job->dir) / "metrics_targets.json") << targets.dump(2) << "\n";
@@ -224,7 +267,7 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
 void Start(const LaunchOptions& options, const Job& job, Child& c) {
   const bool again = c.restarts > 0 || job.resumed_from >= 0;
   c.pid = Spawn(c.is_server ? job.server_bin : job.worker_bin,
-                c.restarts > 0 ? c.restart_args : c.args, c.log_path, /*append=*/again);
+                c.restarts > 0 ? c.restart_args : c.args, c.log_path, /*append=*/again, c.netns);
   c.running = true;
   c.exit_code = -1;
   if (options.on_spawn) options.on_spawn(c.name, c.pid);
@@ -321,10 +364,11 @@ int RunJob(const LaunchOptions& options) {
   job.config = *std::move(loaded);
   std::vector<std::string> server_sets;
   absl::Status s = PrepareFolders(options, &job, &server_sets);
+  if (s.ok()) s = MakeNetwork(&job);
   if (s.ok()) s = PlanChildren(options, server_sets, &job);
   if (!s.ok()) {
     std::fprintf(stderr, "tessera run: %s\n", std::string(s.message()).c_str());
-    return absl::IsInvalidArgument(s) ? 2 : 1;
+    return absl::IsInvalidArgument(s) || absl::IsFailedPrecondition(s) ? 2 : 1;
   }
   job.server_bin = options.server_binary.empty() ? FindBinary("tessera-server", "server")
                                                  : options.server_binary;
@@ -356,8 +400,9 @@ int RunJob(const LaunchOptions& options) {
     for (const Child& c : job.children) {
       absl::StrAppend(&ports, ports.empty() ? "" : ", ", c.name, " ", c.metrics_port);
     }
-    std::printf("tessera run: GET /metrics on 127.0.0.1 ports: %s (Prometheus targets: %s)\n",
-                ports.c_str(), (fs::path(job.dir) / "metrics_targets.json").c_str());
+    std::printf("tessera run: GET /metrics on %s ports: %s (Prometheus targets: %s)\n",
+                job.network ? "each host's address" : "127.0.0.1", ports.c_str(),
+                (fs::path(job.dir) / "metrics_targets.json").c_str());
   }
   if (!options.quiet) {
     std::string servers;
@@ -371,6 +416,16 @@ int RunJob(const LaunchOptions& options) {
                 options.config_path.c_str(), sets.c_str(), servers.c_str(),
                 options.token ? absl::StrCat(" --set security.token_file=", job.dir, "/token").c_str()
                               : "");
+  }
+  if (!options.quiet && job.network) {
+    std::printf(
+        "tessera run: emulated network: a host per daemon, links of %s each way%s; this machine "
+        "at %s; cut a link with: tessera net cut %s HOST\n",
+        config.emulation.link_rate.c_str(),
+        config.emulation.link_delay_ms > 0
+            ? absl::StrCat(", ", config.emulation.link_delay_ms, " ms delay").c_str()
+            : "",
+        job.network->observer_address().c_str(), job.dir.c_str());
   }
   std::fflush(stdout);
 

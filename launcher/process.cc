@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -54,7 +55,7 @@ absl::StatusOr<std::vector<int>> FreePorts(int n) {
 }
 
 pid_t Spawn(const std::string& binary, const std::vector<std::string>& args,
-            const std::string& log_path, bool append) {
+            const std::string& log_path, bool append, const std::string& netns) {
   const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid != 0) return pid;
@@ -62,6 +63,16 @@ pid_t Spawn(const std::string& binary, const std::vector<std::string>& args,
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != parent) _exit(1);
   signal(SIGINT, SIG_IGN);
+  if (!netns.empty()) {
+    const std::string path = "/run/netns/" + netns;
+    const int ns = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
+      std::fprintf(stderr, "cannot enter network namespace %s: %s\n", netns.c_str(),
+                   std::strerror(errno));
+      _exit(127);
+    }
+    close(ns);
+  }
   const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0644);
   if (fd >= 0) {
     dup2(fd, STDOUT_FILENO);

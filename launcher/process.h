@@ -24,7 +24,9 @@ struct Child {
   bool running = false;
   int exit_code = -1;  // 128 + signal when killed
   int restarts = 0;
-  int metrics_port = 0;  // its GET /metrics on 127.0.0.1; 0: none
+  int metrics_port = 0;  // its GET /metrics on metrics_host; 0: none
+  std::string metrics_host = "127.0.0.1";
+  std::string netns;  // the emulated host it runs on; empty: this machine's network
 };
 
 // `n` distinct loopback ports that are free now, chosen by the kernel.
@@ -34,8 +36,10 @@ absl::StatusOr<std::vector<int>> FreePorts(int n);
 // Starts `binary` with `args`, stdout and stderr to `log_path` (appended
 // when `append`, else truncated). The child gets SIGTERM when the launcher
 // dies and ignores SIGINT (Ctrl-C goes to the launcher, which stops it).
+// With `netns`, the child runs in that network namespace (/run/netns/NAME:
+// a host of an emulated network) before it executes `binary`.
 pid_t Spawn(const std::string& binary, const std::vector<std::string>& args,
-            const std::string& log_path, bool append);
+            const std::string& log_path, bool append, const std::string& netns = "");
 
 // Reaps children that exited, setting exit_code; false when none is running.
 bool Reap(std::vector<Child>& children);

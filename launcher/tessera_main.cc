@@ -8,6 +8,8 @@
 //       runs the job under every combination, tabulates and plots (launcher/sweep.h)
 //   tessera status --config CONFIG [--set ...] [--watch] [--interval S]
 //       one screen about a running job (launcher/status.h)
+//   tessera net cut|heal DIR HOST
+//       takes one host's link of an emulated job down or up (launcher/emulated_network.h)
 #include <unistd.h>
 
 #include <cstdio>
@@ -17,6 +19,7 @@
 
 #include "absl/strings/numbers.h"
 #include "common/flags.h"
+#include "launcher/emulated_network.h"
 #include "launcher/launcher.h"
 #include "launcher/status.h"
 #include "launcher/sweep.h"
@@ -25,7 +28,8 @@ namespace {
 
 const tessera::Program kProgram{
     "tessera",
-    "run CONFIG [flags] | sweep CONFIG --grid key=v1,v2 [flags] | status --config CONFIG [--watch]",
+    "run CONFIG [flags] | sweep CONFIG --grid key=v1,v2 [flags] | status --config CONFIG [--watch]"
+    " | net cut|heal DIR HOST",
     "subcommands:\n"
     "  run CONFIG      runs a whole job on this machine: its servers and workers, restarted\n"
     "                  when they die, a live progress line, DIR/summary.json at the end\n"
@@ -33,13 +37,19 @@ const tessera::Program kProgram{
     "                  times each: DIR/results.csv, DIR/report.md and plots\n"
     "  status          one screen about a running job, from every shard's Stats and health:\n"
     "                  shards, workers (clock, how far behind, waiting on whom), staleness;\n"
-    "                  exit 0 when every shard answers, 1 otherwise",
+    "                  exit 0 when every shard answers, 1 otherwise\n"
+    "  net cut DIR HOST, net heal DIR HOST\n"
+    "                  takes HOST's link (server-0, worker-1, ...) of the emulated job whose\n"
+    "                  output folder is DIR down (a partition) or up again",
     {{"set", "KEY=VALUE", "override a config key for every daemon", tessera::FlagKind::kRepeatable},
      {"out", "DIR", "run/sweep: the output folder (default: runs/<job>-<time>, sweeps/sweep-<time>)"},
      {"no-live", "", "run/sweep: print progress lines instead of rewriting one",
       tessera::FlagKind::kSwitch},
      {"max-restarts", "N", "run: restarts allowed per daemon (default 3)"},
      {"resume", "DIR", "run: continue the stopped job in DIR from its checkpoints"},
+     {"emulate-network", "RATE",
+      "run/sweep: every daemon on a host of its own, links shaped to RATE each way (100mbit,\n"
+      "      1gbit; as --set emulation.link_rate=RATE; needs CAP_NET_ADMIN)"},
      {"token", "", "run: every daemon requires a job token drawn now (written to DIR/token)",
       tessera::FlagKind::kSwitch},
      {"no-metrics", "", "run/sweep: no GET /metrics on the daemons (default: free ports, printed)",
@@ -72,6 +82,7 @@ std::string DefaultSweepDir() {
 // tessera status: only its own flags.
 int Status(const tessera::Flags& flags) {
   for (const char* other : {"out", "no-live", "max-restarts", "resume", "token", "no-metrics",
+                            "emulate-network",
                             "server-binary", "worker-binary", "grid", "repeat",
                             "target-accuracy", "plot-script"}) {
     if (flags.Has(other)) return Usage(std::string("--") + other + " is not for tessera status");
@@ -100,6 +111,18 @@ int main(int argc, char** argv) {
   if (!flags.ok()) return Usage(std::string(flags.status().message()));
   const auto& args = flags->positional();
   if (args.size() == 1 && args[0] == "status") return Status(*flags);
+  if (!args.empty() && args[0] == "net") {
+    if (args.size() != 4 || (args[1] != "cut" && args[1] != "heal")) {
+      return Usage("expected: tessera net cut|heal DIR HOST");
+    }
+    absl::Status s = EmulatedNetwork::SetLinkOf(args[2] + "/network.json", args[3],
+                                                /*up=*/args[1] == "heal");
+    if (!s.ok()) {
+      std::fprintf(stderr, "tessera net: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+    return 0;
+  }
   for (const char* status_only : {"config", "watch", "interval"}) {
     if (flags->Has(status_only)) return Usage(std::string("--") + status_only + " is for tessera status");
   }
@@ -107,6 +130,9 @@ int main(int argc, char** argv) {
   LaunchOptions options;
   options.config_path = args[1];
   options.overrides = flags->All("set");
+  if (flags->Has("emulate-network")) {
+    options.overrides.push_back("emulation.link_rate=" + flags->Get("emulate-network"));
+  }
   options.out_dir = flags->Get("out");
   options.server_binary = flags->Get("server-binary");
   options.worker_binary = flags->Get("worker-binary");
