@@ -38,6 +38,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
+#include "common/codec.h"
 #include "common/allocator.h"
 #include "common/config.h"
 #include "common/flags.h"
@@ -155,7 +156,10 @@ std::vector<std::pair<uint64_t, uint64_t>> Pieces(uint64_t floats, size_t channe
 // With `bf16`, values travel as bfloat16 and the timings include what a
 // client does for it: encoding the gradients before a push, decoding the
 // values after a pull (float32 sends the bytes as they are).
-bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_bytes, bool bf16) {
+bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_bytes,
+                v1::Codec codec_id) {
+  const Codec& codec = CodecOf(codec_id);
+  const bool bf16 = codec_id != v1::FLOAT32;  // values are encoded and decoded
   for (uint64_t bytes = 4096; bytes <= max_bytes; bytes *= 4) {
     const uint64_t floats = bytes / sizeof(float);
     auto pieces = Pieces(floats, conn.size());
@@ -165,13 +169,7 @@ bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_byte
     auto encode = [&] {
       for (size_t i = 0; i < pieces.size(); ++i) {
         const auto values = absl::MakeConstSpan(grad.data() + pieces[i].first, pieces[i].second);
-        std::string* g = pushes[i].mutable_gradients(0);
-        g->clear();
-        if (bf16) {
-          AppendBfloat16(values, g);
-        } else {
-          EncodeFloats(values, g);
-        }
+        codec.Encode(values, pushes[i].mutable_gradients(0));
       }
     };
     for (size_t i = 0; i < pieces.size(); ++i) {
@@ -179,8 +177,7 @@ bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_byte
       s->set_table("dense");
       s->set_offset(pieces[i].first);
       s->set_length(pieces[i].second);
-      pulls[i].set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
-      pushes[i].set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
+      s->set_codec(codec_id);
       pulls[i].set_session(g_session);
       pushes[i].set_session(g_session);
       *pushes[i].add_slices() = *s;
@@ -200,7 +197,8 @@ bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_byte
       }
       if (bf16) {
         for (size_t i = 0; i < pieces.size(); ++i) {
-          DecodeBfloat16(pull_resp[i].values(0), pulled.data() + pieces[i].first);
+          (void)codec.Decode(pull_resp[i].values(0),
+                             absl::MakeSpan(pulled.data() + pieces[i].first, pieces[i].second));
         }
       }
       auto t1 = Clock::now();
@@ -220,7 +218,9 @@ bool BenchDense(Connection& conn, int repeats, int64_t* clock, uint64_t max_byte
     std::string tag =
         bytes >= (1 << 20) ? absl::StrCat(bytes >> 20, " MiB") : absl::StrCat(bytes >> 10, " KiB");
     std::string pieces_note = absl::StrCat("  (", pieces.size(), " request",
-                                           pieces.size() > 1 ? "s" : "", bf16 ? ", bf16" : "", ")");
+                                           pieces.size() > 1 ? "s" : "",
+                                           bf16 ? absl::StrCat(", ", v1::Codec_Name(codec_id)) : "",
+                                           ")");
     Report("dense pull " + tag, double(bytes), pull_times, pieces_note);
     Report("dense push " + tag + " (adam)", double(bytes), push_times, pieces_note);
   }
@@ -391,7 +391,7 @@ const Program kProgram{
      {"channels", "N", "gRPC channels (default: worker.channels_per_shard)"},
      {"repeats", "N", "rounds of each dense size (default 20)"},
      {"max-bytes", "B", "largest dense transfer (default 64 MiB)"},
-     {"encoding", "fp32|bf16", "values on the wire (default fp32)"},
+     {"encoding", "fp32|bf16|fp16", "values on the wire (default fp32)"},
      {"sparse-keys", "N", "fresh keys a sparse round pushes"},
      {"sparse-repeats", "N", "sparse rounds"},
      {"keys-per-request", "N", "keys per sparse request (default 250000)"},
@@ -448,7 +448,9 @@ int Main(int argc, char** argv) {
   const int repeats = static_cast<int>(num("repeats", 20));
   if ((only.empty() || only == "dense") &&
       !BenchDense(conn, repeats, &clock, num("max-bytes", 64 << 20),
-                  flags->Get("encoding") == "bf16")) {
+                  flags->Get("encoding") == "bf16"   ? v1::BFLOAT16
+                  : flags->Get("encoding") == "fp16" ? v1::FLOAT16
+                                                     : v1::FLOAT32)) {
     return 1;
   }
   bool warm_up = !flags->Has("cold");

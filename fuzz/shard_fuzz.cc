@@ -16,6 +16,7 @@
 
 #include "absl/time/clock.h"
 #include "google/protobuf/stubs/logging.h"
+#include "common/codec.h"
 #include "common/config.h"
 #include "proto/tessera.pb.h"
 #include "server/shard.h"
@@ -71,7 +72,7 @@ void CheckFinite(Shard* shard) {
   shard->Pull(pull, &values, absl::Now(), [&](absl::Status s) {
     answered = true;
     if (!s.ok() || values.values_size() != 1) return;
-    const std::string& bytes = values.values(0);
+    const std::string& bytes = values.values(0).values();
     for (size_t i = 0; i + sizeof(float) <= bytes.size(); i += sizeof(float)) {
       float v;
       std::memcpy(&v, bytes.data() + i, sizeof(v));

@@ -2,6 +2,7 @@
 // every type for each of its three shards, then 20,000 mutations of them.
 #include <catch2/catch.hpp>
 
+#include "common/codec.h"
 #include "common/wire.h"
 #include "fuzz/smoke.h"
 #include "proto/tessera.pb.h"

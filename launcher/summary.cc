@@ -110,6 +110,24 @@ std::string WriteSummary(const JobConfig& config, const std::string& dir, const 
       {"push_staleness_mean", measured > 0 ? staleness_sum / measured : 0},
       {"push_staleness_max", staleness_max},
   };
+  // Bytes of values every worker moved, as they travelled and as float32
+  // (worker.compression): each direction's compression ratio.
+  {
+    double bytes[4] = {0, 0, 0, 0};
+    const char* keys[4] = {"push_bytes", "push_raw_bytes", "pull_bytes", "pull_raw_bytes"};
+    for (uint32_t r = 0; r < config.cluster.workers; ++r) {
+      const json result = ParseObject(ReadFile(absl::StrCat(dir, "/result-rank", r, ".json")));
+      for (int k = 0; k < 4; ++k) {
+        if (result.contains(keys[k])) bytes[k] += Number(result, keys[k]);
+      }
+    }
+    for (int k = 0; k < 4; ++k) summary[keys[k]] = bytes[k];
+    summary["push_compression"] = bytes[0] > 0 ? bytes[1] / bytes[0] : 1.0;
+    summary["pull_compression"] = bytes[2] > 0 ? bytes[3] / bytes[2] : 1.0;
+    summary["push_codec"] = NameOf(config.worker.compression.all.push);
+    summary["pull_codec"] = NameOf(config.worker.compression.all.pull);
+    summary["link_rate"] = config.emulation.enabled() ? config.emulation.link_rate : "none";
+  }
   // Click models (model.type ctr): the test set's click metrics.
   for (const char* key : {"logloss", "auc", "bayes_logloss", "base_logloss", "signal_captured"}) {
     if (rank0.contains(key)) summary[key] = Number(rank0, key);

@@ -71,7 +71,8 @@ std::string Number(const json& j, const char* key) {
 // The metrics of results.csv and report.md, as summary.json names them.
 const char* const kMetrics[] = {"test_accuracy",      "test_loss",     "train_loss",
                                 "wall_seconds",       "train_seconds", "samples_per_second",
-                                "push_staleness_mean"};
+                                "push_staleness_mean", "push_compression",
+                                "pull_compression"};
 
 void WriteCsv(const SweepOptions& o, const std::vector<Run>& runs, const std::string& path) {
   std::ofstream out(path);

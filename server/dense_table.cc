@@ -42,32 +42,22 @@ void DenseTable::ForEachChunk(uint64_t begin, uint64_t end, Fn fn) const {
   }
 }
 
-void DenseTable::AppendBytes(uint64_t offset, uint64_t length, bool bf16, std::string* out) const {
-  pulls_.fetch_add(1, std::memory_order_relaxed);
-  out->reserve(out->size() + length * (bf16 ? sizeof(uint16_t) : sizeof(float)));
-  const uint64_t begin = offset - range_.begin;
-  ForEachChunk(begin, begin + length, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
-    absl::ReaderMutexLock lock(&chunk.mu);
-    if (bf16) {
-      AppendBfloat16(absl::MakeConstSpan(values_.data() + lo, hi - lo), out);
-    } else {
-      out->append(reinterpret_cast<const char*>(values_.data() + lo), (hi - lo) * sizeof(float));
-    }
-  });
+void DenseTable::AppendBytes(uint64_t offset, uint64_t length, const Codec& codec,
+                             std::string* out) const {
+  const size_t at = out->size();
+  // Sized once, then written in place, chunk by chunk under its lock.
+  out->resize(at + length * codec.width());
+  CopyBytes(offset, length, codec, out->data() + at);
 }
 
-void DenseTable::CopyBytes(uint64_t offset, uint64_t length, bool bf16, char* out) const {
+void DenseTable::CopyBytes(uint64_t offset, uint64_t length, const Codec& codec, char* out) const {
   pulls_.fetch_add(1, std::memory_order_relaxed);
   const uint64_t begin = offset - range_.begin;
-  const size_t value_bytes = bf16 ? sizeof(uint16_t) : sizeof(float);
+  const size_t value_bytes = codec.width();
   ForEachChunk(begin, begin + length, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::ReaderMutexLock lock(&chunk.mu);
-    char* dst = out + (lo - begin) * value_bytes;
-    if (bf16) {
-      EncodeBfloat16(absl::MakeConstSpan(values_.data() + lo, hi - lo), dst);
-    } else {
-      std::memcpy(dst, values_.data() + lo, (hi - lo) * sizeof(float));
-    }
+    codec.EncodeTo(absl::MakeConstSpan(values_.data() + lo, hi - lo),
+                   out + (lo - begin) * value_bytes);
   });
 }
 

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
+#include "common/codec.h"
 #include "common/config.h"
 #include "common/partition.h"
 #include "server/optimizer.h"
@@ -45,13 +46,13 @@ class DenseTable {
   uint64_t total_size() const { return total_size_; }
   DenseRange range() const { return range_; }
 
-  // Appends the bytes of values [offset, offset + length) to *out, copying
-  // straight from the table (no zero-filled buffer first): float32, or
-  // bfloat16 when `bf16`.
+  // Appends values [offset, offset + length) encoded in `codec` (a
+  // fixed-width one: Codec::width() > 0) to *out, encoding straight from the
+  // table's chunks under their locks.
   // REQUIRES: range().Contains(offset, length).
-  void AppendBytes(uint64_t offset, uint64_t length, bool bf16, std::string* out) const;
-  // The same bytes written to out[0, length * (bf16 ? 2 : 4)) (shared memory).
-  void CopyBytes(uint64_t offset, uint64_t length, bool bf16, char* out) const;
+  void AppendBytes(uint64_t offset, uint64_t length, const Codec& codec, std::string* out) const;
+  // The same bytes written to out[0, length * codec.width()) (shared memory).
+  void CopyBytes(uint64_t offset, uint64_t length, const Codec& codec, char* out) const;
   // Copies values [offset, offset + out.size()) into out (not counted as a pull).
   // REQUIRES: range().Contains(offset, out.size()).
   void CopyValues(uint64_t offset, absl::Span<float> out) const;

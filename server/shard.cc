@@ -301,6 +301,13 @@ absl::StatusOr<Shard::Resolved> Shard::Resolve(const v1::Slice& slice) const {
         "unknown table '", shown, "'; this job's tables are: ", absl::StrJoin(names, ", ")));
   }
   Resolved r = it->second;
+  TESSERA_ASSIGN_OR_RETURN(r.codec, FindCodec(slice.codec()));
+  if (r.codec->width() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "table '", slice.table(), "': slice codec ", v1::Codec_Name(slice.codec()),
+        " is not one values can be answered or packed in: expected FLOAT32, BFLOAT16 or "
+        "FLOAT16"));
+  }
   if (r.dense) {
     DenseRange range = r.dense->range();
     if (!slice.keys().empty()) {
@@ -343,21 +350,6 @@ absl::StatusOr<Shard::Resolved> Shard::Resolve(const v1::Slice& slice) const {
   return r;
 }
 
-namespace {
-
-// Whether `encoding` is bfloat16; INVALID_ARGUMENT for a value this shard
-// does not know (a newer client).
-absl::StatusOr<bool> IsBfloat16(int encoding) {
-  if (encoding == v1::FLOAT32) return false;
-  if (encoding == v1::BFLOAT16) return true;
-  return absl::InvalidArgumentError(
-      absl::StrCat("encoding ", encoding, " is unknown: expected FLOAT32 or BFLOAT16"));
-}
-
-size_t BytesPerValue(bool bf16) { return bf16 ? sizeof(uint16_t) : sizeof(float); }
-
-}  // namespace
-
 absl::Status Shard::ResolveAll(const google::protobuf::RepeatedPtrField<v1::Slice>& slices,
                                std::vector<Resolved>* out) const {
   out->reserve(slices.size());
@@ -382,8 +374,6 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
         absl::StrCat("worker ", request.worker_rank(), " pulls at clock ", request.clock(),
                      " but is at clock ", clock_.WorkerClock(request.worker_rank())));
   }
-  absl::StatusOr<bool> bf16 = IsBfloat16(request.encoding());
-  if (status.ok()) status = bf16.status();
   if (status.ok()) status = ResolveAll(request.slices(), slices.get());
   // An evaluation's pull (read_only) leaves the tables as they were.
   const bool create_rows = config_.server.pull_creates_rows && !request.read_only();
@@ -393,11 +383,11 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   SharedRange reply;
   if (status.ok() && shared) {
     absl::StatusOr<SharedRange> range =
-        Shared(request.worker_rank(), request.reply_shared(), PayloadBytes(*slices, *bf16));
+        Shared(request.worker_rank(), request.reply_shared(), PayloadBytes(*slices));
     status = range.status();
     if (range.ok()) reply = *std::move(range);
   } else if (status.ok()) {
-    status = CheckReplySize(*slices, *bf16);
+    status = CheckReplySize(*slices);
   }
   if (!status.ok()) {
     done(status);
@@ -406,18 +396,18 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   const uint32_t worker = request.worker_rank();
   pulls_in_flight_[worker].fetch_add(1);
   const int64_t clock = request.clock();
-  auto serve = [this, worker, clock, slices, response, bf16 = *bf16, create_rows, shared, reply,
+  auto serve = [this, worker, clock, slices, response, create_rows, shared, reply,
                 done = std::move(done)](absl::Status s) {
     pulls_in_flight_[worker].fetch_sub(1);
     if (s.ok()) {
       RecordServed(worker, clock, *slices);
-      NoteTraffic(*slices, bf16, /*push=*/false);
+      NotePulled(*slices);
       response->set_min_clock(clock_.published_min());
       if (shared) {
-        s = ReadSlicesToShared(*slices, bf16, create_rows, reply);
+        s = ReadSlicesToShared(*slices, create_rows, reply);
         response->set_values_shared(s.ok());
       } else {
-        ReadSlices(*slices, bf16, create_rows, response->mutable_values());
+        ReadSlices(*slices, create_rows, response->mutable_values());
       }
     }
     done(s);
@@ -428,8 +418,8 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   return id;
 }
 
-absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices, bool bf16) const {
-  const uint64_t bytes = PayloadBytes(slices, bf16);
+absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices) const {
+  const uint64_t bytes = PayloadBytes(slices);
   if (bytes + 1024 > static_cast<uint64_t>(config_.server.max_message_bytes)) {
     return absl::ResourceExhaustedError(
         absl::StrCat("pull would return ", bytes, " bytes, over server.max_message_bytes (",
@@ -438,65 +428,75 @@ absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices, bool bf1
   return absl::OkStatus();
 }
 
-void Shard::NoteTraffic(const std::vector<Resolved>& slices, bool bf16, bool push) {
+void Shard::NotePulled(const std::vector<Resolved>& slices) {
   for (const Resolved& r : slices) {
     Traffic& t = traffic_[r.index];
-    (push ? t.push_bytes : t.pull_bytes)
-        .fetch_add(r.count * BytesPerValue(bf16), std::memory_order_relaxed);
+    t.pull_bytes.fetch_add(r.count * r.codec->width(), std::memory_order_relaxed);
+    t.pull_raw_bytes.fetch_add(r.count * sizeof(float), std::memory_order_relaxed);
   }
 }
 
-uint64_t Shard::PayloadBytes(const std::vector<Resolved>& slices, bool bf16) {
+void Shard::NotePushed(const std::vector<Resolved>& slices, const std::vector<uint64_t>& bytes) {
+  for (size_t i = 0; i < slices.size(); ++i) {
+    Traffic& t = traffic_[slices[i].index];
+    t.push_bytes.fetch_add(bytes[i], std::memory_order_relaxed);
+    t.push_raw_bytes.fetch_add(slices[i].count * sizeof(float), std::memory_order_relaxed);
+  }
+}
+
+uint64_t Shard::PayloadBytes(const std::vector<Resolved>& slices) {
   uint64_t bytes = 0;
-  for (const Resolved& r : slices) bytes += r.count * BytesPerValue(bf16);
+  for (const Resolved& r : slices) bytes += r.count * r.codec->width();
   return bytes;
 }
 
-absl::Status Shard::ReadSlicesToShared(const std::vector<Resolved>& slices, bool bf16,
-                                       bool create_rows,
+absl::Status Shard::ReadSlicesToShared(const std::vector<Resolved>& slices, bool create_rows,
                                        const SharedRange& range) {
   // Staged in this thread's buffer: the tables' locks are never held while
   // touching memory the worker could take away. Kept between calls up to
   // 64 MiB (first-touching fresh pages costs more than the copy).
   thread_local std::vector<char> staging;
   staging.resize(range.bytes);
-  ReadSlicesTo(slices, bf16, create_rows, staging.data());
+  ReadSlicesTo(slices, create_rows, staging.data());
   absl::Status copied = range.segment->CopyIn(range.offset, staging.data(), range.bytes);
   if (staging.size() > (size_t{64} << 20)) std::vector<char>().swap(staging);
   return copied;
 }
 
-void Shard::ReadSlicesTo(const std::vector<Resolved>& slices, bool bf16, bool create_rows,
-                         char* out) {
+void Shard::ReadSlicesTo(const std::vector<Resolved>& slices, bool create_rows, char* out) {
   for (const Resolved& r : slices) {
     if (r.dense) {
-      r.dense->CopyBytes(r.offset, r.count, bf16, out);
-    } else if (!bf16) {
+      r.dense->CopyBytes(r.offset, r.count, *r.codec, out);
+    } else if (r.codec->id() == v1::FLOAT32) {
       r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(out), r.count),
                      create_rows);
     } else {
       std::vector<float> rows(r.count);
       r.sparse->Read(r.keys, absl::MakeSpan(rows), create_rows);
-      EncodeBfloat16(rows, out);
+      r.codec->EncodeTo(rows, out);
     }
-    out += r.count * BytesPerValue(bf16);
+    out += r.count * r.codec->width();
   }
 }
 
-void Shard::ReadSlices(const std::vector<Resolved>& slices, bool bf16, bool create_rows,
-                       google::protobuf::RepeatedPtrField<std::string>* values) {
+void Shard::ReadSlices(const std::vector<Resolved>& slices, bool create_rows,
+                       google::protobuf::RepeatedPtrField<v1::Payload>* values) {
   for (const Resolved& r : slices) {
-    std::string* bytes = values->Add();
+    v1::Payload* payload = values->Add();
+    payload->set_codec(r.codec->id());
+    std::string* bytes = payload->mutable_values();
     if (r.dense) {
-      r.dense->AppendBytes(r.offset, r.count, bf16, bytes);
-    } else if (!bf16) {
-      bytes->resize(r.count * sizeof(float));
+      r.dense->AppendBytes(r.offset, r.count, *r.codec, bytes);
+      continue;
+    }
+    bytes->resize(r.count * r.codec->width());
+    if (r.codec->id() == v1::FLOAT32) {
       r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(bytes->data()), r.count),
                      create_rows);
     } else {
       std::vector<float> rows(r.count);
       r.sparse->Read(r.keys, absl::MakeSpan(rows), create_rows);
-      AppendBfloat16(rows, bytes);
+      r.codec->EncodeTo(rows, bytes->data());
     }
   }
 }
@@ -505,9 +505,13 @@ absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
                                     const std::vector<Resolved>& slices, std::string* shared_copy,
                                     std::vector<std::vector<float>>* decoded,
                                     std::vector<absl::Span<const float>>* grads,
-                                    std::vector<float>* max_abs) const {
-  TESSERA_ASSIGN_OR_RETURN(const bool bf16, IsBfloat16(request.encoding()));
-  std::vector<absl::string_view> payloads;
+                                    std::vector<float>* max_abs,
+                                    std::vector<uint64_t>* bytes) const {
+  decoded->resize(slices.size());
+  bytes->assign(slices.size(), 0);
+  // Packed in shared memory (each slice in its fixed-width codec), or one
+  // payload per slice in the message.
+  const char* packed = nullptr;
   if (request.has_gradients_shared()) {
     if (request.gradients_size() != 0) {
       return absl::InvalidArgumentError(
@@ -516,36 +520,47 @@ absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
     }
     TESSERA_ASSIGN_OR_RETURN(
         SharedRange range,
-        Shared(request.worker_rank(), request.gradients_shared(), PayloadBytes(slices, bf16)));
+        Shared(request.worker_rank(), request.gradients_shared(), PayloadBytes(slices)));
     shared_copy->resize(range.bytes);
     TESSERA_RETURN_IF_ERROR(range.segment->CopyOut(range.offset, shared_copy->data(), range.bytes));
-    const char* at = shared_copy->data();
-    for (const Resolved& r : slices) {
-      payloads.emplace_back(at, r.count * BytesPerValue(bf16));
-      at += payloads.back().size();
-    }
+    packed = shared_copy->data();
   } else if (request.gradients_size() != request.slices_size()) {
     return absl::InvalidArgumentError(absl::StrCat("push has ", request.slices_size(),
                                                    " slices but ", request.gradients_size(),
                                                    " gradient payloads"));
-  } else {
-    for (const std::string& g : request.gradients()) payloads.emplace_back(g);
   }
-  if (bf16) decoded->resize(slices.size());
   for (size_t i = 0; i < slices.size(); ++i) {
-    const absl::string_view g = payloads[i];
-    if (g.size() != slices[i].count * BytesPerValue(bf16)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("table '", request.slices(i).table(), "': gradient payload is ", g.size(),
-                       " bytes, expected ", slices[i].count * BytesPerValue(bf16), " (",
-                       slices[i].count, bf16 ? " bfloat16)" : " float32)"));
-    }
-    if (bf16) {
-      (*decoded)[i].resize(slices[i].count);
-      DecodeBfloat16(g, (*decoded)[i].data());
-      grads->push_back((*decoded)[i]);
+    const Resolved& r = slices[i];
+    std::vector<float>& out = (*decoded)[i];
+    if (packed != nullptr) {
+      (*bytes)[i] = r.count * r.codec->width();
+      if (r.codec->id() == v1::FLOAT32) {
+        grads->push_back(FloatView(absl::string_view(packed, (*bytes)[i])));
+      } else {
+        out.resize(r.count);
+        r.codec->DecodeFrom(packed, absl::MakeSpan(out));
+        grads->push_back(out);
+      }
+      packed += (*bytes)[i];
     } else {
-      grads->push_back(FloatView(g));
+      const v1::Payload& payload = request.gradients(static_cast<int>(i));
+      TESSERA_ASSIGN_OR_RETURN(const Codec* codec, FindCodec(payload.codec()));
+      (*bytes)[i] = tessera::PayloadBytes(payload);
+      absl::Status decoded_ok;
+      if (codec->id() == v1::FLOAT32) {
+        // Viewed in place: float32 needs no copy.
+        absl::StatusOr<absl::Span<const float>> view = ViewFloat32(payload, r.count);
+        decoded_ok = view.status();
+        if (view.ok()) grads->push_back(*view);
+      } else {
+        out.resize(r.count);
+        decoded_ok = codec->Decode(payload, absl::MakeSpan(out));
+        grads->push_back(out);
+      }
+      if (!decoded_ok.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("table '", request.slices(i).table(),
+                                                       "': gradient ", decoded_ok.message()));
+      }
     }
     max_abs->push_back(MaxAbs(grads->back()));
     if (config_.server.reject_nonfinite) {
@@ -619,18 +634,18 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   std::vector<std::vector<float>> decoded;
   std::vector<absl::Span<const float>> grads;
   std::vector<float> max_abs;
-  TESSERA_RETURN_IF_ERROR(
-      DecodeGradients(request, slices, &shared_copy, &decoded, &grads, &max_abs));
+  std::vector<uint64_t> wire_bytes;  // each slice's, as it travelled
+  TESSERA_RETURN_IF_ERROR(DecodeGradients(request, slices, &shared_copy, &decoded, &grads,
+                                          &max_abs, &wire_bytes));
   TESSERA_RETURN_IF_ERROR(CheckRowLimit(slices));
-  const bool bf16 = request.encoding() == v1::BFLOAT16;  // checked by DecodeGradients
   TESSERA_RETURN_IF_ERROR(ResolveAll(request.pull_slices(), &pull_slices));
   if (config_.server.pull_creates_rows) TESSERA_RETURN_IF_ERROR(CheckRowLimit(pull_slices));
   SharedRange reply;
   if (request.has_reply_shared()) {
     TESSERA_ASSIGN_OR_RETURN(
-        reply, Shared(worker, request.reply_shared(), PayloadBytes(pull_slices, bf16)));
+        reply, Shared(worker, request.reply_shared(), PayloadBytes(pull_slices)));
   } else {
-    TESSERA_RETURN_IF_ERROR(CheckReplySize(pull_slices, bf16));
+    TESSERA_RETURN_IF_ERROR(CheckReplySize(pull_slices));
   }
 
   // A worker's pushes within its clock apply in parallel (one call per
@@ -677,7 +692,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     response->set_staleness(read.staleness().value_or(-1));
     // Piece 0 pushes are each an update of their own.
     ApplyGradients(worker, bit != 0 ? clock : -1, grads, slices, read);
-    NoteTraffic(slices, bf16, /*push=*/true);
+    NotePushed(slices, wire_bytes);
   }
   response->set_clock(clock);
   if (advance_clock) {
@@ -689,16 +704,16 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   if (!pull_slices.empty() && response->min_clock() >= response->clock() - staleness_) {
     response->set_pulled(true);
     RecordServed(worker, response->clock(), pull_slices);
-    NoteTraffic(pull_slices, bf16, /*push=*/false);
+    NotePulled(pull_slices);
     if (reply.segment != nullptr) {
       // The push stands; a worker whose memory is gone gets no fused values
       // and its next pull says why.
       const bool copied =
-          ReadSlicesToShared(pull_slices, bf16, config_.server.pull_creates_rows, reply).ok();
+          ReadSlicesToShared(pull_slices, config_.server.pull_creates_rows, reply).ok();
       response->set_pulled(copied);
       response->set_values_shared(copied);
     } else {
-      ReadSlices(pull_slices, bf16, config_.server.pull_creates_rows, response->mutable_values());
+      ReadSlices(pull_slices, config_.server.pull_creates_rows, response->mutable_values());
     }
   }
   return absl::OkStatus();
@@ -788,6 +803,8 @@ void Shard::FillTraffic(const std::string& table, v1::TableStats* stats) const {
   const Traffic& t = traffic_[tables_.at(table).index];
   stats->set_push_bytes(t.push_bytes.load(std::memory_order_relaxed));
   stats->set_pull_bytes(t.pull_bytes.load(std::memory_order_relaxed));
+  stats->set_push_raw_bytes(t.push_raw_bytes.load(std::memory_order_relaxed));
+  stats->set_pull_raw_bytes(t.pull_raw_bytes.load(std::memory_order_relaxed));
 }
 
 void Shard::Stats(v1::StatsResponse* response) const {

@@ -63,6 +63,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/codec.h"
 #include "common/config.h"
 #include "common/shared_memory.h"
 #include "proto/checkpoint.pb.h"
@@ -170,6 +171,9 @@ class Shard {
     uint64_t offset = 0;
     uint64_t count = 0;  // floats the slice covers
     uint32_t index = 0;  // the table's place in the job's tables (layout_)
+    // The fixed-width codec the slice's values are answered (a pull) or
+    // packed in shared memory (a push) in: Slice.codec.
+    const Codec* codec = nullptr;
     absl::Span<const uint64_t> keys;
   };
 
@@ -194,8 +198,8 @@ class Shard {
                                      uint64_t bytes) const;
   // Reads `slices` packed (as ReadSlicesTo) and copies them into `range`.
   // DATA_LOSS when the worker's memory is gone under the mapping.
-  absl::Status ReadSlicesToShared(const std::vector<Resolved>& slices, bool bf16,
-                                  bool create_rows, const SharedRange& range);
+  absl::Status ReadSlicesToShared(const std::vector<Resolved>& slices, bool create_rows,
+                                  const SharedRange& range);
 
   // A call of `worker` carrying `session`: a known, registered rank whose
   // secret it is (INVALID_ARGUMENT / FAILED_PRECONDITION / PERMISSION_DENIED).
@@ -215,25 +219,26 @@ class Shard {
   // Checks a push's gradient payloads (in the request or in shared memory)
   // against its slices and decodes them into *grads (views into the message
   // or into *shared_copy, the bytes copied out of shared memory, for
-  // float32; into *decoded for bfloat16). INVALID_ARGUMENT on a wrong size
-  // or, by default, NaN/Inf. Gradients in shared memory are copied out once
+  // float32; into *decoded for every other codec). INVALID_ARGUMENT on a
+  // payload that does not fit its slice (common/codec.h) or, by default,
+  // NaN/Inf. *bytes: each slice's bytes as they travelled. Gradients in shared memory are copied out once
   // before they are checked, so the worker cannot change them in between.
   // *max_abs: each slice's largest |gradient| (one pass finds it and NaN/Inf).
   absl::Status DecodeGradients(const v1::PushRequest& request, const std::vector<Resolved>& slices,
                                std::string* shared_copy, std::vector<std::vector<float>>* decoded,
                                std::vector<absl::Span<const float>>* grads,
-                               std::vector<float>* max_abs) const;
-  // Appends the values of `slices` to *values (one bytes field per slice),
-  // as float32 or, when `bf16`, bfloat16. `create_rows`: a sparse key never
-  // pushed gets a row kept (else it reads as its initial values, unkept).
-  void ReadSlices(const std::vector<Resolved>& slices, bool bf16, bool create_rows,
-                  google::protobuf::RepeatedPtrField<std::string>* values);
+                               std::vector<float>* max_abs, std::vector<uint64_t>* bytes) const;
+  // Appends the values of `slices` to *values (one payload per slice, in
+  // the slice's codec). `create_rows`: a sparse key never pushed gets a row
+  // kept (else it reads as its initial values, unkept).
+  void ReadSlices(const std::vector<Resolved>& slices, bool create_rows,
+                  google::protobuf::RepeatedPtrField<v1::Payload>* values);
   // The same bytes packed one slice after another at `out` (shared memory).
-  void ReadSlicesTo(const std::vector<Resolved>& slices, bool bf16, bool create_rows, char* out);
-  // Bytes `slices` take packed, in float32 or bfloat16.
-  static uint64_t PayloadBytes(const std::vector<Resolved>& slices, bool bf16);
+  void ReadSlicesTo(const std::vector<Resolved>& slices, bool create_rows, char* out);
+  // Bytes `slices` take packed, each in its codec.
+  static uint64_t PayloadBytes(const std::vector<Resolved>& slices);
   // RESOURCE_EXHAUSTED when reading `slices` would exceed max_message_bytes.
-  absl::Status CheckReplySize(const std::vector<Resolved>& slices, bool bf16) const;
+  absl::Status CheckReplySize(const std::vector<Resolved>& slices) const;
   // RESOURCE_EXHAUSTED when the sparse slices would grow a table past
   // server.max_sparse_rows (approximate under concurrent requests: each
   // checks alone, so several at once may pass the limit by their new keys).
@@ -278,14 +283,19 @@ class Shard {
   std::vector<std::unique_ptr<SparseTable>> sparse_;
   absl::flat_hash_map<std::string, Resolved> tables_;  // name -> table
   std::vector<v1::TableLayout> layout_;
-  // Bytes of values moved per table (layout_'s order), at wire precision:
-  // gradients pushed, values pulled (fused pulls included).
+  // Bytes of values moved per table (layout_'s order) as they travelled,
+  // and as float32 would have: gradients pushed, values pulled (fused
+  // pulls included).
   struct Traffic {
     std::atomic<uint64_t> push_bytes{0};
     std::atomic<uint64_t> pull_bytes{0};
+    std::atomic<uint64_t> push_raw_bytes{0};
+    std::atomic<uint64_t> pull_raw_bytes{0};
   };
   std::unique_ptr<Traffic[]> traffic_;
-  void NoteTraffic(const std::vector<Resolved>& slices, bool bf16, bool push);
+  void NotePulled(const std::vector<Resolved>& slices);
+  // `bytes`: each slice's payload as it travelled.
+  void NotePushed(const std::vector<Resolved>& slices, const std::vector<uint64_t>& bytes);
   void FillTraffic(const std::string& table, v1::TableStats* stats) const;
   // By worker: its pushes hold it shared, its clock advances (Clock, Finish,
   // a push that advances) exclusively, so an advance follows every push of

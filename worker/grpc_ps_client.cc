@@ -175,7 +175,7 @@ GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank,
     // per channel): a small shard gets one request, so its push advances the
     // clock itself and can carry a fused pull. Pieces go to the lightest group.
     uint64_t total = 0;
-    for (const auto& piece : requests_.pieces[s]) total += piece.length * requests_.value_bytes();
+    for (const auto& piece : requests_.pieces[s]) total += piece.length * sizeof(float);
     const size_t wanted = std::clamp<uint64_t>(total / kSplitBytes, 1, channels);
     std::vector<uint64_t> load(wanted, 0);
     shard.groups.resize(wanted);
@@ -400,7 +400,7 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
       requests.push_back(std::make_unique<v1::PullRequest>());
       responses.push_back(std::make_unique<v1::PullResponse>());
       contexts.push_back(std::make_unique<grpc::ClientContext>());
-      requests_.BuildPull(pieces, rank_, clock, requests.back().get());
+      requests_.BuildPull(pieces, rank_, clock, requests.back().get(), shards_[s].memory != nullptr);
       const char* shared = nullptr;
       if (shards_[s].memory) {
         requests.back()->mutable_reply_shared()->set_offset(shards_[s].pull_at[g]);
@@ -482,9 +482,15 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads,
       if (values_clock) requests.back()->set_values_clock(*values_clock);
       std::function<absl::Status()> on_ok;
       if (pull_into != nullptr && single) {
-        // The fused pull asks for the same pieces the push carried.
-        for (const auto& slice : requests.back()->slices()) {
-          *requests.back()->add_pull_slices() = slice;
+        // The fused pull asks for the same pieces the push carried, answered
+        // at the next clock in each table's pull codec (float32 into shared memory).
+        for (size_t i = 0; i < pieces.size(); ++i) {
+          v1::Slice* slice = requests.back()->add_pull_slices();
+          *slice = requests.back()->slices(static_cast<int>(i));
+          if (!shared) {
+            slice->set_codec(
+                requests_.encoder->PullCodec(clock + 1, pieces[i].table, pieces[i].length));
+          }
         }
         if (shared) {
           requests.back()->mutable_reply_shared()->set_offset(shards_[s].pull_at[g]);

@@ -48,6 +48,7 @@ class GrpcPsClient : public PsClient {
 
   absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) override;
   int64_t lost_clocks() const override { return lost_clocks_; }
+  WireTraffic traffic() const override { return requests_.encoder->traffic(); }
   absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override;
   absl::Status PushDense(int64_t clock, const ParameterSet& grads,
                          std::optional<int64_t> values_clock) override;

@@ -24,11 +24,10 @@ std::vector<Shard*> LocalShards::ptrs() const {
 }
 
 LocalPsClient::LocalPsClient(const JobConfig& config, uint32_t rank, std::vector<Shard*> shards)
-    : config_(config), rank_(rank), shards_(std::move(shards)), requests_([&config] {
-        ShardRequests r = ShardRequests::ForDense(config, 1, ~0ull);
-        r.bf16 = false;  // no wire in process: worker.wire_precision does not apply
-        return r;
-      }()) {}
+    : config_(config),
+      rank_(rank),
+      shards_(std::move(shards)),
+      requests_(ShardRequests::ForDense(config, 1, ~0ull)) {}
 
 absl::StatusOr<int64_t> LocalPsClient::Connect(int64_t resume_clock) {
   // Two rounds: the second moves shards that hold an earlier clock.
@@ -137,7 +136,12 @@ absl::StatusOr<std::optional<int64_t>> LocalPsClient::Push(int64_t clock, const 
                         &request);
     if (values_clock) request.set_values_clock(*values_clock);
     if (pull_into != nullptr) {
-      for (const auto& slice : request.slices()) *request.add_pull_slices() = slice;
+      const auto& pieces = requests_.pieces[s];
+      for (size_t i = 0; i < pieces.size(); ++i) {
+        v1::Slice* slice = request.add_pull_slices();
+        *slice = request.slices(static_cast<int>(i));
+        slice->set_codec(requests_.encoder->PullCodec(clock + 1, pieces[i].table, pieces[i].length));
+      }
     }
     TESSERA_RETURN_IF_ERROR(shards_[s]->Push(request, &response));
     staleness = std::max(staleness, response.staleness());

@@ -57,6 +57,7 @@ class LocalPsClient : public PsClient {
   absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows, RowPull mode) override;
   absl::Status PushRows(int64_t clock, const RowSet& grads) override;
   absl::Status Finish() override;
+  WireTraffic traffic() const override { return requests_.encoder->traffic(); }
   absl::StatusOr<uint32_t> WorkersFinished() override;
 
  private:

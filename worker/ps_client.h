@@ -72,6 +72,13 @@ class PsClient {
   // Clocks of this worker's updates that shards lost (restored from older
   // checkpoints) as its Connect calls found: per call the most any shard lost.
   virtual int64_t lost_clocks() const { return 0; }
+  // Bytes of values this client moved as they travelled (encoded), and as
+  // float32 would have taken: raw / bytes is each direction's compression.
+  struct WireTraffic {
+    uint64_t push_bytes = 0, push_raw_bytes = 0;
+    uint64_t pull_bytes = 0, pull_raw_bytes = 0;
+  };
+  virtual WireTraffic traffic() const { return {}; }
 
   // Pulls every dense table whole, as allowed at `clock` by the consistency
   // mode, into *params (resized to the tables). Returns the smallest

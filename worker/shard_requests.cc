@@ -8,6 +8,7 @@
 #include "common/partition.h"
 #include "common/secret.h"
 #include "common/status.h"
+#include "common/codec.h"
 #include "common/wire.h"
 
 namespace tessera {
@@ -15,7 +16,6 @@ namespace tessera {
 ShardRequests ShardRequests::ForDense(const JobConfig& config, uint32_t split,
                                       uint64_t split_bytes) {
   ShardRequests r;
-  r.bf16 = config.worker.wire_precision == WirePrecision::kBf16;
   const uint32_t num_shards = config.num_servers();
   r.pieces.resize(num_shards);
   const auto tables = config.Tables();
@@ -34,6 +34,8 @@ ShardRequests ShardRequests::ForDense(const JobConfig& config, uint32_t split,
       }
     }
   }
+  r.encoder =
+      std::make_shared<PushEncoder>(config.worker.compression, r.table_names, r.dense_sizes);
   return r;
 }
 
@@ -73,12 +75,15 @@ std::vector<uint32_t> ShardRequests::SharesOf(const v1::PlanResponse& response) 
 }
 
 void ShardRequests::BuildPull(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
-                              v1::PullRequest* request) const {
+                              v1::PullRequest* request, bool shared) const {
   request->set_worker_rank(worker);
   request->set_session(session);
   request->set_clock(clock);
-  request->set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
-  for (const auto& p : pieces) FillSlice(p, request->add_slices());
+  for (const auto& p : pieces) {
+    v1::Slice* slice = request->add_slices();
+    FillSlice(p, slice);
+    if (!shared) slice->set_codec(encoder->PullCodec(clock, p.table, p.length));
+  }
 }
 
 void ShardRequests::BuildPush(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
@@ -89,22 +94,19 @@ void ShardRequests::BuildPush(const std::vector<Piece>& pieces, uint32_t worker,
   request->set_clock(clock);
   request->set_advance_clock(advance);
   request->set_piece(piece);
-  request->set_encoding(bf16 ? v1::BFLOAT16 : v1::FLOAT32);
   if (shared != nullptr) request->mutable_gradients_shared()->set_offset(shared->offset);
   char* out = shared != nullptr ? shared->data : nullptr;
   for (const auto& p : pieces) {
     FillSlice(p, request->add_slices());
     const auto values = absl::MakeConstSpan(grads[p.table].data() + p.offset, p.length);
-    if (out != nullptr && bf16) {
-      EncodeBfloat16(values, out);
-      out += values.size() * sizeof(uint16_t);
-    } else if (out != nullptr) {
+    if (out != nullptr) {
       std::memcpy(out, values.data(), values.size() * sizeof(float));
       out += values.size() * sizeof(float);
-    } else if (bf16) {
-      AppendBfloat16(values, request->add_gradients());
+      encoder->Count(/*push=*/true, values.size() * sizeof(float), values.size());
     } else {
-      EncodeFloats(values, request->add_gradients());
+      v1::Payload* payload = request->add_gradients();
+      encoder->Encode(clock, p.table, p.offset, values, payload);
+      encoder->Count(/*push=*/true, PayloadBytes(*payload), values.size());
     }
   }
 }
@@ -117,40 +119,32 @@ uint64_t ShardRequests::MaxBytes(const std::vector<Piece>& pieces) {
 
 absl::Status ShardRequests::ScatterPull(const std::vector<Piece>& pieces, const char* packed,
                                         ParameterSet* params) const {
-  std::vector<absl::string_view> views;
   for (const auto& p : pieces) {
-    views.emplace_back(packed, p.length * value_bytes());
-    packed += views.back().size();
+    std::memcpy((*params)[p.table].data() + p.offset, packed, p.length * sizeof(float));
+    packed += p.length * sizeof(float);
+    encoder->Count(/*push=*/false, p.length * sizeof(float), p.length);
   }
-  return Scatter(pieces, views, params);
+  return absl::OkStatus();
 }
 
 absl::Status ShardRequests::ScatterPull(
-    const std::vector<Piece>& pieces, const google::protobuf::RepeatedPtrField<std::string>& values,
-    ParameterSet* params) const {
+    const std::vector<Piece>& pieces,
+    const google::protobuf::RepeatedPtrField<v1::Payload>& values, ParameterSet* params) const {
   if (values.size() != static_cast<int>(pieces.size())) {
     return absl::InternalError(
         absl::StrCat("pull answered ", values.size(), " slices, asked for ", pieces.size()));
   }
-  return Scatter(pieces, std::vector<absl::string_view>(values.begin(), values.end()), params);
-}
-
-absl::Status ShardRequests::Scatter(const std::vector<Piece>& pieces,
-                                    const std::vector<absl::string_view>& values,
-                                    ParameterSet* params) const {
   for (size_t i = 0; i < pieces.size(); ++i) {
     const auto& p = pieces[i];
-    const absl::string_view bytes = values[i];
-    if (bytes.size() != p.length * value_bytes()) {
-      return absl::InternalError(absl::StrCat("pull slice ", i, " holds ", bytes.size(),
-                                              " bytes, expected ", p.length * value_bytes()));
+    const v1::Payload& payload = values[static_cast<int>(i)];
+    absl::StatusOr<const Codec*> codec = FindCodec(payload.codec());
+    absl::Status s = codec.status();
+    if (s.ok()) s = (*codec)->Decode(payload, absl::MakeSpan((*params)[p.table].data() + p.offset, p.length));
+    if (!s.ok()) {
+      return absl::InternalError(absl::StrCat("pull slice ", i, " of table '",
+                                              table_names[p.table], "': ", s.message()));
     }
-    float* out = (*params)[p.table].data() + p.offset;
-    if (bf16) {
-      DecodeBfloat16(bytes, out);
-    } else {
-      std::memcpy(out, bytes.data(), bytes.size());
-    }
+    encoder->Count(/*push=*/false, PayloadBytes(payload), p.length);
   }
   return absl::OkStatus();
 }
@@ -182,14 +176,15 @@ ShardRequests::RowRoute ShardRequests::RouteRows(const RowSet& rows, uint32_t nu
 void ShardRequests::AddRowSlices(const RowSet& rows,
                                  const std::vector<std::vector<uint32_t>>& route,
                                  google::protobuf::RepeatedPtrField<v1::Slice>* slices,
-                                 google::protobuf::RepeatedPtrField<std::string>* payloads) const {
+                                 google::protobuf::RepeatedPtrField<v1::Payload>* payloads) const {
   std::vector<float> values;
   for (size_t i = 0; i < rows.size(); ++i) {
     if (route[i].empty()) continue;
     const SparseRows& r = rows[i];
     v1::Slice* slice = slices->Add();
     slice->set_table(table_names[r.table]);
-    // Keys and float32 values are written straight into the message's bytes.
+    slice->set_codec(encoder->RowCodec(r.table, /*push=*/false).id());
+    // Keys are written straight into the message's bytes.
     std::string* keys = slice->mutable_keys();
     keys->resize(route[i].size() * sizeof(uint64_t));
     char* at = keys->data();
@@ -198,28 +193,23 @@ void ShardRequests::AddRowSlices(const RowSet& rows,
       at += sizeof(uint64_t);
     }
     if (payloads == nullptr) continue;
-    const size_t row_bytes = size_t{r.dim} * sizeof(float);
-    std::string* bytes = payloads->Add();
-    if (!bf16) {
-      bytes->resize(route[i].size() * row_bytes);
-      at = bytes->data();
-      for (uint32_t k : route[i]) {
-        std::memcpy(at, r.values.data() + size_t{k} * r.dim, row_bytes);
-        at += row_bytes;
-      }
-      continue;
+    const Codec& codec = encoder->RowCodec(r.table, /*push=*/true);
+    v1::Payload* payload = payloads->Add();
+    payload->set_codec(codec.id());
+    std::string* bytes = payload->mutable_values();
+    bytes->resize(route[i].size() * size_t{r.dim} * codec.width());
+    at = bytes->data();
+    for (uint32_t k : route[i]) {
+      codec.EncodeTo(absl::MakeConstSpan(r.values.data() + size_t{k} * r.dim, r.dim), at);
+      at += size_t{r.dim} * codec.width();
     }
-    values.resize(route[i].size() * size_t{r.dim});
-    for (size_t j = 0; j < route[i].size(); ++j) {
-      std::copy_n(r.values.data() + size_t{route[i][j]} * r.dim, r.dim, values.data() + j * r.dim);
-    }
-    AppendBfloat16(values, bytes);
+    encoder->Count(/*push=*/true, bytes->size(), route[i].size() * size_t{r.dim});
   }
 }
 
 absl::Status ShardRequests::ScatterRows(
     const std::vector<std::vector<uint32_t>>& route,
-    const google::protobuf::RepeatedPtrField<std::string>& values, RowSet* rows) const {
+    const google::protobuf::RepeatedPtrField<v1::Payload>& values, RowSet* rows) const {
   int slice = 0;
   std::vector<float> decoded;
   for (size_t i = 0; i < rows->size(); ++i) {
@@ -227,22 +217,22 @@ absl::Status ShardRequests::ScatterRows(
     SparseRows& r = (*rows)[i];
     r.values.resize(r.keys.size() * size_t{r.dim});
     const size_t floats = route[i].size() * size_t{r.dim};
-    if (slice >= values.size() || values[slice].size() != floats * value_bytes()) {
+    decoded.resize(floats);
+    absl::Status s = slice < values.size()
+                         ? absl::OkStatus()
+                         : absl::InternalError(absl::StrCat("no payload for slice ", slice));
+    absl::StatusOr<const Codec*> codec =
+        s.ok() ? FindCodec(values[slice].codec()) : absl::StatusOr<const Codec*>(s);
+    if (s.ok()) s = codec.status();
+    if (s.ok()) s = (*codec)->Decode(values[slice], absl::MakeSpan(decoded));
+    if (!s.ok()) {
       return absl::InternalError(absl::StrCat("row pull of table '", table_names[r.table],
-                                              "' answered ",
-                                              slice < values.size() ? values[slice].size() : 0,
-                                              " bytes, expected ", floats * value_bytes()));
+                                              "': ", s.message()));
     }
-    const float* in;
-    if (bf16) {
-      decoded.resize(floats);
-      DecodeBfloat16(values[slice], decoded.data());
-      in = decoded.data();
-    } else {
-      in = reinterpret_cast<const float*>(values[slice].data());
-    }
+    encoder->Count(/*push=*/false, PayloadBytes(values[slice]), floats);
     for (size_t j = 0; j < route[i].size(); ++j) {
-      std::copy_n(in + j * r.dim, r.dim, r.values.data() + size_t{route[i][j]} * r.dim);
+      std::copy_n(decoded.data() + j * r.dim, r.dim,
+                  r.values.data() + size_t{route[i][j]} * r.dim);
     }
     ++slice;
   }

@@ -1,15 +1,19 @@
 // ShardRequests: how a worker's calls are cut into per-shard requests —
 // which pieces of each dense table every shard owns, the pull and push
-// requests built from them (fp32 or bf16 on the wire, shared memory where
-// it applies), and sparse rows routed to the shards that own their keys.
+// requests built from them (each table's values in its codec on the wire,
+// float32 through shared memory), and sparse rows routed to the shards that
+// own their keys.
 // Shared by both PsClient implementations, so that they split tables
 // identically.
 //
-// Threading: const after construction; any thread may build requests.
+// Threading: const after construction; any thread may build pulls, plans
+// and row requests. BuildPush encodes through the client's PushEncoder,
+// whose residual only the client's calling thread touches.
 #ifndef TESSERA_WORKER_SHARD_REQUESTS_H_
 #define TESSERA_WORKER_SHARD_REQUESTS_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -18,6 +22,7 @@
 #include "proto/tessera.pb.h"
 #include "worker/parameter_set.h"
 #include "worker/ps_client.h"
+#include "worker/push_encoder.h"
 
 namespace tessera {
 
@@ -33,7 +38,9 @@ struct ShardRequests {
   // By table index (JobConfig::Tables() order), computed once.
   std::vector<std::string> table_names;
   std::vector<uint64_t> dense_sizes;  // 0 for sparse tables
-  bool bf16 = false;                  // values travel as bfloat16 (worker.wire_precision)
+  // worker.compression: each table's codecs, and the push residual. Shared
+  // by copies of this object (one client, one encoder).
+  std::shared_ptr<PushEncoder> encoder;
   // This worker process's registration secret (RegisterRequest.session),
   // carried by every request built here.
   std::string session = NewSession();
@@ -51,9 +58,11 @@ struct ShardRequests {
                  v1::PlanRequest* request) const;
   // The shares a plan answer gives, by rank.
   static std::vector<uint32_t> SharesOf(const v1::PlanResponse& response);
-  // Fills `request` with `pieces` (some of this->pieces), for `worker` at `clock`.
+  // Fills `request` with `pieces` (some of this->pieces), for `worker` at
+  // `clock`, each answered in its table's pull codec (float32 when
+  // `shared`: the answer goes to shared memory).
   void BuildPull(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
-                 v1::PullRequest* request) const;
+                 v1::PullRequest* request, bool shared = false) const;
   // With `shared`, the gradients are written packed at shared->data and the
   // request names shared->offset instead of carrying them.
   struct SharedTarget {
@@ -62,6 +71,8 @@ struct ShardRequests {
   };
   // `piece`: which of this clock's requests to the shard this is, from 1 (the
   // shard applies each piece once, so a retried one is not applied twice).
+  // Without `shared`, each piece travels in its table's push codec (the
+  // encoder's error feedback applies).
   void BuildPush(const std::vector<Piece>& pieces, uint32_t worker, int64_t clock,
                  const ParameterSet& grads, bool advance, uint32_t piece, v1::PushRequest* request,
                  const SharedTarget* shared = nullptr) const;
@@ -69,8 +80,6 @@ struct ShardRequests {
   void ShapeParameters(ParameterSet* params) const;
   // The dense slice that `piece` names.
   void FillSlice(const Piece& piece, v1::Slice* slice) const;
-  // Bytes one value takes on the wire.
-  size_t value_bytes() const { return bf16 ? sizeof(uint16_t) : sizeof(float); }
   // Bytes `pieces` take packed one after another, as float32 (the most).
   static uint64_t MaxBytes(const std::vector<Piece>& pieces);
 
@@ -80,28 +89,25 @@ struct ShardRequests {
   using RowRoute = std::vector<std::vector<std::vector<uint32_t>>>;
   static RowRoute RouteRows(const RowSet& rows, uint32_t num_shards);
   // Appends shard s's slices of `rows` to *slices (tables with no key there
-  // are left out); with `payloads`, also each slice's values packed in this
-  // encoding (a push's gradients).
+  // are left out), each answered in its table's row codec; with
+  // `payloads`, also each slice's values encoded so (a push's gradients).
   void AddRowSlices(const RowSet& rows, const std::vector<std::vector<uint32_t>>& route,
                     google::protobuf::RepeatedPtrField<v1::Slice>* slices,
-                    google::protobuf::RepeatedPtrField<std::string>* payloads = nullptr) const;
-  // Copies a pull's row values (one bytes field per slice AddRowSlices
-  // added, in order) into rows[i].values. INTERNAL when the sizes disagree.
+                    google::protobuf::RepeatedPtrField<v1::Payload>* payloads = nullptr) const;
+  // Copies a pull's row values (one payload per slice AddRowSlices added,
+  // in order) into rows[i].values. INTERNAL when they do not fit.
   absl::Status ScatterRows(const std::vector<std::vector<uint32_t>>& route,
-                           const google::protobuf::RepeatedPtrField<std::string>& values,
+                           const google::protobuf::RepeatedPtrField<v1::Payload>& values,
                            RowSet* rows) const;
-  // Copies pulled values (one bytes field per piece, in this encoding) into
-  // *params. INTERNAL when the sizes disagree.
+  // Decodes pulled values (one payload per piece) into *params. INTERNAL
+  // when they do not fit.
   absl::Status ScatterPull(const std::vector<Piece>& pieces,
-                           const google::protobuf::RepeatedPtrField<std::string>& values,
+                           const google::protobuf::RepeatedPtrField<v1::Payload>& values,
                            ParameterSet* params) const;
-  // The same from values packed one piece after another at `packed`.
+  // The same from float32 values packed one piece after another at `packed`
+  // (shared memory).
   absl::Status ScatterPull(const std::vector<Piece>& pieces, const char* packed,
                            ParameterSet* params) const;
-
- private:
-  absl::Status Scatter(const std::vector<Piece>& pieces,
-                       const std::vector<absl::string_view>& values, ParameterSet* params) const;
 };
 
 }  // namespace tessera

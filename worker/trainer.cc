@@ -66,6 +66,10 @@ nlohmann::json TrainResult::ToJson() const {
       {"push_staleness_mean",
        push_staleness.measured ? double(push_staleness.sum) / push_staleness.measured : 0.0},
       {"push_staleness_max", push_staleness.max},
+      {"push_bytes", traffic.push_bytes},
+      {"push_raw_bytes", traffic.push_raw_bytes},
+      {"pull_bytes", traffic.pull_bytes},
+      {"pull_raw_bytes", traffic.pull_raw_bytes},
   };
   if (ctr) {
     j["rows_pulled"] = rows_pulled;
@@ -234,6 +238,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   if (rank_ == 0 && test_) TESSERA_RETURN_IF_ERROR(EvaluateFinal(cache, model.get()));
   TESSERA_RETURN_IF_ERROR(WithRecovery("finishing", cache, [&] { return client_->Finish(); }));
   result_.lost_clocks = client_->lost_clocks();
+  result_.traffic = client_->traffic();
   rusage usage{};
   if (getrusage(RUSAGE_SELF, &usage) == 0) result_.peak_rss_mib = usage.ru_maxrss / 1024.0;
   result_.push_staleness = client_->push_staleness();
@@ -423,7 +428,7 @@ absl::Status Trainer::CtrCompute(ParameterCache& cache, ParameterSet* grads, dou
   result_.rows_pulled += static_cast<int64_t>(missing.size());
   result_.row_cache_hits += hits;
   result_.row_bytes_saved += hits * (config_.model.embedding_dim + 1) *
-                             (config_.worker.wire_precision == WirePrecision::kBf16 ? 2 : 4);
+                             (config_.worker.compression.all.pull == CodecKind::kNone ? 4 : 2);
   const auto batch =
       CtrModel::Batch::Of(batch_, ctr_rows_, row_set_[0].values.data(), row_set_[1].values.data());
   int64_t correct = 0;

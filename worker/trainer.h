@@ -77,6 +77,7 @@ struct TrainResult {
   // click probabilities; base: the training click rate predicted for all).
   int64_t rows_pulled = 0;
   int64_t row_cache_hits = 0;   // rows served by the worker's row cache instead
+  PsClient::WireTraffic traffic;  // bytes of values moved (worker.compression)
   int64_t row_bytes_saved = 0;  // what those rows would have moved (pulled, at wire precision)
   bool ctr = false;
   double test_logloss = 0, test_auc = 0, bayes_logloss = 0, base_logloss = 0;

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/codec.h"
 #include "common/shared_memory.h"
 #include "common/wire.h"
 #include "server/shard.h"
@@ -276,7 +277,7 @@ TEST_CASE("sparse tables stop at server.max_sparse_rows; pulls can be told not t
   auto b = StartPull(*grower, 0, 0, Sparse("emb", keys));
   REQUIRE(a->status->ok());
   REQUIRE(b->status->ok());
-  CHECK(a->response.values(0) == b->response.values(0));  // the same initial values
+  CHECK(a->response.values(0).values() == b->response.values(0).values());  // the same initial values
   v1::StatsResponse kept, grown;
   reader->Stats(&kept);
   CHECK(kept.tables(2).rows() == 0);
@@ -297,7 +298,7 @@ TEST_CASE("sparse tables stop at server.max_sparse_rows; pulls can be told not t
   auto frozen_read = read_only(*reader, unseen);
   REQUIRE(evaluated->status->ok());
   REQUIRE(frozen_read->status->ok());
-  CHECK(evaluated->response.values(0) == frozen_read->response.values(0));
+  CHECK(evaluated->response.values(0).values() == frozen_read->response.values(0).values());
   CHECK(DecodeFloats(evaluated->response.values(0)).size() == 4);  // 2 keys x dim 2
   grower->Stats(&grown);
   CHECK(grown.tables(2).rows() == 3);

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 #include <thread>
 
+#include "common/codec.h"
 #include "common/wire.h"
 #include "proto/health.grpc.pb.h"
 #include "proto/tessera.grpc.pb.h"
@@ -239,7 +240,7 @@ TEST_CASE("bad requests over gRPC get their status codes and change nothing") {
   // Over max_message_bytes (64 KiB here): gRPC refuses it before the shard sees it.
   CHECK(c.Push(DensePush(0, 0, 0, std::vector<float>(1000, 1.0f))).ok());
   v1::PushRequest huge = DensePush(0, 1, 0, std::vector<float>(1000, 1.0f));
-  huge.mutable_gradients(0)->append(std::string(100'000, '\0'));
+  huge.mutable_gradients(0)->mutable_values()->append(std::string(100'000, '\0'));
   CHECK(c.Push(huge).error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
   v1::PushRequest bad_key;
   bad_key.set_worker_rank(0);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/codec.h"
 #include "common/wire.h"
 #include "server/shard.h"
 #include "tests/server/test_session.h"

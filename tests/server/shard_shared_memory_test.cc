@@ -3,6 +3,7 @@
 // parked pull still answers into it, and Register maps only the worker's own.
 #include <catch2/catch.hpp>
 
+#include "common/codec.h"
 #include "common/shared_memory.h"
 #include "common/wire.h"
 #include "server/shard.h"
@@ -76,9 +77,10 @@ TEST_CASE("shared memory carries a push's gradients and its fused pull, as the m
   EncodeBfloat16(gb, *segment->Bytes(0, 4));
   PushRequest bf16 = MakePush(0, 3, Dense("b", 0, 2), {}, true);
   bf16.clear_gradients();
-  bf16.set_encoding(v1::BFLOAT16);
+  bf16.mutable_slices(0)->set_codec(v1::BFLOAT16);  // packed as bfloat16
   bf16.mutable_gradients_shared()->set_offset(0);
   *bf16.add_pull_slices() = Dense("b", 0, 2);
+  bf16.mutable_pull_slices(0)->set_codec(v1::BFLOAT16);
   bf16.mutable_reply_shared()->set_offset(8);
   const std::vector<float> b_before = PullNow(*shared, Dense("b", 0, 2));
   PushResponse resp;

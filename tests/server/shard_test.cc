@@ -8,6 +8,7 @@
 #include <optional>
 #include <thread>
 
+#include "common/codec.h"
 #include "common/partition.h"
 #include "common/wire.h"
 #include "server/dense_table.h"
@@ -355,9 +356,8 @@ TEST_CASE("bfloat16 pushes and pulls: rounded on the wire, float32 on the shard"
   push.set_worker_rank(0);
   push.set_session(SessionOf(0));
   push.set_clock(0);
-  push.set_encoding(v1::BFLOAT16);
   *push.add_slices() = Dense("b", 0, 2);
-  AppendBfloat16(grad, push.add_gradients());
+  CodecOf(v1::BFLOAT16).Encode(grad, push.add_gradients());
   PushResponse resp;
   REQUIRE(shard->Push(push, &resp).ok());
   const std::vector<float> b = PullNow(*shard, Dense("b", 0, 2));  // float32 pull
@@ -366,15 +366,15 @@ TEST_CASE("bfloat16 pushes and pulls: rounded on the wire, float32 on the shard"
   // A bfloat16 pull returns the rounding of the float32 values.
   auto pull = StartPull(*shard, 0, 0, Dense("b", 0, 2));
   PullRequest request = pull->request;
-  request.set_encoding(v1::BFLOAT16);
+  request.mutable_slices(0)->set_codec(v1::BFLOAT16);
   PullResponse bf16_resp;
   std::optional<absl::Status> status;
   shard->Pull(request, &bf16_resp, kFar, [&](absl::Status s) { status = s; });
   REQUIRE(status.has_value());
   REQUIRE(status->ok());
-  REQUIRE(bf16_resp.values(0).size() == 4);
-  std::vector<float> got(2);
-  DecodeBfloat16(bf16_resp.values(0), got.data());
+  REQUIRE(bf16_resp.values(0).codec() == v1::BFLOAT16);
+  REQUIRE(bf16_resp.values(0).values().size() == 4);
+  std::vector<float> got = DecodeFloats(bf16_resp.values(0));
   CHECK(got[0] == FromBfloat16(ToBfloat16(b[0])));
   CHECK(got[1] == FromBfloat16(ToBfloat16(b[1])));
   // Sparse rows travel the same way.
@@ -382,37 +382,38 @@ TEST_CASE("bfloat16 pushes and pulls: rounded on the wire, float32 on the shard"
   PullRequest sparse;
   sparse.set_worker_rank(0);
   sparse.set_session(SessionOf(0));
-  sparse.set_encoding(v1::BFLOAT16);
   *sparse.add_slices() = Sparse("emb", {5});
+  sparse.mutable_slices(0)->set_codec(v1::BFLOAT16);
   PullResponse sparse_resp;
   status.reset();
   shard->Pull(sparse, &sparse_resp, kFar, [&](absl::Status s) { status = s; });
   REQUIRE((status.has_value() && status->ok()));
-  DecodeBfloat16(sparse_resp.values(0), got.data());
+  got = DecodeFloats(sparse_resp.values(0));
   CHECK(got[0] == FromBfloat16(ToBfloat16(emb[0])));
   CHECK(got[1] == FromBfloat16(ToBfloat16(emb[1])));
 }
 
-TEST_CASE("a bfloat16 push of the wrong size, or an unknown encoding, changes nothing") {
+TEST_CASE("a bfloat16 push of the wrong size, or an unknown codec, changes nothing") {
   JobConfig c = MakeConfig("asp", 0, 1);
   auto shard = MakeShard(c);
   const std::vector<float> before = PullNow(*shard, Dense("w", 0, 8));
   PushRequest push = MakePush(0, 0, Dense("w", 0, 2), {1, 1}, true);  // float32 bytes
-  push.set_encoding(v1::BFLOAT16);
+  push.mutable_gradients(0)->set_codec(v1::BFLOAT16);
   PushResponse resp;
   absl::Status s = shard->Push(push, &resp);
   CHECK(s.code() == absl::StatusCode::kInvalidArgument);
   CHECK(std::string(s.message()) ==
-        "table 'w': gradient payload is 8 bytes, expected 4 (2 bfloat16)");
-  push.set_encoding(static_cast<v1::Encoding>(9));
+        "table 'w': gradient payload (BFLOAT16): values hold 8 bytes, expected 4 (2 values)");
+  push.mutable_gradients(0)->set_codec(static_cast<v1::Codec>(9));
   s = shard->Push(push, &resp);
   CHECK(s.code() == absl::StatusCode::kInvalidArgument);
-  CHECK(std::string(s.message()) == "encoding 9 is unknown: expected FLOAT32 or BFLOAT16");
+  CHECK(std::string(s.message()) ==
+        "codec 9 is unknown: expected FLOAT32, BFLOAT16, FLOAT16, TOPK or ONEBIT");
   PullRequest pull;
   pull.set_worker_rank(0);
   pull.set_session(SessionOf(0));
-  pull.set_encoding(static_cast<v1::Encoding>(9));
   *pull.add_slices() = Dense("w", 0, 2);
+  pull.mutable_slices(0)->set_codec(static_cast<v1::Codec>(9));
   PullResponse pull_resp;
   std::optional<absl::Status> status;
   shard->Pull(pull, &pull_resp, kFar, [&](absl::Status st) { status = st; });

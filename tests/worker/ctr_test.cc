@@ -368,7 +368,7 @@ TEST_CASE("row pulls and pushes reach the owning shards, in process and over gRP
       fp32_rows = Rows(client, keys, 1, 3);
     }
     // The same rows as bfloat16 on the wire: within bf16's 8 bits of mantissa.
-    c.worker.wire_precision = WirePrecision::kBf16;
+    c.worker.compression.all = {CodecKind::kBf16, CodecKind::kBf16};
     GrpcPsClient bf16(c, 0);
     REQUIRE(bf16.Connect().ok());
     const RowSet bf16_rows = Rows(bf16, fp32_rows[0].keys, 1, 3);

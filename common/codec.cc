@@ -1,0 +1,297 @@
+#include "common/codec.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "Eigen/Core"
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "common/wire.h"
+
+namespace tessera {
+namespace {
+
+absl::Status Bad(const v1::Payload& p, const std::string& what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("payload (", v1::Codec_Name(p.codec()), "): ", what));
+}
+
+// A fixed-width payload holds its values and nothing else.
+absl::Status CheckFixed(const v1::Payload& p, size_t width, size_t count) {
+  if (p.values().size() != count * width) {
+    return Bad(p, absl::StrCat("values hold ", p.values().size(), " bytes, expected ",
+                               count * width, " (", count, " values)"));
+  }
+  if (!p.indices().empty() || !p.signs().empty() || p.scale() != 0) {
+    return Bad(p, "only values may be set");
+  }
+  return absl::OkStatus();
+}
+
+class Float32Codec final : public Codec {
+ public:
+  v1::Codec id() const override { return v1::FLOAT32; }
+  size_t width() const override { return sizeof(float); }
+  void Encode(absl::Span<const float> values, v1::Payload* out) const override {
+    out->Clear();
+    EncodeFloats(values, out->mutable_values());
+  }
+  absl::Status Decode(const v1::Payload& p, absl::Span<float> out) const override {
+    if (absl::Status s = CheckFixed(p, width(), out.size()); !s.ok()) return s;
+    if (!out.empty()) std::memcpy(out.data(), p.values().data(), out.size() * sizeof(float));
+    return absl::OkStatus();
+  }
+  void EncodeTo(absl::Span<const float> values, char* out) const override {
+    if (!values.empty()) std::memcpy(out, values.data(), values.size() * sizeof(float));
+  }
+  void DecodeFrom(const char* in, absl::Span<float> out) const override {
+    if (!out.empty()) std::memcpy(out.data(), in, out.size() * sizeof(float));
+  }
+};
+
+// The two 16-bit codecs differ only in the conversion.
+template <v1::Codec kId, uint16_t (*kTo)(float), float (*kFrom)(uint16_t)>
+class HalfCodec final : public Codec {
+ public:
+  v1::Codec id() const override { return kId; }
+  size_t width() const override { return sizeof(uint16_t); }
+  void Encode(absl::Span<const float> values, v1::Payload* out) const override {
+    out->Clear();
+    out->set_codec(kId);
+    std::string* bytes = out->mutable_values();
+    bytes->resize(values.size() * sizeof(uint16_t));
+    EncodeTo(values, bytes->data());
+  }
+  absl::Status Decode(const v1::Payload& p, absl::Span<float> out) const override {
+    if (absl::Status s = CheckFixed(p, width(), out.size()); !s.ok()) return s;
+    DecodeFrom(p.values().data(), out);
+    return absl::OkStatus();
+  }
+  void EncodeTo(absl::Span<const float> values, char* out) const override {
+    if (kId == v1::BFLOAT16) return EncodeBfloat16(values, out);
+    for (size_t i = 0; i < values.size(); ++i) {
+      const uint16_t h = kTo(values[i]);
+      std::memcpy(out + 2 * i, &h, sizeof(h));
+    }
+  }
+  void DecodeFrom(const char* in, absl::Span<float> out) const override {
+    if (kId == v1::BFLOAT16) {
+      return DecodeBfloat16(absl::string_view(in, out.size() * sizeof(uint16_t)), out.data());
+    }
+    for (size_t i = 0; i < out.size(); ++i) {
+      uint16_t h;
+      std::memcpy(&h, in + 2 * i, sizeof(h));
+      out[i] = kFrom(h);
+    }
+  }
+};
+
+using Bfloat16Codec = HalfCodec<v1::BFLOAT16, ToBfloat16, FromBfloat16>;
+using Float16Codec = HalfCodec<v1::FLOAT16, ToFloat16, FromFloat16>;
+
+class TopkCodec final : public Codec {
+ public:
+  explicit TopkCodec(double ratio) : ratio_(ratio) {}
+  v1::Codec id() const override { return v1::TOPK; }
+  size_t width() const override { return 0; }
+
+  void Encode(absl::Span<const float> values, v1::Payload* out) const override {
+    out->Clear();
+    out->set_codec(v1::TOPK);
+    const size_t n = values.size();
+    if (n == 0) return;
+    const size_t k =
+        std::min(n, std::max<size_t>(1, static_cast<size_t>(std::ceil(ratio_ * n))));
+    // The k-th largest magnitude, then one forward pass keeps the values
+    // above it and as many equal to it as k allows (positions stay sorted).
+    thread_local std::vector<float> mags;
+    mags.resize(n);
+    for (size_t i = 0; i < n; ++i) mags[i] = std::fabs(values[i]);
+    std::nth_element(mags.begin(), mags.begin() + (n - k), mags.end());
+    const float threshold = mags[n - k];
+    size_t above = 0;
+    for (size_t i = 0; i < n; ++i) above += std::fabs(values[i]) > threshold;
+    size_t ties = k - above;
+    std::string* indices = out->mutable_indices();
+    std::string* kept = out->mutable_values();
+    indices->resize(k * sizeof(uint32_t));
+    kept->resize(k * sizeof(float));
+    char* at_index = indices->data();
+    char* at_value = kept->data();
+    for (size_t i = 0; i < n; ++i) {
+      const float m = std::fabs(values[i]);
+      if (!(m > threshold) && !(m == threshold && ties > 0)) continue;
+      if (!(m > threshold)) --ties;
+      const uint32_t position = static_cast<uint32_t>(i);
+      std::memcpy(at_index, &position, sizeof(position));
+      std::memcpy(at_value, &values[i], sizeof(float));
+      at_index += sizeof(uint32_t);
+      at_value += sizeof(float);
+    }
+  }
+
+  absl::Status Decode(const v1::Payload& p, absl::Span<float> out) const override {
+    const size_t k = p.indices().size() / sizeof(uint32_t);
+    if (p.indices().size() % sizeof(uint32_t) != 0 || p.values().size() != k * sizeof(float)) {
+      return Bad(p, absl::StrCat(p.indices().size(), " bytes of positions and ",
+                                 p.values().size(), " of values: expected 4 bytes of each a value"));
+    }
+    if (k > out.size()) {
+      return Bad(p, absl::StrCat(k, " values for a slice of ", out.size()));
+    }
+    if (!p.signs().empty() || p.scale() != 0) return Bad(p, "signs and scale must be unset");
+    std::fill(out.begin(), out.end(), 0.0f);
+    const char* at_index = p.indices().data();
+    const char* at_value = p.values().data();
+    int64_t previous = -1;
+    for (size_t j = 0; j < k; ++j) {
+      uint32_t position;
+      std::memcpy(&position, at_index + j * sizeof(uint32_t), sizeof(position));
+      if (static_cast<int64_t>(position) <= previous || position >= out.size()) {
+        return Bad(p, absl::StrCat("position ", position, " (value ", j,
+                                   ") is not increasing or not below ", out.size()));
+      }
+      previous = position;
+      std::memcpy(&out[position], at_value + j * sizeof(float), sizeof(float));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const double ratio_;
+};
+
+class OnebitCodec final : public Codec {
+ public:
+  v1::Codec id() const override { return v1::ONEBIT; }
+  size_t width() const override { return 0; }
+
+  void Encode(absl::Span<const float> values, v1::Payload* out) const override {
+    out->Clear();
+    out->set_codec(v1::ONEBIT);
+    const size_t n = values.size();
+    std::string* signs = out->mutable_signs();
+    signs->assign((n + 7) / 8, '\0');
+    double sum = 0;
+    for (size_t i = 0; i < n; ++i) {
+      sum += std::fabs(values[i]);
+      if (std::signbit(values[i])) (*signs)[i / 8] |= static_cast<char>(1u << (i % 8));
+    }
+    // The mean magnitude keeps the L1 norm of what is sent equal to the
+    // gradient's (EF-signSGD's scale).
+    out->set_scale(n > 0 ? static_cast<float>(sum / n) : 0.0f);
+  }
+
+  absl::Status Decode(const v1::Payload& p, absl::Span<float> out) const override {
+    if (p.signs().size() != (out.size() + 7) / 8) {
+      return Bad(p, absl::StrCat("signs hold ", p.signs().size(), " bytes, expected ",
+                                 (out.size() + 7) / 8, " (", out.size(), " values)"));
+    }
+    if (!std::isfinite(p.scale()) || p.scale() < 0) {
+      return Bad(p, absl::StrCat("scale ", p.scale(), " is not a finite number >= 0"));
+    }
+    if (!p.values().empty() || !p.indices().empty()) return Bad(p, "only signs and scale may be set");
+    const float scale = p.scale();
+    const unsigned char* bits = reinterpret_cast<const unsigned char*>(p.signs().data());
+    for (size_t i = 0; i < out.size(); ++i) {
+      out[i] = (bits[i / 8] >> (i % 8)) & 1u ? -scale : scale;
+    }
+    return absl::OkStatus();
+  }
+};
+
+constexpr double kDefaultTopkRatio = 0.01;
+
+}  // namespace
+
+void Codec::EncodeTo(absl::Span<const float>, char*) const { std::abort(); }
+void Codec::DecodeFrom(const char*, absl::Span<float>) const { std::abort(); }
+
+uint16_t ToFloat16(float f) {
+  if (std::isfinite(f) && std::fabs(f) > 65504.0f) f = std::copysign(65504.0f, f);
+  return Eigen::numext::bit_cast<uint16_t>(Eigen::half(f));
+}
+
+float FromFloat16(uint16_t h) {
+  return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(h));
+}
+
+const Codec& CodecOf(v1::Codec id) {
+  static const Float32Codec f32;
+  static const Bfloat16Codec bf16;
+  static const Float16Codec f16;
+  static const TopkCodec topk(kDefaultTopkRatio);
+  static const OnebitCodec onebit;
+  switch (id) {
+    case v1::BFLOAT16: return bf16;
+    case v1::FLOAT16: return f16;
+    case v1::TOPK: return topk;
+    case v1::ONEBIT: return onebit;
+    default: return f32;
+  }
+}
+
+absl::StatusOr<const Codec*> FindCodec(int id) {
+  if (!v1::Codec_IsValid(id)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "codec ", id, " is unknown: expected FLOAT32, BFLOAT16, FLOAT16, TOPK or ONEBIT"));
+  }
+  return &CodecOf(static_cast<v1::Codec>(id));
+}
+
+v1::Codec CodecId(CodecKind kind) {
+  switch (kind) {
+    case CodecKind::kBf16: return v1::BFLOAT16;
+    case CodecKind::kFp16: return v1::FLOAT16;
+    case CodecKind::kTopk: return v1::TOPK;
+    case CodecKind::kOnebit: return v1::ONEBIT;
+    case CodecKind::kNone: break;
+  }
+  return v1::FLOAT32;
+}
+
+std::unique_ptr<Codec> MakeCodec(CodecKind kind, double topk_ratio) {
+  switch (kind) {
+    case CodecKind::kBf16: return std::make_unique<Bfloat16Codec>();
+    case CodecKind::kFp16: return std::make_unique<Float16Codec>();
+    case CodecKind::kTopk: return std::make_unique<TopkCodec>(topk_ratio);
+    case CodecKind::kOnebit: return std::make_unique<OnebitCodec>();
+    case CodecKind::kNone: break;
+  }
+  return std::make_unique<Float32Codec>();
+}
+
+absl::StatusOr<absl::Span<const float>> ViewFloat32(const v1::Payload& payload, size_t count) {
+  if (payload.codec() != v1::FLOAT32) return Bad(payload, "expected FLOAT32");
+  TESSERA_RETURN_IF_ERROR(CheckFixed(payload, sizeof(float), count));
+  return FloatView(payload.values());
+}
+
+std::vector<float> DecodeFloats(const v1::Payload& payload) {
+  absl::StatusOr<const Codec*> codec = FindCodec(payload.codec());
+  if (!codec.ok()) return {};
+  size_t count = 0;
+  if ((*codec)->width() > 0) {
+    count = payload.values().size() / (*codec)->width();
+  } else if (payload.codec() == v1::ONEBIT) {
+    count = payload.signs().size() * 8;
+  } else {
+    // TOPK: up to the last position sent.
+    const size_t k = payload.indices().size() / sizeof(uint32_t);
+    uint32_t last = 0;
+    if (k > 0) std::memcpy(&last, payload.indices().data() + (k - 1) * 4, sizeof(last));
+    count = k > 0 ? size_t{last} + 1 : 0;
+  }
+  std::vector<float> out(count);
+  if (!(*codec)->Decode(payload, absl::MakeSpan(out)).ok()) return {};
+  return out;
+}
+
+uint64_t PayloadBytes(const v1::Payload& payload) {
+  return payload.values().size() + payload.indices().size() + payload.signs().size() +
+         (payload.scale() != 0 ? sizeof(float) : 0);
+}
+
+}  // namespace tessera

@@ -1,0 +1,161 @@
+// Wire codecs (common/codec.h): each round-trips within its stated error,
+// refuses payloads that do not fit, and the worker's error feedback
+// (worker/push_encoder.h) sends, over N clocks, the sum of the gradients
+// less the residual left.
+#include "common/codec.h"
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "worker/push_encoder.h"
+
+namespace tessera {
+namespace {
+
+std::vector<float> Gaussian(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+std::vector<float> RoundTrip(const Codec& codec, const std::vector<float>& in) {
+  v1::Payload p;
+  codec.Encode(in, &p);
+  std::vector<float> out(in.size());
+  REQUIRE(codec.Decode(p, absl::MakeSpan(out)).ok());
+  return out;
+}
+
+TEST_CASE("float32 is lossless; bf16 and fp16 are within half a unit of their last place") {
+  const std::vector<float> v = Gaussian(10'000, 1);
+  CHECK(RoundTrip(CodecOf(v1::FLOAT32), v) == v);
+  const std::vector<float> bf16 = RoundTrip(CodecOf(v1::BFLOAT16), v);
+  const std::vector<float> fp16 = RoundTrip(CodecOf(v1::FLOAT16), v);
+  for (size_t i = 0; i < v.size(); ++i) {
+    CHECK(std::fabs(bf16[i] - v[i]) <= std::fabs(v[i]) * 0x1p-8f);
+    // fp16: 10 bits of mantissa for normals, 2^-24 absolute below 2^-14.
+    CHECK(std::fabs(fp16[i] - v[i]) <= std::max(std::fabs(v[i]) * 0x1p-11f, 0x1p-25f));
+  }
+  // fp16 saturates finite values instead of making them Inf; NaN stays NaN.
+  const std::vector<float> big = {1e6f, -1e6f, 65504.0f};
+  CHECK(RoundTrip(CodecOf(v1::FLOAT16), big) == std::vector<float>{65504.0f, -65504.0f, 65504.0f});
+  CHECK(std::isnan(FromFloat16(ToFloat16(NAN))));
+  CHECK(std::isinf(FromFloat16(ToFloat16(INFINITY))));
+}
+
+TEST_CASE("topk keeps the k largest magnitudes, in order, and zeros the rest") {
+  std::unique_ptr<Codec> topk = MakeCodec(CodecKind::kTopk, 0.25);
+  const std::vector<float> v = {0.1f, -5, 2, 0.3f, -0.2f, 4, 0, 1};
+  v1::Payload p;
+  topk->Encode(v, &p);
+  CHECK(p.codec() == v1::TOPK);
+  CHECK(p.indices().size() == 2 * sizeof(uint32_t));  // ceil(0.25 x 8)
+  CHECK(PayloadBytes(p) == 16);
+  CHECK(RoundTrip(*topk, v) == std::vector<float>{0, -5, 0, 0, 0, 4, 0, 0});
+  // Ties at the threshold fill up to k, first positions first.
+  const std::vector<float> ties = {1, 1, 1, 1};
+  CHECK(RoundTrip(*MakeCodec(CodecKind::kTopk, 0.5), ties) == std::vector<float>{1, 1, 0, 0});
+}
+
+TEST_CASE("onebit sends signs and the mean magnitude") {
+  const std::vector<float> v = {1, -3, 2, -2, 0.5f, 0.5f, -1, 2, 3};  // 9 values: 2 bytes of signs
+  v1::Payload p;
+  CodecOf(v1::ONEBIT).Encode(v, &p);
+  CHECK(p.signs().size() == 2);
+  CHECK(p.scale() == Approx(15.0 / 9));
+  const std::vector<float> out = RoundTrip(CodecOf(v1::ONEBIT), v);
+  for (size_t i = 0; i < v.size(); ++i) CHECK(out[i] == (v[i] < 0 ? -p.scale() : p.scale()));
+}
+
+TEST_CASE("a payload that does not fit its slice is refused with what is wrong") {
+  std::vector<float> out(4);
+  v1::Payload p;
+  CodecOf(v1::BFLOAT16).Encode(std::vector<float>(3, 1.0f), &p);
+  absl::Status s = CodecOf(v1::BFLOAT16).Decode(p, absl::MakeSpan(out));
+  CHECK(s.message() == "payload (BFLOAT16): values hold 6 bytes, expected 8 (4 values)");
+  // Positions out of order, or past the slice.
+  v1::Payload topk;
+  topk.set_codec(v1::TOPK);
+  const uint32_t positions[2] = {2, 1};
+  topk.set_indices(std::string(reinterpret_cast<const char*>(positions), 8));
+  topk.set_values(std::string(8, '\0'));
+  CHECK(!CodecOf(v1::TOPK).Decode(topk, absl::MakeSpan(out)).ok());
+  const uint32_t past[2] = {1, 4};
+  topk.set_indices(std::string(reinterpret_cast<const char*>(past), 8));
+  CHECK(!CodecOf(v1::TOPK).Decode(topk, absl::MakeSpan(out)).ok());
+  v1::Payload sign;
+  sign.set_codec(v1::ONEBIT);
+  sign.set_signs(std::string(1, '\0'));
+  sign.set_scale(NAN);
+  CHECK(CodecOf(v1::ONEBIT).Decode(sign, absl::MakeSpan(out)).message() ==
+        "payload (ONEBIT): scale nan is not a finite number >= 0");
+  CHECK(!FindCodec(9).ok());
+}
+
+// Error feedback: sent so far + residual now == sum of the gradients.
+void CheckFeedback(CodecKind kind) {
+  CompressionConfig config;
+  config.all.push = kind;
+  config.topk_ratio = 0.05;
+  config.min_bytes = 0;
+  const size_t n = 1000;
+  PushEncoder encoder(config, {"w"}, {n});
+  std::vector<double> sent(n, 0), total(n, 0);
+  std::vector<float> decoded(n);
+  for (int64_t clock = 0; clock < 50; ++clock) {
+    const std::vector<float> g = Gaussian(n, 100 + clock);
+    // Two pieces, as a push split over two shards.
+    for (uint64_t offset : {uint64_t{0}, uint64_t{600}}) {
+      const size_t len = offset == 0 ? 600 : 400;
+      v1::Payload p;
+      encoder.Encode(clock, 0, offset, absl::MakeConstSpan(g.data() + offset, len), &p);
+      if (clock == 7) {
+        // A retried step: the same clock encoded again must add its
+        // residual once, and send the same thing.
+        v1::Payload again;
+        encoder.Encode(clock, 0, offset, absl::MakeConstSpan(g.data() + offset, len), &again);
+        CHECK(again.SerializeAsString() == p.SerializeAsString());
+      }
+      REQUIRE(CodecOf(p.codec()).Decode(p, absl::MakeSpan(decoded.data() + offset, len)).ok());
+    }
+    for (size_t i = 0; i < n; ++i) sent[i] += decoded[i], total[i] += g[i];
+  }
+  const absl::Span<const float> residual = encoder.residual(0);
+  double worst = 0;
+  for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(sent[i] + residual[i] - total[i]));
+  CHECK(worst < 1e-4);  // float32 sums of 50 clocks of N(0,1)
+  double norm = 0;
+  for (float r : residual) norm += double(r) * r;
+  CHECK(norm > 0);  // something was held back
+}
+
+TEST_CASE("topk and onebit with error feedback send the sum of the gradients less the residual") {
+  SECTION("topk") { CheckFeedback(CodecKind::kTopk); }
+  SECTION("onebit") { CheckFeedback(CodecKind::kOnebit); }
+}
+
+TEST_CASE("warm-up clocks and small slices travel as float32") {
+  CompressionConfig config;
+  config.all = {CodecKind::kTopk, CodecKind::kFp16};
+  config.warmup_steps = 3;
+  config.min_bytes = 1024;
+  PushEncoder encoder(config, {"w", "b"}, {1000, 10});
+  const std::vector<float> g = Gaussian(1000, 5);
+  v1::Payload p;
+  encoder.Encode(2, 0, 0, g, &p);
+  CHECK(p.codec() == v1::FLOAT32);
+  CHECK(encoder.PullCodec(2, 0, 1000) == v1::FLOAT32);
+  encoder.Encode(3, 0, 0, g, &p);
+  CHECK(p.codec() == v1::TOPK);
+  CHECK(encoder.PullCodec(3, 0, 1000) == v1::FLOAT16);
+  encoder.Encode(3, 1, 0, absl::MakeConstSpan(g.data(), 10), &p);  // 40 bytes < 1024
+  CHECK(p.codec() == v1::FLOAT32);
+  CHECK(encoder.PullCodec(3, 1, 10) == v1::FLOAT32);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,114 @@
+// The emulated cluster (launcher/emulated_network.h): a job whose daemons
+// each run on a host of their own, with shaped links, compression on the
+// wire, a link cut and healed, and nothing left behind. Needs CAP_NET_ADMIN;
+// without it every case says so and skips.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "launcher/emulated_network.h"
+#include "launcher/launcher.h"
+#include "tests/e2e/e2e_fixtures.h"
+
+namespace tessera {
+namespace {
+
+bool Capable() {
+  absl::Status s = EmulatedNetwork::CheckCapable();
+  if (!s.ok()) std::printf("SKIPPED (no network namespaces): %s\n", std::string(s.message()).c_str());
+  return s.ok();
+}
+
+// Namespaces this process made ("tessera-<pid>-...").
+int OwnNamespaces() {
+  int status = 0;
+  const std::string out = Shell("ip netns list", &status);
+  const std::string mine = "tessera-" + std::to_string(getpid()) + "-";
+  int n = 0;
+  for (size_t at = out.find(mine); at != std::string::npos; at = out.find(mine, at + 1)) ++n;
+  return n;
+}
+
+TEST_CASE("a 2x2 job on emulated hosts with top-k pushes and fp16 pulls moves far fewer bytes") {
+  if (!Capable()) return;
+  LaunchOptions o = Options("emulated", {"emulation.link_rate=1gbit",
+                                         "worker.compression.push=topk",
+                                         "worker.compression.topk_ratio=0.01",
+                                         "worker.compression.pull=fp16",
+                                         "worker.compression.min_bytes=0",
+                                         "model.layers=[784,64,10]", "training.epochs=1"});
+  REQUIRE(RunJob(o) == 0);
+  CHECK(OwnNamespaces() == 0);  // removed at the end
+  const std::string summary = Read(o.out_dir + "/summary.json");
+  // top-k 1%: a position and a value (8 bytes) per 100 floats (400 bytes).
+  CHECK(Field(summary, "push_compression") > 40);
+  CHECK(Field(summary, "push_compression") <= 50.5);
+  CHECK(Field(summary, "pull_compression") == Approx(2.0).epsilon(0.01));
+  CHECK(Field(summary, "test_accuracy") > 0.5);  // the synthetic set trains through it
+  // The daemons ran on their hosts' addresses, not on loopback.
+  CHECK(Read(o.out_dir + "/server-0.log").find("10.77.") != std::string::npos);
+  CHECK(Read(o.out_dir + "/metrics_targets.json").find("127.0.0.1") == std::string::npos);
+  CHECK(Read(o.out_dir + "/network.json").find("\"worker-1\"") != std::string::npos);
+}
+
+TEST_CASE("a host's link cut and healed: nothing crosses it meanwhile, and after the heal it does") {
+  if (!Capable()) return;
+  auto net = EmulatedNetwork::Create("tessera-" + std::to_string(getpid()), {"a", "b"},
+                                     {100'000'000, 0});
+  REQUIRE(net.ok());
+  const std::string a = (*net)->Namespace(0), b = (*net)->Namespace(1);
+  const std::string addr = (*net)->Address(1);
+  int status = 0;
+  // A listener on host b that answers one line per connection, for 20 s at most.
+  Shell("ip netns exec " + b +
+            " timeout 20 python3 -c 'import socket\n"
+            "s=socket.socket(); s.bind((\"" + addr + "\", 7100)); s.listen()\n"
+            "while True:\n c,_=s.accept(); c.sendall(b\"hello\\n\"); c.close()' "
+            "> /dev/null 2>&1 &",
+        &status);
+  const std::string dial = "ip netns exec " + a +
+                           " timeout 3 python3 -c 'import socket,time\n"
+                           "for i in range(20):\n"
+                           " try:\n  print(socket.create_connection((\"" + addr +
+                           "\", 7100), timeout=1).recv(6).decode()); break\n"
+                           " except OSError: time.sleep(0.1)' 2>&1";
+  CHECK(Shell(dial, &status).find("hello") != std::string::npos);
+  REQUIRE((*net)->SetLink(1, /*up=*/false).ok());
+  CHECK(Shell(dial, &status).find("hello") == std::string::npos);
+  REQUIRE((*net)->SetLink(1, /*up=*/true).ok());
+  CHECK(Shell(dial, &status).find("hello") != std::string::npos);
+  net->reset();
+  CHECK(OwnNamespaces() == 0);
+}
+
+TEST_CASE("namespaces of a launcher killed with SIGKILL are removed by the next run") {
+  if (!Capable()) return;
+  // A pid that no longer runs: a child that has exited and been reaped.
+  const pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  waitpid(dead, nullptr, 0);
+  int status = 0;
+  const std::string name = "tessera-" + std::to_string(dead) + "-br";
+  Shell("ip netns add " + name, &status);
+  REQUIRE(status == 0);
+  CHECK(EmulatedNetwork::RemoveStale() >= 1);
+  CHECK(Shell("ip netns list", &status).find(name) == std::string::npos);
+}
+
+TEST_CASE("without CAP_NET_ADMIN an emulated run exits 2 with one line that says so") {
+  if (!Capable()) return;
+  int status = 0;
+  const std::string out = Shell(
+      "setpriv --bounding-set=-net_admin --inh-caps=-net_admin " + Runfile("launcher/tessera") +
+          " run " + Runfile("configs/fashion_mnist_mlp.yaml") +
+          " --emulate-network 1gbit --no-live --out " + TempDir("nocap") + " 2>&1",
+      &status);
+  CHECK(status == 2);
+  CHECK(out.find("needs CAP_NET_ADMIN") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera
