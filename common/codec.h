@@ -10,7 +10,7 @@
 //
 // Lossy codecs lose what they do not send; a worker keeps that in its
 // residual and adds it to the next clock's gradient (error feedback,
-// worker/push_encoder.h). Pulls use the fixed-width codecs only.
+// worker/wire_codecs.h). Pulls use the fixed-width codecs only.
 //
 //   const Codec& bf16 = CodecOf(v1::BFLOAT16);
 //   v1::Payload p;  bf16.Encode(values, &p);

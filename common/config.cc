@@ -365,8 +365,8 @@ absl::Status ExpandServerPattern(MapReader& r, ClusterConfig* cluster) {
 absl::Status ReadCodecs(MapReader& r, CodecChoice* choice) {
   TESSERA_RETURN_IF_ERROR(r.Choice("push", &choice->push));
   TESSERA_RETURN_IF_ERROR(r.Choice("pull", &choice->pull));
-  if (choice->pull == CodecKind::kTopk || choice->pull == CodecKind::kOnebit) {
-    return Bad(r.KeyPath("pull"), r.Child("pull"), "one of none|bf16|fp16");
+  if (choice->pull == CodecKind::kOnebit) {
+    return Bad(r.KeyPath("pull"), r.Child("pull"), "one of none|bf16|fp16|topk");
   }
   return absl::OkStatus();
 }
@@ -492,6 +492,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
       if (v.wire_precision == WirePrecision::kBf16) k.all = {CodecKind::kBf16, CodecKind::kBf16};
       TESSERA_RETURN_IF_ERROR(ReadCodecs(z, &k.all));
       TESSERA_RETURN_IF_ERROR(z.Real("topk_ratio", &k.topk_ratio, 0, 1, /*min_exclusive=*/true));
+      TESSERA_RETURN_IF_ERROR(
+          z.Real("pull_topk_ratio", &k.pull_topk_ratio, 0, 1, /*min_exclusive=*/true));
       TESSERA_RETURN_IF_ERROR(z.Integer("min_bytes", &k.min_bytes, 0, int64_t{1} << 40));
       TESSERA_RETURN_IF_ERROR(z.Integer("warmup_steps", &k.warmup_steps, 0, 1'000'000'000));
       YAML::Node tables = z.Child("tables");

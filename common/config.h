@@ -266,7 +266,7 @@ struct ServerConfig {
 // The codecs of one table, per direction.
 struct CodecChoice {
   CodecKind push = CodecKind::kNone;
-  CodecKind pull = CodecKind::kNone;  // none, bf16 or fp16
+  CodecKind pull = CodecKind::kNone;  // none, bf16, fp16, or topk (delta pulls)
 };
 
 // worker.compression: what a worker's pushes and pulls carry on the wire.
@@ -275,6 +275,10 @@ struct CompressionConfig {
   // topk: the share of a slice's values sent each push (the largest |g|),
   // the rest kept in the worker's residual (error feedback).
   double topk_ratio = 0.01;
+  // pull: topk (delta pulls): the share of a dense piece's values a pull
+  // answers, those that changed most since this worker's last answer; the
+  // rest of the change is kept on the shard for later pulls.
+  double pull_topk_ratio = 0.05;
   // Slices smaller than this (as fp32) travel uncompressed: biases and
   // other small tensors, where a codec's header and cost buy nothing.
   uint64_t min_bytes = 16384;

@@ -7,6 +7,7 @@
 #include <limits>
 #include <new>
 #include <optional>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -139,7 +140,11 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       pieces_applied_(new std::atomic<uint64_t>[config.cluster.workers]),
       last_seen_ms_(new std::atomic<int64_t>[config.cluster.workers]),
       session_(new std::atomic<uint64_t>[2 * size_t{config.cluster.workers}]),
-      pulls_in_flight_(new std::atomic<int32_t>[config.cluster.workers]) {
+      pulls_in_flight_(new std::atomic<int32_t>[config.cluster.workers]),
+      version_base_(uint64_t{std::random_device{}()} << 32) {
+  for (uint32_t w = 0; w < config.cluster.workers; ++w) {
+    mirrors_.push_back(std::make_unique<PullMirror>());
+  }
   const uint32_t num_shards = config.num_servers();
   for (const TableConfig& t : config.Tables()) {
     v1::TableLayout layout;
@@ -308,6 +313,16 @@ absl::StatusOr<Shard::Resolved> Shard::Resolve(const v1::Slice& slice) const {
         " is not one values can be answered or packed in: expected FLOAT32, BFLOAT16 or "
         "FLOAT16"));
   }
+  if (!(slice.delta_ratio() >= 0 && slice.delta_ratio() <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "table '", slice.table(), "': delta_ratio ", slice.delta_ratio(), " is not in [0, 1]"));
+  }
+  r.delta_ratio = slice.delta_ratio();
+  r.delta_base = slice.delta_base();
+  if (r.delta_ratio > 0 && !r.dense) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("table '", slice.table(), "' is sparse: rows are not delta-pulled"));
+  }
   if (r.dense) {
     DenseRange range = r.dense->range();
     if (!slice.keys().empty()) {
@@ -401,13 +416,14 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
     pulls_in_flight_[worker].fetch_sub(1);
     if (s.ok()) {
       RecordServed(worker, clock, *slices);
-      NotePulled(*slices);
       response->set_min_clock(clock_.published_min());
       if (shared) {
         s = ReadSlicesToShared(*slices, create_rows, reply);
         response->set_values_shared(s.ok());
+        NotePulled(*slices, nullptr);
       } else {
-        ReadSlices(*slices, create_rows, response->mutable_values());
+        ReadSlices(worker, *slices, create_rows, response->mutable_values());
+        NotePulled(*slices, &response->values());
       }
     }
     done(s);
@@ -428,12 +444,44 @@ absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices) const {
   return absl::OkStatus();
 }
 
-void Shard::NotePulled(const std::vector<Resolved>& slices) {
-  for (const Resolved& r : slices) {
+void Shard::NotePulled(const std::vector<Resolved>& slices,
+                       const google::protobuf::RepeatedPtrField<v1::Payload>* values) {
+  const int first = values != nullptr ? values->size() - static_cast<int>(slices.size()) : 0;
+  for (size_t i = 0; i < slices.size(); ++i) {
+    const Resolved& r = slices[i];
     Traffic& t = traffic_[r.index];
-    t.pull_bytes.fetch_add(r.count * r.codec->width(), std::memory_order_relaxed);
+    const uint64_t bytes = values != nullptr
+                               ? tessera::PayloadBytes((*values)[first + static_cast<int>(i)])
+                               : r.count * r.codec->width();
+    t.pull_bytes.fetch_add(bytes, std::memory_order_relaxed);
     t.pull_raw_bytes.fetch_add(r.count * sizeof(float), std::memory_order_relaxed);
   }
+}
+
+void Shard::AnswerDelta(uint32_t worker, const Resolved& r, v1::Payload* out) {
+  PullMirror& mirror = *mirrors_[worker];
+  thread_local std::vector<float> now, sent;
+  now.resize(r.count);
+  r.dense->CopyValues(r.offset, absl::MakeSpan(now));
+  absl::MutexLock lock(&mirror.mu);
+  const std::pair<uint32_t, uint64_t> key(r.index, r.offset);
+  if (!mirror.held.contains(key) && mirror.held.size() >= kMaxMirrors) mirror.held.clear();
+  PullMirror::Held& held = mirror.held[key];
+  if (held.version != 0 && held.version == r.delta_base && held.values.size() == r.count) {
+    // The change the worker has not seen; what is not sent now stays in it.
+    for (size_t i = 0; i < r.count; ++i) now[i] -= held.values[i];
+    MakeCodec(CodecKind::kTopk, r.delta_ratio)->Encode(now, out);
+    sent.resize(r.count);
+    (void)CodecOf(v1::TOPK).Decode(*out, absl::MakeSpan(sent));
+    for (size_t i = 0; i < r.count; ++i) held.values[i] += sent[i];
+    out->set_delta(true);
+  } else {
+    r.codec->Encode(now, out);
+    held.values.resize(r.count);
+    (void)r.codec->Decode(*out, absl::MakeSpan(held.values));  // exactly what the worker holds
+  }
+  held.version = version_base_ | (versions_.fetch_add(1, std::memory_order_relaxed) + 1);
+  out->set_version(held.version);
 }
 
 void Shard::NotePushed(const std::vector<Resolved>& slices, const std::vector<uint64_t>& bytes) {
@@ -479,10 +527,14 @@ void Shard::ReadSlicesTo(const std::vector<Resolved>& slices, bool create_rows, 
   }
 }
 
-void Shard::ReadSlices(const std::vector<Resolved>& slices, bool create_rows,
+void Shard::ReadSlices(uint32_t worker, const std::vector<Resolved>& slices, bool create_rows,
                        google::protobuf::RepeatedPtrField<v1::Payload>* values) {
   for (const Resolved& r : slices) {
     v1::Payload* payload = values->Add();
+    if (r.delta_ratio > 0) {
+      AnswerDelta(worker, r, payload);
+      continue;
+    }
     payload->set_codec(r.codec->id());
     std::string* bytes = payload->mutable_values();
     if (r.dense) {
@@ -704,8 +756,8 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   if (!pull_slices.empty() && response->min_clock() >= response->clock() - staleness_) {
     response->set_pulled(true);
     RecordServed(worker, response->clock(), pull_slices);
-    NotePulled(pull_slices);
     if (reply.segment != nullptr) {
+      NotePulled(pull_slices, nullptr);
       // The push stands; a worker whose memory is gone gets no fused values
       // and its next pull says why.
       const bool copied =
@@ -713,7 +765,9 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
       response->set_pulled(copied);
       response->set_values_shared(copied);
     } else {
-      ReadSlices(pull_slices, config_.server.pull_creates_rows, response->mutable_values());
+      ReadSlices(worker, pull_slices, config_.server.pull_creates_rows,
+                 response->mutable_values());
+      NotePulled(pull_slices, &response->values());
     }
   }
   return absl::OkStatus();

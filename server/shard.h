@@ -174,6 +174,9 @@ class Shard {
     // The fixed-width codec the slice's values are answered (a pull) or
     // packed in shared memory (a push) in: Slice.codec.
     const Codec* codec = nullptr;
+    // A delta pull (Slice.delta_base / delta_ratio; dense only).
+    uint64_t delta_base = 0;
+    float delta_ratio = 0;
     absl::Span<const uint64_t> keys;
   };
 
@@ -231,8 +234,13 @@ class Shard {
   // Appends the values of `slices` to *values (one payload per slice, in
   // the slice's codec). `create_rows`: a sparse key never pushed gets a row
   // kept (else it reads as its initial values, unkept).
-  void ReadSlices(const std::vector<Resolved>& slices, bool create_rows,
+  // A delta pull's slices are answered against what `worker` holds.
+  void ReadSlices(uint32_t worker, const std::vector<Resolved>& slices, bool create_rows,
                   google::protobuf::RepeatedPtrField<v1::Payload>* values);
+  // A delta pull's slice: the top delta_ratio of the change since the answer
+  // `worker` holds (r.delta_base), when this shard remembers it; else the
+  // whole slice in r.codec. Remembers what the worker holds after it.
+  void AnswerDelta(uint32_t worker, const Resolved& r, v1::Payload* out);
   // The same bytes packed one slice after another at `out` (shared memory).
   void ReadSlicesTo(const std::vector<Resolved>& slices, bool create_rows, char* out);
   // Bytes `slices` take packed, each in its codec.
@@ -293,7 +301,10 @@ class Shard {
     std::atomic<uint64_t> pull_raw_bytes{0};
   };
   std::unique_ptr<Traffic[]> traffic_;
-  void NotePulled(const std::vector<Resolved>& slices);
+  // `values`: the answers in the message (the last slices.size() of them);
+  // null when they went to shared memory.
+  void NotePulled(const std::vector<Resolved>& slices,
+                  const google::protobuf::RepeatedPtrField<v1::Payload>* values);
   // `bytes`: each slice's payload as it travelled.
   void NotePushed(const std::vector<Resolved>& slices, const std::vector<uint64_t>& bytes);
   void FillTraffic(const std::string& table, v1::TableStats* stats) const;
@@ -326,6 +337,23 @@ class Shard {
   std::unique_ptr<std::atomic<uint64_t>[]> session_;
   // By worker: its pulls in flight here (a worker parked on the barrier is live).
   std::unique_ptr<std::atomic<int32_t>[]> pulls_in_flight_;
+  // Delta pulls: by worker, what it holds of each slice it pulled so (keyed
+  // by table index and offset; at most kMaxMirrors slices a worker, all
+  // dropped beyond, and each answered whole again). Memory: the dense
+  // values each delta-pulling worker holds, once more.
+  struct PullMirror {
+    struct Held {
+      uint64_t version = 0;
+      std::vector<float> values;
+    };
+    absl::Mutex mu;
+    absl::flat_hash_map<std::pair<uint32_t, uint64_t>, Held> held ABSL_GUARDED_BY(mu);
+  };
+  static constexpr size_t kMaxMirrors = 256;
+  std::vector<std::unique_ptr<PullMirror>> mirrors_;
+  // Versions are unique to this shard process: a random high half, a count.
+  const uint64_t version_base_;
+  std::atomic<uint64_t> versions_{0};
 
   // Checkpoints: set before serving, then read-only.
   std::function<bool(int64_t)> want_cut_;

@@ -488,8 +488,7 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads,
           v1::Slice* slice = requests.back()->add_pull_slices();
           *slice = requests.back()->slices(static_cast<int>(i));
           if (!shared) {
-            slice->set_codec(
-                requests_.encoder->PullCodec(clock + 1, pieces[i].table, pieces[i].length));
+            requests_.encoder->SetPull(clock + 1, pieces[i].table, slice, /*shared=*/false);
           }
         }
         if (shared) {

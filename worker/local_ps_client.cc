@@ -140,7 +140,7 @@ absl::StatusOr<std::optional<int64_t>> LocalPsClient::Push(int64_t clock, const 
       for (size_t i = 0; i < pieces.size(); ++i) {
         v1::Slice* slice = request.add_pull_slices();
         *slice = request.slices(static_cast<int>(i));
-        slice->set_codec(requests_.encoder->PullCodec(clock + 1, pieces[i].table, pieces[i].length));
+        requests_.encoder->SetPull(clock + 1, pieces[i].table, slice, /*shared=*/false);
       }
     }
     TESSERA_RETURN_IF_ERROR(shards_[s]->Push(request, &response));

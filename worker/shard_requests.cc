@@ -35,7 +35,10 @@ ShardRequests ShardRequests::ForDense(const JobConfig& config, uint32_t split,
     }
   }
   r.encoder =
-      std::make_shared<PushEncoder>(config.worker.compression, r.table_names, r.dense_sizes);
+      std::make_shared<WireCodecs>(config.worker.compression, r.table_names, r.dense_sizes);
+  for (const auto& shard : r.pieces) {
+    for (const Piece& p : shard) r.encoder->AddPiece(p.table, p.offset, p.length);
+  }
   return r;
 }
 
@@ -82,7 +85,7 @@ void ShardRequests::BuildPull(const std::vector<Piece>& pieces, uint32_t worker,
   for (const auto& p : pieces) {
     v1::Slice* slice = request->add_slices();
     FillSlice(p, slice);
-    if (!shared) slice->set_codec(encoder->PullCodec(clock, p.table, p.length));
+    encoder->SetPull(clock, p.table, slice, shared);
   }
 }
 
@@ -137,9 +140,8 @@ absl::Status ShardRequests::ScatterPull(
   for (size_t i = 0; i < pieces.size(); ++i) {
     const auto& p = pieces[i];
     const v1::Payload& payload = values[static_cast<int>(i)];
-    absl::StatusOr<const Codec*> codec = FindCodec(payload.codec());
-    absl::Status s = codec.status();
-    if (s.ok()) s = (*codec)->Decode(payload, absl::MakeSpan((*params)[p.table].data() + p.offset, p.length));
+    absl::Status s = encoder->Receive(p.table, p.offset, payload,
+                                      absl::MakeSpan((*params)[p.table].data() + p.offset, p.length));
     if (!s.ok()) {
       return absl::InternalError(absl::StrCat("pull slice ", i, " of table '",
                                               table_names[p.table], "': ", s.message()));

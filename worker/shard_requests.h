@@ -7,7 +7,7 @@
 // identically.
 //
 // Threading: const after construction; any thread may build pulls, plans
-// and row requests. BuildPush encodes through the client's PushEncoder,
+// and row requests. BuildPush encodes through the client's WireCodecs,
 // whose residual only the client's calling thread touches.
 #ifndef TESSERA_WORKER_SHARD_REQUESTS_H_
 #define TESSERA_WORKER_SHARD_REQUESTS_H_
@@ -22,7 +22,7 @@
 #include "proto/tessera.pb.h"
 #include "worker/parameter_set.h"
 #include "worker/ps_client.h"
-#include "worker/push_encoder.h"
+#include "worker/wire_codecs.h"
 
 namespace tessera {
 
@@ -40,7 +40,7 @@ struct ShardRequests {
   std::vector<uint64_t> dense_sizes;  // 0 for sparse tables
   // worker.compression: each table's codecs, and the push residual. Shared
   // by copies of this object (one client, one encoder).
-  std::shared_ptr<PushEncoder> encoder;
+  std::shared_ptr<WireCodecs> encoder;
   // This worker process's registration secret (RegisterRequest.session),
   // carried by every request built here.
   std::string session = NewSession();

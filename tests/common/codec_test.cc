@@ -1,6 +1,6 @@
 // Wire codecs (common/codec.h): each round-trips within its stated error,
 // refuses payloads that do not fit, and the worker's error feedback
-// (worker/push_encoder.h) sends, over N clocks, the sum of the gradients
+// (worker/wire_codecs.h) sends, over N clocks, the sum of the gradients
 // less the residual left.
 #include "common/codec.h"
 
@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "worker/push_encoder.h"
+#include "worker/wire_codecs.h"
 
 namespace tessera {
 namespace {
@@ -103,7 +103,7 @@ void CheckFeedback(CodecKind kind) {
   config.topk_ratio = 0.05;
   config.min_bytes = 0;
   const size_t n = 1000;
-  PushEncoder encoder(config, {"w"}, {n});
+  WireCodecs encoder(config, {"w"}, {n});
   std::vector<double> sent(n, 0), total(n, 0);
   std::vector<float> decoded(n);
   for (int64_t clock = 0; clock < 50; ++clock) {
@@ -143,7 +143,7 @@ TEST_CASE("warm-up clocks and small slices travel as float32") {
   config.all = {CodecKind::kTopk, CodecKind::kFp16};
   config.warmup_steps = 3;
   config.min_bytes = 1024;
-  PushEncoder encoder(config, {"w", "b"}, {1000, 10});
+  WireCodecs encoder(config, {"w", "b"}, {1000, 10});
   const std::vector<float> g = Gaussian(1000, 5);
   v1::Payload p;
   encoder.Encode(2, 0, 0, g, &p);

@@ -54,6 +54,21 @@ TEST_CASE("a 2x2 job on emulated hosts with top-k pushes and fp16 pulls moves fa
   CHECK(Read(o.out_dir + "/network.json").find("\"worker-1\"") != std::string::npos);
 }
 
+TEST_CASE("delta pulls on emulated hosts: a tenth of the pull bytes, and the job still learns") {
+  if (!Capable()) return;
+  LaunchOptions o = Options("emulated-delta", {"emulation.link_rate=1gbit",
+                                               "worker.compression.push=topk",
+                                               "worker.compression.pull=topk",
+                                               "worker.compression.pull_topk_ratio=0.05",
+                                               "worker.compression.min_bytes=0",
+                                               "model.layers=[784,64,10]"});
+  REQUIRE(RunJob(o) == 0);
+  const std::string summary = Read(o.out_dir + "/summary.json");
+  // 5% of the values with their positions (10x), less the first, whole pull.
+  CHECK(Field(summary, "pull_compression") > 7);
+  CHECK(Field(summary, "test_accuracy") > 0.5);
+}
+
 TEST_CASE("a host's link cut and healed: nothing crosses it meanwhile, and after the heal it does") {
   if (!Capable()) return;
   auto net = EmulatedNetwork::Create("tessera-" + std::to_string(getpid()), {"a", "b"},

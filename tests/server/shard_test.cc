@@ -559,3 +559,67 @@ TEST_CASE("a reservation the machine cannot hold stops the shard at start-up, na
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+TEST_CASE("delta pulls: whole first, then the largest changes, whole again on a stale base") {
+  JobConfig c = MakeConfig("asp", 0, 1);
+  auto shard = MakeShard(c);
+  auto pull = [&](uint64_t base) {
+    v1::Slice slice = Dense("w", 0, 8);
+    slice.set_delta_ratio(0.25f);  // 2 of 8
+    slice.set_delta_base(base);
+    auto p = StartPull(*shard, 0, 0, slice);
+    REQUIRE(p->status.has_value());
+    REQUIRE(p->status->ok());
+    REQUIRE(p->response.values_size() == 1);
+    return p->response.values(0);
+  };
+  const v1::Payload first = pull(0);
+  CHECK(!first.delta());
+  CHECK(first.version() != 0);
+  std::vector<float> held = DecodeFloats(first);
+  CHECK(held == PullNow(*shard, Dense("w", 0, 8)));
+  PushResponse resp;
+  REQUIRE(shard->Push(MakePush(0, 0, Dense("w", 0, 8), {1, 0, 0, 0.5f, 0, 0, 0, -2}, true), &resp)
+              .ok());
+  const v1::Payload second = pull(first.version());
+  CHECK(second.delta());
+  CHECK(second.codec() == v1::TOPK);
+  CHECK(second.version() != first.version());
+  std::vector<float> change(8);
+  REQUIRE(CodecOf(v1::TOPK).Decode(second, absl::MakeSpan(change)).ok());
+  CHECK(change[0] == -1.0f);  // SGD, lr 1: the two largest changes
+  CHECK(change[7] == 2.0f);
+  CHECK(change[3] == 0.0f);   // kept on the shard for a later answer
+  for (size_t i = 0; i < 8; ++i) held[i] += change[i];
+  // The next delta carries what was held back.
+  const v1::Payload third = pull(second.version());
+  REQUIRE(CodecOf(v1::TOPK).Decode(third, absl::MakeSpan(change)).ok());
+  CHECK(change[3] == -0.5f);
+  for (size_t i = 0; i < 8; ++i) held[i] += change[i];
+  CHECK(held == PullNow(*shard, Dense("w", 0, 8)));
+  // A base the shard no longer holds (an answer the worker never got): whole.
+  const v1::Payload again = pull(second.version());
+  CHECK(!again.delta());
+  CHECK(DecodeFloats(again) == PullNow(*shard, Dense("w", 0, 8)));
+}
+
+TEST_CASE("a delta pull of a sparse table or with a ratio outside [0, 1] is refused") {
+  JobConfig c = MakeConfig("asp", 0, 1);
+  auto shard = MakeShard(c);
+  v1::Slice rows = Sparse("emb", {5});
+  rows.set_delta_ratio(0.5f);
+  auto p = StartPull(*shard, 0, 0, rows);
+  REQUIRE(p->status.has_value());
+  CHECK(p->status->code() == absl::StatusCode::kInvalidArgument);
+  v1::Slice wide = Dense("w", 0, 8);
+  wide.set_delta_ratio(2.0f);
+  p = StartPull(*shard, 0, 0, wide);
+  REQUIRE(p->status.has_value());
+  CHECK(p->status->code() == absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,10 +1,12 @@
-#include "worker/push_encoder.h"
+#include "worker/wire_codecs.h"
 
 #include <algorithm>
 
+#include "common/status.h"
+
 namespace tessera {
 
-PushEncoder::PushEncoder(const CompressionConfig& config,
+WireCodecs::WireCodecs(const CompressionConfig& config,
                          const std::vector<std::string>& table_names,
                          const std::vector<uint64_t>& dense_sizes)
     : config_(config), tables_(table_names.size()) {
@@ -12,7 +14,8 @@ PushEncoder::PushEncoder(const CompressionConfig& config,
     const CodecChoice& choice = config.For(table_names[t]);
     Table& table = tables_[t];
     table.push = MakeCodec(choice.push, config.topk_ratio);
-    table.pull = CodecId(choice.pull);
+    table.delta = choice.pull == CodecKind::kTopk;
+    table.pull = table.delta ? v1::FLOAT32 : CodecId(choice.pull);
     table.feedback = choice.push == CodecKind::kTopk || choice.push == CodecKind::kOnebit;
     if (table.feedback && dense_sizes[t] > 0) {
       table.residual.assign(dense_sizes[t], 0.0f);
@@ -21,16 +24,55 @@ PushEncoder::PushEncoder(const CompressionConfig& config,
   }
 }
 
-bool PushEncoder::lossy() const {
+bool WireCodecs::lossy() const {
   return std::any_of(tables_.begin(), tables_.end(), [](const Table& t) { return t.feedback; });
 }
 
-void PushEncoder::Count(bool push, uint64_t bytes, uint64_t values) const {
+void WireCodecs::AddPiece(size_t table, uint64_t offset, uint64_t length) {
+  if (tables_[table].delta) held_[{table, offset}].values.resize(length);
+}
+
+void WireCodecs::SetPull(int64_t clock, size_t table, v1::Slice* slice, bool shared) const {
+  if (shared) return;  // float32 into shared memory
+  slice->set_codec(PullCodec(clock, table, slice->length()));
+  auto it = held_.find({table, slice->offset()});
+  if (!tables_[table].delta || it == held_.end() || it->second.values.size() != slice->length() ||
+      Uncompressed(clock, slice->length())) {
+    return;
+  }
+  slice->set_delta_ratio(static_cast<float>(config_.pull_topk_ratio));
+  slice->set_delta_base(it->second.version);
+}
+
+absl::Status WireCodecs::Receive(size_t table, uint64_t offset, const v1::Payload& payload,
+                                 absl::Span<float> out) const {
+  TESSERA_ASSIGN_OR_RETURN(const Codec* codec, FindCodec(payload.codec()));
+  if (payload.version() == 0) return codec->Decode(payload, out);
+  auto it = held_.find({table, offset});
+  if (it == held_.end() || it->second.values.size() != out.size()) {
+    return absl::InvalidArgumentError("a delta answer for a piece this worker does not delta-pull");
+  }
+  Held& held = it->second;
+  if (!payload.delta()) {
+    TESSERA_RETURN_IF_ERROR(codec->Decode(payload, absl::MakeSpan(held.values)));
+  } else {
+    if (held.version == 0) return absl::InvalidArgumentError("a delta on values never received");
+    thread_local std::vector<float> delta;
+    delta.resize(out.size());
+    TESSERA_RETURN_IF_ERROR(codec->Decode(payload, absl::MakeSpan(delta)));
+    for (size_t i = 0; i < delta.size(); ++i) held.values[i] += delta[i];
+  }
+  held.version = payload.version();
+  std::copy(held.values.begin(), held.values.end(), out.begin());
+  return absl::OkStatus();
+}
+
+void WireCodecs::Count(bool push, uint64_t bytes, uint64_t values) const {
   (push ? push_bytes_ : pull_bytes_).fetch_add(bytes, std::memory_order_relaxed);
   (push ? push_raw_ : pull_raw_).fetch_add(values * sizeof(float), std::memory_order_relaxed);
 }
 
-PsClient::WireTraffic PushEncoder::traffic() const {
+PsClient::WireTraffic WireCodecs::traffic() const {
   PsClient::WireTraffic t;
   t.push_bytes = push_bytes_.load(std::memory_order_relaxed);
   t.push_raw_bytes = push_raw_.load(std::memory_order_relaxed);
@@ -39,22 +81,22 @@ PsClient::WireTraffic PushEncoder::traffic() const {
   return t;
 }
 
-bool PushEncoder::Uncompressed(int64_t clock, uint64_t length) const {
+bool WireCodecs::Uncompressed(int64_t clock, uint64_t length) const {
   return clock < static_cast<int64_t>(config_.warmup_steps) ||
          length * sizeof(float) < config_.min_bytes;
 }
 
-v1::Codec PushEncoder::PullCodec(int64_t clock, size_t table, uint64_t length) const {
+v1::Codec WireCodecs::PullCodec(int64_t clock, size_t table, uint64_t length) const {
   return Uncompressed(clock, length) ? v1::FLOAT32 : tables_[table].pull;
 }
 
-const Codec& PushEncoder::RowCodec(size_t table, bool push) const {
+const Codec& WireCodecs::RowCodec(size_t table, bool push) const {
   const v1::Codec id = push ? tables_[table].push->id() : tables_[table].pull;
   const Codec& codec = CodecOf(id);
   return codec.width() > 0 ? codec : CodecOf(v1::FLOAT32);
 }
 
-void PushEncoder::Encode(int64_t clock, size_t t, uint64_t offset, absl::Span<const float> values,
+void WireCodecs::Encode(int64_t clock, size_t t, uint64_t offset, absl::Span<const float> values,
                          v1::Payload* out) {
   Table& table = tables_[t];
   if (Uncompressed(clock, values.size())) {

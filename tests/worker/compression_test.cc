@@ -1,0 +1,128 @@
+// worker.compression through the PS clients and real Shards in this
+// process: what a lossless setting changes (nothing, to the bit), what
+// delta pulls deliver (the shard's values, whatever was lost between), and
+// that compressed jobs still train.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "server/shard.h"
+#include "tests/worker/fixtures.h"
+#include "worker/dataset.h"
+#include "worker/local_ps_client.h"
+#include "worker/trainer.h"
+
+namespace tessera {
+namespace {
+
+JobConfig MakeConfig(const std::vector<std::string>& sets) {
+  std::vector<std::string> all = {"cluster.workers=2", "training.batch_size=16",
+                                  "training.max_steps=30"};
+  all.insert(all.end(), sets.begin(), sets.end());
+  auto c = ParseJobConfig(R"(
+cluster: {servers: ["local:1", "local:2"]}
+model: {type: mlp, layers: [784, 16, 10], seed: 3}
+optimizer: {type: adam, lr: 0.01}
+data: {dataset: synthetic, synthetic_train: 1024}
+worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
+)",
+                          all);
+  REQUIRE(c.ok());
+  return *c;
+}
+
+// Every shard's tables, as a checkpoint would hold them.
+std::vector<std::string> Tables(Cluster& cluster) {
+  std::vector<std::string> out;
+  for (const auto& shard : cluster.shards()) {
+    std::unique_ptr<ShardState> state = shard->Snapshot();
+    for (const ByteBuffer& t : state->tables) out.emplace_back(t.data(), t.size());
+  }
+  return out;
+}
+
+std::vector<std::string> Train(const JobConfig& c, PsClient::WireTraffic* traffic = nullptr) {
+  Cluster cluster(c);
+  auto train = SyntheticDataset(c.data.synthetic_train, 784, 10, c.data.synthetic_seed);
+  auto results = RunTrainers(c, cluster, &train);
+  for (const auto& r : results) {
+    INFO(r.status().ToString());
+    REQUIRE(r.ok());
+    if (traffic != nullptr) {
+      traffic->push_bytes += r->traffic.push_bytes;
+      traffic->push_raw_bytes += r->traffic.push_raw_bytes;
+      traffic->pull_bytes += r->traffic.pull_bytes;
+      traffic->pull_raw_bytes += r->traffic.pull_raw_bytes;
+    }
+  }
+  return Tables(cluster);
+}
+
+TEST_CASE("under BSP, top-k that keeps every value trains exactly as float32 does") {
+  const std::vector<std::string> fp32 = Train(MakeConfig({"consistency.mode=bsp"}));
+  PsClient::WireTraffic traffic;
+  const std::vector<std::string> topk =
+      Train(MakeConfig({"consistency.mode=bsp", "worker.compression.push=topk",
+                        "worker.compression.topk_ratio=1", "worker.compression.min_bytes=0"}),
+            &traffic);
+  CHECK(topk == fp32);
+  // Positions and values: twice float32's bytes (the price of a ratio of 1).
+  CHECK(traffic.push_bytes == 2 * traffic.push_raw_bytes);
+  // And top-k at 1% does change the result (the comparison above can fail).
+  CHECK(Train(MakeConfig({"consistency.mode=bsp", "worker.compression.push=topk",
+                          "worker.compression.min_bytes=0"})) != fp32);
+}
+
+TEST_CASE("delta pulls that keep every change train exactly as float32 does") {
+  const std::vector<std::string> fp32 = Train(MakeConfig({"consistency.mode=bsp"}));
+  PsClient::WireTraffic traffic;
+  CHECK(Train(MakeConfig({"consistency.mode=bsp", "worker.compression.pull=topk",
+                          "worker.compression.pull_topk_ratio=1",
+                          "worker.compression.min_bytes=0"}),
+              &traffic) == fp32);
+  CHECK(traffic.pull_bytes > traffic.pull_raw_bytes);  // every value, with its position
+}
+
+// (Whether they train well is checked end to end: tests/e2e/network_test.)
+TEST_CASE("compressed SSP jobs run to the end: top-k and onebit pushes, top-k delta pulls") {
+  for (const char* push : {"topk", "onebit"}) {
+    INFO(push);
+    JobConfig c = MakeConfig({"consistency.mode=ssp", "consistency.staleness=2",
+                              std::string("worker.compression.push=") + push,
+                              "worker.compression.pull=topk", "worker.compression.min_bytes=0",
+                              "training.epochs=6", "training.max_steps=0"});
+    Cluster cluster(c);
+    auto train = SyntheticDataset(1024, 784, 10, 7);
+    auto results = RunTrainers(c, cluster, &train);
+    for (const auto& r : results) {
+      REQUIRE(r.ok());
+      CHECK(r->traffic.push_raw_bytes > 10 * r->traffic.push_bytes);
+      CHECK(r->traffic.pull_raw_bytes > 5 * r->traffic.pull_bytes);
+      CHECK(std::isfinite(r->train_loss));
+    }
+  }
+}
+
+TEST_CASE("through the client, the first delta pull is whole and later ones are deltas") {
+  JobConfig c = MakeConfig({"worker.compression.pull=topk", "worker.compression.min_bytes=0",
+                            "worker.compression.pull_topk_ratio=0.1"});
+  Cluster cluster(c);
+  LocalPsClient client(c, 0, cluster.ptrs());
+  REQUIRE(client.Connect().ok());
+  ParameterSet whole, delta;
+  REQUIRE(client.PullDense(0, &whole).ok());
+  const PsClient::WireTraffic first = client.traffic();
+  CHECK(first.pull_bytes == first.pull_raw_bytes);  // whole, float32
+  REQUIRE(client.PullDense(0, &delta).ok());
+  const PsClient::WireTraffic second = client.traffic();
+  // Nothing changed: 10% of the positions, each with a zero.
+  // Nothing changed: 10% of the positions (rounded up per piece), each with a zero.
+  CHECK(second.pull_bytes - first.pull_bytes <
+        (second.pull_raw_bytes - first.pull_raw_bytes) / 4);
+  CHECK(delta == whole);
+}
+
+}  // namespace
+}  // namespace tessera
