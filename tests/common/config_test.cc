@@ -335,3 +335,42 @@ TEST_CASE("training.balance: static by default, dynamic for the dense models onl
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+TEST_CASE("worker.compression and emulation: read, per table, and refused with a line") {
+  auto c = ParseJobConfig(kMinimal, {"worker.compression.push=topk", "worker.compression.pull=fp16",
+                                     "worker.compression.topk_ratio=0.02",
+                                     "worker.compression.tables={b: {push: none}}",
+                                     "emulation.link_rate=100mbit"});
+  REQUIRE(c.ok());
+  CHECK(c->worker.compression.For("w").push == CodecKind::kTopk);
+  CHECK(c->worker.compression.For("w").pull == CodecKind::kFp16);
+  CHECK(c->worker.compression.For("b").push == CodecKind::kNone);
+  CHECK(c->worker.compression.For("b").pull == CodecKind::kFp16);  // from the job's
+  CHECK(c->worker.compression.topk_ratio == 0.02);
+  CHECK(c->emulation.link_rate_bps == 100'000'000);
+  // The old shorthand still works.
+  auto old = ParseJobConfig(kMinimal, {"worker.wire_precision=bf16"});
+  REQUIRE(old.ok());
+  CHECK(old->worker.compression.all.push == CodecKind::kBf16);
+  CHECK(old->worker.compression.all.pull == CodecKind::kBf16);
+  CHECK(ErrorOf(kMinimal, {"worker.compression.push=zip"}) ==
+        "config: worker.compression.push = 'zip': expected one of none|bf16|fp16|topk|onebit");
+  CHECK(ErrorOf(kMinimal, {"worker.compression.pull=onebit"}) ==
+        "config: worker.compression.pull = 'onebit': expected one of none|bf16|fp16|topk");
+  CHECK(ErrorOf(kMinimal, {"worker.compression.topk_ratio=0"}) ==
+        "config: worker.compression.topk_ratio = '0': expected a number > 0 and <= 1");
+  CHECK(ErrorOf(kMinimal, {"emulation.link_rate=fast"}) ==
+        "config: emulation.link_rate = 'fast': expected a rate from 8kbit to 400gbit, as tc "
+        "writes it: 100mbit, 1gbit, 10gbit");
+  CHECK(ErrorOf(kMinimal, {"emulation.link_delay_ms=5"}) ==
+        "config: emulation.link_delay_ms = '5': expected 0 unless emulation.link_rate is set");
+  auto gbit = ParseJobConfig(kMinimal, {"emulation.link_rate=2.5gbit"});
+  REQUIRE(gbit.ok());
+  CHECK(gbit->emulation.link_rate_bps == 2'500'000'000);
+}
+
+}  // namespace
+}  // namespace tessera
