@@ -10,6 +10,7 @@
 //       one screen about a running job (launcher/status.h)
 //   tessera net cut|heal DIR HOST
 //       takes one host's link of an emulated job down or up (launcher/emulated_network.h)
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <string>
 
 #include "absl/strings/numbers.h"
+#include "common/config.h"
 #include "common/flags.h"
 #include "launcher/emulated_network.h"
 #include "launcher/launcher.h"
@@ -29,7 +31,7 @@ namespace {
 const tessera::Program kProgram{
     "tessera",
     "run CONFIG [flags] | sweep CONFIG --grid key=v1,v2 [flags] | status --config CONFIG [--watch]"
-    " | net cut|heal DIR HOST",
+    " | net cut|heal DIR HOST | net up DIR RATE HOST...",
     "subcommands:\n"
     "  run CONFIG      runs a whole job on this machine: its servers and workers, restarted\n"
     "                  when they die, a live progress line, DIR/summary.json at the end\n"
@@ -40,7 +42,11 @@ const tessera::Program kProgram{
     "                  exit 0 when every shard answers, 1 otherwise\n"
     "  net cut DIR HOST, net heal DIR HOST\n"
     "                  takes HOST's link (server-0, worker-1, ...) of the emulated job whose\n"
-    "                  output folder is DIR down (a partition) or up again",
+    "                  output folder is DIR down (a partition) or up again\n"
+    "  net up DIR RATE HOST...\n"
+    "                  makes an emulated network of these hosts (links of RATE each way),\n"
+    "                  writes DIR/network.json (each host's namespace and address) and holds\n"
+    "                  it until interrupted; run programs on a host with ip netns exec NS",
     {{"set", "KEY=VALUE", "override a config key for every daemon", tessera::FlagKind::kRepeatable},
      {"out", "DIR", "run/sweep: the output folder (default: runs/<job>-<time>, sweeps/sweep-<time>)"},
      {"no-live", "", "run/sweep: print progress lines instead of rewriting one",
@@ -102,6 +108,35 @@ int Status(const tessera::Flags& flags) {
   return tessera::RunStatus(options);
 }
 
+// tessera net up DIR RATE HOST...: an emulated network held until a signal.
+int NetUp(const std::vector<std::string>& args) {
+  absl::StatusOr<uint64_t> rate = tessera::ParseLinkRate("RATE", args[3]);
+  if (!rate.ok()) return Usage(std::string(rate.status().message()));
+  tessera::EmulatedNetwork::RemoveStale();
+  const std::vector<std::string> hosts(args.begin() + 4, args.end());
+  auto net = tessera::EmulatedNetwork::Create("tessera-" + std::to_string(getpid()), hosts,
+                                              {*rate, 0});
+  absl::Status s = net.status();
+  if (s.ok()) s = (*net)->WriteDescription(args[2] + "/network.json");
+  if (!s.ok()) {
+    std::fprintf(stderr, "tessera net: %s\n", std::string(s.message()).c_str());
+    return absl::IsFailedPrecondition(s) ? 2 : 1;
+  }
+  for (size_t h = 0; h < hosts.size(); ++h) {
+    std::printf("%s\t%s\t%s\n", hosts[h].c_str(), (*net)->Namespace(h).c_str(),
+                (*net)->Address(h).c_str());
+  }
+  std::fflush(stdout);
+  sigset_t wanted;
+  sigemptyset(&wanted);
+  sigaddset(&wanted, SIGINT);
+  sigaddset(&wanted, SIGTERM);
+  sigprocmask(SIG_BLOCK, &wanted, nullptr);
+  int sig = 0;
+  sigwait(&wanted, &sig);  // then the network is removed
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -111,9 +146,10 @@ int main(int argc, char** argv) {
   if (!flags.ok()) return Usage(std::string(flags.status().message()));
   const auto& args = flags->positional();
   if (args.size() == 1 && args[0] == "status") return Status(*flags);
+  if (args.size() >= 5 && args[0] == "net" && args[1] == "up") return NetUp(args);
   if (!args.empty() && args[0] == "net") {
     if (args.size() != 4 || (args[1] != "cut" && args[1] != "heal")) {
-      return Usage("expected: tessera net cut|heal DIR HOST");
+      return Usage("expected: tessera net cut|heal DIR HOST, or tessera net up DIR RATE HOST...");
     }
     absl::Status s = EmulatedNetwork::SetLinkOf(args[2] + "/network.json", args[3],
                                                 /*up=*/args[1] == "heal");
