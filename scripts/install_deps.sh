@@ -13,6 +13,8 @@ PACKAGES=(
   nlohmann-json3-dev       # JSON: the launcher's results and summary
   libcpp-httplib-dev       # the daemons' GET /metrics
   prometheus               # tests: a real Prometheus scrapes a job; promtool checks the text
+  iproute2 util-linux      # the emulated cluster (ip, tc; setpriv in its tests)
+  iperf3                   # scripts/link_bench.sh: the emulated link's own TCP rate
   python3-matplotlib       # tessera sweep's plots (scripts/sweep_plots.py)
   dataset-fashion-mnist    # /usr/share/datasets/fashion-mnist
   python3
