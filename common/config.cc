@@ -235,6 +235,7 @@ absl::Status ReadOptimizer(MapReader& s, OptimizerConfig* out) {
   TESSERA_RETURN_IF_ERROR(s.Float("momentum", &o.momentum, 0, 1));
   TESSERA_RETURN_IF_ERROR(s.Bool("nesterov", &o.nesterov));
   TESSERA_RETURN_IF_ERROR(s.Float("beta1", &o.beta1, 0, 0.999999));
+  TESSERA_RETURN_IF_ERROR(s.Bool("lazy", &o.lazy));
   TESSERA_RETURN_IF_ERROR(s.Float("beta2", &o.beta2, 0, 0.99999999));
   TESSERA_RETURN_IF_ERROR(s.Float("epsilon", &o.epsilon, 0, 1, /*min_exclusive=*/true));
   TESSERA_RETURN_IF_ERROR(s.Float("initial_accumulator", &o.initial_accumulator, 0, 1e6));
@@ -608,7 +609,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
   TESSERA_RETURN_IF_ERROR(Section(r, "emulation", [&](MapReader& s) -> absl::Status {
     EmulationConfig& e = c->emulation;
     TESSERA_RETURN_IF_ERROR(s.Str("link_rate", &e.link_rate));
-    if (!e.link_rate.empty() && e.link_rate != "none") {
+    e.unshaped = e.link_rate == "unshaped";
+    if (!e.link_rate.empty() && e.link_rate != "none" && !e.unshaped) {
       TESSERA_ASSIGN_OR_RETURN(e.link_rate_bps,
                                ParseLinkRate(s.KeyPath("link_rate"), e.link_rate));
     }
@@ -706,7 +708,7 @@ absl::StatusOr<uint64_t> ParseLinkRate(const std::string& what, const std::strin
   return absl::InvalidArgumentError(
       absl::StrCat("config: ", what, " = '", rate,
                    "': expected a rate from 8kbit to 400gbit, as tc writes it: 100mbit, 1gbit, "
-                   "10gbit"));
+                   "10gbit (or unshaped, or none)"));
 }
 
 std::vector<TableConfig> JobConfig::Tables() const {

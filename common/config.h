@@ -177,6 +177,11 @@ struct OptimizerConfig {
   float beta1 = 0.9f;                // adam
   float beta2 = 0.999f;              // adam
   float epsilon = 1e-8f;             // adam, adagrad
+  // adam: a value whose gradient is exactly 0 in an update keeps its
+  // moments and its value (LazyAdam, PyTorch's SparseAdam on dense tables):
+  // with top-k pushes, the positions no worker sent that clock. Off: every
+  // value's moments decay each update and it moves by m / sqrt(v).
+  bool lazy = false;
   float initial_accumulator = 0.1f;  // adagrad
   // ftrl (FTRL-proximal, McMahan et al. 2013), per value: learning rate
   // alpha / (beta + sqrt(sum of g^2)), L1 and L2 regularization. Its values
@@ -445,13 +450,15 @@ struct SecurityConfig {
 // network namespace joined to the others by a bridge, each host's link
 // shaped both ways (launcher/emulated_network.h). Needs CAP_NET_ADMIN.
 struct EmulationConfig {
-  // Bits per second of every host's link, each way; 0: no emulation (the
-  // job runs on loopback). Written as tc does: 100mbit, 1gbit, 10gbit.
+  // Bits per second of every host's link, each way, written as tc does
+  // (100mbit, 1gbit, 10gbit); "unshaped": hosts of their own on links as
+  // fast as the veths go; "none" or empty: no emulation (loopback).
   uint64_t link_rate_bps = 0;
+  bool unshaped = false;
   std::string link_rate;  // as written
   // One-way delay added to every host's link (needs the netem qdisc).
   double link_delay_ms = 0;
-  bool enabled() const { return link_rate_bps > 0; }
+  bool enabled() const { return link_rate_bps > 0 || unshaped; }
 };
 
 struct LoggingConfig {

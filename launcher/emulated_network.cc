@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -158,8 +159,7 @@ int EmulatedNetwork::RemoveStale() {
     if (!std::regex_match(ns, m, kName)) continue;
     int pid = 0;
     if (!absl::SimpleAtoi(m[1].str(), &pid)) continue;
-    const bool mine = pid == getpid();
-    if (!mine && (kill(pid, 0) == 0 || errno != ESRCH)) continue;  // its launcher runs
+    if (pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH) continue;  // its launcher runs
     if (Run({"ip", "netns", "del", ns}).ok()) ++removed;
   }
   return removed;
@@ -182,9 +182,13 @@ absl::StatusOr<std::unique_ptr<EmulatedNetwork>> EmulatedNetwork::Create(
     }
   } unlock{lock};
 
+  // Networks of one process are numbered: the names of one never meet
+  // another's while the kernel is still removing it.
+  static std::atomic<int> sequence{0};
+  const int n = sequence.fetch_add(1);
   std::unique_ptr<EmulatedNetwork> net(new EmulatedNetwork());
-  net->prefix_ = prefix;
-  net->bridge_ns_ = prefix + "-br";
+  net->prefix_ = absl::StrCat(prefix, "-", n);
+  net->bridge_ns_ = net->prefix_ + "-br";
   const int subnet = FreeSubnet(static_cast<int>(getpid()));
   if (subnet == 0) {
     return absl::ResourceExhaustedError("every 10.77.N.0/24 subnet is in use on this machine");
@@ -192,15 +196,18 @@ absl::StatusOr<std::unique_ptr<EmulatedNetwork>> EmulatedNetwork::Create(
   const std::string net_prefix = absl::StrCat("10.77.", subnet, ".");
   // From here on the destructor removes whatever was made.
   const std::string& br = net->bridge_ns_;
+  // A namespace of this name can only be a dead process's with our pid.
+  (void)Run({"ip", "netns", "del", br});
   TESSERA_RETURN_IF_ERROR(Run({"ip", "netns", "add", br}));
   TESSERA_RETURN_IF_ERROR(Run({"ip", "-n", br, "link", "add", "br0", "type", "bridge"}));
   TESSERA_RETURN_IF_ERROR(Run({"ip", "-n", br, "link", "set", "br0", "up"}));
   for (size_t i = 0; i < hosts.size(); ++i) {
     Host h;
     h.name = hosts[i];
-    h.ns = absl::StrCat(prefix, "-", hosts[i]);
+    h.ns = absl::StrCat(net->prefix_, "-", hosts[i]);
     h.address = absl::StrCat(net_prefix, i + 1);
     h.port = absl::StrCat("h", i);
+    (void)Run({"ip", "netns", "del", h.ns});
     TESSERA_RETURN_IF_ERROR(Run({"ip", "netns", "add", h.ns}));
     net->hosts_.push_back(h);
     TESSERA_RETURN_IF_ERROR(Run({"ip", "-n", br, "link", "add", h.port, "type", "veth", "peer",
@@ -216,10 +223,12 @@ absl::StatusOr<std::unique_ptr<EmulatedNetwork>> EmulatedNetwork::Create(
     TESSERA_RETURN_IF_ERROR(Shape(br, h.port, shape));
   }
   // This machine's own namespace, unshaped, as an operator's host.
-  const std::string observer = absl::StrCat("tsr", getpid());
+  const std::string observer = absl::StrCat("t", getpid(), "o", n);  // <= 15 characters
   net->observer_address_ = net_prefix + "254";
+  (void)Run({"ip", "link", "del", observer});
   TESSERA_RETURN_IF_ERROR(Run(
       {"ip", "link", "add", observer, "type", "veth", "peer", "name", "obs", "netns", br}));
+  net->observer_ = observer;
   TESSERA_RETURN_IF_ERROR(Run({"ip", "-n", br, "link", "set", "obs", "master", "br0"}));
   TESSERA_RETURN_IF_ERROR(Run({"ip", "-n", br, "link", "set", "obs", "up"}));
   TESSERA_RETURN_IF_ERROR(
@@ -229,8 +238,10 @@ absl::StatusOr<std::unique_ptr<EmulatedNetwork>> EmulatedNetwork::Create(
 }
 
 EmulatedNetwork::~EmulatedNetwork() {
-  // Removing a namespace removes its veths, whose peers go with them (the
-  // observer's port in this namespace too), and their qdiscs.
+  // Removing a namespace removes its veths, whose peers go with them, and
+  // their qdiscs; the kernel does that after the call returns, so the
+  // observer's port in this namespace is removed first, at once.
+  if (!observer_.empty()) (void)Run({"ip", "link", "del", observer_});
   for (const Host& h : hosts_) (void)Run({"ip", "netns", "del", h.ns});
   if (!bridge_ns_.empty()) (void)Run({"ip", "netns", "del", bridge_ns_});
 }

@@ -46,8 +46,9 @@ struct LinkShape {
 
 class EmulatedNetwork {
  public:
-  // Makes one host per name. `prefix` names every namespace ("PREFIX-br",
-  // "PREFIX-<host>"); the launcher's is "tessera-<its pid>".
+  // Makes one host per name. `prefix` and a number of this process's
+  // networks name every namespace ("PREFIX-N-br", "PREFIX-N-<host>"); the
+  // launcher's prefix is "tessera-<its pid>".
   static absl::StatusOr<std::unique_ptr<EmulatedNetwork>> Create(
       const std::string& prefix, const std::vector<std::string>& hosts, const LinkShape& shape);
   ~EmulatedNetwork();
@@ -70,8 +71,8 @@ class EmulatedNetwork {
   static absl::Status SetLinkOf(const std::string& description_path, const std::string& host,
                                 bool up);
 
-  // Removes namespaces "tessera-PID-*" whose launcher PID no longer runs
-  // (and this process's own leftovers); returns how many.
+  // Removes namespaces "tessera-PID-*" whose launcher PID no longer runs;
+  // returns how many.
   static int RemoveStale();
 
   // FAILED_PRECONDITION with a line saying why when this process cannot
@@ -86,6 +87,7 @@ class EmulatedNetwork {
   std::string prefix_;
   std::string bridge_ns_;
   std::string observer_address_;
+  std::string observer_;  // its veth in this namespace
   std::vector<Host> hosts_;
 };
 

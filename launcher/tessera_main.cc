@@ -110,7 +110,8 @@ int Status(const tessera::Flags& flags) {
 
 // tessera net up DIR RATE HOST...: an emulated network held until a signal.
 int NetUp(const std::vector<std::string>& args) {
-  absl::StatusOr<uint64_t> rate = tessera::ParseLinkRate("RATE", args[3]);
+  absl::StatusOr<uint64_t> rate =
+      args[3] == "unshaped" ? 0 : tessera::ParseLinkRate("RATE", args[3]);
   if (!rate.ok()) return Usage(std::string(rate.status().message()));
   tessera::EmulatedNetwork::RemoveStale();
   const std::vector<std::string> hosts(args.begin() + 4, args.end());

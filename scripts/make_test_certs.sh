@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes a throwaway PKI for TLS tests and local trials, in DIR:
 #   ca.pem/ca.key        a CA                  other-ca.pem  a CA nobody trusts
-#   server.pem/.key      signed by ca, for localhost and 127.0.0.1
+#   server.pem/.key      signed by ca, for localhost, 127.0.0.1 and shard.tessera.test
 #   client.pem/.key      signed by ca (mutual TLS)
 #   rogue-client.pem/.key   signed by other-ca
 #   other-server.pem/.key   signed by other-ca, for localhost and 127.0.0.1
@@ -26,7 +26,7 @@ leaf() {  # name ca extensions
 }
 ca ca
 ca other-ca
-leaf server ca "subjectAltName=DNS:localhost,IP:127.0.0.1"
+leaf server ca "subjectAltName=DNS:localhost,IP:127.0.0.1,DNS:shard.tessera.test"
 leaf other-server other-ca "subjectAltName=DNS:localhost,IP:127.0.0.1"
 leaf client ca "extendedKeyUsage=clientAuth"
 leaf rogue-client other-ca "extendedKeyUsage=clientAuth"

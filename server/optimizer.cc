@@ -110,7 +110,8 @@ class Adagrad : public Optimizer {
 // eps_t = eps sqrt(1-b2^t): exactly lr * mhat / (sqrt(vhat) + eps).
 class Adam : public Optimizer {
  public:
-  explicit Adam(const OptimizerConfig& c) : lr_(c), b1_(c.beta1), b2_(c.beta2), eps_(c.epsilon) {}
+  explicit Adam(const OptimizerConfig& c)
+      : lr_(c), b1_(c.beta1), b2_(c.beta2), eps_(c.epsilon), lazy_(c.lazy) {}
   int num_slots() const override { return 2; }
   void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n, int64_t step,
              float scale, float lr_factor) const override {
@@ -122,6 +123,14 @@ class Adam : public Optimizer {
     ForEachBlock(n, [&](size_t b, size_t len) {
       Vec wb(w + b, len), mb(m + b, len), vb(v + b, len);
       ConstVec gb(g + b, len);
+      if (lazy_) {
+        // Values with a zero gradient keep their moments and their value.
+        const auto sent = gb != 0.0f;
+        mb = sent.select(b1_ * mb + ((1.0f - b1_) * scale) * gb, mb);
+        vb = sent.select(b2_ * vb + ((1.0f - b2_) * scale * scale) * gb.square(), vb);
+        wb = sent.select(wb - lr_t * mb / (vb.sqrt() + eps_t), wb);
+        return;
+      }
       mb = b1_ * mb + ((1.0f - b1_) * scale) * gb;
       vb = b2_ * vb + ((1.0f - b2_) * scale * scale) * gb.square();
       wb -= lr_t * mb / (vb.sqrt() + eps_t);
@@ -156,6 +165,7 @@ class Adam : public Optimizer {
 
   const LearningRate lr_;
   const float b1_, b2_, eps_;
+  const bool lazy_;
 };
 
 // FTRL-proximal (McMahan et al., "Ad click prediction: a view from the

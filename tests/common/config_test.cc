@@ -183,7 +183,7 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
 TEST_CASE("unknown keys are errors, not ignored") {
   CHECK(ErrorOf(kMinimal, {"optimizer.learning_rate=0.1"}) ==
         "config: optimizer.learning_rate: unknown key; expected one of alpha|beta|beta1|beta2|"
-        "dc_decay|dc_lambda|decay_steps|epsilon|gap_decay|initial_accumulator|l1|l2|lr|lr_schedule|"
+        "dc_decay|dc_lambda|decay_steps|epsilon|gap_decay|initial_accumulator|l1|l2|lazy|lr|lr_schedule|"
         "min_lr|momentum|nesterov|staleness_compensation|tables|type");
   CHECK(ErrorOf(std::string(kMinimal) + "trainning: {epochs: 1}\n")
             .find("config: trainning: unknown key") == 0);
@@ -364,7 +364,11 @@ TEST_CASE("worker.compression and emulation: read, per table, and refused with a
         "config: worker.compression.topk_ratio = '0': expected a number > 0 and <= 1");
   CHECK(ErrorOf(kMinimal, {"emulation.link_rate=fast"}) ==
         "config: emulation.link_rate = 'fast': expected a rate from 8kbit to 400gbit, as tc "
-        "writes it: 100mbit, 1gbit, 10gbit");
+        "writes it: 100mbit, 1gbit, 10gbit (or unshaped, or none)");
+  auto unshaped = ParseJobConfig(kMinimal, {"emulation.link_rate=unshaped"});
+  REQUIRE(unshaped.ok());
+  CHECK(unshaped->emulation.enabled());
+  CHECK(unshaped->emulation.link_rate_bps == 0);
   CHECK(ErrorOf(kMinimal, {"emulation.link_delay_ms=5"}) ==
         "config: emulation.link_delay_ms = '5': expected 0 unless emulation.link_rate is set");
   auto gbit = ParseJobConfig(kMinimal, {"emulation.link_rate=2.5gbit"});

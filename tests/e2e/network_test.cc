@@ -6,8 +6,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <httplib.h>
+
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "launcher/emulated_network.h"
 #include "launcher/launcher.h"
@@ -67,6 +72,46 @@ TEST_CASE("delta pulls on emulated hosts: a tenth of the pull bytes, and the job
   // 5% of the values with their positions (10x), less the first, whole pull.
   CHECK(Field(summary, "pull_compression") > 7);
   CHECK(Field(summary, "test_accuracy") > 0.5);
+}
+
+TEST_CASE("over the hosts' own addresses: TLS checked against a host name, token, /metrics") {
+  if (!Capable()) return;
+  const std::string pki = TempDir("pki");
+  int status = 0;
+  Shell(Runfile("scripts/make_test_certs.sh") + " " + pki, &status);
+  REQUIRE(status == 0);
+  LaunchOptions o = Options("emulated-tls", {"emulation.link_rate=1gbit",
+                                             "security.tls.cert_file=" + pki + "/server.pem",
+                                             "security.tls.key_file=" + pki + "/server.key",
+                                             "security.tls.ca_file=" + pki + "/ca.pem",
+                                             // The name in the shards' certificate.
+                                             "security.tls.server_name=shard.tessera.test",
+                                             "training.epochs=3"});
+  o.token = true;
+  std::atomic<int> exit_code{-1};
+  std::thread job([&] { exit_code = RunJob(o); });
+  // Scrape shard 0 on its host's address (through this machine's port on
+  // the bridge) while the job runs.
+  std::string scraped;
+  for (int i = 0; i < 300 && exit_code < 0 && scraped.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const std::string targets = Read(o.out_dir + "/metrics_targets.json");
+    const size_t at = targets.find("10.77.");
+    if (at == std::string::npos) continue;
+    const std::string target = targets.substr(at, targets.find('"', at) - at);
+    const size_t colon = target.rfind(':');
+    httplib::Client client(target.substr(0, colon), std::stoi(target.substr(colon + 1)));
+    client.set_connection_timeout(1);
+    auto res = client.Get("/metrics");
+    if (res && res->status == 200 && res->body.find("tessera_") != std::string::npos) {
+      scraped = res->body;
+    }
+  }
+  job.join();
+  CHECK(exit_code == 0);
+  CHECK(!scraped.empty());
+  CHECK(Field(Read(o.out_dir + "/summary.json"), "test_accuracy") > 0.5);
+  CHECK(Read(o.out_dir + "/worker-0.log").find("shared memory with shard") == std::string::npos);
 }
 
 TEST_CASE("a host's link cut and healed: nothing crosses it meanwhile, and after the heal it does") {

@@ -81,6 +81,28 @@ TEST_CASE("adam matches the textbook update with bias correction") {
   CHECK(first.w[0] == Approx(-0.01f).epsilon(1e-4));
 }
 
+TEST_CASE("lazy adam: a zero gradient leaves the value and its moments as they were") {
+  OptimizerConfig c{.type = OptimizerType::kAdam, .lr = 0.01f};
+  c.lazy = true;
+  Run lazy(c, {0.5f, -0.5f});
+  c.lazy = false;
+  Run eager(c, {0.5f, -0.5f});
+  for (Run* r : {&lazy, &eager}) {
+    r->Step({0.1f, 0.3f}, 1);
+    r->Step({0.0f, 0.2f}, 2);  // value 0 not sent this update
+  }
+  const std::vector<float> after_first = [&] {
+    Run once(c, {0.5f, -0.5f});
+    once.Step({0.1f, 0.3f}, 1);
+    return once.w;
+  }();
+  CHECK(lazy.w[0] == after_first[0]);          // kept
+  CHECK(lazy.slots[0] == Approx(0.01f));       // m: (1 - b1) g, not decayed
+  CHECK(eager.w[0] < after_first[0]);          // moved again by its momentum
+  CHECK(eager.slots[0] == Approx(0.009f));     // decayed
+  CHECK(lazy.w[1] == Approx(eager.w[1]));      // a sent value: the same update
+}
+
 TEST_CASE("cosine schedule: lr at step 1, half way at T/2 + 1, min_lr from T + 1 on") {
   // SGD with g = 1 moves w by exactly the step's learning rate.
   OptimizerConfig c{.type = OptimizerType::kSgd, .lr = 0.4f};
