@@ -104,32 +104,16 @@ class TopkCodec final : public Codec {
     if (n == 0) return;
     const size_t k =
         std::min(n, std::max<size_t>(1, static_cast<size_t>(std::ceil(ratio_ * n))));
-    // The k-th largest magnitude, then one forward pass keeps the values
-    // above it and as many equal to it as k allows (positions stay sorted).
-    thread_local std::vector<float> mags;
-    mags.resize(n);
-    for (size_t i = 0; i < n; ++i) mags[i] = std::fabs(values[i]);
-    std::nth_element(mags.begin(), mags.begin() + (n - k), mags.end());
-    const float threshold = mags[n - k];
-    size_t above = 0;
-    for (size_t i = 0; i < n; ++i) above += std::fabs(values[i]) > threshold;
-    size_t ties = k - above;
+    thread_local std::vector<uint32_t> chosen;
+    chosen.clear();
+    if (n < kSampledFrom || !Sampled(values, k, &chosen)) Exact(values, k, &chosen);
     std::string* indices = out->mutable_indices();
     std::string* kept = out->mutable_values();
     indices->resize(k * sizeof(uint32_t));
     kept->resize(k * sizeof(float));
-    char* at_index = indices->data();
-    char* at_value = kept->data();
-    for (size_t i = 0; i < n; ++i) {
-      const float m = std::fabs(values[i]);
-      if (!(m > threshold) && !(m == threshold && ties > 0)) continue;
-      if (!(m > threshold)) --ties;
-      const uint32_t position = static_cast<uint32_t>(i);
-      std::memcpy(at_index, &position, sizeof(position));
-      std::memcpy(at_value, &values[i], sizeof(float));
-      at_index += sizeof(uint32_t);
-      at_value += sizeof(float);
-    }
+    std::memcpy(indices->data(), chosen.data(), k * sizeof(uint32_t));
+    float* at_value = reinterpret_cast<float*>(kept->data());
+    for (size_t j = 0; j < k; ++j) at_value[j] = values[chosen[j]];
   }
 
   absl::Status Decode(const v1::Payload& p, absl::Span<float> out) const override {
@@ -160,6 +144,62 @@ class TopkCodec final : public Codec {
   }
 
  private:
+  // Below this many values the exact selection is cheap enough.
+  static constexpr size_t kSampledFrom = 16384;
+
+  // The k largest magnitudes exactly: the k-th found by nth_element on a
+  // copy, then one forward pass keeps the values above it and as many equal
+  // to it as k allows (first positions first). Positions come out sorted.
+  static void Exact(absl::Span<const float> values, size_t k, std::vector<uint32_t>* chosen) {
+    const size_t n = values.size();
+    thread_local std::vector<float> mags;
+    mags.resize(n);
+    for (size_t i = 0; i < n; ++i) mags[i] = std::fabs(values[i]);
+    std::nth_element(mags.begin(), mags.begin() + (n - k), mags.end());
+    const float threshold = mags[n - k];
+    size_t above = 0;
+    for (size_t i = 0; i < n; ++i) above += std::fabs(values[i]) > threshold;
+    size_t ties = k - above;
+    chosen->clear();
+    for (size_t i = 0; i < n; ++i) {
+      const float m = std::fabs(values[i]);
+      if (m > threshold || (m == threshold && ties > 0)) {
+        if (!(m > threshold)) --ties;
+        chosen->push_back(static_cast<uint32_t>(i));
+      }
+    }
+  }
+
+  // The same k values found as DGC does on large slices: a threshold from a
+  // strided sample of the magnitudes (at twice the ratio, so that about 2k
+  // values pass it), one pass collecting the candidates above it, and the
+  // exact top k among those. False when fewer than k pass (the caller then
+  // selects exactly): the result is always the k largest magnitudes (ties
+  // in any order), only found with less work.
+  static bool Sampled(absl::Span<const float> values, size_t k, std::vector<uint32_t>* chosen) {
+    const size_t n = values.size();
+    const size_t stride = 64;
+    thread_local std::vector<float> sample;
+    sample.clear();
+    for (size_t i = stride / 2; i < n; i += stride) sample.push_back(std::fabs(values[i]));
+    const size_t m = sample.size();
+    const size_t want = std::min(m, std::max<size_t>(1, (2 * k * m + n - 1) / n));
+    std::nth_element(sample.begin(), sample.begin() + (m - want), sample.end());
+    const float threshold = sample[m - want];
+    thread_local std::vector<std::pair<float, uint32_t>> candidates;
+    candidates.clear();
+    for (size_t i = 0; i < n; ++i) {
+      const float mag = std::fabs(values[i]);
+      if (mag >= threshold) candidates.emplace_back(-mag, static_cast<uint32_t>(i));
+    }
+    if (candidates.size() < k) return false;
+    std::nth_element(candidates.begin(), candidates.begin() + (k - 1), candidates.end());
+    chosen->clear();
+    for (size_t j = 0; j < k; ++j) chosen->push_back(candidates[j].second);
+    std::sort(chosen->begin(), chosen->end());
+    return true;
+  }
+
   const double ratio_;
 };
 

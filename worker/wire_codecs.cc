@@ -114,16 +114,22 @@ void WireCodecs::Encode(int64_t clock, size_t t, uint64_t offset, absl::Span<con
     table.before = table.residual;
     table.clock = clock;
   }
+  // The gradient plus what earlier clocks left, encoded; what the shard
+  // will decode is taken out of it, and the rest stays for the next clock.
   const size_t n = values.size();
-  table.scratch.resize(n);
-  table.sent.resize(n);
   const float* before = table.before.data() + offset;
-  for (size_t i = 0; i < n; ++i) table.scratch[i] = values[i] + before[i];
-  table.push->Encode(table.scratch, out);
-  // What the shard will decode, exactly; the rest stays here.
-  (void)table.push->Decode(*out, absl::MakeSpan(table.sent));
   float* residual = table.residual.data() + offset;
-  for (size_t i = 0; i < n; ++i) residual[i] = table.scratch[i] - table.sent[i];
+  for (size_t i = 0; i < n; ++i) residual[i] = values[i] + before[i];
+  table.push->Encode(absl::MakeConstSpan(residual, n), out);
+  if (out->codec() == v1::TOPK) {
+    // Top-k sends its values exactly: they leave the residual whole.
+    const uint32_t* sent = reinterpret_cast<const uint32_t*>(out->indices().data());
+    for (size_t j = 0; j < out->indices().size() / sizeof(uint32_t); ++j) residual[sent[j]] = 0;
+    return;
+  }
+  table.sent.resize(n);
+  (void)table.push->Decode(*out, absl::MakeSpan(table.sent));
+  for (size_t i = 0; i < n; ++i) residual[i] -= table.sent[i];
 }
 
 }  // namespace tessera

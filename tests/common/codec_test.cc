@@ -4,6 +4,7 @@
 // less the residual left.
 #include "common/codec.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <random>
@@ -59,6 +60,31 @@ TEST_CASE("topk keeps the k largest magnitudes, in order, and zeros the rest") {
   // Ties at the threshold fill up to k, first positions first.
   const std::vector<float> ties = {1, 1, 1, 1};
   CHECK(RoundTrip(*MakeCodec(CodecKind::kTopk, 0.5), ties) == std::vector<float>{1, 1, 0, 0});
+}
+
+TEST_CASE("topk on a large slice (sampled threshold) keeps exactly the k largest magnitudes") {
+  for (double ratio : {0.001, 0.01, 0.1}) {
+    const std::vector<float> v = Gaussian(200'000, 11);
+    v1::Payload p;
+    MakeCodec(CodecKind::kTopk, ratio)->Encode(v, &p);
+    const size_t k = static_cast<size_t>(std::ceil(ratio * v.size()));
+    REQUIRE(p.indices().size() == k * sizeof(uint32_t));
+    // The exact answer: the k-th largest magnitude bounds every kept one.
+    std::vector<float> mags(v.size());
+    for (size_t i = 0; i < v.size(); ++i) mags[i] = std::fabs(v[i]);
+    std::nth_element(mags.begin(), mags.begin() + (v.size() - k), mags.end());
+    const float kth = mags[v.size() - k];
+    const std::vector<float> out = RoundTrip(*MakeCodec(CodecKind::kTopk, ratio), v);
+    size_t kept = 0;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (out[i] != 0) {
+        ++kept;
+        CHECK(out[i] == v[i]);
+        CHECK(std::fabs(v[i]) >= kth);
+      }
+    }
+    CHECK(kept == k);
+  }
 }
 
 TEST_CASE("onebit sends signs and the mean magnitude") {
