@@ -460,7 +460,7 @@ void Shard::NotePulled(const std::vector<Resolved>& slices,
 
 void Shard::AnswerDelta(uint32_t worker, const Resolved& r, v1::Payload* out) {
   PullMirror& mirror = *mirrors_[worker];
-  thread_local std::vector<float> now, sent;
+  thread_local std::vector<float> now;
   now.resize(r.count);
   r.dense->CopyValues(r.offset, absl::MakeSpan(now));
   absl::MutexLock lock(&mirror.mu);
@@ -471,9 +471,12 @@ void Shard::AnswerDelta(uint32_t worker, const Resolved& r, v1::Payload* out) {
     // The change the worker has not seen; what is not sent now stays in it.
     for (size_t i = 0; i < r.count; ++i) now[i] -= held.values[i];
     MakeCodec(CodecKind::kTopk, r.delta_ratio)->Encode(now, out);
-    sent.resize(r.count);
-    (void)CodecOf(v1::TOPK).Decode(*out, absl::MakeSpan(sent));
-    for (size_t i = 0; i < r.count; ++i) held.values[i] += sent[i];
+    // Top-k sends its values exactly: the worker adds them where they go.
+    const uint32_t* at = reinterpret_cast<const uint32_t*>(out->indices().data());
+    const float* change = reinterpret_cast<const float*>(out->values().data());
+    for (size_t j = 0; j < out->indices().size() / sizeof(uint32_t); ++j) {
+      held.values[at[j]] += change[j];
+    }
     out->set_delta(true);
   } else {
     r.codec->Encode(now, out);
@@ -683,7 +686,10 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   // between calls: a fresh one per push would fault its pages in each time).
   thread_local std::string shared_copy;
   if (shared_copy.capacity() > (size_t{64} << 20)) std::string().swap(shared_copy);
-  std::vector<std::vector<float>> decoded;
+  // Decoded gradients (every codec but float32), in buffers this thread
+  // keeps between pushes (a fresh megabyte a push would fault its pages in).
+  thread_local std::vector<std::vector<float>> decoded;
+  if (decoded.size() > 64) decoded.clear();
   std::vector<absl::Span<const float>> grads;
   std::vector<float> max_abs;
   std::vector<uint64_t> wire_bytes;  // each slice's, as it travelled

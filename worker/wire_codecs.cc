@@ -57,10 +57,22 @@ absl::Status WireCodecs::Receive(size_t table, uint64_t offset, const v1::Payloa
     TESSERA_RETURN_IF_ERROR(codec->Decode(payload, absl::MakeSpan(held.values)));
   } else {
     if (held.version == 0) return absl::InvalidArgumentError("a delta on values never received");
-    thread_local std::vector<float> delta;
-    delta.resize(out.size());
-    TESSERA_RETURN_IF_ERROR(codec->Decode(payload, absl::MakeSpan(delta)));
-    for (size_t i = 0; i < delta.size(); ++i) held.values[i] += delta[i];
+    if (payload.codec() != v1::TOPK) return absl::InvalidArgumentError("a delta that is not TOPK");
+    // Checked as a decode would (sizes, positions increasing and in range),
+    // then each change added where it goes.
+    const size_t k = payload.indices().size() / sizeof(uint32_t);
+    if (payload.indices().size() % sizeof(uint32_t) != 0 ||
+        payload.values().size() != k * sizeof(float) || k > out.size()) {
+      return absl::InvalidArgumentError("a delta whose positions and values do not fit");
+    }
+    const uint32_t* at = reinterpret_cast<const uint32_t*>(payload.indices().data());
+    const float* change = reinterpret_cast<const float*>(payload.values().data());
+    for (size_t j = 0; j < k; ++j) {
+      if (at[j] >= out.size() || (j > 0 && at[j] <= at[j - 1])) {
+        return absl::InvalidArgumentError("a delta's positions are not increasing in range");
+      }
+    }
+    for (size_t j = 0; j < k; ++j) held.values[at[j]] += change[j];
   }
   held.version = payload.version();
   std::copy(held.values.begin(), held.values.end(), out.begin());
