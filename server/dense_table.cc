@@ -44,10 +44,25 @@ void DenseTable::ForEachChunk(uint64_t begin, uint64_t end, Fn fn) const {
 
 void DenseTable::AppendBytes(uint64_t offset, uint64_t length, const Codec& codec,
                              std::string* out) const {
-  const size_t at = out->size();
-  // Sized once, then written in place, chunk by chunk under its lock.
-  out->resize(at + length * codec.width());
-  CopyBytes(offset, length, codec, out->data() + at);
+  pulls_.fetch_add(1, std::memory_order_relaxed);
+  // Appended chunk by chunk under its lock: no zero-filled buffer first
+  // (resizing would write every byte once more). Other codecs than float32
+  // encode a chunk into this thread's staging buffer, then append it.
+  out->reserve(out->size() + length * codec.width());
+  const bool raw = codec.id() == v1::FLOAT32;
+  thread_local std::vector<char> staging;
+  const uint64_t begin = offset - range_.begin;
+  ForEachChunk(begin, begin + length, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    absl::ReaderMutexLock lock(&chunk.mu);
+    const auto values = absl::MakeConstSpan(values_.data() + lo, hi - lo);
+    if (raw) {
+      out->append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float));
+      return;
+    }
+    staging.resize(values.size() * codec.width());
+    codec.EncodeTo(values, staging.data());
+    out->append(staging.data(), staging.size());
+  });
 }
 
 void DenseTable::CopyBytes(uint64_t offset, uint64_t length, const Codec& codec, char* out) const {
