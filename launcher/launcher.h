@@ -10,6 +10,10 @@
 // restores its newest checkpoint, a worker goes on from the clock the shards
 // hold for it. Exit 2 (a bad config) is never restarted.
 //
+// With emulation.link_rate set, every daemon runs on a host of its own (a
+// network namespace, launcher/emulated_network.h) with shaped links, shared
+// memory off; OUT/network.json says where each is (tessera net cut|heal).
+//
 // The parts: process.h spawns, reaps and stops children; summary.h shows
 // progress and writes summary.json; this file plans the children (ports,
 // arguments, output and checkpoint folders) and supervises them.
