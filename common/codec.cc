@@ -6,6 +6,7 @@
 #include <vector>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -87,7 +88,12 @@ __attribute__((target("avx,f16c"))) void FromFloat16F16c(const uint16_t* in, siz
 }
 
 bool HasF16c() {
-  static const bool has = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  // CPUID leaf 1: ECX bit 29 is F16C, bit 28 AVX (clang's __builtin_cpu_supports
+  // does not know "f16c").
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) != 0 && ((c >> 29) & 1) != 0 && ((c >> 28) & 1) != 0;
+  }();
   return has;
 }
 #else
