@@ -21,16 +21,7 @@ JobConfig MakeConfig(const std::vector<std::string>& sets) {
   std::vector<std::string> all = {"cluster.workers=2", "training.batch_size=16",
                                   "training.max_steps=30"};
   all.insert(all.end(), sets.begin(), sets.end());
-  auto c = ParseJobConfig(R"(
-cluster: {servers: ["local:1", "local:2"]}
-model: {type: mlp, layers: [784, 16, 10], seed: 3}
-optimizer: {type: adam, lr: 0.01}
-data: {dataset: synthetic, synthetic_train: 1024}
-worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
-)",
-                          all);
-  REQUIRE(c.ok());
-  return *c;
+  return SmallMlpJob(all);
 }
 
 // Every shard's tables, as a checkpoint would hold them.

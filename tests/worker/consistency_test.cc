@@ -24,18 +24,9 @@ namespace {
 
 JobConfig MakeConfig(const std::string& mode, uint32_t staleness, uint32_t workers,
                      uint32_t batch) {
-  auto c = ParseJobConfig(R"(
-cluster: {servers: ["local:1", "local:2"]}
-model: {type: mlp, layers: [784, 16, 10], seed: 3}
-optimizer: {type: adam, lr: 0.01}
-data: {dataset: synthetic, synthetic_train: 1024}
-worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
-)",
-                          {"cluster.workers=" + std::to_string(workers), "consistency.mode=" + mode,
-                           "consistency.staleness=" + std::to_string(staleness),
-                           "training.batch_size=" + std::to_string(batch)});
-  REQUIRE(c.ok());
-  return *c;
+  return SmallMlpJob({"cluster.workers=" + std::to_string(workers), "consistency.mode=" + mode,
+                      "consistency.staleness=" + std::to_string(staleness),
+                      "training.batch_size=" + std::to_string(batch)});
 }
 
 double RelativeDifference(const ParameterSet& a, const ParameterSet& b) {

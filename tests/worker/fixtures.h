@@ -4,14 +4,32 @@
 
 #include <catch2/catch.hpp>
 #include <functional>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "common/config.h"
 #include "worker/backend.h"
 #include "worker/local_ps_client.h"
 #include "worker/trainer.h"
 
 namespace tessera {
+
+// A small MLP job on synthetic data, 2 in-process shards ("local:N"), with
+// `sets` applied; the test fails if it does not parse.
+inline JobConfig SmallMlpJob(const std::vector<std::string>& sets) {
+  auto c = ParseJobConfig(R"(
+cluster: {servers: ["local:1", "local:2"]}
+model: {type: mlp, layers: [784, 16, 10], seed: 3}
+optimizer: {type: adam, lr: 0.01}
+data: {dataset: synthetic, synthetic_train: 1024}
+worker: {pull_timeout_ms: 30000, progress_interval_s: 1000}
+)",
+                          sets);
+  INFO(c.status().ToString());
+  REQUIRE(c.ok());
+  return *c;
+}
 
 // A job's shards in this process; the test fails if they cannot be made.
 struct Cluster {

@@ -1,0 +1,223 @@
+// Shard's payloads: each slice's values as they travel (common/codec.h),
+// read out of the tables into messages or shared memory, delta pulls
+// against what a worker holds, a push's gradients decoded and checked, and
+// the bytes counted both ways. Part of Shard (server/shard.h); the locking
+// rules are that header's.
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/codec.h"
+#include "common/status.h"
+#include "common/wire.h"
+#include "server/shard.h"
+
+namespace tessera {
+
+absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices) const {
+  const uint64_t bytes = PayloadBytes(slices);
+  if (bytes + 1024 > static_cast<uint64_t>(config_.server.max_message_bytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("pull would return ", bytes, " bytes, over server.max_message_bytes (",
+                     config_.server.max_message_bytes, "); split it into smaller pulls"));
+  }
+  return absl::OkStatus();
+}
+
+void Shard::NotePulled(const std::vector<Resolved>& slices,
+                       const google::protobuf::RepeatedPtrField<v1::Payload>* values) {
+  const int first = values != nullptr ? values->size() - static_cast<int>(slices.size()) : 0;
+  for (size_t i = 0; i < slices.size(); ++i) {
+    const Resolved& r = slices[i];
+    Traffic& t = traffic_[r.index];
+    const uint64_t bytes = values != nullptr
+                               ? tessera::PayloadBytes((*values)[first + static_cast<int>(i)])
+                               : r.count * r.codec->width();
+    t.pull_bytes.fetch_add(bytes, std::memory_order_relaxed);
+    t.pull_raw_bytes.fetch_add(r.count * sizeof(float), std::memory_order_relaxed);
+  }
+}
+
+void Shard::AnswerDelta(uint32_t worker, const Resolved& r, v1::Payload* out) {
+  PullMirror& mirror = *mirrors_[worker];
+  thread_local std::vector<float> now;
+  now.resize(r.count);
+  r.dense->CopyValues(r.offset, absl::MakeSpan(now));
+  absl::MutexLock lock(&mirror.mu);
+  const std::pair<uint32_t, uint64_t> key(r.index, r.offset);
+  if (!mirror.held.contains(key) && mirror.held.size() >= kMaxMirrors) mirror.held.clear();
+  PullMirror::Held& held = mirror.held[key];
+  if (held.version != 0 && held.version == r.delta_base && held.values.size() == r.count) {
+    // The change the worker has not seen; what is not sent now stays in it.
+    for (size_t i = 0; i < r.count; ++i) now[i] -= held.values[i];
+    MakeCodec(CodecKind::kTopk, r.delta_ratio)->Encode(now, out);
+    // Top-k sends its values exactly: the worker adds them where they go.
+    const uint32_t* at = reinterpret_cast<const uint32_t*>(out->indices().data());
+    const float* change = reinterpret_cast<const float*>(out->values().data());
+    for (size_t j = 0; j < out->indices().size() / sizeof(uint32_t); ++j) {
+      held.values[at[j]] += change[j];
+    }
+    out->set_delta(true);
+  } else {
+    r.codec->Encode(now, out);
+    held.values.resize(r.count);
+    (void)r.codec->Decode(*out, absl::MakeSpan(held.values));  // exactly what the worker holds
+  }
+  held.version = version_base_ | (versions_.fetch_add(1, std::memory_order_relaxed) + 1);
+  out->set_version(held.version);
+}
+
+void Shard::NotePushed(const std::vector<Resolved>& slices, const std::vector<uint64_t>& bytes) {
+  for (size_t i = 0; i < slices.size(); ++i) {
+    Traffic& t = traffic_[slices[i].index];
+    t.push_bytes.fetch_add(bytes[i], std::memory_order_relaxed);
+    t.push_raw_bytes.fetch_add(slices[i].count * sizeof(float), std::memory_order_relaxed);
+  }
+}
+
+uint64_t Shard::PayloadBytes(const std::vector<Resolved>& slices) {
+  uint64_t bytes = 0;
+  for (const Resolved& r : slices) bytes += r.count * r.codec->width();
+  return bytes;
+}
+
+absl::Status Shard::ReadSlicesToShared(const std::vector<Resolved>& slices, bool create_rows,
+                                       const SharedRange& range) {
+  // Staged in this thread's buffer: the tables' locks are never held while
+  // touching memory the worker could take away. Kept between calls up to
+  // 64 MiB (first-touching fresh pages costs more than the copy).
+  thread_local std::vector<char> staging;
+  staging.resize(range.bytes);
+  ReadSlicesTo(slices, create_rows, staging.data());
+  absl::Status copied = range.segment->CopyIn(range.offset, staging.data(), range.bytes);
+  if (staging.size() > (size_t{64} << 20)) std::vector<char>().swap(staging);
+  return copied;
+}
+
+void Shard::ReadSlicesTo(const std::vector<Resolved>& slices, bool create_rows, char* out) {
+  for (const Resolved& r : slices) {
+    if (r.dense) {
+      r.dense->CopyBytes(r.offset, r.count, *r.codec, out);
+    } else if (r.codec->id() == v1::FLOAT32) {
+      r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(out), r.count),
+                     create_rows);
+    } else {
+      std::vector<float> rows(r.count);
+      r.sparse->Read(r.keys, absl::MakeSpan(rows), create_rows);
+      r.codec->EncodeTo(rows, out);
+    }
+    out += r.count * r.codec->width();
+  }
+}
+
+void Shard::ReadSlices(uint32_t worker, const std::vector<Resolved>& slices, bool create_rows,
+                       google::protobuf::RepeatedPtrField<v1::Payload>* values) {
+  for (const Resolved& r : slices) {
+    v1::Payload* payload = values->Add();
+    if (r.delta_ratio > 0) {
+      AnswerDelta(worker, r, payload);
+      continue;
+    }
+    payload->set_codec(r.codec->id());
+    std::string* bytes = payload->mutable_values();
+    if (r.dense) {
+      r.dense->AppendBytes(r.offset, r.count, *r.codec, bytes);
+      continue;
+    }
+    bytes->resize(r.count * r.codec->width());
+    if (r.codec->id() == v1::FLOAT32) {
+      r.sparse->Read(r.keys, absl::Span<float>(reinterpret_cast<float*>(bytes->data()), r.count),
+                     create_rows);
+    } else {
+      std::vector<float> rows(r.count);
+      r.sparse->Read(r.keys, absl::MakeSpan(rows), create_rows);
+      r.codec->EncodeTo(rows, bytes->data());
+    }
+  }
+}
+
+absl::Status Shard::DecodeGradients(const v1::PushRequest& request,
+                                    const std::vector<Resolved>& slices, std::string* shared_copy,
+                                    std::vector<std::vector<float>>* decoded,
+                                    std::vector<absl::Span<const float>>* grads,
+                                    std::vector<float>* max_abs,
+                                    std::vector<uint64_t>* bytes) const {
+  decoded->resize(slices.size());
+  bytes->assign(slices.size(), 0);
+  // Packed in shared memory (each slice in its fixed-width codec), or one
+  // payload per slice in the message.
+  const char* packed = nullptr;
+  if (request.has_gradients_shared()) {
+    if (request.gradients_size() != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("push has its gradients in shared memory and also ",
+                       request.gradients_size(), " gradient payloads in the message"));
+    }
+    TESSERA_ASSIGN_OR_RETURN(
+        SharedRange range,
+        Shared(request.worker_rank(), request.gradients_shared(), PayloadBytes(slices)));
+    shared_copy->resize(range.bytes);
+    TESSERA_RETURN_IF_ERROR(range.segment->CopyOut(range.offset, shared_copy->data(), range.bytes));
+    packed = shared_copy->data();
+  } else if (request.gradients_size() != request.slices_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("push has ", request.slices_size(),
+                                                   " slices but ", request.gradients_size(),
+                                                   " gradient payloads"));
+  }
+  for (size_t i = 0; i < slices.size(); ++i) {
+    const Resolved& r = slices[i];
+    std::vector<float>& out = (*decoded)[i];
+    if (packed != nullptr) {
+      (*bytes)[i] = r.count * r.codec->width();
+      if (r.codec->id() == v1::FLOAT32) {
+        grads->push_back(FloatView(absl::string_view(packed, (*bytes)[i])));
+      } else {
+        out.resize(r.count);
+        r.codec->DecodeFrom(packed, absl::MakeSpan(out));
+        grads->push_back(out);
+      }
+      packed += (*bytes)[i];
+    } else {
+      const v1::Payload& payload = request.gradients(static_cast<int>(i));
+      TESSERA_ASSIGN_OR_RETURN(const Codec* codec, FindCodec(payload.codec()));
+      (*bytes)[i] = tessera::PayloadBytes(payload);
+      absl::Status decoded_ok;
+      if (codec->id() == v1::FLOAT32) {
+        // Viewed in place: float32 needs no copy.
+        absl::StatusOr<absl::Span<const float>> view = ViewFloat32(payload, r.count);
+        decoded_ok = view.status();
+        if (view.ok()) grads->push_back(*view);
+      } else {
+        out.resize(r.count);
+        decoded_ok = codec->Decode(payload, absl::MakeSpan(out));
+        grads->push_back(out);
+      }
+      if (!decoded_ok.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("table '", request.slices(i).table(),
+                                                       "': gradient ", decoded_ok.message()));
+      }
+    }
+    max_abs->push_back(MaxAbs(grads->back()));
+    if (config_.server.reject_nonfinite) {
+      if (!std::isfinite(max_abs->back())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("table '", request.slices(i).table(),
+                         "': gradient holds NaN or Inf (server.reject_nonfinite is on)"));
+      }
+    }
+    if (const double bound = config_.server.max_gradient_abs;
+        bound > 0 && !(max_abs->back() <= bound)) {
+      const absl::Span<const float> g = grads->back();
+      for (size_t j = 0; j < g.size(); ++j) {
+        if (!(std::fabs(g[j]) <= bound)) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "table '", request.slices(i).table(), "': gradient ", g[j], " at position ", j,
+              " exceeds server.max_gradient_abs (", bound, "); refused, nothing changed"));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tessera
