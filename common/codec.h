@@ -44,7 +44,6 @@ class Codec {
   // BFLOAT16 and FLOAT16 2); 0 for TOPK and ONEBIT, whose size depends on
   // the values.
   virtual size_t width() const = 0;
-  bool lossless() const { return id() == v1::FLOAT32; }
   // Replaces *out with `values` encoded.
   virtual void Encode(absl::Span<const float> values, v1::Payload* out) const = 0;
   // Decodes a payload that must hold exactly out.size() values.

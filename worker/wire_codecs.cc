@@ -24,10 +24,6 @@ WireCodecs::WireCodecs(const CompressionConfig& config,
   }
 }
 
-bool WireCodecs::lossy() const {
-  return std::any_of(tables_.begin(), tables_.end(), [](const Table& t) { return t.feedback; });
-}
-
 void WireCodecs::AddPiece(size_t table, uint64_t offset, uint64_t length) {
   if (tables_[table].delta) held_[{table, offset}].values.resize(length);
 }

@@ -5,7 +5,8 @@
 // Error feedback (Seide et al.; Karimireddy et al. 2019, EF-signSGD): what a
 // lossy codec did not send of a clock's gradient is kept and added to the
 // next clock's, so over N clocks the sum sent equals the sum of the
-// gradients less the residual left now (tested to 1e-6). The residual of
+// gradients less the residual left now (tested to 1e-4 over 50 clocks
+// of N(0, 1) gradients, float32 sums). The residual of
 // clock c is added exactly once: encoding clock c again (a step retried
 // after a reconnect) starts from the residual as it stood before clock c.
 // It lives in this process: a restarted worker starts with a zero residual,
@@ -75,8 +76,6 @@ class WireCodecs {
   const Codec& RowCodec(size_t table, bool push) const;
   // Table `table`'s residual now (all zeros for lossless codecs).
   absl::Span<const float> residual(size_t table) const { return tables_[table].residual; }
-  // Whether any table's pushes lose information (then a residual is kept).
-  bool lossy() const;
 
   // Values moved: `bytes` as they travelled, `values` floats of them.
   // Any thread (relaxed atomics).
