@@ -127,6 +127,17 @@ int main(int argc, char** argv) {
       absl::StrAppend(&held, ", ", t.name(), " ", t.rows(), " rows");
     }
   }
+  // What crossed the wire, as sent and as float32 would have been (the
+  // compression the job's codecs achieved, seen from the shard).
+  uint64_t wire[4] = {0, 0, 0, 0};
+  for (const v1::TableStats& t : stats.tables()) {
+    wire[0] += t.push_bytes();
+    wire[1] += t.push_raw_bytes();
+    wire[2] += t.pull_bytes();
+    wire[3] += t.pull_raw_bytes();
+  }
+  absl::StrAppend(&held, "; wire bytes: pushes ", wire[0], " (float32 ", wire[1], "), pulls ",
+                  wire[2], " (float32 ", wire[3], ")");
   // How stale the pushes were (docs/STALENESS.md).
   const std::vector<uint64_t> counts(stats.push_staleness_buckets().begin(),
                                      stats.push_staleness_buckets().end());

@@ -94,6 +94,13 @@ void ShardMetrics::Collect(const Shard& shard, Exposition& e) const {
       {"tessera_shard_pull_bytes_total", "counter",
        "Value bytes pulled from the table, at wire precision (shared memory included).",
        [](const v1::TableStats& t) { return double(t.pull_bytes()); }},
+      {"tessera_shard_push_raw_bytes_total", "counter",
+       "What the pushes to the table would have been as float32 (push_bytes over this is the "
+       "compression).",
+       [](const v1::TableStats& t) { return double(t.push_raw_bytes()); }},
+      {"tessera_shard_pull_raw_bytes_total", "counter",
+       "What the pulls from the table would have been as float32.",
+       [](const v1::TableStats& t) { return double(t.pull_raw_bytes()); }},
       {"tessera_shard_table_rows", "gauge", "Rows of a sparse table held on this shard (dense: 0).",
        [](const v1::TableStats& t) { return double(t.rows()); }},
       {"tessera_shard_table_bytes", "gauge",

@@ -8,7 +8,9 @@
 
 #include <httplib.h>
 
+#include <array>
 #include <atomic>
+#include <cstdio>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <string>
@@ -37,6 +39,24 @@ int OwnNamespaces() {
   return n;
 }
 
+// The shards' own byte counts, summed over the job's shards, from the line
+// each writes when it stops: {push, push as float32, pull, pull as float32}.
+std::array<double, 4> ShardWireBytes(const std::string& dir, int servers) {
+  std::array<double, 4> sum{0, 0, 0, 0};
+  for (int s = 0; s < servers; ++s) {
+    const std::string log = Read(dir + "/server-" + std::to_string(s) + ".log");
+    const size_t at = log.rfind("wire bytes: pushes ");
+    INFO("server-" << s << ".log");
+    REQUIRE(at != std::string::npos);
+    unsigned long long v[4];
+    REQUIRE(std::sscanf(log.c_str() + at,
+                        "wire bytes: pushes %llu (float32 %llu), pulls %llu (float32 %llu)", &v[0],
+                        &v[1], &v[2], &v[3]) == 4);
+    for (int i = 0; i < 4; ++i) sum[i] += static_cast<double>(v[i]);
+  }
+  return sum;
+}
+
 TEST_CASE("a 2x2 job on emulated hosts with top-k pushes and fp16 pulls moves far fewer bytes") {
   if (!Capable()) return;
   LaunchOptions o = Options("emulated", {"emulation.link_rate=1gbit",
@@ -52,6 +72,13 @@ TEST_CASE("a 2x2 job on emulated hosts with top-k pushes and fp16 pulls moves fa
   CHECK(Field(summary, "push_compression") > 40);
   CHECK(Field(summary, "push_compression") <= 50.5);
   CHECK(Field(summary, "pull_compression") == Approx(2.0).epsilon(0.01));
+  // The same ratios as the shards counted what reached them and what they sent.
+  const std::array<double, 4> wire = ShardWireBytes(o.out_dir, 2);
+  REQUIRE(wire[0] > 0);
+  REQUIRE(wire[2] > 0);
+  CHECK(wire[1] / wire[0] > 40);
+  CHECK(wire[1] / wire[0] <= 50.5);
+  CHECK(wire[3] / wire[2] == Approx(2.0).epsilon(0.01));
   CHECK(Field(summary, "test_accuracy") > 0.5);  // the synthetic set trains through it
   // The daemons ran on their hosts' addresses, not on loopback.
   CHECK(Read(o.out_dir + "/server-0.log").find("10.77.") != std::string::npos);
@@ -71,6 +98,9 @@ TEST_CASE("delta pulls on emulated hosts: a tenth of the pull bytes, and the job
   const std::string summary = Read(o.out_dir + "/summary.json");
   // 5% of the values with their positions (10x), less the first, whole pull.
   CHECK(Field(summary, "pull_compression") > 7);
+  const std::array<double, 4> wire = ShardWireBytes(o.out_dir, 2);
+  REQUIRE(wire[2] > 0);
+  CHECK(wire[3] / wire[2] > 7);
   CHECK(Field(summary, "test_accuracy") > 0.5);
 }
 

@@ -318,6 +318,9 @@ TEST_CASE("GET /metrics counts a shard's calls by code, its traffic by table, an
   // Only the two pushes that were applied: 150 floats of fp32.
   CHECK(SampleValue(text, "tessera_shard_push_bytes_total{" + shard + ",table=\"w\"}") == 600);
   CHECK(SampleValue(text, "tessera_shard_pull_bytes_total{" + shard + ",table=\"w\"}") == 4000);
+  // Sent as fp32: the raw counts equal the wire counts.
+  CHECK(SampleValue(text, "tessera_shard_push_raw_bytes_total{" + shard + ",table=\"w\"}") == 600);
+  CHECK(SampleValue(text, "tessera_shard_pull_raw_bytes_total{" + shard + ",table=\"w\"}") == 4000);
   CHECK(SampleValue(text, "tessera_shard_pushes_total{" + shard + ",table=\"w\"}") == 2);
   CHECK(SampleValue(text, "tessera_shard_push_duration_seconds_count{" + shard +
                               ",table=\"w\"}") == 2);
