@@ -52,6 +52,11 @@ class Codec {
   // `out` is unspecified then.
   virtual absl::Status Decode(const v1::Payload& payload, absl::Span<float> out) const = 0;
 
+  // Encodes `x` as Encode does and leaves in `x` what the receiver will not
+  // see: x - Decode(Encode(x)), the error-feedback residual. Lossless
+  // codecs leave zeros. Codecs override it where one pass does both.
+  virtual void EncodeWithFeedback(absl::Span<float> x, v1::Payload* out) const;
+
   // Fixed-width codecs only (width() > 0): values written to / read from
   // raw memory, width() bytes each (a table's chunks, shared memory).
   virtual void EncodeTo(absl::Span<const float> values, char* out) const;

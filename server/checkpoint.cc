@@ -315,13 +315,48 @@ std::string CheckpointStore::IdentityDifference(const v1::CheckpointIdentity& ha
   return "";
 }
 
+absl::Status CheckpointStore::WriteManifest(const std::string& path,
+                                            const v1::CheckpointManifest& m) {
+  const std::string bytes = Framed(kMagic, m.SerializeAsString());
+  const std::string tmp = absl::StrCat(path, "/", kTmpPrefix, kManifest);
+  absl::Status s = WriteFile(tmp, {{bytes.data(), bytes.size()}});
+  const std::string target = absl::StrCat(path, "/", kManifest);
+  if (s.ok() && ::rename(tmp.c_str(), target.c_str()) != 0) s = Errno("cannot rename to", target);
+  if (s.ok()) s = SyncDir(path);
+  return s;
+}
+
+absl::Status CheckpointStore::CheckTiling(const v1::CheckpointManifest& m) {
+  // The tables tile the data file exactly: nothing past the last one.
+  uint64_t tiled = 0;
+  for (const v1::CheckpointTable& t : m.tables()) {
+    if (t.offset() != tiled || t.bytes() > m.data_bytes() - tiled) {
+      return absl::DataLossError(absl::StrCat("table '", t.name(), "' has a bad byte range"));
+    }
+    tiled += t.bytes();
+  }
+  if (tiled != m.data_bytes()) {
+    return absl::DataLossError(
+        absl::StrCat("the tables hold ", tiled, " bytes of the data file's ", m.data_bytes()));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ShardState> CheckpointStore::Load(const std::string& path,
-                                                 const v1::CheckpointIdentity& want) {
+                                                 const v1::CheckpointIdentity& want,
+                                                 const ManifestCheck& fits) {
   TESSERA_ASSIGN_OR_RETURN(v1::CheckpointManifest m, ReadManifest(path));
   const std::string difference = IdentityDifference(m.identity(), want);
   if (!difference.empty()) {
     return absl::FailedPreconditionError(
         absl::StrCat("checkpoint ", path, " is of another job, layout or sharding: ", difference));
+  }
+  if (fits) {
+    const absl::Status s = fits(m);
+    if (!s.ok()) return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
+  }
+  if (absl::Status tiled = CheckTiling(m); !tiled.ok()) {
+    return absl::DataLossError(absl::StrCat(path, ": ", tiled.message()));
   }
   const std::string data_path = path + "/" + m.data_file();
   struct stat st;
@@ -350,10 +385,6 @@ absl::StatusOr<ShardState> CheckpointStore::Load(const std::string& path,
   absl::Status s;
   uint64_t offset = 0;
   for (const v1::CheckpointTable& t : m.tables()) {
-    if (t.offset() != offset || t.bytes() > m.data_bytes() - offset) {
-      s = absl::DataLossError(absl::StrCat(path, ": table '", t.name(), "' has a bad byte range"));
-      break;
-    }
     uint32_t crc = 0;
     for (uint64_t done = 0; done < t.bytes() && s.ok(); done += kIoBytes) {
       const uint64_t len = std::min(kIoBytes, t.bytes() - done);
@@ -392,14 +423,15 @@ absl::StatusOr<ShardState> CheckpointStore::Load(const std::string& path,
 
 absl::StatusOr<ShardState> CheckpointStore::LoadNewest(const v1::CheckpointIdentity& want,
                                                        int64_t clock, std::vector<std::string>* log,
-                                                       CheckpointInfo* info) const {
+                                                       CheckpointInfo* info,
+                                                       const ManifestCheck& fits) const {
   std::vector<std::string> all = List(root_);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     int64_t c, unix_ms;
     ParseName(fs::path(*it).filename().string(), &c, &unix_ms);
     if (clock >= 0 && c != clock) continue;
     const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<ShardState> state = Load(*it, want);
+    absl::StatusOr<ShardState> state = Load(*it, want, fits);
     if (state.ok()) {
       if (info != nullptr) {
         info->path = *it;

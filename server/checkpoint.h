@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -96,14 +97,29 @@ class CheckpointStore {
   // clock >= 0, is of that clock). NOT_FOUND when there is none (each one
   // skipped is named in *log); FAILED_PRECONDITION when a checkpoint belongs
   // to another job, layout or sharding.
+  // `fits` (optional) judges each manifest before its data is read (the
+  // shard's CheckManifest): one it refuses is skipped and named in *log,
+  // as a torn one is, so a crafted manifest never makes the store read or
+  // map more than the layout holds.
+  using ManifestCheck = std::function<absl::Status(const v1::CheckpointManifest&)>;
   absl::StatusOr<ShardState> LoadNewest(const v1::CheckpointIdentity& want, int64_t clock,
-                                        std::vector<std::string>* log, CheckpointInfo* info) const;
+                                        std::vector<std::string>* log, CheckpointInfo* info,
+                                        const ManifestCheck& fits = nullptr) const;
 
-  // Reads and verifies one checkpoint folder.
+  // Reads and verifies one checkpoint folder: the manifest's frame and
+  // checksum, its identity, `fits`, the data file's size, the tables'
+  // byte ranges (which tile the file exactly) and their checksums.
   static absl::StatusOr<ShardState> Load(const std::string& path,
-                                         const v1::CheckpointIdentity& want);
+                                         const v1::CheckpointIdentity& want,
+                                         const ManifestCheck& fits = nullptr);
   // Reads and verifies only the manifest of one checkpoint folder.
   static absl::StatusOr<v1::CheckpointManifest> ReadManifest(const std::string& path);
+  // Replaces the manifest of checkpoint folder `path` with `m`, framed and
+  // checksummed as Write does (repair tools; tests that craft checkpoints).
+  static absl::Status WriteManifest(const std::string& path, const v1::CheckpointManifest& m);
+  // OK when the tables' byte ranges tile [0, data_bytes) in order with
+  // nothing left over; DATA_LOSS naming the first that does not.
+  static absl::Status CheckTiling(const v1::CheckpointManifest& m);
   // Complete checkpoint folders under `root`, oldest first.
   static std::vector<std::string> List(const std::string& root);
   // "" when the two identities agree, else one line naming the first difference.

@@ -61,7 +61,8 @@ absl::Status Checkpointer::Restore(Shard* shard, const JobConfig& config) {
   std::vector<std::string> skipped;
   CheckpointInfo info;
   absl::StatusOr<ShardState> state =
-      store.LoadNewest(shard->Identity(), c.restore_clock, &skipped, &info);
+      store.LoadNewest(shard->Identity(), c.restore_clock, &skipped, &info,
+                       [shard](const v1::CheckpointManifest& m) { return shard->CheckManifest(m); });
   for (const std::string& line : skipped) spdlog::warn("checkpoint: {}", line);
   if (absl::IsNotFound(state.status())) {
     if (c.restore == RestorePolicy::kRequired) {

@@ -92,6 +92,7 @@ class DenseTable {
   // Checkpoints: the values, then each optimizer slot (range().size() floats
   // each), copied chunk by chunk under the chunks' locks, with each chunk's
   // count of optimizer updates (Adam's bias correction, the LR schedule).
+  size_t num_chunks() const { return num_chunks_; }
   uint64_t SnapshotBytes() const { return (1 + num_slots_) * range_.size() * sizeof(float); }
   // REQUIRES: out holds SnapshotBytes().
   void Snapshot(char* out, std::vector<int64_t>* chunk_steps) const;

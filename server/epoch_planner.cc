@@ -9,8 +9,8 @@
 
 namespace tessera {
 
-EpochPlanner::EpochPlanner(uint32_t workers, uint32_t batch)
-    : batch_(batch), rates_(workers, 0.0) {}
+EpochPlanner::EpochPlanner(uint32_t workers, uint32_t batch, uint32_t epochs)
+    : batch_(batch), epochs_(epochs), rates_(workers, 0.0) {}
 
 std::vector<uint32_t> EpochPlanner::Plan(uint32_t worker, int64_t epoch, double rate) {
   absl::MutexLock lock(&mu_);
@@ -20,15 +20,8 @@ std::vector<uint32_t> EpochPlanner::Plan(uint32_t worker, int64_t epoch, double 
   const uint32_t total = static_cast<uint32_t>(rates_.size()) * batch_;
   std::vector<uint32_t> plan = Shares(rates_, total);
   plans_.emplace(epoch, plan);
-  Trim();
   if (on_new_plan_) on_new_plan_(State{rates_, plans_});
   return plan;
-}
-
-void EpochPlanner::Trim() {
-  while (!plans_.empty() && plans_.begin()->first < plans_.rbegin()->first - kKeptEpochs) {
-    plans_.erase(plans_.begin());
-  }
 }
 
 void EpochPlanner::SetOnNewPlan(std::function<void(const State&)> hook) {
@@ -53,7 +46,6 @@ absl::Status EpochPlanner::Merge(const State& log) {
   absl::MutexLock lock(&mu_);
   TESSERA_RETURN_IF_ERROR(Check(log));
   for (const auto& [epoch, shares] : log.plans) plans_[epoch] = shares;
-  Trim();
   if (std::all_of(rates_.begin(), rates_.end(), [](double r) { return r == 0; })) {
     rates_ = log.rates;
   }
@@ -78,10 +70,11 @@ absl::Status EpochPlanner::Check(const State& state) const {
       sum += share;
       each_positive &= share >= 1;
     }
-    if (epoch < kCalibration || !each_positive || sum != uint64_t{workers} * batch_) {
+    if (epoch < kCalibration || epoch >= int64_t{epochs_} || !each_positive ||
+        sum != uint64_t{workers} * batch_) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "epoch planner: the plan of epoch ", epoch, " is not ", workers,
-          " shares >= 1 summing to ", uint64_t{workers} * batch_));
+          "epoch planner: the plan of epoch ", epoch, " is not of an epoch in [-1, ", epochs_,
+          ") with ", workers, " shares >= 1 summing to ", uint64_t{workers} * batch_));
     }
   }
   return absl::OkStatus();

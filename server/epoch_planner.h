@@ -14,8 +14,9 @@
 //
 // The first ask for an epoch makes its plan from the latest rates; every
 // later ask for that epoch gets the same plan, so all workers agree however
-// their asks interleave. Plans of the last kKeptEpochs epochs are kept (a
-// restarted worker asks again) and go into the shard's checkpoints with the
+// their asks interleave. Every plan is kept for the whole job (epochs are
+// bounded by training.epochs, so at most epochs + 1 plans: a restarted
+// worker asks again and gets the same) and goes into the shard's checkpoints with the
 // rates (Save/Load). A plan made after the newest checkpoint is kept by the
 // hook SetOnNewPlan installs (shard 0's plan log, written before the plan is
 // answered) and merged back at a restart (Merge), so a restarted shard
@@ -39,16 +40,17 @@ namespace tessera {
 
 class EpochPlanner {
  public:
-  static constexpr int64_t kKeptEpochs = 64;
   // The plan of epoch 0's calibration steps.
   static constexpr int64_t kCalibration = -1;
 
-  // REQUIRES: workers >= 1, batch >= 1.
-  EpochPlanner(uint32_t workers, uint32_t batch);
+  // REQUIRES: workers >= 1, batch >= 1. Plans exist for epochs
+  // [kCalibration, epochs).
+  EpochPlanner(uint32_t workers, uint32_t batch, uint32_t epochs);
 
   // Records `worker`'s rate (0: unknown, kept as it was) and returns the
   // plan of `epoch`: shares by rank, each >= 1, summing to workers x batch.
-  // REQUIRES: worker < workers, epoch >= kCalibration, rate finite and >= 0.
+  // REQUIRES: worker < workers, kCalibration <= epoch < epochs, rate finite
+  // and >= 0.
   std::vector<uint32_t> Plan(uint32_t worker, int64_t epoch, double rate);
 
   // Shares of `total` examples proportional to `rates` (0: unknown, counted
@@ -64,8 +66,9 @@ class EpochPlanner {
   State Save() const;
   // Replaces the state with `state`. INVALID_ARGUMENT (nothing changed) when
   // it does not fit this job: a rate count other than the workers', a rate
-  // that is not finite and >= 0, or a plan that is not workers shares >= 1
-  // summing to workers x batch.
+  // that is not finite and >= 0, a plan of an epoch outside [kCalibration,
+  // epochs), or a plan that is not workers shares >= 1 summing to workers x
+  // batch.
   absl::Status Load(const State& state);
   // Takes the plans of `log` (a later state than the one loaded: the plan
   // log's), each replacing a plan of the same epoch; the rates stay as they
@@ -80,10 +83,8 @@ class EpochPlanner {
  private:
   // INVALID_ARGUMENT when `state` does not fit this planner (see Load).
   absl::Status Check(const State& state) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops plans older than kKeptEpochs before the newest.
-  void Trim() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
   const uint32_t batch_;
+  const uint32_t epochs_;
   mutable absl::Mutex mu_;
   std::vector<double> rates_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, std::vector<uint32_t>> plans_ ABSL_GUARDED_BY(mu_);

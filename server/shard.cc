@@ -25,10 +25,6 @@ v1::TableKind ProtoKind(TableKind kind) {
   return kind == TableKind::kDense ? v1::DENSE : v1::SPARSE;
 }
 
-// The largest clock a worker may say it resumes at: 2^40 iterations (35
-// years at 1,000 a second), far from where clock arithmetic could overflow.
-constexpr int64_t kMaxClock = int64_t{1} << 40;
-
 // A sparse table's reserve_rows on each of num_shards shards (keys hash evenly).
 uint64_t ReserveShare(const TableConfig& t, uint32_t num_shards) {
   return (t.reserve_rows + num_shards - 1) / num_shards;
@@ -135,7 +131,7 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       optimizer_(MakeOptimizer(config.optimizer)),
       clock_(config.cluster.workers),
       staleness_tracker_(config.cluster.workers, KeepsReadValues(config)),
-      planner_(config.cluster.workers, config.training.batch_size),
+      planner_(config.cluster.workers, config.training.batch_size, config.training.epochs),
       pushed_this_clock_(new std::atomic<bool>[config.cluster.workers]),
       pieces_applied_(new std::atomic<uint64_t>[config.cluster.workers]),
       last_seen_ms_(new std::atomic<int64_t>[config.cluster.workers]),
@@ -641,11 +637,16 @@ absl::Status Shard::Plan(const v1::PlanRequest& request, v1::PlanResponse* respo
   TESSERA_RETURN_IF_ERROR(CheckCaller(request.worker_rank(), request.session()));
   Touch(request.worker_rank());
   const double rate = request.examples_per_second();
-  if (request.epoch() < EpochPlanner::kCalibration || !std::isfinite(rate) || rate < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("plan of epoch ", request.epoch(), " at ", rate,
-                     " examples/s: expected an epoch >= -1 (-1: epoch 0's calibration steps) and "
-                     "a finite rate >= 0"));
+  // A rate no device reaches (1e12 examples a second) is a broken or hostile
+  // caller's; it would take every share but one.
+  constexpr double kMaxRate = 1e12;
+  if (request.epoch() < EpochPlanner::kCalibration ||
+      request.epoch() >= int64_t{config_.training.epochs} || !std::isfinite(rate) || rate < 0 ||
+      rate > kMaxRate) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "plan of epoch ", request.epoch(), " at ", rate, " examples/s: expected an epoch in [-1, ",
+        config_.training.epochs, ") (training.epochs; -1: epoch 0's calibration steps) and a rate "
+        "in [0, ", kMaxRate, "]"));
   }
   for (uint32_t share : planner_.Plan(request.worker_rank(), request.epoch(), rate)) {
     response->add_shares(share);

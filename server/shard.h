@@ -117,6 +117,10 @@ class Shard {
 
   bool AllWorkersFinished() const { return clock_.AllFinished(); }
 
+  // The largest clock a call or a checkpoint may name: 2^40 iterations (35
+  // years at 1,000 a second), far from where clock arithmetic could overflow.
+  static constexpr int64_t kMaxClock = int64_t{1} << 40;
+
   // --- Checkpoints ---
   // Who this shard's state belongs to: job, sharding, layout, optimizer.
   v1::CheckpointIdentity Identity() const;
@@ -126,8 +130,18 @@ class Shard {
   // past it is recorded at it, since its buffered gradients are not in the
   // values and it will push them again).
   std::unique_ptr<ShardState> Snapshot();
-  // Loads a checkpoint into a shard that has not served yet. INVALID_ARGUMENT
-  // when it does not fit the tables (the identity was checked by the store).
+  // Whether a checkpoint's manifest fits this shard, before its data is
+  // read: every table's byte count exactly what the layout implies (sparse:
+  // rows x row bytes, computed without overflow, within
+  // server.max_sparse_rows), chunk steps, clocks and the lost-clock count
+  // within [0, kMaxClock], epoch plans within training.epochs.
+  // INVALID_ARGUMENT naming the first field that does not fit.
+  absl::Status CheckManifest(const v1::CheckpointManifest& m) const;
+  // Loads a checkpoint into a shard that has not served yet: CheckManifest,
+  // then the data (every value and optimizer slot finite, each sparse key
+  // once), then the state. INVALID_ARGUMENT when anything does not fit (the
+  // identity was checked by the store); the shard must not serve then (a
+  // sparse table may hold part of it), and its daemon exits.
   absl::Status Restore(const ShardState& state);
   // BSP: when min_clock rises to a clock `want` accepts, the shard copies its
   // state at that cut (that clock's updates applied, before it is published)

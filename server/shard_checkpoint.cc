@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 
+#include "Eigen/Core"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "server/shard.h"
@@ -165,39 +166,119 @@ std::unique_ptr<ShardState> Shard::Snapshot() {
   return CopyState(cut, clock_.clocks(), clock_.finished(), /*clamp=*/aggregate_);
 }
 
-absl::Status Shard::Restore(const ShardState& state) {
-  const v1::CheckpointManifest& m = state.manifest;
+absl::Status Shard::CheckManifest(const v1::CheckpointManifest& m) const {
+  auto bad = [](auto&&... what) { return absl::InvalidArgumentError(absl::StrCat(what...)); };
   if (m.tables_size() != static_cast<int>(layout_.size()) ||
-      state.tables.size() != layout_.size() || m.worker_clocks_size() != static_cast<int>(num_workers_) ||
+      m.worker_clocks_size() != static_cast<int>(num_workers_) ||
       m.worker_finished_size() != static_cast<int>(num_workers_)) {
-    return absl::InvalidArgumentError("checkpoint does not hold this shard's tables and workers");
+    return bad("checkpoint holds ", m.tables_size(), " tables and ", m.worker_clocks_size(),
+               " worker clocks; this shard has ", layout_.size(), " tables and ", num_workers_,
+               " workers");
+  }
+  auto clock_ok = [](int64_t c) { return c >= 0 && c <= kMaxClock; };
+  // An optimizer step counts updates: a clock's worth per worker at most.
+  const int64_t max_step = kMaxClock * std::max<int64_t>(num_workers_, 1);
+  for (size_t i = 0; i < layout_.size(); ++i) {
+    const v1::CheckpointTable& t = m.tables(static_cast<int>(i));
+    const Resolved& r = tables_.at(layout_[i].name());
+    if (t.name() != layout_[i].name() || t.sparse() != (r.sparse != nullptr)) {
+      return bad("checkpoint table ", i, " is '", t.name(), "', not '", layout_[i].name(), "'");
+    }
+    if (r.dense) {
+      if (t.bytes() != r.dense->SnapshotBytes() ||
+          t.chunk_steps_size() != static_cast<int>(r.dense->num_chunks())) {
+        return bad("checkpoint table '", t.name(), "' holds ", t.bytes(), " bytes in ",
+                   t.chunk_steps_size(), " chunks; the table needs ", r.dense->SnapshotBytes(),
+                   " in ", r.dense->num_chunks());
+      }
+      for (int64_t step : t.chunk_steps()) {
+        if (step < 0 || step > max_step) {
+          return bad("checkpoint table '", t.name(), "': chunk step ", step, " is outside [0, ",
+                     max_step, "]");
+        }
+      }
+      continue;
+    }
+    // Divided, not multiplied: a row count near 2^64 cannot wrap the check.
+    const uint64_t row_bytes = r.sparse->row_floats() * sizeof(float) + sizeof(uint64_t);
+    if (t.bytes() % row_bytes != 0 || t.bytes() / row_bytes != t.rows()) {
+      return bad("checkpoint table '", t.name(), "' holds ", t.bytes(), " bytes for ", t.rows(),
+                 " rows of ", row_bytes, " bytes");
+    }
+    const uint64_t limit = config_.server.max_sparse_rows;
+    if (limit > 0 && t.rows() > limit) {
+      return bad("checkpoint table '", t.name(), "' holds ", t.rows(),
+                 " rows; server.max_sparse_rows is ", limit);
+    }
+    if (t.step() < 0 || t.step() > max_step) {
+      return bad("checkpoint table '", t.name(), "': step ", t.step(), " is outside [0, ",
+                 max_step, "]");
+    }
+  }
+  if (!clock_ok(m.clock()) || !clock_ok(m.lost_clocks())) {
+    return bad("checkpoint clock ", m.clock(), " or lost clocks ", m.lost_clocks(),
+               " is outside [0, ", kMaxClock, "]");
+  }
+  for (int64_t c : m.worker_clocks()) {
+    if (!clock_ok(c)) return bad("checkpoint worker clock ", c, " is outside [0, ", kMaxClock, "]");
+  }
+  for (const v1::EpochPlan& p : m.epoch_plans()) {
+    if (p.epoch() < EpochPlanner::kCalibration || p.epoch() >= config_.training.epochs) {
+      return bad("checkpoint plan of epoch ", p.epoch(), ": the job has training.epochs ",
+                 config_.training.epochs);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Shard::Restore(const ShardState& state) {
+  if (state.tables.size() != static_cast<size_t>(state.manifest.tables_size())) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint carries ", state.tables.size(),
+                                                   " tables' data for ",
+                                                   state.manifest.tables_size(), " tables"));
+  }
+  // The manifest as checked, with the sizes the data has (a snapshot's
+  // manifest has none until the store writes it).
+  v1::CheckpointManifest m = state.manifest;
+  for (size_t i = 0; i < state.tables.size(); ++i) {
+    m.mutable_tables(static_cast<int>(i))->set_bytes(state.tables[i].size());
+  }
+  TESSERA_RETURN_IF_ERROR(CheckManifest(m));
+  // Every float finite (a NaN would be served to every worker).
+  for (size_t i = 0; i < layout_.size(); ++i) {
+    const v1::CheckpointTable& t = m.tables(static_cast<int>(i));
+    const ByteBuffer& bytes = state.tables[i];
+    const uint64_t skip = t.sparse() ? t.rows() * sizeof(uint64_t) : 0;  // the keys
+    const uint64_t floats = (bytes.size() - skip) / sizeof(float);
+    std::vector<float> block(std::min<uint64_t>(floats, 1 << 16));
+    for (uint64_t done = 0; done < floats; done += block.size()) {
+      // Copied out: the mapping need not be aligned for floats.
+      const uint64_t n = std::min<uint64_t>(block.size(), floats - done);
+      std::memcpy(block.data(), bytes.data() + skip + done * sizeof(float), n * sizeof(float));
+      if (!Eigen::Map<const Eigen::ArrayXf>(block.data(), static_cast<Eigen::Index>(n))
+               .allFinite()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "checkpoint table '", t.name(), "' holds a NaN or Inf value or optimizer slot"));
+      }
+    }
+  }
+  // Checkpoints written before plans were kept have no rates: nothing to
+  // load. The planner checks the plans before it takes any.
+  if (m.worker_rates_size() > 0) {
+    TESSERA_RETURN_IF_ERROR(planner_.Load(PlansFromProto(m.epoch_plans(), m.worker_rates())));
   }
   for (size_t i = 0; i < layout_.size(); ++i) {
     const v1::CheckpointTable& t = m.tables(static_cast<int>(i));
     const ByteBuffer& bytes = state.tables[i];
     const Resolved& r = tables_.at(layout_[i].name());
-    if (t.name() != layout_[i].name() || t.sparse() != (r.sparse != nullptr)) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint table ", i, " is '", t.name(),
-                                                     "', not '", layout_[i].name(), "'"));
-    }
     if (r.dense) {
       std::vector<int64_t> steps(t.chunk_steps().begin(), t.chunk_steps().end());
       TESSERA_RETURN_IF_ERROR(r.dense->Restore(bytes.data(), bytes.size(), steps));
       continue;
     }
-    const uint64_t row_bytes = r.sparse->row_floats() * sizeof(float) + sizeof(uint64_t);
-    if (bytes.size() != t.rows() * row_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint table '", t.name(), "' holds ",
-                                                     bytes.size(), " bytes for ", t.rows(),
-                                                     " rows of ", row_bytes, " bytes"));
-    }
     const auto* keys = reinterpret_cast<const uint64_t*>(bytes.data());
     const auto* rows = reinterpret_cast<const float*>(bytes.data() + t.rows() * sizeof(uint64_t));
-    r.sparse->Restore(keys, rows, t.rows(), t.step());
-  }
-  // Checkpoints written before plans were kept have no rates: nothing to load.
-  if (m.worker_rates_size() > 0) {
-    TESSERA_RETURN_IF_ERROR(planner_.Load(PlansFromProto(m.epoch_plans(), m.worker_rates())));
+    TESSERA_RETURN_IF_ERROR(r.sparse->Restore(keys, rows, t.rows(), t.step()));
   }
   std::vector<int64_t> clocks(m.worker_clocks().begin(), m.worker_clocks().end());
   std::vector<bool> finished(m.worker_finished().begin(), m.worker_finished().end());

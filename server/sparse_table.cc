@@ -4,6 +4,7 @@
 #include <cstring>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "common/partition.h"
 #include "common/wire.h"
 
@@ -368,17 +369,27 @@ uint64_t SparseTable::Snapshot(const std::function<char*(uint64_t bytes)>& alloc
   }
 }
 
-void SparseTable::Restore(const uint64_t* keys, const float* rows, uint64_t n, int64_t step) {
-  step_.store(step, std::memory_order_relaxed);
-  // Each stripe's keys in increasing order, as FindOrCreateAll needs them.
+absl::Status SparseTable::Restore(const uint64_t* keys, const float* rows, uint64_t n,
+                                  int64_t step) {
+  // Each stripe's keys in increasing order, as FindOrCreateAll needs them;
+  // all sorted and checked before the first row is written.
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> by_stripe(stripes_.size());
   for (uint64_t i = 0; i < n; ++i) by_stripe[StripeOf(keys[i])].emplace_back(keys[i], i);
+  for (auto& list : by_stripe) {
+    std::sort(list.begin(), list.end());
+    for (size_t j = 1; j < list.size(); ++j) {
+      if (list[j].first == list[j - 1].first) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "table '", name_, "': key ", list[j].first, " appears twice in the checkpoint"));
+      }
+    }
+  }
+  step_.store(step, std::memory_order_relaxed);
   std::vector<uint64_t> sorted;
   std::vector<uint32_t> at;
   for (size_t s = 0; s < stripes_.size(); ++s) {
-    auto& list = by_stripe[s];
+    const auto& list = by_stripe[s];
     if (list.empty()) continue;
-    std::sort(list.begin(), list.end());
     sorted.clear();
     for (const auto& [key, i] : list) sorted.push_back(key);
     Stripe& stripe = *stripes_[s];
@@ -389,6 +400,7 @@ void SparseTable::Restore(const uint64_t* keys, const float* rows, uint64_t n, i
                   row_floats_ * sizeof(float));
     }
   }
+  return absl::OkStatus();
 }
 
 }  // namespace tessera

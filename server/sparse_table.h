@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
@@ -98,9 +99,10 @@ class SparseTable {
   // would take on their way into a checkpoint's buffer.
   size_t row_floats() const { return row_floats_; }
   uint64_t Snapshot(const std::function<char*(uint64_t bytes)>& allocate, int64_t* step) const;
-  // Loads n rows (keys unique, any order) into an empty table. REQUIRES: no
-  // concurrent access (start-up).
-  void Restore(const uint64_t* keys, const float* rows, uint64_t n, int64_t step);
+  // Loads n rows (any order) into an empty table. INVALID_ARGUMENT, with
+  // nothing loaded, when a key appears twice. REQUIRES: no concurrent access
+  // (start-up).
+  absl::Status Restore(const uint64_t* keys, const float* rows, uint64_t n, int64_t step);
   uint64_t pushes() const { return pushes_.load(std::memory_order_relaxed); }
   uint64_t pulls() const { return pulls_.load(std::memory_order_relaxed); }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "Eigen/Core"
 #include "common/status.h"
 
 namespace tessera {
@@ -118,8 +119,11 @@ void WireCodecs::Encode(int64_t clock, size_t t, uint64_t offset, absl::Span<con
     return;
   }
   if (clock != table.clock) {
-    // A new clock: what is left now is what this clock adds to.
-    table.before = table.residual;
+    // A new clock: what is left now is what this clock adds to. A swap, not
+    // a copy: every compressed range of the table is written again below
+    // this clock (a push carries all of a dense table's pieces), so what the
+    // old `before` held there is never read.
+    std::swap(table.before, table.residual);
     table.clock = clock;
   }
   // The gradient plus what earlier clocks left, encoded; what the shard
@@ -127,17 +131,10 @@ void WireCodecs::Encode(int64_t clock, size_t t, uint64_t offset, absl::Span<con
   const size_t n = values.size();
   const float* before = table.before.data() + offset;
   float* residual = table.residual.data() + offset;
-  for (size_t i = 0; i < n; ++i) residual[i] = values[i] + before[i];
-  table.push->Encode(absl::MakeConstSpan(residual, n), out);
-  if (out->codec() == v1::TOPK) {
-    // Top-k sends its values exactly: they leave the residual whole.
-    const uint32_t* sent = reinterpret_cast<const uint32_t*>(out->indices().data());
-    for (size_t j = 0; j < out->indices().size() / sizeof(uint32_t); ++j) residual[sent[j]] = 0;
-    return;
-  }
-  table.sent.resize(n);
-  (void)table.push->Decode(*out, absl::MakeSpan(table.sent));
-  for (size_t i = 0; i < n; ++i) residual[i] -= table.sent[i];
+  const Eigen::Index len = static_cast<Eigen::Index>(n);
+  Eigen::Map<Eigen::ArrayXf>(residual, len) = Eigen::Map<const Eigen::ArrayXf>(values.data(), len) +
+                                              Eigen::Map<const Eigen::ArrayXf>(before, len);
+  table.push->EncodeWithFeedback(absl::MakeSpan(residual, n), out);
 }
 
 }  // namespace tessera

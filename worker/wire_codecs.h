@@ -91,7 +91,6 @@ class WireCodecs {
     std::vector<float> residual;     // now
     std::vector<float> before;       // as it stood before `clock`
     int64_t clock = -1;              // the clock `before` is for
-    std::vector<float> sent;  // what a lossy codec sent, decoded
   };
   bool Uncompressed(int64_t clock, uint64_t length) const;
 

@@ -203,5 +203,40 @@ TEST_CASE("warm-up clocks and small slices travel as float32") {
   CHECK(encoder.PullCodec(3, 1, 10) == v1::FLOAT32);
 }
 
+TEST_CASE("EncodeWithFeedback leaves exactly what the receiver does not see, for every codec") {
+  // Lengths with every tail the vectorised paths leave (n % 8) and one
+  // past a 1024-value block.
+  for (const size_t n : {1, 7, 8, 9, 15, 1023, 1025, 20000}) {
+    for (const CodecKind kind :
+         {CodecKind::kNone, CodecKind::kBf16, CodecKind::kFp16, CodecKind::kTopk,
+          CodecKind::kOnebit}) {
+      INFO("n " << n << ", codec " << NameOf(kind));
+      std::vector<float> x = Gaussian(n, 7 + n);
+      x[0] = -0.0f;  // a negative zero is sent as -scale
+      const std::unique_ptr<Codec> codec = MakeCodec(kind, 0.1);
+      v1::Payload plain, with_feedback;
+      codec->Encode(x, &plain);
+      std::vector<float> sent(n);
+      REQUIRE(codec->Decode(plain, absl::MakeSpan(sent)).ok());
+      std::vector<float> residual = x;
+      codec->EncodeWithFeedback(absl::MakeSpan(residual), &with_feedback);
+      CHECK(with_feedback.SerializeAsString() == plain.SerializeAsString());
+      for (size_t i = 0; i < n; ++i) CHECK(residual[i] == x[i] - sent[i]);
+    }
+  }
+}
+
+TEST_CASE("onebit's scale is the mean magnitude, to float precision, over many values") {
+  const std::vector<float> x = Gaussian(100'003, 11, 0.01f);
+  double sum = 0;
+  for (float v : x) sum += std::fabs(v);
+  v1::Payload p;
+  CodecOf(v1::ONEBIT).Encode(x, &p);
+  CHECK(p.scale() == Approx(sum / x.size()).epsilon(1e-6));
+  std::vector<float> out(x.size());
+  REQUIRE(CodecOf(v1::ONEBIT).Decode(p, absl::MakeSpan(out)).ok());
+  for (size_t i = 0; i < x.size(); ++i) CHECK(out[i] == std::copysign(p.scale(), x[i]));
+}
+
 }  // namespace
 }  // namespace tessera

@@ -8,7 +8,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
+#include <limits>
 #include <thread>
+#include <tuple>
+#include <zlib.h>
 
 #include "server/checkpoint.h"
 #include "server/checkpointer.h"
@@ -184,6 +189,158 @@ TEST_CASE("a torn, truncated or bit-flipped checkpoint is skipped for the previo
     CHECK(LoadedClock(root, *shard, &skipped) == 10);
     REQUIRE(skipped.size() == 1);
     CHECK_THAT(skipped[0], Catch::Contains(d.reason));
+  }
+}
+
+// Rewrites the newest checkpoint under `root` as an attacker who can write
+// the shared volume would: `edit` changes the manifest and the data, then
+// every checksum is made valid again.
+void Craft(const std::string& root,
+           const std::function<void(v1::CheckpointManifest&, std::string& data)>& edit) {
+  const std::string path = CheckpointStore::List(root).back();
+  auto m = CheckpointStore::ReadManifest(path);
+  REQUIRE(m.ok());
+  std::ifstream in(path + "/data", std::ios::binary);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  edit(*m, data);
+  for (v1::CheckpointTable& t : *m->mutable_tables()) {
+    if (t.offset() <= data.size() && t.bytes() <= data.size() - t.offset()) {
+      t.set_crc32(static_cast<uint32_t>(
+          crc32_z(0, reinterpret_cast<const Bytef*>(data.data() + t.offset()), t.bytes())));
+    }
+  }
+  std::ofstream(path + "/data", std::ios::binary | std::ios::trunc) << data;
+  REQUIRE(CheckpointStore::WriteManifest(path, *m).ok());
+}
+
+int TableIndex(const v1::CheckpointManifest& m, const std::string& name) {
+  for (int i = 0; i < m.tables_size(); ++i) {
+    if (m.tables(i).name() == name) return i;
+  }
+  FAIL("no table " << name);
+  return -1;
+}
+
+TEST_CASE("a crafted checkpoint with valid checksums is skipped for the previous good one") {
+  JobConfig config = TablesConfig(OptimizerType::kAdam);
+  config.server.max_sparse_rows = 100;
+  auto shard = MakeShard(config);
+  Train(*shard, 2);
+  using Edit = std::function<void(v1::CheckpointManifest&, std::string&)>;
+  const std::vector<std::tuple<const char*, Edit, const char*>> crafted = {
+      {"sparse rows + 2^61 (the product wraps to the same byte count)",
+       [](v1::CheckpointManifest& m, std::string&) {
+         v1::CheckpointTable* t = m.mutable_tables(TableIndex(m, "emb"));
+         t->set_rows(t->rows() + (uint64_t{1} << 61));
+       },
+       "rows of"},
+      {"a worker clock of INT64_MAX",
+       [](v1::CheckpointManifest& m, std::string&) {
+         m.set_worker_clocks(0, std::numeric_limits<int64_t>::max());
+       },
+       "worker clock"},
+      {"a worker clock of INT64_MIN",
+       [](v1::CheckpointManifest& m, std::string&) {
+         m.set_worker_clocks(1, std::numeric_limits<int64_t>::min());
+       },
+       "worker clock"},
+      {"the cut's clock at INT64_MAX",
+       [](v1::CheckpointManifest& m, std::string&) {
+         m.set_clock(std::numeric_limits<int64_t>::max());
+       },
+       "checkpoint clock"},
+      {"a chunk's optimizer step of INT64_MAX",
+       [](v1::CheckpointManifest& m, std::string&) {
+         m.mutable_tables(TableIndex(m, "w"))->set_chunk_steps(0, std::numeric_limits<int64_t>::max());
+       },
+       "chunk step"},
+      {"1 MiB past the last table, in the data file and its size",
+       [](v1::CheckpointManifest& m, std::string& data) {
+         data.append(1 << 20, '\0');
+         m.set_data_bytes(data.size());
+       },
+       "bytes of the data file's"},
+      {"a sparse table grown past server.max_sparse_rows, counts consistent",
+       [](v1::CheckpointManifest& m, std::string& data) {
+         // 1,000 rows of key, 2 values, 2 x 2 Adam slots: 8 + 24 bytes.
+         const int i = TableIndex(m, "emb");
+         v1::CheckpointTable* t = m.mutable_tables(i);
+         const uint64_t n = 1000;
+         std::string rows(n * 8 + n * 24, '\0');
+         for (uint64_t k = 0; k < n; ++k) std::memcpy(&rows[k * 8], &k, 8);
+         data.replace(t->offset(), t->bytes(), rows);
+         const int64_t grown = static_cast<int64_t>(rows.size()) - static_cast<int64_t>(t->bytes());
+         t->set_rows(n);
+         t->set_bytes(rows.size());
+         for (int j = i + 1; j < m.tables_size(); ++j) {
+           m.mutable_tables(j)->set_offset(m.tables(j).offset() + grown);
+         }
+         m.set_data_bytes(data.size());
+       },
+       "server.max_sparse_rows"},
+      {"a plan of epoch 2^62",
+       [](v1::CheckpointManifest& m, std::string&) {
+         v1::EpochPlan* p = m.add_epoch_plans();
+         p->set_epoch(int64_t{1} << 62);
+         p->add_shares(64);
+         p->add_shares(64);
+       },
+       "training.epochs"},
+  };
+  for (const auto& [what, edit, reason] : crafted) {
+    INFO(what);
+    const std::string root = TwoCheckpoints("crafted", *shard);
+    Craft(root, edit);
+    CheckpointStore store(root, 5);
+    std::vector<std::string> skipped;
+    auto state = store.LoadNewest(shard->Identity(), -1, &skipped, nullptr,
+                                  [&](const v1::CheckpointManifest& m) {
+                                    return shard->CheckManifest(m);
+                                  });
+    REQUIRE(state.ok());
+    CHECK(state->manifest.clock() == 10);
+    REQUIRE(skipped.size() == 1);
+    CHECK_THAT(skipped[0], Catch::Contains(reason));
+  }
+}
+
+TEST_CASE("a checkpoint whose data holds a NaN or a key twice is refused at restore, whole") {
+  auto shard = MakeShard(TablesConfig(OptimizerType::kAdam));
+  Train(*shard, 2);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  using Edit = std::function<void(v1::CheckpointManifest&, std::string&)>;
+  const std::vector<std::tuple<const char*, Edit, const char*>> crafted = {
+      {"a NaN parameter",
+       [nan](v1::CheckpointManifest& m, std::string& data) {
+         std::memcpy(&data[m.tables(TableIndex(m, "w")).offset() + 4], &nan, 4);
+       },
+       "NaN"},
+      {"an Inf Adam moment of a sparse row",
+       [](v1::CheckpointManifest& m, std::string& data) {
+         const v1::CheckpointTable& t = m.tables(TableIndex(m, "emb"));
+         const float inf = std::numeric_limits<float>::infinity();
+         std::memcpy(&data[t.offset() + t.rows() * 8 + 12], &inf, 4);
+       },
+       "NaN or Inf"},
+      {"a sparse key twice",
+       [](v1::CheckpointManifest& m, std::string& data) {
+         const v1::CheckpointTable& t = m.tables(TableIndex(m, "emb"));
+         std::memcpy(&data[t.offset() + 8], &data[t.offset()], 8);
+       },
+       "twice"},
+  };
+  for (const auto& [what, edit, reason] : crafted) {
+    INFO(what);
+    JobConfig config = TablesConfig(OptimizerType::kAdam);
+    config.checkpoint.dir = FreshDir("crafted-data");
+    const std::string root = TwoCheckpoints("crafted-data/shard-0", *shard);
+    Craft(root, edit);
+    auto fresh = Shard::Create(config, 0);
+    REQUIRE(fresh.ok());
+    const absl::Status s = Checkpointer::Restore(fresh->get(), config);
+    CHECK(s.code() == absl::StatusCode::kFailedPrecondition);  // a start-up error: exit 2
+    CHECK_THAT(std::string(s.message()), Catch::Contains(reason));
   }
 }
 

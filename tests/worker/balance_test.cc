@@ -2,6 +2,7 @@
 // (EpochPlanner), and through real trainers on in-process shards, every
 // example of an epoch trained once while a slowed worker takes fewer.
 #include <catch2/catch.hpp>
+#include <limits>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -49,7 +50,7 @@ TEST_CASE("shares follow the rates, each at least 1, summing to the global batch
 }
 
 TEST_CASE("every worker gets the plan the epoch's first ask made") {
-  EpochPlanner planner(2, 8);
+  EpochPlanner planner(2, 8, 10);
   const auto first = planner.Plan(0, 5, 30.0);  // worker 1's rate unknown: equal
   CHECK(first == std::vector<uint32_t>{8, 8});
   CHECK(planner.Plan(1, 5, 10.0) == first);  // its rate counts from the next epoch
@@ -58,7 +59,7 @@ TEST_CASE("every worker gets the plan the epoch's first ask made") {
 }
 
 TEST_CASE("epoch 0's calibration plan is equal parts; plan 0 follows the rates it gathered") {
-  EpochPlanner planner(2, 8);
+  EpochPlanner planner(2, 8, 10);
   const int64_t kCalibration = EpochPlanner::kCalibration;
   CHECK(planner.Plan(0, kCalibration, 0.0) == std::vector<uint32_t>{8, 8});
   CHECK(planner.Plan(1, kCalibration, 0.0) == std::vector<uint32_t>{8, 8});
@@ -69,7 +70,7 @@ TEST_CASE("epoch 0's calibration plan is equal parts; plan 0 follows the rates i
   // Checkpointed with the others; below -1 is not a plan.
   EpochPlanner::State saved = planner.Save();
   CHECK(saved.plans.count(kCalibration) == 1);
-  EpochPlanner restored(2, 8);
+  EpochPlanner restored(2, 8, 10);
   REQUIRE(restored.Load(saved).ok());
   CHECK(restored.Plan(1, kCalibration, 0.0) == std::vector<uint32_t>{8, 8});
   saved.plans[-2] = {8, 8};
@@ -77,7 +78,7 @@ TEST_CASE("epoch 0's calibration plan is equal parts; plan 0 follows the rates i
 }
 
 TEST_CASE("a planner's state saves and loads; a state that does not fit is refused whole") {
-  EpochPlanner planner(2, 8);
+  EpochPlanner planner(2, 8, 10);
   planner.Plan(0, 0, 30.0);
   planner.Plan(1, 0, 10.0);
   const auto epoch1 = planner.Plan(0, 1, 30.0);  // {12, 4}
@@ -85,13 +86,13 @@ TEST_CASE("a planner's state saves and loads; a state that does not fit is refus
   CHECK(saved.rates == std::vector<double>{30.0, 10.0});
   CHECK(saved.plans.size() == 2);
 
-  EpochPlanner restored(2, 8);
+  EpochPlanner restored(2, 8, 10);
   REQUIRE(restored.Load(saved).ok());
   restored.Plan(1, 1, 1000.0);  // a new rate does not change a plan already made
   CHECK(restored.Plan(1, 1, 0.0) == epoch1);
   CHECK(restored.Plan(0, 0, 0.0) == std::vector<uint32_t>{8, 8});
 
-  EpochPlanner other(2, 8);
+  EpochPlanner other(2, 8, 10);
   EpochPlanner::State bad = saved;
   bad.plans[2] = {15, 0};  // a share of 0
   CHECK(other.Load(bad).code() == absl::StatusCode::kInvalidArgument);
@@ -109,8 +110,8 @@ TEST_CASE("a planner's state saves and loads; a state that does not fit is refus
 }
 
 TEST_CASE("a shard restored from its checkpoint answers the epoch plans it had made") {
-  auto c =
-      ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n", {"training.balance=dynamic"});
+  auto c = ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n",
+                          {"training.balance=dynamic", "training.epochs=4"});
   REQUIRE(c.ok());
   auto before = Shard::Create(*c, 0);
   REQUIRE(before.ok());
@@ -142,7 +143,7 @@ TEST_CASE("a shard 0 restarted from a checkpoint older than a plan answers that 
   const std::string dir = std::string(tmp ? tmp : "/tmp") + "/plan-log";
   std::filesystem::remove_all(dir);
   auto c = ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n",
-                          {"training.balance=dynamic", "checkpoint.dir=" + dir,
+                          {"training.balance=dynamic", "training.epochs=4", "checkpoint.dir=" + dir,
                            "checkpoint.every_seconds=0", "checkpoint.keep=5"});
   REQUIRE(c.ok());
   const std::string root = dir + "/shard-0";
@@ -195,8 +196,8 @@ TEST_CASE("a shard 0 restarted from a checkpoint older than a plan answers that 
 }
 
 TEST_CASE("a shard refuses a plan request it cannot read, naming what it expected") {
-  auto c =
-      ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n", {"training.balance=dynamic"});
+  auto c = ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n",
+                          {"training.balance=dynamic", "training.epochs=4"});
   REQUIRE(c.ok());
   Cluster cluster(*c);
   Shard& shard = *cluster.shards()[0];
@@ -220,6 +221,38 @@ TEST_CASE("a shard refuses a plan request it cannot read, naming what it expecte
   CHECK(response.shares_size() == 2);
   request.set_session(SessionOf(1));  // not rank 0's secret
   CHECK_FALSE(shard.Plan(request, &response).ok());
+}
+
+TEST_CASE("a plan for an epoch the job does not have, or at an absurd rate, is refused and "
+          "replaces nothing") {
+  auto c = ParseJobConfig("cluster: {servers: [\"h:1\"], workers: 2}\n",
+                          {"training.balance=dynamic", "training.epochs=4"});
+  REQUIRE(c.ok());
+  auto shard = Shard::Create(*c, 0);
+  REQUIRE(shard.ok());
+  Ask(**shard, 0, 0, 300.0);
+  Ask(**shard, 1, 0, 100.0);
+  const std::vector<uint32_t> epoch1 = Ask(**shard, 0, 1, 300.0);
+  v1::PlanRequest request;
+  request.set_worker_rank(1);
+  request.set_session(SessionOf(1));
+  v1::PlanResponse response;
+  for (const int64_t epoch : {int64_t{4}, int64_t{1} << 40, std::numeric_limits<int64_t>::max()}) {
+    request.set_epoch(epoch);
+    request.set_examples_per_second(100);
+    const absl::Status s = (*shard)->Plan(request, &response);
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(std::string(s.message()).find("training.epochs") != std::string::npos);
+  }
+  request.set_epoch(2);
+  request.set_examples_per_second(1e300);  // finite, and no device's
+  CHECK((*shard)->Plan(request, &response).code() == absl::StatusCode::kInvalidArgument);
+  // The plan rank 0 trains epoch 1 by is the one rank 1 gets, whatever came
+  // before; and the last epoch still plans.
+  CHECK(Ask(**shard, 1, 1, 5000.0) == epoch1);
+  CHECK(Sum(Ask(**shard, 1, 3, 100.0)) == 2 * 64);
+  // Every plan is kept: epoch 0's too, after the job's last.
+  CHECK(Ask(**shard, 0, 0, 0.0) == Ask(**shard, 1, 0, 0.0));
 }
 
 // Runs 3 workers (rank 2 slowed) under dynamic balancing for kEpochs epochs
