@@ -466,6 +466,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("max_pull_wait_ms", &v.max_pull_wait_ms, 1));
     TESSERA_RETURN_IF_ERROR(s.Bool("reject_nonfinite", &v.reject_nonfinite));
     TESSERA_RETURN_IF_ERROR(s.Real("max_gradient_abs", &v.max_gradient_abs, 0, 3e38));
+    TESSERA_RETURN_IF_ERROR(s.Real("max_parameter_abs", &v.max_parameter_abs, 0, 3e38));
     TESSERA_RETURN_IF_ERROR(s.Integer("max_sparse_rows", &v.max_sparse_rows, 0, int64_t{1} << 40));
     TESSERA_RETURN_IF_ERROR(s.Bool("pull_creates_rows", &v.pull_creates_rows));
     TESSERA_RETURN_IF_ERROR(s.Bool("exit_when_workers_done", &v.exit_when_workers_done));

@@ -249,10 +249,19 @@ struct ServerConfig {
   // A push whose gradients hold NaN/Inf, or whose update would make a value
   // or optimizer state non-finite, fails INVALID_ARGUMENT and changes nothing.
   bool reject_nonfinite = true;
-  // A push with any |gradient| above this fails INVALID_ARGUMENT; 0: no bound.
-  double max_gradient_abs = 0;
+  // A push with any |gradient| above this fails INVALID_ARGUMENT; 0: no
+  // bound. The default is far above what an honest job sends (a mean loss's
+  // gradients are O(1); docs/RELIABILITY.md) and far below what freezes Adam
+  // (1e15 and up) or overflows a value.
+  double max_gradient_abs = 1e6;
+  // A push whose update would leave a parameter value larger than this in
+  // magnitude fails INVALID_ARGUMENT and changes nothing (checked on the
+  // result where one update could move a value by 1 or more); 0: no bound.
+  double max_parameter_abs = 1e6;
   // Rows one sparse table may hold on this shard; a push or pull that would
-  // create more fails RESOURCE_EXHAUSTED. 0: no limit.
+  // create more fails RESOURCE_EXHAUSTED. 0: derived from the machine (the
+  // sparse tables share half of its memory; at least each table's reserve),
+  // logged at start-up.
   uint64_t max_sparse_rows = 0;
   // Whether a pull of keys never pushed creates their rows (true), or answers
   // their initial values without keeping them (false: a pull cannot grow a table).

@@ -67,6 +67,8 @@ void AppendBfloat16(absl::Span<const float> values, std::string* out);
 
 // Whether no value is NaN or +-Inf.
 bool AllFinite(absl::Span<const float> values);
+// Whether every |value| <= bound (NaN is not). REQUIRES: 0 <= bound <= FLT_MAX.
+bool AllWithin(absl::Span<const float> values, float bound);
 // The largest |v| of values (0 when empty), or +Inf when any is NaN or Inf:
 // finiteness and a magnitude bound in one pass.
 float MaxAbs(absl::Span<const float> values);

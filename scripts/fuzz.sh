@@ -8,11 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-3600}
-bazel build --config=fuzz //fuzz:config_fuzz_fuzzer //fuzz:shard_fuzz_fuzzer
+bazel build --config=fuzz //fuzz:checkpoint_fuzz_fuzzer //fuzz:config_fuzz_fuzzer //fuzz:shard_fuzz_fuzzer
 status=0
-for name in config_fuzz shard_fuzz; do
+for name in checkpoint_fuzz config_fuzz shard_fuzz; do
   corpus=fuzz/corpus/$name
   mkdir -p "$corpus"
+  cp -n "fuzz/seeds/${name%_fuzz}"/* "$corpus"/  # the smoke tests' real inputs
   echo "fuzz.sh: $name for $seconds s (corpus $corpus)"
   (cd fuzz && "../bazel-out/k8-optfuzz/bin/fuzz/${name}_fuzzer" "../$corpus" \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \

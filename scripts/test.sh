@@ -16,7 +16,7 @@ bazel test --config=asan --config=ubsan --build_tests_only --test_tag_filters=-e
   status=$?
 # Each libFuzzer target for 60 s (clang, ASan + UBSan); scripts/fuzz.sh runs
 # them for hours.
-bazel test --config=fuzz //fuzz:config_fuzz_run //fuzz:shard_fuzz_run "$@" || status=$?
+bazel test --config=fuzz //fuzz:checkpoint_fuzz_run //fuzz:config_fuzz_run //fuzz:shard_fuzz_run "$@" || status=$?
 for log in $(find -L bazel-testlogs/ -name test.log 2>/dev/null | sort); do
   n=$(grep -c '^SKIPPED (no GPU)' "$log" || true)
   if [ "$n" -gt 0 ]; then

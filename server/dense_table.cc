@@ -170,7 +170,8 @@ void DenseTable::Compensate(uint64_t lo, uint64_t hi, const float* grad, const f
 }
 
 std::optional<uint64_t> DenseTable::FirstNonFinite(uint64_t offset, absl::Span<const float> grad,
-                                                   float scale, bool accumulate) const {
+                                                   float scale, bool accumulate,
+                                                   float max_value) const {
   // Blocks small enough to stay in L1: values, slots and the gradient of a
   // block are copied, updated and checked there.
   constexpr size_t kBlock = 512;
@@ -205,13 +206,13 @@ std::optional<uint64_t> DenseTable::FirstNonFinite(uint64_t offset, absl::Span<c
         break;
       }
       optimizer_->Apply(w, g, slots.data(), kBlock, m, chunk.step + 1, step_scale, 1.0f);
-      bool finite = AllFinite(absl::MakeConstSpan(w, m));
+      bool finite = AllWithin(absl::MakeConstSpan(w, m), max_value);
       for (size_t k = 0; k < num_slots_ && finite; ++k) {
         finite = AllFinite(absl::MakeConstSpan(slots.data() + k * kBlock, m));
       }
       if (finite) continue;
       for (size_t i = 0; i < m && !bad; ++i) {
-        bool ok = std::isfinite(w[i]);
+        bool ok = std::fabs(w[i]) <= max_value;
         for (size_t k = 0; k < num_slots_; ++k) ok = ok && std::isfinite(slots[k * kBlock + i]);
         if (!ok) bad = range_.begin + b + i;
       }

@@ -79,8 +79,10 @@ class DenseTable {
   // of the first value that would not be finite, or nullopt. Under BSP the
   // clock's apply is checked on the buffered sum at scale 1 (the largest
   // step it could take). REQUIRES: range().Contains(offset, grad.size()).
+  // A value whose magnitude would pass `max_value` counts as not finite
+  // (server.max_parameter_abs: an absurd result).
   std::optional<uint64_t> FirstNonFinite(uint64_t offset, absl::Span<const float> grad, float scale,
-                                         bool accumulate) const;
+                                         bool accumulate, float max_value) const;
 
   // Adds grad into the aggregation buffer. REQUIRES: constructed with aggregate.
   void Accumulate(uint64_t offset, absl::Span<const float> grad);

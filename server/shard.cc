@@ -120,6 +120,31 @@ const Optimizer* Shard::OptimizerOf(const std::string& name) {
   return made.get();
 }
 
+void Shard::SetRowLimits() {
+  row_limits_.assign(layout_.size(), 0);
+  const uint64_t configured = config_.server.max_sparse_rows;
+  const uint64_t memory =
+      static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  for (const TableConfig& c : config_.Tables()) {
+    if (c.kind != TableKind::kSparse) continue;
+    const Resolved& r = tables_.at(c.name);
+    if (configured > 0) {
+      row_limits_[r.index] = configured;
+      continue;
+    }
+    // Auto: the sparse tables share half of this machine's memory, so that
+    // keys without end (a pull or push of fresh keys each step) stop with
+    // RESOURCE_EXHAUSTED before the kernel's OOM killer stops the shard.
+    const uint64_t per_row = SparseTable::ReservedBytesPerRow(c.dim, r.sparse->num_slots());
+    row_limits_[r.index] = std::max<uint64_t>(memory / 2 / sparse_.size() / per_row,
+                                              ReserveShare(c, config_.num_servers()));
+    spdlog::info("table '{}': at most {} rows on shard {} (server.max_sparse_rows auto: half of "
+                 "this machine's {} MiB over {} sparse table(s), {} bytes a row; set "
+                 "server.max_sparse_rows to choose)",
+                 c.name, row_limits_[r.index], index_, memory >> 20, sparse_.size(), per_row);
+  }
+}
+
 Shard::Shard(const JobConfig& config, uint32_t index)
     : config_(config),
       index_(index),
@@ -166,6 +191,7 @@ Shard::Shard(const JobConfig& config, uint32_t index)
     layout_.push_back(layout);
   }
   traffic_ = std::make_unique<Traffic[]>(layout_.size());
+  SetRowLimits();
   for (uint32_t w = 0; w < num_workers_; ++w) {
     worker_mu_.push_back(std::make_unique<absl::Mutex>());
     memory_.push_back(std::make_unique<WorkerMemory>());
@@ -680,6 +706,7 @@ void Shard::Stats(v1::StatsResponse* response) const {
     s->set_name(t->name());
     s->set_kind(v1::SPARSE);
     s->set_rows(t->rows());
+    s->set_max_rows(row_limits_[tables_.at(t->name()).index]);
     s->set_values(t->rows() * t->dim());
     s->set_pushes(t->pushes());
     s->set_pulls(t->pulls());

@@ -315,6 +315,11 @@ class Shard {
     std::atomic<uint64_t> pull_raw_bytes{0};
   };
   std::unique_ptr<Traffic[]> traffic_;
+  // Rows each sparse table may hold here, by table index (dense: 0):
+  // server.max_sparse_rows, or derived from this machine's memory.
+  std::vector<uint64_t> row_limits_;
+  // Fills row_limits_ (construction, after the tables) and logs the derived ones.
+  void SetRowLimits();
   // `values`: the answers in the message (the last slices.size() of them);
   // null when they went to shared memory.
   void NotePulled(const std::vector<Resolved>& slices,

@@ -205,10 +205,10 @@ absl::Status Shard::CheckManifest(const v1::CheckpointManifest& m) const {
       return bad("checkpoint table '", t.name(), "' holds ", t.bytes(), " bytes for ", t.rows(),
                  " rows of ", row_bytes, " bytes");
     }
-    const uint64_t limit = config_.server.max_sparse_rows;
-    if (limit > 0 && t.rows() > limit) {
+    const uint64_t limit = row_limits_[i];
+    if (t.rows() > limit) {
       return bad("checkpoint table '", t.name(), "' holds ", t.rows(),
-                 " rows; server.max_sparse_rows is ", limit);
+                 " rows; server.max_sparse_rows allows ", limit, " on this shard");
     }
     if (t.step() < 0 || t.step() > max_step) {
       return bad("checkpoint table '", t.name(), "': step ", t.step(), " is outside [0, ",
@@ -276,9 +276,8 @@ absl::Status Shard::Restore(const ShardState& state) {
       TESSERA_RETURN_IF_ERROR(r.dense->Restore(bytes.data(), bytes.size(), steps));
       continue;
     }
-    const auto* keys = reinterpret_cast<const uint64_t*>(bytes.data());
-    const auto* rows = reinterpret_cast<const float*>(bytes.data() + t.rows() * sizeof(uint64_t));
-    TESSERA_RETURN_IF_ERROR(r.sparse->Restore(keys, rows, t.rows(), t.step()));
+    TESSERA_RETURN_IF_ERROR(r.sparse->Restore(
+        bytes.data(), bytes.data() + t.rows() * sizeof(uint64_t), t.rows(), t.step()));
   }
   std::vector<int64_t> clocks(m.worker_clocks().begin(), m.worker_clocks().end());
   std::vector<bool> finished(m.worker_finished().begin(), m.worker_finished().end());

@@ -4,6 +4,7 @@
 // shard.h and docs/DESIGN.md "Hostile input and security".
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -82,10 +83,9 @@ absl::Status Shard::TakeRank(uint32_t worker, const std::string& session, Worker
 }
 
 absl::Status Shard::CheckRowLimit(const std::vector<Resolved>& slices) const {
-  const uint64_t limit = config_.server.max_sparse_rows;
-  if (limit == 0) return absl::OkStatus();
   for (const Resolved& r : slices) {
     if (r.sparse == nullptr || r.keys.empty()) continue;
+    const uint64_t limit = row_limits_[r.index];
     const uint64_t rows = r.sparse->approximate_rows();
     if (rows + r.keys.size() <= limit) continue;  // cannot pass it, whatever is missing
     const uint64_t missing = r.sparse->CountMissing(r.keys);
@@ -113,19 +113,29 @@ absl::Status Shard::CheckUpdateFinite(const v1::PushRequest& request,
                                       const std::vector<absl::Span<const float>>& grads,
                                       const std::vector<float>& max_abs,
                                       const std::vector<Resolved>& slices) const {
-  if (!config_.server.reject_nonfinite) return absl::OkStatus();
+  const double max_value = config_.server.max_parameter_abs;
+  if (!config_.server.reject_nonfinite && max_value == 0) return absl::OkStatus();
+  const float bound =
+      max_value > 0 ? static_cast<float>(std::min<double>(max_value, std::numeric_limits<float>::max()))
+                    : std::numeric_limits<float>::max();
   for (size_t i = 0; i < slices.size(); ++i) {
     const Resolved& r = slices[i];
-    if (max_abs[i] <= kSafeGradient) continue;  // no optimizer pass needed
+    const OptimizerConfig& o = config_.OptimizerFor(request.slices(i).table());
+    // One update moves a value by about lr x |g| (momentum, Adagrad and
+    // Adam by less or a bounded multiple; a BSP clock sums every worker's).
+    const double move = double(o.lr) * max_abs[i] * (aggregate_ ? num_workers_ : 1);
+    const bool could_overflow = config_.server.reject_nonfinite && max_abs[i] > kSafeGradient;
+    const bool could_pass_bound = max_value > 0 && move >= 1.0;
+    if (!could_overflow && !could_pass_bound) continue;  // no optimizer pass needed
     std::optional<uint64_t> bad =
-        r.dense ? r.dense->FirstNonFinite(r.offset, grads[i], 1.0f, aggregate_)
-                : r.sparse->FirstNonFinite(r.keys, grads[i], 1.0f, aggregate_);
+        r.dense ? r.dense->FirstNonFinite(r.offset, grads[i], 1.0f, aggregate_, bound)
+                : r.sparse->FirstNonFinite(r.keys, grads[i], 1.0f, aggregate_, bound);
     if (!bad) continue;
     return absl::InvalidArgumentError(absl::StrCat(
         "table '", request.slices(i).table(), "': this update would make ",
         r.dense ? "value " : "the row of key ", *bad,
-        " or its optimizer state NaN or Inf (gradients too large for ", NameOf(config_.optimizer.type),
-        " at lr ", config_.optimizer.lr,
+        " or its optimizer state NaN or Inf, or the value larger than server.max_parameter_abs (",
+        max_value, ") (gradients too large for ", NameOf(o.type), " at lr ", o.lr,
         "); refused, nothing changed (server.reject_nonfinite; server.max_gradient_abs bounds "
         "gradients)"));
   }

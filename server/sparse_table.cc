@@ -222,7 +222,7 @@ uint64_t SparseTable::CountMissing(absl::Span<const uint64_t> keys) {
 
 std::optional<uint64_t> SparseTable::FirstNonFinite(absl::Span<const uint64_t> keys,
                                                     absl::Span<const float> grads, float scale,
-                                                    bool accumulate) {
+                                                    bool accumulate, float max_value) {
   const int64_t step = step_.load(std::memory_order_relaxed) + 1;
   std::optional<uint64_t> bad;
   std::vector<uint32_t> rows;
@@ -256,7 +256,11 @@ std::optional<uint64_t> SparseTable::FirstNonFinite(absl::Span<const uint64_t> k
             optimizer_->ApplyRows(absl::MakeConstSpan(&row_ptr, 1),
                                   absl::MakeConstSpan(&grad_ptr, 1), dim_, step, step_scale);
           }
-          if (!AllFinite(g) || !AllFinite(row)) bad = b.keys[j];
+          // The row's values within the bound, its slots finite.
+          if (!AllFinite(g) || !AllFinite(row) ||
+              !AllWithin(absl::MakeConstSpan(row.data(), dim_), max_value)) {
+            bad = b.keys[j];
+          }
         }
       });
   return bad;
@@ -369,12 +373,15 @@ uint64_t SparseTable::Snapshot(const std::function<char*(uint64_t bytes)>& alloc
   }
 }
 
-absl::Status SparseTable::Restore(const uint64_t* keys, const float* rows, uint64_t n,
-                                  int64_t step) {
+absl::Status SparseTable::Restore(const char* keys, const char* rows, uint64_t n, int64_t step) {
   // Each stripe's keys in increasing order, as FindOrCreateAll needs them;
   // all sorted and checked before the first row is written.
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> by_stripe(stripes_.size());
-  for (uint64_t i = 0; i < n; ++i) by_stripe[StripeOf(keys[i])].emplace_back(keys[i], i);
+  for (uint64_t i = 0; i < n; ++i) {
+    uint64_t key;
+    std::memcpy(&key, keys + i * sizeof(uint64_t), sizeof(key));  // any alignment
+    by_stripe[StripeOf(key)].emplace_back(key, i);
+  }
   for (auto& list : by_stripe) {
     std::sort(list.begin(), list.end());
     for (size_t j = 1; j < list.size(); ++j) {
@@ -396,7 +403,7 @@ absl::Status SparseTable::Restore(const uint64_t* keys, const float* rows, uint6
     absl::MutexLock lock(&stripe.mu);
     FindOrCreateAll(stripe, sorted.data(), sorted.size(), &at);
     for (size_t j = 0; j < list.size(); ++j) {
-      std::memcpy(RowData(stripe, at[j]), rows + list[j].second * row_floats_,
+      std::memcpy(RowData(stripe, at[j]), rows + list[j].second * row_floats_ * sizeof(float),
                   row_floats_ * sizeof(float));
     }
   }

@@ -53,6 +53,7 @@ class SparseTable {
 
   const std::string& name() const { return name_; }
   uint32_t dim() const { return dim_; }
+  int num_slots() const { return static_cast<int>(num_slots_); }
 
   // Copies the rows of `keys` into out (keys.size() * dim floats, row after
   // row), creating missing rows; with `create` false a missing row is
@@ -70,7 +71,7 @@ class SparseTable {
   // sum applied at scale 1. nullopt when every row stays finite.
   std::optional<uint64_t> FirstNonFinite(absl::Span<const uint64_t> keys,
                                          absl::Span<const float> grads, float scale,
-                                         bool accumulate);
+                                         bool accumulate, float max_value);
 
   // Applies the optimizer to each row with gradient scale * its dim floats of grads.
   // REQUIRES: grads.size() == keys.size() * dim().
@@ -99,10 +100,12 @@ class SparseTable {
   // would take on their way into a checkpoint's buffer.
   size_t row_floats() const { return row_floats_; }
   uint64_t Snapshot(const std::function<char*(uint64_t bytes)>& allocate, int64_t* step) const;
-  // Loads n rows (any order) into an empty table. INVALID_ARGUMENT, with
-  // nothing loaded, when a key appears twice. REQUIRES: no concurrent access
+  // Loads n rows (any order) into an empty table: n keys (8 bytes each) at
+  // `keys`, their rows (row_floats() floats each) at `rows`, at any
+  // alignment (a checkpoint's mapping). INVALID_ARGUMENT, with nothing
+  // loaded, when a key appears twice. REQUIRES: no concurrent access
   // (start-up).
-  absl::Status Restore(const uint64_t* keys, const float* rows, uint64_t n, int64_t step);
+  absl::Status Restore(const char* keys, const char* rows, uint64_t n, int64_t step);
   uint64_t pushes() const { return pushes_.load(std::memory_order_relaxed); }
   uint64_t pulls() const { return pulls_.load(std::memory_order_relaxed); }
 

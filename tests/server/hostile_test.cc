@@ -13,6 +13,7 @@
 #include "common/codec.h"
 #include "common/shared_memory.h"
 #include "common/wire.h"
+#include "server/sparse_table.h"
 #include "server/shard.h"
 #include "tests/server/shard_fixtures.h"
 
@@ -170,8 +171,14 @@ TEST_CASE("a parked pull keeps its worker's rank live past the lease") {
 }
 
 TEST_CASE("finite gradients whose update would be NaN or Inf are refused and change nothing") {
+  // The result checks alone: no bound on gradients or values.
+  auto unbounded = [](JobConfig c) {
+    c.server.max_gradient_abs = 0;
+    c.server.max_parameter_abs = 0;
+    return c;
+  };
   SECTION("sgd: FLT_MAX gradients overflow the value") {
-    JobConfig c = MakeConfig("asp", 0, 1);
+    JobConfig c = unbounded(MakeConfig("asp", 0, 1));
     auto shard = MakeShard(c);
     const std::vector<float> before = PullNow(*shard, Dense("w", 0, 8));
     PushResponse resp;
@@ -188,7 +195,7 @@ TEST_CASE("finite gradients whose update would be NaN or Inf are refused and cha
     CHECK(once != before);
   }
   SECTION("adam: one gradient of 1e20 squares to Inf") {
-    JobConfig c = MakeConfig("asp", 0, 1);
+    JobConfig c = unbounded(MakeConfig("asp", 0, 1));
     c.optimizer.type = OptimizerType::kAdam;
     c.optimizer.lr = 0.001f;
     auto shard = MakeShard(c);
@@ -212,7 +219,7 @@ TEST_CASE("finite gradients whose update would be NaN or Inf are refused and cha
     CHECK(shard->Push(MakePush(0, 0, Dense("w", 0, 8), std::vector<float>(8, 0.5f)), &resp).ok());
   }
   SECTION("bsp: two FLT_MAX pushes in one clock sum to Inf") {
-    JobConfig c = MakeConfig("bsp", 0, 2);
+    JobConfig c = unbounded(MakeConfig("bsp", 0, 2));
     auto shard = MakeShard(c);
     const std::vector<float> before = PullNow(*shard, Dense("w", 0, 8));
     PushResponse resp;
@@ -232,6 +239,59 @@ TEST_CASE("finite gradients whose update would be NaN or Inf are refused and cha
     CHECK(AllFinite(after));
     CHECK(after != before);
   }
+  SECTION("by default, finite but destructive pushes are refused: huge gradients, absurd results") {
+    JobConfig c = MakeConfig("asp", 0, 1);  // sgd, lr 1
+    auto shard = MakeShard(c);
+    const std::vector<float> before = PullNow(*shard, Dense("w", 0, 8));
+    PushResponse resp;
+    for (const float g : {FLT_MAX, 1e18f, 1e15f, 2e6f}) {
+      INFO(g);
+      absl::Status s = shard->Push(MakePush(0, 0, Dense("w", 0, 8), std::vector<float>(8, g)), &resp);
+      CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+      CHECK(std::string(s.message()).find("server.max_gradient_abs") != std::string::npos);
+    }
+    // Within the gradient bound: 1 - 1e6 is still within
+    // server.max_parameter_abs (1e6), so it applies ...
+    std::vector<float> g(8, 0.0f);
+    g[2] = 1e6f;
+    REQUIRE(shard->Push(MakePush(0, 0, Dense("w", 0, 8), g), &resp).ok());
+    const std::vector<float> edge = PullNow(*shard, Dense("w", 0, 8));
+    CHECK(edge[2] == -999999.0f);
+    // ... but a small push past it is refused: the result is checked.
+    g[2] = 10.0f;
+    absl::Status s = shard->Push(MakePush(0, 0, Dense("w", 0, 8), g), &resp);
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(std::string(s.message()).find("value 2") != std::string::npos);
+    CHECK(std::string(s.message()).find("server.max_parameter_abs") != std::string::npos);
+    CHECK(PullNow(*shard, Dense("w", 0, 8)) == edge);
+    // A sparse row the same way, nothing created (lr 2: 2e6 away from any
+    // initial value in [-1, 1]).
+    JobConfig fast = MakeConfig("asp", 0, 1);
+    fast.optimizer.lr = 2.0f;
+    auto rows = MakeShard(fast);
+    s = rows->Push(MakePush(0, 0, Sparse("emb", {9}), {0.5f, -1e6f}), &resp);
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(std::string(s.message()).find("the row of key 9") != std::string::npos);
+    v1::StatsResponse row_stats;
+    rows->Stats(&row_stats);
+    CHECK(row_stats.tables(2).rows() == 0);
+    (void)before;
+    v1::StatsResponse stats;
+    shard->Stats(&stats);
+    CHECK(stats.tables(2).rows() == 0);
+    // An honest push applies (toward zero: the value comes back).
+    g[2] = -0.5f;
+    CHECK(shard->Push(MakePush(0, 0, Dense("w", 0, 8), g), &resp).ok());
+    // Adam: gradients of 1e15-1e18 would freeze the coordinate; refused.
+    JobConfig a = MakeConfig("asp", 0, 1);
+    a.optimizer.type = OptimizerType::kAdam;
+    a.optimizer.lr = 0.001f;
+    auto adam = MakeShard(a);
+    std::vector<float> big(8, 0.1f);
+    big[1] = 1e16f;
+    CHECK(adam->Push(MakePush(0, 0, Dense("w", 0, 8), big), &resp).code() ==
+          absl::StatusCode::kInvalidArgument);
+  }
   SECTION("server.max_gradient_abs bounds every gradient") {
     JobConfig c = MakeConfig("asp", 0, 1);
     c.server.max_gradient_abs = 10;
@@ -247,6 +307,25 @@ TEST_CASE("finite gradients whose update would be NaN or Inf are refused and cha
     g[3] = -10;
     CHECK(shard->Push(MakePush(0, 0, Dense("w", 0, 8), g), &resp).ok());
   }
+}
+
+TEST_CASE("a sparse table is bounded by default, from the machine's memory") {
+  JobConfig c = MakeConfig("asp", 0, 1);
+  REQUIRE(c.server.max_sparse_rows == 0);  // the default: derived
+  auto shard = MakeShard(c);
+  v1::StatsResponse stats;
+  shard->Stats(&stats);
+  const v1::TableStats& emb = stats.tables(2);
+  REQUIRE(emb.name() == "emb");
+  // Half of the memory over the one sparse table, at its bytes a row (dim
+  // 2, sgd: no slots).
+  const uint64_t memory = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
+  CHECK(emb.max_rows() == memory / 2 / SparseTable::ReservedBytesPerRow(2, 0));
+  CHECK(emb.max_rows() < memory);
+  c.server.max_sparse_rows = 4;
+  v1::StatsResponse capped;
+  MakeShard(c)->Stats(&capped);
+  CHECK(capped.tables(2).max_rows() == 4);
 }
 
 TEST_CASE("sparse tables stop at server.max_sparse_rows; pulls can be told not to create rows") {

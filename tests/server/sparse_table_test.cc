@@ -185,7 +185,16 @@ TEST_CASE("SparseTable snapshots into one buffer, keys then rows, rows created m
 
   // The rows, restored into another table, read back as the original's.
   SparseTable copy(config, opt.get(), 4);
-  copy.Restore(got.data(), reinterpret_cast<const float*>(data + n * 8), n, step);
+  REQUIRE(copy.Restore(data, data + n * 8, n, step).ok());
+  // A key twice is refused, and nothing of it is loaded.
+  if (n >= 2) {
+    std::string twice(data, n * (8 + row_bytes));
+    std::memcpy(&twice[8], &twice[0], 8);
+    SparseTable other(config, opt.get(), 4);
+    CHECK(other.Restore(twice.data(), twice.data() + n * 8, n, step).code() ==
+          absl::StatusCode::kInvalidArgument);
+    CHECK(other.rows() == 0);
+  }
   std::vector<float> a(got.size() * 3), b(got.size() * 3);
   std::vector<uint64_t> sorted = SortedUnique(got);
   table.Read(sorted, absl::MakeSpan(a));
