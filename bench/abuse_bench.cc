@@ -154,6 +154,8 @@ int Main(int argc, char** argv) {
     grpc::ClientContext reg_ctx;
     v1::RegisterRequest reg;
     reg.set_session(session);
+    reg.set_job(config->name);
+    reg.set_job_layout(config->LayoutText());
     v1::RegisterResponse layout;
     grpc::Status s = stub0->Register(&reg_ctx, reg, &layout);
     if (!s.ok()) return std::fprintf(stderr, "Register: %s\n", s.error_message().c_str()), 1;

@@ -432,6 +432,8 @@ int Main(int argc, char** argv) {
   ctx.set_wait_for_ready(true);
   v1::RegisterRequest reg;
   reg.set_session(g_session);
+  reg.set_job(config->name);
+  reg.set_job_layout(config->LayoutText());
   v1::RegisterResponse layout;
   grpc::Status s = conn.stub(0)->Register(&ctx, reg, &layout);
   if (!s.ok()) {

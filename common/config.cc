@@ -605,7 +605,16 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
       return absl::OkStatus();
     }));
     TESSERA_RETURN_IF_ERROR(s.Str("token_file", &v.token_file));
-    return s.Real("rank_lease_s", &v.rank_lease_s, 0, 1e6);
+    TESSERA_RETURN_IF_ERROR(s.Str("session_file", &v.session_file));
+    const YAML::Node lease = s.Child("rank_lease_s");
+    if (lease && lease.IsScalar() && lease.Scalar() == "never") {
+      v.rank_lease_s = std::numeric_limits<double>::infinity();
+      return absl::OkStatus();
+    }
+    if (!s.Real("rank_lease_s", &v.rank_lease_s, 0, 1e6).ok()) {
+      return Bad(s.KeyPath("rank_lease_s"), lease, "never, or a number >= 0 and <= 1e+06");
+    }
+    return absl::OkStatus();
   }));
   TESSERA_RETURN_IF_ERROR(Section(r, "emulation", [&](MapReader& s) -> absl::Status {
     EmulationConfig& e = c->emulation;
@@ -710,6 +719,17 @@ absl::StatusOr<uint64_t> ParseLinkRate(const std::string& what, const std::strin
       absl::StrCat("config: ", what, " = '", rate,
                    "': expected a rate from 8kbit to 400gbit, as tc writes it: 100mbit, 1gbit, "
                    "10gbit (or unshaped, or none)"));
+}
+
+std::string JobConfig::LayoutText() const {
+  std::string out = absl::StrCat(cluster.workers, " workers, ", num_servers(), " shards; tables");
+  for (const TableConfig& t : Tables()) {
+    absl::StrAppend(&out, " ", t.name,
+                    t.kind == TableKind::kDense ? absl::StrCat(" dense ", t.size)
+                                                : absl::StrCat(" sparse dim ", t.dim),
+                    " ", NameOf(OptimizerFor(t.name).type), ";");
+  }
+  return out;
 }
 
 std::vector<TableConfig> JobConfig::Tables() const {

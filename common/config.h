@@ -14,6 +14,7 @@
 #define TESSERA_COMMON_CONFIG_H_
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -449,10 +450,19 @@ struct SecurityConfig {
   // Bearer <token>" metadata) or fails UNAUTHENTICATED. The health service
   // is exempt so probes work. Empty: no token.
   std::string token_file;
-  // A rank whose holder has made no call for this long may be registered by
-  // a new process (a restarted worker); while the holder is live, a second
-  // registration of its rank fails ALREADY_EXISTS.
-  double rank_lease_s = 5;
+  // A rank passes to another process (another session) only after its
+  // holder has made no call for this long; before that a second
+  // registration fails ALREADY_EXISTS. Default never (infinity): a paused
+  // process (GC, swap, SIGSTOP) may still be alive, so its rank never passes
+  // unless the job says so; a restart that carries the holder's session
+  // (security.session_file, which `tessera run` gives each worker) takes its
+  // rank back at once. Set it where restarted workers cannot keep their
+  // session (Kubernetes pods).
+  double rank_lease_s = std::numeric_limits<double>::infinity();
+  // A file holding this worker's session (32 hex characters, as
+  // `tessera run` writes one per rank): the worker registers with it, so a
+  // restarted worker is the same holder. Empty: a session drawn per process.
+  std::string session_file;
 };
 
 // emulation: `tessera run` puts every daemon on a host of its own, a
@@ -491,6 +501,10 @@ struct JobConfig {
   LoggingConfig logging;
 
   uint32_t num_servers() const { return static_cast<uint32_t>(cluster.servers.size()); }
+  // One line that two daemons of the same job agree on: workers, shards,
+  // each table (name, kind, size or dim, optimizer). A worker's Register
+  // carries it with the job's name; a shard refuses another job's.
+  std::string LayoutText() const;
   // Whether a worker pushes on a thread of its own while the next step
   // computes (worker.overlap_push under SSP s >= 1 or ASP). Not for a ctr
   // model: its rows are pulled at each step's clock, which a shard serves

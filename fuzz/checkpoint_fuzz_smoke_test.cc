@@ -24,6 +24,8 @@ std::string Seed(int rounds, bool plans) {
     v1::RegisterRequest r;
     r.set_worker_rank(w);
     r.set_session(Session(w));
+    r.set_job(CheckpointFuzzJob().name);
+    r.set_job_layout(CheckpointFuzzJob().LayoutText());
     v1::RegisterResponse resp;
     REQUIRE((*shard)->Register(r, &resp).ok());
   }

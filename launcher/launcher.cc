@@ -59,6 +59,25 @@ struct Job {
 constexpr int kEmulatedShardPort = 7000;
 constexpr int kEmulatedMetricsPort = 9100;
 
+// Whether this run draws a job token: unless told not to (--open), or the
+// config names a token file of its own.
+bool DrawsToken(const LaunchOptions& options, const JobConfig& config) {
+  return options.token && config.security.token_file.empty();
+}
+
+// Writes `bytes` random bytes as hex and a newline to `path`, readable by
+// this user only (0600). INTERNAL naming `what` when it cannot.
+absl::Status WriteSecret(const std::string& path, size_t bytes, const std::string& what) {
+  TESSERA_ASSIGN_OR_RETURN(const std::string hex, RandomHex(bytes));
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  const std::string line = hex + "\n";
+  const bool written =
+      fd >= 0 && write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  if (fd >= 0) close(fd);
+  if (!written) return absl::InternalError(absl::StrCat("cannot write ", what, " to ", path));
+  return absl::OkStatus();
+}
+
 // emulation.link_rate: makes a host per daemon (servers first) and says so.
 // FAILED_PRECONDITION without CAP_NET_ADMIN (exit 2).
 absl::Status MakeNetwork(Job* job) {
@@ -202,17 +221,16 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
   for (const auto& o : server_sets) common.insert(common.end(), {"--set", o});
   // /dev/shm is one for every namespace: shared memory would bypass the links.
   if (net != nullptr) common.insert(common.end(), {"--set", "worker.shared_memory=off"});
-  if (options.token) {
-    const std::string path = (fs::path(job->dir) / "token").string();
-    TESSERA_ASSIGN_OR_RETURN(const std::string token, RandomHex(32));
-    const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    const std::string line = token + "\n";
-    const bool written =
-        fd >= 0 && write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
-    if (fd >= 0) close(fd);
-    if (!written) return absl::InternalError(absl::StrCat("cannot write the job token to ", path));
-    common.insert(common.end(), {"--set", "security.token_file=" + path});
+  std::string token_file = config.security.token_file;
+  if (DrawsToken(options, config)) {
+    token_file = (fs::path(job->dir) / "token").string();
+    TESSERA_RETURN_IF_ERROR(WriteSecret(token_file, 32, "the job token"));
+    common.insert(common.end(), {"--set", "security.token_file=" + token_file});
   }
+  // Where this run's shards listen and the token that admits a call, for
+  // tools that join the running job (tessera status, a debugging client).
+  std::ofstream(fs::path(job->dir) / "cluster.json")
+      << nlohmann::json{{"servers", addresses}, {"token_file", token_file}}.dump(2) << "\n";
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
     Child c{absl::StrCat("server-", s), true};
     c.log_path = absl::StrCat(job->dir, "/", c.name, ".log");
@@ -237,9 +255,15 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
     c.log_path = absl::StrCat(job->dir, "/", c.name, ".log");
     const std::string metrics = absl::StrCat(job->dir, "/metrics-rank", r, ".jsonl");
     if (job->resumed_from < 0) std::remove(metrics.c_str());
+    // The rank's session, kept for its restarts: a restarted worker is the
+    // same holder and takes its rank back at once, while no other process
+    // can take it (security.rank_lease_s never).
+    const std::string session = absl::StrCat(job->dir, "/session-rank", r);
+    TESSERA_RETURN_IF_ERROR(WriteSecret(session, 16, "a worker's session"));
     c.args = common;
     c.args.insert(c.args.end(),
-                  {"--rank", std::to_string(r), "--set", "logging.metrics_file=" + metrics, "--set",
+                  {"--rank", std::to_string(r), "--set", "security.session_file=" + session, "--set",
+                   "logging.metrics_file=" + metrics, "--set",
                    // The live line reads the metrics: at least one a second.
                    absl::StrCat("worker.progress_interval_s=",
                                 std::min(config.worker.progress_interval_s, 1.0)),
@@ -414,8 +438,9 @@ int RunJob(const LaunchOptions& options) {
     for (const std::string& o : options.overrides) absl::StrAppend(&sets, " --set '", o, "'");
     std::printf("tessera run: status: tessera status --config %s%s --set cluster.servers=[%s]%s\n",
                 options.config_path.c_str(), sets.c_str(), servers.c_str(),
-                options.token ? absl::StrCat(" --set security.token_file=", job.dir, "/token").c_str()
-                              : "");
+                DrawsToken(options, config)
+                    ? absl::StrCat(" --set security.token_file=", job.dir, "/token").c_str()
+                    : "");
   }
   if (!options.quiet && job.network) {
     std::printf(

@@ -53,8 +53,10 @@ struct LaunchOptions {
   std::string resume_dir;
   // Every daemon requires a job token that this run draws and writes to
   // DIR/token (0600): another process on this machine cannot join or stop
-  // the job without reading that file (security.token_file).
-  bool token = false;
+  // the job without reading that file (security.token_file). On by default
+  // (`tessera run --open` turns it off); a config that names its own
+  // security.token_file keeps it.
+  bool token = true;
   // Every daemon serves GET /metrics on a free loopback port (printed at the
   // start, and written as a Prometheus file_sd target list to
   // DIR/metrics_targets.json).

@@ -1,7 +1,7 @@
 // tessera: the command-line front end (`tessera --help` lists everything).
 //
 //   tessera run CONFIG [--set key=value ...] [--out DIR] [--no-live]
-//               [--max-restarts N] [--resume DIR] [--token]
+//               [--max-restarts N] [--resume DIR] [--open]
 //       runs a whole job on this machine (see launcher/launcher.h)
 //   tessera sweep CONFIG --grid key=v1,v2 [--grid ...] [--set ...] [--repeat N]
 //               [--out DIR] [--target-accuracy A]
@@ -56,7 +56,12 @@ const tessera::Program kProgram{
      {"emulate-network", "RATE",
       "run/sweep: every daemon on a host of its own, links shaped to RATE each way (100mbit,\n"
       "      1gbit; as --set emulation.link_rate=RATE; needs CAP_NET_ADMIN)"},
-     {"token", "", "run: every daemon requires a job token drawn now (written to DIR/token)",
+     {"token", "",
+      "run/sweep: every daemon requires a job token drawn now (written to DIR/token); the default",
+      tessera::FlagKind::kSwitch},
+     {"open", "",
+      "run/sweep: no job token: whoever reaches the ports may call (register a rank, push,\n"
+      "      end the job); for a machine no one else can reach",
       tessera::FlagKind::kSwitch},
      {"no-metrics", "", "run/sweep: no GET /metrics on the daemons (default: free ports, printed)",
       tessera::FlagKind::kSwitch},
@@ -87,7 +92,7 @@ std::string DefaultSweepDir() {
 
 // tessera status: only its own flags.
 int Status(const tessera::Flags& flags) {
-  for (const char* other : {"out", "no-live", "max-restarts", "resume", "token", "no-metrics",
+  for (const char* other : {"out", "no-live", "max-restarts", "resume", "token", "open", "no-metrics",
                             "emulate-network",
                             "server-binary", "worker-binary", "grid", "repeat",
                             "target-accuracy", "plot-script"}) {
@@ -175,7 +180,8 @@ int main(int argc, char** argv) {
   options.worker_binary = flags->Get("worker-binary");
   options.live = isatty(STDOUT_FILENO) && !flags->Has("no-live");
   options.resume_dir = flags->Get("resume");
-  options.token = flags->Has("token");
+  if (flags->Has("token") && flags->Has("open")) return Usage("--token and --open contradict");
+  options.token = !flags->Has("open");
   options.metrics = !flags->Has("no-metrics");
   if (flags->Has("max-restarts")) {
     auto n = flags->GetInt("max-restarts", 1000);

@@ -162,7 +162,8 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       last_seen_ms_(new std::atomic<int64_t>[config.cluster.workers]),
       session_(new std::atomic<uint64_t>[2 * size_t{config.cluster.workers}]),
       pulls_in_flight_(new std::atomic<int32_t>[config.cluster.workers]),
-      version_base_(uint64_t{std::random_device{}()} << 32) {
+      version_base_(uint64_t{std::random_device{}()} << 32),
+      layout_text_(config.LayoutText()) {
   for (uint32_t w = 0; w < config.cluster.workers; ++w) {
     mirrors_.push_back(std::make_unique<PullMirror>());
   }
@@ -244,6 +245,12 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
   if (request.resume_clock() < 0 || request.resume_clock() > kMaxClock) {
     return absl::InvalidArgumentError(
         absl::StrCat("resume_clock ", request.resume_clock(), " is outside [0, ", kMaxClock, "]"));
+  }
+  if (request.job() != config_.name || request.job_layout() != layout_text_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard ", index_, " serves job '", config_.name, "' (", layout_text_,
+        "); this worker is of job '", request.job(), "' (", request.job_layout(),
+        "): another job's worker, or a config whose name, cluster or model differs"));
   }
   // Map the worker's shared memory when this host sees it; a worker whose
   // memory is not mapped sends its bytes in the messages. Mapped before the

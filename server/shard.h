@@ -372,6 +372,7 @@ class Shard {
   std::vector<std::unique_ptr<PullMirror>> mirrors_;
   // Versions are unique to this shard process: a random high half, a count.
   const uint64_t version_base_;
+  const std::string layout_text_;  // config_.LayoutText(), what Register compares
   std::atomic<uint64_t> versions_{0};
 
   // Checkpoints: set before serving, then read-only.

@@ -65,13 +65,18 @@ absl::Status Shard::TakeRank(uint32_t worker, const std::string& session, Worker
     const double silent_s = absl::ToDoubleSeconds(
         absl::Now() - absl::FromUnixMillis(last_seen_ms_[worker].load()));
     const int32_t parked = pulls_in_flight_[worker].load();
-    if (parked > 0 || silent_s < config_.security.rank_lease_s) {
+    const double lease = config_.security.rank_lease_s;
+    if (parked > 0 || !(silent_s >= lease)) {
       return absl::AlreadyExistsError(absl::StrCat(
-          "worker rank ", worker, " is held by a live worker on shard ", index_, " (last call ",
+          "worker rank ", worker, " is held by another process on shard ", index_, " (last call ",
           absl::StrFormat("%.1f", silent_s), " s ago, ", parked,
-          " pull(s) waiting); two workers with one rank? A restarted worker is let in once the "
-          "old one has been silent for security.rank_lease_s (",
-          config_.security.rank_lease_s, " s)"));
+          " pull(s) waiting); two workers with one rank? ",
+          std::isinf(lease)
+              ? "A rank passes only to its holder's session (security.session_file: tessera run "
+                "gives a restarted worker its predecessor's); set security.rank_lease_s to let "
+                "another process take a rank whose holder has been silent that long"
+              : absl::StrCat("A restarted worker is let in once the old one has been silent for "
+                             "security.rank_lease_s (", lease, " s)")));
     }
     spdlog::warn("worker rank {} passes to a new registration: its holder has been silent for "
                  "{:.1f} s (security.rank_lease_s = {}); a restarted worker",

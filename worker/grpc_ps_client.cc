@@ -3,14 +3,18 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <chrono>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/partition.h"
+#include "common/secret.h"
 #include "common/status.h"
 #include "common/transport.h"
 #include "spdlog/spdlog.h"
@@ -163,6 +167,21 @@ GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank,
     security_error_ = from_config.status();
     security = from_config.ok() ? *std::move(from_config) : TransportSecurity::Plaintext();
   }
+  if (const std::string& path = config.security.session_file; !path.empty()) {
+    // The session a launcher keeps for this rank: a restart is the same holder.
+    absl::StatusOr<std::string> hex = ReadToken(path);
+    const std::string bytes = hex.ok() ? absl::HexStringToBytes(*hex) : "";
+    if (hex.ok() && hex->size() == 32 && absl::BytesToHexString(bytes) == absl::AsciiStrToLower(*hex) &&
+        bytes.find_first_not_of('\0') != std::string::npos) {
+      requests_.session = bytes;
+    } else if (security_error_.ok()) {
+      security_error_ = absl::InvalidArgumentError(absl::StrCat(
+          "config: security.session_file = '", path, "': expected a file holding 32 hex "
+          "characters, not all zero (",
+          hex.ok() ? absl::StrCat(hex->size(), " characters") : std::string(hex.status().message()),
+          ")"));
+    }
+  }
   const uint32_t channels = config.worker.channels_per_shard;
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
     ShardChannels shard;
@@ -279,6 +298,8 @@ absl::Status GrpcPsClient::RegisterWith(const std::vector<size_t>& which, int64_
     requests[s].set_worker_rank(rank_);
     requests[s].set_resume_clock(resume_clock);
     requests[s].set_session(requests_.session);
+    requests[s].set_job(config_.name);
+    requests[s].set_job_layout(config_.LayoutText());
     if (const SharedSegment* memory = shards_[s].memory.get()) {
       v1::SharedMemory* m = requests[s].mutable_shared_memory();
       m->set_name(memory->name());
@@ -317,8 +338,10 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
   // A restarted worker may find its rank still held by its dead predecessor
   // until that one has been silent for security.rank_lease_s; past that (and
   // a margin) the holder is alive: two workers with one rank.
+  // Never (the default): no wait; a rank only passes to its holder's session.
+  const double lease = config_.security.rank_lease_s;
   const absl::Time give_up =
-      absl::Now() + absl::Seconds(config_.security.rank_lease_s) + absl::Seconds(5);
+      std::isinf(lease) ? absl::Now() : absl::Now() + absl::Seconds(lease) + absl::Seconds(5);
   bool logged = false;
   while (absl::IsAlreadyExists(status) && absl::Now() < give_up) {
     if (!logged) {

@@ -118,7 +118,9 @@ class GrpcPsClient : public PsClient {
   absl::Status security_error_;  // from reading the job's security settings
   const uint32_t rank_;
   const absl::Duration spin_;     // worker.spin_wait_us, resolved
-  const ShardRequests requests_;  // every dense piece, split for the channels
+  // Every dense piece, split for the channels. Set in the constructor (its
+  // session from security.session_file), read-only after.
+  ShardRequests requests_;
   std::vector<ShardChannels> shards_;
   int64_t lost_clocks_ = 0;
   PushStaleness push_staleness_;                    // written by the thread that pushes

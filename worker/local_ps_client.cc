@@ -39,6 +39,8 @@ absl::StatusOr<int64_t> LocalPsClient::Connect(int64_t resume_clock) {
       request.set_worker_rank(rank_);
       request.set_resume_clock(target);
       request.set_session(requests_.session);
+      request.set_job(config_.name);
+      request.set_job_layout(config_.LayoutText());
       v1::RegisterResponse response;
       absl::Status s = shard->Register(request, &response);
       if (!s.ok()) return s;

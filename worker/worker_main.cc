@@ -69,6 +69,7 @@ int ExitCodeFor(const absl::Status& s) {
     case absl::StatusCode::kAlreadyExists:     // another live worker has this rank
     case absl::StatusCode::kPermissionDenied:  // replaced by another registration
     case absl::StatusCode::kUnauthenticated:   // wrong or missing job token
+    case absl::StatusCode::kFailedPrecondition:  // another job's shard, or a config that differs
       return 2;
     default:
       return 1;

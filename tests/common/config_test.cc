@@ -2,6 +2,7 @@
 #include "common/config.h"
 
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <string>
 
 namespace tessera {
@@ -259,7 +260,7 @@ TEST_CASE("hostile configs: duplicate keys, ports out of range, security keys") 
         "config: security.tls.mutual = 'true': expected false unless security.tls.cert_file and "
         "key_file are set");
   CHECK(ErrorOf(kMinimal, {"security.rank_lease_s=-1"}) ==
-        "config: security.rank_lease_s = '-1': expected a number >= 0 and <= 1e+06");
+        "config: security.rank_lease_s = '-1': expected never, or a number >= 0 and <= 1e+06");
   CHECK(ErrorOf(kMinimal, {"server.max_gradient_abs=-5"}).find("server.max_gradient_abs") !=
         std::string::npos);
   auto ok = ParseJobConfig(kMinimal, {"security.token_file=/run/token", "server.max_sparse_rows=10",
@@ -268,7 +269,10 @@ TEST_CASE("hostile configs: duplicate keys, ports out of range, security keys") 
   CHECK(ok->security.token_file == "/run/token");
   CHECK(ok->server.max_sparse_rows == 10);
   CHECK_FALSE(ok->server.pull_creates_rows);
-  CHECK(ok->security.rank_lease_s == 5);
+  // A rank never passes to another process unless the job says so.
+  CHECK(std::isinf(ok->security.rank_lease_s));
+  CHECK(ParseJobConfig(kMinimal, {"security.rank_lease_s=30"})->security.rank_lease_s == 30);
+  CHECK(std::isinf(ParseJobConfig(kMinimal, {"security.rank_lease_s=never"})->security.rank_lease_s));
 }
 
 TEST_CASE("inputs the config fuzzer found") {

@@ -172,6 +172,54 @@ TEST_CASE("a worker paused for 10 s under BSP: nobody fails, nothing restarts") 
   CHECK(NoChildLeft());
 }
 
+// A tessera-worker started by hand against `job`'s running shards, with the
+// job's own settings plus `sets`; its exit code, and its stderr in *err.
+int Stranger(const Job& job, const std::string& sets, std::string* err) {
+  const LaunchOptions& o = job.options();
+  const nlohmann::json cluster = Json(Read(o.out_dir + "/cluster.json"));
+  std::string servers;
+  for (const auto& s : cluster["servers"]) servers += (servers.empty() ? "" : ",") + s.get<std::string>();
+  std::string cmd = Runfile("worker/tessera-worker") + " --config " + o.config_path;
+  for (const std::string& s : o.overrides) cmd += " --set '" + s + "'";
+  const std::string log = o.out_dir + "/stranger.log";
+  cmd += " --set 'cluster.servers=[" + servers + "]' --set worker.connect_timeout_ms=5000 " + sets +
+         " 2> " + log + " > /dev/null";
+  const int rc = std::system(cmd.c_str());
+  *err = Read(log);
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+TEST_CASE("a job is closed by default, and a paused worker's rank is not taken, nor joined by "
+          "another job") {
+  Job job(FaultOptions("closed", "bsp", /*epochs=*/40));
+  job.WaitForCheckpoint(0, 2 * kEveryClocks);
+  const std::string token = job.options().out_dir + "/token";
+  std::string err;
+  // No flags given to tessera run, yet a client without the token is refused.
+  CHECK(Stranger(job, "--rank 1", &err) == 2);
+  CHECK(err.find("token") != std::string::npos);
+  // Worker 0 paused past the old 5 s lease (a GC or swap stall): a stranger
+  // with the token still cannot take its rank.
+  REQUIRE(kill(job.Pid("worker-0"), SIGSTOP) == 0);
+  std::this_thread::sleep_for(std::chrono::seconds(6));
+  CHECK(Stranger(job, "--rank 0 --set security.token_file=" + token, &err) == 2);
+  CHECK(err.find("held by another process") != std::string::npos);
+  // Another job's worker with the right token is refused, naming both jobs.
+  CHECK(Stranger(job, "--rank 0 --set name=another-job --set security.token_file=" + token, &err) ==
+        2);
+  CHECK(err.find("job 'another-job'") != std::string::npos);
+  CHECK(err.find("serves job 'fashion-mnist-mlp'") != std::string::npos);
+  REQUIRE(kill(job.Pid("worker-0"), SIGCONT) == 0);
+  // The job goes on as if nothing happened: no daemon restarted.
+  REQUIRE(job.Wait() == 0);
+  const std::string summary = Read(job.options().out_dir + "/summary.json");
+  for (const char* d : {"server-0", "server-1", "worker-0", "worker-1"}) {
+    CHECK(summary.find(std::string("\"") + d + "\": 0") != std::string::npos);
+  }
+  CHECK(Accuracy(job.options()) > 0.5);
+  CHECK(NoChildLeft());
+}
+
 // Every table's checksum and optimizer steps in each shard's newest checkpoint.
 std::vector<std::string> FinalState(const LaunchOptions& o) {
   std::vector<std::string> out;

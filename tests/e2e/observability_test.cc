@@ -249,7 +249,8 @@ TEST_CASE("a 2x2 job is observable: metrics, Prometheus, the dashboard's queries
   REQUIRE_FALSE(servers[1].empty());
   const std::string status_cmd = Runfile("launcher/tessera") + " status --config " +
                                  o.config_path + " --set cluster.servers=[" + servers[0] + "," +
-                                 servers[1] + "] --interval 0.5";
+                                 servers[1] + "] --interval 0.5 --set security.token_file=" +
+                                 o.out_dir + "/token";  // the job is closed by default
   {
     int status;
     const std::string screen = Shell(status_cmd + " 2>&1", &status);

@@ -455,6 +455,8 @@ checkpoint: {every_seconds: 0.2, keep: 1000}
     Checkpointer checkpointer(shard->get(), *config);
     v1::RegisterRequest r;
     r.set_session(SessionOf(0));
+    r.set_job(config->name);
+    r.set_job_layout(config->LayoutText());
     v1::RegisterResponse registered;
     REQUIRE((*shard)->Register(r, &registered).ok());
     const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(4);

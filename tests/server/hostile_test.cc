@@ -20,10 +20,11 @@
 namespace tessera {
 namespace {
 
-v1::RegisterRequest RegisterOf(uint32_t worker, const std::string& session) {
+v1::RegisterRequest RegisterOf(const Shard& shard, uint32_t worker, const std::string& session) {
   v1::RegisterRequest r;
   r.set_worker_rank(worker);
   r.set_session(session);
+  NameJob(shard, &r);
   return r;
 }
 
@@ -48,7 +49,7 @@ TEST_CASE("a segment whose capacity wraps the header size is refused at Register
   auto shard = MakeShard(c);
   const std::string token(16, 'k');
   const std::string name = HandMadeSegment(32, token);
-  v1::RegisterRequest r = RegisterOf(0, SessionOf(0));
+  v1::RegisterRequest r = RegisterOf(*shard, 0, SessionOf(0));
   r.mutable_shared_memory()->set_name(name);
   r.mutable_shared_memory()->set_capacity(~uint64_t{0} - 31);  // 64 + this wraps to 32
   r.mutable_shared_memory()->set_token(token);
@@ -73,7 +74,7 @@ TEST_CASE("a segment shrunk under the shard's mapping fails the call, not the sh
   auto shard = MakeShard(c);
   auto segment = SharedSegment::Create(4096);
   REQUIRE(segment.ok());
-  v1::RegisterRequest r = RegisterOf(0, SessionOf(0));
+  v1::RegisterRequest r = RegisterOf(*shard, 0, SessionOf(0));
   r.mutable_shared_memory()->set_name((*segment)->name());
   r.mutable_shared_memory()->set_capacity(4096);
   r.mutable_shared_memory()->set_token((*segment)->token());
@@ -110,19 +111,33 @@ TEST_CASE("a segment shrunk under the shard's mapping fails the call, not the sh
   CHECK((*segment)->CopyOut(0, sink.data(), 64).code() == absl::StatusCode::kDataLoss);
 }
 
+TEST_CASE("by default a rank never passes to another process, however long its holder is silent") {
+  JobConfig c = MakeConfig("asp", 0, 2);
+  REQUIRE(std::isinf(c.security.rank_lease_s));
+  auto shard = MakeShard(c);
+  RegisterWorker(*shard, 0);
+  v1::RegisterResponse resp;
+  absl::SleepFor(absl::Milliseconds(200));  // silent, as a paused process is
+  const absl::Status s = shard->Register(RegisterOf(*shard, 0, "stranger-secret!"), &resp);
+  CHECK(s.code() == absl::StatusCode::kAlreadyExists);
+  CHECK(std::string(s.message()).find("security.session_file") != std::string::npos);
+  // Its own session (a restart that kept it) takes it back at once.
+  CHECK(shard->Register(RegisterOf(*shard, 0, SessionOf(0)), &resp).ok());
+}
+
 TEST_CASE("a live rank is not taken by a second registration; a silent one passes") {
   JobConfig c = MakeConfig("asp", 0, 2);
   c.security.rank_lease_s = 0.3;
   auto shard = MakeShard(c);
   const std::string stranger = "stranger-secret!";
   v1::RegisterResponse resp;
-  CHECK(shard->Register(RegisterOf(1, stranger), &resp).code() ==
+  CHECK(shard->Register(RegisterOf(*shard, 1, stranger), &resp).code() ==
         absl::StatusCode::kAlreadyExists);
-  CHECK(shard->Register(RegisterOf(1, ""), &resp).code() == absl::StatusCode::kInvalidArgument);
-  CHECK(shard->Register(RegisterOf(1, std::string(16, '\0')), &resp).code() ==
+  CHECK(shard->Register(RegisterOf(*shard, 1, ""), &resp).code() == absl::StatusCode::kInvalidArgument);
+  CHECK(shard->Register(RegisterOf(*shard, 1, std::string(16, '\0')), &resp).code() ==
         absl::StatusCode::kInvalidArgument);
   // The same worker coming back (a reconnect) keeps its rank.
-  CHECK(shard->Register(RegisterOf(1, SessionOf(1)), &resp).ok());
+  CHECK(shard->Register(RegisterOf(*shard, 1, SessionOf(1)), &resp).ok());
 
   // Calls without the holder's secret are refused and change nothing.
   PushRequest forged = MakePush(1, 0, Dense("w", 0, 8), std::vector<float>(8, 1.0f), true);
@@ -147,7 +162,7 @@ TEST_CASE("a live rank is not taken by a second registration; a silent one passe
   // Silent past the lease (a dead worker): a restarted one takes the rank,
   // and the old secret no longer works.
   absl::SleepFor(absl::Milliseconds(400));
-  REQUIRE(shard->Register(RegisterOf(1, stranger), &resp).ok());
+  REQUIRE(shard->Register(RegisterOf(*shard, 1, stranger), &resp).ok());
   forged.set_session(stranger);
   CHECK(shard->Push(forged, &pushed).ok());
   PushRequest old = MakePush(1, 1, Dense("w", 0, 8), std::vector<float>(8, 1.0f));
@@ -163,7 +178,7 @@ TEST_CASE("a parked pull keeps its worker's rank live past the lease") {
   REQUIRE_FALSE(parked->status.has_value());
   absl::SleepFor(absl::Milliseconds(100));
   v1::RegisterResponse resp;
-  CHECK(shard->Register(RegisterOf(0, "another-process!"), &resp).code() ==
+  CHECK(shard->Register(RegisterOf(*shard, 0, "another-process!"), &resp).code() ==
         absl::StatusCode::kAlreadyExists);
   Advance(*shard, 1, 0);
   REQUIRE(parked->status.has_value());
@@ -307,6 +322,36 @@ TEST_CASE("finite gradients whose update would be NaN or Inf are refused and cha
     g[3] = -10;
     CHECK(shard->Push(MakePush(0, 0, Dense("w", 0, 8), g), &resp).ok());
   }
+}
+
+TEST_CASE("a worker of another job is refused at Register, naming both jobs") {
+  JobConfig c = MakeConfig("asp", 0, 2);
+  c.name = "job-a";
+  auto shard = MakeShard(c);
+  v1::RegisterResponse resp;
+  v1::RegisterRequest r = RegisterOf(*shard, 0, SessionOf(0));
+  SECTION("another name, same layout") {
+    r.set_job("job-b");
+    const absl::Status s = shard->Register(r, &resp);
+    CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+    CHECK(std::string(s.message()).find("job 'job-a'") != std::string::npos);
+    CHECK(std::string(s.message()).find("job 'job-b'") != std::string::npos);
+  }
+  SECTION("the same name, another layout") {
+    JobConfig bigger = c;
+    bigger.model.tables[0].size = 16;
+    r.set_job_layout(bigger.LayoutText());
+    const absl::Status s = shard->Register(r, &resp);
+    CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+    CHECK(std::string(s.message()).find("w dense 16") != std::string::npos);
+  }
+  SECTION("no identity at all") {
+    r.clear_job();
+    r.clear_job_layout();
+    CHECK(shard->Register(r, &resp).code() == absl::StatusCode::kFailedPrecondition);
+  }
+  // The rank was not taken: the right job's worker registers.
+  CHECK(shard->Register(RegisterOf(*shard, 0, SessionOf(0)), &resp).ok());
 }
 
 TEST_CASE("a sparse table is bounded by default, from the machine's memory") {

@@ -12,6 +12,7 @@ v1::RegisterResponse RegisterAt(Shard& shard, uint32_t worker, int64_t resume_cl
   v1::RegisterRequest r;
   r.set_worker_rank(worker);
   r.set_session(SessionOf(worker));
+  NameJob(shard, &r);
   r.set_resume_clock(resume_clock);
   v1::RegisterResponse resp;
   REQUIRE(shard.Register(r, &resp).ok());
@@ -59,6 +60,7 @@ TEST_CASE("a shard behind a worker adopts the worker's clock and counts the cloc
     v1::RegisterRequest r;
     r.set_worker_rank(0);
     r.set_session(SessionOf(0));
+    NameJob(*shard, &r);
     r.set_resume_clock(bad);
     v1::RegisterResponse resp;
     CHECK(shard->Register(r, &resp).code() == absl::StatusCode::kInvalidArgument);

@@ -84,6 +84,8 @@ grpc::StatusCode RegisterWith(const JobConfig& config) {
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
   v1::RegisterRequest r;
   r.set_session(SessionOf(0));
+  r.set_job(config.name);
+  r.set_job_layout(config.LayoutText());
   v1::RegisterResponse resp;
   return stub->Register(&ctx, r, &resp).error_code();
 }

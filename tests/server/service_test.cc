@@ -39,7 +39,9 @@ server: {max_message_bytes: 65536, max_pull_wait_ms: 60000}
 struct Client {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Shard::Stub> stub;
-  explicit Client(int port) {
+  const JobConfig config;  // the server's, for Register's job identity
+  explicit Client(ShardServer& server) : Client(server.port(), server.shard()->config()) {}
+  Client(int port, const JobConfig& job) : config(job) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(64 << 20);
     args.SetMaxSendMessageSize(64 << 20);
@@ -53,6 +55,8 @@ struct Client {
     v1::RegisterRequest r;
     r.set_worker_rank(worker);
     r.set_session(SessionOf(worker));
+    r.set_job(config.name);
+    r.set_job_layout(config.LayoutText());
     v1::RegisterResponse resp;
     return stub->Register(&ctx, r, &resp);
   }
@@ -106,10 +110,12 @@ std::unique_ptr<ShardServer> StartServer(const JobConfig& c) {
 
 TEST_CASE("register returns this shard's table layout; health says SERVING") {
   auto server = StartServer(MakeConfig("asp", 1));
-  Client c(server->port());
+  Client c(*server);
   grpc::ClientContext ctx;
   v1::RegisterRequest r;
   r.set_session(SessionOf(0));
+  r.set_job(c.config.name);
+  r.set_job_layout(c.config.LayoutText());
   v1::RegisterResponse resp;
   REQUIRE(c.stub->Register(&ctx, r, &resp).ok());
   CHECK(resp.num_shards() == 1);
@@ -136,7 +142,7 @@ TEST_CASE("concurrent clients over gRPC end with the sequential result") {
   std::atomic<int> failures{0};
   for (uint32_t w = 0; w < kWorkers; ++w) {
     threads.emplace_back([&, w] {
-      Client c(server->port());  // one channel (connection) per client
+      Client c(*server);  // one channel (connection) per client
       if (!c.Register(w).ok()) ++failures;
       for (int i = 0; i < kSteps; ++i) {
         std::vector<float> values;
@@ -147,7 +153,7 @@ TEST_CASE("concurrent clients over gRPC end with the sequential result") {
   }
   for (auto& t : threads) t.join();
   CHECK(failures == 0);
-  Client c(server->port());
+  Client c(*server);
   std::vector<float> final_values;
   REQUIRE(c.Pull(0, 0, "w", 0, 1000, &final_values).ok());
   for (float x : final_values) REQUIRE(x == -float(kSteps * (1 + 2 + 3 + 4)));
@@ -157,7 +163,7 @@ TEST_CASE("a BSP pull parks without a thread and returns when the slow worker ad
   JobConfig config = MakeConfig("bsp", 2);
   config.server.threads = 2;  // parked pulls must not use them up
   auto server = StartServer(config);
-  Client fast(server->port()), slow(server->port());
+  Client fast(*server), slow(*server);
   REQUIRE(fast.Register(0).ok());
   REQUIRE(slow.Register(1).ok());
   REQUIRE(fast.Push(DensePush(0, 0, 0, std::vector<float>(10, 1.0f))).ok());
@@ -191,7 +197,7 @@ TEST_CASE("parked pulls end DEADLINE_EXCEEDED at the caller's deadline or the se
   JobConfig config = MakeConfig("bsp", 2);
   config.server.max_pull_wait_ms = 300;
   auto server = StartServer(config);
-  Client c(server->port());
+  Client c(*server);
   REQUIRE(c.Register(0).ok());
   REQUIRE(c.Register(1).ok());
   REQUIRE(c.Push(DensePush(0, 0, 0, {1.0f})).ok());
@@ -216,7 +222,7 @@ TEST_CASE("parked pulls end DEADLINE_EXCEEDED at the caller's deadline or the se
 
 TEST_CASE("bad requests over gRPC get their status codes and change nothing") {
   auto server = StartServer(MakeConfig("asp", 1));
-  Client c(server->port());
+  Client c(*server);
   REQUIRE(c.Register(0).ok());
   std::vector<float> before;
   REQUIRE(c.Pull(0, 0, "w", 0, 1000, &before).ok());
@@ -230,10 +236,10 @@ TEST_CASE("bad requests over gRPC get their status codes and change nothing") {
   stranger.set_worker_rank(0);
   stranger.set_session(SessionOf(0));
   {
-    Client other(server->port());
+    Client other(*server);
     JobConfig two = MakeConfig("asp", 2);
     auto server2 = StartServer(two);
-    Client c2(server2->port());
+    Client c2(*server2);
     v1::PushRequest p = DensePush(1, 0, 0, {1.0f});
     CHECK(c2.Push(p).error_code() == grpc::StatusCode::FAILED_PRECONDITION);
   }
@@ -260,7 +266,7 @@ TEST_CASE("bad requests over gRPC get their status codes and change nothing") {
 
 TEST_CASE("shutdown answers parked pulls UNAVAILABLE instead of leaving them hanging") {
   auto server = StartServer(MakeConfig("bsp", 2));
-  Client c(server->port());
+  Client c(*server);
   REQUIRE(c.Register(0).ok());
   REQUIRE(c.Register(1).ok());
   REQUIRE(c.Push(DensePush(0, 0, 0, {1.0f})).ok());
@@ -289,7 +295,7 @@ TEST_CASE("GET /metrics counts a shard's calls by code, its traffic by table, an
   const int metrics_port = FreeLoopbackPort();
   config.server.metrics_port = metrics_port;
   auto server = StartServer(config);
-  Client c(server->port());
+  Client c(*server);
   REQUIRE(c.Register(0).ok());
   REQUIRE(c.Register(1).ok());
   REQUIRE(c.Push(DensePush(0, 0, 0, std::vector<float>(100, 0.5f))).ok());

@@ -44,11 +44,18 @@ optimizer: {type: sgd, lr: 1.0}
   return *c;
 }
 
+// Names `shard`'s job in a Register, as a worker of that job does.
+inline void NameJob(const Shard& shard, v1::RegisterRequest* r) {
+  r->set_job(shard.config().name);
+  r->set_job_layout(shard.config().LayoutText());
+}
+
 // Registers worker `rank` with its test session (again: as after a restart).
 inline void RegisterWorker(Shard& shard, uint32_t rank) {
   v1::RegisterRequest r;
   r.set_worker_rank(rank);
   r.set_session(SessionOf(rank));
+  NameJob(shard, &r);
   v1::RegisterResponse resp;
   REQUIRE(shard.Register(r, &resp).ok());
 }

@@ -20,6 +20,7 @@ std::unique_ptr<SharedSegment> RegisterShared(Shard& shard, uint32_t worker, uin
   v1::RegisterRequest r;
   r.set_worker_rank(worker);
   r.set_session(SessionOf(worker));
+  NameJob(shard, &r);
   r.mutable_shared_memory()->set_name((*segment)->name());
   r.mutable_shared_memory()->set_capacity(capacity);
   r.mutable_shared_memory()->set_token((*segment)->token());
@@ -179,6 +180,7 @@ TEST_CASE("Register maps only the worker's own memory; registering again without
   v1::RegisterRequest r;
   r.set_worker_rank(0);
   r.set_session(SessionOf(0));
+  NameJob(*shard, &r);
   r.mutable_shared_memory()->set_name((*segment)->name());
   r.mutable_shared_memory()->set_capacity(64);
   std::string token = (*segment)->token();
@@ -207,6 +209,7 @@ TEST_CASE("Register maps only the worker's own memory; registering again without
   v1::RegisterRequest plain;
   plain.set_worker_rank(0);
   plain.set_session(SessionOf(0));
+  NameJob(*shard, &plain);
   REQUIRE(shard->Register(plain, &resp).ok());
   push.set_clock(1);
   CHECK(shard->Push(push, &push_resp).code() == absl::StatusCode::kFailedPrecondition);

@@ -207,6 +207,7 @@ TEST_CASE("a shard refuses a plan request it cannot read, naming what it expecte
   v1::RegisterRequest reg;
   reg.set_worker_rank(0);
   reg.set_session(SessionOf(0));
+  NameJob(shard, &reg);
   v1::RegisterResponse registered;
   REQUIRE(shard.Register(reg, &registered).ok());
   v1::PlanResponse response;
