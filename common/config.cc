@@ -606,6 +606,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     }));
     TESSERA_RETURN_IF_ERROR(s.Str("token_file", &v.token_file));
     TESSERA_RETURN_IF_ERROR(s.Str("session_file", &v.session_file));
+    TESSERA_RETURN_IF_ERROR(s.Str("metrics_token_file", &v.metrics_token_file));
     const YAML::Node lease = s.Child("rank_lease_s");
     if (lease && lease.IsScalar() && lease.Scalar() == "never") {
       v.rank_lease_s = std::numeric_limits<double>::infinity();

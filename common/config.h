@@ -459,6 +459,10 @@ struct SecurityConfig {
   // rank back at once. Set it where restarted workers cannot keep their
   // session (Kubernetes pods).
   double rank_lease_s = std::numeric_limits<double>::infinity();
+  // A file holding the token a scraper of GET /metrics must send
+  // ("Authorization: Bearer <token>"), on shards and workers. Empty: the
+  // metrics are open to whoever reaches their port.
+  std::string metrics_token_file;
   // A file holding this worker's session (32 hex characters, as
   // `tessera run` writes one per rank): the worker registers with it, so a
   // restarted worker is the same holder. Empty: a session drawn per process.

@@ -7,11 +7,13 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/secret.h"
 
 namespace tessera {
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
-    const std::string& host, int port, const MetricsRegistry* registry, const std::string& what) {
+    const std::string& host, int port, const MetricsRegistry* registry, const std::string& what,
+    const std::string& bearer_token) {
   std::unique_ptr<MetricsServer> server(new MetricsServer());
   server->http_ = std::make_unique<httplib::Server>();
   httplib::Server& http = *server->http_;
@@ -27,7 +29,14 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   http.set_keep_alive_max_count(100);
   http.set_read_timeout(5, 0);
   http.set_write_timeout(5, 0);
-  http.Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
+  http.Get("/metrics", [registry, expected = "Bearer " + bearer_token, open = bearer_token.empty()](
+                          const httplib::Request& req, httplib::Response& res) {
+    if (!open && !SecretsEqual(req.get_header_value("Authorization"), expected)) {
+      res.status = 401;
+      res.set_header("WWW-Authenticate", "Bearer");
+      res.set_content("a bearer token is required (security.metrics_token_file)\n", "text/plain");
+      return;
+    }
     res.set_content(registry->Render(), "text/plain; version=0.0.4; charset=utf-8");
   });
   const std::string address = absl::StrCat(host, ":", port);
@@ -51,6 +60,16 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
                                             "): the HTTP server did not start within 5 s"));
   }
   return server;
+}
+
+absl::StatusOr<std::string> ReadScrapeToken(const std::string& path) {
+  if (path.empty()) return std::string();
+  absl::StatusOr<std::string> token = ReadToken(path);
+  if (!token.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("config: security.metrics_token_file = '", path,
+                                                   "': ", token.status().message()));
+  }
+  return token;
 }
 
 MetricsServer::~MetricsServer() {

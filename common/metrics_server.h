@@ -1,7 +1,10 @@
 // MetricsServer: GET /metrics over HTTP (cpp-httplib, Debian's
 // libcpp-httplib-dev), answering MetricsRegistry::Render() as the Prometheus
-// text format. Plain HTTP and no token: metrics carry counts and timings,
-// never parameters or data. Any other path is 404.
+// text format. Metrics carry counts, timings, job and table names, never
+// parameters or data. With a bearer token (security.metrics_token_file) a
+// scrape must send "Authorization: Bearer <token>" (Prometheus:
+// `authorization: {credentials_file: ...}`) or gets 401. Plain HTTP either
+// way. Any other path is 404.
 //
 //   auto server = MetricsServer::Start("0.0.0.0", config.server.metrics_port, &registry);
 //   int port = (*server)->port();   // the one picked when asked for 0
@@ -26,13 +29,20 @@ class Server;
 
 namespace tessera {
 
+// The scrape token in `path` (security.metrics_token_file); "" when `path`
+// is empty. INVALID_ARGUMENT naming the key when the file is missing or is
+// not a token.
+absl::StatusOr<std::string> ReadScrapeToken(const std::string& path);
+
 class MetricsServer {
  public:
   // Listens on host:port (port 0 picks a free one). UNAVAILABLE when the
   // address cannot be bound, naming it and `what` (the config key).
+  // `bearer_token`: empty for none.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& host, int port,
                                                               const MetricsRegistry* registry,
-                                                              const std::string& what);
+                                                              const std::string& what,
+                                                              const std::string& bearer_token = "");
   ~MetricsServer();
 
   int port() const { return port_; }

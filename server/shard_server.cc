@@ -130,11 +130,13 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
     server->registry_->Add([s = server.get()](Exposition& e) {
       s->metrics_->Collect(*s->shard_, e);
     });
+    TESSERA_ASSIGN_OR_RETURN(const std::string scrape_token,
+                             ReadScrapeToken(config.security.metrics_token_file));
     TESSERA_ASSIGN_OR_RETURN(
         server->metrics_server_,
         MetricsServer::Start(listen_address.substr(0, listen_address.rfind(':')),
                              static_cast<int>(config.server.metrics_port), server->registry_.get(),
-                             "server.metrics_port"));
+                             "server.metrics_port", scrape_token));
   }
   server->reaper_ = std::thread([s = server.get()] { s->ReaperLoop(); });
   return server;

@@ -153,9 +153,11 @@ int main(int argc, char** argv) {
   if (config->worker.metrics_port > 0) {
     bool local = true;
     for (const std::string& s : config->cluster.servers) local &= IsLoopbackAddress(s);
+    auto scrape_token = ReadScrapeToken(config->security.metrics_token_file);
+    if (!scrape_token.ok()) return Fail(2, std::string(scrape_token.status().message()));
     auto started = MetricsServer::Start(local || standalone ? "127.0.0.1" : "0.0.0.0",
                                         static_cast<int>(config->worker.metrics_port), &registry,
-                                        "worker.metrics_port");
+                                        "worker.metrics_port", *scrape_token);
     if (!started.ok()) return Fail(1, std::string(started.status().message()));
     metrics_server = *std::move(started);
     trainer.metrics = &metrics;

@@ -88,6 +88,37 @@ TEST_CASE("GET /metrics answers the registry over HTTP; other paths 404; a taken
   CHECK(taken.status().message().find("server.metrics_port") != absl::string_view::npos);
 }
 
+TEST_CASE("with a scrape token, GET /metrics needs it as a bearer token; 401 without") {
+  MetricsRegistry registry(Labels{{"rank", "0"}});
+  registry.Add([](Exposition& e) {
+    e.Family("up_total", "counter", "Up.");
+    e.Sample("up_total", 1);
+  });
+  const std::string token = "scrape-token-0123456789abcdef";
+  auto server = MetricsServer::Start("127.0.0.1", 0, &registry, "worker.metrics_port", token);
+  REQUIRE(server.ok());
+  httplib::Client client("127.0.0.1", (*server)->port());
+  for (const char* wrong : {"", "Bearer nope", "Bearer scrape-token-0123456789abcdeX",
+                            "scrape-token-0123456789abcdef"}) {
+    INFO(wrong);
+    httplib::Headers headers;
+    if (*wrong) headers.emplace("Authorization", wrong);
+    auto refused = client.Get("/metrics", headers);
+    REQUIRE(refused);
+    CHECK(refused->status == 401);
+    CHECK(refused->body.find("up_total") == std::string::npos);
+  }
+  auto ok = client.Get("/metrics", {{"Authorization", "Bearer " + token}});
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  CHECK(ok->body.find("up_total{rank=\"0\"} 1") != std::string::npos);
+  // A token file that is missing is a start-up error naming the key.
+  auto missing = ReadScrapeToken("/nonexistent/scrape-token");
+  CHECK(missing.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(missing.status().message().find("security.metrics_token_file") != absl::string_view::npos);
+  CHECK(ReadScrapeToken("")->empty());
+}
+
 TEST_CASE("a metrics server stopped at once after it started does not hang") {
   // A daemon that fails right after start-up destroys its server at once.
   MetricsRegistry registry(Labels{});
