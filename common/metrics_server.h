@@ -1,16 +1,31 @@
 // MetricsServer: GET /metrics over HTTP (cpp-httplib, Debian's
 // libcpp-httplib-dev), answering MetricsRegistry::Render() as the Prometheus
 // text format. Metrics carry counts, timings, job and table names, never
-// parameters or data. With a bearer token (security.metrics_token_file) a
-// scrape must send "Authorization: Bearer <token>" (Prometheus:
-// `authorization: {credentials_file: ...}`) or gets 401. Plain HTTP either
-// way. Any other path is 404.
+// parameters or data. Any other path is 404. Access follows the job
+// (MetricsAccessFor):
+// - a bearer token (security.metrics_token_file): a scrape must send
+//   "Authorization: Bearer <token>" (Prometheus: `authorization:
+//   {credentials_file: ...}`) or gets 401;
+// - TLS: a daemon that holds the job's certificate (security.tls.cert_file)
+//   serves HTTPS with it, re-read from disk every security.tls.reload_s as
+//   the gRPC port's is, and with security.tls.mutual asks scrapers for a
+//   client certificate signed by ca_file (Prometheus: `scheme: https`,
+//   `tls_config`). A daemon without a certificate (a worker given only
+//   ca_file) serves plain HTTP.
 //
-//   auto server = MetricsServer::Start("0.0.0.0", config.server.metrics_port, &registry);
+//   auto access = MetricsAccessFor(config);
+//   auto server = MetricsServer::Start("0.0.0.0", port, &registry, "server.metrics_port", *access);
 //   int port = (*server)->port();   // the one picked when asked for 0
 //
+// Idle connections: one request per connection, which must be there when
+// the connection is served (a client sends it as it connects); an idle
+// socket is closed after 10 ms (1 s for a TLS handshake), and connections
+// are served newest first by four threads, so thousands of idle sockets
+// from strangers delay a scrape by at most a second and are gone in
+// seconds.
+//
 // Threading: Start and the destructor (which stops serving and joins) from
-// one owning thread; requests run on the server's own two threads, so a slow
+// one owning thread; requests run on the server's own threads, so a slow
 // scraper never takes a thread from training or the shard's gRPC calls.
 // `registry` must outlive the server.
 #ifndef TESSERA_COMMON_METRICS_SERVER_H_
@@ -21,6 +36,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "common/config.h"
 #include "common/metrics.h"
 
 namespace httplib {
@@ -29,27 +45,42 @@ class Server;
 
 namespace tessera {
 
-// The scrape token in `path` (security.metrics_token_file); "" when `path`
-// is empty. INVALID_ARGUMENT naming the key when the file is missing or is
-// not a token.
-absl::StatusOr<std::string> ReadScrapeToken(const std::string& path);
+// Who may scrape, and over what.
+struct MetricsAccess {
+  std::string bearer_token;  // empty: none asked for
+  // HTTPS when tls.cert_file is set (key_file with it); tls.mutual asks for
+  // a client certificate signed by tls.ca_file.
+  TlsConfig tls;
+
+  bool https() const { return !tls.cert_file.empty(); }
+};
+
+// The job's access rules: the scrape token read from
+// security.metrics_token_file, and the daemon's TLS identity.
+// INVALID_ARGUMENT naming the key when the token file is missing or is not
+// a token.
+absl::StatusOr<MetricsAccess> MetricsAccessFor(const JobConfig& config);
+
+class ServingCertificate;
 
 class MetricsServer {
  public:
   // Listens on host:port (port 0 picks a free one). UNAVAILABLE when the
-  // address cannot be bound, naming it and `what` (the config key).
-  // `bearer_token`: empty for none.
+  // address cannot be bound, naming it and `what` (the config key);
+  // INVALID_ARGUMENT naming the key when a certificate or key cannot be read.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& host, int port,
                                                               const MetricsRegistry* registry,
                                                               const std::string& what,
-                                                              const std::string& bearer_token = "");
+                                                              const MetricsAccess& access = {});
   ~MetricsServer();
 
   int port() const { return port_; }
+  bool https() const { return certificate_ != nullptr; }
 
  private:
   MetricsServer() = default;
 
+  std::shared_ptr<ServingCertificate> certificate_;  // null: plain HTTP
   std::unique_ptr<httplib::Server> http_;
   std::thread thread_;
   int port_ = 0;

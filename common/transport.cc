@@ -41,6 +41,13 @@ void ApplyServerTransport(grpc::ServerBuilder* builder, int64_t max_message_byte
   builder->SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
   builder->SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
   Tune([&](const char* name, int value) { builder->AddChannelArgument(name, value); });
+  // A connection holds a descriptor until it closes. One that has not sent
+  // its HTTP/2 preface and SETTINGS (TLS included) within 10 s is closed
+  // (gRPC's default is 120 s), and one with no call for 5 minutes gets a
+  // GOAWAY (a worker's channel reconnects on its next call): idle sockets
+  // from strangers cannot pile up against the descriptor limit.
+  builder->AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 10'000);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 5 * 60'000);
 }
 
 bool IsLoopbackAddress(const std::string& address) {

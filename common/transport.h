@@ -19,7 +19,8 @@ namespace tessera {
 // same address distinct connections (gRPC would otherwise share one).
 grpc::ChannelArguments ClientChannelArgs(int64_t max_message_bytes, int channel_id);
 
-// The same settings on a server under construction.
+// The same settings on a server under construction, and the bounds on idle
+// connections (10 s to finish the handshake, 5 minutes without a call).
 void ApplyServerTransport(grpc::ServerBuilder* builder, int64_t max_message_bytes);
 
 // Whether `address` ("host:port") names this host by a loopback name:

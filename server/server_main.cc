@@ -23,6 +23,7 @@
 #include "common/histogram.h"
 #include "common/identity.h"
 #include "common/logging.h"
+#include "common/process_limits.h"
 #include "server/shard_server.h"
 #include "server/staleness_tracker.h"
 #include "spdlog/spdlog.h"
@@ -70,6 +71,9 @@ int main(int argc, char** argv) {
   if (auto s = SetupLogging(absl::StrCat("server-", *shard), level); !s.ok()) {
     return Fail(2, std::string(s.message()));
   }
+  // Idle connections from anyone who can reach the ports must not use up
+  // the descriptors the job's workers and scrapers need.
+  spdlog::info("{}", Describe(RaiseDescriptorLimit()));
 
   // Signals are taken synchronously by this thread; block them before any
   // other thread starts so none of gRPC's threads receives them.

@@ -130,13 +130,16 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
     server->registry_->Add([s = server.get()](Exposition& e) {
       s->metrics_->Collect(*s->shard_, e);
     });
-    TESSERA_ASSIGN_OR_RETURN(const std::string scrape_token,
-                             ReadScrapeToken(config.security.metrics_token_file));
+    TESSERA_ASSIGN_OR_RETURN(const MetricsAccess access, MetricsAccessFor(config));
     TESSERA_ASSIGN_OR_RETURN(
         server->metrics_server_,
         MetricsServer::Start(listen_address.substr(0, listen_address.rfind(':')),
                              static_cast<int>(config.server.metrics_port), server->registry_.get(),
-                             "server.metrics_port", scrape_token));
+                             "server.metrics_port", access));
+    spdlog::info("serving GET /metrics on {}://{}:{}",
+                 server->metrics_server_->https() ? "https" : "http",
+                 listen_address.substr(0, listen_address.rfind(':')),
+                 server->metrics_server_->port());
   }
   server->reaper_ = std::thread([s = server.get()] { s->ReaperLoop(); });
   return server;

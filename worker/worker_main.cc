@@ -24,6 +24,7 @@
 #include "common/logging.h"
 #include "common/metrics.h"
 #include "common/metrics_server.h"
+#include "common/process_limits.h"
 #include "common/transport.h"
 #include "common/shared_memory.h"
 #include "common/status.h"
@@ -105,6 +106,9 @@ int main(int argc, char** argv) {
       !s.ok()) {
     return Fail(2, std::string(s.message()));
   }
+  // Idle connections to the metrics port must not use up the descriptors
+  // this worker's own calls to the shards need.
+  spdlog::info("{}", Describe(RaiseDescriptorLimit()));
   if (config->model.type == ModelType::kTables) {
     return Fail(2, "model.type = 'tables': a worker trains softmax or mlp models");
   }
@@ -153,13 +157,23 @@ int main(int argc, char** argv) {
   if (config->worker.metrics_port > 0) {
     bool local = true;
     for (const std::string& s : config->cluster.servers) local &= IsLoopbackAddress(s);
-    auto scrape_token = ReadScrapeToken(config->security.metrics_token_file);
-    if (!scrape_token.ok()) return Fail(2, std::string(scrape_token.status().message()));
+    auto access = MetricsAccessFor(*config);
+    if (!access.ok()) return Fail(2, std::string(access.status().message()));
+    if (config->security.tls.enabled() && !access->https()) {
+      spdlog::warn(
+          "GET /metrics over plain HTTP: this worker has no certificate of its own "
+          "(security.tls.cert_file) to serve it over TLS");
+    }
     auto started = MetricsServer::Start(local || standalone ? "127.0.0.1" : "0.0.0.0",
                                         static_cast<int>(config->worker.metrics_port), &registry,
-                                        "worker.metrics_port", *scrape_token);
-    if (!started.ok()) return Fail(1, std::string(started.status().message()));
+                                        "worker.metrics_port", *access);
+    if (!started.ok()) {
+      return Fail(absl::IsInvalidArgument(started.status()) ? 2 : 1,
+                  std::string(started.status().message()));
+    }
     metrics_server = *std::move(started);
+    spdlog::info("serving GET /metrics on {}://{}:{}", metrics_server->https() ? "https" : "http",
+                 local || standalone ? "127.0.0.1" : "0.0.0.0", metrics_server->port());
     trainer.metrics = &metrics;
   }
   auto result = trainer.Run();

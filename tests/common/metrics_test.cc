@@ -3,17 +3,43 @@
 // (common/flags.h).
 #include "common/metrics.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
 #include <limits>
 #include <string>
+#include <thread>
+#include <vector>
 
+#include "common/config.h"
 #include "common/flags.h"
 #include "common/metrics_server.h"
+#include "tests/test_pki.h"
 
 namespace tessera {
 namespace {
+
+// A job file for the access rules, with `sets` applied.
+JobConfig Job(std::vector<std::string> sets) {
+  auto c = ParseJobConfig(R"(
+cluster: {servers: ['127.0.0.1:1'], workers: 1}
+model:
+  type: tables
+  tables: [{name: w, kind: dense, size: 4}]
+optimizer: {type: sgd, lr: 0.5}
+)",
+                          sets);
+  INFO(c.status().ToString());
+  REQUIRE(c.ok());
+  return *c;
+}
 
 TEST_CASE("sample values and label values are written as Prometheus reads them") {
   CHECK(FormatMetricValue(0) == "0");
@@ -95,7 +121,8 @@ TEST_CASE("with a scrape token, GET /metrics needs it as a bearer token; 401 wit
     e.Sample("up_total", 1);
   });
   const std::string token = "scrape-token-0123456789abcdef";
-  auto server = MetricsServer::Start("127.0.0.1", 0, &registry, "worker.metrics_port", token);
+  auto server = MetricsServer::Start("127.0.0.1", 0, &registry, "worker.metrics_port",
+                                    MetricsAccess{token, {}});
   REQUIRE(server.ok());
   httplib::Client client("127.0.0.1", (*server)->port());
   for (const char* wrong : {"", "Bearer nope", "Bearer scrape-token-0123456789abcdeX",
@@ -113,10 +140,158 @@ TEST_CASE("with a scrape token, GET /metrics needs it as a bearer token; 401 wit
   CHECK(ok->status == 200);
   CHECK(ok->body.find("up_total{rank=\"0\"} 1") != std::string::npos);
   // A token file that is missing is a start-up error naming the key.
-  auto missing = ReadScrapeToken("/nonexistent/scrape-token");
+  auto missing = MetricsAccessFor(Job({"security.metrics_token_file=/nonexistent/scrape-token"}));
   CHECK(missing.status().code() == absl::StatusCode::kInvalidArgument);
   CHECK(missing.status().message().find("security.metrics_token_file") != absl::string_view::npos);
-  CHECK(ReadScrapeToken("")->empty());
+  auto none = MetricsAccessFor(Job({}));
+  REQUIRE(none.ok());
+  CHECK(none->bearer_token.empty());
+  CHECK_FALSE(none->https());
+}
+
+// A registry with one sample, for the transport tests.
+MetricsRegistry& OneSample() {
+  static MetricsRegistry* registry = [] {
+    auto* r = new MetricsRegistry(Labels{{"rank", "0"}});
+    r->Add([](Exposition& e) {
+      e.Family("up_total", "counter", "Up.");
+      e.Sample("up_total", 1);
+    });
+    return r;
+  }();
+  return *registry;
+}
+
+// GET /metrics over HTTPS, trusting `ca` (and presenting `client`.pem/.key
+// when given): the status, or -1 when no TLS session was made.
+int ScrapeTls(int port, const std::string& ca, const std::string& client = "") {
+  std::unique_ptr<httplib::SSLClient> c =
+      client.empty() ? std::make_unique<httplib::SSLClient>("127.0.0.1", port)
+                     : std::make_unique<httplib::SSLClient>("127.0.0.1", port, client + ".pem",
+                                                            client + ".key");
+  c->set_ca_cert_path(ca.c_str());
+  c->enable_server_certificate_verification(true);
+  c->set_connection_timeout(3);
+  c->set_read_timeout(3);
+  auto res = c->Get("/metrics");
+  if (!res) return -1;
+  return res->body.find("up_total") != std::string::npos ? res->status : -res->status;
+}
+
+TEST_CASE("with the job's certificate, GET /metrics is HTTPS only; mutual TLS asks scrapers too") {
+  const std::string pki = TestPki();
+  JobConfig job = Job({"security.tls.cert_file=" + pki + "/server.pem",
+                       "security.tls.key_file=" + pki + "/server.key",
+                       "security.tls.ca_file=" + pki + "/ca.pem"});
+  auto access = MetricsAccessFor(job);
+  REQUIRE(access.ok());
+  CHECK(access->https());
+  auto server = MetricsServer::Start("127.0.0.1", 0, &OneSample(), "server.metrics_port", *access);
+  INFO(server.status().ToString());
+  REQUIRE(server.ok());
+  CHECK((*server)->https());
+  const int port = (*server)->port();
+  CHECK(ScrapeTls(port, pki + "/ca.pem") == 200);
+  CHECK(ScrapeTls(port, pki + "/other-ca.pem") == -1);  // a scraper checks who answers
+  httplib::Client plain("127.0.0.1", port);
+  plain.set_read_timeout(3);
+  auto res = plain.Get("/metrics");
+  CHECK((!res || res->body.find("up_total") == std::string::npos));
+
+  job.security.tls.mutual = true;
+  access = MetricsAccessFor(job);
+  REQUIRE(access.ok());
+  auto mutual = MetricsServer::Start("127.0.0.1", 0, &OneSample(), "server.metrics_port", *access);
+  REQUIRE(mutual.ok());
+  CHECK(ScrapeTls((*mutual)->port(), pki + "/ca.pem") == -1);
+  CHECK(ScrapeTls((*mutual)->port(), pki + "/ca.pem", pki + "/rogue-client") == -1);
+  CHECK(ScrapeTls((*mutual)->port(), pki + "/ca.pem", pki + "/client") == 200);
+
+  // A key that is not the certificate's is a start-up error naming the key.
+  job.security.tls.key_file = pki + "/client.key";
+  auto wrong = MetricsServer::Start("127.0.0.1", 0, &OneSample(), "server.metrics_port",
+                                    *MetricsAccessFor(job));
+  REQUIRE_FALSE(wrong.ok());
+  CHECK(wrong.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK(wrong.status().message().find("security.tls.key_file") != absl::string_view::npos);
+}
+
+TEST_CASE("the metrics port serves a certificate renewed on disk without a restart") {
+  namespace fs = std::filesystem;
+  const std::string pki = TestPki();
+  const std::string live = pki + "/metrics-live";
+  fs::create_directories(live);
+  const auto overwrite = fs::copy_options::overwrite_existing;
+  fs::copy_file(pki + "/server.pem", live + "/tls.crt", overwrite);
+  fs::copy_file(pki + "/server.key", live + "/tls.key", overwrite);
+  auto access = MetricsAccessFor(Job({"security.tls.cert_file=" + live + "/tls.crt",
+                                      "security.tls.key_file=" + live + "/tls.key",
+                                      "security.tls.ca_file=" + pki + "/ca.pem",
+                                      "security.tls.reload_s=1"}));
+  REQUIRE(access.ok());
+  auto server = MetricsServer::Start("127.0.0.1", 0, &OneSample(), "server.metrics_port", *access);
+  REQUIRE(server.ok());
+  const int port = (*server)->port();
+  CHECK(ScrapeTls(port, pki + "/ca.pem") == 200);
+  // A renewal by another CA: once reload_s has passed, scrapers see it.
+  fs::copy_file(pki + "/other-server.pem", live + "/tls.crt", overwrite);
+  fs::copy_file(pki + "/other-server.key", live + "/tls.key", overwrite);
+  int renewed = -1;
+  for (int i = 0; i < 40 && renewed != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    renewed = ScrapeTls(port, pki + "/other-ca.pem");
+  }
+  CHECK(renewed == 200);
+  CHECK(ScrapeTls(port, pki + "/ca.pem") == -1);
+}
+
+// An idle TCP connection to 127.0.0.1:port (-1 when none could be made).
+int IdleConnection(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST_CASE("hundreds of idle connections delay a scrape by at most a second, and are closed") {
+  auto server = MetricsServer::Start("127.0.0.1", 0, &OneSample(), "worker.metrics_port");
+  REQUIRE(server.ok());
+  std::vector<int> idle;
+  for (int i = 0; i < 300; ++i) {
+    const int fd = IdleConnection((*server)->port());
+    REQUIRE(fd >= 0);
+    idle.push_back(fd);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  httplib::Client client("127.0.0.1", (*server)->port());
+  client.set_read_timeout(20);
+  auto res = client.Get("/metrics");
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(res->get_header_value("Connection") == "close");
+  CHECK(waited < 5);
+  // Each idle socket is closed once a thread serves it (10 ms each, four
+  // threads): all of them within seconds, not one keep-alive timeout each.
+  size_t closed = 0;
+  for (int round = 0; round < 100 && closed < idle.size(); ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    closed = 0;
+    for (int fd : idle) {
+      pollfd p{fd, POLLIN, 0};
+      closed += poll(&p, 1, 0) == 1 ? 1 : 0;
+    }
+  }
+  CHECK(closed == idle.size());
+  for (int fd : idle) close(fd);
 }
 
 TEST_CASE("a metrics server stopped at once after it started does not hang") {

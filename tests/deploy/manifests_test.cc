@@ -201,9 +201,16 @@ TEST_CASE("secure overlay: TLS and the token on both sides, probes on a plaintex
   CHECK(worker_job->security.tls.ca_file != "");
   CHECK(worker_job->security.tls.key_file == "");  // a worker never holds the server's key
   CHECK(MountsSecretFor(server_pod, server, "tessera-server-tls", server_job->security.tls.key_file));
-  CHECK(MountsSecretFor(server_pod, server, "tessera-token", server_job->security.token_file));
+  // The job's own token: a Secret generated from the overlay's token file,
+  // named after its content, mounted by both sides.
+  REQUIRE(r.by_kind.count("Secret") == 1);
+  const YAML::Node token = r.by_kind.at("Secret");
+  const std::string token_secret = token["metadata"]["name"].as<std::string>();
+  CHECK(token_secret.rfind("tessera-token-", 0) == 0);
+  CHECK(token["data"]["token"].as<std::string>().size() >= 64);  // 32 random bytes in hex, base64
+  CHECK(MountsSecretFor(server_pod, server, token_secret, server_job->security.token_file));
   CHECK(MountsSecretFor(worker_pod, worker, "tessera-server-tls", worker_job->security.tls.ca_file));
-  CHECK(MountsSecretFor(worker_pod, worker, "tessera-token", worker_job->security.token_file));
+  CHECK(MountsSecretFor(worker_pod, worker, token_secret, worker_job->security.token_file));
   for (const auto& v : worker_pod["volumes"]) {  // only ca.crt of the server's Secret
     if (v["secret"] && v["secret"]["secretName"].as<std::string>() == "tessera-server-tls") {
       REQUIRE(v["secret"]["items"].size() == 1);

@@ -25,6 +25,9 @@ Rendered Render(const std::string& overlay) {
   const std::string copy = TempPath("k8s-" + overlay);
   Shell("rm -rf " + copy + " && cp -rL " + Runfile("deploy/k8s") + " " + copy, &status);
   REQUIRE(status == 0);
+  // The secure overlay's job token, drawn as docs/deploy.md tells operators.
+  Shell("openssl rand -hex 32 > " + copy + "/overlays/secure/token", &status);
+  REQUIRE(status == 0);
   r.text = Shell("kubectl kustomize " + copy + "/overlays/" + overlay + " 2>/dev/null", &status);
   INFO(r.text);
   REQUIRE(status == 0);

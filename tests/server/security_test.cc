@@ -19,7 +19,9 @@
 #include "proto/health.grpc.pb.h"
 #include "proto/tessera.grpc.pb.h"
 #include "server/shard_server.h"
+#include "tests/metrics_text.h"
 #include "tests/server/test_session.h"
+#include "tests/test_pki.h"
 #include "worker/grpc_ps_client.h"
 
 namespace tessera {
@@ -37,18 +39,6 @@ model:
 optimizer: {type: sgd, lr: 0.5}
 worker: {connect_timeout_ms: 3000, rpc_timeout_ms: 3000, server_lost_timeout_s: 1}
 )";
-
-std::string Pki() {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string dir = absl::StrCat(tmp ? tmp : "/tmp", "/pki-", getpid());
-  if (!fs::exists(dir + "/ca.pem")) {
-    const std::string script = fs::exists("scripts/make_test_certs.sh")
-                                   ? "scripts/make_test_certs.sh"
-                                   : "../scripts/make_test_certs.sh";
-    REQUIRE(std::system(("bash " + script + " " + dir).c_str()) == 0);
-  }
-  return dir;
-}
 
 std::string WriteToken(const std::string& dir, const std::string& name, const std::string& token) {
   const std::string path = dir + "/" + name;
@@ -103,7 +93,7 @@ grpc::StatusCode HealthWith(const JobConfig& config) {
 }
 
 TEST_CASE("with a job token, calls without it or with another are UNAUTHENTICATED") {
-  const std::string dir = Pki();
+  const std::string dir = TestPki();
   const std::string token = WriteToken(dir, "token", "job-token-0123456789abcdef");
   const std::string wrong = WriteToken(dir, "wrong", "job-token-fedcba9876543210");
   auto server = Start(Config({"security.token_file=" + token}));
@@ -130,7 +120,7 @@ TEST_CASE("with a job token, calls without it or with another are UNAUTHENTICATE
 }
 
 TEST_CASE("TLS: the job's CA is required; mutual TLS requires a client certificate") {
-  const std::string dir = Pki();
+  const std::string dir = TestPki();
   const std::vector<std::string> server_tls = {"security.tls.cert_file=" + dir + "/server.pem",
                                                "security.tls.key_file=" + dir + "/server.key",
                                                "security.tls.ca_file=" + dir + "/ca.pem",
@@ -157,21 +147,8 @@ TEST_CASE("TLS: the job's CA is required; mutual TLS requires a client certifica
                            "security.tls.mutual=true"})) == grpc::StatusCode::UNAVAILABLE);
 }
 
-// A port free now on loopback (bound, read, released).
-int FreeLoopbackPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
 TEST_CASE("server.health_port answers probes in plaintext and serves nothing else") {
-  const std::string dir = Pki();
+  const std::string dir = TestPki();
   const int health = FreeLoopbackPort();
   auto server = Start(Config({"security.tls.cert_file=" + dir + "/server.pem",
                               "security.tls.key_file=" + dir + "/server.key",
@@ -189,7 +166,7 @@ TEST_CASE("server.health_port answers probes in plaintext and serves nothing els
 }
 
 TEST_CASE("a certificate renewed on disk is served without a restart") {
-  const std::string dir = Pki();
+  const std::string dir = TestPki();
   const std::string live = dir + "/live";
   fs::create_directories(live);
   fs::copy_file(dir + "/server.pem", live + "/tls.crt", fs::copy_options::overwrite_existing);
