@@ -2,6 +2,9 @@
 // starts with "--set " is applied as an override (so overrides are fuzzed
 // too). Any input must give a config or one INVALID_ARGUMENT line; never a
 // crash, a hang or an exception.
+#include "fuzz/config_fuzz.h"
+
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -9,6 +12,15 @@
 #include <vector>
 
 #include "common/config.h"
+
+namespace tessera {
+namespace {
+std::atomic<uint64_t> parsed{0};
+}  // namespace
+
+uint64_t ConfigFuzzParsed() { return parsed.load(); }
+
+}  // namespace tessera
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);
@@ -20,6 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   absl::StatusOr<tessera::JobConfig> config = tessera::ParseJobConfig(text, overrides);
   if (config.ok()) {
+    tessera::parsed.fetch_add(1);
     // A config that parses is usable: its tables derive without surprises.
     for (const auto& t : config->Tables()) {
       if (t.name.empty()) std::abort();

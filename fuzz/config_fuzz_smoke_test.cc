@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "fuzz/config_fuzz.h"
 #include "fuzz/smoke.h"
 
 namespace tessera {
@@ -23,18 +24,35 @@ TEST_CASE("the config fuzz target survives seeds and their mutations") {
     seeds.push_back(Read(path));
     REQUIRE_FALSE(seeds.back().empty());
   }
+  // The repository's job files all parse.
+  uint64_t before = ConfigFuzzParsed();
+  for (const std::string& seed : seeds) Feed(seed);
+  CHECK(ConfigFuzzParsed() - before == seeds.size());
+  // Hostile text is refused (INVALID_ARGUMENT; anything else aborts the target).
+  const std::vector<std::string> hostile = {
+      "--set cluster.servers=[\"h:99999\"]\n" + seeds[0],
+      "cluster: {servers: [a:1], workers: 2}\ncluster: {workers: 3}\n",
+      "cluster: &a {servers: [a:1]}\nmodel: *a\n",
+      std::string(10000, '['),
+  };
+  before = ConfigFuzzParsed();
+  for (const std::string& text : hostile) Feed(text);
+  CHECK(ConfigFuzzParsed() == before);
+  seeds.insert(seeds.end(), hostile.begin(), hostile.end());
   seeds.push_back("--set model.layers=[784, 99999999, 10]\n" + seeds[0]);
-  seeds.push_back("--set cluster.servers=[\"h:99999\"]\n" + seeds[0]);
-  seeds.push_back("cluster: {servers: [a:1], workers: 2}\ncluster: {workers: 3}\n");
-  seeds.push_back("cluster: &a {servers: [a:1]}\nmodel: *a\n");
   seeds.push_back("security: {tls: {cert_file: a, key_file: b, ca_file: c, mutual: true}}\n");
-  seeds.push_back(std::string(10000, '['));
   // Every input a fuzzer found a defect with stays a seed.
   for (const char* path : {"fuzz/regressions/config/override-into-scalar"}) {
     seeds.push_back(Read(path));
     REQUIRE_FALSE(seeds.back().empty());
   }
-  CHECK(RunSmoke(seeds, 20000) == seeds.size() + 20000);
+  // The mutations reach both outcomes: some still parse, most are refused.
+  const size_t mutations = 20000;
+  before = ConfigFuzzParsed();
+  RunSmoke(seeds, mutations);
+  const uint64_t parsed = ConfigFuzzParsed() - before;
+  CHECK(parsed > seeds.size());
+  CHECK(parsed < seeds.size() + mutations / 2);
 }
 
 }  // namespace

@@ -7,6 +7,9 @@
 //
 // The shards live for the whole run (state carries over between inputs, as it
 // does for a real server). Pulls that park expire at the end of each input.
+#include "fuzz/shard_fuzz.h"
+
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -22,6 +25,10 @@
 #include "server/shard.h"
 
 namespace {
+
+std::atomic<uint64_t> accepted{0}, refused{0};
+
+void Tally(const absl::Status& s) { (s.ok() ? accepted : refused).fetch_add(1); }
 
 using tessera::JobConfig;
 using tessera::Shard;
@@ -86,6 +93,12 @@ void CheckFinite(Shard* shard) {
 
 }  // namespace
 
+namespace tessera {
+
+ShardFuzzTally ShardFuzzCounts() { return {accepted.load(), refused.load()}; }
+
+}  // namespace tessera
+
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   // Protobuf logs every string field that is not UTF-8 (the parse fails, as
   // it does in the gRPC server); millions of such lines would be the run.
@@ -110,7 +123,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         request.set_job_layout(shard->config().LayoutText());
       }
       tessera::v1::RegisterResponse response;
-      (void)shard->Register(request, &response);
+      Tally(shard->Register(request, &response));
       break;
     }
     case 1: {
@@ -118,7 +131,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!request->ParseFromArray(body, body_size)) return 0;
       auto response = std::make_shared<tessera::v1::PullResponse>();
       shard->Pull(*request, response.get(), absl::Now() + absl::Milliseconds(1),
-                  [request, response](absl::Status) {});
+                  [request, response](absl::Status s) { Tally(s); });
       shard->ExpireDue(absl::InfiniteFuture());  // every parked pull answers now
       break;
     }
@@ -126,26 +139,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       tessera::v1::PushRequest request;
       if (!request.ParseFromArray(body, body_size)) return 0;
       tessera::v1::PushResponse response;
-      (void)shard->Push(request, &response);
+      Tally(shard->Push(request, &response));
       break;
     }
     case 3: {
       tessera::v1::ClockRequest request;
       if (!request.ParseFromArray(body, body_size)) return 0;
       tessera::v1::ClockResponse response;
-      (void)shard->Clock(request, &response);
+      Tally(shard->Clock(request, &response));
       break;
     }
     case 4: {
       tessera::v1::FinishRequest request;
       if (!request.ParseFromArray(body, body_size)) return 0;
       tessera::v1::FinishResponse response;
-      (void)shard->Finish(request, &response);
+      Tally(shard->Finish(request, &response));
       break;
     }
     default: {
       tessera::v1::StatsResponse stats;
       shard->Stats(&stats);
+      Tally(absl::OkStatus());
       break;
     }
   }

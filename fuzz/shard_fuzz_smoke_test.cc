@@ -4,6 +4,7 @@
 
 #include "common/codec.h"
 #include "common/wire.h"
+#include "fuzz/shard_fuzz.h"
 #include "fuzz/smoke.h"
 #include "proto/tessera.pb.h"
 
@@ -58,7 +59,22 @@ TEST_CASE("the shard fuzz target survives seeds and their mutations") {
     seeds.push_back(Frame(shard, 4, finish));
     seeds.push_back(Frame(shard, 5, v1::StatsRequest()));
   }
-  CHECK(RunSmoke(seeds, 20000) == seeds.size() + 20000);
+  // Well-formed calls are answered: every shard's Register and Stats.
+  ShardFuzzTally before = ShardFuzzCounts();
+  for (int shard = 0; shard < 3; ++shard) {
+    v1::RegisterRequest reg;
+    reg.set_session(session);
+    Feed(Frame(shard, 0, reg));
+    Feed(Frame(shard, 5, v1::StatsRequest()));
+  }
+  CHECK(ShardFuzzCounts().accepted - before.accepted == 6);
+  CHECK(ShardFuzzCounts().refused == before.refused);
+  // The mutations reach both outcomes.
+  before = ShardFuzzCounts();
+  RunSmoke(seeds, 20000);
+  const ShardFuzzTally after = ShardFuzzCounts();
+  CHECK(after.accepted - before.accepted > 100);
+  CHECK(after.refused - before.refused > 100);
 }
 
 }  // namespace

@@ -24,7 +24,9 @@ inline void Feed(const std::string& input) {
   LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(input.data()), input.size());
 }
 
-inline size_t RunSmoke(const std::vector<std::string>& seeds, size_t mutations) {
+// The smoke test checks what the target made of them (each target counts
+// its outcomes: fuzz/*_fuzz.h).
+inline void RunSmoke(const std::vector<std::string>& seeds, size_t mutations) {
   if (const char* out = std::getenv("TESSERA_FUZZ_SEEDS_OUT")) {
     for (size_t i = 0; i < seeds.size(); ++i) {
       std::ofstream(std::string(out) + "/seed-" + std::to_string(i), std::ios::binary)
@@ -60,7 +62,6 @@ inline size_t RunSmoke(const std::vector<std::string>& seeds, size_t mutations) 
     }
     Feed(input);
   }
-  return seeds.size() + mutations;
 }
 
 }  // namespace tessera

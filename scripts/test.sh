@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
 # The test command of README.md: installs what is missing, then runs every
-# Catch2 test under Bazel, the tests again under ASan + UBSan, and each fuzzer
-# for 60 s. Exit status: 0 when all three passed. Tests tagged "gpu" pass by
-# skipping where no GPU is usable; the lines after Bazel's summary say which.
+# Catch2 test under Bazel, the tests again under ASan + UBSan (with one
+# end-to-end job of sanitized daemons), and each fuzzer for 60 s. Exit
+# status: 0 when every stage passed. Tests tagged "gpu" pass by skipping
+# where no GPU is usable; the last lines say which.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 status=0
 bazel test //... "$@" || status=$?
+# Which GPU cases skipped, read now: bazel-testlogs follows the last build's
+# configuration, and the sanitizer and fuzz stages below run no GPU case.
+skipped=""
+for log in $(find -L bazel-testlogs/ -name test.log 2>/dev/null | sort); do
+  n=$(grep -c '^SKIPPED (no GPU)' "$log" || true)
+  if [ "$n" -gt 0 ]; then
+    why=$(grep -m1 '^SKIPPED (no GPU)' "$log" | sed 's/^SKIPPED (no GPU): [^:]*: //')
+    skipped+="SKIPPED: ${n} GPU test cases in ${log#bazel-testlogs/} (${why})"$'\n'
+  fi
+done
 # The unit and integration tests again under AddressSanitizer (leaks included)
 # and UndefinedBehaviorSanitizer, gcc, in output folders of their own. The
 # end-to-end runs (real daemons for minutes) and the manifest checks are left
 # out: they run the same code the other tests cover.
 bazel test --config=asan --config=ubsan --build_tests_only --test_tag_filters=-e2e,-deploy,-gpu //... "$@" ||
   status=$?
+# Real daemons under the sanitizers too: one 2x2 job in each mode whose
+# launcher, servers and workers are the ASan + UBSan builds. A report aborts
+# its daemon, and the test fails on any restart; a leak fails the exit code.
+bazel test --config=asan --config=ubsan //tests:e2e/e2e_test \
+  --test_arg="a job trains end to end through real daemons in every mode" "$@" || status=$?
 # Each libFuzzer target for 60 s (clang, ASan + UBSan); scripts/fuzz.sh runs
 # them for hours.
 bazel test --config=fuzz //fuzz:checkpoint_fuzz_run //fuzz:config_fuzz_run //fuzz:shard_fuzz_run "$@" || status=$?
-for log in $(find -L bazel-testlogs/ -name test.log 2>/dev/null | sort); do
-  n=$(grep -c '^SKIPPED (no GPU)' "$log" || true)
-  if [ "$n" -gt 0 ]; then
-    why=$(grep -m1 '^SKIPPED (no GPU)' "$log" | sed 's/^SKIPPED (no GPU): [^:]*: //')
-    echo "SKIPPED: ${n} GPU test cases in ${log} (${why})"
-  fi
-done
+printf "%s" "$skipped"
 exit "$status"

@@ -33,6 +33,8 @@ std::unique_ptr<Backend> GpuOrSkip(GemmPrecision precision = GemmPrecision::kFp3
       FAIL("the CUDA backend did not start" << (required ? " (TESSERA_REQUIRE_GPU=1)" : "")
                                             << ": " << backend.status().ToString());
     }
+    // The one assertion of a skipped case: the GPU is absent, not broken.
+    CHECK(absl::IsUnavailable(backend.status()));
     std::printf("SKIPPED (no GPU): %s: %s\n",
                 Catch::getResultCapture().getCurrentTestName().c_str(),
                 std::string(backend.status().message()).c_str());

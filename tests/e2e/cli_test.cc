@@ -1,6 +1,7 @@
 // Every binary explains itself: --help prints its usage with every flag and
 // exits 0, --version names the build and exits 0, a misspelled flag exits 2
 // naming it; `tessera` lists its subcommands.
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
@@ -60,6 +61,40 @@ TEST_CASE("every binary answers --help and --version, and refuses a misspelled f
   for (const char* sub : {"run CONFIG", "sweep CONFIG", "status"}) {
     CHECK(usage.find(sub) != std::string::npos);
   }
+}
+
+TEST_CASE("tessera run from the command line: --token draws one, --open none, not both") {
+  const std::string base = Runfile("launcher/tessera") + " run " +
+                           Runfile("configs/fashion_mnist_mlp.yaml") +
+                           " --no-live --server-binary " + Runfile("server/tessera-server") +
+                           " --worker-binary " + Runfile("worker/tessera-worker") +
+                           " --set data.dataset=synthetic --set data.synthetic_train=2048"
+                           " --set data.synthetic_test=512 --set 'model.layers=[784,16,10]'"
+                           " --set training.epochs=1";
+  int status;
+  const std::string closed = TempDir("cli-token");
+  std::string out = Capture(base + " --token --out " + closed, &status);
+  INFO(out);
+  CHECK(status == 0);
+  const nlohmann::json cluster = Json(Read(closed + "/cluster.json"));
+  CHECK(cluster["token_file"] == closed + "/token");
+  struct stat st {};
+  REQUIRE(stat((closed + "/token").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(Read(closed + "/token").size() >= 32);
+
+  const std::string open = TempDir("cli-open");
+  out = Capture(base + " --open --out " + open, &status);
+  CHECK(status == 0);
+  CHECK(Json(Read(open + "/cluster.json"))["token_file"] == "");
+  CHECK(stat((open + "/token").c_str(), &st) != 0);
+
+  out = Capture(base + " --token --open --out " + TempDir("cli-both"), &status);
+  CHECK(status == 2);
+  CHECK(out.find("--token and --open contradict") != std::string::npos);
+  out = Capture(base + " --max-restarts -1 --out " + TempDir("cli-restarts"), &status);
+  CHECK(status == 2);
+  CHECK(out.find("--max-restarts '-1': expected an integer in [0, 1000]") != std::string::npos);
 }
 
 }  // namespace

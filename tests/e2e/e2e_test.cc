@@ -31,6 +31,12 @@ TEST_CASE("a job trains end to end through real daemons in every mode") {
     REQUIRE(RunJob(options) == 0);
     std::string summary = Read(options.out_dir + "/summary.json");
     CHECK(Json(summary)["mode"] == mode);
+    // Nothing died on the way (under the sanitizers a report aborts its
+    // daemon, which the launcher would otherwise restart unnoticed).
+    for (const auto& [daemon, restarts] : Json(summary)["restarts"].items()) {
+      INFO(daemon);
+      CHECK(restarts == 0);
+    }
     CHECK(Field(summary, "test_accuracy") > 0.9);
     CHECK(Field(summary, "workers") == 2);
     CHECK(Field(summary, "servers") == 2);
@@ -177,6 +183,20 @@ TEST_CASE("a failing worker stops the job, is named, and leaves no process behin
   auto options = Options("run-fail", {"training.batch_size=100000"});
   CHECK(RunJob(options) == 1);
   CHECK(NoChildLeft());
+  // Exit 2 (a config error) is never restarted: a restart would append its
+  // own refusal to the same log.
+  const std::string refusal = "config: training.batch_size = '100000'";
+  size_t refusals = 0;
+  for (const char* w : {"worker-0", "worker-1"}) {
+    const std::string log = Read(options.out_dir + "/" + w + ".log");
+    size_t in_log = 0;
+    for (size_t at = log.find(refusal); at != std::string::npos; at = log.find(refusal, at + 1)) {
+      ++in_log;
+    }
+    CHECK(in_log <= 1);
+    refusals += in_log;
+  }
+  CHECK(refusals >= 1);
 }
 
 // Runs the worker binary alone; returns its exit code and sets *err to stderr.

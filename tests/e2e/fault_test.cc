@@ -1,7 +1,9 @@
 // Faults on a running job, end to end through real daemons started by the
 // launcher: kill -9 of a server (BSP, SSP, ASP) or a worker at a set moment
 // (under dynamic balancing too: the restarted worker must train on the plans
-// its peer did), a worker paused for 10 s, and a BSP job stopped and resumed. Every job must
+// its peer did), a worker paused for 10 s, a shard paused until its workers
+// give up (exit 3, restarted), restarts running out, and jobs stopped and
+// resumed (BSP, SSP, ASP). Every job must
 // finish (exit 0) with the accuracy of an uninterrupted run, and a resumed
 // BSP job with exactly its parameters.
 #include <signal.h>
@@ -220,6 +222,64 @@ TEST_CASE("a job is closed by default, and a paused worker's rank is not taken, 
   CHECK(NoChildLeft());
 }
 
+// How many times `text` holds `what`.
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST_CASE("a shard lost mid-run past worker.server_lost_timeout_s: workers exit 3, are restarted") {
+  LaunchOptions o = FaultOptions("lost-shard", "bsp", /*epochs=*/20);
+  o.overrides.push_back("worker.rpc_timeout_ms=1000");
+  o.overrides.push_back("worker.connect_timeout_ms=2000");
+  o.overrides.push_back("worker.server_lost_timeout_s=2");
+  Job job(o);
+  job.WaitForCheckpoint(1, 2 * kEveryClocks);
+  // Shard 1 stops answering (a hung host): a call times out, reconnecting
+  // fails for 2 s, and the workers exit 3, "a restart may help"; the
+  // launcher restarts them (the shard's process is alive: it is not
+  // restarted), they register again once the shard answers and go on.
+  REQUIRE(kill(job.Pid("server-1"), SIGSTOP) == 0);
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  REQUIRE(kill(job.Pid("server-1"), SIGCONT) == 0);
+  REQUIRE(job.Wait() == 0);
+  const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
+  int restarted = 0;
+  for (const char* w : {"worker-0", "worker-1"}) {
+    INFO(w);
+    const std::string log = Read(o.out_dir + "/" + std::string(w) + ".log");
+    if (summary["restarts"][w] == 0) continue;
+    ++restarted;
+    CHECK(log.find("could not reconnect within 2 s") != std::string::npos);
+    CHECK(log.find("(a restart may help)") != std::string::npos);
+  }
+  CHECK(restarted >= 1);
+  CHECK(summary["restarts"]["server-1"] == 0);  // a paused shard is not a dead one
+  CHECK(Accuracy(o) > 0.9);
+  CHECK(NoChildLeft());
+}
+
+TEST_CASE("--max-restarts runs out: a worker killed twice with one restart allowed fails the job") {
+  LaunchOptions o = FaultOptions("restarts-run-out", "bsp", /*epochs=*/40);
+  o.max_restarts = 1;
+  Job job(o);
+  job.WaitForCheckpoint(0, kEveryClocks);
+  const pid_t first = job.Pid("worker-0");
+  REQUIRE(kill(first, SIGKILL) == 0);
+  pid_t second = first;
+  for (int i = 0; i < 200 && second == first; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    second = job.Pid("worker-0");
+  }
+  REQUIRE(second != first);  // restarted once
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  REQUIRE(kill(second, SIGKILL) == 0);
+  CHECK(job.Wait() == 1);  // not a third time
+  CHECK(job.Pid("worker-0") == second);
+  CHECK(NoChildLeft());
+}
+
 // Every table's checksum and optimizer steps in each shard's newest checkpoint.
 std::vector<std::string> FinalState(const LaunchOptions& o) {
   std::vector<std::string> out;
@@ -237,7 +297,7 @@ std::vector<std::string> FinalState(const LaunchOptions& o) {
   return out;
 }
 
-TEST_CASE("a BSP job stopped and resumed ends with exactly the parameters of one never stopped") {
+TEST_CASE("a BSP job stopped and resumed ends with exactly the parameters of one never stopped; SSP and ASP resume") {
   Job whole(FaultOptions("resume-whole", "bsp"));
   REQUIRE(whole.Wait() == 0);
   LaunchOptions options = FaultOptions("resume-stopped", "bsp");
@@ -253,17 +313,20 @@ TEST_CASE("a BSP job stopped and resumed ends with exactly the parameters of one
   CHECK(Field(summary, "resumed_from_clock") >= 5 * kEveryClocks);
   CHECK(FinalState(resume) == FinalState(whole.options()));
   CHECK(Accuracy(resume) == Accuracy(whole.options()));
-  // SSP cuts are each shard's own: a stopped SSP job resumes from each
-  // shard's newest and finishes.
-  LaunchOptions ssp = FaultOptions("resume-ssp", "ssp");
-  Job stopped_ssp(ssp);
-  stopped_ssp.WaitForCheckpoint(0, 3 * kEveryClocks);
-  kill(getpid(), SIGINT);
-  REQUIRE(stopped_ssp.Wait() == 130);
-  ssp.resume_dir = ssp.out_dir;
-  REQUIRE(RunJob(ssp) == 0);
-  CHECK(Field(Read(ssp.out_dir + "/summary.json"), "resumed_from_clock") >= 3 * kEveryClocks);
-  CHECK(Accuracy(ssp) > 0.9);
+  // SSP and ASP cuts are each shard's own: a stopped job resumes from each
+  // shard's newest checkpoint and finishes.
+  for (const char* mode : {"ssp", "asp"}) {
+    INFO("mode " << mode);
+    LaunchOptions o = FaultOptions(std::string("resume-") + mode, mode);
+    Job stopped_free(o);
+    stopped_free.WaitForCheckpoint(0, 3 * kEveryClocks);
+    kill(getpid(), SIGINT);
+    REQUIRE(stopped_free.Wait() == 130);
+    o.resume_dir = o.out_dir;
+    REQUIRE(RunJob(o) == 0);
+    CHECK(Field(Read(o.out_dir + "/summary.json"), "resumed_from_clock") >= 3 * kEveryClocks);
+    CHECK(Accuracy(o) > 0.9);
+  }
   // A server pointed at another job's checkpoints exits 2 with one line
   // naming what differs, instead of starting over on top of them.
   const std::string err = TempDir("foreign-checkpoint.err");
