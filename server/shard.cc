@@ -157,16 +157,8 @@ Shard::Shard(const JobConfig& config, uint32_t index)
       clock_(config.cluster.workers),
       staleness_tracker_(config.cluster.workers, KeepsReadValues(config)),
       planner_(config.cluster.workers, config.training.batch_size, config.training.epochs),
-      pushed_this_clock_(new std::atomic<bool>[config.cluster.workers]),
-      pieces_applied_(new std::atomic<uint64_t>[config.cluster.workers]),
-      last_seen_ms_(new std::atomic<int64_t>[config.cluster.workers]),
-      session_(new std::atomic<uint64_t>[2 * size_t{config.cluster.workers}]),
-      pulls_in_flight_(new std::atomic<int32_t>[config.cluster.workers]),
       version_base_(uint64_t{std::random_device{}()} << 32),
       layout_text_(config.LayoutText()) {
-  for (uint32_t w = 0; w < config.cluster.workers; ++w) {
-    mirrors_.push_back(std::make_unique<PullMirror>());
-  }
   const uint32_t num_shards = config.num_servers();
   for (const TableConfig& t : config.Tables()) {
     v1::TableLayout layout;
@@ -194,23 +186,17 @@ Shard::Shard(const JobConfig& config, uint32_t index)
   traffic_ = std::make_unique<Traffic[]>(layout_.size());
   SetRowLimits();
   for (uint32_t w = 0; w < num_workers_; ++w) {
-    worker_mu_.push_back(std::make_unique<absl::Mutex>());
-    memory_.push_back(std::make_unique<WorkerMemory>());
-    pushed_this_clock_[w].store(false);
-    pieces_applied_[w].store(0);
-    last_seen_ms_[w].store(absl::ToUnixMillis(absl::Now()));
-    session_[2 * w].store(0);
-    session_[2 * w + 1].store(0);
-    pulls_in_flight_[w].store(0);
+    workers_.push_back(std::make_unique<WorkerSlot>());
+    workers_.back()->last_seen_ms.store(absl::ToUnixMillis(absl::Now()));
   }
 }
 
 void Shard::Touch(uint32_t worker) {
-  last_seen_ms_[worker].store(absl::ToUnixMillis(absl::Now()), std::memory_order_relaxed);
+  workers_[worker]->last_seen_ms.store(absl::ToUnixMillis(absl::Now()), std::memory_order_relaxed);
   if (config_.consistency.evict_after_s <= 0) return;
-  absl::MutexLock lock(worker_mu_[worker].get());
+  absl::MutexLock lock(&workers_[worker]->mu);
   if (!clock_.Rejoin(worker)) return;
-  pieces_applied_[worker].store(0);
+  workers_[worker]->pieces_applied.store(0);
   spdlog::info("worker {} is back after its eviction; it rejoins the barrier at clock {}", worker,
                clock_.WorkerClock(worker));
 }
@@ -221,9 +207,9 @@ size_t Shard::EvictSilent(absl::Time now) {
   size_t evicted = 0;
   for (uint32_t w : clock_.Laggards()) {
     const double silent_s =
-        absl::ToDoubleSeconds(now - absl::FromUnixMillis(last_seen_ms_[w].load()));
+        absl::ToDoubleSeconds(now - absl::FromUnixMillis(workers_[w]->last_seen_ms.load()));
     if (silent_s < after_s) continue;
-    absl::MutexLock lock(worker_mu_[w].get());
+    absl::MutexLock lock(&workers_[w]->mu);
     const ClockTable::Advance a = clock_.Evict(w);
     spdlog::warn(
         "evicted worker {} from the barrier: silent for {:.0f} s at clock {} "
@@ -268,7 +254,7 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
     }
   }
   {
-    WorkerMemory& memory = *memory_[request.worker_rank()];
+    WorkerMemory& memory = workers_[request.worker_rank()]->memory;
     absl::MutexLock lock(&memory.mu);
     TESSERA_RETURN_IF_ERROR(TakeRank(request.worker_rank(), request.session(), memory));
     memory.segment = std::move(segment);
@@ -278,10 +264,10 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
     // A worker ahead of the clock held here moves there; its clock changes
     // only under its own mutex, like an advance.
     const uint32_t w = request.worker_rank();
-    absl::MutexLock lock(worker_mu_[w].get());
+    absl::MutexLock lock(&workers_[w]->mu);
     const int64_t held = clock_.WorkerClock(w);
     const ClockTable::Advance a = clock_.Adopt(w, std::max<int64_t>(request.resume_clock(), 0));
-    if (a.clock != held) pieces_applied_[w].store(0);
+    if (a.clock != held) workers_[w]->pieces_applied.store(0);
     if (held >= 0 && a.clock > held) {
       const int64_t lost = a.clock - held;
       response->set_lost_clocks(lost);
@@ -305,7 +291,7 @@ absl::StatusOr<Shard::SharedRange> Shard::Shared(uint32_t worker, const v1::Shar
                                                  uint64_t bytes) const {
   SharedRange range;
   {
-    const WorkerMemory& memory = *memory_[worker];
+    const WorkerMemory& memory = workers_[worker]->memory;
     absl::MutexLock lock(&memory.mu);
     range.segment = memory.segment;
   }
@@ -438,11 +424,11 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
     return std::nullopt;
   }
   const uint32_t worker = request.worker_rank();
-  pulls_in_flight_[worker].fetch_add(1);
+  workers_[worker]->pulls_in_flight.fetch_add(1);
   const int64_t clock = request.clock();
   auto serve = [this, worker, clock, slices, response, create_rows, shared, reply,
                 done = std::move(done)](absl::Status s) {
-    pulls_in_flight_[worker].fetch_sub(1);
+    workers_[worker]->pulls_in_flight.fetch_sub(1);
     if (s.ok()) {
       RecordServed(worker, clock, *slices);
       response->set_min_clock(clock_.published_min());
@@ -477,7 +463,7 @@ void Shard::ApplyGradients(uint32_t worker, int64_t clock,
                            const std::vector<absl::Span<const float>>& grads,
                            const std::vector<Resolved>& slices,
                            const StalenessTracker::Read& read) {
-  if (aggregate_ && !slices.empty()) pushed_this_clock_[worker].store(true);
+  if (aggregate_ && !slices.empty()) workers_[worker]->pushed_this_clock.store(true);
   for (size_t i = 0; i < slices.size(); ++i) {
     const Resolved& r = slices[i];
     const absl::Span<const float> grad = grads[i];
@@ -536,9 +522,9 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   std::optional<absl::WriterMutexLock> exclusive;
   std::optional<absl::ReaderMutexLock> shared;
   if (advance_clock) {
-    exclusive.emplace(worker_mu_[worker].get());
+    exclusive.emplace(&workers_[worker]->mu);
   } else {
-    shared.emplace(worker_mu_[worker].get());
+    shared.emplace(&workers_[worker]->mu);
   }
   const int64_t clock = clock_.WorkerClock(worker);
   if (request.clock() != clock) {
@@ -556,13 +542,13 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   // A worker's pieces of one clock carry distinct bits, so the load and the
   // fetch_or below never race on the same bit.
   const uint64_t bit = request.piece() == 0 ? 0 : uint64_t{1} << (request.piece() - 1);
-  if (bit != 0 && (pieces_applied_[worker].load() & bit)) {
+  if (bit != 0 && (workers_[worker]->pieces_applied.load() & bit)) {
     duplicate_pushes_.fetch_add(1, std::memory_order_relaxed);
   } else {
     // Checked here, after the clock and duplicate checks: a refused update
     // marks no piece and advances no clock.
     TESSERA_RETURN_IF_ERROR(CheckUpdateFinite(request, grads, max_abs, slices));
-    pieces_applied_[worker].fetch_or(bit);
+    workers_[worker]->pieces_applied.fetch_or(bit);
     const StalenessTracker::Read read = staleness_tracker_.Find(
         worker,
         request.has_values_clock() ? std::optional<int64_t>(request.values_clock()) : std::nullopt);
@@ -607,7 +593,7 @@ absl::Status Shard::Clock(const v1::ClockRequest& request, v1::ClockResponse* re
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckCaller(worker, request.session()));
   Touch(worker);
-  absl::MutexLock lock(worker_mu_[worker].get());
+  absl::MutexLock lock(&workers_[worker]->mu);
   TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, AdvanceLocked(worker, request.clock()));
   response->set_clock(advance.clock);
   response->set_min_clock(clock_.published_min());
@@ -616,7 +602,7 @@ absl::Status Shard::Clock(const v1::ClockRequest& request, v1::ClockResponse* re
 
 absl::StatusOr<ClockTable::Advance> Shard::AdvanceLocked(uint32_t worker, int64_t finished) {
   TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, clock_.AdvanceClock(worker, finished));
-  pieces_applied_[worker].store(0);
+  workers_[worker]->pieces_applied.store(0);
   if (!aggregate_) staleness_tracker_.Published(1);
   if (advance.new_min > advance.old_min) OnMinClock(advance.new_min);
   return advance;
@@ -636,7 +622,7 @@ void Shard::OnMinClock(int64_t new_min) {
   }
   absl::MutexLock lock(&aggregate_mu_);
   uint32_t pushers = 0;
-  for (uint32_t w = 0; w < num_workers_; ++w) pushers += pushed_this_clock_[w].exchange(false);
+  for (uint32_t w = 0; w < num_workers_; ++w) pushers += workers_[w]->pushed_this_clock.exchange(false);
   if (pushers > 0) {
     const float scale = 1.0f / static_cast<float>(pushers);
     for (auto& table : dense_) table->ApplyAccumulated(scale);
@@ -654,7 +640,7 @@ absl::Status Shard::Finish(const v1::FinishRequest& request, v1::FinishResponse*
   ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckCaller(worker, request.session()));
-  absl::MutexLock lock(worker_mu_[worker].get());
+  absl::MutexLock lock(&workers_[worker]->mu);
   const int64_t old_min = clock_.min_clock();
   response->set_workers_finished(clock_.Finish(worker));
   const int64_t new_min = clock_.min_clock();
@@ -744,7 +730,7 @@ void Shard::Stats(v1::StatsResponse* response) const {
   const absl::Time now = absl::Now();
   for (uint32_t w = 0; w < num_workers_; ++w) {
     response->add_worker_idle_s(
-        absl::ToDoubleSeconds(now - absl::FromUnixMillis(last_seen_ms_[w].load())));
+        absl::ToDoubleSeconds(now - absl::FromUnixMillis(workers_[w]->last_seen_ms.load())));
   }
   for (uint32_t w : clock_.Laggards()) response->add_laggards(w);
   const std::vector<bool> evicted = clock_.evicted();

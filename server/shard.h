@@ -327,12 +327,6 @@ class Shard {
   // `bytes`: each slice's payload as it travelled.
   void NotePushed(const std::vector<Resolved>& slices, const std::vector<uint64_t>& bytes);
   void FillTraffic(const std::string& table, v1::TableStats* stats) const;
-  // By worker: its pushes hold it shared, its clock advances (Clock, Finish,
-  // a push that advances) exclusively, so an advance follows every push of
-  // the clock it closes.
-  std::vector<std::unique_ptr<absl::Mutex>> worker_mu_;
-  std::vector<std::unique_ptr<WorkerMemory>> memory_;  // by worker
-
   ClockTable clock_;
   // Push staleness, and the values read for delay compensation.
   StalenessTracker staleness_tracker_;
@@ -341,21 +335,6 @@ class Shard {
   // Serializes apply-then-publish of BSP clocks; taken only at a min_clock rise.
   // Lock order: a worker's mutex, then aggregate_mu_.
   absl::Mutex aggregate_mu_;
-  // BSP aggregation: which workers pushed gradients for the open clock; the
-  // buffer is applied as their mean. Set on the push path, read and cleared
-  // under aggregate_mu_ once every worker has advanced.
-  std::unique_ptr<std::atomic<bool>[]> pushed_this_clock_;
-  // By worker: bit p set once piece p of its current clock was applied;
-  // cleared (exclusively) when its clock moves.
-  std::unique_ptr<std::atomic<uint64_t>[]> pieces_applied_;
-  // By worker: when it last called (unix ms), for evict_after_s and the
-  // rank lease.
-  std::unique_ptr<std::atomic<int64_t>[]> last_seen_ms_;
-  // By worker: its session secret as two words (both 0: none yet), written
-  // under its memory mutex, read lock-free by every call.
-  std::unique_ptr<std::atomic<uint64_t>[]> session_;
-  // By worker: its pulls in flight here (a worker parked on the barrier is live).
-  std::unique_ptr<std::atomic<int32_t>[]> pulls_in_flight_;
   // Delta pulls: by worker, what it holds of each slice it pulled so (keyed
   // by table index and offset; at most kMaxMirrors slices a worker, all
   // dropped beyond, and each answered whole again). Memory: the dense
@@ -369,7 +348,31 @@ class Shard {
     absl::flat_hash_map<std::pair<uint32_t, uint64_t>, Held> held ABSL_GUARDED_BY(mu);
   };
   static constexpr size_t kMaxMirrors = 256;
-  std::vector<std::unique_ptr<PullMirror>> mirrors_;
+  // Everything this shard keeps about one worker, in one place; each on
+  // cache lines of its own, since every call of that worker writes to it.
+  struct alignas(64) WorkerSlot {
+    // Its pushes hold it shared, its clock advances (Clock, Finish, a push
+    // that advances) exclusively, so an advance follows every push of the
+    // clock it closes. Lock order: this, then aggregate_mu_.
+    absl::Mutex mu;
+    WorkerMemory memory;
+    // BSP aggregation: whether it pushed gradients for the open clock (the
+    // buffer is applied as the pushers' mean). Set on the push path, read
+    // and cleared under aggregate_mu_ once every worker has advanced.
+    std::atomic<bool> pushed_this_clock{false};
+    // Bit p set once piece p of its current clock was applied; cleared
+    // (under mu, exclusively) when its clock moves.
+    std::atomic<uint64_t> pieces_applied{0};
+    // When it last called (unix ms), for evict_after_s and the rank lease.
+    std::atomic<int64_t> last_seen_ms{0};
+    // Its session secret as two words (both 0: none yet), written under
+    // memory.mu, read lock-free by every call.
+    std::atomic<uint64_t> session[2] = {0, 0};
+    // Its pulls in flight here (a worker parked on the barrier is live).
+    std::atomic<int32_t> pulls_in_flight{0};
+    PullMirror mirror;  // delta pulls
+  };
+  std::vector<std::unique_ptr<WorkerSlot>> workers_;  // by rank
   // Versions are unique to this shard process: a random high half, a count.
   const uint64_t version_base_;
   const std::string layout_text_;  // config_.LayoutText(), what Register compares

@@ -160,7 +160,7 @@ std::unique_ptr<ShardState> Shard::Snapshot() {
   // Every worker's pushes and advances wait (locks taken in rank order, the
   // only place more than one is held); then the BSP buffer's apply.
   std::vector<std::unique_ptr<absl::WriterMutexLock>> held;
-  for (auto& mu : worker_mu_) held.push_back(std::make_unique<absl::WriterMutexLock>(mu.get()));
+  for (auto& slot : workers_) held.push_back(std::make_unique<absl::WriterMutexLock>(&slot->mu));
   absl::MutexLock lock(&aggregate_mu_);
   const int64_t cut = aggregate_ ? clock_.published_min() : clock_.min_clock();
   return CopyState(cut, clock_.clocks(), clock_.finished(), /*clamp=*/aggregate_);

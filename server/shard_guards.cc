@@ -41,8 +41,8 @@ absl::Status Shard::CheckCaller(uint32_t worker, const std::string& session) con
   }
   // Word by word without an early exit on the first: the time taken says
   // nothing about how much of a guess was right.
-  const uint64_t diff = (words[0] ^ session_[2 * worker].load(std::memory_order_acquire)) |
-                        (words[1] ^ session_[2 * worker + 1].load(std::memory_order_acquire));
+  const uint64_t diff = (words[0] ^ workers_[worker]->session[0].load(std::memory_order_acquire)) |
+                        (words[1] ^ workers_[worker]->session[1].load(std::memory_order_acquire));
   if (diff != 0) {
     return absl::PermissionDeniedError(absl::StrCat(
         "worker rank ", worker, " is held by another registration on shard ", index_,
@@ -59,12 +59,12 @@ absl::Status Shard::TakeRank(uint32_t worker, const std::string& session, Worker
         absl::StrCat("Register of worker ", worker, ": session of ", session.size(),
                      " bytes: expected ", kSessionBytes, " random bytes, not all zero"));
   }
-  const uint64_t held[2] = {session_[2 * worker].load(), session_[2 * worker + 1].load()};
+  const uint64_t held[2] = {workers_[worker]->session[0].load(), workers_[worker]->session[1].load()};
   const bool unowned = held[0] == 0 && held[1] == 0;
   if (!unowned && (held[0] != words[0] || held[1] != words[1])) {
     const double silent_s = absl::ToDoubleSeconds(
-        absl::Now() - absl::FromUnixMillis(last_seen_ms_[worker].load()));
-    const int32_t parked = pulls_in_flight_[worker].load();
+        absl::Now() - absl::FromUnixMillis(workers_[worker]->last_seen_ms.load()));
+    const int32_t parked = workers_[worker]->pulls_in_flight.load();
     const double lease = config_.security.rank_lease_s;
     if (parked > 0 || !(silent_s >= lease)) {
       return absl::AlreadyExistsError(absl::StrCat(
@@ -82,8 +82,8 @@ absl::Status Shard::TakeRank(uint32_t worker, const std::string& session, Worker
                  "{:.1f} s (security.rank_lease_s = {}); a restarted worker",
                  worker, silent_s, config_.security.rank_lease_s);
   }
-  session_[2 * worker].store(words[0], std::memory_order_release);
-  session_[2 * worker + 1].store(words[1], std::memory_order_release);
+  workers_[worker]->session[0].store(words[0], std::memory_order_release);
+  workers_[worker]->session[1].store(words[1], std::memory_order_release);
   return absl::OkStatus();
 }
 

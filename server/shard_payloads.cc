@@ -39,7 +39,7 @@ void Shard::NotePulled(const std::vector<Resolved>& slices,
 }
 
 void Shard::AnswerDelta(uint32_t worker, const Resolved& r, v1::Payload* out) {
-  PullMirror& mirror = *mirrors_[worker];
+  PullMirror& mirror = workers_[worker]->mirror;
   thread_local std::vector<float> now;
   now.resize(r.count);
   r.dense->CopyValues(r.offset, absl::MakeSpan(now));

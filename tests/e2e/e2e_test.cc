@@ -33,7 +33,9 @@ TEST_CASE("a job trains end to end through real daemons in every mode") {
     CHECK(Json(summary)["mode"] == mode);
     // Nothing died on the way (under the sanitizers a report aborts its
     // daemon, which the launcher would otherwise restart unnoticed).
-    for (const auto& [daemon, restarts] : Json(summary)["restarts"].items()) {
+    const nlohmann::json restarts_of = Json(summary)["restarts"];
+    CHECK(restarts_of.size() == 4);
+    for (const auto& [daemon, restarts] : restarts_of.items()) {
       INFO(daemon);
       CHECK(restarts == 0);
     }
