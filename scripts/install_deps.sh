@@ -19,6 +19,7 @@ PACKAGES=(
   dataset-fashion-mnist    # /usr/share/datasets/fashion-mnist
   python3
   openssl                  # the TLS tests make their own CA and certificates
+  etcd-server              # who is primary of a replicated shard (common/election.h), and its tests
   clang libclang-rt-14-dev # libFuzzer targets and the sanitizer builds (--config=fuzz)
   nodejs npm               # the offline Kubernetes schema check (deploy/k8s/validate)
 )
