@@ -17,9 +17,11 @@
 //   report.md    per setting the mean +- sample sd over its repeats, and the plots;
 //   *.png        from scripts/sweep_plots.py (matplotlib): test accuracy
 //                against training seconds and against clock, training loss
-//                against clock, one line per setting. The curves come from
-//                rank 0's periodic evaluations (training.eval_every_steps) and
-//                progress lines (worker.progress_interval_s).
+//                against clock, one line per setting; and, when a grid key
+//                has numeric values (cluster.workers), the job's samples/s
+//                against it. The curves come from rank 0's periodic
+//                evaluations (training.eval_every_steps) and progress lines
+//                (worker.progress_interval_s).
 //
 // Threading: the calling thread; one job at a time.
 #ifndef TESSERA_LAUNCHER_SWEEP_H_

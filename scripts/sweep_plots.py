@@ -7,6 +7,10 @@ Reads SWEEP_DIR/results.csv and each successful run's metrics.jsonl, writes
   accuracy_vs_seconds.png  rank 0's test accuracy against its training seconds
   accuracy_vs_clock.png    the same against the clock (steps of rank 0)
   train_loss.png           rank 0's training loss (progress lines) against the clock
+  throughput.png           samples/s of the whole job against the first grid key whose
+                           values are numbers (e.g. cluster.workers), one line per
+                           setting of the other keys, the mean of the repeats
+                           (only when such a key exists)
 one line per run, one colour per setting (the grid's values), and prints the
 name of each PNG it wrote, one a line. The periodic points come from
 training.eval_every_steps; each accuracy curve ends at the run's final
@@ -36,6 +40,8 @@ def read_runs(folder):
             continue
         run = {
             "setting": " ".join(f"{k}={row[k]}" for k in keys) or "as configured",
+            "values": {k: row[k] for k in keys},
+            "rate": float(row["samples_per_second"] or 0),
             "evals": [],
             "losses": [],
             "final": None,
@@ -89,6 +95,50 @@ def plot(runs, folder, name, title, xlabel, ylabel, points):
     return name
 
 
+def number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def shown(key, value):
+    """A grid value as a legend shows it: a list by its length (cluster.servers)."""
+    if value.startswith("[") and value.endswith("]"):
+        return f"{key}: {len([v for v in value[1:-1].split(',') if v.strip()])}"
+    return f"{key}={value}"
+
+
+def throughput(keys, runs, folder):
+    """samples/s against the first numeric grid key; None when there is none."""
+    numeric = [k for k in keys if all(number(r["values"][k]) is not None for r in runs)]
+    if not numeric:
+        return None
+    x_key = numeric[0]
+    others = [k for k in keys if k != x_key]
+    series = {}
+    for run in runs:
+        label = " ".join(shown(k, run["values"][k]) for k in others) or "as configured"
+        x = number(run["values"][x_key])
+        series.setdefault(label, {}).setdefault(x, []).append(run["rate"])
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (label, points) in enumerate(series.items()):
+        xs = sorted(points)
+        ys = [sum(points[x]) / len(points[x]) for x in xs]
+        ax.plot(xs, ys, color=colours(i % 10), marker="o", linewidth=1.4, label=label)
+    ax.set_title("Throughput")
+    ax.set_xlabel(x_key)
+    ax.set_ylabel("samples/s, whole job (mean of repeats)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "throughput.png"), dpi=100)
+    plt.close(fig)
+    return "throughput.png"
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -112,6 +162,7 @@ def main():
              "clock (rank 0's steps)", "test accuracy", accuracy(1)),
         plot(runs, folder, "train_loss.png", "Training loss", "clock (rank 0's steps)",
              "training loss (mean since the last progress line)", lambda run: run["losses"]),
+        throughput(keys, runs, folder),
     ]
     for name in written:
         if name:
