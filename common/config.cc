@@ -236,6 +236,7 @@ absl::Status ReadOptimizer(MapReader& s, OptimizerConfig* out) {
   TESSERA_RETURN_IF_ERROR(s.Bool("nesterov", &o.nesterov));
   TESSERA_RETURN_IF_ERROR(s.Float("beta1", &o.beta1, 0, 0.999999));
   TESSERA_RETURN_IF_ERROR(s.Bool("lazy", &o.lazy));
+  TESSERA_RETURN_IF_ERROR(s.Integer("freeze_variance_after", &o.freeze_variance_after, 0));
   TESSERA_RETURN_IF_ERROR(s.Float("beta2", &o.beta2, 0, 0.99999999));
   TESSERA_RETURN_IF_ERROR(s.Float("epsilon", &o.epsilon, 0, 1, /*min_exclusive=*/true));
   TESSERA_RETURN_IF_ERROR(s.Float("initial_accumulator", &o.initial_accumulator, 0, 1e6));
@@ -256,6 +257,11 @@ absl::Status ReadOptimizer(MapReader& s, OptimizerConfig* out) {
         "config: ", s.KeyPath("staleness_compensation"),
         " = 'gap_aware': expected none, dc or lr_scale with type ftrl (ftrl recomputes its "
         "values from its slots, which would undo a damped step)"));
+  }
+  if (o.freeze_variance_after > 0 && o.type != OptimizerType::kAdam) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config: ", s.KeyPath("freeze_variance_after"), " = '",
+                     o.freeze_variance_after, "': expected 0 unless optimizer.type is adam"));
   }
   if (o.lr_schedule == LrSchedule::kCosine && o.decay_steps < 1) {
     return absl::InvalidArgumentError(

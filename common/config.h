@@ -183,6 +183,12 @@ struct OptimizerConfig {
   // with top-k pushes, the positions no worker sent that clock. Off: every
   // value's moments decay each update and it moves by m / sqrt(v).
   bool lazy = false;
+  // adam: after this many updates of a value's chunk, its second moment v
+  // (and v's bias correction) stays as it is, and Adam goes on as momentum
+  // preconditioned by the frozen v (1-bit Adam, Tang et al. 2021: the
+  // variance is what sign-compressed gradients distort; warm up
+  // uncompressed with worker.compression.warmup_steps, then freeze). 0: never.
+  int64_t freeze_variance_after = 0;
   float initial_accumulator = 0.1f;  // adagrad
   // ftrl (FTRL-proximal, McMahan et al. 2013), per value: learning rate
   // alpha / (beta + sqrt(sum of g^2)), L1 and L2 regularization. Its values

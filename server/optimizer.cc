@@ -111,7 +111,12 @@ class Adagrad : public Optimizer {
 class Adam : public Optimizer {
  public:
   explicit Adam(const OptimizerConfig& c)
-      : lr_(c), b1_(c.beta1), b2_(c.beta2), eps_(c.epsilon), lazy_(c.lazy) {}
+      : lr_(c),
+        b1_(c.beta1),
+        b2_(c.beta2),
+        eps_(c.epsilon),
+        lazy_(c.lazy),
+        freeze_after_(c.freeze_variance_after) {}
   int num_slots() const override { return 2; }
   void Apply(float* w, const float* g, float* slots, size_t slot_stride, size_t n, int64_t step,
              float scale, float lr_factor) const override {
@@ -120,9 +125,22 @@ class Adam : public Optimizer {
     lr_t *= lr_factor;
     float* m = slots;
     float* v = slots + slot_stride;
+    const bool frozen = Frozen(step);
     ForEachBlock(n, [&](size_t b, size_t len) {
       Vec wb(w + b, len), mb(m + b, len), vb(v + b, len);
       ConstVec gb(g + b, len);
+      if (frozen) {
+        // v stays; a value with a zero gradient under lazy keeps m and w.
+        if (lazy_) {
+          const auto sent = gb != 0.0f;
+          mb = sent.select(b1_ * mb + ((1.0f - b1_) * scale) * gb, mb);
+          wb = sent.select(wb - lr_t * mb / (vb.sqrt() + eps_t), wb);
+        } else {
+          mb = b1_ * mb + ((1.0f - b1_) * scale) * gb;
+          wb -= lr_t * mb / (vb.sqrt() + eps_t);
+        }
+        return;
+      }
       if (lazy_) {
         // Values with a zero gradient keep their moments and their value.
         const auto sent = gb != 0.0f;
@@ -141,7 +159,9 @@ class Adam : public Optimizer {
                  int64_t step, float scale) const override {
     float lr_t, eps_t;
     StepConstants(step, &lr_t, &eps_t);
-    const float a1 = (1.0f - b1_) * scale, a2 = (1.0f - b2_) * scale * scale;
+    const float a1 = (1.0f - b1_) * scale;
+    const float a2 = Frozen(step) ? 0.0f : (1.0f - b2_) * scale * scale;
+    const float keep = Frozen(step) ? 1.0f : b2_;
     for (size_t r = 0; r < rows.size(); ++r) {
       float* w = rows[r];
       float* m = w + dim;
@@ -149,16 +169,21 @@ class Adam : public Optimizer {
       const float* g = grads[r];
       for (uint32_t j = 0; j < dim; ++j) {
         m[j] = b1_ * m[j] + a1 * g[j];
-        v[j] = b2_ * v[j] + a2 * g[j] * g[j];
+        v[j] = keep * v[j] + a2 * g[j] * g[j];
         w[j] -= lr_t * m[j] / (std::sqrt(v[j]) + eps_t);
       }
     }
   }
 
  private:
+  bool Frozen(int64_t step) const { return freeze_after_ > 0 && step > freeze_after_; }
+
+  // v's bias correction counts only the updates v took (freeze_after_ once
+  // frozen); m's counts them all.
   void StepConstants(int64_t step, float* lr_t, float* eps_t) const {
     const double t = static_cast<double>(std::max<int64_t>(step, 1));
-    const double c2 = std::sqrt(1.0 - std::pow(b2_, t));
+    const double tv = Frozen(step) ? static_cast<double>(freeze_after_) : t;
+    const double c2 = std::sqrt(1.0 - std::pow(b2_, tv));
     *lr_t = static_cast<float>(lr_.At(step) * c2 / (1.0 - std::pow(b1_, t)));
     *eps_t = static_cast<float>(eps_ * c2);
   }
@@ -166,6 +191,7 @@ class Adam : public Optimizer {
   const LearningRate lr_;
   const float b1_, b2_, eps_;
   const bool lazy_;
+  const int64_t freeze_after_;  // 0: never
 };
 
 // FTRL-proximal (McMahan et al., "Ad click prediction: a view from the

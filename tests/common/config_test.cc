@@ -181,10 +181,18 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
         std::string::npos);
 }
 
+TEST_CASE("optimizer.freeze_variance_after is Adam's alone") {
+  CHECK(ErrorOf(kMinimal, {"optimizer.type=sgd", "optimizer.freeze_variance_after=100"}) ==
+        "config: optimizer.freeze_variance_after = '100': expected 0 unless optimizer.type is adam");
+  CHECK(ErrorOf(kMinimal, {"optimizer.type=adam", "optimizer.freeze_variance_after=-1"})
+            .find("config: optimizer.freeze_variance_after = '-1'") == 0);
+}
+
 TEST_CASE("unknown keys are errors, not ignored") {
   CHECK(ErrorOf(kMinimal, {"optimizer.learning_rate=0.1"}) ==
         "config: optimizer.learning_rate: unknown key; expected one of alpha|beta|beta1|beta2|"
-        "dc_decay|dc_lambda|decay_steps|epsilon|gap_decay|initial_accumulator|l1|l2|lazy|lr|lr_schedule|"
+        "dc_decay|dc_lambda|decay_steps|epsilon|freeze_variance_after|gap_decay|initial_accumulator|l1|"
+        "l2|lazy|lr|lr_schedule|"
         "min_lr|momentum|nesterov|staleness_compensation|tables|type");
   CHECK(ErrorOf(std::string(kMinimal) + "trainning: {epochs: 1}\n")
             .find("config: trainning: unknown key") == 0);

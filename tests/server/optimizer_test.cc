@@ -103,6 +103,44 @@ TEST_CASE("lazy adam: a zero gradient leaves the value and its moments as they w
   CHECK(lazy.w[1] == Approx(eager.w[1]));      // a sent value: the same update
 }
 
+TEST_CASE("adam with a frozen variance: v and its correction stop at the freeze, m goes on") {
+  OptimizerConfig c{
+      .type = OptimizerType::kAdam, .lr = 0.01f, .beta1 = 0.9f, .beta2 = 0.999f, .epsilon = 1e-8f};
+  c.freeze_variance_after = 2;
+  Run r(c, {0.5f, -0.5f});
+  double w[2] = {0.5, -0.5}, m[2] = {0, 0}, v[2] = {0, 0};
+  const std::vector<std::vector<float>> grads = {
+      {0.1f, -0.2f}, {0.3f, 0.1f}, {-2.0f, 4.0f}, {5.0f, -0.5f}};
+  for (int t = 1; t <= 4; ++t) {
+    r.Step(grads[t - 1], t);
+    const int tv = std::min(t, 2);
+    for (int i = 0; i < 2; ++i) {
+      const double g = grads[t - 1][i];
+      m[i] = 0.9 * m[i] + 0.1 * g;
+      if (t <= 2) v[i] = 0.999 * v[i] + 0.001 * g * g;
+      const double mhat = m[i] / (1 - std::pow(0.9, t)), vhat = v[i] / (1 - std::pow(0.999, tv));
+      w[i] -= 0.01 * mhat / (std::sqrt(vhat) + 1e-8);
+    }
+    for (int i = 0; i < 2; ++i) {
+      INFO("t " << t << " i " << i);
+      CHECK(r.w[i] == Approx(w[i]).epsilon(1e-5));
+      // v after the freeze: as at t = 2 (float32 rounding of 1 - b2: 1e-4 relative)
+      CHECK(r.slots[2 + i] == Approx(v[i]).epsilon(1e-3));
+    }
+  }
+  // Sparse rows follow the same rule.
+  std::vector<float> row = {0.5f, 0.0f, 0.0f};  // w, m, v of one 1-wide row
+  auto opt = MakeOptimizer(c);
+  for (int t = 1; t <= 4; ++t) {
+    const float g = grads[t - 1][0];
+    float* rows[] = {row.data()};
+    const float* gs[] = {&g};
+    opt->ApplyRows(rows, gs, 1, t, 1.0f);
+  }
+  CHECK(row[0] == Approx(w[0]).epsilon(1e-5));
+  CHECK(row[2] == Approx(v[0]).epsilon(1e-3));
+}
+
 TEST_CASE("cosine schedule: lr at step 1, half way at T/2 + 1, min_lr from T + 1 on") {
   // SGD with g = 1 moves w by exactly the step's learning rate.
   OptimizerConfig c{.type = OptimizerType::kSgd, .lr = 0.4f};
