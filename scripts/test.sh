@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
 # The test command of README.md: installs what is missing, then runs every
 # Catch2 test under Bazel, the tests again under ASan + UBSan (with one
-# end-to-end job of sanitized daemons), and each fuzzer for 60 s. Exit
+# end-to-end job of sanitized daemons), and each fuzzer for 30 s. Exit
 # status: 0 when every stage passed. Tests tagged "gpu" pass by skipping
 # where no GPU is usable; the last lines say which.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 status=0
-bazel test //... "$@" || status=$?
+# What failed, in the words of the failing tests' own logs (Catch2's failed
+# assertions, sanitizer reports), collected after each stage and printed
+# last, where a CI page that shows only the end of the output still has it.
+failures=""
+collect_failures() {
+  local stage=$1 log excerpt
+  for log in $(find -L bazel-testlogs/ -name test.log 2>/dev/null | sort); do
+    excerpt=$(grep -B10 -A8 -E ': FAILED:$|^==[0-9]+==ERROR|runtime error:|^SUMMARY: ' "$log" | head -60 || true)
+    if [ -n "$excerpt" ]; then
+      failures+="=== ${stage}: ${log#bazel-testlogs/}"$'\n'"${excerpt}"$'\n'
+    fi
+  done
+}
+bazel test //... "$@" || { status=$?; collect_failures "tests"; }
 # Which GPU cases skipped, read now: bazel-testlogs follows the last build's
 # configuration, and the sanitizer and fuzz stages below run no GPU case.
 skipped=""
@@ -22,16 +35,20 @@ done
 # The unit and integration tests again under AddressSanitizer (leaks included)
 # and UndefinedBehaviorSanitizer, gcc, in output folders of their own. The
 # end-to-end runs (real daemons for minutes) and the manifest checks are left
-# out: they run the same code the other tests cover.
-bazel test --config=asan --config=ubsan --build_tests_only --test_tag_filters=-e2e,-deploy,-gpu //... "$@" ||
-  status=$?
+# out: they run the same code the other tests cover; so are the fuzz smoke
+# tests, whose targets the fuzz stage runs under ASan + UBSan (clang).
+bazel test --config=asan --config=ubsan --build_tests_only --test_tag_filters=-e2e,-deploy,-gpu,-nofuzz //... "$@" ||
+  { status=$?; collect_failures "ASan + UBSan"; }
 # Real daemons under the sanitizers too: one 2x2 job in each mode whose
 # launcher, servers and workers are the ASan + UBSan builds. A report aborts
 # its daemon, and the test fails on any restart; a leak fails the exit code.
 bazel test --config=asan --config=ubsan //tests:e2e/e2e_test \
-  --test_arg="a job trains end to end through real daemons in every mode" "$@" || status=$?
-# Each libFuzzer target for 60 s (clang, ASan + UBSan); scripts/fuzz.sh runs
+  --test_arg="a job trains end to end through real daemons in every mode" "$@" ||
+  { status=$?; collect_failures "sanitized daemons"; }
+# Each libFuzzer target for 30 s (clang, ASan + UBSan); scripts/fuzz.sh runs
 # them for hours.
-bazel test --config=fuzz //fuzz:checkpoint_fuzz_run //fuzz:config_fuzz_run //fuzz:shard_fuzz_run "$@" || status=$?
+bazel test --config=fuzz //fuzz:checkpoint_fuzz_run //fuzz:config_fuzz_run //fuzz:shard_fuzz_run "$@" ||
+  { status=$?; collect_failures "fuzz"; }
 printf "%s" "$skipped"
+if [ -n "$failures" ]; then printf "\nWhat failed:\n%s" "$failures"; fi
 exit "$status"

@@ -302,6 +302,9 @@ TEST_CASE("a BSP job stopped and resumed ends with exactly the parameters of one
   REQUIRE(whole.Wait() == 0);
   LaunchOptions options = FaultOptions("resume-stopped", "bsp");
   Job stopped(options);
+  // Both shards: a shard's clock can trail the other's by the pushes still
+  // in flight, and the resume takes the newest cut both have.
+  stopped.WaitForCheckpoint(0, 5 * kEveryClocks);
   stopped.WaitForCheckpoint(1, 5 * kEveryClocks);
   kill(getpid(), SIGINT);  // Ctrl-C: the launcher stops every daemon, servers checkpoint
   REQUIRE(stopped.Wait() == 130);
@@ -320,6 +323,7 @@ TEST_CASE("a BSP job stopped and resumed ends with exactly the parameters of one
     LaunchOptions o = FaultOptions(std::string("resume-") + mode, mode);
     Job stopped_free(o);
     stopped_free.WaitForCheckpoint(0, 3 * kEveryClocks);
+    stopped_free.WaitForCheckpoint(1, 3 * kEveryClocks);
     kill(getpid(), SIGINT);
     REQUIRE(stopped_free.Wait() == 130);
     o.resume_dir = o.out_dir;
