@@ -9,7 +9,7 @@
 //                   (as one registered worker), the many-clients load
 // for --seconds, then prints idle, peak and final RSS and the calls' statuses.
 //
-//   abuse_bench --config JOB --server 127.0.0.1:PORT --pid PID --mode flood \
+//   abuse_bench --config JOB --server 127.0.0.1:PORT --pid PID --mode flood
 //       --clients 6 --bytes 524288000 --seconds 20
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>

@@ -4,7 +4,7 @@
 // Compare the per-step figure with worker_bench's step time (same job) to
 // see what a codec costs where the link is free.
 //
-//   bazel-bin/bench/codec_bench --config configs/fashion_mnist_mlp.yaml \
+//   bazel-bin/bench/codec_bench --config configs/fashion_mnist_mlp.yaml
 //       --set worker.compression.push=onebit --steps 200
 //
 // Prints one line per table and a final JSON line.

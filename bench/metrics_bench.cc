@@ -1,6 +1,6 @@
 // metrics_bench: what GET /metrics costs a training job (docs/OBSERVABILITY.md).
 //
-//   bazel-bin/bench/metrics_bench --config configs/fashion_mnist_mlp.yaml \
+//   bazel-bin/bench/metrics_bench --config configs/fashion_mnist_mlp.yaml
 //       [--set key=value ...] [--pairs 3] [--out DIR]
 //
 // Runs the job (`tessera run`, from the config) in pairs, alternating which
@@ -137,8 +137,9 @@ double CpuPerScrape(const std::string& server_binary, const std::string& config,
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    freopen("/dev/null", "w", stdout);
-    freopen("/dev/null", "w", stderr);
+    if (freopen("/dev/null", "w", stdout) == nullptr || freopen("/dev/null", "w", stderr) == nullptr) {
+      _exit(127);
+    }
     execv(argv[0], argv.data());
     _exit(127);
   }

@@ -222,13 +222,6 @@ TEST_CASE("a job is closed by default, and a paused worker's rank is not taken, 
   CHECK(NoChildLeft());
 }
 
-// How many times `text` holds `what`.
-size_t Count(const std::string& text, const std::string& what) {
-  size_t n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
-
 TEST_CASE("a shard lost mid-run past worker.server_lost_timeout_s: workers exit 3, are restarted") {
   LaunchOptions o = FaultOptions("lost-shard", "bsp", /*epochs=*/20);
   o.overrides.push_back("worker.rpc_timeout_ms=1000");

@@ -88,8 +88,9 @@ class Prometheus {
     REQUIRE(pid >= 0);
     if (pid == 0) {
       const std::string log = dir + "/prometheus.log";
-      freopen(log.c_str(), "w", stdout);
-      freopen(log.c_str(), "a", stderr);
+      if (freopen(log.c_str(), "w", stdout) == nullptr || freopen(log.c_str(), "a", stderr) == nullptr) {
+        _exit(127);
+      }
       const std::string web = "--web.listen-address=127.0.0.1:" + std::to_string(port_);
       const std::string storage = "--storage.tsdb.path=" + dir + "/tsdb";
       const std::string cfg = "--config.file=" + config;
