@@ -195,8 +195,8 @@ void Shard::Touch(uint32_t worker) {
   workers_[worker]->last_seen_ms.store(absl::ToUnixMillis(absl::Now()), std::memory_order_relaxed);
   if (config_.consistency.evict_after_s <= 0) return;
   absl::MutexLock lock(&workers_[worker]->mu);
-  if (!clock_.Rejoin(worker)) return;
-  workers_[worker]->pieces_applied.store(0);
+  absl::StatusOr<Applied> rejoined = Apply(Mutation::Of(Mutation::Kind::kRejoin, worker));
+  if (!rejoined.ok() || !rejoined->changed) return;
   spdlog::info("worker {} is back after its eviction; it rejoins the barrier at clock {}", worker,
                clock_.WorkerClock(worker));
 }
@@ -210,13 +210,13 @@ size_t Shard::EvictSilent(absl::Time now) {
         absl::ToDoubleSeconds(now - absl::FromUnixMillis(workers_[w]->last_seen_ms.load()));
     if (silent_s < after_s) continue;
     absl::MutexLock lock(&workers_[w]->mu);
-    const ClockTable::Advance a = clock_.Evict(w);
+    absl::StatusOr<Applied> a = Apply(Mutation::Of(Mutation::Kind::kEvict, w));
+    if (!a.ok()) continue;
     spdlog::warn(
         "evicted worker {} from the barrier: silent for {:.0f} s at clock {} "
         "(consistency.evict_after_s = {}); the others go on, and it rejoins if it calls "
         "again",
-        w, silent_s, a.clock, after_s);
-    if (a.new_min > a.old_min) OnMinClock(a.new_min);
+        w, silent_s, a->clock, after_s);
     ++evicted;
   }
   return evicted;
@@ -265,17 +265,9 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
     // only under its own mutex, like an advance.
     const uint32_t w = request.worker_rank();
     absl::MutexLock lock(&workers_[w]->mu);
-    const int64_t held = clock_.WorkerClock(w);
-    const ClockTable::Advance a = clock_.Adopt(w, std::max<int64_t>(request.resume_clock(), 0));
-    if (a.clock != held) workers_[w]->pieces_applied.store(0);
-    if (held >= 0 && a.clock > held) {
-      const int64_t lost = a.clock - held;
-      response->set_lost_clocks(lost);
-      int64_t prev = lost_here_.load();
-      while (lost > prev && !lost_here_.compare_exchange_weak(prev, lost)) {
-      }
-    }
-    if (a.new_min > a.old_min) OnMinClock(a.new_min);
+    TESSERA_ASSIGN_OR_RETURN(
+        const Applied a, Apply(Mutation::Of(Mutation::Kind::kAdopt, w, request.resume_clock())));
+    if (a.lost_clocks > 0) response->set_lost_clocks(a.lost_clocks);
     response->set_clock(a.clock);
   }
   response->set_shard_index(index_);
@@ -538,17 +530,20 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
         " before every worker finished clock ", clock_.published_min(), "; pull first"));
   }
   // A piece already applied at this clock (a retry whose first reply was
-  // lost) is acknowledged, not applied twice. Piece 0 is not checked.
-  // A worker's pieces of one clock carry distinct bits, so the load and the
-  // fetch_or below never race on the same bit.
+  // lost) is acknowledged, not applied twice: its mutation is the advance
+  // alone, if it asks for one. Piece 0 is not checked. A worker's pieces of
+  // one clock carry distinct bits, so the load here and the fetch_or in
+  // Apply never race on the same bit.
   const uint64_t bit = request.piece() == 0 ? 0 : uint64_t{1} << (request.piece() - 1);
-  if (bit != 0 && (workers_[worker]->pieces_applied.load() & bit)) {
+  const bool duplicate = bit != 0 && (workers_[worker]->pieces_applied.load() & bit);
+  if (duplicate) {
     duplicate_pushes_.fetch_add(1, std::memory_order_relaxed);
   } else {
     // Checked here, after the clock and duplicate checks: a refused update
     // marks no piece and advances no clock.
     TESSERA_RETURN_IF_ERROR(CheckUpdateFinite(request, grads, max_abs, slices));
-    workers_[worker]->pieces_applied.fetch_or(bit);
+    // The values the push was computed from, held (the tracker's lock,
+    // shared) until its gradients are applied.
     const StalenessTracker::Read read = staleness_tracker_.Find(
         worker,
         request.has_values_clock() ? std::optional<int64_t>(request.values_clock()) : std::nullopt);
@@ -557,14 +552,19 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
       staleness_tracker_.Observe(read.staleness());
     }
     response->set_staleness(read.staleness().value_or(-1));
-    // Piece 0 pushes are each an update of their own.
-    ApplyGradients(worker, bit != 0 ? clock : -1, grads, slices, read);
+    Mutation m = Mutation::Of(Mutation::Kind::kPush, worker, clock);
+    m.piece_bit = bit;
+    m.slices = &slices;
+    m.grads = &grads;
+    m.read = &read;
+    TESSERA_RETURN_IF_ERROR(Apply(m).status());
     NotePushed(slices, wire_bytes);
   }
   response->set_clock(clock);
   if (advance_clock) {
-    TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, AdvanceLocked(worker, clock));
-    response->set_clock(advance.clock);
+    TESSERA_ASSIGN_OR_RETURN(const Applied applied,
+                             Apply(Mutation::Of(Mutation::Kind::kAdvance, worker, clock)));
+    response->set_clock(applied.clock);
   }
   response->set_min_clock(clock_.published_min());
   // The fused pull, at the worker's clock now, only if it needs no wait.
@@ -594,18 +594,89 @@ absl::Status Shard::Clock(const v1::ClockRequest& request, v1::ClockResponse* re
   TESSERA_RETURN_IF_ERROR(CheckCaller(worker, request.session()));
   Touch(worker);
   absl::MutexLock lock(&workers_[worker]->mu);
-  TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, AdvanceLocked(worker, request.clock()));
-  response->set_clock(advance.clock);
+  TESSERA_RETURN_IF_ERROR(CheckAdvance(worker, request.clock()));
+  TESSERA_ASSIGN_OR_RETURN(
+      const Applied applied, Apply(Mutation::Of(Mutation::Kind::kAdvance, worker, request.clock())));
+  response->set_clock(applied.clock);
   response->set_min_clock(clock_.published_min());
   return absl::OkStatus();
 }
 
-absl::StatusOr<ClockTable::Advance> Shard::AdvanceLocked(uint32_t worker, int64_t finished) {
-  TESSERA_ASSIGN_OR_RETURN(ClockTable::Advance advance, clock_.AdvanceClock(worker, finished));
-  workers_[worker]->pieces_applied.store(0);
-  if (!aggregate_) staleness_tracker_.Published(1);
-  if (advance.new_min > advance.old_min) OnMinClock(advance.new_min);
-  return advance;
+absl::Status Shard::CheckAdvance(uint32_t worker, int64_t finished) const {
+  const int64_t clock = clock_.WorkerClock(worker);
+  if (clock < 0) {
+    return absl::FailedPreconditionError(absl::StrCat("worker ", worker, " is not registered"));
+  }
+  if (finished != clock) {
+    return absl::FailedPreconditionError(absl::StrCat("worker ", worker, " advances clock ",
+                                                      finished, " but is at clock ", clock));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Shard::Applied> Shard::Apply(const Mutation& m) {
+  WorkerSlot& slot = *workers_[m.worker];
+  Applied out;
+  switch (m.kind) {
+    case Mutation::Kind::kPush:
+      slot.pieces_applied.fetch_or(m.piece_bit);
+      // Piece 0 pushes are each an update of their own.
+      ApplyGradients(m.worker, m.piece_bit != 0 ? m.clock : -1, *m.grads, *m.slices, *m.read);
+      out.clock = m.clock;
+      return out;
+    case Mutation::Kind::kAdvance: {
+      absl::StatusOr<ClockTable::Advance> a = clock_.AdvanceClock(m.worker, m.clock);
+      if (!a.ok()) {
+        return absl::InternalError(absl::StrCat("a checked advance failed: ", a.status().message()));
+      }
+      slot.pieces_applied.store(0);
+      if (!aggregate_) staleness_tracker_.Published(1);
+      AfterAdvance(*a);
+      out.clock = a->clock;
+      return out;
+    }
+    case Mutation::Kind::kAdopt: {
+      const int64_t held = clock_.WorkerClock(m.worker);
+      const ClockTable::Advance a = clock_.Adopt(m.worker, std::max<int64_t>(m.clock, 0));
+      if (a.clock != held) slot.pieces_applied.store(0);
+      if (held >= 0 && a.clock > held) {
+        out.lost_clocks = a.clock - held;
+        int64_t prev = lost_here_.load();
+        while (out.lost_clocks > prev && !lost_here_.compare_exchange_weak(prev, out.lost_clocks)) {
+        }
+      }
+      AfterAdvance(a);
+      out.clock = a.clock;
+      return out;
+    }
+    case Mutation::Kind::kFinish: {
+      const int64_t old_min = clock_.min_clock();
+      out.workers_finished = clock_.Finish(m.worker);
+      const int64_t new_min = clock_.min_clock();
+      if (new_min > old_min) OnMinClock(new_min);
+      out.clock = clock_.WorkerClock(m.worker);
+      return out;
+    }
+    case Mutation::Kind::kEvict: {
+      const ClockTable::Advance a = clock_.Evict(m.worker);
+      AfterAdvance(a);
+      out.clock = a.clock;
+      return out;
+    }
+    case Mutation::Kind::kRejoin:
+      out.changed = clock_.Rejoin(m.worker);
+      if (out.changed) slot.pieces_applied.store(0);
+      out.clock = clock_.WorkerClock(m.worker);
+      return out;
+    case Mutation::Kind::kPlan:
+      out.shares = planner_.Plan(m.worker, m.epoch, m.rate);
+      return out;
+  }
+  return absl::InternalError("unknown mutation");
+}
+
+void Shard::AfterAdvance(const ClockTable::Advance& a) {
+  if (a.new_min > a.old_min) OnMinClock(a.new_min);
 }
 
 void Shard::OnMinClock(int64_t new_min) {
@@ -641,10 +712,9 @@ absl::Status Shard::Finish(const v1::FinishRequest& request, v1::FinishResponse*
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckCaller(worker, request.session()));
   absl::MutexLock lock(&workers_[worker]->mu);
-  const int64_t old_min = clock_.min_clock();
-  response->set_workers_finished(clock_.Finish(worker));
-  const int64_t new_min = clock_.min_clock();
-  if (new_min > old_min) OnMinClock(new_min);
+  TESSERA_ASSIGN_OR_RETURN(const Applied applied,
+                           Apply(Mutation::Of(Mutation::Kind::kFinish, worker)));
+  response->set_workers_finished(applied.workers_finished);
   return absl::OkStatus();
 }
 
@@ -667,9 +737,11 @@ absl::Status Shard::Plan(const v1::PlanRequest& request, v1::PlanResponse* respo
         config_.training.epochs, ") (training.epochs; -1: epoch 0's calibration steps) and a rate "
         "in [0, ", kMaxRate, "]"));
   }
-  for (uint32_t share : planner_.Plan(request.worker_rank(), request.epoch(), rate)) {
-    response->add_shares(share);
-  }
+  Mutation m = Mutation::Of(Mutation::Kind::kPlan, request.worker_rank());
+  m.epoch = request.epoch();
+  m.rate = rate;
+  TESSERA_ASSIGN_OR_RETURN(const Applied applied, Apply(m));
+  for (uint32_t share : applied.shares) response->add_shares(share);
   return absl::OkStatus();
 }
 

@@ -272,6 +272,65 @@ class Shard {
                                  const std::vector<absl::Span<const float>>& grads,
                                  const std::vector<float>& max_abs,
                                  const std::vector<Resolved>& slices) const;
+  // --- One path of change (docs/DESIGN.md "One path of change") ---
+  // What a call changes, once it has been checked in full. A call checks
+  // its request against the shard's state (changing nothing), builds a
+  // Mutation and hands it to Apply: the one place where a table, a worker's
+  // clock, piece record or eviction, a plan or the lost-clock count
+  // changes. A standby that applies a primary's mutations in the primary's
+  // order holds the primary's state. (Not yet through it: the rows a pull
+  // creates under server.pull_creates_rows, and what pulls record for delta
+  // pulls and delay compensation.)
+  struct Mutation {
+    enum class Kind {
+      kPush,     // `worker`'s gradients for `clock` (a push that closes its
+                 // clock is a kPush, then a kAdvance)
+      kAdvance,  // `worker` finished `clock`
+      kAdopt,    // `worker` resumes at `clock` (Register): a clock ahead of
+                 // the held one skips the updates between (lost, counted)
+      kFinish,   // `worker` finished training
+      kEvict,    // `worker`, silent at min_clock, leaves the barrier
+      kRejoin,   // an evicted `worker` called again: back at min_clock
+      kPlan,     // `worker`'s rate for `epoch` (training.balance dynamic)
+    };
+    Kind kind = Kind::kAdvance;
+    uint32_t worker = 0;
+    int64_t clock = 0;
+    // kPush: the piece's bit (0: piece 0, an update of its own, never
+    // de-duplicated), and the checked gradients, their slices and the
+    // values they were computed from (delay compensation); the pointers
+    // live for the call.
+    uint64_t piece_bit = 0;
+    const std::vector<Resolved>* slices = nullptr;
+    const std::vector<absl::Span<const float>>* grads = nullptr;
+    const StalenessTracker::Read* read = nullptr;
+    // kPlan
+    int64_t epoch = 0;
+    double rate = 0;
+
+    static Mutation Of(Kind kind, uint32_t worker, int64_t clock = 0) {
+      Mutation m;
+      m.kind = kind;
+      m.worker = worker;
+      m.clock = clock;
+      return m;
+    }
+  };
+  // What applying a mutation did, for the call's answer.
+  struct Applied {
+    int64_t clock = -1;            // the worker's clock after it
+    int64_t lost_clocks = 0;       // kAdopt: clocks skipped
+    bool changed = true;           // kRejoin: false when the worker was not evicted
+    uint32_t workers_finished = 0; // kFinish: how many are, with this one
+    std::vector<uint32_t> shares;  // kPlan
+  };
+  // Makes a checked mutation. REQUIRES: the worker's mutex held, exclusively
+  // for every kind but kPush (shared is enough) and kPlan (none). INTERNAL only if the check and the state disagree,
+  // which the lock rules out.
+  absl::StatusOr<Applied> Apply(const Mutation& m);
+  // The checks of an advance of `worker` from clock `finished`, under its
+  // exclusive mutex: FAILED_PRECONDITION unless it is at that clock.
+  absl::Status CheckAdvance(uint32_t worker, int64_t finished) const;
   // Applies (or buffers, under BSP aggregation) validated gradients of
   // `worker`'s update at `clock` (-1: an update of its own, piece 0),
   // computed from the values `read` describes (staleness compensation).
@@ -280,9 +339,9 @@ class Shard {
                       const std::vector<Resolved>& slices, const StalenessTracker::Read& read);
   // Tells the tracker `worker` was served `slices` at `clock`.
   void RecordServed(uint32_t worker, int64_t clock, const std::vector<Resolved>& slices);
-  // Advances a worker's clock and, when min_clock rises, applies the BSP
-  // buffer and publishes the new min_clock to parked pulls.
-  absl::StatusOr<ClockTable::Advance> AdvanceLocked(uint32_t worker, int64_t finished);
+  // A clock-table change's consequences: when min_clock rose, the BSP buffer
+  // is applied and the new min_clock published to parked pulls.
+  void AfterAdvance(const ClockTable::Advance& a);
   void OnMinClock(int64_t new_min);
   // Copies every table into a ShardState whose manifest says `cut`, `clocks`
   // (with `clamp`, none past the cut) and `finished`. Callers hold off
