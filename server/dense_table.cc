@@ -266,6 +266,54 @@ void DenseTable::ApplyAccumulated(float scale) {
   });
 }
 
+void DenseTable::ExportAccumulated(v1::TableAggregate* out) const {
+  auto* self = this;
+  ForEachChunk(0, range_.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    absl::ReaderMutexLock lock(&chunk.mu);
+    if (!chunk.accumulated) return;
+    out->add_chunks(static_cast<uint32_t>(lo / kChunkFloats));
+    out->mutable_values()->Add(self->accum_.data() + lo, self->accum_.data() + hi);
+  });
+}
+
+absl::Status DenseTable::CheckAggregate(const v1::TableAggregate& in) const {
+  if (in.keys_size() > 0 || in.created_keys_size() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat("table ", name_, " is dense, not keyed"));
+  }
+  if (accum_.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("table ", name_, " does not aggregate (not BSP)"));
+  }
+  uint64_t floats = 0;
+  for (uint32_t c : in.chunks()) {
+    if (c >= num_chunks_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("table ", name_, ": chunk ", c, " of ", num_chunks_));
+    }
+    floats += std::min<uint64_t>(kChunkFloats, range_.size() - uint64_t{c} * kChunkFloats);
+  }
+  if (floats != static_cast<uint64_t>(in.values_size())) {
+    return absl::InvalidArgumentError(absl::StrCat("table ", name_, ": ", in.values_size(),
+                                                   " aggregated values for chunks of ", floats));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DenseTable::ImportAccumulated(const v1::TableAggregate& in) {
+  if (absl::Status s = CheckAggregate(in); !s.ok()) return s;
+  const float* from = in.values().data();
+  for (uint32_t c : in.chunks()) {
+    Chunk& chunk = chunks_[c];
+    const uint64_t lo = uint64_t{c} * kChunkFloats;
+    const uint64_t n = std::min<uint64_t>(kChunkFloats, range_.size() - lo);
+    absl::MutexLock lock(&chunk.mu);
+    std::memcpy(accum_.data() + lo, from, n * sizeof(float));
+    chunk.accumulated = true;
+    from += n;
+  }
+  return absl::OkStatus();
+}
+
 void DenseTable::Snapshot(char* out, std::vector<int64_t>* chunk_steps) const {
   const uint64_t n = range_.size();
   chunk_steps->assign(num_chunks_, 0);

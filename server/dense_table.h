@@ -23,6 +23,7 @@
 #include "common/codec.h"
 #include "common/config.h"
 #include "common/partition.h"
+#include "proto/replication.pb.h"
 #include "server/optimizer.h"
 
 namespace tessera {
@@ -90,6 +91,17 @@ class DenseTable {
   // Applies the optimizer once with scale * (buffer) on every chunk that
   // received gradients since the last call, then clears the buffer.
   void ApplyAccumulated(float scale);
+
+  // Replication (BSP with aggregation): the buffer of every chunk that
+  // received gradients since the last apply, appended to *out (chunk
+  // numbers and their floats); and, on a standby's table, the inverse: the
+  // buffer becomes exactly that, ready for ApplyAccumulated. INVALID_ARGUMENT
+  // (nothing changed) when `in` does not fit this table.
+  // REQUIRES: constructed with aggregate; ExportAccumulated while no push
+  // accumulates (under the clock's close).
+  void ExportAccumulated(v1::TableAggregate* out) const;
+  absl::Status CheckAggregate(const v1::TableAggregate& in) const;
+  absl::Status ImportAccumulated(const v1::TableAggregate& in);
 
   // Checkpoints: the values, then each optimizer slot (range().size() floats
   // each), copied chunk by chunk under the chunks' locks, with each chunk's

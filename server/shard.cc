@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -615,6 +616,143 @@ absl::Status Shard::CheckAdvance(uint32_t worker, int64_t finished) const {
 }
 
 absl::StatusOr<Shard::Applied> Shard::Apply(const Mutation& m) {
+  // A BSP push only adds to the buffer, which the clock's close sends.
+  if (!mutation_log_ || m.kind == Mutation::Kind::kPush) return Make(m);
+  absl::MutexLock lock(&log_mu_);
+  TESSERA_ASSIGN_OR_RETURN(const Applied out, Make(m));
+  v1::Mutation logged;
+  switch (m.kind) {
+    case Mutation::Kind::kPush:
+    case Mutation::Kind::kAdvance:
+      return out;  // the clock's close carries them
+    case Mutation::Kind::kAdopt:
+      logged.mutable_adopt()->set_worker(m.worker);
+      logged.mutable_adopt()->set_clock(out.clock);
+      break;
+    case Mutation::Kind::kFinish:
+      logged.mutable_finish()->set_worker(m.worker);
+      break;
+    case Mutation::Kind::kEvict:
+    case Mutation::Kind::kRejoin:
+      if (!out.changed) return out;
+      logged.mutable_evict()->set_worker(m.worker);
+      logged.mutable_evict()->set_rejoin(m.kind == Mutation::Kind::kRejoin);
+      break;
+    case Mutation::Kind::kPlan:
+      logged.mutable_plan()->set_worker(m.worker);
+      logged.mutable_plan()->set_epoch(m.epoch);
+      logged.mutable_plan()->set_rate(m.rate);
+      break;
+  }
+  Log(std::move(logged));
+  return out;
+}
+
+void Shard::Log(v1::Mutation m) {
+  m.set_sequence(++log_sequence_);
+  mutation_log_(m);
+}
+
+absl::Status Shard::SetMutationLog(std::function<void(const v1::Mutation&)> log) {
+  std::string cannot;
+  if (config_.consistency.mode != ConsistencyMode::kBsp) {
+    cannot = "only BSP with aggregation is replicated yet (consistency.mode " +
+             std::string(ModeName(config_.consistency.mode)) + ")";
+  } else if (!aggregate_) {
+    cannot = "only BSP with aggregation is replicated yet (consistency.aggregate is off)";
+  }
+  if (!cannot.empty()) return absl::FailedPreconditionError("shard replication: " + cannot);
+  if (config_.server.pull_creates_rows) {
+    for (auto& table : sparse_) table->RecordCreatedRows();
+  }
+  mutation_log_ = std::move(log);
+  return absl::OkStatus();
+}
+
+absl::Status Shard::Follow(const v1::Mutation& m) {
+  const auto worker_of = [&](uint32_t w) -> absl::Status {
+    if (w >= num_workers_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mutation ", m.sequence(), ": worker ", w, " of ", num_workers_));
+    }
+    return absl::OkStatus();
+  };
+  Mutation change;
+  switch (m.change_case()) {
+    case v1::Mutation::kCloseClock: {
+      const v1::Mutation::CloseClock& close = m.close_clock();
+      if (!aggregate_) {
+        return absl::FailedPreconditionError("a clock's close on a shard that does not aggregate");
+      }
+      // Every worker finished: min_clock is past every clock.
+      const bool all_finished =
+          std::all_of(close.finished().begin(), close.finished().end(), [](bool f) { return f; });
+      const bool min_fits =
+          (close.min_clock() >= 0 && close.min_clock() <= kMaxClock) ||
+          (all_finished && close.min_clock() == std::numeric_limits<int64_t>::max());
+      if (close.clocks_size() != static_cast<int>(num_workers_) ||
+          close.finished_size() != static_cast<int>(num_workers_) || !min_fits) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "mutation ", m.sequence(), ": a close of clock ", close.min_clock(), " with ",
+            close.clocks_size(), " clocks for ", num_workers_, " workers"));
+      }
+      std::vector<const Resolved*> tables;
+      for (const v1::TableAggregate& aggregate : close.aggregates()) {
+        if (aggregate.table() >= layout_.size()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("mutation ", m.sequence(), ": table ", aggregate.table()));
+        }
+        tables.push_back(&tables_.at(layout_[aggregate.table()].name()));
+      }
+      // Every table's part checked before any changes.
+      for (size_t i = 0; i < tables.size(); ++i) {
+        const v1::TableAggregate& aggregate = close.aggregates(static_cast<int>(i));
+        TESSERA_RETURN_IF_ERROR(tables[i]->dense ? tables[i]->dense->CheckAggregate(aggregate)
+                                                 : tables[i]->sparse->CheckAggregate(aggregate));
+      }
+      absl::MutexLock lock(&aggregate_mu_);
+      for (size_t i = 0; i < tables.size(); ++i) {
+        const v1::TableAggregate& aggregate = close.aggregates(static_cast<int>(i));
+        if (tables[i]->dense) {
+          TESSERA_RETURN_IF_ERROR(tables[i]->dense->ImportAccumulated(aggregate));
+        } else {
+          TESSERA_RETURN_IF_ERROR(tables[i]->sparse->ImportCreated(aggregate));
+          TESSERA_RETURN_IF_ERROR(tables[i]->sparse->ImportAccumulated(aggregate));
+        }
+      }
+      ApplyAggregate(close.pushers());
+      clock_.Restore({close.clocks().begin(), close.clocks().end()},
+                     {close.finished().begin(), close.finished().end()}, close.min_clock());
+      return absl::OkStatus();
+    }
+    case v1::Mutation::kAdopt:
+      TESSERA_RETURN_IF_ERROR(worker_of(m.adopt().worker()));
+      change = Mutation::Of(Mutation::Kind::kAdopt, m.adopt().worker(), m.adopt().clock());
+      break;
+    case v1::Mutation::kFinish:
+      TESSERA_RETURN_IF_ERROR(worker_of(m.finish().worker()));
+      change = Mutation::Of(Mutation::Kind::kFinish, m.finish().worker());
+      break;
+    case v1::Mutation::kEvict:
+      TESSERA_RETURN_IF_ERROR(worker_of(m.evict().worker()));
+      change = Mutation::Of(m.evict().rejoin() ? Mutation::Kind::kRejoin : Mutation::Kind::kEvict,
+                            m.evict().worker());
+      break;
+    case v1::Mutation::kPlan:
+      TESSERA_RETURN_IF_ERROR(worker_of(m.plan().worker()));
+      change = Mutation::Of(Mutation::Kind::kPlan, m.plan().worker());
+      change.epoch = m.plan().epoch();
+      change.rate = m.plan().rate();
+      break;
+    case v1::Mutation::CHANGE_NOT_SET:
+      return absl::InvalidArgumentError(absl::StrCat("mutation ", m.sequence(), " is empty"));
+  }
+  if (change.kind == Mutation::Kind::kPlan) return Apply(change).status();
+  absl::MutexLock lock(&workers_[change.worker]->mu);
+  return Apply(change).status();
+}
+
+absl::StatusOr<Shard::Applied> Shard::Make(const Mutation& m) {
   WorkerSlot& slot = *workers_[m.worker];
   Applied out;
   switch (m.kind) {
@@ -694,17 +832,46 @@ void Shard::OnMinClock(int64_t new_min) {
   absl::MutexLock lock(&aggregate_mu_);
   uint32_t pushers = 0;
   for (uint32_t w = 0; w < num_workers_; ++w) pushers += workers_[w]->pushed_this_clock.exchange(false);
-  if (pushers > 0) {
-    const float scale = 1.0f / static_cast<float>(pushers);
-    for (auto& table : dense_) table->ApplyAccumulated(scale);
-    for (auto& table : sparse_) table->ApplyAccumulated(scale);
-    updates_applied_.fetch_add(dense_.size() + sparse_.size(), std::memory_order_relaxed);
-    staleness_tracker_.Published(pushers);
+  if (mutation_log_) {
+    // The clock's close, before the buffer is applied and cleared. Every
+    // change that raises min_clock comes through Apply, which holds the log.
+    log_mu_.AssertHeld();
+    v1::Mutation close;
+    v1::Mutation::CloseClock* c = close.mutable_close_clock();
+    c->set_min_clock(new_min);
+    c->set_pushers(pushers);
+    for (const auto& [name, r] : tables_) {
+      v1::TableAggregate aggregate;
+      aggregate.set_table(r.index);
+      if (r.dense) {
+        r.dense->ExportAccumulated(&aggregate);
+      } else {
+        r.sparse->ExportCreated(&aggregate);
+        r.sparse->ExportAccumulated(&aggregate);
+      }
+      if (aggregate.chunks_size() > 0 || aggregate.keys_size() > 0 ||
+          aggregate.created_keys_size() > 0) {
+        *c->add_aggregates() = std::move(aggregate);
+      }
+    }
+    for (int64_t clock : clock_.clocks()) c->add_clocks(clock);
+    for (bool finished : clock_.finished()) c->add_finished(finished);
+    Log(std::move(close));
   }
+  ApplyAggregate(pushers);
   if (want_cut_ && want_cut_(new_min)) {
     cut_sink_(CopyState(new_min, clock_.clocks(), clock_.finished(), /*clamp=*/true));
   }
   clock_.Publish(new_min);
+}
+
+void Shard::ApplyAggregate(uint32_t pushers) {
+  if (pushers == 0) return;
+  const float scale = 1.0f / static_cast<float>(pushers);
+  for (auto& table : dense_) table->ApplyAccumulated(scale);
+  for (auto& table : sparse_) table->ApplyAccumulated(scale);
+  updates_applied_.fetch_add(dense_.size() + sparse_.size(), std::memory_order_relaxed);
+  staleness_tracker_.Published(pushers);
 }
 
 absl::Status Shard::Finish(const v1::FinishRequest& request, v1::FinishResponse* response) {

@@ -67,6 +67,7 @@
 #include "common/config.h"
 #include "common/shared_memory.h"
 #include "proto/checkpoint.pb.h"
+#include "proto/replication.pb.h"
 #include "proto/tessera.pb.h"
 #include "server/checkpoint.h"
 #include "server/clock_table.h"
@@ -169,6 +170,24 @@ class Shard {
   // (logged). An evicted worker that calls again rejoins at the published
   // min_clock. The server's reaper calls this. Returns how many it evicted.
   size_t EvictSilent(absl::Time now);
+
+  // --- Replication (docs/DESIGN.md "Replication") ---
+  // A primary: `log` gets every mutation this shard applies, in the order
+  // it applies them, on the applying thread (while it holds the log's lock:
+  // `log` must not call into this shard). Under BSP with aggregation a
+  // worker's pushes and advances are not sent one by one: each clock's
+  // close carries the clock's summed gradients and every worker's clock.
+  // With server.pull_creates_rows, the close also names the rows pulls
+  // created since the last one. FAILED_PRECONDITION for a job this cannot
+  // follow yet: SSP, ASP, BSP without aggregation (so staleness
+  // compensation too).
+  // REQUIRES: before the shard serves.
+  absl::Status SetMutationLog(std::function<void(const v1::Mutation&)> log);
+  // A standby: applies one of its primary's mutations, in the primary's
+  // order, to a shard that started from the primary's state and serves no
+  // worker. INVALID_ARGUMENT when the mutation does not fit this shard (a
+  // standby that gets one must start again from its primary's state).
+  absl::Status Follow(const v1::Mutation& m);
 
   // Unfinished workers at min_clock: whom a waiting pull waits for.
   std::vector<uint32_t> Laggards() const { return clock_.Laggards(); }
@@ -278,9 +297,10 @@ class Shard {
   // Mutation and hands it to Apply: the one place where a table, a worker's
   // clock, piece record or eviction, a plan or the lost-clock count
   // changes. A standby that applies a primary's mutations in the primary's
-  // order holds the primary's state. (Not yet through it: the rows a pull
-  // creates under server.pull_creates_rows, and what pulls record for delta
-  // pulls and delay compensation.)
+  // order holds the primary's state. (Not through it: the rows a pull
+  // creates under server.pull_creates_rows, which the replication log
+  // collects at each clock's close, and what pulls record for delta pulls
+  // and delay compensation.)
   struct Mutation {
     enum class Kind {
       kPush,     // `worker`'s gradients for `clock` (a push that closes its
@@ -328,6 +348,13 @@ class Shard {
   // for every kind but kPush (shared is enough) and kPlan (none). INTERNAL only if the check and the state disagree,
   // which the lock rules out.
   absl::StatusOr<Applied> Apply(const Mutation& m);
+  // Apply's changes, without the log.
+  absl::StatusOr<Applied> Make(const Mutation& m);
+  // Sends `m` to the mutation log, numbered. REQUIRES: a log is set.
+  void Log(v1::Mutation m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_);
+  // BSP with aggregation: applies the buffered gradients as the mean of
+  // `pushers` workers' sums. REQUIRES: aggregate_mu_ held.
+  void ApplyAggregate(uint32_t pushers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(aggregate_mu_);
   // The checks of an advance of `worker` from clock `finished`, under its
   // exclusive mutex: FAILED_PRECONDITION unless it is at that clock.
   absl::Status CheckAdvance(uint32_t worker, int64_t finished) const;
@@ -392,8 +419,14 @@ class Shard {
   EpochPlanner planner_;  // training.balance dynamic
 
   // Serializes apply-then-publish of BSP clocks; taken only at a min_clock rise.
-  // Lock order: a worker's mutex, then aggregate_mu_.
+  // Lock order: a worker's mutex, then log_mu_, then aggregate_mu_.
   absl::Mutex aggregate_mu_;
+  // Replication: the log (set before serving, then read-only), and the
+  // lock that orders its mutations as their changes are ordered. Taken by
+  // Apply only while a log is set, and never for a BSP push.
+  std::function<void(const v1::Mutation&)> mutation_log_;
+  absl::Mutex log_mu_;
+  uint64_t log_sequence_ ABSL_GUARDED_BY(log_mu_) = 0;
   // Delta pulls: by worker, what it holds of each slice it pulled so (keyed
   // by table index and offset; at most kMaxMirrors slices a worker, all
   // dropped beyond, and each answered whole again). Memory: the dense

@@ -68,7 +68,7 @@ T* AtLeast(std::vector<T>& v, size_t n) {
 }  // namespace
 
 void SparseTable::FindOrCreateAll(Stripe& stripe, const uint64_t* keys, size_t n,
-                                  std::vector<uint32_t>* rows) {
+                                  std::vector<uint32_t>* rows, std::vector<uint64_t>* created) {
   rows->resize(n);
   const size_t missing = stripe.index.Find(keys, n, rows->data());
   if (missing == 0) return;
@@ -88,6 +88,7 @@ void SparseTable::FindOrCreateAll(Stripe& stripe, const uint64_t* keys, size_t n
   init_.FillRows(new_keys, missing, dim_, block, row_floats_);
   stripe.index.Insert(new_keys, new_rows, missing);
   row_count_.fetch_add(missing, std::memory_order_relaxed);
+  if (created != nullptr) created->insert(created->end(), new_keys, new_keys + missing);
 }
 
 template <typename Fn>
@@ -193,7 +194,8 @@ void SparseTable::Read(absl::Span<const uint64_t> keys, absl::Span<float> out, b
   ForEachByStripe(keys, {},
                   [&](Stripe& stripe, const StripeBatch& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
                     if (create) {
-                      FindOrCreateAll(stripe, b.keys, b.n, &rows);
+                      FindOrCreateAll(stripe, b.keys, b.n, &rows,
+                                      record_created_ ? &stripe.created : nullptr);
                     } else {
                       rows.resize(b.n);
                       stripe.index.Find(b.keys, b.n, rows.data());
@@ -316,6 +318,75 @@ void SparseTable::ApplyAccumulated(float scale) {
     stripe.pending.clear();
     stripe.accum.clear();
   }
+}
+
+void SparseTable::ExportAccumulated(v1::TableAggregate* out) const {
+  std::vector<std::pair<uint64_t, std::vector<float>>> rows;
+  for (const auto& stripe : stripes_) {
+    absl::MutexLock lock(&stripe->mu);
+    for (const auto& [key, accum_row] : stripe->pending) {
+      const float* at = stripe->accum.data() + static_cast<size_t>(accum_row) * dim_;
+      rows.emplace_back(key, std::vector<float>(at, at + dim_));
+    }
+  }
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [key, values] : rows) {
+    out->add_keys(key);
+    out->mutable_values()->Add(values.begin(), values.end());
+  }
+}
+
+void SparseTable::ExportCreated(v1::TableAggregate* out) {
+  std::vector<uint64_t> keys;
+  for (const auto& stripe : stripes_) {
+    absl::MutexLock lock(&stripe->mu);
+    keys.insert(keys.end(), stripe->created.begin(), stripe->created.end());
+    stripe->created.clear();
+  }
+  std::sort(keys.begin(), keys.end());
+  out->mutable_created_keys()->Add(keys.begin(), keys.end());
+}
+
+absl::Status SparseTable::CheckAggregate(const v1::TableAggregate& in) const {
+  if (in.chunks_size() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat("table ", name_, " is sparse, not chunked"));
+  }
+  for (int i = 1; i < in.created_keys_size(); ++i) {
+    if (in.created_keys(i) <= in.created_keys(i - 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("table ", name_, ": created keys not increasing at ", i));
+    }
+  }
+  if (static_cast<uint64_t>(in.values_size()) != uint64_t{dim_} * in.keys_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("table ", name_, ": ", in.values_size(),
+                                                   " aggregated values for ", in.keys_size(),
+                                                   " keys of dim ", dim_));
+  }
+  for (int i = 1; i < in.keys_size(); ++i) {
+    if (in.keys(i) <= in.keys(i - 1)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("table ", name_, ": aggregated keys not increasing at ", i));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SparseTable::ImportCreated(const v1::TableAggregate& in) {
+  if (absl::Status s = CheckAggregate(in); !s.ok()) return s;
+  if (in.created_keys_size() == 0) return absl::OkStatus();
+  std::vector<float> values(static_cast<size_t>(in.created_keys_size()) * dim_);
+  Read(absl::MakeConstSpan(in.created_keys().data(), in.created_keys_size()),
+       absl::MakeSpan(values), /*create=*/true);
+  return absl::OkStatus();
+}
+
+absl::Status SparseTable::ImportAccumulated(const v1::TableAggregate& in) {
+  if (absl::Status s = CheckAggregate(in); !s.ok()) return s;
+  // Into an empty buffer the sums are copied exactly (0 + x == x).
+  Accumulate(absl::MakeConstSpan(in.keys().data(), in.keys_size()),
+             absl::MakeConstSpan(in.values().data(), in.values_size()));
+  return absl::OkStatus();
 }
 
 uint64_t SparseTable::rows() const {

@@ -32,6 +32,7 @@
 #include "common/config.h"
 #include "common/huge_page_arena.h"
 #include "common/initializer.h"
+#include "proto/replication.pb.h"
 #include "server/optimizer.h"
 #include "server/sorted_index.h"
 
@@ -82,6 +83,23 @@ class SparseTable {
 
   // Applies scale * (buffered sum) once per buffered row, then clears the buffer.
   void ApplyAccumulated(float scale);
+  // Replication, server.pull_creates_rows: from now on the rows that reads
+  // create are recorded, and ExportCreated hands them over (increasing,
+  // recorded ones cleared); ImportCreated creates such rows on a standby's
+  // table (INVALID_ARGUMENT, nothing created, unless they increase).
+  // REQUIRES: RecordCreatedRows before the table serves.
+  void RecordCreatedRows() { record_created_ = true; }
+  void ExportCreated(v1::TableAggregate* out);
+  absl::Status ImportCreated(const v1::TableAggregate& in);
+  // Replication (BSP with aggregation): the buffered keys (increasing) and
+  // their summed gradients, appended to *out; and, on a standby's table
+  // whose buffer is empty, the inverse. INVALID_ARGUMENT (nothing changed)
+  // when `in` does not fit: keys not increasing, or not dim() values each.
+  // REQUIRES: ExportAccumulated while no push accumulates.
+  void ExportAccumulated(v1::TableAggregate* out) const;
+  // Whether `in` fits this table (keys, created keys, values), changing nothing.
+  absl::Status CheckAggregate(const v1::TableAggregate& in) const;
+  absl::Status ImportAccumulated(const v1::TableAggregate& in);
 
   uint64_t rows() const;
   // Rows created so far, without taking a lock (may lag a request in flight).
@@ -120,6 +138,7 @@ class SparseTable {
     HugeArray<float> data ABSL_GUARDED_BY(mu);
     absl::flat_hash_map<uint64_t, uint32_t> pending ABSL_GUARDED_BY(mu);  // key -> accum row
     std::vector<float> accum ABSL_GUARDED_BY(mu);
+    std::vector<uint64_t> created ABSL_GUARDED_BY(mu);  // by reads, while recorded
   };
 
   // One stripe's share of a request, gathered contiguous: its n keys (in
@@ -135,9 +154,11 @@ class SparseTable {
   uint32_t StripeOf(uint64_t key) const;
   // Row numbers of keys[0, n) in `stripe`, creating the missing rows (in
   // request order, so a later request for the same keys reads memory in
-  // order). REQUIRES: keys strictly increasing.
+  // order). REQUIRES: keys strictly increasing. `created` (optional) gets
+  // the keys of the rows created.
   void FindOrCreateAll(Stripe& stripe, const uint64_t* keys, size_t n,
-                       std::vector<uint32_t>* rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(stripe.mu);
+                       std::vector<uint32_t>* rows, std::vector<uint64_t>* created = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(stripe.mu);
   float* RowData(Stripe& stripe, uint32_t row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(stripe.mu) {
     return stripe.data.data() + row * row_floats_;
   }
@@ -168,6 +189,7 @@ class SparseTable {
   std::atomic<uint64_t> pushes_{0};
   std::atomic<uint64_t> pulls_{0};
   std::atomic<uint64_t> row_count_{0};  // rows created (FindOrCreateAll, Restore)
+  bool record_created_ = false;          // set before serving
 };
 
 }  // namespace tessera

@@ -1,0 +1,247 @@
+// Replication's unit (server/shard.h SetMutationLog, Follow): a standby that
+// follows its primary's mutations, in order, holds the primary's state to the
+// bit: tables, optimizer slots and steps, sparse rows, clocks. Under BSP a
+// clock's pushes travel once, summed, in the clock's close.
+#include <atomic>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "server/checkpoint.h"
+#include "zlib.h"
+
+#include "tests/server/shard_fixtures.h"
+
+namespace tessera {
+namespace {
+
+// What a checkpoint of `shard` would hold now: the cut, every worker's clock
+// and finished flag, and each table's optimizer steps, row count and bytes
+// (as a CRC-32, readable when a check fails; Same() compares the bytes).
+struct State {
+  std::vector<std::string> text;
+  std::vector<std::string> bytes;
+};
+
+State StateOf(Shard& shard) {
+  std::unique_ptr<ShardState> s = shard.Snapshot();
+  State out;
+  out.text = {"cut " + std::to_string(s->manifest.clock())};
+  for (int64_t c : s->manifest.worker_clocks()) out.text.push_back("clock " + std::to_string(c));
+  for (bool f : s->manifest.worker_finished()) out.text.push_back(f ? "finished" : "training");
+  REQUIRE(s->tables.size() == static_cast<size_t>(s->manifest.tables_size()));
+  for (size_t i = 0; i < s->tables.size(); ++i) {
+    const v1::CheckpointTable& t = s->manifest.tables(static_cast<int>(i));
+    const ByteBuffer& b = s->tables[i];
+    std::string line = t.name() + ": rows " + std::to_string(t.rows()) + ", step " +
+                       std::to_string(t.step()) + ", bytes " + std::to_string(b.size()) +
+                       ", crc " +
+                       std::to_string(crc32(0, reinterpret_cast<const Bytef*>(b.data()),
+                                            static_cast<uInt>(b.size()))) +
+                       ", chunk steps";
+    for (int64_t step : t.chunk_steps()) line += " " + std::to_string(step);
+    out.text.push_back(line);
+    out.bytes.emplace_back(b.data(), b.size());
+  }
+  return out;
+}
+
+// Whether two shards' states are the same, to the bit.
+bool Same(Shard& a, Shard& b) {
+  const State x = StateOf(a), y = StateOf(b);
+  CHECK(x.text == y.text);
+  return x.text == y.text && x.bytes == y.bytes;
+}
+
+JobConfig AdamJob(const std::string& mode, uint32_t workers) {
+  JobConfig c = MakeConfig(mode, 0, workers);
+  c.optimizer.type = OptimizerType::kAdam;
+  c.optimizer.lr = 0.01f;
+  return c;
+}
+
+// A push of random gradients for all of `w`, `b` and some `emb` rows.
+PushRequest RandomPush(uint32_t worker, int64_t clock, std::mt19937* rng) {
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> w(8), b(2);
+  for (float& x : w) x = g(*rng);
+  for (float& x : b) x = g(*rng);
+  std::vector<uint64_t> keys;
+  for (uint64_t k = 0; k < 40; ++k) {
+    if ((*rng)() % 3 == 0) keys.push_back(k * 7919);
+  }
+  std::vector<float> rows(keys.size() * 2);
+  for (float& x : rows) x = g(*rng);
+  PushRequest p = MakePush(worker, clock, Dense("w", 0, 8), w, /*advance=*/true);
+  *p.add_slices() = Dense("b", 0, 2);
+  EncodeFloats(b, p.add_gradients());
+  if (!keys.empty()) {
+    *p.add_slices() = Sparse("emb", keys);
+    EncodeFloats(rows, p.add_gradients());
+  }
+  return p;
+}
+
+struct Pair {
+  std::unique_ptr<Shard> primary, standby;
+  std::vector<v1::Mutation> log;
+  size_t followed = 0;
+  std::mutex mu;
+};
+
+std::unique_ptr<Pair> MakePair(const JobConfig& c) {
+  auto pair = std::make_unique<Pair>();
+  auto primary = Shard::Create(c, 0);
+  auto standby = Shard::Create(c, 0);
+  REQUIRE(primary.ok());
+  REQUIRE(standby.ok());
+  pair->primary = *std::move(primary);
+  pair->standby = *std::move(standby);
+  Pair* raw = pair.get();
+  REQUIRE(pair->primary
+              ->SetMutationLog([raw](const v1::Mutation& m) {
+                std::lock_guard<std::mutex> lock(raw->mu);
+                raw->log.push_back(m);
+              })
+              .ok());
+  for (uint32_t w = 0; w < c.cluster.workers; ++w) RegisterWorker(*pair->primary, w);
+  return pair;
+}
+
+// Follows the mutations logged since the last call.
+void FollowAll(Pair& pair) {
+  for (size_t i = pair.followed; i < pair.log.size(); ++i, ++pair.followed) {
+    INFO("mutation " << i);
+    CHECK(pair.log[i].sequence() == i + 1);  // numbered, none missing
+    REQUIRE(pair.standby->Follow(pair.log[i]).ok());
+  }
+}
+
+TEST_CASE("a standby following a BSP primary holds its state to the bit") {
+  const uint32_t workers = 3;
+  auto pair = MakePair(AdamJob("bsp", workers));
+  std::mt19937 rng(7);
+  constexpr int64_t kClocks = 20;
+  size_t pushes = 0;
+  for (int64_t clock = 0; clock < kClocks; ++clock) {
+    // A pull creates rows too (server.pull_creates_rows, the default): the
+    // clock's close names them.
+    std::vector<uint64_t> fresh;
+    for (uint64_t j = 0; j < 5; ++j) fresh.push_back(1000000 + 10 * clock + j);
+    auto pull = StartPull(*pair->primary, clock % workers, clock, Sparse("emb", fresh));
+    REQUIRE(pull->status.has_value());
+    REQUIRE(pull->status->ok());
+    // A different order each clock: three float sums differ in their last
+    // bits with the order, and the standby must get the primary's.
+    for (uint32_t i = 0; i < workers; ++i) {
+      const uint32_t w = (i + static_cast<uint32_t>(clock)) % workers;
+      PushResponse r;
+      REQUIRE(pair->primary->Push(RandomPush(w, clock, &rng), &r).ok());
+      ++pushes;
+    }
+  }
+  FollowAll(*pair);
+  CHECK(Same(*pair->primary, *pair->standby));
+  CHECK(StateOf(*pair->primary).text[0] == "cut " + std::to_string(kClocks));
+  // One close a clock carries every push of it: 3 registrations and 20
+  // closes, against 60 pushes.
+  CHECK(pair->log.size() == workers + kClocks);
+  size_t closes = 0;
+  for (const v1::Mutation& m : pair->log) closes += m.has_close_clock();
+  CHECK(closes == kClocks);
+  CHECK(pair->log.size() < pushes);
+  // Finishing is followed too (the last one closes every clock).
+  for (uint32_t w = 0; w < workers; ++w) {
+    v1::FinishRequest f;
+    f.set_worker_rank(w);
+    f.set_session(SessionOf(w));
+    v1::FinishResponse fr;
+    REQUIRE(pair->primary->Finish(f, &fr).ok());
+  }
+  FollowAll(*pair);
+  CHECK(pair->standby->AllWorkersFinished());
+  CHECK(Same(*pair->primary, *pair->standby));
+}
+
+TEST_CASE("a standby follows a BSP primary whose workers push and advance at once") {
+  const uint32_t workers = 4;
+  auto pair = MakePair(AdamJob("bsp", workers));
+  constexpr int64_t kClocks = 30;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (uint32_t w = 0; w < workers; ++w) {
+    threads.emplace_back([&, w] {
+      std::mt19937 rng(100 + w);
+      for (int64_t clock = 0; clock < kClocks; ++clock) {
+        // The barrier: a BSP push waits until every worker closed the clock before.
+        for (int i = 0; i < 20000 && pair->primary->published_min() < clock; ++i) {
+          std::this_thread::sleep_for(std::chrono::microseconds(50));
+        }
+        PushResponse r;
+        if (!pair->primary->Push(RandomPush(w, clock, &rng), &r).ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  REQUIRE(failures == 0);
+  REQUIRE(pair->primary->published_min() == kClocks);
+  FollowAll(*pair);
+  CHECK(Same(*pair->primary, *pair->standby));
+}
+
+TEST_CASE("a mutation that does not fit is refused and changes nothing on the standby") {
+  auto pair = MakePair(AdamJob("bsp", 2));
+  std::mt19937 rng(3);
+  for (uint32_t w = 0; w < 2; ++w) {
+    PushResponse r;
+    REQUIRE(pair->primary->Push(RandomPush(w, 0, &rng), &r).ok());
+  }
+  REQUIRE(pair->log.size() == 3);  // two registrations, one close
+  REQUIRE(pair->log[2].has_close_clock());
+  auto untouched = Shard::Create(pair->standby->config(), 0);
+  REQUIRE(untouched.ok());
+  const auto refused = [&](const v1::Mutation& m) {
+    const absl::Status s = pair->standby->Follow(m);
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(Same(*pair->standby, **untouched));
+  };
+  refused(v1::Mutation());  // nothing in it
+  v1::Mutation bad = pair->log[2];
+  bad.mutable_close_clock()->mutable_aggregates(0)->set_table(99);
+  refused(bad);
+  bad = pair->log[2];
+  bad.mutable_close_clock()->mutable_clocks()->RemoveLast();
+  refused(bad);
+  bad = pair->log[2];
+  bad.mutable_close_clock()->mutable_aggregates(0)->mutable_values()->RemoveLast();
+  refused(bad);
+  bad = pair->log[2];
+  for (v1::TableAggregate& a : *bad.mutable_close_clock()->mutable_aggregates()) {
+    if (a.keys_size() > 0) a.add_created_keys(5), a.add_created_keys(5);  // not increasing
+  }
+  refused(bad);
+  bad = pair->log[0];
+  bad.mutable_adopt()->set_worker(2);
+  refused(bad);
+  // The real ones still apply.
+  FollowAll(*pair);
+  CHECK(Same(*pair->primary, *pair->standby));
+}
+
+TEST_CASE("a job replication cannot follow yet is refused, naming why") {
+  const auto refusal = [](const JobConfig& c) {
+    auto shard = Shard::Create(c, 0);
+    REQUIRE(shard.ok());
+    const absl::Status s = (*shard)->SetMutationLog([](const v1::Mutation&) {});
+    CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+    return std::string(s.message());
+  };
+  CHECK(refusal(MakeConfig("ssp", 2, 2)).find("consistency.mode ssp") != std::string::npos);
+  CHECK(refusal(MakeConfig("asp", 0, 2)).find("consistency.mode asp") != std::string::npos);
+  JobConfig plain = MakeConfig("bsp", 0, 2);
+  plain.consistency.aggregate = false;
+  CHECK(refusal(plain).find("consistency.aggregate is off") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera
