@@ -649,7 +649,7 @@ absl::StatusOr<Shard::Applied> Shard::Apply(const Mutation& m) {
 }
 
 void Shard::Log(v1::Mutation m) {
-  m.set_sequence(++log_sequence_);
+  m.set_sequence(log_sequence_.fetch_add(1) + 1);
   mutation_log_(m);
 }
 
@@ -670,6 +670,22 @@ absl::Status Shard::SetMutationLog(std::function<void(const v1::Mutation&)> log)
 }
 
 absl::Status Shard::Follow(const v1::Mutation& m) {
+  if (m.sequence() == 0) {
+    return absl::InvalidArgumentError("a mutation without its number (sequence 0)");
+  }
+  if (m.sequence() <= followed_.load()) return absl::OkStatus();  // a resend: applied once
+  if (m.sequence() != followed_.load() + 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("mutation ", m.sequence(), " after ", followed_.load(), ": ",
+                     m.sequence() - followed_.load() - 1,
+                     " missing; the standby must start again from its primary's state"));
+  }
+  TESSERA_RETURN_IF_ERROR(FollowNext(m));
+  followed_.store(m.sequence());
+  return absl::OkStatus();
+}
+
+absl::Status Shard::FollowNext(const v1::Mutation& m) {
   const auto worker_of = [&](uint32_t w) -> absl::Status {
     if (w >= num_workers_) {
       return absl::InvalidArgumentError(

@@ -184,10 +184,18 @@ class Shard {
   // REQUIRES: before the shard serves.
   absl::Status SetMutationLog(std::function<void(const v1::Mutation&)> log);
   // A standby: applies one of its primary's mutations, in the primary's
-  // order, to a shard that started from the primary's state and serves no
-  // worker. INVALID_ARGUMENT when the mutation does not fit this shard (a
-  // standby that gets one must start again from its primary's state).
+  // order, to a shard that started from the primary's state (created from
+  // the same config, or restored from the primary's Snapshot, whose
+  // manifest names the last mutation in it) and serves no worker. A
+  // mutation it already has (a resend) is acknowledged and not applied
+  // again; FAILED_PRECONDITION when one is missing before it, and
+  // INVALID_ARGUMENT when it does not fit this shard (unnumbered, or not
+  // this job's layout): either way nothing changes, and the standby must
+  // start again from its primary's state. One caller at a time.
   absl::Status Follow(const v1::Mutation& m);
+  // The last mutation followed (a standby) or sent (a primary).
+  uint64_t followed() const { return followed_.load(); }
+  uint64_t log_sequence() const { return log_sequence_.load(); }
 
   // Unfinished workers at min_clock: whom a waiting pull waits for.
   std::vector<uint32_t> Laggards() const { return clock_.Laggards(); }
@@ -350,6 +358,8 @@ class Shard {
   absl::StatusOr<Applied> Apply(const Mutation& m);
   // Apply's changes, without the log.
   absl::StatusOr<Applied> Make(const Mutation& m);
+  // Follow's change, once the number fits.
+  absl::Status FollowNext(const v1::Mutation& m);
   // Sends `m` to the mutation log, numbered. REQUIRES: a log is set.
   void Log(v1::Mutation m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_);
   // BSP with aggregation: applies the buffered gradients as the mean of
@@ -426,7 +436,10 @@ class Shard {
   // Apply only while a log is set, and never for a BSP push.
   std::function<void(const v1::Mutation&)> mutation_log_;
   absl::Mutex log_mu_;
-  uint64_t log_sequence_ ABSL_GUARDED_BY(log_mu_) = 0;
+  // The last mutation sent (written under log_mu_; a copy of the state
+  // names it), and, on a standby, the last one followed (Follow's caller).
+  std::atomic<uint64_t> log_sequence_{0};
+  std::atomic<uint64_t> followed_{0};
   // Delta pulls: by worker, what it holds of each slice it pulled so (keyed
   // by table index and offset; at most kMaxMirrors slices a worker, all
   // dropped beyond, and each answered whole again). Memory: the dense

@@ -117,6 +117,7 @@ std::unique_ptr<ShardState> Shard::CopyState(int64_t cut, std::vector<int64_t> c
   }
   m.set_unix_ms(absl::ToUnixMillis(absl::Now()));
   m.set_lost_clocks(lost_before_.load() + lost_here_.load());
+  m.set_log_sequence(log_sequence_.load());
   PlansToProto(planner_.Save(), m.mutable_epoch_plans(), m.mutable_worker_rates());
   std::unique_ptr<ShardState> spare;
   {
@@ -161,6 +162,8 @@ std::unique_ptr<ShardState> Shard::Snapshot() {
   // only place more than one is held); then the BSP buffer's apply.
   std::vector<std::unique_ptr<absl::WriterMutexLock>> held;
   for (auto& slot : workers_) held.push_back(std::make_unique<absl::WriterMutexLock>(&slot->mu));
+  // And no mutation is sent meanwhile (a plan's needs no worker's mutex).
+  absl::MutexLock log_lock(&log_mu_);
   absl::MutexLock lock(&aggregate_mu_);
   const int64_t cut = aggregate_ ? clock_.published_min() : clock_.min_clock();
   return CopyState(cut, clock_.clocks(), clock_.finished(), /*clamp=*/aggregate_);
@@ -284,6 +287,10 @@ absl::Status Shard::Restore(const ShardState& state) {
   clock_.Restore(clocks, finished, m.clock());
   restored_clock_.store(m.clock());
   lost_before_.store(m.lost_clocks());
+  // A standby follows on from the last mutation in the state; a primary
+  // restored from it numbers on from there.
+  followed_.store(m.log_sequence());
+  log_sequence_.store(m.log_sequence());
   return absl::OkStatus();
 }
 
