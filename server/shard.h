@@ -135,7 +135,8 @@ class Shard {
   // read: every table's byte count exactly what the layout implies (sparse:
   // rows x row bytes, computed without overflow, within
   // server.max_sparse_rows), chunk steps, clocks and the lost-clock count
-  // within [0, kMaxClock], epoch plans within training.epochs.
+  // within [0, kMaxClock], epoch plans within training.epochs, the
+  // replication log number within what kMaxClock clocks can send.
   // INVALID_ARGUMENT naming the first field that does not fit.
   absl::Status CheckManifest(const v1::CheckpointManifest& m) const;
   // Loads a checkpoint into a shard that has not served yet: CheckManifest,

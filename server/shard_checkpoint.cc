@@ -225,6 +225,12 @@ absl::Status Shard::CheckManifest(const v1::CheckpointManifest& m) const {
   for (int64_t c : m.worker_clocks()) {
     if (!clock_ok(c)) return bad("checkpoint worker clock ", c, " is outside [0, ", kMaxClock, "]");
   }
+  // A few mutations a clock at most (a close, a worker's registration,
+  // finish, eviction, plan), so far from where numbering could wrap.
+  const uint64_t max_sequence = uint64_t{kMaxClock} * (4 * uint64_t{num_workers_} + 1);
+  if (m.log_sequence() > max_sequence) {
+    return bad("checkpoint log_sequence ", m.log_sequence(), " is outside [0, ", max_sequence, "]");
+  }
   for (const v1::EpochPlan& p : m.epoch_plans()) {
     if (p.epoch() < EpochPlanner::kCalibration || p.epoch() >= config_.training.epochs) {
       return bad("checkpoint plan of epoch ", p.epoch(), ": the job has training.epochs ",

@@ -250,6 +250,11 @@ TEST_CASE("a crafted checkpoint with valid checksums is skipped for the previous
          m.set_clock(std::numeric_limits<int64_t>::max());
        },
        "checkpoint clock"},
+      {"a replication log number of UINT64_MAX (the next would wrap to 0)",
+       [](v1::CheckpointManifest& m, std::string&) {
+         m.set_log_sequence(std::numeric_limits<uint64_t>::max());
+       },
+       "log_sequence"},
       {"a chunk's optimizer step of INT64_MAX",
        [](v1::CheckpointManifest& m, std::string&) {
          m.mutable_tables(TableIndex(m, "w"))->set_chunk_steps(0, std::numeric_limits<int64_t>::max());
