@@ -378,26 +378,36 @@ absl::Status ReadCodecs(MapReader& r, CodecChoice* choice) {
   return absl::OkStatus();
 }
 
+// `key` of `s`, when present: a list of host:port addresses into *out.
+absl::Status ReadAddresses(MapReader& s, const std::string& key, bool allow_empty,
+                           const std::string& expected, std::vector<std::string>* out) {
+  YAML::Node list = s.Child(key);
+  if (!list) return absl::OkStatus();
+  if (!list.IsSequence() || (!allow_empty && list.size() == 0) || list.size() > kMaxShards) {
+    return Bad(s.KeyPath(key), list, expected);
+  }
+  out->clear();
+  for (size_t i = 0; i < list.size(); ++i) {
+    std::string addr = list[i].IsScalar() ? list[i].Scalar() : "";
+    if (!CheckHostPort("", addr).ok()) {
+      return Bad(absl::StrCat(s.KeyPath(key), ".", i), list[i], "host:port with a port in 1..65535");
+    }
+    out->push_back(addr);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
   MapReader r(root, "");
   TESSERA_RETURN_IF_ERROR(r.CheckIsMap());
   TESSERA_RETURN_IF_ERROR(r.Str("name", &c->name));
   TESSERA_RETURN_IF_ERROR(Section(r, "cluster", [&](MapReader& s) -> absl::Status {
-    YAML::Node servers = s.Child("servers");
-    if (servers) {
-      if (!servers.IsSequence() || servers.size() == 0 || servers.size() > kMaxShards) {
-        return Bad(s.KeyPath("servers"), servers, "a non-empty list of host:port addresses");
-      }
-      c->cluster.servers.clear();
-      for (size_t i = 0; i < servers.size(); ++i) {
-        std::string addr = servers[i].IsScalar() ? servers[i].Scalar() : "";
-        if (!CheckHostPort("", addr).ok()) {
-          return Bad(absl::StrCat(s.KeyPath("servers"), ".", i), servers[i],
-                     "host:port with a port in 1..65535");
-        }
-        c->cluster.servers.push_back(addr);
-      }
-    }
+    TESSERA_RETURN_IF_ERROR(ReadAddresses(s, "servers", /*allow_empty=*/false,
+                                          "a non-empty list of host:port addresses",
+                                          &c->cluster.servers));
+    TESSERA_RETURN_IF_ERROR(ReadAddresses(s, "standbys", /*allow_empty=*/true,
+                                          "a list of host:port addresses, one per shard",
+                                          &c->cluster.standbys));
     TESSERA_RETURN_IF_ERROR(s.Str("server_pattern", &c->cluster.server_pattern));
     TESSERA_RETURN_IF_ERROR(s.Integer("num_servers", &c->cluster.num_servers, 1, kMaxShards));
     TESSERA_RETURN_IF_ERROR(s.Str("namespace", &c->cluster.namespace_name));
@@ -418,6 +428,20 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     if (c->consistency.mode == ConsistencyMode::kBsp) c->consistency.staleness = 0;
     return absl::OkStatus();
   }));
+  if (!c->cluster.standbys.empty()) {
+    if (c->cluster.standbys.size() != c->cluster.servers.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: cluster.standbys lists ", c->cluster.standbys.size(),
+          " addresses: expected one per shard (", c->cluster.servers.size(), ")"));
+    }
+    if (c->consistency.mode != ConsistencyMode::kBsp || !c->consistency.aggregate) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: cluster.standbys is set under consistency.mode ",
+          NameOf(c->consistency.mode),
+          c->consistency.aggregate ? "" : " with aggregate: false",
+          ": expected bsp with aggregation (the only mode replicated yet)"));
+    }
+  }
   TESSERA_RETURN_IF_ERROR(
       Section(r, "model", [&](MapReader& s) { return ReadModel(s, &c->model); }));
   TESSERA_RETURN_IF_ERROR(Section(r, "optimizer", [&](MapReader& s) -> absl::Status {
@@ -476,6 +500,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Integer("max_sparse_rows", &v.max_sparse_rows, 0, int64_t{1} << 40));
     TESSERA_RETURN_IF_ERROR(s.Bool("pull_creates_rows", &v.pull_creates_rows));
     TESSERA_RETURN_IF_ERROR(s.Bool("exit_when_workers_done", &v.exit_when_workers_done));
+    TESSERA_RETURN_IF_ERROR(
+        s.Real("replication_timeout_s", &v.replication_timeout_s, 0.1, 3600));
     TESSERA_RETURN_IF_ERROR(s.Integer("health_port", &v.health_port, 0, 65535));
     TESSERA_RETURN_IF_ERROR(s.Integer("metrics_port", &v.metrics_port, 0, 65535));
     return s.Integer("sparse_stripes", &v.sparse_stripes, 1, 4096);

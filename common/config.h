@@ -116,6 +116,11 @@ struct ClusterConfig {
   // For {namespace}: this key, else $POD_NAMESPACE, else "default".
   std::string namespace_name;
   uint32_t workers = 1;
+  // host:port of each shard's standby (docs/DESIGN.md "Replication"), in
+  // shard order; empty: none. A shard sends every change to its standby
+  // (a tessera-server started with --standby) and answers the call that
+  // made it only once the standby has it. BSP with aggregation only.
+  std::vector<std::string> standbys;
 };
 
 struct ConsistencyConfig {
@@ -274,6 +279,10 @@ struct ServerConfig {
   // their initial values without keeping them (false: a pull cannot grow a table).
   bool pull_creates_rows = true;
   bool exit_when_workers_done = true;  // exit 0 once every worker called Finish
+  // Replication (cluster.standbys): how long a shard retries a change its
+  // standby does not acknowledge before it goes on without that standby
+  // (logged as an error; the standby must then start again).
+  double replication_timeout_s = 10;
   // A second, plaintext port that serves only the gRPC health service, for
   // probes that cannot speak TLS (Kubernetes' grpc probes). 0: none (the
   // health service answers on the main port, without a token, as always).

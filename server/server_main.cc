@@ -32,7 +32,8 @@ namespace {
 
 const tessera::Program kProgram{
     "tessera-server",
-    "--config JOB.yaml [--shard N] [--set key=value ...] [--listen HOST:PORT] [--log-level LEVEL]",
+    "--config JOB.yaml [--shard N] [--set key=value ...] [--listen HOST:PORT] [--standby]\n"
+    "    [--log-level LEVEL]",
     "One parameter-server shard of the job. Exit codes: 0 after SIGTERM/SIGINT or once every\n"
     "worker has finished; 2 a bad flag, config or unusable checkpoint (one line naming the key);\n"
     "1 when the shard cannot start (e.g. its port is in use).",
@@ -40,7 +41,13 @@ const tessera::Program kProgram{
      {"shard", "N", "this shard's index (default: the ordinal ending $POD_NAME or $HOSTNAME)"},
      {"set", "KEY=VALUE", "override a config key, e.g. --set server.metrics_port=9100",
       tessera::FlagKind::kRepeatable},
-     {"listen", "HOST:PORT", "listen here instead of cluster.servers[shard] (port 0: any free)"},
+     {"listen", "HOST:PORT",
+      "listen here instead of cluster.servers[shard] (--standby: cluster.standbys[shard]; "
+      "port 0: any free)"},
+     {"standby", "",
+      "be shard N's standby: follow its primary's changes (docs/DESIGN.md \"Replication\"), "
+      "serve no worker; checkpoints go to checkpoint.dir/standby",
+      tessera::FlagKind::kSwitch},
      {"log-level", "LEVEL", "trace, debug, info, warn or error (default: logging.level)"}}};
 
 int Fail(int code, const std::string& message) {
@@ -67,8 +74,13 @@ int main(int argc, char** argv) {
     return Fail(2, absl::StrCat("shard index ", *shard, " is not below cluster.servers' count (",
                                 config->num_servers(), ")"));
   }
+  const bool standby = flags->Has("standby");
+  if (standby && config->cluster.standbys.empty() && !flags->Has("listen")) {
+    return Fail(2, "--standby needs cluster.standbys (its address) or --listen HOST:PORT");
+  }
   std::string level = flags->Has("log-level") ? flags->Get("log-level") : config->logging.level;
-  if (auto s = SetupLogging(absl::StrCat("server-", *shard), level); !s.ok()) {
+  if (auto s = SetupLogging(absl::StrCat(standby ? "standby-" : "server-", *shard), level);
+      !s.ok()) {
     return Fail(2, std::string(s.message()));
   }
   // Idle connections from anyone who can reach the ports must not use up
@@ -83,13 +95,18 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  std::string listen = flags->Has("listen") ? flags->Get("listen")
-                                            : DefaultListenAddress(config->cluster.servers[*shard]);
+  std::string listen =
+      flags->Has("listen")
+          ? flags->Get("listen")
+          : DefaultListenAddress(standby ? config->cluster.standbys[*shard]
+                                         : config->cluster.servers[*shard]);
   if (auto s = CheckHostPort("--listen", listen, /*allow_zero=*/true); !s.ok()) {
     return Fail(2, std::string(s.message()));
   }
   const auto start = std::chrono::steady_clock::now();
-  auto server = ShardServer::Start(*config, *shard, listen);
+  auto server = ShardServer::Start(*config, *shard, listen,
+                                   standby ? ShardServer::Role::kStandby
+                                           : ShardServer::Role::kPrimary);
   if (!server.ok()) {
     // A checkpoint that cannot be used, like a bad config, is not helped by a restart.
     const bool config_error =
@@ -102,9 +119,9 @@ int main(int argc, char** argv) {
     reserved += t.reserve_rows;
   }
   spdlog::info(
-      "shard {}/{} ready on {} (port {}): mode {} staleness {}, {} workers, {} tables, "
+      "{}shard {}/{} ready on {} (port {}): mode {} staleness {}, {} workers, {} tables, "
       "{} dense values over all shards, {} sparse rows reserved, started in {:.2f} s",
-      *shard, config->num_servers(), listen, (*server)->port(), ModeName(config->consistency.mode),
+      standby ? "standby of " : "", *shard, config->num_servers(), listen, (*server)->port(), ModeName(config->consistency.mode),
       config->consistency.staleness, config->cluster.workers, config->Tables().size(), values,
       reserved, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 
@@ -116,7 +133,9 @@ int main(int argc, char** argv) {
       spdlog::info("received {}; draining in-flight calls", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       break;
     }
-    if (config->server.exit_when_workers_done && (*server)->shard()->AllWorkersFinished()) {
+    // A standby stops when told to (its primary's end is not its own).
+    if (!standby && config->server.exit_when_workers_done &&
+        (*server)->shard()->AllWorkersFinished()) {
       spdlog::info("all {} workers finished; exiting", config->cluster.workers);
       break;
     }

@@ -224,6 +224,7 @@ size_t Shard::EvictSilent(absl::Time now) {
 }
 
 absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterResponse* response) {
+  TESSERA_RETURN_IF_ERROR(CheckServing());
   if (request.worker_rank() >= num_workers_) {
     return absl::InvalidArgumentError(absl::StrCat("worker rank ", request.worker_rank(),
                                                    " is not below cluster.workers (", num_workers_,
@@ -670,6 +671,10 @@ absl::Status Shard::SetMutationLog(std::function<void(const v1::Mutation&)> log)
 }
 
 absl::Status Shard::Follow(const v1::Mutation& m) {
+  if (!standby()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard ", index_, " here is not a standby: it takes no other shard's changes"));
+  }
   if (m.sequence() == 0) {
     return absl::InvalidArgumentError("a mutation without its number (sequence 0)");
   }

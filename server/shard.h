@@ -184,11 +184,16 @@ class Shard {
   // compensation too).
   // REQUIRES: before the shard serves.
   absl::Status SetMutationLog(std::function<void(const v1::Mutation&)> log);
+  // Makes this shard a standby: every worker's call fails UNAVAILABLE
+  // (naming it), and Follow is allowed. REQUIRES: before it serves.
+  void SetStandby() { standby_.store(true); }
+  bool standby() const { return standby_.load(); }
   // A standby: applies one of its primary's mutations, in the primary's
   // order, to a shard that started from the primary's state (created from
   // the same config, or restored from the primary's Snapshot, whose
-  // manifest names the last mutation in it) and serves no worker. A
-  // mutation it already has (a resend) is acknowledged and not applied
+  // manifest names the last mutation in it) and serves no worker
+  // (FAILED_PRECONDITION on a shard that is not a standby). A mutation it
+  // already has (a resend) is acknowledged and not applied
   // again; FAILED_PRECONDITION when one is missing before it, and
   // INVALID_ARGUMENT when it does not fit this shard (unnumbered, or not
   // this job's layout): either way nothing changes, and the standby must
@@ -246,6 +251,8 @@ class Shard {
   absl::Status ReadSlicesToShared(const std::vector<Resolved>& slices, bool create_rows,
                                   const SharedRange& range);
 
+  // UNAVAILABLE on a standby: no worker's call is served there.
+  absl::Status CheckServing() const;
   // A call of `worker` carrying `session`: a known, registered rank whose
   // secret it is (INVALID_ARGUMENT / FAILED_PRECONDITION / PERMISSION_DENIED).
   absl::Status CheckCaller(uint32_t worker, const std::string& session) const;
@@ -441,6 +448,7 @@ class Shard {
   // names it), and, on a standby, the last one followed (Follow's caller).
   std::atomic<uint64_t> log_sequence_{0};
   std::atomic<uint64_t> followed_{0};
+  std::atomic<bool> standby_{false};
   // Delta pulls: by worker, what it holds of each slice it pulled so (keyed
   // by table index and offset; at most kMaxMirrors slices a worker, all
   // dropped beyond, and each answered whole again). Memory: the dense

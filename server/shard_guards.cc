@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/status.h"
 #include "server/shard.h"
 #include "spdlog/spdlog.h"
 
@@ -24,7 +25,14 @@ bool SessionWords(const std::string& session, uint64_t words[2]) {
 
 }  // namespace
 
+absl::Status Shard::CheckServing() const {
+  if (!standby_.load(std::memory_order_relaxed)) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat(
+      "shard ", index_, " here is a standby: it follows its primary and serves no worker"));
+}
+
 absl::Status Shard::CheckCaller(uint32_t worker, const std::string& session) const {
+  TESSERA_RETURN_IF_ERROR(CheckServing());
   if (worker >= num_workers_) {
     return absl::InvalidArgumentError(
         absl::StrCat("worker rank ", worker, " is not below cluster.workers (", num_workers_, ")"));

@@ -60,15 +60,28 @@ std::string DefaultListenAddress(const std::string& configured_address) {
 
 absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig& config,
                                                                 uint32_t shard_index,
-                                                                const std::string& listen_address) {
+                                                                const std::string& listen_address,
+                                                                Role role) {
   std::unique_ptr<ShardServer> server(new ShardServer());
   TESSERA_ASSIGN_OR_RETURN(server->shard_, Shard::Create(config, shard_index));
-  if (!config.checkpoint.dir.empty()) {
-    TESSERA_RETURN_IF_ERROR(Checkpointer::Restore(server->shard_.get(), config));
-    server->checkpointer_ = std::make_unique<Checkpointer>(server->shard_.get(), config);
+  const bool standby = role == Role::kStandby;
+  if (standby) server->shard_->SetStandby();
+  // A standby keeps checkpoints of its own, beside its primary's.
+  JobConfig own = config;
+  if (standby && !own.checkpoint.dir.empty()) own.checkpoint.dir += "/standby";
+  if (!own.checkpoint.dir.empty()) {
+    TESSERA_RETURN_IF_ERROR(Checkpointer::Restore(server->shard_.get(), own));
+    server->checkpointer_ = std::make_unique<Checkpointer>(server->shard_.get(), own);
   }
   TESSERA_ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> security,
                            TransportSecurity::ForJob(config));
+  if (!standby && !config.cluster.standbys.empty()) {
+    server->replica_link_ = std::make_unique<ReplicaLink>(config, shard_index, security);
+    TESSERA_RETURN_IF_ERROR(server->shard_->SetMutationLog(
+        [link = server->replica_link_.get()](const v1::Mutation& m) { link->Send(m); }));
+    spdlog::info("shard {} sends every change to its standby at {} before it answers",
+                 shard_index, server->replica_link_->address());
+  }
   server->metrics_ = std::make_unique<ShardMetrics>(config);
   server->service_ = std::make_unique<ShardService>(
       server->shard_.get(), absl::Milliseconds(config.server.max_pull_wait_ms), security,
@@ -81,6 +94,11 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(listen_address, security->ServerCredentials(), &server->port_);
   builder.RegisterService(server->service_.get());
+  if (standby) {
+    server->replica_service_ =
+        std::make_unique<ReplicaService>(server->shard_.get(), security);
+    builder.RegisterService(server->replica_service_.get());
+  }
   ApplyServerTransport(&builder, config.server.max_message_bytes);
   {
     // gRPC's memory quota bounds what its transport may buffer for this

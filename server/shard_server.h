@@ -27,6 +27,7 @@
 #include "absl/time/time.h"
 #include "common/config.h"
 #include "server/checkpointer.h"
+#include "server/replication.h"
 #include "server/service.h"
 #include "common/metrics.h"
 #include "common/metrics_server.h"
@@ -42,9 +43,15 @@ class ShardServer {
   // `listen_address` (host:port; port 0 picks a free one). UNAVAILABLE when
   // the address cannot be bound (port in use), INVALID_ARGUMENT for a bad
   // shard index, FAILED_PRECONDITION for a checkpoint that cannot be used.
+  // A primary serves workers and, with cluster.standbys, sends every change
+  // to its standby (server/replication.h). A standby serves the Replica
+  // service (and Stats, health, metrics) instead of workers; its
+  // checkpoints go to checkpoint.dir/standby/shard-N.
+  enum class Role { kPrimary, kStandby };
   static absl::StatusOr<std::unique_ptr<ShardServer>> Start(const JobConfig& config,
                                                             uint32_t shard_index,
-                                                            const std::string& listen_address);
+                                                            const std::string& listen_address,
+                                                            Role role = Role::kPrimary);
   ~ShardServer();
 
   int port() const { return port_; }
@@ -67,6 +74,8 @@ class ShardServer {
   std::unique_ptr<ShardMetrics> metrics_;
   std::unique_ptr<Checkpointer> checkpointer_;  // with checkpoint.dir set
   std::unique_ptr<ShardService> service_;
+  std::unique_ptr<ReplicaService> replica_service_;  // a standby's
+  std::unique_ptr<ReplicaLink> replica_link_;        // a primary's, with a standby
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Service> health_service_;  // its one service
   std::unique_ptr<grpc::Server> health_server_;  // server.health_port: health only, plaintext

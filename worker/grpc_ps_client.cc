@@ -319,9 +319,12 @@ absl::Status GrpcPsClient::RegisterWith(const std::vector<size_t>& which, int64_
     grpc::Status status = group.grpc_error();
     if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
         status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      // The last word from there says why (no connection, or a daemon that
+      // does not serve workers, such as a standby).
       return absl::UnavailableError(absl::StrCat(
           "shard ", s, " at ", shards_[s].address, " did not answer within ", timeout_ms,
-          " ms (worker.connect_timeout_ms); is tessera-server running there?"));
+          " ms (worker.connect_timeout_ms; last: ", status.error_message(),
+          "); is tessera-server running there?"));
     }
     return ShardError(s, status);
   }

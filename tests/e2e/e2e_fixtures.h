@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "launcher/launcher.h"
+#include "server/checkpoint.h"
 #include "tests/shell.h"
 #include "nlohmann/json.hpp"
 
@@ -61,6 +62,24 @@ inline double Field(const std::string& text, const std::string& key) {
   REQUIRE(j.contains(key));
   REQUIRE(j[key].is_number());
   return j[key].get<double>();
+}
+
+// Every table's checksum and optimizer steps in the newest checkpoint of each
+// shard (`shards` of them) under `root` (root/shard-N).
+inline std::vector<std::string> NewestCheckpoints(const std::string& root, int shards = 2) {
+  std::vector<std::string> out;
+  for (int s = 0; s < shards; ++s) {
+    auto all = CheckpointStore::List(root + "/shard-" + std::to_string(s));
+    REQUIRE(!all.empty());
+    auto m = CheckpointStore::ReadManifest(all.back());
+    REQUIRE(m.ok());
+    for (const auto& t : m->tables()) {
+      std::string line = t.name() + " crc " + std::to_string(t.crc32());
+      for (int64_t step : t.chunk_steps()) line += " " + std::to_string(step);
+      out.push_back(line);
+    }
+  }
+  return out;
 }
 
 inline bool NoChildLeft() { return waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD; }

@@ -97,6 +97,7 @@ std::unique_ptr<Pair> MakePair(const JobConfig& c) {
   REQUIRE(standby.ok());
   pair->primary = *std::move(primary);
   pair->standby = *std::move(standby);
+  pair->standby->SetStandby();
   Pair* raw = pair.get();
   REQUIRE(pair->primary
               ->SetMutationLog([raw](const v1::Mutation& m) {
@@ -269,12 +270,33 @@ TEST_CASE("a standby started from a snapshot taken mid-clock catches up to the b
   }
   auto late = Shard::Create(c, 0);
   REQUIRE(late.ok());
+  (*late)->SetStandby();
   REQUIRE((*late)->Restore(*snapshot).ok());
   CHECK((*late)->followed() == workers + 7);
   // Sent from the start: what the copy holds is acknowledged, the rest applied.
   for (const v1::Mutation& m : pair->log) REQUIRE((*late)->Follow(m).ok());
   CHECK((*late)->followed() == pair->log.size());
   CHECK(Same(*pair->primary, **late));
+}
+
+TEST_CASE("a standby serves no worker, and a primary follows no one") {
+  auto pair = MakePair(AdamJob("bsp", 2));
+  v1::RegisterRequest r;
+  r.set_worker_rank(0);
+  r.set_session(SessionOf(0));
+  NameJob(*pair->standby, &r);
+  v1::RegisterResponse resp;
+  const absl::Status refused = pair->standby->Register(r, &resp);
+  CHECK(refused.code() == absl::StatusCode::kUnavailable);
+  CHECK(std::string(refused.message()).find("standby") != std::string::npos);
+  auto pull = StartPull(*pair->standby, 0, 0, Dense("w", 0, 8));
+  REQUIRE(pull->status.has_value());
+  CHECK(pull->status->code() == absl::StatusCode::kUnavailable);
+  PushResponse pr;
+  CHECK(pair->standby->Push(MakePush(0, 0, Dense("b", 0, 2), {1, 1}), &pr).code() ==
+        absl::StatusCode::kUnavailable);
+  REQUIRE(!pair->log.empty());
+  CHECK(pair->primary->Follow(pair->log[0]).code() == absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_CASE("a job replication cannot follow yet is refused, naming why") {

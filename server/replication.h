@@ -1,0 +1,83 @@
+// Replication over the network (docs/DESIGN.md "Replication"): the two ends
+// of the stream a primary shard sends its standby.
+//
+//   ReplicaService  on the standby (tessera-server --standby): the
+//                   Replica.Follow call, which hands each mutation to
+//                   Shard::Follow. Every call must carry the job's token.
+//   ReplicaLink     on the primary: Shard::SetMutationLog's sink. Send()
+//                   returns once the standby holds the mutation (synchronous:
+//                   the call that made the change is answered after), retrying
+//                   an unreachable standby for server.replication_timeout_s;
+//                   past that, or when the standby refuses (it missed a
+//                   mutation or does not fit), the link is cut for good: the
+//                   primary goes on alone and says so once, as an error.
+//
+//   auto link = std::make_unique<ReplicaLink>(config, shard_index, security);
+//   shard->SetMutationLog([l = link.get()](const v1::Mutation& m) { l->Send(m); });
+//
+// Threading: ReplicaService's handler runs on gRPC's callback threads (Shard
+// is thread-safe; Follow's callers are one primary at a time). ReplicaLink::Send
+// is called with the shard's log lock held, so one at a time; its counters
+// may be read from any thread.
+#ifndef TESSERA_SERVER_REPLICATION_H_
+#define TESSERA_SERVER_REPLICATION_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "common/config.h"
+#include "common/security.h"
+#include "proto/replication.grpc.pb.h"
+#include "server/shard.h"
+
+namespace tessera {
+
+class ReplicaService final : public v1::Replica::CallbackService {
+ public:
+  ReplicaService(Shard* shard, std::shared_ptr<const TransportSecurity> security)
+      : shard_(shard), security_(std::move(security)) {}
+
+  grpc::ServerUnaryReactor* Follow(grpc::CallbackServerContext* context,
+                                   const v1::Mutation* request,
+                                   v1::FollowReply* response) override;
+
+ private:
+  Shard* const shard_;
+  const std::shared_ptr<const TransportSecurity> security_;
+};
+
+class ReplicaLink {
+ public:
+  // To cluster.standbys[shard_index], with the job's credentials.
+  ReplicaLink(const JobConfig& config, uint32_t shard_index,
+              std::shared_ptr<const TransportSecurity> security);
+
+  // Returns once the standby holds `m`, or once the link is cut (at most
+  // server.replication_timeout_s after the first try).
+  void Send(const v1::Mutation& m);
+
+  const std::string& address() const { return address_; }
+  bool connected() const { return !cut_.load(); }
+  uint64_t sent() const { return sent_.load(); }
+  uint64_t bytes() const { return bytes_.load(); }
+
+ private:
+  // Gives up on the standby for good, saying why.
+  void Cut(const std::string& why);
+
+  const uint32_t shard_index_;
+  const std::string address_;
+  const absl::Duration timeout_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Replica::Stub> stub_;
+  std::atomic<bool> cut_{false};
+  std::atomic<uint64_t> sent_{0};   // mutations the standby acknowledged
+  std::atomic<uint64_t> bytes_{0};  // their serialized bytes
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_SERVER_REPLICATION_H_

@@ -1,0 +1,151 @@
+// Replication end to end, through real daemons on loopback: each shard of a
+// BSP job (2 servers, 2 workers, the launcher's own) sends every change to a
+// standby daemon (tessera-server --standby) over gRPC with the job's token;
+// when the job ends, each standby's checkpoint equals its primary's to the
+// bit. A standby killed mid-run costs the job only its replication: the
+// primary goes on alone after server.replication_timeout_s and says so.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "e2e_fixtures.h"
+#include "launcher/process.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Two standby daemons for `job`'s two shards, with its settings plus `sets`.
+struct Standbys {
+  std::vector<pid_t> pids;
+  std::string addresses;  // "[127.0.0.1:P0,127.0.0.1:P1]", for cluster.standbys
+  std::string checkpoints;
+
+  ~Standbys() {
+    for (pid_t pid : pids) {
+      if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+    }
+  }
+  // SIGTERM, then the exit code (-1: not a normal exit).
+  int Stop(size_t i) {
+    REQUIRE(kill(pids[i], SIGTERM) == 0);
+    int status = 0;
+    REQUIRE(waitpid(pids[i], &status, 0) == pids[i]);
+    pids[i] = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+};
+
+void StartStandbys(const LaunchOptions& job, Standbys* out) {
+  auto ports = FreePorts(2);
+  REQUIRE(ports.ok());
+  out->addresses =
+      "[127.0.0.1:" + std::to_string((*ports)[0]) + ",127.0.0.1:" + std::to_string((*ports)[1]) + "]";
+  out->checkpoints = job.out_dir + "-standbys";
+  fs::create_directories(job.out_dir);
+  for (int s = 0; s < 2; ++s) {
+    std::vector<std::string> args = {"--config", job.config_path};
+    for (const std::string& set : job.overrides) args.insert(args.end(), {"--set", set});
+    args.insert(args.end(), {"--set", "cluster.standbys=" + out->addresses, "--set",
+                             "checkpoint.dir=" + out->checkpoints, "--shard", std::to_string(s),
+                             "--standby"});
+    out->pids.push_back(Spawn(Runfile("server/tessera-server"), args,
+                              job.out_dir + "/standby-" + std::to_string(s) + ".log",
+                              /*append=*/false));
+    REQUIRE(out->pids.back() > 0);
+  }
+}
+
+// A job whose token file the test writes (the standbys need the same one).
+LaunchOptions ReplicatedJob(const std::string& name, std::vector<std::string> sets) {
+  const std::string token = TempDir(name + ".token");
+  {
+    std::ofstream(token) << "0123456789abcdef0123456789abcdef\n";
+  }
+  REQUIRE(chmod(token.c_str(), 0600) == 0);
+  sets.insert(sets.end(), {"consistency.mode=bsp", "security.token_file=" + token});
+  return Options(name, sets);
+}
+
+TEST_CASE("each shard's standby ends a BSP job with its primary's state, to the bit") {
+  LaunchOptions o = ReplicatedJob("replicated", {"training.epochs=3"});
+  Standbys standbys;
+  StartStandbys(o, &standbys);
+  o.overrides.push_back("cluster.standbys=" + standbys.addresses);
+  REQUIRE(RunJob(o) == 0);
+  CHECK(standbys.Stop(0) == 0);
+  CHECK(standbys.Stop(1) == 0);
+  // The primaries' last checkpoints (written as they stop) against the
+  // standbys' (written as they were told to stop).
+  const auto primaries = NewestCheckpoints(o.out_dir + "/checkpoints");
+  CHECK(primaries == NewestCheckpoints(standbys.checkpoints + "/standby"));
+  for (int s = 0; s < 2; ++s) {
+    INFO("shard " << s);
+    const std::string primary = Read(o.out_dir + "/server-" + std::to_string(s) + ".log");
+    CHECK(primary.find("sends every change to its standby") != std::string::npos);
+    CHECK(primary.find("without its standby") == std::string::npos);
+    const std::string standby = Read(o.out_dir + "/standby-" + std::to_string(s) + ".log");
+    CHECK(standby.find("standby of shard") != std::string::npos);
+  }
+  CHECK(Field(Read(o.out_dir + "/summary.json"), "test_accuracy") > 0.9);
+}
+
+TEST_CASE("a standby killed mid-run: its primary goes on alone and the job finishes") {
+  LaunchOptions o = ReplicatedJob(
+      "standby-lost", {"training.epochs=12", "server.replication_timeout_s=1",
+                       "checkpoint.every_clocks=20"});
+  Standbys standbys;
+  StartStandbys(o, &standbys);
+  o.overrides.push_back("cluster.standbys=" + standbys.addresses);
+  int rc = -1;
+  std::thread job([&] { rc = RunJob(o); });
+  // Once shard 1 has checkpointed clock 40, its standby dies.
+  bool reached = false;
+  for (int i = 0; i < 1200 && !reached; ++i) {
+    for (const std::string& path : CheckpointStore::List(o.out_dir + "/checkpoints/shard-1")) {
+      auto m = CheckpointStore::ReadManifest(path);
+      reached = reached || (m.ok() && m->clock() >= 40);
+    }
+    if (!reached) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  CHECK(reached);
+  REQUIRE(kill(standbys.pids[1], SIGKILL) == 0);
+  job.join();
+  REQUIRE(rc == 0);
+  const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
+  CHECK(summary["restarts"]["server-1"] == 0);
+  const std::string log = Read(o.out_dir + "/server-1.log");
+  CHECK(log.find("shard 1 goes on without its standby") != std::string::npos);
+  CHECK(log.find("server.replication_timeout_s") != std::string::npos);
+  // Shard 0's standby followed to the end.
+  CHECK(Read(o.out_dir + "/server-0.log").find("without its standby") == std::string::npos);
+  CHECK(standbys.Stop(0) == 0);
+}
+
+TEST_CASE("a worker pointed at a standby is refused, naming it") {
+  LaunchOptions o = ReplicatedJob("worker-at-standby", {});
+  Standbys standbys;
+  StartStandbys(o, &standbys);
+  // The worker takes the standbys' addresses for its shards.
+  std::string cmd = Runfile("worker/tessera-worker") + " --config " + o.config_path;
+  for (const std::string& s : o.overrides) cmd += " --set '" + s + "'";
+  const std::string err = TempDir("worker-at-standby.err");
+  cmd += " --set 'cluster.servers=" + standbys.addresses +
+         "' --set worker.connect_timeout_ms=5000 --rank 0 2> " + err + " > /dev/null";
+  const int status = std::system(cmd.c_str());
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) != 0);
+  CHECK(Read(err).find("standby") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera
