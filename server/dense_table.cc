@@ -296,6 +296,10 @@ absl::Status DenseTable::CheckAggregate(const v1::TableAggregate& in) const {
     return absl::InvalidArgumentError(absl::StrCat("table ", name_, ": ", in.values_size(),
                                                    " aggregated values for chunks of ", floats));
   }
+  if (!Eigen::Map<const Eigen::ArrayXf>(in.values().data(), in.values_size()).allFinite()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("table ", name_, ": an aggregated gradient is NaN or Inf"));
+  }
   return absl::OkStatus();
 }
 

@@ -15,10 +15,11 @@
 //   auto link = std::make_unique<ReplicaLink>(config, shard_index, security);
 //   shard->SetMutationLog([l = link.get()](const v1::Mutation& m) { l->Send(m); });
 //
-// Threading: ReplicaService's handler runs on gRPC's callback threads (Shard
-// is thread-safe; Follow's callers are one primary at a time). ReplicaLink::Send
-// is called with the shard's log lock held, so one at a time; its counters
-// may be read from any thread.
+// Threading: ReplicaService's handler runs on gRPC's callback threads;
+// Shard::Follow applies their calls one at a time. ReplicaLink::Send is called
+// with the shard's log lock held, so one at a time, and blocks the calling
+// thread (a worker call's) until the standby acknowledges or the timeout
+// passes; its counters may be read from any thread.
 #ifndef TESSERA_SERVER_REPLICATION_H_
 #define TESSERA_SERVER_REPLICATION_H_
 

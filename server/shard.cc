@@ -678,6 +678,9 @@ absl::Status Shard::Follow(const v1::Mutation& m) {
   if (m.sequence() == 0) {
     return absl::InvalidArgumentError("a mutation without its number (sequence 0)");
   }
+  // One at a time: a primary's retry may arrive while its first try is
+  // still being applied here, and must find it applied.
+  absl::MutexLock lock(&follow_mu_);
   if (m.sequence() <= followed_.load()) return absl::OkStatus();  // a resend: applied once
   if (m.sequence() != followed_.load() + 1) {
     return absl::FailedPreconditionError(
@@ -711,11 +714,15 @@ absl::Status Shard::FollowNext(const v1::Mutation& m) {
       const bool min_fits =
           (close.min_clock() >= 0 && close.min_clock() <= kMaxClock) ||
           (all_finished && close.min_clock() == std::numeric_limits<int64_t>::max());
+      const bool clocks_fit = std::all_of(close.clocks().begin(), close.clocks().end(),
+                                          [](int64_t c) { return c >= -1 && c <= kMaxClock; });
       if (close.clocks_size() != static_cast<int>(num_workers_) ||
-          close.finished_size() != static_cast<int>(num_workers_) || !min_fits) {
+          close.finished_size() != static_cast<int>(num_workers_) || !min_fits || !clocks_fit ||
+          close.pushers() > num_workers_) {
         return absl::InvalidArgumentError(absl::StrCat(
             "mutation ", m.sequence(), ": a close of clock ", close.min_clock(), " with ",
-            close.clocks_size(), " clocks for ", num_workers_, " workers"));
+            close.clocks_size(), " clocks (each in [-1, ", kMaxClock, "]) and ", close.pushers(),
+            " pushers for ", num_workers_, " workers"));
       }
       std::vector<const Resolved*> tables;
       for (const v1::TableAggregate& aggregate : close.aggregates()) {
@@ -748,6 +755,11 @@ absl::Status Shard::FollowNext(const v1::Mutation& m) {
     }
     case v1::Mutation::kAdopt:
       TESSERA_RETURN_IF_ERROR(worker_of(m.adopt().worker()));
+      if (m.adopt().clock() < 0 || m.adopt().clock() > kMaxClock) {
+        return absl::InvalidArgumentError(absl::StrCat("mutation ", m.sequence(), ": clock ",
+                                                       m.adopt().clock(), " is outside [0, ",
+                                                       kMaxClock, "]"));
+      }
       change = Mutation::Of(Mutation::Kind::kAdopt, m.adopt().worker(), m.adopt().clock());
       break;
     case v1::Mutation::kFinish:
@@ -761,6 +773,7 @@ absl::Status Shard::FollowNext(const v1::Mutation& m) {
       break;
     case v1::Mutation::kPlan:
       TESSERA_RETURN_IF_ERROR(worker_of(m.plan().worker()));
+      TESSERA_RETURN_IF_ERROR(CheckPlan(m.plan().epoch(), m.plan().rate()));
       change = Mutation::Of(Mutation::Kind::kPlan, m.plan().worker());
       change.epoch = m.plan().epoch();
       change.rate = m.plan().rate();
@@ -910,21 +923,25 @@ void Shard::FailParked() {
   clock_.FailAll(absl::UnavailableError("server shard is shutting down"));
 }
 
+absl::Status Shard::CheckPlan(int64_t epoch, double rate) const {
+  // A rate no device reaches (1e12 examples a second) is a broken or hostile
+  // caller's; it would take every share but one.
+  constexpr double kMaxRate = 1e12;
+  if (epoch < EpochPlanner::kCalibration || epoch >= int64_t{config_.training.epochs} ||
+      !std::isfinite(rate) || rate < 0 || rate > kMaxRate) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "plan of epoch ", epoch, " at ", rate, " examples/s: expected an epoch in [-1, ",
+        config_.training.epochs, ") (training.epochs; -1: epoch 0's calibration steps) and a rate "
+        "in [0, ", kMaxRate, "]"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Shard::Plan(const v1::PlanRequest& request, v1::PlanResponse* response) {
   TESSERA_RETURN_IF_ERROR(CheckCaller(request.worker_rank(), request.session()));
   Touch(request.worker_rank());
   const double rate = request.examples_per_second();
-  // A rate no device reaches (1e12 examples a second) is a broken or hostile
-  // caller's; it would take every share but one.
-  constexpr double kMaxRate = 1e12;
-  if (request.epoch() < EpochPlanner::kCalibration ||
-      request.epoch() >= int64_t{config_.training.epochs} || !std::isfinite(rate) || rate < 0 ||
-      rate > kMaxRate) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "plan of epoch ", request.epoch(), " at ", rate, " examples/s: expected an epoch in [-1, ",
-        config_.training.epochs, ") (training.epochs; -1: epoch 0's calibration steps) and a rate "
-        "in [0, ", kMaxRate, "]"));
-  }
+  TESSERA_RETURN_IF_ERROR(CheckPlan(request.epoch(), rate));
   Mutation m = Mutation::Of(Mutation::Kind::kPlan, request.worker_rank());
   m.epoch = request.epoch();
   m.rate = rate;

@@ -197,7 +197,8 @@ class Shard {
   // again; FAILED_PRECONDITION when one is missing before it, and
   // INVALID_ARGUMENT when it does not fit this shard (unnumbered, or not
   // this job's layout): either way nothing changes, and the standby must
-  // start again from its primary's state. One caller at a time.
+  // start again from its primary's state. Calls are applied one at a time
+  // (a retry that overtakes its first try waits for it, then finds it applied).
   absl::Status Follow(const v1::Mutation& m);
   // The last mutation followed (a standby) or sent (a primary).
   uint64_t followed() const { return followed_.load(); }
@@ -366,6 +367,9 @@ class Shard {
   absl::StatusOr<Applied> Apply(const Mutation& m);
   // Apply's changes, without the log.
   absl::StatusOr<Applied> Make(const Mutation& m);
+  // A plan's epoch within [-1, training.epochs) and its rate a finite number
+  // in [0, 1e12] (INVALID_ARGUMENT otherwise).
+  absl::Status CheckPlan(int64_t epoch, double rate) const;
   // Follow's change, once the number fits.
   absl::Status FollowNext(const v1::Mutation& m);
   // Sends `m` to the mutation log, numbered. REQUIRES: a log is set.
@@ -449,6 +453,8 @@ class Shard {
   std::atomic<uint64_t> log_sequence_{0};
   std::atomic<uint64_t> followed_{0};
   std::atomic<bool> standby_{false};
+  // Serializes Follow. Lock order: this, then a worker's mutex, then aggregate_mu_.
+  absl::Mutex follow_mu_;
   // Delta pulls: by worker, what it holds of each slice it pulled so (keyed
   // by table index and offset; at most kMaxMirrors slices a worker, all
   // dropped beyond, and each answered whole again). Memory: the dense

@@ -1,5 +1,6 @@
 #include "server/sparse_table.h"
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -368,6 +369,10 @@ absl::Status SparseTable::CheckAggregate(const v1::TableAggregate& in) const {
       return absl::InvalidArgumentError(
           absl::StrCat("table ", name_, ": aggregated keys not increasing at ", i));
     }
+  }
+  if (!Eigen::Map<const Eigen::ArrayXf>(in.values().data(), in.values_size()).allFinite()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("table ", name_, ": an aggregated gradient is NaN or Inf"));
   }
   return absl::OkStatus();
 }

@@ -3,6 +3,8 @@
 // bit: tables, optimizer slots and steps, sparse rows, clocks. Under BSP a
 // clock's pushes travel once, summed, in the clock's close.
 #include <atomic>
+#include <cmath>
+#include <limits>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -190,6 +192,33 @@ TEST_CASE("a standby follows a BSP primary whose workers push and advance at onc
   CHECK(Same(*pair->primary, *pair->standby));
 }
 
+TEST_CASE("a mutation sent again while its first try is applied is applied once") {
+  const uint32_t workers = 3;
+  auto pair = MakePair(AdamJob("bsp", workers));
+  std::mt19937 rng(5);
+  for (int64_t clock = 0; clock < 10; ++clock) {
+    for (uint32_t w = 0; w < workers; ++w) {
+      PushResponse r;
+      REQUIRE(pair->primary->Push(RandomPush(w, clock, &rng), &r).ok());
+    }
+  }
+  // Each mutation from three threads at once, as a primary's retry that
+  // overtakes its first try would send it.
+  for (const v1::Mutation& m : pair->log) {
+    std::atomic<int> refused{0};
+    std::vector<std::thread> tries;
+    for (int t = 0; t < 3; ++t) {
+      tries.emplace_back([&] {
+        if (!pair->standby->Follow(m).ok()) ++refused;
+      });
+    }
+    for (std::thread& t : tries) t.join();
+    REQUIRE(refused == 0);
+  }
+  CHECK(pair->standby->followed() == pair->log.size());
+  CHECK(Same(*pair->primary, *pair->standby));
+}
+
 TEST_CASE("a mutation that does not fit is refused and changes nothing on the standby") {
   auto pair = MakePair(AdamJob("bsp", 2));
   std::mt19937 rng(3);
@@ -228,9 +257,26 @@ TEST_CASE("a mutation that does not fit is refused and changes nothing on the st
     bad.mutable_close_clock()->mutable_aggregates(t)->add_created_keys(5);  // not increasing
     refused(bad, absl::StatusCode::kInvalidArgument);
   }
+  bad = close;
+  bad.mutable_close_clock()->mutable_aggregates(0)->set_values(0, std::nanf(""));
+  refused(bad, absl::StatusCode::kInvalidArgument);
+  bad = close;
+  bad.mutable_close_clock()->set_clocks(0, std::numeric_limits<int64_t>::max());
+  refused(bad, absl::StatusCode::kInvalidArgument);
+  bad = close;
+  bad.mutable_close_clock()->set_pushers(3);  // of two workers
+  refused(bad, absl::StatusCode::kInvalidArgument);
   bad = pair->log[0];
   bad.set_sequence(3);
   bad.mutable_adopt()->set_worker(2);  // of two workers
+  refused(bad, absl::StatusCode::kInvalidArgument);
+  bad.mutable_adopt()->set_worker(0);
+  bad.mutable_adopt()->set_clock(-5);
+  refused(bad, absl::StatusCode::kInvalidArgument);
+  bad = v1::Mutation();
+  bad.set_sequence(3);
+  bad.mutable_plan()->set_epoch(1);
+  bad.mutable_plan()->set_rate(std::numeric_limits<double>::infinity());
   refused(bad, absl::StatusCode::kInvalidArgument);
   // One missing before it: the standby must start again.
   bad = close;
