@@ -51,6 +51,9 @@ for round in $(seq "$rounds"); do
     exit 1
   fi
   a=$(rate "$tmp/plain/summary.json") b=$(rate "$tmp/replicated/summary.json")
-  echo "round $round: replicas 0 $a samples/s, replicas 1 $b samples/s," \
-    "ratio $(awk -v a="$b" -v b="$a" 'BEGIN {printf "%.1f%%", 100 * a / b}')"
+  awk -v r="$round" -v a="$a" -v b="$b" 'BEGIN {
+    printf "round %d: replicas 0 %.0f samples/s, replicas 1 %.0f samples/s, ratio %.1f%%\n",
+           r, a, b, 100 * b / a }'
+  sent=$(grep -ho "sends every change to its standby" "$tmp"/replicated/server-*.log | wc -l)
+  [ "$sent" -eq 2 ] || { echo "the primaries did not both replicate"; exit 1; }
 done
