@@ -296,7 +296,7 @@ absl::Status DenseTable::CheckAggregate(const v1::TableAggregate& in) const {
     return absl::InvalidArgumentError(absl::StrCat("table ", name_, ": ", in.values_size(),
                                                    " aggregated values for chunks of ", floats));
   }
-  if (!Eigen::Map<const Eigen::ArrayXf>(in.values().data(), in.values_size()).allFinite()) {
+  if (!AllFinite(absl::MakeConstSpan(in.values().data(), in.values_size()))) {
     return absl::InvalidArgumentError(
         absl::StrCat("table ", name_, ": an aggregated gradient is NaN or Inf"));
   }

@@ -372,6 +372,10 @@ class Shard {
   absl::Status CheckPlan(int64_t epoch, double rate) const;
   // Follow's change, once the number fits.
   absl::Status FollowNext(const v1::Mutation& m);
+  // Sends the close of clock `new_min` (the aggregation buffers, the rows
+  // pulls created, `pushers`, every worker's clock) to the mutation log.
+  void LogClose(int64_t new_min, uint32_t pushers)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_, aggregate_mu_);
   // Sends `m` to the mutation log, numbered. REQUIRES: a log is set.
   void Log(v1::Mutation m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_);
   // BSP with aggregation: applies the buffered gradients as the mean of

@@ -1,6 +1,5 @@
 #include "server/sparse_table.h"
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -370,7 +369,7 @@ absl::Status SparseTable::CheckAggregate(const v1::TableAggregate& in) const {
           absl::StrCat("table ", name_, ": aggregated keys not increasing at ", i));
     }
   }
-  if (!Eigen::Map<const Eigen::ArrayXf>(in.values().data(), in.values_size()).allFinite()) {
+  if (!AllFinite(absl::MakeConstSpan(in.values().data(), in.values_size()))) {
     return absl::InvalidArgumentError(
         absl::StrCat("table ", name_, ": an aggregated gradient is NaN or Inf"));
   }

@@ -1,0 +1,174 @@
+// Shard's replication (docs/DESIGN.md "Replication"): the primary's mutation
+// log and the standby's Follow. Split from shard.cc; the changes themselves
+// are made by Shard::Apply there.
+#include <algorithm>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "server/shard.h"
+
+namespace tessera {
+
+void Shard::LogClose(int64_t new_min, uint32_t pushers) {
+  v1::Mutation close;
+  v1::Mutation::CloseClock* c = close.mutable_close_clock();
+  c->set_min_clock(new_min);
+  c->set_pushers(pushers);
+  for (const auto& [name, r] : tables_) {
+    v1::TableAggregate aggregate;
+    aggregate.set_table(r.index);
+    if (r.dense) {
+      r.dense->ExportAccumulated(&aggregate);
+    } else {
+      r.sparse->ExportCreated(&aggregate);
+      r.sparse->ExportAccumulated(&aggregate);
+    }
+    if (aggregate.chunks_size() > 0 || aggregate.keys_size() > 0 ||
+        aggregate.created_keys_size() > 0) {
+      *c->add_aggregates() = std::move(aggregate);
+    }
+  }
+  for (int64_t clock : clock_.clocks()) c->add_clocks(clock);
+  for (bool finished : clock_.finished()) c->add_finished(finished);
+  Log(std::move(close));
+}
+
+void Shard::Log(v1::Mutation m) {
+  m.set_sequence(log_sequence_.fetch_add(1) + 1);
+  mutation_log_(m);
+}
+
+absl::Status Shard::SetMutationLog(std::function<void(const v1::Mutation&)> log) {
+  std::string cannot;
+  if (config_.consistency.mode != ConsistencyMode::kBsp) {
+    cannot = "only BSP with aggregation is replicated yet (consistency.mode " +
+             std::string(ModeName(config_.consistency.mode)) + ")";
+  } else if (!aggregate_) {
+    cannot = "only BSP with aggregation is replicated yet (consistency.aggregate is off)";
+  }
+  if (!cannot.empty()) return absl::FailedPreconditionError("shard replication: " + cannot);
+  if (config_.server.pull_creates_rows) {
+    for (auto& table : sparse_) table->RecordCreatedRows();
+  }
+  mutation_log_ = std::move(log);
+  return absl::OkStatus();
+}
+
+absl::Status Shard::Follow(const v1::Mutation& m) {
+  if (!standby()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard ", index_, " here is not a standby: it takes no other shard's changes"));
+  }
+  if (m.sequence() == 0) {
+    return absl::InvalidArgumentError("a mutation without its number (sequence 0)");
+  }
+  // One at a time: a primary's retry may arrive while its first try is
+  // still being applied here, and must find it applied.
+  absl::MutexLock lock(&follow_mu_);
+  if (m.sequence() <= followed_.load()) return absl::OkStatus();  // a resend: applied once
+  if (m.sequence() != followed_.load() + 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("mutation ", m.sequence(), " after ", followed_.load(), ": ",
+                     m.sequence() - followed_.load() - 1,
+                     " missing; the standby must start again from its primary's state"));
+  }
+  TESSERA_RETURN_IF_ERROR(FollowNext(m));
+  followed_.store(m.sequence());
+  return absl::OkStatus();
+}
+
+absl::Status Shard::FollowNext(const v1::Mutation& m) {
+  const auto worker_of = [&](uint32_t w) -> absl::Status {
+    if (w >= num_workers_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mutation ", m.sequence(), ": worker ", w, " of ", num_workers_));
+    }
+    return absl::OkStatus();
+  };
+  Mutation change;
+  switch (m.change_case()) {
+    case v1::Mutation::kCloseClock: {
+      const v1::Mutation::CloseClock& close = m.close_clock();
+      if (!aggregate_) {
+        return absl::FailedPreconditionError("a clock's close on a shard that does not aggregate");
+      }
+      // Every worker finished: min_clock is past every clock.
+      const bool all_finished =
+          std::all_of(close.finished().begin(), close.finished().end(), [](bool f) { return f; });
+      const bool min_fits =
+          (close.min_clock() >= 0 && close.min_clock() <= kMaxClock) ||
+          (all_finished && close.min_clock() == std::numeric_limits<int64_t>::max());
+      const bool clocks_fit = std::all_of(close.clocks().begin(), close.clocks().end(),
+                                          [](int64_t c) { return c >= -1 && c <= kMaxClock; });
+      if (close.clocks_size() != static_cast<int>(num_workers_) ||
+          close.finished_size() != static_cast<int>(num_workers_) || !min_fits || !clocks_fit ||
+          close.pushers() > num_workers_) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "mutation ", m.sequence(), ": a close of clock ", close.min_clock(), " with ",
+            close.clocks_size(), " clocks (each in [-1, ", kMaxClock, "]) and ", close.pushers(),
+            " pushers for ", num_workers_, " workers"));
+      }
+      std::vector<const Resolved*> tables;
+      for (const v1::TableAggregate& aggregate : close.aggregates()) {
+        if (aggregate.table() >= layout_.size()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("mutation ", m.sequence(), ": table ", aggregate.table()));
+        }
+        tables.push_back(&tables_.at(layout_[aggregate.table()].name()));
+      }
+      // Every table's part checked before any changes.
+      for (size_t i = 0; i < tables.size(); ++i) {
+        const v1::TableAggregate& aggregate = close.aggregates(static_cast<int>(i));
+        TESSERA_RETURN_IF_ERROR(tables[i]->dense ? tables[i]->dense->CheckAggregate(aggregate)
+                                                 : tables[i]->sparse->CheckAggregate(aggregate));
+      }
+      absl::MutexLock lock(&aggregate_mu_);
+      for (size_t i = 0; i < tables.size(); ++i) {
+        const v1::TableAggregate& aggregate = close.aggregates(static_cast<int>(i));
+        if (tables[i]->dense) {
+          TESSERA_RETURN_IF_ERROR(tables[i]->dense->ImportAccumulated(aggregate));
+        } else {
+          TESSERA_RETURN_IF_ERROR(tables[i]->sparse->ImportCreated(aggregate));
+          TESSERA_RETURN_IF_ERROR(tables[i]->sparse->ImportAccumulated(aggregate));
+        }
+      }
+      ApplyAggregate(close.pushers());
+      clock_.Restore({close.clocks().begin(), close.clocks().end()},
+                     {close.finished().begin(), close.finished().end()}, close.min_clock());
+      return absl::OkStatus();
+    }
+    case v1::Mutation::kAdopt:
+      TESSERA_RETURN_IF_ERROR(worker_of(m.adopt().worker()));
+      if (m.adopt().clock() < 0 || m.adopt().clock() > kMaxClock) {
+        return absl::InvalidArgumentError(absl::StrCat("mutation ", m.sequence(), ": clock ",
+                                                       m.adopt().clock(), " is outside [0, ",
+                                                       kMaxClock, "]"));
+      }
+      change = Mutation::Of(Mutation::Kind::kAdopt, m.adopt().worker(), m.adopt().clock());
+      break;
+    case v1::Mutation::kFinish:
+      TESSERA_RETURN_IF_ERROR(worker_of(m.finish().worker()));
+      change = Mutation::Of(Mutation::Kind::kFinish, m.finish().worker());
+      break;
+    case v1::Mutation::kEvict:
+      TESSERA_RETURN_IF_ERROR(worker_of(m.evict().worker()));
+      change = Mutation::Of(m.evict().rejoin() ? Mutation::Kind::kRejoin : Mutation::Kind::kEvict,
+                            m.evict().worker());
+      break;
+    case v1::Mutation::kPlan:
+      TESSERA_RETURN_IF_ERROR(worker_of(m.plan().worker()));
+      TESSERA_RETURN_IF_ERROR(CheckPlan(m.plan().epoch(), m.plan().rate()));
+      change = Mutation::Of(Mutation::Kind::kPlan, m.plan().worker());
+      change.epoch = m.plan().epoch();
+      change.rate = m.plan().rate();
+      break;
+    case v1::Mutation::CHANGE_NOT_SET:
+      return absl::InvalidArgumentError(absl::StrCat("mutation ", m.sequence(), " is empty"));
+  }
+  if (change.kind == Mutation::Kind::kPlan) return Apply(change).status();
+  absl::MutexLock lock(&workers_[change.worker]->mu);
+  return Apply(change).status();
+}
+
+}  // namespace tessera
