@@ -408,6 +408,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(ReadAddresses(s, "standbys", /*allow_empty=*/true,
                                           "a list of host:port addresses, one per shard",
                                           &c->cluster.standbys));
+    TESSERA_RETURN_IF_ERROR(s.Str("etcd", &c->cluster.etcd));
     TESSERA_RETURN_IF_ERROR(s.Str("server_pattern", &c->cluster.server_pattern));
     TESSERA_RETURN_IF_ERROR(s.Integer("num_servers", &c->cluster.num_servers, 1, kMaxShards));
     TESSERA_RETURN_IF_ERROR(s.Str("namespace", &c->cluster.namespace_name));
@@ -440,6 +441,20 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
           NameOf(c->consistency.mode),
           c->consistency.aggregate ? "" : " with aggregate: false",
           ": expected bsp with aggregation (the only mode replicated yet)"));
+    }
+  }
+  if (!c->cluster.etcd.empty()) {
+    const size_t colon = c->cluster.etcd.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || colon == 0 ||
+        !absl::SimpleAtoi(c->cluster.etcd.substr(colon + 1), &port) || port < 1 || port > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat("config: cluster.etcd = '", c->cluster.etcd,
+                                                     "': expected host:port of etcd's clients"));
+    }
+    if (c->cluster.standbys.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config: cluster.etcd = '", c->cluster.etcd,
+          "' without cluster.standbys: expected a standby per shard to fail over to"));
     }
   }
   TESSERA_RETURN_IF_ERROR(
@@ -502,6 +517,7 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Bool("exit_when_workers_done", &v.exit_when_workers_done));
     TESSERA_RETURN_IF_ERROR(
         s.Real("replication_timeout_s", &v.replication_timeout_s, 0.1, 3600));
+    TESSERA_RETURN_IF_ERROR(s.Integer("lease_ttl_s", &v.lease_ttl_s, 1, 60));
     TESSERA_RETURN_IF_ERROR(s.Integer("health_port", &v.health_port, 0, 65535));
     TESSERA_RETURN_IF_ERROR(s.Integer("metrics_port", &v.metrics_port, 0, 65535));
     return s.Integer("sparse_stripes", &v.sparse_stripes, 1, 4096);

@@ -121,6 +121,12 @@ struct ClusterConfig {
   // (a tessera-server started with --standby) and answers the call that
   // made it only once the standby has it. BSP with aggregation only.
   std::vector<std::string> standbys;
+  // host:port of etcd's client endpoint (docs/DESIGN.md "Failover"); needs
+  // standbys. Each shard's primary holds a term there, renewed every
+  // server.lease_ttl_s / 3, and a standby that holds every change the
+  // primary acknowledged takes over when the term ends. Empty: no failover
+  // (a lost primary is restarted from its checkpoints, as without standbys).
+  std::string etcd;
 };
 
 struct ConsistencyConfig {
@@ -283,6 +289,11 @@ struct ServerConfig {
   // standby does not acknowledge before it goes on without that standby
   // (logged as an error; the standby must then start again).
   double replication_timeout_s = 10;
+  // Failover (cluster.etcd): the lease of a primary's term, in seconds. A
+  // killed primary's standby takes over after at most this long. 1 needs an
+  // etcd whose election timeout is at most 666 ms (etcd grants at least 1.5
+  // election timeouts).
+  int64_t lease_ttl_s = 2;
   // A second, plaintext port that serves only the gRPC health service, for
   // probes that cannot speak TLS (Kubernetes' grpc probes). 0: none (the
   // health service answers on the main port, without a token, as always).

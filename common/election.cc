@@ -46,9 +46,9 @@ absl::StatusOr<std::unique_ptr<Election>> Election::Create(const std::string& en
   if (key.empty() || name.empty()) {
     return absl::InvalidArgumentError("an election needs a key and a candidate name");
   }
-  if (ttl_s < 2) {
+  if (ttl_s < 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("election ttl ", ttl_s, " s: expected at least 2 (etcd's shortest lease)"));
+        absl::StrCat("election ttl ", ttl_s, " s: expected at least 1"));
   }
   return std::unique_ptr<Election>(new Election(endpoint, key, name, ttl_s, timeout));
 }
@@ -84,7 +84,7 @@ absl::StatusOr<std::string> Election::Post(const std::string& path, const std::s
   return res->body;
 }
 
-absl::StatusOr<int64_t> Election::Campaign() {
+absl::StatusOr<int64_t> Election::Campaign(const std::optional<Condition>& require) {
   if (term_.load() != 0 && Renew().ok()) return term_.load();
   term_.store(0);
   absl::StatusOr<std::string> granted =
@@ -93,8 +93,18 @@ absl::StatusOr<int64_t> Election::Campaign() {
   const int64_t lease = Int(json::parse(*granted, nullptr, false), "ID");
   if (lease == 0) return absl::UnavailableError("etcd granted no lease: " + *granted);
   // Write the key under the lease only if nobody holds it; else read who does.
+  json compare = json::array({{{"key", key_}, {"target", "CREATE"}, {"create_revision", "0"}}});
+  if (require) {
+    const std::string key = absl::Base64Escape(require->key);
+    compare.push_back(require->value ? json{{"key", key},
+                                            {"target", "VALUE"},
+                                            {"value", absl::Base64Escape(*require->value)}}
+                                     : json{{"key", key},
+                                            {"target", "CREATE"},
+                                            {"create_revision", "0"}});
+  }
   const json txn = {
-      {"compare", json::array({{{"key", key_}, {"target", "CREATE"}, {"create_revision", "0"}}})},
+      {"compare", compare},
       {"success",
        json::array({{{"requestPut",
                       {{"key", key_},
@@ -124,8 +134,56 @@ absl::StatusOr<int64_t> Election::Campaign() {
       holder.term = Int(range["kvs"][0], "create_revision");
     }
   }
+  if (holder.term == 0 && require) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "nobody is primary, but ", require->key,
+        require->value ? absl::StrCat(" does not hold '", *require->value, "'")
+                       : std::string(" is not absent")));
+  }
   return absl::AlreadyExistsError(absl::StrCat("'", holder.name, "' is primary, term ",
                                                holder.term));
+}
+
+absl::Status Election::WhileHeld(const std::string& what, const std::string& op,
+                                 const std::string& request) {
+  const int64_t term = term_.load();
+  if (lease_ == 0 || term == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("not primary: cannot ", what));
+  }
+  const json txn = {
+      {"compare", json::array({{{"key", key_},
+                                {"target", "CREATE"},
+                                {"create_revision", std::to_string(term)}}})},
+      {"success", json::array({{{op, json::parse(request)}}})},
+  };
+  absl::StatusOr<std::string> done = Post("/v3/kv/txn", txn.dump());
+  if (!done.ok()) return done.status();
+  const json reply = json::parse(*done, nullptr, false);
+  if (reply.is_object() && reply.value("succeeded", false)) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("term ", term, " of '", name_, "' is over: cannot ", what));
+}
+
+absl::Status Election::PutWhileHeld(const std::string& key, const std::string& value) {
+  return WhileHeld(absl::StrCat("write ", key), "requestPut",
+                   json{{"key", absl::Base64Escape(key)}, {"value", absl::Base64Escape(value)}}
+                       .dump());
+}
+
+absl::Status Election::DeleteWhileHeld(const std::string& key) {
+  return WhileHeld(absl::StrCat("delete ", key), "requestDeleteRange",
+                   json{{"key", absl::Base64Escape(key)}}.dump());
+}
+
+absl::StatusOr<std::optional<std::string>> Election::Get(const std::string& key) const {
+  absl::StatusOr<std::string> read =
+      Post("/v3/kv/range", json{{"key", absl::Base64Escape(key)}}.dump());
+  if (!read.ok()) return read.status();
+  const json reply = json::parse(*read, nullptr, false);
+  if (!reply.is_object() || !reply.contains("kvs") || reply["kvs"].empty()) {
+    return std::optional<std::string>();
+  }
+  return std::optional<std::string>(Decode(reply["kvs"][0], "value"));
 }
 
 absl::Status Election::Renew() {

@@ -18,8 +18,17 @@
 // successful renewal, before anyone else can have won: etcd expires the lease
 // no sooner than ttl_s after that renewal.
 //
-// Threading: Campaign, Renew and Resign from one owning thread; Current and
-// term() from any thread. Each call is one HTTP request with a deadline of
+// A campaign may also require another key to hold a value (or to be
+// absent), checked in the same transaction; and a primary may write keys
+// only while its term holds (PutWhileHeld, DeleteWhileHeld: one transaction
+// that compares the election key's create revision with its term). The
+// replicated shard uses both for its `in_sync` key (docs/DESIGN.md
+// "Failover"): a standby wins only while the primary says it holds every
+// acknowledged change.
+//
+// Threading: Campaign, Renew, Resign, PutWhileHeld and DeleteWhileHeld from
+// one owning thread (or under the owner's lock); Current, Get and term()
+// from any thread. Each call is one HTTP request with a deadline of
 // `timeout`; nothing waits longer.
 #ifndef TESSERA_COMMON_ELECTION_H_
 #define TESSERA_COMMON_ELECTION_H_
@@ -27,6 +36,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -41,26 +51,41 @@ class Election {
     int64_t term = 0;  // the key's create revision
   };
 
-  // `endpoint`: etcd's client address, host:port. `ttl_s` >= 2 (etcd's
-  // shortest lease is about 1.5 s). INVALID_ARGUMENT for a bad argument.
+  // `endpoint`: etcd's client address, host:port. `ttl_s` >= 1 (etcd
+  // grants at least 1.5 of its election timeouts: 2 s with its defaults).
+  // INVALID_ARGUMENT for a bad argument.
   static absl::StatusOr<std::unique_ptr<Election>> Create(const std::string& endpoint,
                                                           const std::string& key,
                                                           const std::string& name, int64_t ttl_s,
                                                           absl::Duration timeout = absl::Seconds(1));
   ~Election();
 
+  // A key's required state: holding `value`, or absent (nullopt).
+  struct Condition {
+    std::string key;
+    std::optional<std::string> value;
+  };
+
   // One attempt to become primary. The term on success; ALREADY_EXISTS
-  // naming the holder and its term when another holds it; UNAVAILABLE when
-  // etcd does not answer. Campaigning again while primary returns the term.
-  absl::StatusOr<int64_t> Campaign();
+  // naming the holder and its term when another holds it; FAILED_PRECONDITION
+  // when nobody holds it but `require` is not met; UNAVAILABLE when etcd does
+  // not answer. Campaigning again while primary returns the term.
+  absl::StatusOr<int64_t> Campaign(const std::optional<Condition>& require = std::nullopt);
   // Renews this term's lease. FAILED_PRECONDITION once it has expired (the
   // term is over); UNAVAILABLE when etcd does not answer (see above).
   absl::Status Renew();
   // Ends this term now (revokes its lease), so that a standby need not wait
   // for the lease to expire. OK when not primary.
   absl::Status Resign();
+  // Writes (deletes) `key` only if this candidate's term still holds:
+  // FAILED_PRECONDITION when it is over (or it never was primary),
+  // UNAVAILABLE when etcd does not answer. Either way nothing was written.
+  absl::Status PutWhileHeld(const std::string& key, const std::string& value);
+  absl::Status DeleteWhileHeld(const std::string& key);
   // The current holder; NOT_FOUND when there is none.
   absl::StatusOr<Holder> Current() const;
+  // `key`'s value; nullopt when it is absent.
+  absl::StatusOr<std::optional<std::string>> Get(const std::string& key) const;
   // This candidate's term while primary, else 0.
   int64_t term() const { return term_.load(); }
 
@@ -69,6 +94,8 @@ class Election {
            absl::Duration timeout);
   // POSTs `body` (JSON) to etcd's `path`; the parsed reply as text.
   absl::StatusOr<std::string> Post(const std::string& path, const std::string& body) const;
+  // One transaction: `request` (a put or delete, as JSON) if this term holds.
+  absl::Status WhileHeld(const std::string& what, const std::string& op, const std::string& request);
 
   const std::string host_;
   const int port_;

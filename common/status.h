@@ -39,6 +39,13 @@ inline bool IsTransient(const absl::Status& s) {
          absl::IsCancelled(s);
 }
 
+// A daemon's exit codes, as the launcher reads them: 0 done; 1 failed; 2 a
+// bad config or input (a restart cannot help); 3 a worker that lost its
+// servers (a restart can help); kExitSuperseded a server whose shard another
+// daemon serves now (its standby took over, or its term ended:
+// server/failover.h), neither restarted nor a failure.
+inline constexpr int kExitSuperseded = 4;
+
 }  // namespace tessera
 
 #endif  // TESSERA_COMMON_STATUS_H_

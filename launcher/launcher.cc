@@ -314,7 +314,9 @@ std::string Supervise(const LaunchOptions& options, Job& job, double start) {
     // worker that dies (before its process ended) has nothing left to do.
     bool servers_done = true;
     for (const Child& c : job.children) {
-      if (c.is_server) servers_done &= !c.running && c.exit_code == 0;
+      if (c.is_server) {
+        servers_done &= !c.running && (c.exit_code == 0 || c.exit_code == kExitSuperseded);
+      }
     }
     bool workers_running = false, workers_done = true;
     for (Child& c : job.children) {
@@ -330,6 +332,16 @@ std::string Supervise(const LaunchOptions& options, Job& job, double start) {
     for (Child& c : job.children) {
       if (c.running) continue;
       if (c.exit_code == 0 && !c.is_server) continue;      // a worker that finished
+      if (c.is_server && c.exit_code == kExitSuperseded) {
+        // Its standby serves the shard now (server/failover.h).
+        if (!c.superseded) {
+          std::printf("tessera run: %s: another daemon serves its shard now (%s); not restarting it\n",
+                      c.name.c_str(), LastLine(c.log_path).c_str());
+          std::fflush(stdout);
+          c.superseded = true;
+        }
+        continue;
+      }
       if (c.exit_code == 0 && !workers_running) continue;  // a server after the workers
       if (c.exit_code == 0) {
         // Servers exit once every worker has called Finish, which a worker

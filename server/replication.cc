@@ -54,6 +54,7 @@ void ReplicaLink::Send(const v1::Mutation& m) {
     if (last.ok()) {
       sent_.fetch_add(1, std::memory_order_relaxed);
       bytes_.fetch_add(m.ByteSizeLong(), std::memory_order_relaxed);
+      if (failover_ != nullptr) failover_->StandbyInSync();
       return;
     }
     const bool retry = last.error_code() == grpc::StatusCode::UNAVAILABLE ||
@@ -73,6 +74,9 @@ void ReplicaLink::Send(const v1::Mutation& m) {
 }
 
 void ReplicaLink::Cut(const std::string& why) {
+  if (cut_.load()) return;
+  // Unnamed before anything it lacks is answered; else this daemon stops.
+  if (failover_ != nullptr) failover_->StandbyOutOfSync(why);
   if (cut_.exchange(true)) return;
   spdlog::error(
       "shard {} goes on without its standby at {}: {}. The standby no longer follows; "

@@ -12,7 +12,12 @@
 //                   mutation or does not fit), the link is cut for good: the
 //                   primary goes on alone and says so once, as an error.
 //
+// With failover (cluster.etcd), the link names its standby in sync once it
+// acknowledged a mutation, and must unname it before it goes on alone
+// (server/failover.h): a link that cannot is not cut, the daemon stops.
+//
 //   auto link = std::make_unique<ReplicaLink>(config, shard_index, security);
+//   link->SetFailover(failover.get());   // with cluster.etcd, before serving
 //   shard->SetMutationLog([l = link.get()](const v1::Mutation& m) { l->Send(m); });
 //
 // Threading: ReplicaService's handler runs on gRPC's callback threads;
@@ -32,6 +37,7 @@
 #include "common/config.h"
 #include "common/security.h"
 #include "proto/replication.grpc.pb.h"
+#include "server/failover.h"
 #include "server/shard.h"
 
 namespace tessera {
@@ -60,6 +66,10 @@ class ReplicaLink {
   // server.replication_timeout_s after the first try).
   void Send(const v1::Mutation& m);
 
+  // With cluster.etcd: the election the standby's standing is written to.
+  // REQUIRES: before the first Send.
+  void SetFailover(Failover* failover) { failover_ = failover; }
+
   const std::string& address() const { return address_; }
   bool connected() const { return !cut_.load(); }
   uint64_t sent() const { return sent_.load(); }
@@ -74,6 +84,7 @@ class ReplicaLink {
   const absl::Duration timeout_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Replica::Stub> stub_;
+  Failover* failover_ = nullptr;
   std::atomic<bool> cut_{false};
   std::atomic<uint64_t> sent_{0};   // mutations the standby acknowledged
   std::atomic<uint64_t> bytes_{0};  // their serialized bytes

@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "common/allocator.h"
 #include "common/config.h"
+#include "common/status.h"
 #include "common/flags.h"
 #include "common/histogram.h"
 #include "common/identity.h"
@@ -111,6 +112,10 @@ int main(int argc, char** argv) {
     // A checkpoint that cannot be used, like a bad config, is not helped by a restart.
     const bool config_error =
         absl::IsInvalidArgument(server.status()) || absl::IsFailedPrecondition(server.status());
+    // Another daemon holds the shard's term (failover): not this one's to serve.
+    if (absl::IsAlreadyExists(server.status())) {
+      return Fail(kExitSuperseded, std::string(server.status().message()));
+    }
     return Fail(config_error ? 2 : 1, std::string(server.status().message()));
   }
   size_t values = 0, reserved = 0;
@@ -133,8 +138,9 @@ int main(int argc, char** argv) {
       spdlog::info("received {}; draining in-flight calls", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       break;
     }
-    // A standby stops when told to (its primary's end is not its own).
-    if (!standby && config->server.exit_when_workers_done &&
+    // A standby stops when told to (its primary's end is not its own),
+    // unless it took over.
+    if (!(*server)->shard()->standby() && config->server.exit_when_workers_done &&
         (*server)->shard()->AllWorkersFinished()) {
       spdlog::info("all {} workers finished; exiting", config->cluster.workers);
       break;

@@ -188,6 +188,17 @@ class Shard {
   // (naming it), and Follow is allowed. REQUIRES: before it serves.
   void SetStandby() { standby_.store(true); }
   bool standby() const { return standby_.load(); }
+  // A primary: the term its mutations carry (common/election.h), from the
+  // election it won before serving. REQUIRES: before it serves.
+  void SetTerm(int64_t term) { term_.store(term); }
+  int64_t term() const { return term_.load(); }
+  // A standby that won its shard's election (the primary's term ended and
+  // it held every mutation the primary acknowledged): from now on it is
+  // primary of `term`, serves workers, and refuses Follow (the old
+  // primary's writes are fenced). Waits for a Follow being applied.
+  // FAILED_PRECONDITION when not a standby, or `term` is not newer than
+  // every term followed.
+  absl::Status Promote(int64_t term);
   // A standby: applies one of its primary's mutations, in the primary's
   // order, to a shard that started from the primary's state (created from
   // the same config, or restored from the primary's Snapshot, whose
@@ -457,7 +468,10 @@ class Shard {
   std::atomic<uint64_t> log_sequence_{0};
   std::atomic<uint64_t> followed_{0};
   std::atomic<bool> standby_{false};
-  // Serializes Follow. Lock order: this, then a worker's mutex, then aggregate_mu_.
+  // A primary: its term; a standby: the newest term it followed (written
+  // under follow_mu_). A mutation of an older term is refused.
+  std::atomic<int64_t> term_{0};
+  // Serializes Follow and Promote. Lock order: this, then a worker's mutex, then aggregate_mu_.
   absl::Mutex follow_mu_;
   // Delta pulls: by worker, what it holds of each slice it pulled so (keyed
   // by table index and offset; at most kMaxMirrors slices a worker, all

@@ -36,6 +36,7 @@ void Shard::LogClose(int64_t new_min, uint32_t pushers) {
 
 void Shard::Log(v1::Mutation m) {
   m.set_sequence(log_sequence_.fetch_add(1) + 1);
+  m.set_term(term_.load());
   mutation_log_(m);
 }
 
@@ -56,16 +57,23 @@ absl::Status Shard::SetMutationLog(std::function<void(const v1::Mutation&)> log)
 }
 
 absl::Status Shard::Follow(const v1::Mutation& m) {
-  if (!standby()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "shard ", index_, " here is not a standby: it takes no other shard's changes"));
-  }
   if (m.sequence() == 0) {
     return absl::InvalidArgumentError("a mutation without its number (sequence 0)");
   }
   // One at a time: a primary's retry may arrive while its first try is
   // still being applied here, and must find it applied.
   absl::MutexLock lock(&follow_mu_);
+  if (!standby()) {  // a primary, or promoted (perhaps while this call waited)
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard ", index_, " here is primary now (term ", term_.load(),
+        "): it takes no other shard's changes, and the term of mutation ", m.sequence(), " (",
+        m.term(), ") is over"));
+  }
+  if (m.term() < term_.load()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("mutation ", m.sequence(), " is of term ", m.term(), ", which is over: this ",
+                     "standby follows term ", term_.load()));
+  }
   if (m.sequence() <= followed_.load()) return absl::OkStatus();  // a resend: applied once
   if (m.sequence() != followed_.load() + 1) {
     return absl::FailedPreconditionError(
@@ -75,6 +83,24 @@ absl::Status Shard::Follow(const v1::Mutation& m) {
   }
   TESSERA_RETURN_IF_ERROR(FollowNext(m));
   followed_.store(m.sequence());
+  term_.store(m.term());
+  return absl::OkStatus();
+}
+
+absl::Status Shard::Promote(int64_t term) {
+  absl::MutexLock lock(&follow_mu_);
+  if (!standby()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("shard ", index_, " here is not a standby: nothing to promote"));
+  }
+  if (term <= term_.load()) {
+    return absl::FailedPreconditionError(absl::StrCat("term ", term, " is not newer than term ",
+                                                      term_.load(), ", which this standby followed"));
+  }
+  term_.store(term);
+  // The log's numbers go on from the last mutation held.
+  log_sequence_.store(followed_.load());
+  standby_.store(false);
   return absl::OkStatus();
 }
 

@@ -41,6 +41,14 @@ constexpr absl::Duration kReaperTick = absl::Milliseconds(20);
 // How often a shard whose pulls wait on a stuck min_clock says on whom.
 constexpr absl::Duration kWaitLogInterval = absl::Seconds(5);
 
+// A daemon whose term is over must not act as primary another moment:
+// fail-stop (docs/DESIGN.md "Failover").
+[[noreturn]] void StopDaemon(const std::string& why) {
+  spdlog::critical("{}", why);
+  spdlog::default_logger()->flush();
+  std::_Exit(kExitSuperseded);
+}
+
 }  // namespace
 
 std::string DefaultListenAddress(const std::string& configured_address) {
@@ -81,6 +89,19 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
         [link = server->replica_link_.get()](const v1::Mutation& m) { link->Send(m); }));
     spdlog::info("shard {} sends every change to its standby at {} before it answers",
                  shard_index, server->replica_link_->address());
+  }
+  if (!config.cluster.etcd.empty()) {
+    const std::string& address =
+        standby ? config.cluster.standbys[shard_index] : config.cluster.servers[shard_index];
+    TESSERA_ASSIGN_OR_RETURN(
+        server->failover_,
+        Failover::Create(config, shard_index,
+                         standby ? Failover::Role::kStandby : Failover::Role::kPrimary, address,
+                         server->shard_.get(), StopDaemon));
+    if (!standby) {
+      TESSERA_RETURN_IF_ERROR(server->failover_->BecomePrimary().status());
+      server->replica_link_->SetFailover(server->failover_.get());
+    }
   }
   server->metrics_ = std::make_unique<ShardMetrics>(config);
   server->service_ = std::make_unique<ShardService>(
@@ -160,6 +181,7 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
                  server->metrics_server_->port());
   }
   server->reaper_ = std::thread([s = server.get()] { s->ReaperLoop(); });
+  if (server->failover_) server->failover_->Start();
   return server;
 }
 
@@ -213,6 +235,7 @@ void ShardServer::Shutdown(absl::Duration grace) {
   shard_->FailParked();  // pulls that parked while shutdown began
   server_->Wait();
   if (checkpointer_) checkpointer_->Final();
+  if (failover_) failover_->Resign();
   metrics_server_.reset();
 }
 

@@ -46,7 +46,10 @@ class ShardServer {
   // A primary serves workers and, with cluster.standbys, sends every change
   // to its standby (server/replication.h). A standby serves the Replica
   // service (and Stats, health, metrics) instead of workers; its
-  // checkpoints go to checkpoint.dir/standby/shard-N.
+  // checkpoints go to checkpoint.dir/standby/shard-N. With cluster.etcd
+  // (server/failover.h) a primary first wins its shard's term (ALREADY_EXISTS
+  // when another daemon holds it), and a standby takes over when the
+  // primary's term ends; a daemon whose term is over exits (kExitSuperseded).
   enum class Role { kPrimary, kStandby };
   static absl::StatusOr<std::unique_ptr<ShardServer>> Start(const JobConfig& config,
                                                             uint32_t shard_index,
@@ -59,7 +62,9 @@ class ShardServer {
 
   // Stops taking calls, fails parked pulls with UNAVAILABLE, lets in-flight
   // calls finish for up to `grace`, then cancels the rest; with checkpoints
-  // on, writes a last one of the state it stopped at. Idempotent.
+  // on, writes a last one of the state it stopped at; with failover, a
+  // primary then resigns its term (its standby does not take over a daemon
+  // that stopped cleanly). Idempotent.
   void Shutdown(absl::Duration grace);
 
  private:
@@ -75,6 +80,7 @@ class ShardServer {
   std::unique_ptr<Checkpointer> checkpointer_;  // with checkpoint.dir set
   std::unique_ptr<ShardService> service_;
   std::unique_ptr<ReplicaService> replica_service_;  // a standby's
+  std::unique_ptr<Failover> failover_;               // with cluster.etcd
   std::unique_ptr<ReplicaLink> replica_link_;        // a primary's, with a standby
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Service> health_service_;  // its one service

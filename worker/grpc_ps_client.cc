@@ -24,6 +24,8 @@ namespace {
 
 // Pieces larger than this are split over a shard's channels.
 constexpr uint64_t kSplitBytes = 1 << 20;
+// Failover: one try at a shard's address, before the other is tried.
+constexpr int64_t kFailoverTryMs = 1000;
 
 std::chrono::system_clock::time_point DeadlineIn(int64_t ms) {
   return std::chrono::system_clock::now() + std::chrono::milliseconds(ms);
@@ -167,6 +169,7 @@ GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank,
     security_error_ = from_config.status();
     security = from_config.ok() ? *std::move(from_config) : TransportSecurity::Plaintext();
   }
+  security_ = security;
   if (const std::string& path = config.security.session_file; !path.empty()) {
     // The session a launcher keeps for this rank: a restart is the same holder.
     absl::StatusOr<std::string> hex = ReadToken(path);
@@ -186,10 +189,8 @@ GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank,
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
     ShardChannels shard;
     shard.address = config.cluster.servers[s];
-    for (uint32_t c = 0; c < channels; ++c) {
-      shard.stubs.push_back(v1::Shard::NewStub(
-          security->Channel(shard.address, config.server.max_message_bytes, static_cast<int>(c))));
-    }
+    shard.addresses.push_back(shard.address);
+    if (!config.cluster.standbys.empty()) shard.addresses.push_back(config.cluster.standbys[s]);
     // As many requests as the bytes need (>= kSplitBytes each, at most one
     // per channel): a small shard gets one request, so its push advances the
     // clock itself and can carry a fused pull. Pieces go to the lightest group.
@@ -217,7 +218,25 @@ GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank,
     }
     shard.capacity *= 2;
     shards_.push_back(std::move(shard));
+    Dial(s);
   }
+}
+
+void GrpcPsClient::Dial(size_t s) {
+  ShardChannels& shard = shards_[s];
+  shard.stubs.clear();
+  for (uint32_t c = 0; c < config_.worker.channels_per_shard; ++c) {
+    shard.stubs.push_back(v1::Shard::NewStub(
+        security_->Channel(shard.address, config_.server.max_message_bytes, static_cast<int>(c))));
+  }
+}
+
+void GrpcPsClient::SwitchAddress(size_t s) {
+  ShardChannels& shard = shards_[s];
+  if (shard.addresses.size() < 2) return;
+  shard.at = (shard.at + 1) % shard.addresses.size();
+  shard.address = shard.addresses[shard.at];
+  Dial(s);
 }
 
 absl::Status GrpcPsClient::ShardError(size_t shard, const grpc::Status& status) const {
@@ -289,8 +308,12 @@ std::vector<std::string> GrpcPsClient::shared_memory_names() const {
 }
 
 absl::Status GrpcPsClient::RegisterWith(const std::vector<size_t>& which, int64_t resume_clock,
-                                        std::vector<v1::RegisterResponse>* responses) {
-  const int64_t timeout_ms = config_.worker.connect_timeout_ms;
+                                        std::vector<v1::RegisterResponse>* responses,
+                                        size_t* failed_shard) {
+  const bool failover = !config_.cluster.standbys.empty();
+  const int64_t timeout_ms = failover ? std::min<int64_t>(config_.worker.connect_timeout_ms,
+                                                          kFailoverTryMs)
+                                      : config_.worker.connect_timeout_ms;
   std::vector<v1::RegisterRequest> requests(shards_.size());
   std::vector<grpc::ClientContext> contexts(shards_.size());
   CallGroup group;
@@ -307,7 +330,9 @@ absl::Status GrpcPsClient::RegisterWith(const std::vector<size_t>& which, int64_
       m->set_token(memory->token());
     }
     contexts[s].set_deadline(DeadlineIn(timeout_ms));
-    contexts[s].set_wait_for_ready(true);  // retry with backoff while the shard starts
+    // Retry with backoff while the shard starts; with failover, one try
+    // here, and Connect tries the other address.
+    contexts[s].set_wait_for_ready(!failover);
     shards_[s].stubs[0]->async()->Register(&contexts[s], &requests[s], &(*responses)[s],
                                            group.Add(s, &contexts[s], [this, s, responses] {
                                              return CheckLayout(s, (*responses)[s]);
@@ -316,15 +341,16 @@ absl::Status GrpcPsClient::RegisterWith(const std::vector<size_t>& which, int64_
   group.Wait(absl::Milliseconds(timeout_ms) + absl::Seconds(5));
   if (group.failed()) {
     size_t s = group.failed_shard();
+    if (failed_shard != nullptr) *failed_shard = s;
     grpc::Status status = group.grpc_error();
     if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
         status.error_code() == grpc::StatusCode::UNAVAILABLE) {
       // The last word from there says why (no connection, or a daemon that
       // does not serve workers, such as a standby).
       return absl::UnavailableError(absl::StrCat(
-          "shard ", s, " at ", shards_[s].address, " did not answer within ", timeout_ms,
-          " ms (worker.connect_timeout_ms; last: ", status.error_message(),
-          "); is tessera-server running there?"));
+          "shard ", s, " at ", shards_[s].address, " did not answer within ",
+          config_.worker.connect_timeout_ms, " ms (worker.connect_timeout_ms; last: ",
+          status.error_message(), "); is tessera-server running there?"));
     }
     return ShardError(s, status);
   }
@@ -337,7 +363,25 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
   std::vector<v1::RegisterResponse> responses(shards_.size());
   std::vector<size_t> all(shards_.size());
   for (size_t s = 0; s < all.size(); ++s) all[s] = s;
-  absl::Status status = RegisterWith(all, resume_clock, &responses);
+  // Holding a push, register at its clock: a shard that took over without
+  // it must say so (registering further on would move it past the push).
+  const int64_t ask =
+      held_.clock >= 0 && held_.clock < resume_clock ? held_.clock : resume_clock;
+  size_t failed = 0;
+  absl::Status status = RegisterWith(all, ask, &responses, &failed);
+  // Failover: a shard whose address does not serve workers (its primary
+  // gone, or a standby) is tried at the other, until the connect timeout.
+  const absl::Time connect_by = absl::Now() + absl::Milliseconds(config_.worker.connect_timeout_ms);
+  while (!config_.cluster.standbys.empty() && absl::IsUnavailable(status) &&
+         absl::Now() < connect_by) {
+    SwitchAddress(failed);
+    absl::SleepFor(absl::Milliseconds(50));
+    std::vector<size_t> left;  // not yet answered (the first failure cancels the rest)
+    for (size_t s = 0; s < shards_.size(); ++s) {
+      if (responses[s].num_shards() == 0) left.push_back(s);
+    }
+    status = RegisterWith(left, ask, &responses, &failed);
+  }
   // A restarted worker may find its rank still held by its dead predecessor
   // until that one has been silent for security.rank_lease_s; past that (and
   // a margin) the holder is alive: two workers with one rank.
@@ -355,7 +399,7 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
       logged = true;
     }
     absl::SleepFor(absl::Milliseconds(250));
-    status = RegisterWith(all, resume_clock, &responses);
+    status = RegisterWith(all, ask, &responses);
   }
   // Shards that hold an earlier clock than another (or than this worker)
   // are moved to the highest, so that every shard agrees on it.
@@ -363,12 +407,18 @@ absl::StatusOr<int64_t> GrpcPsClient::Connect(int64_t resume_clock) {
   for (const auto& r : responses) clock = std::max(clock, r.clock());
   // What each shard lost, over both rounds.
   std::vector<int64_t> lost(shards_.size(), 0);
-  std::vector<size_t> behind;
+  std::vector<size_t> behind, resend;
   for (size_t s = 0; status.ok() && s < shards_.size(); ++s) {
     lost[s] = responses[s].lost_clocks();
-    if (responses[s].clock() < clock) behind.push_back(s);
+    if (responses[s].clock() >= clock) continue;
+    // A standby that took over without this worker's push of the clock
+    // that was open gets that push again.
+    const bool held = held_.clock >= 0 && responses[s].clock() == held_.clock &&
+                      clock == held_.clock + 1 && lost[s] == 0;
+    (held ? resend : behind).push_back(s);
   }
-  if (!behind.empty()) status = RegisterWith(behind, clock, &responses);
+  if (!resend.empty()) status = Resend(resend);
+  if (status.ok() && !behind.empty()) status = RegisterWith(behind, clock, &responses);
   for (size_t s : behind) lost[s] += responses[s].lost_clocks();
   // Mapped or not, the names are no longer needed: nothing stays in /dev/shm.
   for (auto& shard : shards_) {
@@ -447,6 +497,7 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
   group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5), spin_);
   if (group.failed()) DropSharedMemory();
   TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
+  if (min_clock > held_.clock) held_ = Held();  // every shard closed the held push's clock
   return min_clock;
 }
 
@@ -470,12 +521,22 @@ absl::StatusOr<std::optional<int64_t>> GrpcPsClient::PushDenseAndPull(
   int64_t min_clock = 0;
   absl::Status s = Push(clock, grads, values_clock, params, &all_pulled, &min_clock);
   if (!s.ok()) return s;
+  if (all_pulled && min_clock > held_.clock) held_ = Held();  // every shard closed it
   return all_pulled ? std::optional<int64_t>(min_clock) : std::nullopt;
 }
 
 absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads,
                                 std::optional<int64_t> values_clock, ParameterSet* pull_into,
-                                bool* all_pulled, int64_t* min_clock) {
+                                bool* all_pulled, int64_t* min_clock,
+                                const std::vector<size_t>* only) {
+  const auto skip = [only](size_t s) {
+    return only != nullptr && std::find(only->begin(), only->end(), s) == only->end();
+  };
+  if (!config_.cluster.standbys.empty() && only == nullptr) {
+    held_.clock = clock;
+    held_.grads = &grads;
+    held_.values_clock = values_clock;
+  }
   absl::Mutex pulled_mu;
   *all_pulled = true;
   *min_clock = INT64_MAX;
@@ -486,6 +547,7 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads,
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
   CallGroup group;
   for (size_t s = 0; s < shards_.size(); ++s) {
+    if (skip(s)) continue;
     static const std::vector<ShardRequests::Piece> kNoPieces;
     const auto& groups = shards_[s].groups;
     const bool single = groups.size() <= 1;
@@ -555,7 +617,7 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads,
   std::vector<v1::ClockResponse> clock_responses(shards_.size());
   std::vector<grpc::ClientContext> clock_contexts(shards_.size());
   for (size_t s = 0; s < shards_.size(); ++s) {
-    if (shards_[s].groups.size() <= 1) continue;
+    if (shards_[s].groups.size() <= 1 || skip(s)) continue;
     clock_requests[s].set_worker_rank(rank_);
     clock_requests[s].set_session(requests_.session);
     clock_requests[s].set_clock(clock);
@@ -609,6 +671,15 @@ absl::StatusOr<int64_t> GrpcPsClient::PullRows(int64_t clock, RowSet* rows, RowP
 }
 
 absl::Status GrpcPsClient::PushRows(int64_t clock, const RowSet& grads) {
+  if (!config_.cluster.standbys.empty()) {
+    held_.rows = &grads;
+    held_.rows_clock = clock;
+  }
+  return PushRowsTo(clock, grads, nullptr);
+}
+
+absl::Status GrpcPsClient::PushRowsTo(int64_t clock, const RowSet& grads,
+                                      const std::vector<size_t>* only) {
   const ShardRequests::RowRoute& route = RouteFor(grads);
   std::vector<v1::PushRequest> requests(shards_.size());
   std::vector<v1::PushResponse> responses(shards_.size());
@@ -619,12 +690,29 @@ absl::Status GrpcPsClient::PushRows(int64_t clock, const RowSet& grads) {
     requests_.AddRowSlices(grads, route[s], requests[s].mutable_slices(),
                            requests[s].mutable_gradients());
     if (requests[s].slices_size() == 0) continue;
+    if (only != nullptr && std::find(only->begin(), only->end(), s) == only->end()) continue;
     contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
     shards_[s].stubs[0]->async()->Push(&contexts[s], &requests[s], &responses[s],
                                        group.Add(s, &contexts[s]));
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5), spin_);
   return group.Outcome(named_);
+}
+
+absl::Status GrpcPsClient::Resend(const std::vector<size_t>& behind) {
+  std::vector<std::string> named;
+  for (size_t s : behind) named.push_back(absl::StrCat(s, " (", shards_[s].address, ")"));
+  spdlog::warn(
+      "shard(s) {} took over without this worker's push of clock {} (its primary's alone); "
+      "sending it again",
+      absl::StrJoin(named, ", "), held_.clock);
+  if (held_.rows != nullptr && held_.rows_clock == held_.clock) {
+    TESSERA_RETURN_IF_ERROR(PushRowsTo(held_.clock, *held_.rows, &behind));
+  }
+  bool all_pulled;
+  int64_t min_clock;
+  return Push(held_.clock, *held_.grads, held_.values_clock, nullptr, &all_pulled, &min_clock,
+              &behind);
 }
 
 template <typename Response>

@@ -16,6 +16,17 @@
 // overlap, so one area per group suffices; after a failed call the shard may
 // still be touching an area, so the client stops using shared memory.
 //
+// Failover (cluster.standbys): each shard has two addresses, its primary's
+// and its standby's. Connect tries a shard's current one with short tries
+// (kFailoverTry, no waiting for a connection) and, when it does not serve
+// workers (gone, or a standby), the other, until worker.connect_timeout_ms.
+// A standby that took over holds every clock its primary closed, but not
+// the pushes of the clock that was open: the client keeps a reference to its
+// last push's gradients (dense and rows; the caller leaves them unchanged
+// until its next push, as the trainer does) and, when Connect finds a shard
+// one clock behind the others at that push's clock, sends it again to that
+// shard alone, instead of moving the shard on (which would lose the push).
+//
 // Threading: one caller at a time (the worker's training thread, or the push
 // pipeline's while it owns the client).
 #ifndef TESSERA_WORKER_GRPC_PS_CLIENT_H_
@@ -73,7 +84,9 @@ class GrpcPsClient : public PsClient {
 
  private:
   struct ShardChannels {
-    std::string address;
+    std::string address;                 // the one in use
+    std::vector<std::string> addresses;  // the primary's, then the standby's (cluster.standbys)
+    size_t at = 0;                       // addresses[at] == address
     std::vector<std::unique_ptr<v1::Shard::Stub>> stubs;  // one per channel
     // The pieces of a dense pull/push, grouped into one request per channel.
     std::vector<std::vector<ShardRequests::Piece>> groups;
@@ -103,18 +116,31 @@ class GrpcPsClient : public PsClient {
       [this](size_t shard, const grpc::Status& status) { return ShardError(shard, status); };
   // The push of PushDense; with `pull_into`, single-request shards also
   // answer a fused pull, and *all_pulled / *min_clock tell how it went.
+  // `only`: to these shards alone (else all).
   absl::Status Push(int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
-                    ParameterSet* pull_into, bool* all_pulled, int64_t* min_clock);
+                    ParameterSet* pull_into, bool* all_pulled, int64_t* min_clock,
+                    const std::vector<size_t>* only = nullptr);
+  absl::Status PushRowsTo(int64_t clock, const RowSet& grads, const std::vector<size_t>* only);
+  // (Re)creates shard s's channels to its current address.
+  void Dial(size_t s);
+  // Failover: shard s's next address.
+  void SwitchAddress(size_t s);
+  // Failover: sends the held push again to `behind` (shards that took over
+  // without it), which then hold clock held_.clock + 1.
+  absl::Status Resend(const std::vector<size_t>& behind);
   // Registers with shards `which` at `resume_clock`, offering their shared
   // memory; answers land in (*responses)[s].
+  // *failed_shard: the first that failed, when one did.
   absl::Status RegisterWith(const std::vector<size_t>& which, int64_t resume_clock,
-                            std::vector<v1::RegisterResponse>* responses);
+                            std::vector<v1::RegisterResponse>* responses,
+                            size_t* failed_shard = nullptr);
   // The routing of `rows`' keys; a step's push reuses its pull's.
   const ShardRequests::RowRoute& RouteFor(const RowSet& rows);
   // Checks that shard `s` serves this job's tables with the expected ranges.
   absl::Status CheckLayout(size_t s, const v1::RegisterResponse& layout) const;
 
   const JobConfig config_;
+  std::shared_ptr<const TransportSecurity> security_;
   absl::Status security_error_;  // from reading the job's security settings
   const uint32_t rank_;
   const absl::Duration spin_;     // worker.spin_wait_us, resolved
@@ -126,6 +152,17 @@ class GrpcPsClient : public PsClient {
   PushStaleness push_staleness_;                    // written by the thread that pushes
   ShardRequests::RowRoute route_;                   // of routed_keys_
   std::vector<std::vector<uint64_t>> routed_keys_;  // per table
+  // Failover: the last push, as the caller's buffers (see above); cleared
+  // once a pull of the next clock came back from every shard (every shard
+  // closed the push's clock, and so did its standby).
+  struct Held {
+    int64_t clock = -1;  // -1: none
+    const ParameterSet* grads = nullptr;
+    std::optional<int64_t> values_clock;
+    const RowSet* rows = nullptr;  // pushed at `rows_clock`
+    int64_t rows_clock = -1;
+  };
+  Held held_;
 };
 
 }  // namespace tessera

@@ -1,64 +1,19 @@
 // Election against a real etcd (Debian's etcd-server), started by the test on
 // loopback ports of its own: one primary at a time, a term that ends when its
-// lease does, terms that only grow, a resignation handed over at once, and
+// lease does, terms that only grow, a resignation handed over at once,
+// campaigns that require another key's state, writes fenced by the term, and
 // etcd gone said plainly. Skips, saying so, where no etcd binary exists.
 #include "common/election.h"
 
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <thread>
 
-#include "tests/metrics_text.h"
+#include "tests/etcd.h"
 
 namespace tessera {
 namespace {
-
-constexpr char kEtcd[] = "/usr/bin/etcd";
-
-// A single-member etcd on loopback, stopped (SIGKILL) with this object.
-class Etcd {
- public:
-  Etcd() {
-    const char* tmp = std::getenv("TEST_TMPDIR");
-    dir_ = std::string(tmp ? tmp : "/tmp") + "/etcd-" + std::to_string(getpid());
-    client_ = FreeLoopbackPort();
-    const int peer = FreeLoopbackPort();
-    const std::string client_url = "http://127.0.0.1:" + std::to_string(client_);
-    const std::string peer_url = "http://127.0.0.1:" + std::to_string(peer);
-    const std::string log = dir_ + ".log";
-    pid_ = fork();
-    if (pid_ == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (std::freopen(log.c_str(), "w", stderr) == nullptr) _exit(127);
-      execl(kEtcd, kEtcd, "--data-dir", dir_.c_str(), "--listen-client-urls", client_url.c_str(),
-            "--advertise-client-urls", client_url.c_str(), "--listen-peer-urls", peer_url.c_str(),
-            "--initial-advertise-peer-urls", peer_url.c_str(), "--initial-cluster",
-            ("default=" + peer_url).c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-  }
-  ~Etcd() { Stop(); }
-  void Stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_); }
-
- private:
-  std::string dir_;
-  int client_ = 0;
-  pid_t pid_ = -1;
-};
 
 std::unique_ptr<Election> Candidate(const Etcd& etcd, const std::string& name) {
   auto e = Election::Create(etcd.endpoint(), "/tessera/job/shard-0/primary", name, /*ttl_s=*/2);
@@ -77,10 +32,7 @@ void WaitReady(Election& e) {
 }
 
 TEST_CASE("one primary at a time; a term ends with its lease; terms only grow") {
-  if (access(kEtcd, X_OK) != 0) {
-    WARN("SKIPPED: no " << kEtcd << " (apt-get install etcd-server)");
-    return;
-  }
+  if (EtcdMissing()) return;
   Etcd etcd;
   auto a = Candidate(etcd, "server-0a");
   auto b = Candidate(etcd, "server-0b");
@@ -142,8 +94,50 @@ TEST_CASE("an election's arguments are checked") {
   CHECK(absl::IsInvalidArgument(Election::Create("localhost", "/k", "a", 2).status()));
   CHECK(absl::IsInvalidArgument(Election::Create("127.0.0.1:0", "/k", "a", 2).status()));
   CHECK(absl::IsInvalidArgument(Election::Create("127.0.0.1:2379", "", "a", 2).status()));
-  CHECK(absl::IsInvalidArgument(Election::Create("127.0.0.1:2379", "/k", "a", 1).status()));
+  CHECK(absl::IsInvalidArgument(Election::Create("127.0.0.1:2379", "/k", "a", 0).status()));
   CHECK(Election::Create("127.0.0.1:2379", "/k", "a", 2).ok());
+}
+
+TEST_CASE("a campaign may require a key's state; a term's writes are fenced by the term") {
+  if (EtcdMissing()) return;
+  Etcd etcd;
+  auto a = Candidate(etcd, "primary");
+  auto b = Candidate(etcd, "standby");
+  WaitReady(*a);
+  const std::string in_sync = "/tessera/job/shard-0/in_sync";
+  // Nobody holds it, but the standby is not named in sync: it may not win.
+  const Election::Condition named{in_sync, std::string("standby")};
+  absl::StatusOr<int64_t> refused = b->Campaign(named);
+  CHECK(absl::IsFailedPrecondition(refused.status()));
+  CHECK(refused.status().message() ==
+        "nobody is primary, but " + in_sync + " does not hold 'standby'");
+  CHECK(absl::IsNotFound(b->Current().status()));  // the refused try left nothing behind
+  // Not primary: no fenced write.
+  CHECK(absl::IsFailedPrecondition(b->PutWhileHeld(in_sync, "standby")));
+  // The primary wins where the key is absent, and names its standby.
+  absl::StatusOr<int64_t> first = a->Campaign(Election::Condition{in_sync, std::nullopt});
+  REQUIRE(first.ok());
+  REQUIRE(a->PutWhileHeld(in_sync, "standby").ok());
+  CHECK(*a->Get(in_sync) == std::optional<std::string>("standby"));
+  // Once its lease is gone, the standby wins, and the old primary can
+  // neither write nor delete the key (its term is over).
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+  absl::StatusOr<int64_t> second = b->Campaign(named);
+  REQUIRE(second.ok());
+  CHECK(*second > *first);
+  const absl::Status fenced = a->DeleteWhileHeld(in_sync);
+  CHECK(absl::IsFailedPrecondition(fenced));
+  CHECK(fenced.message() == "term " + std::to_string(*first) + " of 'primary' is over: cannot "
+                            "delete " + in_sync);
+  CHECK(*a->Get(in_sync) == std::optional<std::string>("standby"));
+  // The new primary may.
+  REQUIRE(b->DeleteWhileHeld(in_sync).ok());
+  CHECK(!a->Get(in_sync)->has_value());
+  // A primary's campaign that requires the key absent fails while it is there.
+  REQUIRE(b->PutWhileHeld(in_sync, "someone").ok());
+  REQUIRE(b->Resign().ok());
+  CHECK(absl::IsFailedPrecondition(
+      a->Campaign(Election::Condition{in_sync, std::nullopt}).status()));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "launcher/launcher.h"
@@ -66,20 +67,41 @@ inline double Field(const std::string& text, const std::string& key) {
 
 // Every table's checksum and optimizer steps in the newest checkpoint of each
 // shard (`shards` of them) under `root` (root/shard-N).
+// The same for shard `s` alone.
+inline std::vector<std::string> NewestCheckpoint(const std::string& root, int s) {
+  std::vector<std::string> out;
+  auto all = CheckpointStore::List(root + "/shard-" + std::to_string(s));
+  REQUIRE(!all.empty());
+  auto m = CheckpointStore::ReadManifest(all.back());
+  REQUIRE(m.ok());
+  for (const auto& t : m->tables()) {
+    std::string line = t.name() + " crc " + std::to_string(t.crc32());
+    for (int64_t step : t.chunk_steps()) line += " " + std::to_string(step);
+    out.push_back(line);
+  }
+  return out;
+}
+
 inline std::vector<std::string> NewestCheckpoints(const std::string& root, int shards = 2) {
   std::vector<std::string> out;
   for (int s = 0; s < shards; ++s) {
-    auto all = CheckpointStore::List(root + "/shard-" + std::to_string(s));
-    REQUIRE(!all.empty());
-    auto m = CheckpointStore::ReadManifest(all.back());
-    REQUIRE(m.ok());
-    for (const auto& t : m->tables()) {
-      std::string line = t.name() + " crc " + std::to_string(t.crc32());
-      for (int64_t step : t.chunk_steps()) line += " " + std::to_string(step);
-      out.push_back(line);
-    }
+    for (std::string& line : NewestCheckpoint(root, s)) out.push_back(std::move(line));
   }
   return out;
+}
+
+// Blocks until shard `shard`'s checkpoints under `root` (root/shard-N) reach
+// `clock` (a moment of a run that does not depend on the machine's speed).
+inline void WaitForCheckpoint(const std::string& root, int shard, int64_t clock) {
+  const std::string dir = root + "/shard-" + std::to_string(shard);
+  for (int i = 0; i < 2400; ++i) {
+    for (const std::string& path : CheckpointStore::List(dir)) {
+      auto m = CheckpointStore::ReadManifest(path);
+      if (m.ok() && m->clock() >= clock) return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  FAIL("no checkpoint of clock " << clock << " in " << dir << " within 60 s");
 }
 
 inline bool NoChildLeft() { return waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD; }

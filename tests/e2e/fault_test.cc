@@ -43,18 +43,9 @@ class Job {
     std::lock_guard<std::mutex> lock(mu_);
     return pids_.at(name);
   }
-  // Blocks until shard `shard` has written a checkpoint of clock >= `clock`
-  // (a moment of the run that does not depend on the machine's speed).
+  // Blocks until shard `shard` has written a checkpoint of clock >= `clock`.
   void WaitForCheckpoint(int shard, int64_t clock) {
-    const std::string root = options_.out_dir + "/checkpoints/shard-" + std::to_string(shard);
-    for (int i = 0; i < 1200; ++i) {
-      for (const std::string& path : CheckpointStore::List(root)) {
-        auto m = CheckpointStore::ReadManifest(path);
-        if (m.ok() && m->clock() >= clock) return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-    FAIL("no checkpoint of clock " << clock << " in " << root << " within 30 s");
+    tessera::WaitForCheckpoint(options_.out_dir + "/checkpoints", shard, clock);
   }
   const LaunchOptions& options() const { return options_; }
 

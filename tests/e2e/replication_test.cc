@@ -4,6 +4,9 @@
 // when the job ends, each standby's checkpoint equals its primary's to the
 // bit. A standby killed mid-run costs the job only its replication: the
 // primary goes on alone after server.replication_timeout_s and says so.
+// With etcd (cluster.etcd), a primary killed mid-run is replaced by its
+// standby: the job loses no clock and ends with the model of a run without
+// the kill, to the bit.
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -13,8 +16,12 @@
 #include <fstream>
 #include <thread>
 
+#include <map>
+#include <mutex>
+
 #include "e2e_fixtures.h"
 #include "launcher/process.h"
+#include "tests/etcd.h"
 
 namespace tessera {
 namespace {
@@ -129,6 +136,67 @@ TEST_CASE("a standby killed mid-run: its primary goes on alone and the job finis
   // Shard 0's standby followed to the end.
   CHECK(Read(o.out_dir + "/server-0.log").find("without its standby") == std::string::npos);
   CHECK(standbys.Stop(0) == 0);
+}
+
+TEST_CASE("kill -9 of a primary: its standby takes over, no clock lost, the same model to the bit") {
+  if (EtcdMissing()) return;
+  Etcd etcd(/*fast=*/true);  // leases of 1 s
+  etcd.WaitReady();
+  const std::vector<std::string> sets = {"training.epochs=12", "checkpoint.every_clocks=20",
+                                         "cluster.etcd=" + etcd.endpoint(),
+                                         "server.lease_ttl_s=1"};
+  // The same job without the kill.
+  LaunchOptions base = ReplicatedJob("failover-base", sets);
+  Standbys base_standbys;
+  StartStandbys(base, &base_standbys);
+  base.overrides.push_back("cluster.standbys=" + base_standbys.addresses);
+  REQUIRE(RunJob(base) == 0);
+  // The primaries resigned as they finished: their standbys did not take over.
+  CHECK(Read(base.out_dir + "/standby-0.log").find("is primary now") == std::string::npos);
+  CHECK(base_standbys.Stop(0) == 0);
+  CHECK(base_standbys.Stop(1) == 0);
+
+  LaunchOptions o = ReplicatedJob("failover", sets);
+  Standbys standbys;
+  StartStandbys(o, &standbys);
+  o.overrides.push_back("cluster.standbys=" + standbys.addresses);
+  std::mutex mu;
+  std::map<std::string, pid_t> pids;
+  o.on_spawn = [&](const std::string& name, pid_t pid) {
+    std::lock_guard<std::mutex> lock(mu);
+    pids[name] = pid;
+  };
+  int rc = -1;
+  std::thread job([&] { rc = RunJob(o); });
+  WaitForCheckpoint(o.out_dir + "/checkpoints", 0, 60);
+  pid_t primary;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    primary = pids.at("server-0");
+  }
+  REQUIRE(kill(primary, SIGKILL) == 0);
+  job.join();
+  REQUIRE(rc == 0);
+  const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
+  CHECK(summary["lost_clocks"] == 0);
+  CHECK(summary["restarts"]["server-0"] == 1);  // restarted, it found its standby primary
+  const std::string took_over = Read(o.out_dir + "/standby-0.log");
+  CHECK(took_over.find("is primary now") != std::string::npos);
+  CHECK(Read(o.out_dir + "/standby-1.log").find("is primary now") == std::string::npos);
+  const std::string restarted = Read(o.out_dir + "/server-0.log");
+  CHECK(restarted.find("would be a second primary") != std::string::npos);
+  // The standby that took over ended with the workers (its checkpoint
+  // written as it stopped); shard 1's standby is told to stop.
+  CHECK(standbys.Stop(0) == 0);
+  CHECK(standbys.Stop(1) == 0);
+  // The model: shard 0 from the standby that took over, shard 1 from its
+  // primary, each equal to the run without the kill.
+  CHECK(NewestCheckpoint(standbys.checkpoints + "/standby", 0) ==
+        NewestCheckpoint(base.out_dir + "/checkpoints", 0));
+  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) ==
+        NewestCheckpoint(base.out_dir + "/checkpoints", 1));
+  CHECK(Field(Read(o.out_dir + "/summary.json"), "test_accuracy") ==
+        Field(Read(base.out_dir + "/summary.json"), "test_accuracy"));
 }
 
 TEST_CASE("a worker pointed at a standby is refused, naming it") {

@@ -345,6 +345,55 @@ TEST_CASE("a standby serves no worker, and a primary follows no one") {
   CHECK(pair->primary->Follow(pair->log[0]).code() == absl::StatusCode::kFailedPrecondition);
 }
 
+TEST_CASE("a mutation of a term that is over is refused, and a promoted standby follows no one") {
+  auto pair = MakePair(AdamJob("bsp", 2));
+  pair->primary->SetTerm(5);
+  std::mt19937 rng(3);
+  for (uint32_t w = 0; w < 2; ++w) {
+    PushResponse r;
+    REQUIRE(pair->primary->Push(RandomPush(w, 0, &rng), &r).ok());
+  }
+  REQUIRE(pair->log.size() == 3);  // two registrations (term 0) and a close (term 5)
+  CHECK(pair->log[2].term() == 5);
+  FollowAll(*pair);
+  const State before = StateOf(*pair->standby);
+  // A deposed primary of an older term (and the same numbers) is fenced.
+  v1::Mutation old = pair->log[2];
+  old.set_sequence(4);
+  old.set_term(4);
+  const absl::Status fenced = pair->standby->Follow(old);
+  CHECK(fenced.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(std::string(fenced.message()).find("term 4, which is over") != std::string::npos);
+  CHECK(pair->standby->followed() == 3);
+  // Promotion needs a newer term than any followed.
+  CHECK(pair->standby->Promote(5).code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(pair->standby->standby());
+  REQUIRE(pair->standby->Promote(9).ok());
+  CHECK(!pair->standby->standby());
+  CHECK(pair->standby->term() == 9);
+  CHECK(pair->standby->log_sequence() == 3);
+  // The old primary's next mutation, of its own term, is refused too.
+  v1::Mutation next = pair->log[2];
+  next.set_sequence(4);
+  const absl::Status refused = pair->standby->Follow(next);
+  CHECK(refused.code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(std::string(refused.message()).find("primary now (term 9)") != std::string::npos);
+  CHECK(pair->standby->Promote(10).code() == absl::StatusCode::kFailedPrecondition);
+  // Nothing changed, and the promoted shard serves the workers at clock 1.
+  const State after = StateOf(*pair->standby);
+  CHECK(after.text == before.text);
+  CHECK(after.bytes == before.bytes);
+  v1::RegisterRequest reg;
+  reg.set_worker_rank(0);
+  reg.set_session(SessionOf(0));
+  reg.set_resume_clock(1);
+  NameJob(*pair->standby, &reg);
+  v1::RegisterResponse resp;
+  REQUIRE(pair->standby->Register(reg, &resp).ok());
+  CHECK(resp.clock() == 1);
+  CHECK(resp.lost_clocks() == 0);
+}
+
 TEST_CASE("a job replication cannot follow yet is refused, naming why") {
   const auto refusal = [](const JobConfig& c) {
     auto shard = Shard::Create(c, 0);

@@ -1,0 +1,116 @@
+// Failover: a replicated shard's part in its election (docs/DESIGN.md
+// "Failover"), decided by etcd (common/election.h), never by the shards.
+//
+// Two keys per shard in etcd, under /tessera/JOB/shard-N/:
+//   primary   held (under a lease of server.lease_ttl_s) by the daemon that
+//             serves workers; its create revision is the term.
+//   in_sync   the standby's address while it holds every change the primary
+//             made visible; absent otherwise. Written and deleted by the
+//             primary only while its term holds.
+// A primary writes in_sync once its standby acknowledged a mutation (so it
+// holds all before it), and deletes it before it goes on without the
+// standby; if it cannot (its term is over, or etcd does not answer), it
+// stops instead. A standby campaigns only in the transaction that also
+// requires in_sync to name it, and only once it has followed a mutation in
+// this life. So a standby that wins holds every change a worker has seen,
+// and the old primary cannot make another visible: the standby refuses its
+// mutations, and it may not go on alone.
+//
+//   Primary:  auto f = Failover::Create(config, shard, Role::kPrimary, address, shard_ptr, stop);
+//             TESSERA_ASSIGN_OR_RETURN(int64_t term, f->BecomePrimary());   // before serving
+//             f->Start();                                      // renews the term
+//   Standby:  ... Create(..., Role::kStandby, ...); f->Start(); // watches; takes over
+//
+// `stop(why)` is called when this daemon must not act as primary any more
+// (its term is over); it must not return (the daemon exits: fail-stop).
+//
+// Threading: BecomePrimary before Start, on the owning thread. Start runs
+// one thread of its own (renewing, or watching and taking over) until the
+// destructor. StandbyInSync and StandbyOutOfSync are called by the
+// primary's ReplicaLink (a worker call's thread, one at a time under the
+// shard's log lock); every etcd call is made under mu_, one request of at
+// most a second each.
+#ifndef TESSERA_SERVER_FAILOVER_H_
+#define TESSERA_SERVER_FAILOVER_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "common/config.h"
+#include "common/election.h"
+#include "server/shard.h"
+
+namespace tessera {
+
+class Failover {
+ public:
+  enum class Role { kPrimary, kStandby };
+
+  // `address`: this daemon's (its candidate name). INVALID_ARGUMENT without
+  // cluster.etcd.
+  static absl::StatusOr<std::unique_ptr<Failover>> Create(
+      const JobConfig& config, uint32_t shard_index, Role role, const std::string& address,
+      Shard* shard, std::function<void(const std::string&)> stop);
+  ~Failover();
+
+  // A primary: wins the shard's term, only where no standby is named in
+  // sync (a standby that holds newer state takes over instead), retrying for
+  // up to 3 lease TTLs + 5 s. The term, also set on the shard. ALREADY_EXISTS
+  // when another daemon is primary (this one must not serve: it cannot
+  // rejoin as a standby yet); FAILED_PRECONDITION when the standby named in
+  // sync never took over; UNAVAILABLE when etcd does not answer.
+  absl::StatusOr<int64_t> BecomePrimary();
+  // Starts the thread: a primary renews its term every TTL / 3 (and stops
+  // the daemon once etcd says it is over); a standby polls every 100 ms
+  // and takes over once the primary's term ended.
+  void Start();
+  // The primary's standby acknowledged a mutation: names it in sync (once).
+  // A failure is logged; FAILED_PRECONDITION (the term is over) stops.
+  void StandbyInSync();
+  // Before the primary goes on without its standby: unnames it. Returns
+  // only when that was written; otherwise stops the daemon.
+  void StandbyOutOfSync(const std::string& why);
+  // At a clean end: stops the thread, unnames the standby (so that it does
+  // not take over a finished job) and resigns the term.
+  void Resign();
+
+  int64_t term() const { return election_->term(); }
+  // Standby: when it took over (0: not yet), in ms since the epoch.
+  int64_t promoted_at_ms() const { return promoted_at_ms_.load(); }
+
+ private:
+  Failover(const JobConfig& config, uint32_t shard_index, Role role, std::string address,
+           Shard* shard, std::function<void(const std::string&)> stop,
+           std::unique_ptr<Election> election);
+  void Run();
+  // A standby's one look: campaigns when the primary's term ended.
+  void Watch();
+  // A primary's one renewal.
+  void Renew();
+
+  const uint32_t shard_index_;
+  const std::string address_;
+  const std::string standby_address_;  // cluster.standbys[shard]: whom a primary names
+  const std::string in_sync_key_;
+  const absl::Duration ttl_;
+  Shard* const shard_;
+  const std::function<void(const std::string&)> stop_;
+  std::atomic<Role> role_;
+  absl::Mutex mu_;  // every call on election_
+  std::unique_ptr<Election> election_;
+  bool named_in_sync_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t followed_at_start_ = 0;  // the thread's
+  std::atomic<int64_t> promoted_at_ms_{0};
+  absl::Notification done_;
+  std::thread thread_;
+};
+
+}  // namespace tessera
+
+#endif  // TESSERA_SERVER_FAILOVER_H_
