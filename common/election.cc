@@ -221,7 +221,13 @@ absl::StatusOr<Election::Holder> Election::Current() const {
   Holder holder;
   holder.name = Decode(reply["kvs"][0], "value");
   holder.term = Int(reply["kvs"][0], "create_revision");
+  holder.lease = Int(reply["kvs"][0], "lease");
   return holder;
+}
+
+absl::Status Election::EndTerm(const Holder& holder) {
+  if (holder.lease == 0) return absl::InvalidArgumentError("a holder without a lease");
+  return Post("/v3/lease/revoke", json{{"ID", std::to_string(holder.lease)}}.dump()).status();
 }
 
 }  // namespace tessera

@@ -49,6 +49,7 @@ class Election {
   struct Holder {
     std::string name;  // the candidate's name, as it campaigned
     int64_t term = 0;  // the key's create revision
+    int64_t lease = 0;  // the lease it holds the key under
   };
 
   // `endpoint`: etcd's client address, host:port. `ttl_s` >= 1 (etcd
@@ -84,6 +85,11 @@ class Election {
   absl::Status DeleteWhileHeld(const std::string& key);
   // The current holder; NOT_FOUND when there is none.
   absl::StatusOr<Holder> Current() const;
+  // Ends `holder`'s term now (revokes its lease), for a candidate that knows
+  // the holder is gone (its process no longer accepts connections) and need
+  // not wait for the lease to expire. Safe against a holder that is in fact
+  // alive only where its writes are fenced otherwise (server/failover.h).
+  absl::Status EndTerm(const Holder& holder);
   // `key`'s value; nullopt when it is absent.
   absl::StatusOr<std::optional<std::string>> Get(const std::string& key) const;
   // This candidate's term while primary, else 0.

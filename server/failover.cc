@@ -1,5 +1,12 @@
 #include "server/failover.h"
 
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -14,6 +21,41 @@ constexpr absl::Duration kWatchInterval = absl::Milliseconds(100);
 
 std::string KeyOf(const JobConfig& config, uint32_t shard, const char* what) {
   return absl::StrCat("/tessera/", config.name, "/shard-", shard, "/", what);
+}
+
+// Whether host:port refuses a TCP connection within 200 ms: its host is up
+// and nothing listens there (the daemon's process is gone). A timeout, an
+// unknown host or an accepted connection is not a refusal.
+bool Refuses(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = address.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), address.substr(colon + 1).c_str(), &hints, &found) != 0) {
+    return false;
+  }
+  bool refused = false;
+  const int fd = socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    if (connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
+      if (errno == ECONNREFUSED) {
+        refused = true;
+      } else if (errno == EINPROGRESS) {
+        pollfd p{fd, POLLOUT, 0};
+        int error = 0;
+        socklen_t len = sizeof(error);
+        if (poll(&p, 1, 200) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0) {
+          refused = error == ECONNREFUSED;
+        }
+      }
+    }
+    close(fd);
+  }
+  freeaddrinfo(found);
+  return refused;
 }
 
 }  // namespace
@@ -133,6 +175,22 @@ void Failover::Watch() {
   if (shard_->followed() <= followed_at_start_) return;
   absl::MutexLock lock(&mu_);
   absl::StatusOr<Election::Holder> holder = election_->Current();
+  // Workers knocking here lost their primary. If its process is gone (its
+  // address refuses connections), its term need not run out its lease:
+  // ending it early is safe, because a primary that is in fact alive is
+  // fenced anyway (this standby refuses it once promoted, and it may not go
+  // on alone). A primary that is paused or cut off keeps its lease.
+  const uint64_t refused = shard_->refused_calls();
+  if (holder.ok() && refused != refused_seen_ && holder->name != address_) {
+    refused_seen_ = refused;
+    // The holder campaigned under its address.
+    if (Refuses(holder->name) && election_->EndTerm(*holder).ok()) {
+      spdlog::warn("shard {}: workers lost their primary and {} refuses connections; its term {} "
+                   "ends now, not at its lease's end",
+                   shard_index_, holder->name, holder->term);
+      holder = election_->Current();
+    }
+  }
   if (!absl::IsNotFound(holder.status())) return;  // a primary holds it, or etcd is away
   absl::StatusOr<int64_t> term =
       election_->Campaign(Election::Condition{in_sync_key_, address_});

@@ -21,6 +21,12 @@
 //             f->Start();                                      // renews the term
 //   Standby:  ... Create(..., Role::kStandby, ...); f->Start(); // watches; takes over
 //
+// A standby takes over once the primary's lease expired (a killed, paused or
+// cut-off primary), or at once when workers that lost their primary knock on
+// it and the primary's address refuses connections (its process is gone, its
+// host is not): it ends that term early (Election::EndTerm), which the
+// fencing above makes safe even if the primary were alive.
+//
 // `stop(why)` is called when this daemon must not act as primary any more
 // (its term is over); it must not return (the daemon exits: fail-stop).
 //
@@ -106,6 +112,7 @@ class Failover {
   std::unique_ptr<Election> election_;
   bool named_in_sync_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t followed_at_start_ = 0;  // the thread's
+  uint64_t refused_seen_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<int64_t> promoted_at_ms_{0};
   absl::Notification done_;
   std::thread thread_;

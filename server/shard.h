@@ -188,6 +188,9 @@ class Shard {
   // (naming it), and Follow is allowed. REQUIRES: before it serves.
   void SetStandby() { standby_.store(true); }
   bool standby() const { return standby_.load(); }
+  // A standby: worker calls refused so far (workers that lost their primary
+  // try here: server/failover.h looks at the primary then).
+  uint64_t refused_calls() const { return refused_calls_.load(std::memory_order_relaxed); }
   // A primary: the term its mutations carry (common/election.h), from the
   // election it won before serving. REQUIRES: before it serves.
   void SetTerm(int64_t term) { term_.store(term); }
@@ -468,6 +471,7 @@ class Shard {
   std::atomic<uint64_t> log_sequence_{0};
   std::atomic<uint64_t> followed_{0};
   std::atomic<bool> standby_{false};
+  mutable std::atomic<uint64_t> refused_calls_{0};
   // A primary: its term; a standby: the newest term it followed (written
   // under follow_mu_). A mutation of an older term is refused.
   std::atomic<int64_t> term_{0};

@@ -27,6 +27,7 @@ bool SessionWords(const std::string& session, uint64_t words[2]) {
 
 absl::Status Shard::CheckServing() const {
   if (!standby_.load(std::memory_order_relaxed)) return absl::OkStatus();
+  refused_calls_.fetch_add(1, std::memory_order_relaxed);
   return absl::UnavailableError(absl::StrCat(
       "shard ", index_, " here is a standby: it follows its primary and serves no worker"));
 }

@@ -409,5 +409,21 @@ TEST_CASE("cluster.standbys: one per shard, BSP with aggregation only") {
             "server.replication_timeout_s") != std::string::npos);
 }
 
+TEST_CASE("cluster.etcd: host:port, with a standby per shard; server.lease_ttl_s in 1..60") {
+  auto c = ParseJobConfig(kMinimal, {"cluster.standbys=[\"h:1\", \"h:2\"]",
+                                     "cluster.etcd=etcd:2379", "server.lease_ttl_s=1"});
+  REQUIRE(c.ok());
+  CHECK(c->cluster.etcd == "etcd:2379");
+  CHECK(c->server.lease_ttl_s == 1);
+  CHECK(ParseJobConfig(kMinimal, {})->server.lease_ttl_s == 2);
+  CHECK(ErrorOf(kMinimal, {"cluster.standbys=[\"h:1\", \"h:2\"]", "cluster.etcd=etcd"}) ==
+        "config: cluster.etcd = 'etcd': expected host:port of etcd's clients");
+  CHECK(ErrorOf(kMinimal, {"cluster.etcd=etcd:2379"}) ==
+        "config: cluster.etcd = 'etcd:2379' without cluster.standbys: expected a standby per "
+        "shard to fail over to");
+  CHECK(ErrorOf(kMinimal, {"server.lease_ttl_s=0"}).find("server.lease_ttl_s") !=
+        std::string::npos);
+}
+
 }  // namespace
 }  // namespace tessera

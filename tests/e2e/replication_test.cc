@@ -16,6 +16,7 @@
 #include <fstream>
 #include <thread>
 
+#include <functional>
 #include <map>
 #include <mutex>
 
@@ -138,33 +139,45 @@ TEST_CASE("a standby killed mid-run: its primary goes on alone and the job finis
   CHECK(standbys.Stop(0) == 0);
 }
 
-TEST_CASE("kill -9 of a primary: its standby takes over, no clock lost, the same model to the bit") {
-  if (EtcdMissing()) return;
-  Etcd etcd(/*fast=*/true);  // leases of 1 s
-  etcd.WaitReady();
-  const std::vector<std::string> sets = {"training.epochs=12", "checkpoint.every_clocks=20",
-                                         "cluster.etcd=" + etcd.endpoint(),
-                                         "server.lease_ttl_s=1"};
-  // The same job without the kill.
-  LaunchOptions base = ReplicatedJob("failover-base", sets);
-  Standbys base_standbys;
-  StartStandbys(base, &base_standbys);
-  base.overrides.push_back("cluster.standbys=" + base_standbys.addresses);
+// A 2x2 BSP job with a standby per shard and failover through `etcd`,
+// short deadlines (so that workers give up on a paused primary quickly),
+// and checkpoints every 20 clocks (the moments the tests act at).
+std::vector<std::string> FailoverSets(const Etcd& etcd) {
+  return {"training.epochs=12",           "checkpoint.every_clocks=20",
+          "cluster.etcd=" + etcd.endpoint(), "server.lease_ttl_s=1",
+          "worker.rpc_timeout_ms=2000",   "worker.pull_timeout_ms=3000"};
+}
+
+// Runs the job without a fault; its final checkpoints are the reference.
+LaunchOptions Reference(const Etcd& etcd) {
+  LaunchOptions base = ReplicatedJob("failover-base", FailoverSets(etcd));
+  Standbys standbys;
+  StartStandbys(base, &standbys);
+  base.overrides.push_back("cluster.standbys=" + standbys.addresses);
   REQUIRE(RunJob(base) == 0);
   // The primaries resigned as they finished: their standbys did not take over.
   CHECK(Read(base.out_dir + "/standby-0.log").find("is primary now") == std::string::npos);
-  CHECK(base_standbys.Stop(0) == 0);
-  CHECK(base_standbys.Stop(1) == 0);
+  CHECK(standbys.Stop(0) == 0);
+  CHECK(standbys.Stop(1) == 0);
+  return base;
+}
 
-  LaunchOptions o = ReplicatedJob("failover", sets);
+// Runs the job and, once shard 0 checkpointed clock 60, does `fault` to
+// its primary's pid; then checks what every failover must give: the job
+// completes, shard 0's standby took over (shard 1's did not), no clock is
+// lost, and the final model equals `base`'s to the bit (shard 0's from the
+// standby that took over, shard 1's from its primary).
+LaunchOptions RunWithFault(const Etcd& etcd, const LaunchOptions& base, const std::string& name,
+                           const std::function<void(pid_t)>& fault) {
+  LaunchOptions o = ReplicatedJob(name, FailoverSets(etcd));
   Standbys standbys;
   StartStandbys(o, &standbys);
   o.overrides.push_back("cluster.standbys=" + standbys.addresses);
   std::mutex mu;
   std::map<std::string, pid_t> pids;
-  o.on_spawn = [&](const std::string& name, pid_t pid) {
+  o.on_spawn = [&](const std::string& daemon, pid_t pid) {
     std::lock_guard<std::mutex> lock(mu);
-    pids[name] = pid;
+    pids[daemon] = pid;
   };
   int rc = -1;
   std::thread job([&] { rc = RunJob(o); });
@@ -174,29 +187,64 @@ TEST_CASE("kill -9 of a primary: its standby takes over, no clock lost, the same
     std::lock_guard<std::mutex> lock(mu);
     primary = pids.at("server-0");
   }
-  REQUIRE(kill(primary, SIGKILL) == 0);
+  fault(primary);
   job.join();
   REQUIRE(rc == 0);
-  const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
-  CHECK(summary["lost_clocks"] == 0);
-  CHECK(summary["restarts"]["server-0"] == 1);  // restarted, it found its standby primary
-  const std::string took_over = Read(o.out_dir + "/standby-0.log");
-  CHECK(took_over.find("is primary now") != std::string::npos);
+  CHECK(Json(Read(o.out_dir + "/summary.json"))["lost_clocks"] == 0);
+  CHECK(Read(o.out_dir + "/standby-0.log").find("is primary now") != std::string::npos);
   CHECK(Read(o.out_dir + "/standby-1.log").find("is primary now") == std::string::npos);
-  const std::string restarted = Read(o.out_dir + "/server-0.log");
-  CHECK(restarted.find("would be a second primary") != std::string::npos);
   // The standby that took over ended with the workers (its checkpoint
   // written as it stopped); shard 1's standby is told to stop.
   CHECK(standbys.Stop(0) == 0);
   CHECK(standbys.Stop(1) == 0);
-  // The model: shard 0 from the standby that took over, shard 1 from its
-  // primary, each equal to the run without the kill.
   CHECK(NewestCheckpoint(standbys.checkpoints + "/standby", 0) ==
         NewestCheckpoint(base.out_dir + "/checkpoints", 0));
   CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) ==
         NewestCheckpoint(base.out_dir + "/checkpoints", 1));
   CHECK(Field(Read(o.out_dir + "/summary.json"), "test_accuracy") ==
         Field(Read(base.out_dir + "/summary.json"), "test_accuracy"));
+  return o;
+}
+
+TEST_CASE("a primary killed or paused: its standby takes over, no clock lost, the same model to the bit") {
+  if (EtcdMissing()) return;
+  Etcd etcd(/*fast=*/true);  // leases of 1 s
+  etcd.WaitReady();
+  const LaunchOptions base = Reference(etcd);
+
+  SECTION("kill -9") {
+    const LaunchOptions o =
+        RunWithFault(etcd, base, "failover-kill", [](pid_t primary) {
+          REQUIRE(kill(primary, SIGKILL) == 0);
+        });
+    // Its address refused connections: the standby ended the term at once.
+    CHECK(Read(o.out_dir + "/standby-0.log").find("ends now") != std::string::npos);
+    const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
+    CHECK(summary["restarts"]["server-0"] == 1);  // restarted, it found its standby primary
+    CHECK(Read(o.out_dir + "/server-0.log").find("would be a second primary") != std::string::npos);
+  }
+  SECTION("paused past its lease, then resumed: it stops, fenced") {
+    std::string standby_log;
+    const LaunchOptions o = RunWithFault(etcd, base, "failover-pause", [&](pid_t primary) {
+      REQUIRE(kill(primary, SIGSTOP) == 0);
+      // Its lease runs out; the standby takes over while it sleeps.
+      const std::string log = TempDir("failover-pause/standby-0.log");
+      bool taken = false;
+      for (int i = 0; i < 300 && !taken; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        taken = Read(log).find("is primary now") != std::string::npos;
+      }
+      CHECK(taken);
+      REQUIRE(kill(primary, SIGCONT) == 0);
+    });
+    // Woken, the old primary learnt its term was over and stopped, without
+    // a restart (it is superseded, not failed); it never ended a term early.
+    const std::string old = Read(o.out_dir + "/server-0.log");
+    CHECK(old.find("is over") != std::string::npos);
+    const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
+    CHECK(summary["restarts"]["server-0"] == 0);
+    CHECK(Read(o.out_dir + "/standby-0.log").find("ends now") == std::string::npos);
+  }
 }
 
 TEST_CASE("a worker pointed at a standby is refused, naming it") {
