@@ -79,7 +79,6 @@ Failover::Failover(const JobConfig& config, uint32_t shard_index, Role role, std
                    std::unique_ptr<Election> election)
     : shard_index_(shard_index),
       address_(std::move(address)),
-      standby_address_(config.cluster.standbys.at(shard_index)),
       in_sync_key_(KeyOf(config, shard_index, "in_sync")),
       ttl_(absl::Seconds(config.server.lease_ttl_s)),
       shard_(shard),
@@ -173,40 +172,48 @@ void Failover::Watch() {
   // A standby that followed nothing in this life may lack what its
   // primary made visible (it restarted from its own checkpoint).
   if (shard_->followed() <= followed_at_start_) return;
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<Election::Holder> holder = election_->Current();
-  // Workers knocking here lost their primary. If its process is gone (its
-  // address refuses connections), its term need not run out its lease:
-  // ending it early is safe, because a primary that is in fact alive is
-  // fenced anyway (this standby refuses it once promoted, and it may not go
-  // on alone). A primary that is paused or cut off keeps its lease.
-  const uint64_t refused = shard_->refused_calls();
-  if (holder.ok() && refused != refused_seen_ && holder->name != address_) {
-    refused_seen_ = refused;
-    // The holder campaigned under its address.
-    if (Refuses(holder->name) && election_->EndTerm(*holder).ok()) {
-      spdlog::warn("shard {}: workers lost their primary and {} refuses connections; its term {} "
-                   "ends now, not at its lease's end",
-                   shard_index_, holder->name, holder->term);
-      holder = election_->Current();
+  absl::StatusOr<int64_t> term;
+  absl::Status unnamed;
+  {
+    // Etcd's calls only: the shard is promoted outside this lock (its
+    // replication path takes this lock under the shard's).
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<Election::Holder> holder = election_->Current();
+    // Workers knocking here lost their primary. If its process is gone (its
+    // address refuses connections), its term need not run out its lease:
+    // ending it early is safe, because a primary that is in fact alive is
+    // fenced anyway (this standby refuses it once promoted, and it may not
+    // go on alone). A primary that is paused or cut off keeps its lease.
+    const uint64_t refused = shard_->refused_calls();
+    if (holder.ok() && refused != refused_seen_ && holder->name != address_) {
+      refused_seen_ = refused;
+      // The holder campaigned under its address.
+      if (Refuses(holder->name) && election_->EndTerm(*holder).ok()) {
+        spdlog::warn(
+            "shard {}: workers lost their primary and {} refuses connections; its term {} "
+            "ends now, not at its lease's end",
+            shard_index_, holder->name, holder->term);
+        holder = election_->Current();
+      }
     }
+    if (!absl::IsNotFound(holder.status())) return;  // a primary holds it, or etcd is away
+    term = election_->Campaign(Election::Condition{in_sync_key_, address_});
+    if (!term.ok()) return;
+    // No standby follows this one yet: nobody else is in sync. Unnamed
+    // before it serves, so that a standby that joins it is named after.
+    unnamed = election_->DeleteWhileHeld(in_sync_key_);
   }
-  if (!absl::IsNotFound(holder.status())) return;  // a primary holds it, or etcd is away
-  absl::StatusOr<int64_t> term =
-      election_->Campaign(Election::Condition{in_sync_key_, address_});
-  if (!term.ok()) return;
   // From here this daemon is primary: the old one's mutations are refused.
   const absl::Status promoted = shard_->Promote(*term);
   if (!promoted.ok()) {
     spdlog::error("shard {}: won term {} but cannot take over: {}; resigning", shard_index_, *term,
                   std::string(promoted.message()));
+    absl::MutexLock lock(&mu_);
     (void)election_->Resign();
     return;
   }
   promoted_at_ms_.store(absl::ToUnixMillis(absl::Now()));
   role_.store(Role::kPrimary);
-  // No standby follows this one: nobody else is in sync.
-  const absl::Status unnamed = election_->DeleteWhileHeld(in_sync_key_);
   spdlog::warn(
       "shard {}: the primary's term ended; this standby at {} is primary now, term {}, with "
       "every change up to mutation {}{}",
@@ -229,13 +236,18 @@ void Failover::Renew() {
   }
 }
 
-void Failover::StandbyInSync() {
+absl::StatusOr<Election::Holder> Failover::Holder() {
+  absl::MutexLock lock(&mu_);
+  return election_->Current();
+}
+
+void Failover::StandbyInSync(const std::string& address) {
   absl::Status named;
   {
     absl::MutexLock lock(&mu_);
-    if (named_in_sync_) return;
-    named = election_->PutWhileHeld(in_sync_key_, standby_address_);
-    named_in_sync_ = named.ok();
+    if (named_in_sync_ == address) return;
+    named = election_->PutWhileHeld(in_sync_key_, address);
+    if (named.ok()) named_in_sync_ = address;
   }
   if (absl::IsFailedPrecondition(named)) {
     stop_(absl::StrCat("shard ", shard_index_, ": ", named.message()));
@@ -250,7 +262,7 @@ void Failover::StandbyOutOfSync(const std::string& why) {
   {
     absl::MutexLock lock(&mu_);
     unnamed = election_->DeleteWhileHeld(in_sync_key_);
-    if (unnamed.ok()) named_in_sync_ = false;
+    if (unnamed.ok()) named_in_sync_.clear();
   }
   if (!unnamed.ok()) {
     stop_(absl::StrCat("shard ", shard_index_, " cannot go on without its standby (", why,

@@ -76,9 +76,15 @@ class Failover {
   // the daemon once etcd says it is over); a standby polls every 100 ms
   // and takes over once the primary's term ended.
   void Start();
-  // The primary's standby acknowledged a mutation: names it in sync (once).
-  // A failure is logged; FAILED_PRECONDITION (the term is over) stops.
-  void StandbyInSync();
+  // A daemon started as primary that found another primary (BecomePrimary's
+  // ALREADY_EXISTS): it joins that one as its standby instead. Before Start.
+  void BecomeStandby() { role_.store(Role::kStandby); }
+  // The current primary, as etcd names it.
+  absl::StatusOr<Election::Holder> Holder();
+  // The primary's standby at `address` acknowledged a mutation: names it in
+  // sync (once per standby). A failure is logged; FAILED_PRECONDITION (the
+  // term is over) stops.
+  void StandbyInSync(const std::string& address);
   // Before the primary goes on without its standby: unnames it. Returns
   // only when that was written; otherwise stops the daemon.
   void StandbyOutOfSync(const std::string& why);
@@ -102,7 +108,6 @@ class Failover {
 
   const uint32_t shard_index_;
   const std::string address_;
-  const std::string standby_address_;  // cluster.standbys[shard]: whom a primary names
   const std::string in_sync_key_;
   const absl::Duration ttl_;
   Shard* const shard_;
@@ -110,7 +115,7 @@ class Failover {
   std::atomic<Role> role_;
   absl::Mutex mu_;  // every call on election_
   std::unique_ptr<Election> election_;
-  bool named_in_sync_ ABSL_GUARDED_BY(mu_) = false;
+  std::string named_in_sync_ ABSL_GUARDED_BY(mu_);  // "" : none
   uint64_t followed_at_start_ = 0;  // the thread's
   uint64_t refused_seen_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<int64_t> promoted_at_ms_{0};

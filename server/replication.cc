@@ -13,6 +13,63 @@ namespace {
 // One try's deadline, and the pause between tries of an unreachable standby.
 constexpr absl::Duration kTryDeadline = absl::Seconds(2);
 constexpr absl::Duration kRetryPause = absl::Milliseconds(100);
+// A joining standby's state travels in parts of this size.
+constexpr uint64_t kPartBytes = 1 << 20;
+// How long a joiner waits for the whole state.
+constexpr absl::Duration kJoinDeadline = absl::Minutes(5);
+
+// Writes a ShardState as SnapshotParts: the manifest and term, then each
+// table's bytes in parts. Deletes itself when the call is done.
+class SnapshotWriter final : public grpc::ServerWriteReactor<v1::SnapshotPart> {
+ public:
+  SnapshotWriter(std::unique_ptr<ShardState> state, int64_t term) : state_(std::move(state)) {
+    // The byte counts a checkpoint's writer would fill in.
+    for (size_t t = 0; t < state_->tables.size(); ++t) {
+      state_->manifest.mutable_tables(static_cast<int>(t))->set_bytes(state_->tables[t].size());
+    }
+    part_.set_manifest(state_->manifest.SerializeAsString());
+    part_.set_term(term);
+    StartWrite(&part_);
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the joining standby went away"));
+    } else if (Next()) {
+      StartWrite(&part_);
+    } else {
+      Finish(grpc::Status::OK);
+    }
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  // The next part of table bytes into part_; false when all were written.
+  bool Next() {
+    for (; table_ < state_->tables.size(); ++table_, offset_ = 0) {
+      const ByteBuffer& bytes = state_->tables[table_];
+      if (offset_ >= bytes.size()) continue;
+      const uint64_t n = std::min(kPartBytes, bytes.size() - offset_);
+      part_.Clear();
+      part_.set_table(static_cast<uint32_t>(table_));
+      part_.set_data(bytes.data() + offset_, n);
+      offset_ += n;
+      return true;
+    }
+    return false;
+  }
+
+  const std::unique_ptr<ShardState> state_;
+  v1::SnapshotPart part_;
+  size_t table_ = 0;
+  uint64_t offset_ = 0;
+};
+
+// A call refused before anything was written.
+class Refusal final : public grpc::ServerWriteReactor<v1::SnapshotPart> {
+ public:
+  explicit Refusal(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
 
 }  // namespace
 
@@ -31,10 +88,91 @@ grpc::ServerUnaryReactor* ReplicaService::Follow(grpc::CallbackServerContext* co
   return reactor;
 }
 
+grpc::ServerWriteReactor<v1::SnapshotPart>* ReplicaService::Join(
+    grpc::CallbackServerContext* context, const v1::JoinRequest* request) {
+  if (!security_->Admits(*context)) {
+    return new Refusal(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                    "this job's shards require its token (security.token_file)"));
+  }
+  if (!join_) {
+    return new Refusal(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                    "this shard takes no standby that joins (cluster.etcd unset)"));
+  }
+  if (request->address().empty() || request->address().size() > 1024) {
+    return new Refusal(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                    "a joining standby names the host:port it serves at"));
+  }
+  absl::StatusOr<std::unique_ptr<ShardState>> state = join_(request->address());
+  if (!state.ok()) return new Refusal(ToGrpcStatus(state.status()));
+  return new SnapshotWriter(*std::move(state), shard_->term());
+}
+
+absl::StatusOr<JoinedState> JoinPrimary(const JobConfig& config, const Shard& shard,
+                                        const std::string& primary, const std::string& address,
+                                        const TransportSecurity& security) {
+  auto stub = v1::Replica::NewStub(
+      security.Channel(primary, config.server.max_message_bytes, /*channel_id=*/0));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kJoinDeadline));
+  v1::JoinRequest request;
+  request.set_address(address);
+  std::unique_ptr<grpc::ClientReader<v1::SnapshotPart>> reader = stub->Join(&context, request);
+  JoinedState out;
+  v1::SnapshotPart part;
+  bool first = true;
+  std::vector<std::string> tables;
+  while (reader->Read(&part)) {
+    if (first) {
+      if (!out.state.manifest.ParseFromString(part.manifest())) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the primary at ", primary, " sent a manifest that does not parse"));
+      }
+      out.term = part.term();
+      tables.resize(out.state.manifest.tables_size());
+      first = false;
+      continue;
+    }
+    if (part.table() >= tables.size() ||
+        tables[part.table()].size() + part.data().size() >
+            out.state.manifest.tables(static_cast<int>(part.table())).bytes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the primary at ", primary, " sent more bytes of table ", part.table(),
+          " than its manifest names"));
+    }
+    tables[part.table()] += part.data();
+  }
+  const grpc::Status done = reader->Finish();
+  if (!done.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(done.error_code()),
+                        absl::StrCat("joining the primary at ", primary, ": ",
+                                     done.error_message()));
+  }
+  if (first) return absl::UnavailableError("the primary at " + primary + " sent no state");
+  if (out.state.manifest.identity().SerializeAsString() !=
+      shard.Identity().SerializeAsString()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the primary at ", primary, " holds another job's or layout's state"));
+  }
+  for (size_t t = 0; t < tables.size(); ++t) {
+    if (tables[t].size() != out.state.manifest.tables(static_cast<int>(t)).bytes()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the primary at ", primary, " sent ", tables[t].size(), " bytes of table ",
+                       t, ", not the ", out.state.manifest.tables(static_cast<int>(t)).bytes(),
+                       " its manifest names"));
+    }
+    ByteBuffer bytes(tables[t].size());
+    std::copy(tables[t].begin(), tables[t].end(), bytes.data());
+    std::string().swap(tables[t]);
+    out.state.tables.push_back(std::move(bytes));
+  }
+  return out;
+}
+
 ReplicaLink::ReplicaLink(const JobConfig& config, uint32_t shard_index,
+                         const std::string& address,
                          std::shared_ptr<const TransportSecurity> security)
     : shard_index_(shard_index),
-      address_(config.cluster.standbys.at(shard_index)),
+      address_(address),
       timeout_(absl::Seconds(config.server.replication_timeout_s)),
       channel_(security->Channel(address_, config.server.max_message_bytes, /*channel_id=*/0)),
       stub_(v1::Replica::NewStub(channel_)) {}
@@ -54,7 +192,7 @@ void ReplicaLink::Send(const v1::Mutation& m) {
     if (last.ok()) {
       sent_.fetch_add(1, std::memory_order_relaxed);
       bytes_.fetch_add(m.ByteSizeLong(), std::memory_order_relaxed);
-      if (failover_ != nullptr) failover_->StandbyInSync();
+      if (failover_ != nullptr) failover_->StandbyInSync(address_);
       return;
     }
     const bool retry = last.error_code() == grpc::StatusCode::UNAVAILABLE ||

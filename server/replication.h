@@ -31,11 +31,13 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "common/config.h"
 #include "common/security.h"
+#include "server/checkpoint.h"
 #include "proto/replication.grpc.pb.h"
 #include "server/failover.h"
 #include "server/shard.h"
@@ -44,22 +46,45 @@ namespace tessera {
 
 class ReplicaService final : public v1::Replica::CallbackService {
  public:
-  ReplicaService(Shard* shard, std::shared_ptr<const TransportSecurity> security)
-      : shard_(shard), security_(std::move(security)) {}
+  // What a primary does for a daemon that joins as its standby at `address`:
+  // from now on it sends every mutation there, and returns the state the
+  // joiner starts from (ShardServer::Join). Null: Join is refused.
+  using JoinFn = std::function<absl::StatusOr<std::unique_ptr<ShardState>>(const std::string&)>;
+
+  ReplicaService(Shard* shard, std::shared_ptr<const TransportSecurity> security,
+                 JoinFn join = nullptr)
+      : shard_(shard), security_(std::move(security)), join_(std::move(join)) {}
 
   grpc::ServerUnaryReactor* Follow(grpc::CallbackServerContext* context,
                                    const v1::Mutation* request,
                                    v1::FollowReply* response) override;
+  // Streams the state join_ returns, 1 MiB a part, with the shard's term.
+  grpc::ServerWriteReactor<v1::SnapshotPart>* Join(grpc::CallbackServerContext* context,
+                                                   const v1::JoinRequest* request) override;
 
  private:
   Shard* const shard_;
   const std::shared_ptr<const TransportSecurity> security_;
+  const JoinFn join_;
 };
+
+// The joining end: asks the primary at `primary` for its state, for a
+// standby that will serve at `address`. The state and the primary's term;
+// FAILED_PRECONDITION when the state is not of `shard`'s job and layout,
+// UNAVAILABLE when the primary does not answer (or stops) within 5 minutes.
+struct JoinedState {
+  ShardState state;
+  int64_t term = 0;
+};
+absl::StatusOr<JoinedState> JoinPrimary(const JobConfig& config, const Shard& shard,
+                                        const std::string& primary, const std::string& address,
+                                        const TransportSecurity& security);
 
 class ReplicaLink {
  public:
-  // To cluster.standbys[shard_index], with the job's credentials.
-  ReplicaLink(const JobConfig& config, uint32_t shard_index,
+  // To the standby at `address` (cluster.standbys[shard_index], or a
+  // daemon that joined), with the job's credentials.
+  ReplicaLink(const JobConfig& config, uint32_t shard_index, const std::string& address,
               std::shared_ptr<const TransportSecurity> security);
 
   // Returns once the standby holds `m`, or once the link is cut (at most

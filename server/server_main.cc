@@ -138,9 +138,12 @@ int main(int argc, char** argv) {
       spdlog::info("received {}; draining in-flight calls", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       break;
     }
-    // A standby stops when told to (its primary's end is not its own),
-    // unless it took over.
-    if (!(*server)->shard()->standby() && config->server.exit_when_workers_done &&
+    // A standby too (every worker's Finish reached it through its primary),
+    // once its primary has sent nothing for 2 s: the last mutations may
+    // follow the one that finished the last worker.
+    const bool follows = (*server)->shard()->standby() &&
+                         absl::Now() - (*server)->shard()->last_followed() < absl::Seconds(2);
+    if (config->server.exit_when_workers_done && !follows &&
         (*server)->shard()->AllWorkersFinished()) {
       spdlog::info("all {} workers finished; exiting", config->cluster.workers);
       break;

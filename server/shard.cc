@@ -618,7 +618,7 @@ absl::Status Shard::CheckAdvance(uint32_t worker, int64_t finished) const {
 
 absl::StatusOr<Shard::Applied> Shard::Apply(const Mutation& m) {
   // A BSP push only adds to the buffer, which the clock's close sends.
-  if (!mutation_log_ || m.kind == Mutation::Kind::kPush) return Make(m);
+  if (!logging_.load() || m.kind == Mutation::Kind::kPush) return Make(m);
   absl::MutexLock lock(&log_mu_);
   TESSERA_ASSIGN_OR_RETURN(const Applied out, Make(m));
   v1::Mutation logged;
@@ -729,7 +729,7 @@ void Shard::OnMinClock(int64_t new_min) {
   absl::MutexLock lock(&aggregate_mu_);
   uint32_t pushers = 0;
   for (uint32_t w = 0; w < num_workers_; ++w) pushers += workers_[w]->pushed_this_clock.exchange(false);
-  if (mutation_log_) {
+  if (logging_.load()) {
     // The clock's close, before the buffer is applied and cleared. Every
     // change that raises min_clock comes through Apply, which holds the log.
     log_mu_.AssertHeld();

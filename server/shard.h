@@ -184,6 +184,15 @@ class Shard {
   // compensation too).
   // REQUIRES: before the shard serves.
   absl::Status SetMutationLog(std::function<void(const v1::Mutation&)> log);
+  // A primary that has no standby following it (one that took over, or one
+  // whose standby was cut): from now on `log` gets every mutation (replacing
+  // any log before), and the returned copy of the state (as Snapshot's)
+  // names in its manifest the last mutation not sent to `log`. Taken with
+  // every change held, so a standby restored from it that follows `log`
+  // holds this shard's state. FAILED_PRECONDITION as SetMutationLog, or on
+  // a standby. Any thread, while serving.
+  absl::StatusOr<std::unique_ptr<ShardState>> SnapshotAndLog(
+      std::function<void(const v1::Mutation&)> log);
   // Makes this shard a standby: every worker's call fails UNAVAILABLE
   // (naming it), and Follow is allowed. REQUIRES: before it serves.
   void SetStandby() { standby_.store(true); }
@@ -216,6 +225,8 @@ class Shard {
   absl::Status Follow(const v1::Mutation& m);
   // The last mutation followed (a standby) or sent (a primary).
   uint64_t followed() const { return followed_.load(); }
+  // When a standby last applied (or acknowledged) a mutation, steady clock.
+  absl::Time last_followed() const { return absl::FromUnixNanos(last_followed_ns_.load()); }
   uint64_t log_sequence() const { return log_sequence_.load(); }
 
   // Unfinished workers at min_clock: whom a waiting pull waits for.
@@ -386,6 +397,8 @@ class Shard {
   absl::Status CheckPlan(int64_t epoch, double rate) const;
   // Follow's change, once the number fits.
   absl::Status FollowNext(const v1::Mutation& m);
+  // FAILED_PRECONDITION for a job the log cannot follow yet (SetMutationLog).
+  absl::Status CheckReplicable() const;
   // Sends the close of clock `new_min` (the aggregation buffers, the rows
   // pulls created, `pushers`, every worker's clock) to the mutation log.
   void LogClose(int64_t new_min, uint32_t pushers)
@@ -464,12 +477,16 @@ class Shard {
   // Replication: the log (set before serving, then read-only), and the
   // lock that orders its mutations as their changes are ordered. Taken by
   // Apply only while a log is set, and never for a BSP push.
-  std::function<void(const v1::Mutation&)> mutation_log_;
+  std::function<void(const v1::Mutation&)> mutation_log_;  // written under log_mu_
   absl::Mutex log_mu_;
+  // Whether mutation_log_ is set: written with every worker's mutex and
+  // log_mu_ held, so a change made under a worker's mutex sees it fixed.
+  std::atomic<bool> logging_{false};
   // The last mutation sent (written under log_mu_; a copy of the state
   // names it), and, on a standby, the last one followed (Follow's caller).
   std::atomic<uint64_t> log_sequence_{0};
   std::atomic<uint64_t> followed_{0};
+  std::atomic<int64_t> last_followed_ns_{0};
   std::atomic<bool> standby_{false};
   mutable std::atomic<uint64_t> refused_calls_{0};
   // A primary: its term; a standby: the newest term it followed (written

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/denormal.h"
 #include "common/status.h"
 #include "server/shard.h"
 
@@ -41,6 +42,39 @@ void Shard::Log(v1::Mutation m) {
 }
 
 absl::Status Shard::SetMutationLog(std::function<void(const v1::Mutation&)> log) {
+  TESSERA_RETURN_IF_ERROR(CheckReplicable());
+  if (config_.server.pull_creates_rows) {
+    for (auto& table : sparse_) table->RecordCreatedRows();
+  }
+  mutation_log_ = std::move(log);
+  logging_.store(true);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ShardState>> Shard::SnapshotAndLog(
+    std::function<void(const v1::Mutation&)> log) {
+  TESSERA_RETURN_IF_ERROR(CheckReplicable());
+  if (standby()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("shard ", index_, " here is a standby: a standby joins its primary"));
+  }
+  // As Snapshot: every worker's changes wait, then the log, then the buffer.
+  std::vector<std::unique_ptr<absl::WriterMutexLock>> held;
+  for (auto& slot : workers_) held.push_back(std::make_unique<absl::WriterMutexLock>(&slot->mu));
+  absl::MutexLock log_lock(&log_mu_);
+  // Rows pulls create from here on go to the next close; those created
+  // before are in the copy (a table's stripe lock orders the two).
+  if (config_.server.pull_creates_rows) {
+    for (auto& table : sparse_) table->RecordCreatedRows();
+  }
+  mutation_log_ = std::move(log);
+  logging_.store(true);
+  absl::MutexLock lock(&aggregate_mu_);
+  const int64_t cut = clock_.published_min();
+  return CopyState(cut, clock_.clocks(), clock_.finished(), /*clamp=*/true);
+}
+
+absl::Status Shard::CheckReplicable() const {
   std::string cannot;
   if (config_.consistency.mode != ConsistencyMode::kBsp) {
     cannot = "only BSP with aggregation is replicated yet (consistency.mode " +
@@ -49,20 +83,20 @@ absl::Status Shard::SetMutationLog(std::function<void(const v1::Mutation&)> log)
     cannot = "only BSP with aggregation is replicated yet (consistency.aggregate is off)";
   }
   if (!cannot.empty()) return absl::FailedPreconditionError("shard replication: " + cannot);
-  if (config_.server.pull_creates_rows) {
-    for (auto& table : sparse_) table->RecordCreatedRows();
-  }
-  mutation_log_ = std::move(log);
   return absl::OkStatus();
 }
 
 absl::Status Shard::Follow(const v1::Mutation& m) {
+  // The optimizer runs here, as it does in the primary's calls: with
+  // denormals flushed, or the standby's values part from the primary's.
+  ScopedFlushDenormal flush;
   if (m.sequence() == 0) {
     return absl::InvalidArgumentError("a mutation without its number (sequence 0)");
   }
   // One at a time: a primary's retry may arrive while its first try is
   // still being applied here, and must find it applied.
   absl::MutexLock lock(&follow_mu_);
+  last_followed_ns_.store(absl::ToUnixNanos(absl::Now()));
   if (!standby()) {  // a primary, or promoted (perhaps while this call waited)
     return absl::FailedPreconditionError(absl::StrCat(
         "shard ", index_, " here is primary now (term ", term_.load(),
@@ -83,6 +117,7 @@ absl::Status Shard::Follow(const v1::Mutation& m) {
   }
   TESSERA_RETURN_IF_ERROR(FollowNext(m));
   followed_.store(m.sequence());
+  log_sequence_.store(m.sequence());  // what a copy of this standby's state holds
   term_.store(m.term());
   return absl::OkStatus();
 }

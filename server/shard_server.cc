@@ -71,25 +71,14 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
                                                                 const std::string& listen_address,
                                                                 Role role) {
   std::unique_ptr<ShardServer> server(new ShardServer());
+  server->config_ = config;
+  server->shard_index_ = shard_index;
   TESSERA_ASSIGN_OR_RETURN(server->shard_, Shard::Create(config, shard_index));
-  const bool standby = role == Role::kStandby;
-  if (standby) server->shard_->SetStandby();
-  // A standby keeps checkpoints of its own, beside its primary's.
-  JobConfig own = config;
-  if (standby && !own.checkpoint.dir.empty()) own.checkpoint.dir += "/standby";
-  if (!own.checkpoint.dir.empty()) {
-    TESSERA_RETURN_IF_ERROR(Checkpointer::Restore(server->shard_.get(), own));
-    server->checkpointer_ = std::make_unique<Checkpointer>(server->shard_.get(), own);
-  }
   TESSERA_ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> security,
                            TransportSecurity::ForJob(config));
-  if (!standby && !config.cluster.standbys.empty()) {
-    server->replica_link_ = std::make_unique<ReplicaLink>(config, shard_index, security);
-    TESSERA_RETURN_IF_ERROR(server->shard_->SetMutationLog(
-        [link = server->replica_link_.get()](const v1::Mutation& m) { link->Send(m); }));
-    spdlog::info("shard {} sends every change to its standby at {} before it answers",
-                 shard_index, server->replica_link_->address());
-  }
+  server->security_ = security;
+  bool standby = role == Role::kStandby;
+  bool joined = false;  // a primary that found another and joined it as its standby
   if (!config.cluster.etcd.empty()) {
     const std::string& address =
         standby ? config.cluster.standbys[shard_index] : config.cluster.servers[shard_index];
@@ -99,9 +88,60 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
                          standby ? Failover::Role::kStandby : Failover::Role::kPrimary, address,
                          server->shard_.get(), StopDaemon));
     if (!standby) {
-      TESSERA_RETURN_IF_ERROR(server->failover_->BecomePrimary().status());
-      server->replica_link_->SetFailover(server->failover_.get());
+      absl::Status won = server->failover_->BecomePrimary().status();
+      absl::StatusOr<Election::Holder> holder;
+      // The holder may be between terms when asked (its term just ended);
+      // then campaign again.
+      for (int attempt = 0; absl::IsAlreadyExists(won); ++attempt) {
+        holder = server->failover_->Holder();
+        if (!absl::IsNotFound(holder.status()) || attempt == 10) break;
+        won = server->failover_->BecomePrimary().status();
+      }
+      if (!absl::IsAlreadyExists(won)) TESSERA_RETURN_IF_ERROR(won);
+      if (!won.ok()) {
+        // Another daemon serves the shard (its standby took over while this
+        // one was gone): never a second primary; this one follows it.
+        TESSERA_RETURN_IF_ERROR(holder.status());
+        spdlog::warn("shard {}: {} is primary (term {}); joining it as its standby", shard_index,
+                     holder->name, holder->term);
+        // A primary that has just won may not serve yet: a few tries.
+        absl::StatusOr<JoinedState> joined_state;
+        for (int attempt = 0; attempt < 20; ++attempt) {
+          joined_state = JoinPrimary(config, *server->shard_, holder->name, address, *security);
+          if (joined_state.ok() || absl::IsInvalidArgument(joined_state.status())) break;
+          absl::SleepFor(absl::Milliseconds(100));
+        }
+        TESSERA_ASSIGN_OR_RETURN(JoinedState state, std::move(joined_state));
+        server->shard_->SetStandby();
+        TESSERA_RETURN_IF_ERROR(server->shard_->Restore(state.state));
+        server->shard_->SetTerm(state.term);
+        server->failover_->BecomeStandby();
+        spdlog::info(
+            "shard {}: joined the primary at {} as its standby, from its state at clock {} "
+            "(mutation {})",
+            shard_index, holder->name, state.state.manifest.clock(),
+            state.state.manifest.log_sequence());
+        standby = joined = true;
+      }
     }
+  }
+  if (standby) server->shard_->SetStandby();
+  // A standby keeps checkpoints of its own, beside its primary's (one that
+  // joined keeps its own place: the primary it follows was the standby).
+  JobConfig own = config;
+  if (standby && !joined && !own.checkpoint.dir.empty()) own.checkpoint.dir += "/standby";
+  if (!own.checkpoint.dir.empty()) {
+    if (!joined) TESSERA_RETURN_IF_ERROR(Checkpointer::Restore(server->shard_.get(), own));
+    server->checkpointer_ = std::make_unique<Checkpointer>(server->shard_.get(), own);
+  }
+  if (!standby && !config.cluster.standbys.empty()) {
+    server->replica_link_ = std::make_unique<ReplicaLink>(
+        config, shard_index, config.cluster.standbys[shard_index], security);
+    server->replica_link_->SetFailover(server->failover_.get());
+    TESSERA_RETURN_IF_ERROR(server->shard_->SetMutationLog(
+        [link = server->replica_link_.get()](const v1::Mutation& m) { link->Send(m); }));
+    spdlog::info("shard {} sends every change to its standby at {} before it answers",
+                 shard_index, server->replica_link_->address());
   }
   server->metrics_ = std::make_unique<ShardMetrics>(config);
   server->service_ = std::make_unique<ShardService>(
@@ -115,9 +155,14 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(listen_address, security->ServerCredentials(), &server->port_);
   builder.RegisterService(server->service_.get());
-  if (standby) {
+  if (standby || server->failover_) {
+    // A standby follows here; with failover a primary takes joiners here.
+    ReplicaService::JoinFn join;
+    if (server->failover_) {
+      join = [s = server.get()](const std::string& address) { return s->Join(address); };
+    }
     server->replica_service_ =
-        std::make_unique<ReplicaService>(server->shard_.get(), security);
+        std::make_unique<ReplicaService>(server->shard_.get(), security, std::move(join));
     builder.RegisterService(server->replica_service_.get());
   }
   ApplyServerTransport(&builder, config.server.max_message_bytes);
@@ -183,6 +228,33 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
   server->reaper_ = std::thread([s = server.get()] { s->ReaperLoop(); });
   if (server->failover_) server->failover_->Start();
   return server;
+}
+
+absl::StatusOr<std::unique_ptr<ShardState>> ShardServer::Join(const std::string& address) {
+  absl::MutexLock lock(&join_mu_);
+  if (shard_->standby()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "shard ", shard_index_, " here is a standby: join its primary"));
+  }
+  if (replica_link_ && replica_link_->connected()) {
+    return absl::FailedPreconditionError(absl::StrCat("shard ", shard_index_,
+                                                      " has a standby that follows it, at ",
+                                                      replica_link_->address()));
+  }
+  auto link = std::make_unique<ReplicaLink>(config_, shard_index_, address, security_);
+  link->SetFailover(failover_.get());
+  TESSERA_ASSIGN_OR_RETURN(
+      std::unique_ptr<ShardState> state,
+      shard_->SnapshotAndLog([l = link.get()](const v1::Mutation& m) { l->Send(m); }));
+  spdlog::info(
+      "shard {}: {} joins as its standby, from clock {} (mutation {}); every change goes there "
+      "before it is answered",
+      shard_index_, address, state->manifest.clock(), state->manifest.log_sequence());
+  // The old link is no longer called (the log was replaced under its lock);
+  // kept until the server goes, as links are few.
+  if (replica_link_) retired_links_.push_back(std::move(replica_link_));
+  replica_link_ = std::move(link);
+  return state;
 }
 
 void ShardServer::ReaperLoop() {

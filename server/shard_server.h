@@ -60,6 +60,11 @@ class ShardServer {
   int port() const { return port_; }
   Shard* shard() { return shard_.get(); }
 
+  // Failover, a primary: `address` joins as this shard's standby (it is
+  // sent the returned state, then every mutation after it). FAILED_PRECONDITION
+  // on a standby, or while a standby follows this shard.
+  absl::StatusOr<std::unique_ptr<ShardState>> Join(const std::string& address);
+
   // Stops taking calls, fails parked pulls with UNAVAILABLE, lets in-flight
   // calls finish for up to `grace`, then cancels the rest; with checkpoints
   // on, writes a last one of the state it stopped at; with failover, a
@@ -81,7 +86,13 @@ class ShardServer {
   std::unique_ptr<ShardService> service_;
   std::unique_ptr<ReplicaService> replica_service_;  // a standby's
   std::unique_ptr<Failover> failover_;               // with cluster.etcd
-  std::unique_ptr<ReplicaLink> replica_link_;        // a primary's, with a standby
+  JobConfig config_;
+  uint32_t shard_index_ = 0;
+  std::shared_ptr<const TransportSecurity> security_;
+  absl::Mutex join_mu_;  // one Join at a time; replica_link_ changes under it
+  // A primary's, with a standby (set before serving, or by Join).
+  std::unique_ptr<ReplicaLink> replica_link_;
+  std::vector<std::unique_ptr<ReplicaLink>> retired_links_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Service> health_service_;  // its one service
   std::unique_ptr<grpc::Server> health_server_;  // server.health_port: health only, plaintext

@@ -195,7 +195,9 @@ void SparseTable::Read(absl::Span<const uint64_t> keys, absl::Span<float> out, b
                   [&](Stripe& stripe, const StripeBatch& b) ABSL_NO_THREAD_SAFETY_ANALYSIS {
                     if (create) {
                       FindOrCreateAll(stripe, b.keys, b.n, &rows,
-                                      record_created_ ? &stripe.created : nullptr);
+                                      record_created_.load(std::memory_order_relaxed)
+                                          ? &stripe.created
+                                          : nullptr);
                     } else {
                       rows.resize(b.n);
                       stripe.index.Find(b.keys, b.n, rows.data());

@@ -87,8 +87,9 @@ class SparseTable {
   // create are recorded, and ExportCreated hands them over (increasing,
   // recorded ones cleared); ImportCreated creates such rows on a standby's
   // table (INVALID_ARGUMENT, nothing created, unless they increase).
-  // REQUIRES: RecordCreatedRows before the table serves.
-  void RecordCreatedRows() { record_created_ = true; }
+  // RecordCreatedRows may be called while the table serves: a row created
+  // after it returns is recorded (the stripe's lock orders the two).
+  void RecordCreatedRows() { record_created_.store(true, std::memory_order_relaxed); }
   void ExportCreated(v1::TableAggregate* out);
   absl::Status ImportCreated(const v1::TableAggregate& in);
   // Replication (BSP with aggregation): the buffered keys (increasing) and
@@ -189,7 +190,7 @@ class SparseTable {
   std::atomic<uint64_t> pushes_{0};
   std::atomic<uint64_t> pulls_{0};
   std::atomic<uint64_t> row_count_{0};  // rows created (FindOrCreateAll, Restore)
-  bool record_created_ = false;          // set before serving
+  std::atomic<bool> record_created_{false};  // read under a stripe's lock
 };
 
 }  // namespace tessera

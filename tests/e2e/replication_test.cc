@@ -59,6 +59,9 @@ void StartStandbys(const LaunchOptions& job, Standbys* out) {
   out->addresses =
       "[127.0.0.1:" + std::to_string((*ports)[0]) + ",127.0.0.1:" + std::to_string((*ports)[1]) + "]";
   out->checkpoints = job.out_dir + "-standbys";
+  // A section of a test case runs it again: nothing of the last run's.
+  fs::remove_all(out->checkpoints);
+  fs::remove_all(job.out_dir);
   fs::create_directories(job.out_dir);
   for (int s = 0; s < 2; ++s) {
     std::vector<std::string> args = {"--config", job.config_path};
@@ -162,48 +165,63 @@ LaunchOptions Reference(const Etcd& etcd) {
   return base;
 }
 
-// Runs the job and, once shard 0 checkpointed clock 60, does `fault` to
-// its primary's pid; then checks what every failover must give: the job
-// completes, shard 0's standby took over (shard 1's did not), no clock is
-// lost, and the final model equals `base`'s to the bit (shard 0's from the
-// standby that took over, shard 1's from its primary).
-LaunchOptions RunWithFault(const Etcd& etcd, const LaunchOptions& base, const std::string& name,
-                           const std::function<void(pid_t)>& fault) {
-  LaunchOptions o = ReplicatedJob(name, FailoverSets(etcd));
-  Standbys standbys;
-  StartStandbys(o, &standbys);
-  o.overrides.push_back("cluster.standbys=" + standbys.addresses);
+// Whether the log at `path` says `text` within 30 s.
+bool WaitForLine(const std::string& path, const std::string& text) {
+  for (int i = 0; i < 600; ++i) {
+    if (Read(path).find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+// The daemons of a job run on a thread, as the launcher spawned them.
+struct Spawned {
   std::mutex mu;
   std::map<std::string, pid_t> pids;
-  o.on_spawn = [&](const std::string& daemon, pid_t pid) {
+  pid_t Pid(const std::string& name) {
     std::lock_guard<std::mutex> lock(mu);
-    pids[daemon] = pid;
+    return pids.at(name);
+  }
+};
+
+// Runs the job and, once shard 0 checkpointed clock 60, calls `fault` (with
+// the launcher's daemons and the standbys); then checks what every failover
+// must give: the job completes, no clock is lost, shard 1's standby never
+// took over, and shard 1's final model equals `base`'s to the bit (shard
+// 0's is checked by the caller, where it depends on who ended as primary).
+LaunchOptions RunWithFault(const Etcd& etcd, const std::string& name,
+                           const std::function<void(Spawned&, Standbys&)>& fault,
+                           Standbys* standbys) {
+  LaunchOptions o = ReplicatedJob(name, FailoverSets(etcd));
+  StartStandbys(o, standbys);
+  o.overrides.push_back("cluster.standbys=" + standbys->addresses);
+  Spawned spawned;
+  o.on_spawn = [&](const std::string& daemon, pid_t pid) {
+    std::lock_guard<std::mutex> lock(spawned.mu);
+    spawned.pids[daemon] = pid;
   };
   int rc = -1;
   std::thread job([&] { rc = RunJob(o); });
   WaitForCheckpoint(o.out_dir + "/checkpoints", 0, 60);
-  pid_t primary;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    primary = pids.at("server-0");
-  }
-  fault(primary);
+  fault(spawned, *standbys);
   job.join();
   REQUIRE(rc == 0);
   CHECK(Json(Read(o.out_dir + "/summary.json"))["lost_clocks"] == 0);
   CHECK(Read(o.out_dir + "/standby-0.log").find("is primary now") != std::string::npos);
   CHECK(Read(o.out_dir + "/standby-1.log").find("is primary now") == std::string::npos);
-  // The standby that took over ended with the workers (its checkpoint
-  // written as it stopped); shard 1's standby is told to stop.
-  CHECK(standbys.Stop(0) == 0);
-  CHECK(standbys.Stop(1) == 0);
-  CHECK(NewestCheckpoint(standbys.checkpoints + "/standby", 0) ==
-        NewestCheckpoint(base.out_dir + "/checkpoints", 0));
+  CHECK(standbys->Stop(1) == 0);
+  return o;
+}
+
+// The final model of shard `s` at `root` equals `base`'s, and so does the
+// test accuracy of run `o`.
+void SameModel(const LaunchOptions& base, const LaunchOptions& o, const std::string& root, int s) {
+  INFO("shard " << s << " at " << root);
+  CHECK(NewestCheckpoint(root, s) == NewestCheckpoint(base.out_dir + "/checkpoints", s));
   CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) ==
         NewestCheckpoint(base.out_dir + "/checkpoints", 1));
   CHECK(Field(Read(o.out_dir + "/summary.json"), "test_accuracy") ==
         Field(Read(base.out_dir + "/summary.json"), "test_accuracy"));
-  return o;
 }
 
 TEST_CASE("a primary killed or paused: its standby takes over, no clock lost, the same model to the bit") {
@@ -212,38 +230,51 @@ TEST_CASE("a primary killed or paused: its standby takes over, no clock lost, th
   etcd.WaitReady();
   const LaunchOptions base = Reference(etcd);
 
-  SECTION("kill -9") {
+  SECTION("kill -9; the old primary comes back as the new one's standby") {
+    Standbys standbys;
     const LaunchOptions o =
-        RunWithFault(etcd, base, "failover-kill", [](pid_t primary) {
-          REQUIRE(kill(primary, SIGKILL) == 0);
-        });
+        RunWithFault(etcd, "failover-kill", [](Spawned& spawned, Standbys&) {
+          REQUIRE(kill(spawned.Pid("server-0"), SIGKILL) == 0);
+        }, &standbys);
     // Its address refused connections: the standby ended the term at once.
     CHECK(Read(o.out_dir + "/standby-0.log").find("ends now") != std::string::npos);
-    const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
-    CHECK(summary["restarts"]["server-0"] == 1);  // restarted, it found its standby primary
-    CHECK(Read(o.out_dir + "/server-0.log").find("would be a second primary") != std::string::npos);
+    // Restarted, the old primary joined the new one and followed it to the end.
+    CHECK(Json(Read(o.out_dir + "/summary.json"))["restarts"]["server-0"] == 1);
+    CHECK(Read(o.out_dir + "/server-0.log").find("joined the primary") != std::string::npos);
+    CHECK(standbys.Stop(0) == 0);
+    SameModel(base, o, standbys.checkpoints + "/standby", 0);  // the new primary
+    SameModel(base, o, o.out_dir + "/checkpoints", 0);         // the old one, its standby
+  }
+  SECTION("kill -9 twice: the first primary, back as a standby, takes over again") {
+    Standbys standbys;
+    const LaunchOptions o = RunWithFault(etcd, "failover-twice", [&](Spawned& spawned,
+                                                                      Standbys& s) {
+      REQUIRE(kill(spawned.Pid("server-0"), SIGKILL) == 0);
+      // Once the old primary has joined the new one and training went on,
+      // the new one dies too.
+      REQUIRE(WaitForLine(TempDir("failover-twice/server-0.log"), "joined the primary"));
+      WaitForCheckpoint(TempDir("failover-twice/checkpoints"), 1, 200);
+      REQUIRE(kill(s.pids[0], SIGKILL) == 0);
+    }, &standbys);
+    CHECK(Read(o.out_dir + "/server-0.log").find("is primary now") != std::string::npos);
+    SameModel(base, o, o.out_dir + "/checkpoints", 0);
   }
   SECTION("paused past its lease, then resumed: it stops, fenced") {
-    std::string standby_log;
-    const LaunchOptions o = RunWithFault(etcd, base, "failover-pause", [&](pid_t primary) {
+    Standbys standbys;
+    const LaunchOptions o = RunWithFault(etcd, "failover-pause", [](Spawned& spawned, Standbys&) {
+      const pid_t primary = spawned.Pid("server-0");
       REQUIRE(kill(primary, SIGSTOP) == 0);
       // Its lease runs out; the standby takes over while it sleeps.
-      const std::string log = TempDir("failover-pause/standby-0.log");
-      bool taken = false;
-      for (int i = 0; i < 300 && !taken; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        taken = Read(log).find("is primary now") != std::string::npos;
-      }
-      CHECK(taken);
+      CHECK(WaitForLine(TempDir("failover-pause/standby-0.log"), "is primary now"));
       REQUIRE(kill(primary, SIGCONT) == 0);
-    });
+    }, &standbys);
     // Woken, the old primary learnt its term was over and stopped, without
     // a restart (it is superseded, not failed); it never ended a term early.
-    const std::string old = Read(o.out_dir + "/server-0.log");
-    CHECK(old.find("is over") != std::string::npos);
-    const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
-    CHECK(summary["restarts"]["server-0"] == 0);
+    CHECK(Read(o.out_dir + "/server-0.log").find("is over") != std::string::npos);
+    CHECK(Json(Read(o.out_dir + "/summary.json"))["restarts"]["server-0"] == 0);
     CHECK(Read(o.out_dir + "/standby-0.log").find("ends now") == std::string::npos);
+    CHECK(standbys.Stop(0) == 0);
+    SameModel(base, o, standbys.checkpoints + "/standby", 0);
   }
 }
 

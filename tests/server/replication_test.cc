@@ -325,6 +325,100 @@ TEST_CASE("a standby started from a snapshot taken mid-clock catches up to the b
   CHECK(Same(*pair->primary, **late));
 }
 
+TEST_CASE("a primary without a standby starts logging for one that joins mid-clock, to the bit") {
+  // A primary that took over (or lost its standby) logs nothing; a joining
+  // standby starts from SnapshotAndLog's copy and follows what comes after.
+  const uint32_t workers = 3;
+  const JobConfig c = AdamJob("bsp", workers);
+  auto created = Shard::Create(c, 0);
+  REQUIRE(created.ok());
+  Shard& primary = **created;
+  for (uint32_t w = 0; w < workers; ++w) RegisterWorker(primary, w);
+  std::mt19937 rng(5);
+  const auto push = [&](uint32_t w, int64_t clock) {
+    PushResponse r;
+    REQUIRE(primary.Push(RandomPush(w, clock, &rng), &r).ok());
+  };
+  for (int64_t clock = 0; clock < 5; ++clock) {
+    for (uint32_t w = 0; w < workers; ++w) push(w, clock);
+  }
+  push(1, 5);  // one of three has pushed clock 5
+  std::vector<v1::Mutation> log;
+  std::mutex mu;
+  auto snapshot = primary.SnapshotAndLog([&](const v1::Mutation& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    log.push_back(m);
+  });
+  REQUIRE(snapshot.ok());
+  CHECK((*snapshot)->manifest.clock() == 5);
+  CHECK((*snapshot)->manifest.log_sequence() == 0);  // nothing was logged before
+  // A pull creates rows after the copy: the next close names them.
+  auto pull = StartPull(primary, 0, 5, Sparse("emb", {77, 78}));
+  REQUIRE(pull->status.has_value());
+  REQUIRE(pull->status->ok());
+  push(0, 5);
+  push(2, 5);
+  for (int64_t clock = 6; clock < 9; ++clock) {
+    for (uint32_t w = 0; w < workers; ++w) push(w, clock);
+  }
+  auto joined = Shard::Create(c, 0);
+  REQUIRE(joined.ok());
+  (*joined)->SetStandby();
+  REQUIRE((*joined)->Restore(**snapshot).ok());
+  REQUIRE(log.size() == 4);  // the closes of clocks 5..8
+  for (const v1::Mutation& m : log) REQUIRE((*joined)->Follow(m).ok());
+  CHECK(Same(primary, **joined));
+  // A standby asked for one is refused.
+  CHECK((*joined)->SnapshotAndLog([](const v1::Mutation&) {}).status().code() ==
+        absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("a promoted standby's own standby, joined mid-clock, holds its state to the bit") {
+  const uint32_t workers = 2;
+  const JobConfig c = AdamJob("bsp", workers);
+  auto pair = MakePair(c);
+  std::mt19937 rng(9);
+  const auto push = [&](Shard& shard, uint32_t w, int64_t clock) {
+    PushResponse r;
+    REQUIRE(shard.Push(RandomPush(w, clock, &rng), &r).ok());
+  };
+  for (int64_t clock = 0; clock < 4; ++clock) {
+    for (uint32_t w = 0; w < workers; ++w) push(*pair->primary, w, clock);
+  }
+  push(*pair->primary, 0, 4);  // lost with the primary: worker 0 pushes it again
+  FollowAll(*pair);
+  Shard& promoted = *pair->standby;
+  REQUIRE(promoted.Promote(3).ok());
+  for (uint32_t w = 0; w < workers; ++w) RegisterWorker(promoted, w);
+  for (uint32_t w = 0; w < workers; ++w) push(promoted, w, 4);
+  push(promoted, 1, 5);
+  std::vector<v1::Mutation> log;
+  auto snapshot = promoted.SnapshotAndLog([&](const v1::Mutation& m) { log.push_back(m); });
+  REQUIRE(snapshot.ok());
+  push(promoted, 0, 5);
+  for (int64_t clock = 6; clock < 9; ++clock) {
+    for (uint32_t w = 0; w < workers; ++w) push(promoted, w, clock);
+  }
+  // As it travels (replication.h JoinPrimary): the manifest serialized with
+  // each table's byte count, the bytes copied.
+  ShardState sent;
+  for (size_t t = 0; t < (*snapshot)->tables.size(); ++t) {
+    (*snapshot)->manifest.mutable_tables(static_cast<int>(t))
+        ->set_bytes((*snapshot)->tables[t].size());
+    ByteBuffer bytes((*snapshot)->tables[t].size());
+    std::copy_n((*snapshot)->tables[t].data(), bytes.size(), bytes.data());
+    sent.tables.push_back(std::move(bytes));
+  }
+  REQUIRE(sent.manifest.ParseFromString((*snapshot)->manifest.SerializeAsString()));
+  auto joined = Shard::Create(c, 0);
+  REQUIRE(joined.ok());
+  (*joined)->SetStandby();
+  REQUIRE((*joined)->Restore(sent).ok());
+  (*joined)->SetTerm(3);
+  for (const v1::Mutation& m : log) REQUIRE((*joined)->Follow(m).ok());
+  CHECK(Same(promoted, **joined));
+}
+
 TEST_CASE("a standby serves no worker, and a primary follows no one") {
   auto pair = MakePair(AdamJob("bsp", 2));
   v1::RegisterRequest r;
