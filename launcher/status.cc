@@ -61,15 +61,63 @@ ShardView Ask(const TransportSecurity& security, const std::string& address) {
   return view;
 }
 
-// Every shard at once.
-std::vector<ShardView> AskAll(const TransportSecurity& security, const JobConfig& config) {
-  std::vector<std::future<ShardView>> asks;
-  for (const std::string& address : config.cluster.servers) {
-    asks.push_back(std::async(std::launch::async, Ask, std::cref(security), address));
+// Every shard at once: with cluster.standbys, each shard's daemons, and
+// the shard's view is the one serving workers (the standby, once it took
+// over). *replicas (when not null): every daemon's view, by shard.
+std::vector<ShardView> AskAll(const TransportSecurity& security, const JobConfig& config,
+                              std::vector<std::vector<ShardView>>* replicas = nullptr) {
+  std::vector<std::vector<std::future<ShardView>>> asks(config.cluster.servers.size());
+  for (size_t s = 0; s < asks.size(); ++s) {
+    asks[s].push_back(
+        std::async(std::launch::async, Ask, std::cref(security), config.cluster.servers[s]));
+    if (!config.cluster.standbys.empty()) {
+      asks[s].push_back(
+          std::async(std::launch::async, Ask, std::cref(security), config.cluster.standbys[s]));
+    }
   }
   std::vector<ShardView> views;
-  for (auto& a : asks) views.push_back(a.get());
+  if (replicas != nullptr) replicas->assign(asks.size(), {});
+  for (size_t s = 0; s < asks.size(); ++s) {
+    std::vector<ShardView> daemons;
+    for (auto& a : asks[s]) daemons.push_back(a.get());
+    size_t serving = 0;
+    for (size_t d = 0; d < daemons.size(); ++d) {
+      if (daemons[d].answered && !daemons[d].stats.standby()) serving = d;
+    }
+    views.push_back(daemons[serving]);
+    if (replicas != nullptr) (*replicas)[s] = std::move(daemons);
+  }
   return views;
+}
+
+// With standbys: each daemon's role, term and mutation number, and a
+// standby's lag behind the primary of its shard.
+std::string Replicas(const std::vector<std::vector<ShardView>>& replicas) {
+  std::string out = absl::StrFormat("\n%-6s%-22s%-10s%-8s%-10s%-6s%s\n", "SHARD", "ADDRESS",
+                                    "ROLE", "TERM", "MUTATION", "LAG", "TOOK OVER");
+  for (size_t s = 0; s < replicas.size(); ++s) {
+    uint64_t primary_sequence = 0;
+    for (const ShardView& v : replicas[s]) {
+      if (v.answered && !v.stats.standby()) primary_sequence = v.stats.replication_sequence();
+    }
+    for (const ShardView& v : replicas[s]) {
+      if (!v.answered) {
+        absl::StrAppend(&out, absl::StrFormat("%-6d%-22s%-10s%s\n", s, v.address, "-",
+                                              absl::StrCat("no answer: ", v.error)));
+        continue;
+      }
+      const bool standby = v.stats.standby();
+      const std::string lag =
+          standby && primary_sequence >= v.stats.replication_sequence()
+              ? absl::StrCat(primary_sequence - v.stats.replication_sequence())
+              : "-";
+      absl::StrAppend(&out, absl::StrFormat("%-6d%-22s%-10s%-8d%-10d%-6s%s\n", s, v.address,
+                                            standby ? "standby" : "primary", v.stats.term(),
+                                            v.stats.replication_sequence(), lag,
+                                            v.stats.promotions() > 0 ? "yes" : "-"));
+    }
+  }
+  return out;
 }
 
 uint64_t Pushes(const v1::StatsResponse& stats) {
@@ -79,7 +127,8 @@ uint64_t Pushes(const v1::StatsResponse& stats) {
 }
 
 std::string Screen(const JobConfig& config, const std::vector<ShardView>& before,
-                   const std::vector<ShardView>& now, double interval_s) {
+                   const std::vector<ShardView>& now,
+                   const std::vector<std::vector<ShardView>>& replicas, double interval_s) {
   const uint32_t workers = config.cluster.workers;
   std::string out;
   // The job line.
@@ -139,6 +188,7 @@ std::string Screen(const JobConfig& config, const std::vector<ShardView>& before
                                           values * 4 / 1048576.0, rate, v.stats.parked_pulls(),
                                           checkpoint));
   }
+  if (!config.cluster.standbys.empty()) out += Replicas(replicas);
   if (answered == 0) return out;
 
   // Workers: each one's lowest clock over the shards, its freshest call.
@@ -221,10 +271,11 @@ int RunStatus(const StatusOptions& options) {
   do {
     const auto start = std::chrono::steady_clock::now();
     std::this_thread::sleep_for(std::chrono::duration<double>(options.interval_s));
-    std::vector<ShardView> now = AskAll(**security, *config);
+    std::vector<std::vector<ShardView>> replicas;
+    std::vector<ShardView> now = AskAll(**security, *config, &replicas);
     const double interval =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const std::string screen = Screen(*config, before, now, interval);
+    const std::string screen = Screen(*config, before, now, replicas, interval);
     if (options.watch) std::printf("\033[H\033[2J");
     std::printf("%s", screen.c_str());
     std::fflush(stdout);

@@ -803,6 +803,11 @@ void Shard::FillTraffic(const std::string& table, v1::TableStats* stats) const {
 
 void Shard::Stats(v1::StatsResponse* response) const {
   response->set_shard_index(index_);
+  response->set_standby(standby());
+  response->set_term(term_.load());
+  response->set_replication_sequence(log_sequence_.load());
+  response->set_replicated_bytes(logged_bytes_.load(std::memory_order_relaxed));
+  response->set_promotions(promotions_.load());
   response->set_min_clock(clock_.published_min());
   for (int64_t c : clock_.clocks()) response->add_worker_clocks(c);
   for (const auto& t : dense_) {

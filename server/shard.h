@@ -487,6 +487,8 @@ class Shard {
   std::atomic<uint64_t> log_sequence_{0};
   std::atomic<uint64_t> followed_{0};
   std::atomic<int64_t> last_followed_ns_{0};
+  std::atomic<uint64_t> logged_bytes_{0};  // serialized mutations handed to the log
+  std::atomic<uint64_t> promotions_{0};
   std::atomic<bool> standby_{false};
   mutable std::atomic<uint64_t> refused_calls_{0};
   // A primary: its term; a standby: the newest term it followed (written

@@ -161,6 +161,23 @@ void ShardMetrics::Collect(const Shard& shard, Exposition& e) const {
            "Floats held for delay compensation (optimizer.staleness_compensation dc).");
   e.Sample("tessera_shard_compensation_floats", static_cast<double>(stats.compensation_floats()));
 
+  e.Family("tessera_shard_standby", "gauge",
+           "1 while this daemon is a standby (follows a primary), 0 while it serves workers.");
+  e.Sample("tessera_shard_standby", stats.standby() ? 1.0 : 0.0);
+  e.Family("tessera_shard_term", "gauge",
+           "The term this daemon serves (primary) or follows (standby); 0 without etcd.");
+  e.Sample("tessera_shard_term", static_cast<double>(stats.term()));
+  e.Family("tessera_shard_replication_sequence", "gauge",
+           "The last mutation sent (primary) or held (standby): a standby's lag is its "
+           "primary's value minus its own.");
+  e.Sample("tessera_shard_replication_sequence", static_cast<double>(stats.replication_sequence()));
+  e.Family("tessera_shard_replicated_bytes_total", "counter",
+           "Bytes of mutations this primary sent to its standby.");
+  e.Sample("tessera_shard_replicated_bytes_total", static_cast<double>(stats.replicated_bytes()));
+  e.Family("tessera_shard_promotions_total", "counter",
+           "Times this daemon took over as primary from the one it followed.");
+  e.Sample("tessera_shard_promotions_total", static_cast<double>(stats.promotions()));
+
   e.Family("tessera_shard_checkpoints_written_total", "counter", "Checkpoints written.");
   e.Sample("tessera_shard_checkpoints_written_total", static_cast<double>(stats.checkpoints_written()));
   // The last checkpoint's families are always declared; their samples come

@@ -38,6 +38,7 @@ void Shard::LogClose(int64_t new_min, uint32_t pushers) {
 void Shard::Log(v1::Mutation m) {
   m.set_sequence(log_sequence_.fetch_add(1) + 1);
   m.set_term(term_.load());
+  logged_bytes_.fetch_add(m.ByteSizeLong(), std::memory_order_relaxed);
   mutation_log_(m);
 }
 
@@ -135,6 +136,7 @@ absl::Status Shard::Promote(int64_t term) {
   term_.store(term);
   // The log's numbers go on from the last mutation held.
   log_sequence_.store(followed_.load());
+  promotions_.fetch_add(1);
   standby_.store(false);
   return absl::OkStatus();
 }

@@ -462,10 +462,28 @@ TEST_CASE("a mutation of a term that is over is refused, and a promoted standby 
   // Promotion needs a newer term than any followed.
   CHECK(pair->standby->Promote(5).code() == absl::StatusCode::kFailedPrecondition);
   CHECK(pair->standby->standby());
+  v1::StatsResponse stats;
+  pair->standby->Stats(&stats);
+  CHECK(stats.standby());
+  CHECK(stats.term() == 5);
+  CHECK(stats.replication_sequence() == 3);
+  CHECK(stats.promotions() == 0);
   REQUIRE(pair->standby->Promote(9).ok());
   CHECK(!pair->standby->standby());
   CHECK(pair->standby->term() == 9);
   CHECK(pair->standby->log_sequence() == 3);
+  // What tessera status and the metrics show.
+  stats.Clear();
+  pair->standby->Stats(&stats);
+  CHECK(!stats.standby());
+  CHECK(stats.term() == 9);
+  CHECK(stats.promotions() == 1);
+  stats.Clear();
+  pair->primary->Stats(&stats);
+  CHECK(stats.replication_sequence() == 3);
+  size_t bytes = 0;
+  for (const v1::Mutation& m : pair->log) bytes += m.ByteSizeLong();
+  CHECK(stats.replicated_bytes() == bytes);
   // The old primary's next mutation, of its own term, is refused too.
   v1::Mutation next = pair->log[2];
   next.set_sequence(4);
