@@ -87,9 +87,9 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
         Failover::Create(config, shard_index,
                          standby ? Failover::Role::kStandby : Failover::Role::kPrimary, address,
                          server->shard_.get(), StopDaemon));
+    absl::StatusOr<Election::Holder> holder;
     if (!standby) {
       absl::Status won = server->failover_->BecomePrimary().status();
-      absl::StatusOr<Election::Holder> holder;
       // The holder may be between terms when asked (its term just ended);
       // then campaign again.
       for (int attempt = 0; absl::IsAlreadyExists(won); ++attempt) {
@@ -98,38 +98,27 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
         won = server->failover_->BecomePrimary().status();
       }
       if (!absl::IsAlreadyExists(won)) TESSERA_RETURN_IF_ERROR(won);
-      if (!won.ok()) {
-        // Another daemon serves the shard (its standby took over while this
-        // one was gone): never a second primary; this one follows it.
-        TESSERA_RETURN_IF_ERROR(holder.status());
-        spdlog::warn("shard {}: {} is primary (term {}); joining it as its standby", shard_index,
-                     holder->name, holder->term);
-        // A primary that has just won may not serve yet: a few tries.
-        absl::StatusOr<JoinedState> joined_state;
-        for (int attempt = 0; attempt < 20; ++attempt) {
-          joined_state = JoinPrimary(config, *server->shard_, holder->name, address, *security);
-          if (joined_state.ok() || absl::IsInvalidArgument(joined_state.status())) break;
-          absl::SleepFor(absl::Milliseconds(100));
-        }
-        TESSERA_ASSIGN_OR_RETURN(JoinedState state, std::move(joined_state));
-        server->shard_->SetStandby();
-        TESSERA_RETURN_IF_ERROR(server->shard_->Restore(state.state));
-        server->shard_->SetTerm(state.term);
-        server->failover_->BecomeStandby();
-        spdlog::info(
-            "shard {}: joined the primary at {} as its standby, from its state at clock {} "
-            "(mutation {})",
-            shard_index, holder->name, state.state.manifest.clock(),
-            state.state.manifest.log_sequence());
-        standby = joined = true;
-      }
+      // Another daemon serves the shard (its standby took over while this
+      // one was gone): never a second primary; this one follows it.
+      if (!won.ok()) TESSERA_RETURN_IF_ERROR(holder.status());
+    } else {
+      // A standby that starts while a primary serves (restarted, or added
+      // later) cannot know what it missed: it joins. One that starts with
+      // the job (no primary yet) follows from the first mutation.
+      holder = server->failover_->Holder();
+      if (!holder.ok() && !absl::IsNotFound(holder.status())) return holder.status();
+    }
+    if (holder.ok()) {
+      TESSERA_ASSIGN_OR_RETURN(joined, server->JoinAsStandby(*holder, address));
+      // Not joined: a standby that follows from the start.
+      standby = true;
     }
   }
   if (standby) server->shard_->SetStandby();
-  // A standby keeps checkpoints of its own, beside its primary's (one that
-  // joined keeps its own place: the primary it follows was the standby).
+  // A standby keeps checkpoints of its own, beside its primary's (a primary
+  // that joined keeps its place: the primary it follows was the standby).
   JobConfig own = config;
-  if (standby && !joined && !own.checkpoint.dir.empty()) own.checkpoint.dir += "/standby";
+  if (role == Role::kStandby && !own.checkpoint.dir.empty()) own.checkpoint.dir += "/standby";
   if (!own.checkpoint.dir.empty()) {
     if (!joined) TESSERA_RETURN_IF_ERROR(Checkpointer::Restore(server->shard_.get(), own));
     server->checkpointer_ = std::make_unique<Checkpointer>(server->shard_.get(), own);
@@ -230,11 +219,51 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
   return server;
 }
 
+absl::StatusOr<bool> ShardServer::JoinAsStandby(const Election::Holder& holder,
+                                                const std::string& address) {
+  spdlog::warn("shard {}: {} is primary (term {}); joining it as its standby", shard_index_,
+               holder.name, holder.term);
+  // The primary may not serve yet (it has just won), or may still be sending
+  // to this address's previous life (until server.replication_timeout_s cuts
+  // that link): try until a little past that.
+  const absl::Time give_up =
+      absl::Now() + absl::Seconds(config_.server.replication_timeout_s) + absl::Seconds(10);
+  absl::StatusOr<JoinedState> state;
+  while (true) {
+    state = JoinPrimary(config_, *shard_, holder.name, address, *security_);
+    if (state.ok() || absl::IsInvalidArgument(state.status()) || absl::IsAborted(state.status()) ||
+        absl::Now() > give_up) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  if (absl::IsAborted(state.status())) {
+    spdlog::info("shard {}: {}", shard_index_, std::string(state.status().message()));
+    return false;
+  }
+  TESSERA_RETURN_IF_ERROR(state.status());
+  shard_->SetStandby();
+  TESSERA_RETURN_IF_ERROR(shard_->Restore(state->state));
+  shard_->SetTerm(state->term);
+  failover_->BecomeStandby();
+  spdlog::info(
+      "shard {}: joined the primary at {} as its standby, from its state at clock {} (mutation {})",
+      shard_index_, holder.name, state->state.manifest.clock(), state->state.manifest.log_sequence());
+  return true;
+}
+
 absl::StatusOr<std::unique_ptr<ShardState>> ShardServer::Join(const std::string& address) {
   absl::MutexLock lock(&join_mu_);
   if (shard_->standby()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "shard ", shard_index_, " here is a standby: join its primary"));
+  }
+  if (replica_link_ && replica_link_->connected() && replica_link_->address() == address &&
+      replica_link_->sent() == 0) {
+    // The standby this shard started with, starting after it: this shard
+    // waits for its first acknowledgement, so it follows from the start.
+    return absl::AbortedError(absl::StrCat("shard ", shard_index_, " waits for ", address,
+                                           " to follow from its first mutation"));
   }
   if (replica_link_ && replica_link_->connected()) {
     return absl::FailedPreconditionError(absl::StrCat("shard ", shard_index_,

@@ -74,6 +74,11 @@ class ShardServer {
 
  private:
   ShardServer() = default;
+  // Failover: makes this (not yet serving) shard the standby of `holder`,
+  // from the state it sends (Replica.Join), for a daemon at `address`. True
+  // when joined; false when the primary waits for this address to follow
+  // from its first mutation (the standby it started with, starting late).
+  absl::StatusOr<bool> JoinAsStandby(const Election::Holder& holder, const std::string& address);
   void ReaperLoop();
 
   // Logs, every kWaitLogInterval while pulls wait on a min_clock that does

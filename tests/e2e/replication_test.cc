@@ -32,6 +32,8 @@ namespace fs = std::filesystem;
 // Two standby daemons for `job`'s two shards, with its settings plus `sets`.
 struct Standbys {
   std::vector<pid_t> pids;
+  std::vector<std::vector<std::string>> args;  // each one's, to start it again
+  std::vector<std::string> logs;
   std::string addresses;  // "[127.0.0.1:P0,127.0.0.1:P1]", for cluster.standbys
   std::string checkpoints;
 
@@ -42,6 +44,13 @@ struct Standbys {
         waitpid(pid, nullptr, 0);
       }
     }
+  }
+  // kill -9, then the same daemon again (its log appended).
+  void Restart(size_t i) {
+    REQUIRE(kill(pids[i], SIGKILL) == 0);
+    REQUIRE(waitpid(pids[i], nullptr, 0) == pids[i]);
+    pids[i] = Spawn(Runfile("server/tessera-server"), args[i], logs[i], /*append=*/true);
+    REQUIRE(pids[i] > 0);
   }
   // SIGTERM, then the exit code (-1: not a normal exit).
   int Stop(size_t i) {
@@ -69,9 +78,10 @@ void StartStandbys(const LaunchOptions& job, Standbys* out) {
     args.insert(args.end(), {"--set", "cluster.standbys=" + out->addresses, "--set",
                              "checkpoint.dir=" + out->checkpoints, "--shard", std::to_string(s),
                              "--standby"});
-    out->pids.push_back(Spawn(Runfile("server/tessera-server"), args,
-                              job.out_dir + "/standby-" + std::to_string(s) + ".log",
-                              /*append=*/false));
+    out->logs.push_back(job.out_dir + "/standby-" + std::to_string(s) + ".log");
+    out->pids.push_back(
+        Spawn(Runfile("server/tessera-server"), args, out->logs.back(), /*append=*/false));
+    out->args.push_back(args);
     REQUIRE(out->pids.back() > 0);
   }
 }
@@ -83,7 +93,8 @@ LaunchOptions ReplicatedJob(const std::string& name, std::vector<std::string> se
     std::ofstream(token) << "0123456789abcdef0123456789abcdef\n";
   }
   REQUIRE(chmod(token.c_str(), 0600) == 0);
-  sets.insert(sets.end(), {"consistency.mode=bsp", "security.token_file=" + token});
+  // A job of its own in etcd, too (its keys are under the job's name).
+  sets.insert(sets.end(), {"name=" + name, "consistency.mode=bsp", "security.token_file=" + token});
   return Options(name, sets);
 }
 
@@ -148,7 +159,8 @@ TEST_CASE("a standby killed mid-run: its primary goes on alone and the job finis
 std::vector<std::string> FailoverSets(const Etcd& etcd) {
   return {"training.epochs=12",           "checkpoint.every_clocks=20",
           "cluster.etcd=" + etcd.endpoint(), "server.lease_ttl_s=1",
-          "worker.rpc_timeout_ms=2000",   "worker.pull_timeout_ms=3000"};
+          "worker.rpc_timeout_ms=2000",   "worker.pull_timeout_ms=3000",
+          "server.replication_timeout_s=1"};
 }
 
 // Runs the job without a fault; its final checkpoints are the reference.
@@ -258,6 +270,27 @@ TEST_CASE("a primary killed or paused: its standby takes over, no clock lost, th
     }, &standbys);
     CHECK(Read(o.out_dir + "/server-0.log").find("is primary now") != std::string::npos);
     SameModel(base, o, o.out_dir + "/checkpoints", 0);
+  }
+  SECTION("a standby killed and started again joins its primary and follows it to the end") {
+    LaunchOptions o = ReplicatedJob("standby-rejoins", FailoverSets(etcd));
+    Standbys standbys;
+    StartStandbys(o, &standbys);
+    o.overrides.push_back("cluster.standbys=" + standbys.addresses);
+    int rc = -1;
+    std::thread job([&] { rc = RunJob(o); });
+    WaitForCheckpoint(o.out_dir + "/checkpoints", 1, 60);
+    standbys.Restart(1);
+    job.join();
+    REQUIRE(rc == 0);
+    const std::string log = Read(standbys.logs[1]);
+    CHECK(log.find("joined the primary") != std::string::npos);
+    CHECK(standbys.Stop(0) == 0);
+    CHECK(standbys.Stop(1) == 0);
+    // Its final state is its primary's, and the run's model the reference's.
+    CHECK(NewestCheckpoint(standbys.checkpoints + "/standby", 1) ==
+          NewestCheckpoint(o.out_dir + "/checkpoints", 1));
+    CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) ==
+          NewestCheckpoint(base.out_dir + "/checkpoints", 1));
   }
   SECTION("paused past its lease, then resumed: it stops, fenced") {
     Standbys standbys;
