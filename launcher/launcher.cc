@@ -1,5 +1,9 @@
 #include "launcher/launcher.h"
 
+#include <httplib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -52,7 +56,53 @@ struct Job {
   // emulation.link_rate: every daemon on a host of its own (index: servers,
   // then workers). Removed when the job ends, after its daemons stopped.
   std::unique_ptr<EmulatedNetwork> network;
+  // --replicas without cluster.etcd: the etcd this run started (killed with
+  // the Job), and its client address.
+  pid_t etcd_pid = -1;
+  std::string etcd;
+  ~Job() {
+    if (etcd_pid > 0) {
+      kill(etcd_pid, SIGTERM);
+      waitpid(etcd_pid, nullptr, 0);
+    }
+  }
 };
+
+// --replicas: etcd's binary (Debian's etcd-server).
+constexpr char kEtcdBinary[] = "/usr/bin/etcd";
+
+// Starts an etcd of this run's own on loopback (data in DIR/etcd), with a
+// short election timeout so that leases of 1 s are granted, and waits until
+// it answers. FAILED_PRECONDITION when etcd is not installed.
+absl::Status StartEtcd(Job* job) {
+  if (access(kEtcdBinary, X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--replicas needs etcd to decide who is primary: ", kEtcdBinary,
+        " is missing (apt-get install etcd-server; scripts/install_deps.sh does), or set "
+        "cluster.etcd to one that runs"));
+  }
+  TESSERA_ASSIGN_OR_RETURN(std::vector<int> ports, FreePorts(2));
+  const std::string client = absl::StrCat("http://127.0.0.1:", ports[0]);
+  const std::string peer = absl::StrCat("http://127.0.0.1:", ports[1]);
+  job->etcd_pid = Spawn(kEtcdBinary,
+                        {"--data-dir", job->dir + "/etcd", "--listen-client-urls", client,
+                         "--advertise-client-urls", client, "--listen-peer-urls", peer,
+                         "--initial-advertise-peer-urls", peer, "--initial-cluster",
+                         "default=" + peer, "--heartbeat-interval", "50", "--election-timeout",
+                         "250"},
+                        job->dir + "/etcd.log", /*append=*/true);
+  if (job->etcd_pid <= 0) return absl::InternalError("could not start " + std::string(kEtcdBinary));
+  job->etcd = absl::StrCat("127.0.0.1:", ports[0]);
+  for (int i = 0; i < 100; ++i) {
+    httplib::Client probe("127.0.0.1", ports[0]);
+    probe.set_connection_timeout(0, 200'000);
+    if (auto res = probe.Get("/health"); res && res->status == 200) return absl::OkStatus();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return absl::UnavailableError(
+      absl::StrCat("the etcd this run started did not answer within 10 s (", job->dir,
+                   "/etcd.log says why)"));
+}
 
 // The port every shard listens on, and every daemon's GET /metrics, on an
 // emulated host (each host has ports of its own).
@@ -199,7 +249,8 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
   const EmulatedNetwork* net = job->network.get();
   // The servers' ports, then (with metrics) one per daemon; on an emulated
   // network every host has ports of its own.
-  const int daemons = static_cast<int>(config.num_servers() + config.cluster.workers);
+  const int daemons = static_cast<int>(config.num_servers() * (options.replicas > 0 ? 2 : 1) +
+                                       config.cluster.workers);
   std::vector<int> ports;
   if (net != nullptr) {
     ports.assign(options.metrics ? daemons : 0, kEmulatedMetricsPort);
@@ -215,9 +266,39 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
   if (net == nullptr) ports.erase(ports.begin(), ports.begin() + config.num_servers());
   job->config.cluster.servers = addresses;  // where this run's shards are (tessera status)
   std::vector<std::string> common = {"--config", options.config_path};
+  std::vector<std::string> standbys;
+  if (options.replicas > 0) {
+    if (net != nullptr) {
+      return absl::InvalidArgumentError(
+          "--replicas on an emulated network is not built yet: use one or the other");
+    }
+    if (config.consistency.mode != ConsistencyMode::kBsp || !config.consistency.aggregate) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--replicas under consistency.mode ", ModeName(config.consistency.mode),
+          config.consistency.aggregate ? "" : " with aggregate: false",
+          ": expected bsp with aggregation (the only mode replicated yet)"));
+    }
+    TESSERA_ASSIGN_OR_RETURN(std::vector<int> standby_ports,
+                             FreePorts(static_cast<int>(config.num_servers())));
+    for (int port : standby_ports) standbys.push_back(absl::StrCat("127.0.0.1:", port));
+    std::string etcd = config.cluster.etcd;
+    if (etcd.empty()) {
+      TESSERA_RETURN_IF_ERROR(StartEtcd(job));
+      etcd = job->etcd;
+      // This etcd grants leases of 1 s: a lost primary is replaced sooner.
+      common.insert(common.end(), {"--set", "server.lease_ttl_s=1"});
+    }
+    job->config.cluster.standbys = standbys;
+    job->config.cluster.etcd = etcd;
+    common.insert(common.end(), {"--set", "cluster.etcd=" + etcd});
+  }
   for (const auto& o : options.overrides) common.insert(common.end(), {"--set", o});
   common.insert(common.end(),
                 {"--set", absl::StrCat("cluster.servers=[", absl::StrJoin(addresses, ","), "]")});
+  if (!standbys.empty()) {
+    common.insert(common.end(), {"--set", absl::StrCat("cluster.standbys=[",
+                                                       absl::StrJoin(standbys, ","), "]")});
+  }
   for (const auto& o : server_sets) common.insert(common.end(), {"--set", o});
   // /dev/shm is one for every namespace: shared memory would bypass the links.
   if (net != nullptr) common.insert(common.end(), {"--set", "worker.shared_memory=off"});
@@ -231,6 +312,17 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
   // tools that join the running job (tessera status, a debugging client).
   std::ofstream(fs::path(job->dir) / "cluster.json")
       << nlohmann::json{{"servers", addresses}, {"token_file", token_file}}.dump(2) << "\n";
+  // Standbys first: a standby that starts with the job follows its primary
+  // from the first mutation (one that starts later joins it).
+  for (uint32_t s = 0; s < standbys.size(); ++s) {
+    Child c{absl::StrCat("standby-", s), true};
+    c.log_path = absl::StrCat(job->dir, "/", c.name, ".log");
+    c.args = common;
+    c.args.insert(c.args.end(), {"--shard", std::to_string(s), "--standby"});
+    c.restart_args = c.args;
+    AddMetricsPort(options, "server", ports, &c);
+    job->children.push_back(c);
+  }
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
     Child c{absl::StrCat("server-", s), true};
     c.log_path = absl::StrCat(job->dir, "/", c.name, ".log");
@@ -448,6 +540,10 @@ int RunJob(const LaunchOptions& options) {
     // The same overrides: the job's mode, staleness and security as it runs.
     std::string sets;
     for (const std::string& o : options.overrides) absl::StrAppend(&sets, " --set '", o, "'");
+    if (!config.cluster.standbys.empty()) {
+      absl::StrAppend(&sets, " --set cluster.standbys=[", absl::StrJoin(config.cluster.standbys, ","),
+                      "]");
+    }
     std::printf("tessera run: status: tessera status --config %s%s --set cluster.servers=[%s]%s\n",
                 options.config_path.c_str(), sets.c_str(), servers.c_str(),
                 DrawsToken(options, config)

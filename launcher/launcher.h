@@ -61,6 +61,13 @@ struct LaunchOptions {
   // start, and written as a Prometheus file_sd target list to
   // DIR/metrics_targets.json).
   bool metrics = true;
+  // A standby per shard (docs/DESIGN.md "Failover"): 0 or 1. With 1 the run
+  // starts an etcd of its own (unless cluster.etcd names one; Debian's
+  // etcd-server) and a `tessera-server --standby` per shard ("standby-N"),
+  // and sets cluster.standbys and cluster.etcd for every daemon: a killed
+  // primary's standby takes over, and the killed daemon, restarted, joins
+  // as the new primary's standby. BSP with aggregation only.
+  int replicas = 0;
   // Called with a daemon's name and pid each time one is started (tests,
   // fault injection).
   std::function<void(const std::string& name, pid_t pid)> on_spawn;

@@ -52,6 +52,7 @@ const tessera::Program kProgram{
      {"no-live", "", "run/sweep: print progress lines instead of rewriting one",
       tessera::FlagKind::kSwitch},
      {"max-restarts", "N", "run: restarts allowed per daemon (default 3)"},
+     {"replicas", "N", "run: 1 = a standby per shard and failover through etcd (BSP; default 0)"},
      {"resume", "DIR", "run: continue the stopped job in DIR from its checkpoints"},
      {"emulate-network", "RATE",
       "run/sweep: every daemon on a host of its own, links shaped to RATE each way (100mbit,\n"
@@ -93,6 +94,7 @@ std::string DefaultSweepDir() {
 // tessera status: only its own flags.
 int Status(const tessera::Flags& flags) {
   for (const char* other : {"out", "no-live", "max-restarts", "resume", "token", "open", "no-metrics",
+                            "replicas",
                             "emulate-network",
                             "server-binary", "worker-binary", "grid", "repeat",
                             "target-accuracy", "plot-script"}) {
@@ -183,6 +185,14 @@ int main(int argc, char** argv) {
   if (flags->Has("token") && flags->Has("open")) return Usage("--token and --open contradict");
   options.token = !flags->Has("open");
   options.metrics = !flags->Has("no-metrics");
+  if (flags->Has("replicas")) {
+    auto n = flags->GetInt("replicas", 1);
+    if (!n.ok() || !n->has_value()) {
+      return Usage("--replicas '" + flags->Get("replicas") +
+                   "': expected 0 or 1 (a standby per shard)");
+    }
+    options.replicas = static_cast<int>(**n);
+  }
   if (flags->Has("max-restarts")) {
     auto n = flags->GetInt("max-restarts", 1000);
     if (!n.ok() || !n->has_value()) {

@@ -311,6 +311,41 @@ TEST_CASE("a primary killed or paused: its standby takes over, no clock lost, th
   }
 }
 
+TEST_CASE("tessera run --replicas 1: a primary killed loses no clock, and the model is a plain run's") {
+  if (EtcdMissing()) return;
+  const std::vector<std::string> sets = {"training.epochs=12", "checkpoint.every_clocks=20"};
+  LaunchOptions base = Options("replicas-base", sets);  // no standbys at all
+  REQUIRE(RunJob(base) == 0);
+  LaunchOptions o = Options("replicas-kill", sets);
+  o.replicas = 1;
+  Spawned spawned;
+  o.on_spawn = [&](const std::string& daemon, pid_t pid) {
+    std::lock_guard<std::mutex> lock(spawned.mu);
+    spawned.pids[daemon] = pid;
+  };
+  int rc = -1;
+  std::thread job([&] { rc = RunJob(o); });
+  WaitForCheckpoint(o.out_dir + "/checkpoints", 0, 60);
+  REQUIRE(kill(spawned.Pid("server-0"), SIGKILL) == 0);
+  job.join();
+  REQUIRE(rc == 0);
+  const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
+  CHECK(summary["lost_clocks"] == 0);
+  CHECK(summary["restarts"]["server-0"] == 1);
+  CHECK(summary["restarts"]["standby-0"] == 0);
+  CHECK(Read(o.out_dir + "/standby-0.log").find("is primary now") != std::string::npos);
+  CHECK(Read(o.out_dir + "/server-0.log").find("joined the primary") != std::string::npos);
+  // The standby that took over, the old primary that followed it, and shard
+  // 1's primary end with the model of the run without standbys.
+  const std::string reference = base.out_dir + "/checkpoints";
+  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints/standby", 0) == NewestCheckpoint(reference, 0));
+  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 0) == NewestCheckpoint(reference, 0));
+  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) == NewestCheckpoint(reference, 1));
+  CHECK(Field(Read(o.out_dir + "/summary.json"), "test_accuracy") ==
+        Field(Read(base.out_dir + "/summary.json"), "test_accuracy"));
+  CHECK(NoChildLeft());
+}
+
 TEST_CASE("a worker pointed at a standby is refused, naming it") {
   LaunchOptions o = ReplicatedJob("worker-at-standby", {});
   Standbys standbys;
