@@ -164,6 +164,22 @@ absl::Status Election::WhileHeld(const std::string& what, const std::string& op,
       absl::StrCat("term ", term, " of '", name_, "' is over: cannot ", what));
 }
 
+absl::Status Election::DeleteIfVacant(const std::string& key, const std::string& value) {
+  const std::string k = absl::Base64Escape(key);
+  const json txn = {
+      {"compare",
+       json::array({{{"key", key_}, {"target", "CREATE"}, {"create_revision", "0"}},
+                    {{"key", k}, {"target", "VALUE"}, {"value", absl::Base64Escape(value)}}})},
+      {"success", json::array({{{"requestDeleteRange", {{"key", k}}}}})},
+  };
+  absl::StatusOr<std::string> done = Post("/v3/kv/txn", txn.dump());
+  if (!done.ok()) return done.status();
+  const json reply = json::parse(*done, nullptr, false);
+  if (reply.is_object() && reply.value("succeeded", false)) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("a primary holds the term, or ", key, " does not hold '", value, "'"));
+}
+
 absl::Status Election::PutWhileHeld(const std::string& key, const std::string& value) {
   return WhileHeld(absl::StrCat("write ", key), "requestPut",
                    json{{"key", absl::Base64Escape(key)}, {"value", absl::Base64Escape(value)}}

@@ -83,6 +83,11 @@ class Election {
   // UNAVAILABLE when etcd does not answer. Either way nothing was written.
   absl::Status PutWhileHeld(const std::string& key, const std::string& value);
   absl::Status DeleteWhileHeld(const std::string& key);
+  // Deletes `key` only while nobody is primary and `key` holds `value`
+  // (one transaction): for a standby named in sync that restarted and so no
+  // longer holds what it was named for. FAILED_PRECONDITION when either
+  // does not hold.
+  absl::Status DeleteIfVacant(const std::string& key, const std::string& value);
   // The current holder; NOT_FOUND when there is none.
   absl::StatusOr<Holder> Current() const;
   // Ends `holder`'s term now (revokes its lease), for a candidate that knows

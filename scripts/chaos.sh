@@ -9,6 +9,8 @@
 # Environment: CONFIG (default configs/fashion_mnist_mlp.yaml), EPOCHS
 # (default: the config's), KILLS (3), BASELINES (uninterrupted runs, 3),
 # SETS (extra --set arguments, e.g. "consistency.mode=ssp consistency.staleness=3"),
+# REPLICAS (1: `tessera run --replicas 1`, a standby per shard and failover;
+# the standbys are among the daemons killed),
 # OUT (default runs/chaos-<time>), TESSERA (the launcher; default
 # bazel-bin/launcher/tessera, built when missing: copy bazel-bin's launcher/,
 # server/ and worker/ binaries elsewhere to keep a rebuild from swapping them
@@ -51,13 +53,18 @@ hang_after=$(calc "int($base_wall * 5 + 30)")
 echo "uninterrupted median: accuracy $base_acc, $base_wall s; a run is hung after $hang_after s"
 
 daemons=(server-0 server-1 worker-0 worker-1)
+run_flags=()
+if [ "${REPLICAS:-0}" = 1 ]; then
+  run_flags=(--replicas 1)
+  daemons+=(standby-0 standby-1)
+fi
 completed=0; hung=0; failed=0; within=0
 results=()
 for r in $(seq 1 "$runs"); do
   run_seed=$((seed * 100003 + r))
   RANDOM=$run_seed
   dir="$out/run-$r"
-  "$tessera" run "$config" "${sets[@]}" --max-restarts 10 --out "$dir" --no-live > "$dir.out" 2>&1 &
+  "$tessera" run "$config" "${sets[@]}" "${run_flags[@]}" --max-restarts 10 --out "$dir" --no-live > "$dir.out" 2>&1 &
   pid=$!
   # KILLS moments in (1 s, 90% of the uninterrupted time), in order.
   span_ms=$(calc "int(($base_wall * 0.9 - 1) * 1000)")
@@ -66,12 +73,16 @@ for r in $(seq 1 "$runs"); do
   plan=""
   t0=$(date +%s%N)
   for at in $moments; do
-    victim=${daemons[$((RANDOM % 4))]}
+    victim=${daemons[$((RANDOM % ${#daemons[@]}))]}
     now_ms=$((($(date +%s%N) - t0) / 1000000))
     [ "$at" -gt "$now_ms" ] && sleep "$(calc "($at - $now_ms) / 1000")"
     kind=${victim%-*}; index=${victim#*-}
-    flag=$([ "$kind" = server ] && echo "--shard" || echo "--rank")
-    target=$(pgrep -f "[t]essera-$kind .*$dir/checkpoints.* $flag $index( |\$)" | head -1)
+    case $kind in
+      server) pattern="[t]essera-server .*$dir/checkpoints.* --shard $index( --set [^ ]*)?\$" ;;
+      standby) pattern="[t]essera-server .*$dir/checkpoints.* --shard $index --standby" ;;
+      *) pattern="[t]essera-worker .*$dir/checkpoints.* --rank $index( |\$)" ;;
+    esac
+    target=$(pgrep -f "$pattern" | head -1)
     if [ -n "$target" ]; then kill -9 "$target" 2>/dev/null; plan+=" $victim@${at}ms"; else plan+=" ($victim@${at}ms: not running)"; fi
   done
   # Wait, bounded.

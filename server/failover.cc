@@ -241,6 +241,22 @@ absl::StatusOr<Election::Holder> Failover::Holder() {
   return election_->Current();
 }
 
+void Failover::RenounceInSync() {
+  absl::Status renounced;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::StatusOr<std::optional<std::string>> named = election_->Get(in_sync_key_);
+    if (!named.ok() || !named->has_value() || **named != address_) return;
+    renounced = election_->DeleteIfVacant(in_sync_key_, address_);
+  }
+  if (renounced.ok()) {
+    spdlog::warn(
+        "shard {}: this standby was named in sync but restarted while no primary served: it "
+        "unnamed itself, so a primary can start from its checkpoint (the clocks since are lost)",
+        shard_index_);
+  }
+}
+
 void Failover::StandbyInSync(const std::string& address) {
   absl::Status named;
   {

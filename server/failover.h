@@ -81,6 +81,11 @@ class Failover {
   void BecomeStandby() { role_.store(Role::kStandby); }
   // The current primary, as etcd names it.
   absl::StatusOr<Election::Holder> Holder();
+  // A standby that starts while no primary serves: if it is the one named in
+  // sync, it no longer holds what it was named for (it restarted), so it
+  // unnames itself, and a primary may start from its checkpoint (the clocks
+  // since are lost, and counted). Logged; etcd's failures too.
+  void RenounceInSync();
   // The primary's standby at `address` acknowledged a mutation: names it in
   // sync (once per standby). A failure is logged; FAILED_PRECONDITION (the
   // term is over) stops.

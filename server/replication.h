@@ -95,6 +95,11 @@ class ReplicaLink {
   // REQUIRES: before the first Send.
   void SetFailover(Failover* failover) { failover_ = failover; }
 
+  // The link a primary starts with (its standby follows from the first
+  // mutation), not one a joiner asked for. REQUIRES: before the first Send.
+  void SetFromStart() { from_start_ = true; }
+  bool from_start() const { return from_start_; }
+
   const std::string& address() const { return address_; }
   bool connected() const { return !cut_.load(); }
   uint64_t sent() const { return sent_.load(); }
@@ -110,6 +115,7 @@ class ReplicaLink {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Replica::Stub> stub_;
   Failover* failover_ = nullptr;
+  bool from_start_ = false;
   std::atomic<bool> cut_{false};
   std::atomic<uint64_t> sent_{0};   // mutations the standby acknowledged
   std::atomic<uint64_t> bytes_{0};  // their serialized bytes

@@ -107,6 +107,9 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
       // the job (no primary yet) follows from the first mutation.
       holder = server->failover_->Holder();
       if (!holder.ok() && !absl::IsNotFound(holder.status())) return holder.status();
+      // Both of the shard's daemons were lost: this one cannot be the one
+      // with the newest state any more.
+      if (absl::IsNotFound(holder.status())) server->failover_->RenounceInSync();
     }
     if (holder.ok()) {
       TESSERA_ASSIGN_OR_RETURN(joined, server->JoinAsStandby(*holder, address));
@@ -126,6 +129,7 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
   if (!standby && !config.cluster.standbys.empty()) {
     server->replica_link_ = std::make_unique<ReplicaLink>(
         config, shard_index, config.cluster.standbys[shard_index], security);
+    server->replica_link_->SetFromStart();
     server->replica_link_->SetFailover(server->failover_.get());
     TESSERA_RETURN_IF_ERROR(server->shard_->SetMutationLog(
         [link = server->replica_link_.get()](const v1::Mutation& m) { link->Send(m); }));
@@ -229,13 +233,23 @@ absl::StatusOr<bool> ShardServer::JoinAsStandby(const Election::Holder& holder,
   const absl::Time give_up =
       absl::Now() + absl::Seconds(config_.server.replication_timeout_s) + absl::Seconds(10);
   absl::StatusOr<JoinedState> state;
+  Election::Holder primary = holder;
   while (true) {
-    state = JoinPrimary(config_, *shard_, holder.name, address, *security_);
+    state = JoinPrimary(config_, *shard_, primary.name, address, *security_);
     if (state.ok() || absl::IsInvalidArgument(state.status()) || absl::IsAborted(state.status()) ||
         absl::Now() > give_up) {
       break;
     }
     absl::SleepFor(absl::Milliseconds(200));
+    // The primary may have gone meanwhile: join whoever serves next. While
+    // nobody does, this daemon (restarted) cannot be the one with the newest
+    // state: it says so, so that a primary may start from its checkpoint.
+    absl::StatusOr<Election::Holder> now = failover_->Holder();
+    if (now.ok()) {
+      primary = *now;
+    } else if (absl::IsNotFound(now.status())) {
+      failover_->RenounceInSync();
+    }
   }
   if (absl::IsAborted(state.status())) {
     spdlog::info("shard {}: {}", shard_index_, std::string(state.status().message()));
@@ -248,7 +262,7 @@ absl::StatusOr<bool> ShardServer::JoinAsStandby(const Election::Holder& holder,
   failover_->BecomeStandby();
   spdlog::info(
       "shard {}: joined the primary at {} as its standby, from its state at clock {} (mutation {})",
-      shard_index_, holder.name, state->state.manifest.clock(), state->state.manifest.log_sequence());
+      shard_index_, primary.name, state->state.manifest.clock(), state->state.manifest.log_sequence());
   return true;
 }
 
@@ -259,7 +273,7 @@ absl::StatusOr<std::unique_ptr<ShardState>> ShardServer::Join(const std::string&
         "shard ", shard_index_, " here is a standby: join its primary"));
   }
   if (replica_link_ && replica_link_->connected() && replica_link_->address() == address &&
-      replica_link_->sent() == 0) {
+      replica_link_->from_start() && replica_link_->sent() == 0) {
     // The standby this shard started with, starting after it: this shard
     // waits for its first acknowledgement, so it follows from the start.
     return absl::AbortedError(absl::StrCat("shard ", shard_index_, " waits for ", address,
