@@ -240,7 +240,9 @@ TEST_CASE("a primary killed or paused: its standby takes over, no clock lost, th
   if (EtcdMissing()) return;
   Etcd etcd(/*fast=*/true);  // leases of 1 s
   etcd.WaitReady();
-  const LaunchOptions base = Reference(etcd);
+  // Run once for every section (Catch runs the case again for each); only
+  // its checkpoints are read after.
+  static const LaunchOptions base = Reference(etcd);
 
   SECTION("kill -9; the old primary comes back as the new one's standby") {
     Standbys standbys;
