@@ -33,6 +33,16 @@ grpc::ChannelArguments ClientChannelArgs(int64_t max_message_bytes, int channel_
   // (bench/abuse_bench --mode pulls). A refused connection still fails at once.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  // A peer cut off (a partition, a host that froze) sends no RST: without a
+  // ping, a call in flight to it would wait out its whole deadline (30 s for
+  // a push). While calls are in flight the channel pings every second, and
+  // a ping not answered within kKeepaliveTimeoutMs fails those calls
+  // UNAVAILABLE, so a worker turns to the shard's standby. The ack of a ping
+  // may queue behind a full socket buffer (about 4 MB): 2 s allows links
+  // down to about 20 Mbit/s.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   Tune([&](const char* name, int value) { args.SetInt(name, value); });
   return args;
 }
@@ -48,6 +58,11 @@ void ApplyServerTransport(grpc::ServerBuilder* builder, int64_t max_message_byte
   // from strangers cannot pile up against the descriptor limit.
   builder->AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, 10'000);
   builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 5 * 60'000);
+  // The clients' keepalive pings (ClientChannelArgs) are welcome, however
+  // often, and never cost a connection a GOAWAY ("too_many_pings").
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                              kKeepaliveTimeMs / 2);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
 }
 
 bool IsLoopbackAddress(const std::string& address) {

@@ -15,12 +15,18 @@
 
 namespace tessera {
 
+// While a client's calls are in flight, it pings the server this often and
+// fails them when a ping is not answered within the timeout (a peer cut off).
+inline constexpr int kKeepaliveTimeMs = 1000;
+inline constexpr int kKeepaliveTimeoutMs = 2000;
+
 // Channel arguments for a client channel; `channel_id` makes channels to the
 // same address distinct connections (gRPC would otherwise share one).
 grpc::ChannelArguments ClientChannelArgs(int64_t max_message_bytes, int channel_id);
 
-// The same settings on a server under construction, and the bounds on idle
-// connections (10 s to finish the handshake, 5 minutes without a call).
+// The same settings on a server under construction, the bounds on idle
+// connections (10 s to finish the handshake, 5 minutes without a call), and
+// leave for the clients' keepalive pings.
 void ApplyServerTransport(grpc::ServerBuilder* builder, int64_t max_message_bytes);
 
 // Whether `address` ("host:port") names this host by a loopback name:

@@ -15,6 +15,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -68,33 +69,49 @@ struct Job {
   }
 };
 
+// The port every shard listens on, and every daemon's GET /metrics, on an
+// emulated host (each host has ports of its own).
+constexpr int kEmulatedShardPort = 7000;
+constexpr int kEmulatedMetricsPort = 9100;
+// etcd's client port (and the next, its peer port) on its emulated host.
+constexpr int kEmulatedEtcdPort = 2379;
+
 // --replicas: etcd's binary (Debian's etcd-server).
 constexpr char kEtcdBinary[] = "/usr/bin/etcd";
 
-// Starts an etcd of this run's own on loopback (data in DIR/etcd), with a
-// short election timeout so that leases of 1 s are granted, and waits until
-// it answers. FAILED_PRECONDITION when etcd is not installed.
-absl::Status StartEtcd(Job* job) {
+// Starts an etcd of this run's own (data in DIR/etcd), with a short election
+// timeout so that leases of 1 s are granted, and waits until it answers: on
+// loopback, or on the emulated network's host `host` (its address, from this
+// machine through the observer port). FAILED_PRECONDITION when etcd is not
+// installed.
+absl::Status StartEtcd(Job* job, std::optional<size_t> host) {
   if (access(kEtcdBinary, X_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "--replicas needs etcd to decide who is primary: ", kEtcdBinary,
         " is missing (apt-get install etcd-server; scripts/install_deps.sh does), or set "
         "cluster.etcd to one that runs"));
   }
-  TESSERA_ASSIGN_OR_RETURN(std::vector<int> ports, FreePorts(2));
-  const std::string client = absl::StrCat("http://127.0.0.1:", ports[0]);
-  const std::string peer = absl::StrCat("http://127.0.0.1:", ports[1]);
+  std::string ip = "127.0.0.1", netns;
+  std::vector<int> ports = {kEmulatedEtcdPort, kEmulatedEtcdPort + 1};
+  if (host) {
+    ip = job->network->Address(*host);
+    netns = job->network->Namespace(*host);
+  } else {
+    TESSERA_ASSIGN_OR_RETURN(ports, FreePorts(2));
+  }
+  const std::string client = absl::StrCat("http://", ip, ":", ports[0]);
+  const std::string peer = absl::StrCat("http://", ip, ":", ports[1]);
   job->etcd_pid = Spawn(kEtcdBinary,
                         {"--data-dir", job->dir + "/etcd", "--listen-client-urls", client,
                          "--advertise-client-urls", client, "--listen-peer-urls", peer,
                          "--initial-advertise-peer-urls", peer, "--initial-cluster",
                          "default=" + peer, "--heartbeat-interval", "50", "--election-timeout",
                          "250"},
-                        job->dir + "/etcd.log", /*append=*/true);
+                        job->dir + "/etcd.log", /*append=*/true, netns);
   if (job->etcd_pid <= 0) return absl::InternalError("could not start " + std::string(kEtcdBinary));
-  job->etcd = absl::StrCat("127.0.0.1:", ports[0]);
+  job->etcd = absl::StrCat(ip, ":", ports[0]);
   for (int i = 0; i < 100; ++i) {
-    httplib::Client probe("127.0.0.1", ports[0]);
+    httplib::Client probe(ip, ports[0]);
     probe.set_connection_timeout(0, 200'000);
     if (auto res = probe.Get("/health"); res && res->status == 200) return absl::OkStatus();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -104,10 +121,6 @@ absl::Status StartEtcd(Job* job) {
                    "/etcd.log says why)"));
 }
 
-// The port every shard listens on, and every daemon's GET /metrics, on an
-// emulated host (each host has ports of its own).
-constexpr int kEmulatedShardPort = 7000;
-constexpr int kEmulatedMetricsPort = 9100;
 
 // Whether this run draws a job token: unless told not to (--open), or the
 // config names a token file of its own.
@@ -128,9 +141,10 @@ absl::Status WriteSecret(const std::string& path, size_t bytes, const std::strin
   return absl::OkStatus();
 }
 
-// emulation.link_rate: makes a host per daemon (servers first) and says so.
+// emulation.link_rate: makes a host per daemon (servers, workers, then with
+// --replicas the standbys and the run's own etcd) and says so.
 // FAILED_PRECONDITION without CAP_NET_ADMIN (exit 2).
-absl::Status MakeNetwork(Job* job) {
+absl::Status MakeNetwork(const LaunchOptions& options, Job* job) {
   const JobConfig& config = job->config;
   if (!config.emulation.enabled()) return absl::OkStatus();
   TESSERA_RETURN_IF_ERROR(EmulatedNetwork::CheckCapable());
@@ -141,6 +155,10 @@ absl::Status MakeNetwork(Job* job) {
   std::vector<std::string> hosts;
   for (uint32_t s = 0; s < config.num_servers(); ++s) hosts.push_back(absl::StrCat("server-", s));
   for (uint32_t r = 0; r < config.cluster.workers; ++r) hosts.push_back(absl::StrCat("worker-", r));
+  if (options.replicas > 0) {
+    for (uint32_t s = 0; s < config.num_servers(); ++s) hosts.push_back(absl::StrCat("standby-", s));
+    if (config.cluster.etcd.empty()) hosts.push_back("etcd");
+  }
   TESSERA_ASSIGN_OR_RETURN(
       job->network,
       EmulatedNetwork::Create(absl::StrCat("tessera-", getpid()), hosts,
@@ -268,22 +286,29 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
   std::vector<std::string> common = {"--config", options.config_path};
   std::vector<std::string> standbys;
   if (options.replicas > 0) {
-    if (net != nullptr) {
-      return absl::InvalidArgumentError(
-          "--replicas on an emulated network is not built yet: use one or the other");
-    }
     if (config.consistency.mode != ConsistencyMode::kBsp || !config.consistency.aggregate) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--replicas under consistency.mode ", ModeName(config.consistency.mode),
           config.consistency.aggregate ? "" : " with aggregate: false",
           ": expected bsp with aggregation (the only mode replicated yet)"));
     }
-    TESSERA_ASSIGN_OR_RETURN(std::vector<int> standby_ports,
-                             FreePorts(static_cast<int>(config.num_servers())));
-    for (int port : standby_ports) standbys.push_back(absl::StrCat("127.0.0.1:", port));
+    // On an emulated network the standbys' hosts follow the workers'.
+    const size_t first_standby_host = config.num_servers() + config.cluster.workers;
+    if (net != nullptr) {
+      for (uint32_t s = 0; s < config.num_servers(); ++s) {
+        standbys.push_back(
+            absl::StrCat(net->Address(first_standby_host + s), ":", kEmulatedShardPort));
+      }
+    } else {
+      TESSERA_ASSIGN_OR_RETURN(std::vector<int> standby_ports,
+                               FreePorts(static_cast<int>(config.num_servers())));
+      for (int port : standby_ports) standbys.push_back(absl::StrCat("127.0.0.1:", port));
+    }
     std::string etcd = config.cluster.etcd;
     if (etcd.empty()) {
-      TESSERA_RETURN_IF_ERROR(StartEtcd(job));
+      std::optional<size_t> etcd_host;
+      if (net != nullptr) etcd_host = first_standby_host + config.num_servers();
+      TESSERA_RETURN_IF_ERROR(StartEtcd(job, etcd_host));
       etcd = job->etcd;
       // This etcd grants leases of 1 s: a lost primary is replaced sooner.
       common.insert(common.end(), {"--set", "server.lease_ttl_s=1"});
@@ -321,6 +346,11 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
     c.args.insert(c.args.end(), {"--shard", std::to_string(s), "--standby"});
     c.restart_args = c.args;
     AddMetricsPort(options, "server", ports, &c);
+    if (net != nullptr) {
+      const size_t host = config.num_servers() + config.cluster.workers + s;
+      c.netns = net->Namespace(host);
+      c.metrics_host = net->Address(host);
+    }
     job->children.push_back(c);
   }
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
@@ -424,16 +454,23 @@ std::string Supervise(const LaunchOptions& options, Job& job, double start) {
     for (Child& c : job.children) {
       if (c.running) continue;
       if (c.exit_code == 0 && !c.is_server) continue;      // a worker that finished
-      if (c.is_server && c.exit_code == kExitSuperseded) {
-        // Its standby serves the shard now (server/failover.h).
-        if (!c.superseded) {
-          std::printf("tessera run: %s: another daemon serves its shard now (%s); not restarting it\n",
-                      c.name.c_str(), LastLine(c.log_path).c_str());
-          std::fflush(stdout);
+      if (c.is_server && c.exit_code == kExitSuperseded && !c.superseded) {
+        // Its standby serves the shard now (server/failover.h). While the
+        // workers train, started again it rejoins as that one's standby.
+        const bool rejoin = workers_running && c.restarts < options.max_restarts;
+        std::printf("tessera run: %s: another daemon serves its shard now (%s); %s\n",
+                    c.name.c_str(), LastLine(c.log_path).c_str(),
+                    rejoin ? "starting it again to rejoin as its standby" : "not restarting it");
+        std::fflush(stdout);
+        if (rejoin) {
+          ++c.restarts;
+          Start(options, job, c);
+        } else {
           c.superseded = true;
         }
         continue;
       }
+      if (c.is_server && c.superseded) continue;
       if (c.exit_code == 0 && !workers_running) continue;  // a server after the workers
       if (c.exit_code == 0) {
         // Servers exit once every worker has called Finish, which a worker
@@ -492,7 +529,7 @@ int RunJob(const LaunchOptions& options) {
   job.config = *std::move(loaded);
   std::vector<std::string> server_sets;
   absl::Status s = PrepareFolders(options, &job, &server_sets);
-  if (s.ok()) s = MakeNetwork(&job);
+  if (s.ok()) s = MakeNetwork(options, &job);
   if (s.ok()) s = PlanChildren(options, server_sets, &job);
   if (!s.ok()) {
     std::fprintf(stderr, "tessera run: %s\n", std::string(s.message()).c_str());

@@ -24,7 +24,7 @@ struct Child {
   bool running = false;
   int exit_code = -1;  // 128 + signal when killed
   int restarts = 0;
-  bool superseded = false;  // a server that exited kExitSuperseded (said once)
+  bool superseded = false;  // a server that exited kExitSuperseded and is not started again
   int metrics_port = 0;  // its GET /metrics on metrics_host; 0: none
   std::string metrics_host = "127.0.0.1";
   std::string netns;  // the emulated host it runs on; empty: this machine's network

@@ -569,6 +569,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     response->set_clock(applied.clock);
   }
   response->set_min_clock(clock_.published_min());
+  response->set_term(term_.load());
   // The fused pull, at the worker's clock now, only if it needs no wait.
   if (!pull_slices.empty() && response->min_clock() >= response->clock() - staleness_) {
     response->set_pulled(true);

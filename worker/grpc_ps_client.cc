@@ -545,6 +545,7 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads,
   std::vector<std::unique_ptr<v1::PushRequest>> requests;
   std::vector<std::unique_ptr<v1::PushResponse>> responses;
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<size_t> shard_of;  // each request's shard
   CallGroup group;
   for (size_t s = 0; s < shards_.size(); ++s) {
     if (skip(s)) continue;
@@ -553,6 +554,7 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads,
     const bool single = groups.size() <= 1;
     // A shard with no dense pieces still gets one (empty) push: its clock advances.
     for (size_t g = 0; g < std::max<size_t>(groups.size(), 1); ++g) {
+      shard_of.push_back(s);
       requests.push_back(std::make_unique<v1::PushRequest>());
       responses.push_back(std::make_unique<v1::PushResponse>());
       contexts.push_back(std::make_unique<grpc::ClientContext>());
@@ -604,6 +606,7 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads,
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5), spin_);
   if (group.failed()) DropSharedMemory();
   TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
+  for (size_t i = 0; i < requests.size(); ++i) NoteTerm(shard_of[i], responses[i]->term(), clock);
   if (values_clock) {
     int64_t staleness = -1;
     for (size_t i = 0; i < requests.size(); ++i) {
@@ -684,6 +687,7 @@ absl::Status GrpcPsClient::PushRowsTo(int64_t clock, const RowSet& grads,
   std::vector<v1::PushRequest> requests(shards_.size());
   std::vector<v1::PushResponse> responses(shards_.size());
   std::vector<grpc::ClientContext> contexts(shards_.size());
+  std::vector<size_t> sent;
   CallGroup group;
   for (size_t s = 0; s < shards_.size(); ++s) {
     requests_.BuildPush({}, rank_, clock, {}, /*advance=*/false, kRowPiece, &requests[s]);
@@ -694,9 +698,27 @@ absl::Status GrpcPsClient::PushRowsTo(int64_t clock, const RowSet& grads,
     contexts[s].set_deadline(DeadlineIn(config_.worker.rpc_timeout_ms));
     shards_[s].stubs[0]->async()->Push(&contexts[s], &requests[s], &responses[s],
                                        group.Add(s, &contexts[s]));
+    sent.push_back(s);
   }
   group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + absl::Seconds(5), spin_);
-  return group.Outcome(named_);
+  TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
+  for (size_t s : sent) NoteTerm(s, responses[s].term(), clock);
+  return absl::OkStatus();
+}
+
+void GrpcPsClient::NoteTerm(size_t s, int64_t term, int64_t clock) {
+  const int64_t before = shards_[s].term;
+  if (term == before) return;
+  if (term < before) {
+    spdlog::error(
+        "shard {}: a push of clock {} was accepted under term {}, older than term {} which "
+        "accepted this worker's pushes before: two primaries of one shard",
+        s, clock, term, before);
+    return;
+  }
+  shards_[s].term = term;
+  spdlog::info("shard {}: pushes accepted under term {} from clock {} ({})", s, term, clock,
+               shards_[s].address);
 }
 
 absl::Status GrpcPsClient::Resend(const std::vector<size_t>& behind) {

@@ -96,7 +96,13 @@ class GrpcPsClient : public PsClient {
     std::vector<uint64_t> push_at, pull_at;
     std::vector<char*> push_area, pull_area;  // the same, in `memory` (set with it)
     uint64_t capacity = 0;                    // bytes the segment needs (0: no dense pieces)
+    int64_t term = 0;  // PushResponse.term of the last push it accepted
   };
+
+  // After shard `s` accepted a push of `clock` under `term`: a new term is
+  // logged with the clock it starts at ("pushes accepted under term T from
+  // clock C"), one older than the last is logged as an error (two primaries).
+  void NoteTerm(size_t s, int64_t term, int64_t clock);
 
   // Creates the segments offered in Connect; a failure leaves that shard
   // on messages (logged).

@@ -1,7 +1,8 @@
 // The emulated cluster (launcher/emulated_network.h): a job whose daemons
 // each run on a host of their own, with shaped links, compression on the
-// wire, a link cut and healed, and nothing left behind. Needs CAP_NET_ADMIN;
-// without it every case says so and skips.
+// wire, a link cut and healed, a primary partitioned from its job under
+// --replicas 1, and nothing left behind. Needs CAP_NET_ADMIN; without it
+// every case says so and skips (and the partition needs /usr/bin/etcd).
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,12 +14,19 @@
 #include <cstdio>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <climits>
+#include <ctime>
+#include <map>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "launcher/emulated_network.h"
 #include "launcher/launcher.h"
 #include "tests/e2e/e2e_fixtures.h"
+#include "tests/etcd.h"
 
 namespace tessera {
 namespace {
@@ -206,6 +214,123 @@ TEST_CASE("without CAP_NET_ADMIN an emulated run exits 2 with one line that says
       &status);
   CHECK(status == 2);
   CHECK(out.find("needs CAP_NET_ADMIN") != std::string::npos);
+}
+
+// Now as the daemons' logs write it: "2026-12-06 23:06:36.721".
+std::string LogStamp() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  char out[40];
+  std::snprintf(out, sizeof(out), "%s.%03d", text, static_cast<int>(ms));
+  return out;
+}
+
+// Worker `rank`'s log lines "shard S: pushes accepted under term T from
+// clock C" (worker/grpc_ps_client.h NoteTerm): the terms that accepted its
+// pushes to shard `shard`, in order, each with the clock it began at.
+std::vector<std::pair<int64_t, int64_t>> AcceptedTerms(const std::string& dir, int rank,
+                                                       int shard) {
+  std::vector<std::pair<int64_t, int64_t>> terms;
+  std::istringstream log(Read(dir + "/worker-" + std::to_string(rank) + ".log"));
+  const std::string marker = "shard " + std::to_string(shard) + ": pushes accepted under term ";
+  for (std::string line; std::getline(log, line);) {
+    const size_t at = line.find(marker);
+    if (at == std::string::npos) continue;
+    long long term = 0, clock = 0;
+    REQUIRE(std::sscanf(line.c_str() + at + marker.size(), "%lld from clock %lld", &term,
+                        &clock) == 2);
+    terms.emplace_back(term, clock);
+  }
+  return terms;
+}
+
+// One primary at a time, from the terms the workers' pushes were accepted
+// under: each worker's terms only grow; a term's last clock at any worker
+// (the clock the next began at) is at most the first clock of any newer term
+// at any worker (one clock may straddle: a push the old primary took before
+// the cut, sent again to the new one); every worker ends on the newest.
+// Returns how many terms shard `shard` had.
+size_t CheckOnePrimaryAtATime(const std::string& dir, int workers, int shard) {
+  std::map<int64_t, std::pair<int64_t, int64_t>> span;  // term -> {first clock, last clock}
+  int64_t newest = 0;
+  std::vector<int64_t> last(workers);
+  for (int w = 0; w < workers; ++w) {
+    const auto terms = AcceptedTerms(dir, w, shard);
+    INFO("worker " << w << ", shard " << shard);
+    REQUIRE(!terms.empty());
+    for (size_t i = 0; i < terms.size(); ++i) {
+      const auto [term, from] = terms[i];
+      if (i > 0) CHECK(term > terms[i - 1].first);
+      const int64_t until = i + 1 < terms.size() ? terms[i + 1].second : INT64_MAX;
+      auto [it, fresh] = span.try_emplace(term, from, until);
+      if (!fresh) {
+        it->second.first = std::min(it->second.first, from);
+        it->second.second = std::max(it->second.second, until);
+      }
+      newest = std::max(newest, term);
+    }
+    last[w] = terms.back().first;
+  }
+  for (int64_t term : last) CHECK(term == newest);
+  for (auto older = span.begin(); older != span.end(); ++older) {
+    for (auto newer = std::next(older); newer != span.end(); ++newer) {
+      INFO("shard " << shard << ": term " << older->first << " accepted clocks up to "
+                    << older->second.second << ", term " << newer->first << " from "
+                    << newer->second.first);
+      CHECK(older->second.second <= newer->second.first);
+    }
+  }
+  for (int w = 0; w < workers; ++w) {
+    CHECK(Read(dir + "/worker-" + std::to_string(w) + ".log").find("two primaries") ==
+          std::string::npos);
+  }
+  return span.size();
+}
+
+TEST_CASE("a primary cut off from its job for 5 s: its standby takes over, nothing lost, one primary") {
+  if (!Capable() || EtcdMissing()) return;
+  const std::vector<std::string> sets = {"training.epochs=20", "checkpoint.every_clocks=50"};
+  LaunchOptions base = Options("partition-base", sets);  // loopback, no standbys
+  REQUIRE(RunJob(base) == 0);
+  LaunchOptions o = Options("partition", sets);
+  o.overrides.push_back("emulation.link_rate=unshaped");
+  o.replicas = 1;
+  int rc = -1;
+  std::thread job([&] { rc = RunJob(o); });
+  WaitForCheckpoint(o.out_dir + "/checkpoints", 0, 100);
+  // Shard 0's primary loses its host's link: its workers, its standby and
+  // etcd are all on the other side.
+  const std::string network = o.out_dir + "/network.json";
+  CHECK(EmulatedNetwork::SetLinkOf(network, "server-0", /*up=*/false).ok());
+  const std::string cut = LogStamp();
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  CHECK(EmulatedNetwork::SetLinkOf(network, "server-0", /*up=*/true).ok());
+  // For bench/partition.sh, in the daemons' log format.
+  std::printf("partition: server-0 cut at %s, healed at %s\n", cut.c_str(), LogStamp().c_str());
+  job.join();
+  REQUIRE(rc == 0);
+  const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
+  CHECK(summary["lost_clocks"] == 0);
+  // The standby took over while the primary was cut off; healed, the old
+  // primary found its term over, stopped, and came back as a standby.
+  CHECK(Read(o.out_dir + "/standby-0.log").find("is primary now") != std::string::npos);
+  const std::string old_primary = Read(o.out_dir + "/server-0.log");
+  CHECK(old_primary.find("is over") != std::string::npos);
+  CHECK(old_primary.find("joined the primary") != std::string::npos);
+  CHECK(summary["restarts"]["server-0"] == 1);
+  CHECK(CheckOnePrimaryAtATime(o.out_dir, 2, 0) == 2);
+  CHECK(CheckOnePrimaryAtATime(o.out_dir, 2, 1) == 1);
+  // No acknowledged update lost: the new primary, the old one that rejoined
+  // it, and shard 1 end with the model of the run without a partition.
+  const std::string reference = base.out_dir + "/checkpoints";
+  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints/standby", 0) == NewestCheckpoint(reference, 0));
+  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 0) == NewestCheckpoint(reference, 0));
+  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) == NewestCheckpoint(reference, 1));
+  CHECK(OwnNamespaces() == 0);
 }
 
 }  // namespace
