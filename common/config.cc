@@ -333,35 +333,36 @@ absl::Status ReadModel(MapReader& r, ModelConfig* m) {
   return absl::OkStatus();
 }
 
-// Fills cluster->servers from server_pattern when one is given.
-absl::Status ExpandServerPattern(MapReader& r, ClusterConfig* cluster) {
-  if (cluster->server_pattern.empty()) return absl::OkStatus();
-  if (r.Child("servers")) {
-    return Bad(r.KeyPath("server_pattern"), r.Child("server_pattern"),
-               "either cluster.servers or cluster.server_pattern, not both");
+// Fills *out from cluster.`key` (server_pattern, standby_pattern) when one
+// is given, for num_servers shards; `list` is the key the pattern replaces.
+absl::Status ExpandPattern(MapReader& r, const std::string& key, const std::string& list,
+                           const ClusterConfig& cluster, std::vector<std::string>* out) {
+  YAML::Node node = r.Child(key);
+  if (!node) return absl::OkStatus();
+  const std::string p = node.IsScalar() ? node.Scalar() : "";
+  if (r.Child(list)) {
+    return Bad(r.KeyPath(key), node,
+               absl::StrCat("either cluster.", list, " or cluster.", key, ", not both"));
   }
-  if (cluster->num_servers == 0) {
+  if (cluster.num_servers == 0) {
     return Bad(r.KeyPath("num_servers"), r.Child("num_servers"),
-               "an integer >= 1 with cluster.server_pattern");
+               absl::StrCat("an integer >= 1 with cluster.", key));
   }
-  const std::string& p = cluster->server_pattern;
   if (p.find("{i}") == std::string::npos || p.rfind(':') == std::string::npos) {
     return Bad(
-        r.KeyPath("server_pattern"), r.Child("server_pattern"),
+        r.KeyPath(key), node,
         "host:port holding {i}, e.g. tessera-server-{i}.tessera-server.{namespace}.svc:50051");
   }
-  std::string ns = cluster->namespace_name;
+  std::string ns = cluster.namespace_name;
   if (ns.empty()) {
     const char* env = std::getenv("POD_NAMESPACE");
     ns = env && *env ? env : "default";
   }
-  cluster->servers.clear();
-  for (uint32_t i = 0; i < cluster->num_servers; ++i) {
-    cluster->servers.push_back(
-        absl::StrReplaceAll(p, {{"{i}", std::to_string(i)}, {"{namespace}", ns}}));
-    if (!CheckHostPort("", cluster->servers.back()).ok()) {
-      return Bad(r.KeyPath("server_pattern"), r.Child("server_pattern"),
-                 "host:port with a port in 1..65535");
+  out->clear();
+  for (uint32_t i = 0; i < cluster.num_servers; ++i) {
+    out->push_back(absl::StrReplaceAll(p, {{"{i}", std::to_string(i)}, {"{namespace}", ns}}));
+    if (!CheckHostPort("", out->back()).ok()) {
+      return Bad(r.KeyPath(key), node, "host:port with a port in 1..65535");
     }
   }
   return absl::OkStatus();
@@ -410,10 +411,13 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
                                           &c->cluster.standbys));
     TESSERA_RETURN_IF_ERROR(s.Str("etcd", &c->cluster.etcd));
     TESSERA_RETURN_IF_ERROR(s.Str("server_pattern", &c->cluster.server_pattern));
+    TESSERA_RETURN_IF_ERROR(s.Str("standby_pattern", &c->cluster.standby_pattern));
     TESSERA_RETURN_IF_ERROR(s.Integer("num_servers", &c->cluster.num_servers, 1, kMaxShards));
     TESSERA_RETURN_IF_ERROR(s.Str("namespace", &c->cluster.namespace_name));
     TESSERA_RETURN_IF_ERROR(s.Integer("workers", &c->cluster.workers, 1, kMaxWorkers));
-    return ExpandServerPattern(s, &c->cluster);
+    TESSERA_RETURN_IF_ERROR(
+        ExpandPattern(s, "server_pattern", "servers", c->cluster, &c->cluster.servers));
+    return ExpandPattern(s, "standby_pattern", "standbys", c->cluster, &c->cluster.standbys);
   }));
   if (c->cluster.servers.empty()) {
     return absl::InvalidArgumentError(

@@ -120,7 +120,10 @@ struct ClusterConfig {
   // shard order; empty: none. A shard sends every change to its standby
   // (a tessera-server started with --standby) and answers the call that
   // made it only once the standby has it. BSP with aggregation only.
+  // Either listed, or generated from standby_pattern for num_servers shards
+  // as server_pattern is.
   std::vector<std::string> standbys;
+  std::string standby_pattern;
   // host:port of etcd's client endpoint (docs/DESIGN.md "Failover"); needs
   // standbys. Each shard's primary holds a term there, renewed every
   // server.lease_ttl_s / 3, and a standby that holds every change the

@@ -242,6 +242,30 @@ cluster:
         ": expected either cluster.servers or cluster.server_pattern, not both");
 }
 
+TEST_CASE("standby addresses from a DNS pattern, one per shard") {
+  const char* yaml = R"(
+cluster:
+  server_pattern: "tessera-server-{i}.tessera-server.{namespace}.svc:50051"
+  standby_pattern: "tessera-standby-{i}.tessera-standby.{namespace}.svc:50051"
+  etcd: "tessera-etcd-client:2379"
+  num_servers: 2
+  workers: 2
+)";
+  auto c = ParseJobConfig(yaml, {"cluster.namespace=ml"});
+  REQUIRE(c.ok());
+  CHECK(c->cluster.standbys ==
+        std::vector<std::string>{"tessera-standby-0.tessera-standby.ml.svc:50051",
+                                 "tessera-standby-1.tessera-standby.ml.svc:50051"});
+  CHECK(c->cluster.etcd == "tessera-etcd-client:2379");
+  CHECK(ErrorOf(yaml, {"cluster.standby_pattern=standby:1"}) ==
+        "config: cluster.standby_pattern = 'standby:1': expected host:port holding {i}, e.g. "
+        "tessera-server-{i}.tessera-server.{namespace}.svc:50051");
+  CHECK(ErrorOf(yaml, {"cluster.standbys=[a:1,b:2]"}) ==
+        "config: cluster.standby_pattern = "
+        "'tessera-standby-{i}.tessera-standby.{namespace}.svc:50051'"
+        ": expected either cluster.standbys or cluster.standby_pattern, not both");
+}
+
 TEST_CASE("hostile configs: duplicate keys, ports out of range, security keys") {
   // YAML forbids a key twice; yaml-cpp would silently keep the first.
   CHECK(ErrorOf(std::string(kMinimal) + "training: {epochs: 1}\ntraining: {epochs: 9}\n") ==

@@ -42,7 +42,7 @@ void CheckRestricted(const YAML::Node& pod_spec) {
 int PortOf(const std::string& address) { return std::stoi(address.substr(address.rfind(':') + 1)); }
 
 TEST_CASE("every overlay validates against the Kubernetes OpenAPI schema") {
-  for (const char* overlay : {"cpu", "gpu", "secure"}) {
+  for (const char* overlay : {"cpu", "gpu", "secure", "replicas"}) {
     INFO("overlay " << overlay);
     Rendered r = Render(overlay);
     std::string path = TempPath(std::string("rendered-") + overlay + ".yaml");
@@ -115,6 +115,126 @@ TEST_CASE("servers: headless service, StatefulSet, gRPC probes, ports and counts
     CHECK((job.checkpoint.every_seconds > 0 || job.checkpoint.every_clocks > 0));
     CheckRestricted(pod["spec"]);
   }
+}
+
+// Whether a pod labelled `incoming` may not share a node (topology domain)
+// with an existing pod labelled `existing` under anti-affinity term `term`:
+// the term's labelSelector selects the existing pod and, for every key in
+// matchLabelKeys the incoming pod has, the existing pod has the same value.
+bool Repels(const YAML::Node& term, const YAML::Node& incoming, const YAML::Node& existing) {
+  if (!Selects(term["labelSelector"]["matchLabels"], existing)) return false;
+  for (const auto& key : term["matchLabelKeys"]) {
+    const std::string k = key.as<std::string>();
+    if (!incoming[k]) continue;
+    if (!existing[k] || existing[k].as<std::string>() != incoming[k].as<std::string>()) return false;
+  }
+  return true;
+}
+
+// A StatefulSet's pod `i` as the controller labels it: the template's labels
+// and its ordinal (apps.kubernetes.io/pod-index, Kubernetes >= 1.28).
+YAML::Node PodLabels(const YAML::Node& sts, int i) {
+  YAML::Node labels = YAML::Clone(sts["spec"]["template"]["metadata"]["labels"]);
+  labels["apps.kubernetes.io/pod-index"] = std::to_string(i);
+  return labels;
+}
+
+// The job file without comments and blank lines, minus lines holding `drop`.
+std::string JobLines(const std::string& text, const std::vector<std::string>& drop) {
+  std::istringstream in(text);
+  std::string out;
+  for (std::string line; std::getline(in, line);) {
+    const size_t hash = line.find('#');
+    if (hash != std::string::npos) line = line.substr(0, hash);
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    if (line.empty()) continue;
+    bool dropped = false;
+    for (const std::string& d : drop) dropped |= line.find(d) != std::string::npos;
+    if (!dropped) out += line + "\n";
+  }
+  return out;
+}
+
+TEST_CASE("replicas overlay: a standby per shard, never on its primary's node, and a 3-member etcd") {
+  Rendered r = Render("replicas");
+  JobConfig job = JobOf(r);
+  const YAML::Node server = r.by_name.at("StatefulSet/tessera-server");
+  const YAML::Node standby = r.by_name.at("StatefulSet/tessera-standby");
+  const YAML::Node standby_svc = r.by_name.at("Service/tessera-standby");
+  const uint32_t shards = job.num_servers();
+  CHECK(server["spec"]["replicas"].as<uint32_t>() == shards);
+  CHECK(standby["spec"]["replicas"].as<uint32_t>() == shards);
+  // The job's standbys are this StatefulSet's pods under this Service.
+  REQUIRE(job.cluster.standbys.size() == shards);
+  for (uint32_t i = 0; i < shards; ++i) {
+    CHECK(job.cluster.standbys[i].find("tessera-standby-" + std::to_string(i) +
+                                       ".tessera-standby.") == 0);
+  }
+  CHECK(standby["spec"]["serviceName"].as<std::string>() == "tessera-standby");
+  CHECK(standby_svc["spec"]["clusterIP"].as<std::string>() == "None");
+  CHECK(Selects(standby_svc["spec"]["selector"], standby["spec"]["template"]["metadata"]["labels"]));
+  CHECK(!Selects(standby_svc["spec"]["selector"], server["spec"]["template"]["metadata"]["labels"]));
+  CHECK(standby_svc["spec"]["ports"][0]["port"].as<int>() == PortOf(job.cluster.standbys[0]));
+  const YAML::Node c = standby["spec"]["template"]["spec"]["containers"][0];
+  std::vector<std::string> args;
+  for (const auto& a : c["args"]) args.push_back(a.as<std::string>());
+  CHECK(std::find(args.begin(), args.end(), "--standby") != args.end());
+  CHECK(c["readinessProbe"]["grpc"]["port"].as<int>() == PortOf(job.cluster.standbys[0]));
+  CheckRestricted(standby["spec"]["template"]["spec"]);
+
+  // Placement: as the scheduler evaluates each pod's required anti-affinity
+  // against the pods already placed, shard i's primary and standby repel
+  // each other (either may be placed second, or again after a failover), and
+  // nothing else does, so the job needs only 2 nodes.
+  const YAML::Node server_terms = server["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+                                        ["requiredDuringSchedulingIgnoredDuringExecution"];
+  const YAML::Node standby_terms = standby["spec"]["template"]["spec"]["affinity"]
+                                          ["podAntiAffinity"]
+                                          ["requiredDuringSchedulingIgnoredDuringExecution"];
+  REQUIRE(server_terms.size() == 1);
+  REQUIRE(standby_terms.size() == 1);
+  for (const YAML::Node& term : {server_terms[0], standby_terms[0]}) {
+    CHECK(term["topologyKey"].as<std::string>() == "kubernetes.io/hostname");
+  }
+  for (uint32_t i = 0; i < shards; ++i) {
+    for (uint32_t j = 0; j < shards; ++j) {
+      INFO("shard " << i << " against shard " << j);
+      const YAML::Node server_i = PodLabels(server, i), standby_i = PodLabels(standby, i);
+      const YAML::Node server_j = PodLabels(server, j), standby_j = PodLabels(standby, j);
+      CHECK(Repels(standby_terms[0], standby_i, server_j) == (i == j));
+      CHECK(Repels(server_terms[0], server_i, standby_j) == (i == j));
+      if (i != j) {
+        CHECK(!Repels(server_terms[0], server_i, server_j));
+        CHECK(!Repels(standby_terms[0], standby_i, standby_j));
+      }
+    }
+  }
+
+  // etcd: three members on three nodes, its clients Service where the job says.
+  const YAML::Node etcd = r.by_name.at("StatefulSet/tessera-etcd");
+  const YAML::Node client = r.by_name.at("Service/tessera-etcd-client");
+  CHECK(etcd["spec"]["replicas"].as<int>() == 3);
+  CHECK(job.cluster.etcd == client["metadata"]["name"].as<std::string>() + ":" +
+                                std::to_string(client["spec"]["ports"][0]["port"].as<int>()));
+  CHECK(Selects(client["spec"]["selector"], etcd["spec"]["template"]["metadata"]["labels"]));
+  const YAML::Node etcd_term = etcd["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+                                   ["requiredDuringSchedulingIgnoredDuringExecution"][0];
+  CHECK(Repels(etcd_term, PodLabels(etcd, 0), PodLabels(etcd, 1)));
+  CHECK(etcd["spec"]["template"]["spec"]["containers"][0]["command"][0].as<std::string>() ==
+        "etcd");
+  std::string initial_cluster;
+  for (const auto& a : etcd["spec"]["template"]["spec"]["containers"][0]["args"]) {
+    if (a.as<std::string>().rfind("--initial-cluster=", 0) == 0) initial_cluster = a.as<std::string>();
+  }
+  for (int m = 0; m < 3; ++m) {
+    CHECK(initial_cluster.find("tessera-etcd-" + std::to_string(m) + "=http://tessera-etcd-" +
+                               std::to_string(m) + ".tessera-etcd.") != std::string::npos);
+  }
+  CheckRestricted(etcd["spec"]["template"]["spec"]);
+
+  // The job is the base's, plus the standbys and etcd.
+  CHECK(JobLines(JobTextOf(r), {"standby_pattern:", "etcd:"}) ==
+        JobLines(JobTextOf(Render("cpu")), {}));
 }
 
 TEST_CASE("workers: Indexed Job sized like the job, failing fast on config errors") {

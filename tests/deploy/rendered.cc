@@ -32,7 +32,12 @@ Rendered Render(const std::string& overlay) {
   INFO(r.text);
   REQUIRE(status == 0);
   for (const YAML::Node& doc : YAML::LoadAll(r.text)) {
-    r.by_kind[doc["kind"].as<std::string>()] = doc;
+    // Never Node::operator= onto a held node: yaml-cpp would rewrite that
+    // node (and every copy of it) in place.
+    const std::string kind = doc["kind"].as<std::string>();
+    r.by_kind.erase(kind);
+    r.by_kind.emplace(kind, doc);
+    r.by_name.emplace(kind + "/" + doc["metadata"]["name"].as<std::string>(), doc);
   }
   return r;
 }

@@ -17,7 +17,8 @@ std::string TempPath(const std::string& name);
 
 struct Rendered {
   std::string text;
-  std::map<std::string, YAML::Node> by_kind;  // the object of each kind
+  std::map<std::string, YAML::Node> by_kind;  // the (last) object of each kind
+  std::map<std::string, YAML::Node> by_name;  // every object, as "Kind/name"
 };
 
 // Renders deploy/k8s/overlays/<overlay>; fails the test if kubectl does.
