@@ -28,10 +28,10 @@
 #include <cstdint>
 #include <functional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "common/histogram.h"
 
 namespace tessera {
@@ -47,6 +47,12 @@ class Exposition {
   // One sample line: the common labels, then `labels`.
   void Sample(absl::string_view name, const Labels& labels, double value);
   void Sample(absl::string_view name, double value) { Sample(name, {}, value); }
+  // A family of one unlabelled sample: Family, then Sample.
+  void Scalar(absl::string_view name, absl::string_view type, absl::string_view help,
+              double value) {
+    Family(name, type, help);
+    Sample(name, value);
+  }
   // A histogram's series from per-bucket counts (Histogram::Counts: the last
   // above every bound): name_bucket{le=...} cumulative, +Inf, _sum, _count.
   void HistogramSeries(absl::string_view name, const Labels& labels,

@@ -14,10 +14,10 @@ const char* const kMethodNames[] = {"Register", "Pull", "Push", "Clock", "Finish
 // gRPC's canonical names, as grpc-go and the Prometheus gRPC middleware
 // label them.
 const char* const kCodeNames[] = {
-    "OK",        "Canceled",          "Unknown",          "InvalidArgument",    "DeadlineExceeded",
-    "NotFound",  "AlreadyExists",     "PermissionDenied", "ResourceExhausted",  "FailedPrecondition",
-    "Aborted",   "OutOfRange",        "Unimplemented",    "Internal",           "Unavailable",
-    "DataLoss",  "Unauthenticated"};
+    "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+    "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+    "DataLoss", "Unauthenticated"};
 
 }  // namespace
 
@@ -60,8 +60,8 @@ void ShardMetrics::Collect(const Shard& shard, Exposition& e) const {
       const uint64_t n = calls_[m * kNumCodes + c].load(std::memory_order_relaxed);
       // OK always (a zero is a fact); other codes once they happened.
       if (n == 0 && c != 0) continue;
-      e.Sample("tessera_shard_requests_total", {{"method", kMethodNames[m]}, {"code", kCodeNames[c]}},
-               static_cast<double>(n));
+      e.Sample("tessera_shard_requests_total",
+               {{"method", kMethodNames[m]}, {"code", kCodeNames[c]}}, static_cast<double>(n));
     }
   }
   e.Family("tessera_shard_push_duration_seconds", "histogram",
@@ -86,7 +86,8 @@ void ShardMetrics::Collect(const Shard& shard, Exposition& e) const {
   const TableFamily table_families[] = {
       {"tessera_shard_pushes_total", "counter", "Pushes applied to the table's part on this shard.",
        [](const v1::TableStats& t) { return double(t.pushes()); }},
-      {"tessera_shard_pulls_total", "counter", "Pulls answered from the table's part on this shard.",
+      {"tessera_shard_pulls_total", "counter",
+       "Pulls answered from the table's part on this shard.",
        [](const v1::TableStats& t) { return double(t.pulls()); }},
       {"tessera_shard_push_bytes_total", "counter",
        "Gradient bytes pushed to the table, at wire precision (shared memory included).",
@@ -109,28 +110,29 @@ void ShardMetrics::Collect(const Shard& shard, Exposition& e) const {
   };
   for (const TableFamily& f : table_families) {
     e.Family(f.name, f.type, f.help);
-    for (const v1::TableStats& t : stats.tables()) e.Sample(f.name, {{"table", t.name()}}, f.value(t));
+    for (const v1::TableStats& t : stats.tables())
+      e.Sample(f.name, {{"table", t.name()}}, f.value(t));
   }
 
-  e.Family("tessera_shard_min_clock", "gauge",
-           "The published min clock: every worker has finished the clocks below it.");
-  e.Sample("tessera_shard_min_clock", static_cast<double>(stats.min_clock()));
+  e.Scalar("tessera_shard_min_clock", "gauge",
+           "The published min clock: every worker has finished the clocks below it.",
+           static_cast<double>(stats.min_clock()));
   e.Family("tessera_shard_worker_clock", "gauge",
            "Each worker's clock on this shard (-1: not registered yet).");
   for (int w = 0; w < stats.worker_clocks_size(); ++w) {
     e.Sample("tessera_shard_worker_clock", {{"rank", absl::StrCat(w)}},
              static_cast<double>(stats.worker_clocks(w)));
   }
-  e.Family("tessera_shard_parked_pulls", "gauge", "Pulls waiting on the clock now.");
-  e.Sample("tessera_shard_parked_pulls", static_cast<double>(stats.parked_pulls()));
-  e.Family("tessera_shard_pulls_expired_total", "counter",
-           "Parked pulls that failed DEADLINE_EXCEEDED.");
-  e.Sample("tessera_shard_pulls_expired_total", static_cast<double>(stats.pulls_expired()));
-  e.Family("tessera_shard_workers_finished", "gauge", "Workers that have called Finish.");
-  e.Sample("tessera_shard_workers_finished", stats.workers_finished());
-  e.Family("tessera_shard_evicted_workers", "gauge",
-           "Workers dropped from the barrier (consistency.evict_after_s).");
-  e.Sample("tessera_shard_evicted_workers", stats.evicted_workers_size());
+  e.Scalar("tessera_shard_parked_pulls", "gauge", "Pulls waiting on the clock now.",
+           static_cast<double>(stats.parked_pulls()));
+  e.Scalar("tessera_shard_pulls_expired_total", "counter",
+           "Parked pulls that failed DEADLINE_EXCEEDED.",
+           static_cast<double>(stats.pulls_expired()));
+  e.Scalar("tessera_shard_workers_finished", "gauge", "Workers that have called Finish.",
+           stats.workers_finished());
+  e.Scalar("tessera_shard_evicted_workers", "gauge",
+           "Workers dropped from the barrier (consistency.evict_after_s).",
+           stats.evicted_workers_size());
 
   // Push staleness, in updates (docs/STALENESS.md).
   e.Family("tessera_shard_push_staleness_updates", "histogram",
@@ -141,45 +143,44 @@ void ShardMetrics::Collect(const Shard& shard, Exposition& e) const {
   if (counts.size() != bounds.size() + 1) counts.assign(bounds.size() + 1, 0);
   e.HistogramSeries("tessera_shard_push_staleness_updates", {}, bounds, counts,
                     static_cast<double>(stats.push_staleness_sum()));
-  e.Family("tessera_shard_push_staleness_unmeasured_total", "counter",
-           "Pushes that named no values the shard knows (their staleness is unknown).");
-  e.Sample("tessera_shard_push_staleness_unmeasured_total",
+  e.Scalar("tessera_shard_push_staleness_unmeasured_total", "counter",
+           "Pushes that named no values the shard knows (their staleness is unknown).",
            static_cast<double>(stats.push_staleness_unknown()));
-  e.Family("tessera_shard_updates_published_total", "counter",
-           "Updates published: the versions staleness is counted in.");
-  e.Sample("tessera_shard_updates_published_total", static_cast<double>(stats.updates_published()));
-  e.Family("tessera_shard_optimizer_applies_total", "counter",
-           "Optimizer applications (an aggregated BSP clock counts once per table).");
-  e.Sample("tessera_shard_optimizer_applies_total", static_cast<double>(stats.updates_applied()));
-  e.Family("tessera_shard_duplicate_pushes_total", "counter",
-           "Retried push pieces acknowledged without applying them again.");
-  e.Sample("tessera_shard_duplicate_pushes_total", static_cast<double>(stats.duplicate_pushes()));
-  e.Family("tessera_shard_lost_clocks_total", "counter",
-           "Clocks of updates lost to checkpoint restores.");
-  e.Sample("tessera_shard_lost_clocks_total", static_cast<double>(stats.lost_clocks()));
-  e.Family("tessera_shard_compensation_floats", "gauge",
-           "Floats held for delay compensation (optimizer.staleness_compensation dc).");
-  e.Sample("tessera_shard_compensation_floats", static_cast<double>(stats.compensation_floats()));
+  e.Scalar("tessera_shard_updates_published_total", "counter",
+           "Updates published: the versions staleness is counted in.",
+           static_cast<double>(stats.updates_published()));
+  e.Scalar("tessera_shard_optimizer_applies_total", "counter",
+           "Optimizer applications (an aggregated BSP clock counts once per table).",
+           static_cast<double>(stats.updates_applied()));
+  e.Scalar("tessera_shard_duplicate_pushes_total", "counter",
+           "Retried push pieces acknowledged without applying them again.",
+           static_cast<double>(stats.duplicate_pushes()));
+  e.Scalar("tessera_shard_lost_clocks_total", "counter",
+           "Clocks of updates lost to checkpoint restores.",
+           static_cast<double>(stats.lost_clocks()));
+  e.Scalar("tessera_shard_compensation_floats", "gauge",
+           "Floats held for delay compensation (optimizer.staleness_compensation dc).",
+           static_cast<double>(stats.compensation_floats()));
 
-  e.Family("tessera_shard_standby", "gauge",
-           "1 while this daemon is a standby (follows a primary), 0 while it serves workers.");
-  e.Sample("tessera_shard_standby", stats.standby() ? 1.0 : 0.0);
-  e.Family("tessera_shard_term", "gauge",
-           "The term this daemon serves (primary) or follows (standby); 0 without etcd.");
-  e.Sample("tessera_shard_term", static_cast<double>(stats.term()));
-  e.Family("tessera_shard_replication_sequence", "gauge",
+  e.Scalar("tessera_shard_standby", "gauge",
+           "1 while this daemon is a standby (follows a primary), 0 while it serves workers.",
+           stats.standby() ? 1.0 : 0.0);
+  e.Scalar("tessera_shard_term", "gauge",
+           "The term this daemon serves (primary) or follows (standby); 0 without etcd.",
+           static_cast<double>(stats.term()));
+  e.Scalar("tessera_shard_replication_sequence", "gauge",
            "The last mutation sent (primary) or held (standby): a standby's lag is its "
-           "primary's value minus its own.");
-  e.Sample("tessera_shard_replication_sequence", static_cast<double>(stats.replication_sequence()));
-  e.Family("tessera_shard_replicated_bytes_total", "counter",
-           "Bytes of mutations this primary sent to its standby.");
-  e.Sample("tessera_shard_replicated_bytes_total", static_cast<double>(stats.replicated_bytes()));
-  e.Family("tessera_shard_promotions_total", "counter",
-           "Times this daemon took over as primary from the one it followed.");
-  e.Sample("tessera_shard_promotions_total", static_cast<double>(stats.promotions()));
+           "primary's value minus its own.",
+           static_cast<double>(stats.replication_sequence()));
+  e.Scalar("tessera_shard_replicated_bytes_total", "counter",
+           "Bytes of mutations this primary sent to its standby.",
+           static_cast<double>(stats.replicated_bytes()));
+  e.Scalar("tessera_shard_promotions_total", "counter",
+           "Times this daemon took over as primary from the one it followed.",
+           static_cast<double>(stats.promotions()));
 
-  e.Family("tessera_shard_checkpoints_written_total", "counter", "Checkpoints written.");
-  e.Sample("tessera_shard_checkpoints_written_total", static_cast<double>(stats.checkpoints_written()));
+  e.Scalar("tessera_shard_checkpoints_written_total", "counter", "Checkpoints written.",
+           static_cast<double>(stats.checkpoints_written()));
   // The last checkpoint's families are always declared; their samples come
   // once one has been written.
   const bool written = stats.last_checkpoint_clock() >= 0;
@@ -187,10 +188,10 @@ void ShardMetrics::Collect(const Shard& shard, Exposition& e) const {
     e.Family(name, "gauge", help);
     if (written) e.Sample(name, value);
   };
-  last("tessera_shard_last_checkpoint_age_seconds", "Seconds since the last checkpoint was written.",
-       stats.last_checkpoint_age_s());
-  last("tessera_shard_last_checkpoint_duration_seconds", "How long writing the last checkpoint took.",
-       stats.last_checkpoint_seconds());
+  last("tessera_shard_last_checkpoint_age_seconds",
+       "Seconds since the last checkpoint was written.", stats.last_checkpoint_age_s());
+  last("tessera_shard_last_checkpoint_duration_seconds",
+       "How long writing the last checkpoint took.", stats.last_checkpoint_seconds());
   last("tessera_shard_last_checkpoint_bytes", "Size of the last checkpoint.",
        static_cast<double>(stats.last_checkpoint_bytes()));
   last("tessera_shard_last_checkpoint_clock", "Clock of the last checkpoint.",

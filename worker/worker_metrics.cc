@@ -5,7 +5,9 @@
 namespace tessera {
 
 WorkerMetrics::WorkerMetrics()
-    : wait_(LatencyBounds()), compute_(LatencyBounds()), push_(LatencyBounds()),
+    : wait_(LatencyBounds()),
+      compute_(LatencyBounds()),
+      push_(LatencyBounds()),
       data_(LatencyBounds()) {}
 
 void WorkerMetrics::StepDone(const Step& s) {
@@ -33,10 +35,9 @@ void WorkerMetrics::Collect(Exposition& e) const {
   auto load = [](const std::atomic<int64_t>& a) {
     return static_cast<double>(a.load(std::memory_order_relaxed));
   };
-  e.Family("tessera_worker_steps_total", "counter", "Training steps finished.");
-  e.Sample("tessera_worker_steps_total", load(steps_));
-  e.Family("tessera_worker_samples_total", "counter", "Training examples computed on.");
-  e.Sample("tessera_worker_samples_total", load(samples_));
+  e.Scalar("tessera_worker_steps_total", "counter", "Training steps finished.", load(steps_));
+  e.Scalar("tessera_worker_samples_total", "counter", "Training examples computed on.",
+           load(samples_));
   e.Family("tessera_worker_step_phase_seconds", "histogram",
            "Each step's time by phase: wait (pull or wait for values the staleness bound "
            "allows), compute, push, data (reading the batch).");
@@ -44,29 +45,27 @@ void WorkerMetrics::Collect(Exposition& e) const {
   e.HistogramSeries("tessera_worker_step_phase_seconds", {{"phase", "compute"}}, compute_);
   e.HistogramSeries("tessera_worker_step_phase_seconds", {{"phase", "push"}}, push_);
   e.HistogramSeries("tessera_worker_step_phase_seconds", {{"phase", "data"}}, data_);
-  e.Family("tessera_worker_loss", "gauge", "Training loss of the last step.");
-  e.Sample("tessera_worker_loss", loss_.load(std::memory_order_relaxed));
-  e.Family("tessera_worker_last_step_timestamp_seconds", "gauge",
-           "Unix time the last step finished (0: none yet).");
-  e.Sample("tessera_worker_last_step_timestamp_seconds",
+  e.Scalar("tessera_worker_loss", "gauge", "Training loss of the last step.",
+           loss_.load(std::memory_order_relaxed));
+  e.Scalar("tessera_worker_last_step_timestamp_seconds", "gauge",
+           "Unix time the last step finished (0: none yet).",
            last_step_unix_.load(std::memory_order_relaxed));
-  e.Family("tessera_worker_clock", "gauge", "The worker's clock: steps it has pushed.");
-  e.Sample("tessera_worker_clock", load(clock_));
-  e.Family("tessera_worker_epoch", "gauge", "The epoch the worker trains in (from 0).");
-  e.Sample("tessera_worker_epoch", load(epoch_));
-  e.Family("tessera_worker_pulls_total", "counter", "Steps that had to pull before computing.");
-  e.Sample("tessera_worker_pulls_total", load(pulls_));
-  e.Family("tessera_worker_cache_hits_total", "counter",
-           "Steps that computed on cached values without a pull (fresh enough, or fused).");
-  e.Sample("tessera_worker_cache_hits_total", load(cache_hits_));
-  e.Family("tessera_worker_fused_pulls_total", "counter",
-           "Pulls answered inside the previous push's round trip.");
-  e.Sample("tessera_worker_fused_pulls_total", load(fused_pulls_));
-  e.Family("tessera_worker_row_cache_hits_total", "counter",
-           "Sparse rows served by the worker's row cache instead of a pull.");
-  e.Sample("tessera_worker_row_cache_hits_total", load(row_cache_hits_));
-  e.Family("tessera_worker_reconnects_total", "counter", "Recoveries after a failed call.");
-  e.Sample("tessera_worker_reconnects_total", load(reconnects_));
+  e.Scalar("tessera_worker_clock", "gauge", "The worker's clock: steps it has pushed.",
+           load(clock_));
+  e.Scalar("tessera_worker_epoch", "gauge", "The epoch the worker trains in (from 0).",
+           load(epoch_));
+  e.Scalar("tessera_worker_pulls_total", "counter", "Steps that had to pull before computing.",
+           load(pulls_));
+  e.Scalar("tessera_worker_cache_hits_total", "counter",
+           "Steps that computed on cached values without a pull (fresh enough, or fused).",
+           load(cache_hits_));
+  e.Scalar("tessera_worker_fused_pulls_total", "counter",
+           "Pulls answered inside the previous push's round trip.", load(fused_pulls_));
+  e.Scalar("tessera_worker_row_cache_hits_total", "counter",
+           "Sparse rows served by the worker's row cache instead of a pull.",
+           load(row_cache_hits_));
+  e.Scalar("tessera_worker_reconnects_total", "counter", "Recoveries after a failed call.",
+           load(reconnects_));
 }
 
 }  // namespace tessera
