@@ -187,8 +187,22 @@ void ReplicaLink::Send(const v1::Mutation& m) {
     context.set_deadline(absl::ToChronoTime(deadline));
     // The first call may wait for the standby's channel to come up.
     context.set_wait_for_ready(true);
+    std::string abandoned;
+    {
+      absl::MutexLock lock(&try_mu_);
+      abandoned = abandoned_;
+      if (abandoned.empty()) trying_ = &context;
+    }
+    if (!abandoned.empty()) {
+      Cut(abandoned);
+      return;
+    }
     v1::FollowReply reply;
     last = stub_->Follow(&context, m, &reply);
+    {
+      absl::MutexLock lock(&try_mu_);
+      trying_ = nullptr;
+    }
     if (last.ok()) {
       sent_.fetch_add(1, std::memory_order_relaxed);
       bytes_.fetch_add(m.ByteSizeLong(), std::memory_order_relaxed);
@@ -196,7 +210,8 @@ void ReplicaLink::Send(const v1::Mutation& m) {
       return;
     }
     const bool retry = last.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                       last.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+                       last.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                       last.error_code() == grpc::StatusCode::CANCELLED;  // Abandon: next try cuts
     if (!retry) {
       Cut(absl::StrCat("it refused mutation ", m.sequence(), ": ", last.error_message()));
       return;
@@ -207,8 +222,16 @@ void ReplicaLink::Send(const v1::Mutation& m) {
                        attempt, " tries, the last: ", last.error_message(), ")"));
       return;
     }
-    std::this_thread::sleep_for(absl::ToChronoMilliseconds(kRetryPause));
+    if (last.error_code() != grpc::StatusCode::CANCELLED) {
+      std::this_thread::sleep_for(absl::ToChronoMilliseconds(kRetryPause));
+    }
   }
+}
+
+void ReplicaLink::Abandon(const std::string& why) {
+  absl::MutexLock lock(&try_mu_);
+  abandoned_ = why;
+  if (trying_ != nullptr) trying_->TryCancel();
 }
 
 void ReplicaLink::Cut(const std::string& why) {
@@ -218,8 +241,7 @@ void ReplicaLink::Cut(const std::string& why) {
   if (cut_.exchange(true)) return;
   spdlog::error(
       "shard {} goes on without its standby at {}: {}. The standby no longer follows; "
-      "start it again once it can (a standby cannot yet catch up with a running primary "
-      "over the network)",
+      "started again (with cluster.etcd), it joins this primary with a copy of its state",
       shard_index_, address_, why);
 }
 

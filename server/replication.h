@@ -24,7 +24,8 @@
 // Shard::Follow applies their calls one at a time. ReplicaLink::Send is called
 // with the shard's log lock held, so one at a time, and blocks the calling
 // thread (a worker call's) until the standby acknowledges or the timeout
-// passes; its counters may be read from any thread.
+// passes; its counters may be read from any thread, and Abandon called from
+// any (it cancels the call in flight under try_mu_).
 #ifndef TESSERA_SERVER_REPLICATION_H_
 #define TESSERA_SERVER_REPLICATION_H_
 
@@ -35,6 +36,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/synchronization/mutex.h"
 #include "common/config.h"
 #include "common/security.h"
 #include "server/checkpoint.h"
@@ -100,6 +102,11 @@ class ReplicaLink {
   void SetFromStart() { from_start_ = true; }
   bool from_start() const { return from_start_; }
 
+  // Its standby is known to be gone (a new daemon at its address joins):
+  // a Send in progress stops retrying now, and this and every later Send
+  // cuts the link, saying `why`. Any thread.
+  void Abandon(const std::string& why);
+
   const std::string& address() const { return address_; }
   bool connected() const { return !cut_.load(); }
   uint64_t sent() const { return sent_.load(); }
@@ -117,6 +124,10 @@ class ReplicaLink {
   Failover* failover_ = nullptr;
   bool from_start_ = false;
   std::atomic<bool> cut_{false};
+  absl::Mutex try_mu_;
+  grpc::ClientContext* trying_ ABSL_GUARDED_BY(try_mu_) = nullptr;  // the call in flight
+  std::string abandoned_ ABSL_GUARDED_BY(try_mu_);                   // Abandon's why
+
   std::atomic<uint64_t> sent_{0};   // mutations the standby acknowledged
   std::atomic<uint64_t> bytes_{0};  // their serialized bytes
 };

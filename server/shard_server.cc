@@ -280,9 +280,17 @@ absl::StatusOr<std::unique_ptr<ShardState>> ShardServer::Join(const std::string&
                                            " to follow from its first mutation"));
   }
   if (replica_link_ && replica_link_->connected()) {
-    return absl::FailedPreconditionError(absl::StrCat("shard ", shard_index_,
-                                                      " has a standby that follows it, at ",
-                                                      replica_link_->address()));
+    if (replica_link_->address() != address) {
+      return absl::FailedPreconditionError(absl::StrCat("shard ", shard_index_,
+                                                        " has a standby that follows it, at ",
+                                                        replica_link_->address()));
+    }
+    // A new daemon at the standby's address: the one the link sends to is
+    // gone (restarted), though the link may still be retrying a mutation
+    // (server.replication_timeout_s). Stop that now: the link is cut (the
+    // standby unnamed in etcd first) and releases the log, and the joiner
+    // gets a copy of the state that holds that mutation.
+    replica_link_->Abandon(absl::StrCat("a new daemon at ", address, " joins in its place"));
   }
   auto link = std::make_unique<ReplicaLink>(config_, shard_index_, address, security_);
   link->SetFailover(failover_.get());

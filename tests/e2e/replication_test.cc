@@ -286,6 +286,10 @@ TEST_CASE("a primary killed or paused: its standby takes over, no clock lost, th
     REQUIRE(rc == 0);
     const std::string log = Read(standbys.logs[1]);
     CHECK(log.find("joined the primary") != std::string::npos);
+    // Its primary did not wait out server.replication_timeout_s retrying the
+    // dead daemon: the new one at its address took the old link's place.
+    const std::string primary = Read(o.out_dir + "/server-1.log");
+    CHECK(primary.find("did not acknowledge mutation") == std::string::npos);
     CHECK(standbys.Stop(0) == 0);
     CHECK(standbys.Stop(1) == 0);
     // Its final state is its primary's, and the run's model the reference's.
