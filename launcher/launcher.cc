@@ -29,6 +29,7 @@
 #include "launcher/summary.h"
 #include "nlohmann/json.hpp"
 #include "server/checkpoint.h"
+#include "worker/held_push.h"
 
 namespace tessera {
 namespace {
@@ -65,6 +66,13 @@ struct Job {
     if (etcd_pid > 0) {
       kill(etcd_pid, SIGTERM);
       waitpid(etcd_pid, nullptr, 0);
+    }
+    // The pushes workers keep in /dev/shm for a restart (worker/held_push.h)
+    // matter no more once the job has ended, however it ended.
+    for (uint32_t r = 0; !dir.empty() && r < config.cluster.workers; ++r) {
+      const std::string held = HeldPushFile::PathFor(absl::StrCat(dir, "/session-rank", r), r);
+      std::remove(held.c_str());
+      std::remove((held + ".tmp").c_str());
     }
   }
 };

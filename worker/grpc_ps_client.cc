@@ -185,6 +185,11 @@ GrpcPsClient::GrpcPsClient(const JobConfig& config, uint32_t rank,
           ")"));
     }
   }
+  if (!config.cluster.standbys.empty() && !requests_.session.empty()) {
+    held_file_ = std::make_unique<HeldPushFile>(
+        HeldPushFile::PathFor(config.security.session_file, rank), requests_.session);
+    RestoreHeld();
+  }
   const uint32_t channels = config.worker.channels_per_shard;
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
     ShardChannels shard;
@@ -497,7 +502,7 @@ absl::StatusOr<int64_t> GrpcPsClient::PullDense(int64_t clock, ParameterSet* par
   group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + absl::Seconds(5), spin_);
   if (group.failed()) DropSharedMemory();
   TESSERA_RETURN_IF_ERROR(group.Outcome(named_));
-  if (min_clock > held_.clock) held_ = Held();  // every shard closed the held push's clock
+  if (min_clock > held_.clock) ReleaseHeld();  // every shard closed the held push's clock
   return min_clock;
 }
 
@@ -521,7 +526,7 @@ absl::StatusOr<std::optional<int64_t>> GrpcPsClient::PushDenseAndPull(
   int64_t min_clock = 0;
   absl::Status s = Push(clock, grads, values_clock, params, &all_pulled, &min_clock);
   if (!s.ok()) return s;
-  if (all_pulled && min_clock > held_.clock) held_ = Held();  // every shard closed it
+  if (all_pulled && min_clock > held_.clock) ReleaseHeld();  // every shard closed it
   return all_pulled ? std::optional<int64_t>(min_clock) : std::nullopt;
 }
 
@@ -536,6 +541,17 @@ absl::Status GrpcPsClient::Push(int64_t clock, const ParameterSet& grads,
     held_.clock = clock;
     held_.grads = &grads;
     held_.values_clock = values_clock;
+    if (held_.rows_clock != clock) held_.rows = nullptr;
+    restored_.reset();  // this push replaces one a previous life kept
+    if (held_file_ != nullptr) {
+      // Kept beyond this process, for a restart while a shard fails over.
+      if (absl::Status saved = held_file_->Save(clock, values_clock, grads, held_.rows);
+          !saved.ok() && !held_file_failed_) {
+        spdlog::warn("{}; a restart during a failover may lose this worker's open clock",
+                     std::string(saved.message()));
+        held_file_failed_ = true;
+      }
+    }
   }
   absl::Mutex pulled_mu;
   *all_pulled = true;
@@ -748,7 +764,41 @@ absl::Status GrpcPsClient::Scatter(const std::vector<ShardRequests::Piece>& piec
   return requests_.ScatterPull(pieces, shared, params);
 }
 
+void GrpcPsClient::ReleaseHeld() {
+  held_ = Held();
+  restored_.reset();
+}
+
+void GrpcPsClient::RestoreHeld() {
+  std::optional<HeldPush> push = held_file_->Load();
+  if (!push) return;
+  // The tables it was saved for must be this job's.
+  ParameterSet shape;
+  requests_.ShapeParameters(&shape);
+  bool fits = push->grads.size() == shape.size();
+  for (size_t t = 0; fits && t < shape.size(); ++t) fits = push->grads[t].size() == shape[t].size();
+  const size_t tables = config_.Tables().size();
+  for (const SparseRows& r : push->rows) fits &= r.table < tables;
+  if (!fits) {
+    spdlog::warn("{}: a push of other tables than this job's; ignored", held_file_->path());
+    return;
+  }
+  restored_ = std::move(push);
+  held_.clock = restored_->clock;
+  held_.grads = &restored_->grads;
+  held_.values_clock = restored_->values_clock;
+  if (!restored_->rows.empty()) {
+    held_.rows = &restored_->rows;
+    held_.rows_clock = restored_->clock;
+  }
+  spdlog::info(
+      "this rank's push of clock {} from before its restart is kept ({}): a shard that took "
+      "over without it gets it again",
+      held_.clock, held_file_->path());
+}
+
 absl::Status GrpcPsClient::Finish() {
+  if (held_file_ != nullptr) held_file_->Remove();  // nothing is left to send again
   std::vector<v1::FinishRequest> requests(shards_.size());
   std::vector<v1::FinishResponse> responses(shards_.size());
   std::vector<grpc::ClientContext> contexts(shards_.size());

@@ -40,6 +40,7 @@
 #include "common/security.h"
 #include "common/shared_memory.h"
 #include "proto/tessera.grpc.pb.h"
+#include "worker/held_push.h"
 #include "worker/ps_client.h"
 #include "worker/shard_requests.h"
 
@@ -169,6 +170,16 @@ class GrpcPsClient : public PsClient {
     int64_t rows_clock = -1;
   };
   Held held_;
+  // Forgets the held push.
+  void ReleaseHeld();
+  // Takes the push a previous life of this rank kept in held_file_.
+  void RestoreHeld();
+  // With cluster.standbys and a session file: the held push, also kept in a
+  // file that outlives this process (worker/held_push.h); restored_ owns a
+  // push loaded from it until every shard has closed its clock.
+  std::unique_ptr<HeldPushFile> held_file_;
+  bool held_file_failed_ = false;  // said once
+  std::optional<HeldPush> restored_;
 };
 
 }  // namespace tessera
