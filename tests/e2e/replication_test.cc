@@ -325,70 +325,71 @@ TEST_CASE("a primary killed or paused: its standby takes over, no clock lost, th
   }
 }
 
-TEST_CASE("tessera run --replicas 1: a primary killed loses no clock, and the model is a plain run's") {
-  if (EtcdMissing()) return;
-  const std::vector<std::string> sets = {"training.epochs=12", "checkpoint.every_clocks=20"};
-  LaunchOptions base = Options("replicas-base", sets);  // no standbys at all
-  REQUIRE(RunJob(base) == 0);
-  LaunchOptions o = Options("replicas-kill", sets);
+// A `tessera run --replicas 1` job (12 epochs, checkpoints every 20 clocks);
+// `fault` runs once shard 0 has checkpointed clock 60, with the launcher's
+// daemons. The job must complete without losing a clock.
+LaunchOptions RunReplicas(const std::string& name, const std::function<void(Spawned&)>& fault) {
+  LaunchOptions o = Options(name, {"training.epochs=12", "checkpoint.every_clocks=20"});
   o.replicas = 1;
   Spawned spawned;
   spawned.Track(&o);
   int rc = -1;
   std::thread job([&] { rc = RunJob(o); });
   WaitForCheckpoint(o.out_dir + "/checkpoints", 0, 60);
-  REQUIRE(kill(spawned.Pid("server-0"), SIGKILL) == 0);
+  fault(spawned);
   job.join();
   REQUIRE(rc == 0);
-  const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
-  CHECK(summary["lost_clocks"] == 0);
-  CHECK(summary["restarts"]["server-0"] == 1);
-  CHECK(summary["restarts"]["standby-0"] == 0);
-  CHECK(Read(o.out_dir + "/standby-0.log").find("is primary now") != std::string::npos);
-  CHECK(Read(o.out_dir + "/server-0.log").find("joined the primary") != std::string::npos);
-  // The standby that took over, the old primary that followed it, and shard
-  // 1's primary end with the model of the run without standbys.
-  const std::string reference = base.out_dir + "/checkpoints";
-  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints/standby", 0) == NewestCheckpoint(reference, 0));
-  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 0) == NewestCheckpoint(reference, 0));
-  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) == NewestCheckpoint(reference, 1));
-  CHECK(Field(Read(o.out_dir + "/summary.json"), "test_accuracy") ==
-        Field(Read(base.out_dir + "/summary.json"), "test_accuracy"));
-  CHECK(NoChildLeft());
+  CHECK(Json(Read(o.out_dir + "/summary.json"))["lost_clocks"] == 0);
+  return o;
 }
 
-TEST_CASE("tessera run --replicas 1: a primary and a worker killed at once lose no clock") {
+TEST_CASE("tessera run --replicas 1: primaries (and a worker) killed lose no clock; the model is a plain run's") {
   if (EtcdMissing()) return;
-  // Worker 1 is paused, so worker 0 pushes its next clock and waits at the
-  // barrier: shard 0's primary holds that push in the open clock, and its
-  // standby does not (a clock is replicated when it closes). Then shard 0's
-  // primary and worker 0 are killed together: the push lives nowhere but in
-  // what worker 0 kept in /dev/shm. Started again, worker 0 sends it to the
-  // new primary; without it the clock would be lost and the model differ.
-  const std::vector<std::string> sets = {"training.epochs=12", "checkpoint.every_clocks=20"};
-  LaunchOptions base = Options("replicas-two-base", sets);
-  REQUIRE(RunJob(base) == 0);
-  LaunchOptions o = Options("replicas-two", sets);
-  o.replicas = 1;
-  Spawned spawned;
-  spawned.Track(&o);
-  int rc = -1;
-  std::thread job([&] { rc = RunJob(o); });
-  WaitForCheckpoint(o.out_dir + "/checkpoints", 0, 60);
-  CHECK(kill(spawned.Pid("worker-1"), SIGSTOP) == 0);
-  std::this_thread::sleep_for(std::chrono::seconds(1));  // worker 0 reaches the barrier
-  CHECK(kill(spawned.Pid("server-0"), SIGKILL) == 0);
-  CHECK(kill(spawned.Pid("worker-0"), SIGKILL) == 0);
-  CHECK(kill(spawned.Pid("worker-1"), SIGCONT) == 0);
-  job.join();
-  REQUIRE(rc == 0);
-  const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
-  CHECK(summary["lost_clocks"] == 0);
-  CHECK(summary["restarts"]["worker-0"] == 1);
-  CHECK(Read(o.out_dir + "/worker-0.log").find("sending it again") != std::string::npos);
+  // Run once for every section: the same job without standbys.
+  static const LaunchOptions base = [] {
+    LaunchOptions b = Options("replicas-base", {"training.epochs=12", "checkpoint.every_clocks=20"});
+    REQUIRE(RunJob(b) == 0);
+    return b;
+  }();
   const std::string reference = base.out_dir + "/checkpoints";
-  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints/standby", 0) == NewestCheckpoint(reference, 0));
-  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) == NewestCheckpoint(reference, 1));
+  SECTION("a primary killed: its standby takes over, and it rejoins as the new standby") {
+    const LaunchOptions o = RunReplicas("replicas-kill", [](Spawned& spawned) {
+      REQUIRE(kill(spawned.Pid("server-0"), SIGKILL) == 0);
+    });
+    const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
+    CHECK(summary["restarts"]["server-0"] == 1);
+    CHECK(summary["restarts"]["standby-0"] == 0);
+    CHECK(Read(o.out_dir + "/standby-0.log").find("is primary now") != std::string::npos);
+    CHECK(Read(o.out_dir + "/server-0.log").find("joined the primary") != std::string::npos);
+    // The standby that took over, the old primary that followed it, and shard
+    // 1's primary end with the model of the run without standbys.
+    CHECK(NewestCheckpoint(o.out_dir + "/checkpoints/standby", 0) ==
+          NewestCheckpoint(reference, 0));
+    CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 0) == NewestCheckpoint(reference, 0));
+    CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) == NewestCheckpoint(reference, 1));
+    CHECK(Field(Read(o.out_dir + "/summary.json"), "test_accuracy") ==
+          Field(Read(base.out_dir + "/summary.json"), "test_accuracy"));
+  }
+  SECTION("a primary and a worker killed at once: the worker sends its kept push again") {
+    // Worker 1 is paused, so worker 0 pushes its next clock and waits at the
+    // barrier: shard 0's primary holds that push in the open clock, and its
+    // standby does not (a clock is replicated when it closes). Then shard
+    // 0's primary and worker 0 are killed together: the push lives nowhere
+    // but in what worker 0 kept in /dev/shm. Started again, worker 0 sends it
+    // to the new primary; without it the clock would be lost.
+    const LaunchOptions o = RunReplicas("replicas-two", [](Spawned& spawned) {
+      CHECK(kill(spawned.Pid("worker-1"), SIGSTOP) == 0);
+      std::this_thread::sleep_for(std::chrono::seconds(1));  // worker 0 reaches the barrier
+      CHECK(kill(spawned.Pid("server-0"), SIGKILL) == 0);
+      CHECK(kill(spawned.Pid("worker-0"), SIGKILL) == 0);
+      CHECK(kill(spawned.Pid("worker-1"), SIGCONT) == 0);
+    });
+    CHECK(Json(Read(o.out_dir + "/summary.json"))["restarts"]["worker-0"] == 1);
+    CHECK(Read(o.out_dir + "/worker-0.log").find("sending it again") != std::string::npos);
+    CHECK(NewestCheckpoint(o.out_dir + "/checkpoints/standby", 0) ==
+          NewestCheckpoint(reference, 0));
+    CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) == NewestCheckpoint(reference, 1));
+  }
   CHECK(NoChildLeft());
 }
 
