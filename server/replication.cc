@@ -13,6 +13,9 @@ namespace {
 // One try's deadline, and the pause between tries of an unreachable standby.
 constexpr absl::Duration kTryDeadline = absl::Seconds(2);
 constexpr absl::Duration kRetryPause = absl::Milliseconds(100);
+// A joiner still catching up is offered its queue with tries this short
+// (its address refuses until it serves, so a try fails at once).
+constexpr absl::Duration kCatchUpTry = absl::Milliseconds(200);
 // A joining standby's state travels in parts of this size.
 constexpr uint64_t kPartBytes = 1 << 20;
 // How long a joiner waits for the whole state.
@@ -179,6 +182,12 @@ ReplicaLink::ReplicaLink(const JobConfig& config, uint32_t shard_index,
 
 void ReplicaLink::Send(const v1::Mutation& m) {
   if (cut_.load()) return;
+  if (catching_up_) {
+    if (queue_.empty()) queued_since_ = absl::Now();
+    queue_.push_back(m);
+    Offer();
+    return;
+  }
   const absl::Time give_up = absl::Now() + timeout_;
   grpc::Status last;
   for (int attempt = 1;; ++attempt) {
@@ -226,6 +235,35 @@ void ReplicaLink::Send(const v1::Mutation& m) {
       std::this_thread::sleep_for(absl::ToChronoMilliseconds(kRetryPause));
     }
   }
+}
+
+void ReplicaLink::Offer() {
+  while (!queue_.empty()) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + kCatchUpTry));
+    v1::FollowReply reply;
+    const grpc::Status status = stub_->Follow(&context, queue_.front(), &reply);
+    if (!status.ok()) {
+      const bool later = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                         status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+      if (!later) {
+        Cut(absl::StrCat("it refused mutation ", queue_.front().sequence(), ": ",
+                         status.error_message()));
+      } else if (absl::Now() - queued_since_ > timeout_) {
+        Cut(absl::StrCat("it did not catch up within ", absl::FormatDuration(timeout_),
+                         " of joining (server.replication_timeout_s; ", queue_.size(),
+                         " mutations waiting)"));
+      }
+      if (cut_.load()) queue_.clear();
+      return;
+    }
+    sent_.fetch_add(1, std::memory_order_relaxed);
+    bytes_.fetch_add(queue_.front().ByteSizeLong(), std::memory_order_relaxed);
+    queue_.pop_front();
+  }
+  // Every mutation so far acknowledged: in sync, and waited for from now on.
+  catching_up_ = false;
+  if (failover_ != nullptr) failover_->StandbyInSync(address_);
 }
 
 void ReplicaLink::Abandon(const std::string& why) {

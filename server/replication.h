@@ -32,6 +32,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -100,6 +101,20 @@ class ReplicaLink {
   // The link a primary starts with (its standby follows from the first
   // mutation), not one a joiner asked for. REQUIRES: before the first Send.
   void SetFromStart() { from_start_ = true; }
+
+  // A link to a daemon that joins (ShardServer::Join): that daemon serves
+  // only once it has the state it was sent, so until it acknowledges, Send
+  // does not wait for it: each mutation is queued and the queue offered at
+  // once (one short try, no waiting for a connection); the first complete
+  // delivery names it in sync and ends the catch-up, after which Send waits
+  // as usual. Not named in sync, it holds no change a worker saw answered
+  // that it lacks, so the primary answers meanwhile (rule 2 of
+  // docs/DESIGN.md "Failover"). A joiner not caught up within
+  // server.replication_timeout_s of the first queued mutation is cut.
+  // (Waiting instead held the shard's gRPC threads, which the snapshot's
+  // own stream needed: the join stalled for the whole timeout.)
+  // REQUIRES: before the first Send.
+  void SetCatchingUp() { catching_up_ = true; }
   bool from_start() const { return from_start_; }
 
   // Its standby is known to be gone (a new daemon at its address joins):
@@ -115,6 +130,8 @@ class ReplicaLink {
  private:
   // Gives up on the standby for good, saying why.
   void Cut(const std::string& why);
+  // Catching up: offers the queue, in order, one short try each.
+  void Offer();
 
   const uint32_t shard_index_;
   const std::string address_;
@@ -123,6 +140,11 @@ class ReplicaLink {
   std::unique_ptr<v1::Replica::Stub> stub_;
   Failover* failover_ = nullptr;
   bool from_start_ = false;
+  // SetCatchingUp: the mutations its joiner has not acknowledged yet, and
+  // when the first of them was queued. Send's thread only (log lock).
+  bool catching_up_ = false;
+  std::deque<v1::Mutation> queue_;
+  absl::Time queued_since_;
   std::atomic<bool> cut_{false};
   absl::Mutex try_mu_;
   grpc::ClientContext* trying_ ABSL_GUARDED_BY(try_mu_) = nullptr;  // the call in flight

@@ -38,6 +38,9 @@ class HealthOnly final : public grpc::health::v1::Health::CallbackService {
 // How often the reaper wakes at the latest; pulls expire within this of
 // their deadline.
 constexpr absl::Duration kReaperTick = absl::Milliseconds(20);
+// How long a daemon that finds another serving its shard keeps trying to
+// join it (or, one started as primary, to campaign once none serves).
+constexpr absl::Duration kJoinPatience = absl::Minutes(2);
 // How often a shard whose pulls wait on a stuck min_clock says on whom.
 constexpr absl::Duration kWaitLogInterval = absl::Seconds(5);
 
@@ -89,18 +92,30 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
                          server->shard_.get(), StopDaemon));
     absl::StatusOr<Election::Holder> holder;
     if (!standby) {
-      absl::Status won = server->failover_->BecomePrimary().status();
-      // The holder may be between terms when asked (its term just ended);
-      // then campaign again.
-      for (int attempt = 0; absl::IsAlreadyExists(won); ++attempt) {
-        holder = server->failover_->Holder();
-        if (!absl::IsNotFound(holder.status()) || attempt == 10) break;
-        won = server->failover_->BecomePrimary().status();
+      // Campaign; where another daemon serves the shard (its standby took
+      // over while this one was gone), never a second primary: join it. If
+      // that one is lost too before this one joined, campaign again.
+      const absl::Time give_up = absl::Now() + kJoinPatience;
+      while (true) {
+        absl::Status won = server->failover_->BecomePrimary().status();
+        // The holder may be between terms when asked (its term just ended);
+        // then campaign again.
+        for (int attempt = 0; absl::IsAlreadyExists(won); ++attempt) {
+          holder = server->failover_->Holder();
+          if (!absl::IsNotFound(holder.status()) || attempt == 10) break;
+          won = server->failover_->BecomePrimary().status();
+        }
+        if (!absl::IsAlreadyExists(won)) TESSERA_RETURN_IF_ERROR(won);
+        if (won.ok()) break;
+        TESSERA_RETURN_IF_ERROR(holder.status());
+        absl::StatusOr<bool> followed =
+            server->JoinAsStandby(*holder, address, /*may_campaign=*/true);
+        if (!absl::IsNotFound(followed.status()) || absl::Now() > give_up) {
+          TESSERA_ASSIGN_OR_RETURN(joined, std::move(followed));
+          standby = true;
+          break;
+        }
       }
-      if (!absl::IsAlreadyExists(won)) TESSERA_RETURN_IF_ERROR(won);
-      // Another daemon serves the shard (its standby took over while this
-      // one was gone): never a second primary; this one follows it.
-      if (!won.ok()) TESSERA_RETURN_IF_ERROR(holder.status());
     } else {
       // A standby that starts while a primary serves (restarted, or added
       // later) cannot know what it missed: it joins. One that starts with
@@ -110,11 +125,11 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
       // Both of the shard's daemons were lost: this one cannot be the one
       // with the newest state any more.
       if (absl::IsNotFound(holder.status())) server->failover_->RenounceInSync();
-    }
-    if (holder.ok()) {
-      TESSERA_ASSIGN_OR_RETURN(joined, server->JoinAsStandby(*holder, address));
-      // Not joined: a standby that follows from the start.
-      standby = true;
+      if (holder.ok()) {
+        TESSERA_ASSIGN_OR_RETURN(joined,
+                                 server->JoinAsStandby(*holder, address, /*may_campaign=*/false));
+        // Not joined: a standby that follows from the start.
+      }
     }
   }
   if (standby) server->shard_->SetStandby();
@@ -224,18 +239,31 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
 }
 
 absl::StatusOr<bool> ShardServer::JoinAsStandby(const Election::Holder& holder,
-                                                const std::string& address) {
-  spdlog::warn("shard {}: {} is primary (term {}); joining it as its standby", shard_index_,
-               holder.name, holder.term);
-  // The primary may not serve yet (it has just won), or may still be sending
-  // to this address's previous life (until server.replication_timeout_s cuts
-  // that link): try until a little past that.
-  const absl::Time give_up =
-      absl::Now() + absl::Seconds(config_.server.replication_timeout_s) + absl::Seconds(10);
+                                                const std::string& address, bool may_campaign) {
+  if (holder.name == address) {
+    spdlog::warn("shard {}: term {} is this address's own, from before a restart; waiting for it "
+                 "to end",
+                 shard_index_, holder.term);
+  } else {
+    spdlog::warn("shard {}: {} is primary (term {}); joining it as its standby", shard_index_,
+                 holder.name, holder.term);
+  }
+  // The primary may not serve yet (it has just won), or none may serve
+  // while a daemon that lost both of the shard's daemons starts from its
+  // checkpoint: as long as workers wait for a lost shard by default
+  // (worker.server_lost_timeout_s).
+  const absl::Time give_up = absl::Now() + kJoinPatience;
   absl::StatusOr<JoinedState> state;
   Election::Holder primary = holder;
   while (true) {
-    state = JoinPrimary(config_, *shard_, primary.name, address, *security_);
+    if (primary.name == address) {
+      // This address's previous life (a primary, or a standby it promoted),
+      // now gone: its lease runs out.
+      state = absl::UnavailableError(absl::StrCat("term ", primary.term, " of ", address,
+                                                  ", from before a restart, has not ended"));
+    } else {
+      state = JoinPrimary(config_, *shard_, primary.name, address, *security_);
+    }
     if (state.ok() || absl::IsInvalidArgument(state.status()) || absl::IsAborted(state.status()) ||
         absl::Now() > give_up) {
       break;
@@ -249,6 +277,10 @@ absl::StatusOr<bool> ShardServer::JoinAsStandby(const Election::Holder& holder,
       primary = *now;
     } else if (absl::IsNotFound(now.status())) {
       failover_->RenounceInSync();
+      if (may_campaign) {
+        return absl::NotFoundError(
+            absl::StrCat("shard ", shard_index_, ": no daemon holds its term any more"));
+      }
     }
   }
   if (absl::IsAborted(state.status())) {
@@ -294,12 +326,13 @@ absl::StatusOr<std::unique_ptr<ShardState>> ShardServer::Join(const std::string&
   }
   auto link = std::make_unique<ReplicaLink>(config_, shard_index_, address, security_);
   link->SetFailover(failover_.get());
+  link->SetCatchingUp();
   TESSERA_ASSIGN_OR_RETURN(
       std::unique_ptr<ShardState> state,
       shard_->SnapshotAndLog([l = link.get()](const v1::Mutation& m) { l->Send(m); }));
   spdlog::info(
-      "shard {}: {} joins as its standby, from clock {} (mutation {}); every change goes there "
-      "before it is answered",
+      "shard {}: {} joins as its standby, from clock {} (mutation {}); the changes since are "
+      "sent as soon as it serves, and once it has them all, every change before it is answered",
       shard_index_, address, state->manifest.clock(), state->manifest.log_sequence());
   // The old link is no longer called (the log was replaced under its lock);
   // kept until the server goes, as links are few.

@@ -78,7 +78,12 @@ class ShardServer {
   // from the state it sends (Replica.Join), for a daemon at `address`. True
   // when joined; false when the primary waits for this address to follow
   // from its first mutation (the standby it started with, starting late).
-  absl::StatusOr<bool> JoinAsStandby(const Election::Holder& holder, const std::string& address);
+  // A holder at `address` is this address's previous life: its term is
+  // waited out, never joined. With `may_campaign` (a daemon started as
+  // primary), NOT_FOUND once no daemon holds the shard's term any more (both
+  // were lost): the caller campaigns again.
+  absl::StatusOr<bool> JoinAsStandby(const Election::Holder& holder, const std::string& address,
+                                     bool may_campaign);
   void ReaperLoop();
 
   // Logs, every kWaitLogInterval while pulls wait on a min_clock that does
