@@ -89,10 +89,10 @@ constexpr char kEtcdBinary[] = "/usr/bin/etcd";
 
 // Starts an etcd of this run's own (data in DIR/etcd), with a short election
 // timeout so that leases of 1 s are granted, and waits until it answers: on
-// loopback, or on the emulated network's host `host` (its address, from this
-// machine through the observer port). FAILED_PRECONDITION when etcd is not
-// installed.
-absl::Status StartEtcd(Job* job, std::optional<size_t> host) {
+// loopback at `loopback_ports` (client, peer), or on the emulated network's
+// host `host` (its address, from this machine through the observer port).
+// FAILED_PRECONDITION when etcd is not installed.
+absl::Status StartEtcd(Job* job, std::optional<size_t> host, std::vector<int> loopback_ports) {
   if (access(kEtcdBinary, X_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "--replicas needs etcd to decide who is primary: ", kEtcdBinary,
@@ -100,12 +100,11 @@ absl::Status StartEtcd(Job* job, std::optional<size_t> host) {
         "cluster.etcd to one that runs"));
   }
   std::string ip = "127.0.0.1", netns;
-  std::vector<int> ports = {kEmulatedEtcdPort, kEmulatedEtcdPort + 1};
+  std::vector<int> ports = std::move(loopback_ports);
   if (host) {
     ip = job->network->Address(*host);
     netns = job->network->Namespace(*host);
-  } else {
-    TESSERA_ASSIGN_OR_RETURN(ports, FreePorts(2));
+    ports = {kEmulatedEtcdPort, kEmulatedEtcdPort + 1};
   }
   const std::string client = absl::StrCat("http://", ip, ":", ports[0]);
   const std::string peer = absl::StrCat("http://", ip, ":", ports[1]);
@@ -278,11 +277,21 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
   const int daemons = static_cast<int>(config.num_servers() * (options.replicas > 0 ? 2 : 1) +
                                        config.cluster.workers);
   std::vector<int> ports;
+  // On loopback the standbys' and the run's etcd's ports come from the same
+  // draw: ports drawn apart may repeat (each is free only until bound).
+  std::vector<int> standby_ports, etcd_ports;
   if (net != nullptr) {
     ports.assign(options.metrics ? daemons : 0, kEmulatedMetricsPort);
   } else {
+    const int standby_count = options.replicas > 0 ? static_cast<int>(config.num_servers()) : 0;
+    const int etcd_count = options.replicas > 0 && config.cluster.etcd.empty() ? 2 : 0;
     TESSERA_ASSIGN_OR_RETURN(
-        ports, FreePorts(static_cast<int>(config.num_servers()) + (options.metrics ? daemons : 0)));
+        ports, FreePorts(static_cast<int>(config.num_servers()) + standby_count + etcd_count +
+                         (options.metrics ? daemons : 0)));
+    etcd_ports.assign(ports.end() - etcd_count, ports.end());
+    ports.resize(ports.size() - etcd_count);
+    standby_ports.assign(ports.end() - standby_count, ports.end());
+    ports.resize(ports.size() - standby_count);
   }
   std::vector<std::string> addresses;
   for (uint32_t s = 0; s < config.num_servers(); ++s) {
@@ -308,15 +317,13 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
             absl::StrCat(net->Address(first_standby_host + s), ":", kEmulatedShardPort));
       }
     } else {
-      TESSERA_ASSIGN_OR_RETURN(std::vector<int> standby_ports,
-                               FreePorts(static_cast<int>(config.num_servers())));
       for (int port : standby_ports) standbys.push_back(absl::StrCat("127.0.0.1:", port));
     }
     std::string etcd = config.cluster.etcd;
     if (etcd.empty()) {
       std::optional<size_t> etcd_host;
       if (net != nullptr) etcd_host = first_standby_host + config.num_servers();
-      TESSERA_RETURN_IF_ERROR(StartEtcd(job, etcd_host));
+      TESSERA_RETURN_IF_ERROR(StartEtcd(job, etcd_host, etcd_ports));
       etcd = job->etcd;
       // This etcd grants leases of 1 s: a lost primary is replaced sooner.
       common.insert(common.end(), {"--set", "server.lease_ttl_s=1"});
