@@ -170,10 +170,13 @@ void Failover::Run() {
 
 void Failover::Watch() {
   // A standby that followed nothing in this life may lack what its
-  // primary made visible (it restarted from its own checkpoint).
-  if (shard_->followed() <= followed_at_start_) return;
+  // primary made visible (it restarted from its own checkpoint); one that
+  // joined has the primary's copy (BecomeStandby).
+  const bool followed = shard_->followed() > followed_at_start_;
+  if (!followed && !joined_) return;
   absl::StatusOr<int64_t> term;
   absl::Status unnamed;
+  bool unnamed_takeover = false;
   {
     // Etcd's calls only: the shard is promoted outside this lock (its
     // replication path takes this lock under the shard's).
@@ -197,7 +200,12 @@ void Failover::Watch() {
       }
     }
     if (!absl::IsNotFound(holder.status())) return;  // a primary holds it, or etcd is away
-    term = election_->Campaign(Election::Condition{in_sync_key_, address_});
+    if (followed) term = election_->Campaign(Election::Condition{in_sync_key_, address_});
+    if (joined_ && (!followed || absl::IsFailedPrecondition(term.status()))) {
+      // Nobody is named in sync (BecomeStandby says why this one may go on).
+      term = election_->Campaign(Election::Condition{in_sync_key_, std::nullopt});
+      unnamed_takeover = term.ok();
+    }
     if (!term.ok()) return;
     // No standby follows this one yet: nobody else is in sync. Unnamed
     // before it serves, so that a standby that joins it is named after.
@@ -216,8 +224,11 @@ void Failover::Watch() {
   role_.store(Role::kPrimary);
   spdlog::warn(
       "shard {}: the primary's term ended; this standby at {} is primary now, term {}, with "
-      "every change up to mutation {}{}",
+      "every change up to mutation {}{}{}",
       shard_index_, address_, *term, shard_->followed(),
+      unnamed_takeover ? " (it was not named in sync, and no daemon was: what the lost primary "
+                         "made visible after that is lost, and counted)"
+                       : "",
       unnamed.ok() ? "" : absl::StrCat(" (", unnamed.message(), ")"));
 }
 

@@ -76,9 +76,18 @@ class Failover {
   // the daemon once etcd says it is over); a standby polls every 100 ms
   // and takes over once the primary's term ended.
   void Start();
-  // A daemon started as primary that found another primary (BecomePrimary's
-  // ALREADY_EXISTS): it joins that one as its standby instead. Before Start.
-  void BecomeStandby() { role_.store(Role::kStandby); }
+  // A daemon that joined the primary as its standby (ShardServer::
+  // JoinAsStandby: started as primary and found another, or a standby
+  // started while a primary serves), with a copy of the primary's state.
+  // Before Start. Such a daemon may take over even unnamed in sync when
+  // the primary is gone and nobody is named (the primary lost before it
+  // caught up, or after it went on alone): no daemon has a newer state it
+  // could be named for, and what this one lacks, the workers count as lost
+  // clocks when they register.
+  void BecomeStandby() {
+    role_.store(Role::kStandby);
+    joined_ = true;
+  }
   // The current primary, as etcd names it.
   absl::StatusOr<Election::Holder> Holder();
   // A standby that starts while no primary serves: if it is the one named in
@@ -122,6 +131,7 @@ class Failover {
   std::unique_ptr<Election> election_;
   std::string named_in_sync_ ABSL_GUARDED_BY(mu_);  // "" : none
   uint64_t followed_at_start_ = 0;  // the thread's
+  bool joined_ = false;             // BecomeStandby, before Start
   uint64_t refused_seen_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<int64_t> promoted_at_ms_{0};
   absl::Notification done_;

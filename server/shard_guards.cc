@@ -48,6 +48,16 @@ absl::Status Shard::CheckCaller(uint32_t worker, const std::string& session) con
         "worker ", worker, ": the call carries no session (expected the ", kSessionBytes,
         " non-zero bytes its Register carried)"));
   }
+  // A daemon that took the shard over from a copy (a joiner, docs/DESIGN.md
+  // "Failover") knows the worker's clock but not its session, which no copy
+  // carries: the worker registers again (FAILED_PRECONDITION, which it
+  // recovers from), and its Register sets the session.
+  if (workers_[worker]->session[0].load(std::memory_order_acquire) == 0 &&
+      workers_[worker]->session[1].load(std::memory_order_acquire) == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "worker ", worker, " has not registered with shard ", index_,
+        " since it took the shard over: register again"));
+  }
   // Word by word without an early exit on the first: the time taken says
   // nothing about how much of a guess was right.
   const uint64_t diff = (words[0] ^ workers_[worker]->session[0].load(std::memory_order_acquire)) |

@@ -390,6 +390,27 @@ TEST_CASE("tessera run --replicas 1: primaries (and a worker) killed lose no clo
           NewestCheckpoint(reference, 0));
     CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) == NewestCheckpoint(reference, 1));
   }
+  SECTION("the new primary killed just after the old one rejoined: the joiner takes over") {
+    // With the workers paused nothing changes: the old primary, started
+    // again, joins the standby that took over, and is not yet named in sync
+    // (no mutation since) when that one is killed too. Nobody is named, and
+    // the joiner holds the newest state there is: it takes over.
+    std::string dir;
+    const LaunchOptions o = RunReplicas("replicas-rejoiner", [&](Spawned& spawned) {
+      dir = TempDir("replicas-rejoiner");
+      CHECK(kill(spawned.Pid("worker-0"), SIGSTOP) == 0);
+      CHECK(kill(spawned.Pid("worker-1"), SIGSTOP) == 0);
+      CHECK(kill(spawned.Pid("server-0"), SIGKILL) == 0);
+      CHECK(WaitForLine(dir + "/server-0.log", "joined the primary"));
+      CHECK(kill(spawned.Pid("standby-0"), SIGKILL) == 0);
+      CHECK(WaitForLine(dir + "/server-0.log", "is primary now"));
+      CHECK(kill(spawned.Pid("worker-0"), SIGCONT) == 0);
+      CHECK(kill(spawned.Pid("worker-1"), SIGCONT) == 0);
+    });
+    CHECK(Read(o.out_dir + "/server-0.log").find("not named in sync") != std::string::npos);
+    CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 0) == NewestCheckpoint(reference, 0));
+    CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) == NewestCheckpoint(reference, 1));
+  }
   CHECK(NoChildLeft());
 }
 
