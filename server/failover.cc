@@ -199,9 +199,11 @@ void Failover::Watch() {
         holder = election_->Current();
       }
     }
+    if (holder.ok() && holder->name != address_) last_holder_ = holder->name;
     if (!absl::IsNotFound(holder.status())) return;  // a primary holds it, or etcd is away
     if (followed) term = election_->Campaign(Election::Condition{in_sync_key_, address_});
-    if (joined_ && (!followed || absl::IsFailedPrecondition(term.status()))) {
+    if (joined_ && (!followed || absl::IsFailedPrecondition(term.status())) &&
+        !last_holder_.empty() && Refuses(last_holder_)) {
       // Nobody is named in sync (BecomeStandby says why this one may go on).
       term = election_->Campaign(Election::Condition{in_sync_key_, std::nullopt});
       unnamed_takeover = term.ok();

@@ -79,14 +79,17 @@ class Failover {
   // A daemon that joined the primary as its standby (ShardServer::
   // JoinAsStandby: started as primary and found another, or a standby
   // started while a primary serves), with a copy of the primary's state.
-  // Before Start. Such a daemon may take over even unnamed in sync when
-  // the primary is gone and nobody is named (the primary lost before it
-  // caught up, or after it went on alone): no daemon has a newer state it
-  // could be named for, and what this one lacks, the workers count as lost
-  // clocks when they register.
-  void BecomeStandby() {
+  // Before Start, with the address of the primary it joined. Such a daemon
+  // may take over even unnamed in sync when the primary is gone (no term,
+  // and the last holder's address refuses connections: its process is not
+  // merely paused or cut off, which could still answer a call alone) and
+  // nobody is named (the primary lost before this one caught up, or after it
+  // went on alone): no daemon has a newer state it could be named for, and
+  // what this one lacks, the workers count as lost clocks when they register.
+  void BecomeStandby(const std::string& primary) {
     role_.store(Role::kStandby);
     joined_ = true;
+    last_holder_ = primary;
   }
   // The current primary, as etcd names it.
   absl::StatusOr<Election::Holder> Holder();
@@ -132,6 +135,7 @@ class Failover {
   std::string named_in_sync_ ABSL_GUARDED_BY(mu_);  // "" : none
   uint64_t followed_at_start_ = 0;  // the thread's
   bool joined_ = false;             // BecomeStandby, before Start
+  std::string last_holder_;         // the thread's: the last primary it saw
   uint64_t refused_seen_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<int64_t> promoted_at_ms_{0};
   absl::Notification done_;

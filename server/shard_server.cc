@@ -291,7 +291,7 @@ absl::StatusOr<bool> ShardServer::JoinAsStandby(const Election::Holder& holder,
   shard_->SetStandby();
   TESSERA_RETURN_IF_ERROR(shard_->Restore(state->state));
   shard_->SetTerm(state->term);
-  failover_->BecomeStandby();
+  failover_->BecomeStandby(primary.name);
   spdlog::info(
       "shard {}: joined the primary at {} as its standby, from its state at clock {} (mutation {})",
       shard_index_, primary.name, state->state.manifest.clock(), state->state.manifest.log_sequence());
