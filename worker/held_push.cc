@@ -34,7 +34,7 @@ void Put(std::string* out, const T& v) {
 template <typename T>
 void PutArray(std::string* out, const std::vector<T>& v) {
   Put<uint64_t>(out, v.size());
-  out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+  if (!v.empty()) out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
 }
 
 // Reads what Save wrote, bounds-checked.
@@ -53,7 +53,7 @@ class Reader {
     uint64_t n = 0;
     if (!Get(&n) || n > kMaxCount || (bytes_.size() - at_) / sizeof(T) < n) return false;
     v->resize(n);
-    std::memcpy(v->data(), bytes_.data() + at_, n * sizeof(T));
+    if (n > 0) std::memcpy(v->data(), bytes_.data() + at_, n * sizeof(T));
     at_ += n * sizeof(T);
     return true;
   }
