@@ -439,13 +439,6 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
           "config: cluster.standbys lists ", c->cluster.standbys.size(),
           " addresses: expected one per shard (", c->cluster.servers.size(), ")"));
     }
-    if (c->consistency.mode != ConsistencyMode::kBsp || !c->consistency.aggregate) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config: cluster.standbys is set under consistency.mode ",
-          NameOf(c->consistency.mode),
-          c->consistency.aggregate ? "" : " with aggregate: false",
-          ": expected bsp with aggregation (the only mode replicated yet)"));
-    }
   }
   if (!c->cluster.etcd.empty()) {
     const size_t colon = c->cluster.etcd.rfind(':');

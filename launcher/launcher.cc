@@ -303,12 +303,6 @@ absl::Status PlanChildren(const LaunchOptions& options, const std::vector<std::s
   std::vector<std::string> common = {"--config", options.config_path};
   std::vector<std::string> standbys;
   if (options.replicas > 0) {
-    if (config.consistency.mode != ConsistencyMode::kBsp || !config.consistency.aggregate) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--replicas under consistency.mode ", ModeName(config.consistency.mode),
-          config.consistency.aggregate ? "" : " with aggregate: false",
-          ": expected bsp with aggregation (the only mode replicated yet)"));
-    }
     // On an emulated network the standbys' hosts follow the workers'.
     const size_t first_standby_host = config.num_servers() + config.cluster.workers;
     if (net != nullptr) {

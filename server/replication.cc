@@ -77,7 +77,7 @@ class Refusal final : public grpc::ServerWriteReactor<v1::SnapshotPart> {
 }  // namespace
 
 grpc::ServerUnaryReactor* ReplicaService::Follow(grpc::CallbackServerContext* context,
-                                                 const v1::Mutation* request,
+                                                 const v1::Mutations* request,
                                                  v1::FollowReply* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (!security_->Admits(*context)) {
@@ -85,7 +85,11 @@ grpc::ServerUnaryReactor* ReplicaService::Follow(grpc::CallbackServerContext* co
                                  "this job's standbys require its token (security.token_file)"));
     return reactor;
   }
-  const absl::Status status = shard_->Follow(*request);
+  absl::Status status;
+  for (const v1::Mutation& m : request->mutations()) {
+    status = shard_->Follow(m);
+    if (!status.ok()) break;
+  }
   response->set_followed(shard_->followed());
   reactor->Finish(ToGrpcStatus(status));
   return reactor;
@@ -180,16 +184,78 @@ ReplicaLink::ReplicaLink(const JobConfig& config, uint32_t shard_index,
       channel_(security->Channel(address_, config.server.max_message_bytes, /*channel_id=*/0)),
       stub_(v1::Replica::NewStub(channel_)) {}
 
-void ReplicaLink::Send(const v1::Mutation& m) {
+void ReplicaLink::SetCatchingUp() {
+  absl::MutexLock lock(&mu_);
+  catching_up_ = true;
+}
+
+Shard::MutationLog ReplicaLink::Log() {
+  return {[this](v1::Mutation m) { Append(std::move(m)); },
+          [this](uint64_t sequence) { Await(sequence); }};
+}
+
+void ReplicaLink::Append(v1::Mutation m) {
   if (cut_.load()) return;
-  if (catching_up_) {
-    if (queue_.empty()) queued_since_ = absl::Now();
-    queue_.push_back(m);
-    Offer();
-    return;
+  absl::MutexLock lock(&mu_);
+  if (queue_.empty()) queued_since_ = absl::Now();
+  queue_.push_back(std::move(m));
+}
+
+void ReplicaLink::Await(uint64_t sequence) {
+  for (;;) {
+    v1::Mutations batch;
+    bool catching_up = false;
+    absl::Time oldest;  // when the first of the batch was queued
+    {
+      absl::MutexLock lock(&mu_);
+      // Another thread's batch in flight may carry this one, or it goes in
+      // the next. Catching up, nobody waits.
+      while (!cut_.load() && held_ < sequence && sending_ && !catching_up_) {
+        sent_batch_.WaitWithTimeout(&mu_, absl::Seconds(1));
+      }
+      if (cut_.load() || held_ >= sequence || sending_ || queue_.empty()) return;
+      sending_ = true;
+      catching_up = catching_up_;
+      oldest = queued_since_;
+      uint64_t bytes = 0;
+      while (!queue_.empty() && (batch.mutations_size() == 0 || bytes < kBatchBytes)) {
+        bytes += queue_.front().ByteSizeLong();
+        batch.mutable_mutations()->Add(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    const bool delivered = catching_up ? Offer(batch, oldest) : Deliver(batch);
+    // Named in sync before any waiter answers what the standby now holds.
+    if (delivered) Delivered(batch);
+    bool caught_up = false;
+    {
+      absl::MutexLock lock(&mu_);
+      sending_ = false;
+      if (delivered) {
+        held_ = batch.mutations(batch.mutations_size() - 1).sequence();
+        caught_up = catching_up && queue_.empty();
+        if (caught_up) catching_up_ = false;  // waited for from now on
+      } else if (catching_up && !cut_.load()) {
+        // Offered again with the next mutation, or the next Await.
+        for (int i = batch.mutations_size() - 1; i >= 0; --i) {
+          queue_.push_front(std::move(*batch.mutable_mutations(i)));
+        }
+        queued_since_ = oldest;
+      }
+      if (cut_.load()) queue_.clear();
+      sent_batch_.SignalAll();
+    }
+    if (catching_up && !caught_up) return;
   }
+}
+
+bool ReplicaLink::Deliver(const v1::Mutations& batch) {
+  const uint64_t first = batch.mutations(0).sequence();
+  const uint64_t last = batch.mutations(batch.mutations_size() - 1).sequence();
+  const std::string which =
+      first == last ? absl::StrCat("mutation ", first) : absl::StrCat("mutations ", first, "-", last);
   const absl::Time give_up = absl::Now() + timeout_;
-  grpc::Status last;
+  grpc::Status status;
   for (int attempt = 1;; ++attempt) {
     grpc::ClientContext context;
     const absl::Time deadline = std::min(absl::Now() + kTryDeadline, give_up);
@@ -204,65 +270,57 @@ void ReplicaLink::Send(const v1::Mutation& m) {
     }
     if (!abandoned.empty()) {
       Cut(abandoned);
-      return;
+      return false;
     }
     v1::FollowReply reply;
-    last = stub_->Follow(&context, m, &reply);
+    status = stub_->Follow(&context, batch, &reply);
     {
       absl::MutexLock lock(&try_mu_);
       trying_ = nullptr;
     }
-    if (last.ok()) {
-      sent_.fetch_add(1, std::memory_order_relaxed);
-      bytes_.fetch_add(m.ByteSizeLong(), std::memory_order_relaxed);
-      if (failover_ != nullptr) failover_->StandbyInSync(address_);
-      return;
-    }
-    const bool retry = last.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                       last.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
-                       last.error_code() == grpc::StatusCode::CANCELLED;  // Abandon: next try cuts
+    if (status.ok()) return true;
+    const bool retry = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
+                       status.error_code() == grpc::StatusCode::CANCELLED;  // Abandon: next try cuts
     if (!retry) {
-      Cut(absl::StrCat("it refused mutation ", m.sequence(), ": ", last.error_message()));
-      return;
+      Cut(absl::StrCat("it refused ", which, ": ", status.error_message()));
+      return false;
     }
     if (absl::Now() + kRetryPause >= give_up) {
-      Cut(absl::StrCat("it did not acknowledge mutation ", m.sequence(), " within ",
+      Cut(absl::StrCat("it did not acknowledge ", which, " within ",
                        absl::FormatDuration(timeout_), " (server.replication_timeout_s; ",
-                       attempt, " tries, the last: ", last.error_message(), ")"));
-      return;
+                       attempt, " tries, the last: ", status.error_message(), ")"));
+      return false;
     }
-    if (last.error_code() != grpc::StatusCode::CANCELLED) {
+    if (status.error_code() != grpc::StatusCode::CANCELLED) {
       std::this_thread::sleep_for(absl::ToChronoMilliseconds(kRetryPause));
     }
   }
 }
 
-void ReplicaLink::Offer() {
-  while (!queue_.empty()) {
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + kCatchUpTry));
-    v1::FollowReply reply;
-    const grpc::Status status = stub_->Follow(&context, queue_.front(), &reply);
-    if (!status.ok()) {
-      const bool later = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
-                         status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
-      if (!later) {
-        Cut(absl::StrCat("it refused mutation ", queue_.front().sequence(), ": ",
-                         status.error_message()));
-      } else if (absl::Now() - queued_since_ > timeout_) {
-        Cut(absl::StrCat("it did not catch up within ", absl::FormatDuration(timeout_),
-                         " of joining (server.replication_timeout_s; ", queue_.size(),
-                         " mutations waiting)"));
-      }
-      if (cut_.load()) queue_.clear();
-      return;
-    }
-    sent_.fetch_add(1, std::memory_order_relaxed);
-    bytes_.fetch_add(queue_.front().ByteSizeLong(), std::memory_order_relaxed);
-    queue_.pop_front();
+bool ReplicaLink::Offer(const v1::Mutations& batch, absl::Time oldest) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kCatchUpTry));
+  v1::FollowReply reply;
+  const grpc::Status status = stub_->Follow(&context, batch, &reply);
+  if (status.ok()) return true;
+  const bool later = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                     status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+  if (!later) {
+    Cut(absl::StrCat("it refused mutations ", batch.mutations(0).sequence(), "-",
+                     batch.mutations(batch.mutations_size() - 1).sequence(), ": ",
+                     status.error_message()));
+  } else if (absl::Now() - oldest > timeout_) {
+    Cut(absl::StrCat("it did not catch up within ", absl::FormatDuration(timeout_),
+                     " of joining (server.replication_timeout_s; ", batch.mutations_size(),
+                     " mutations and more waiting)"));
   }
-  // Every mutation so far acknowledged: in sync, and waited for from now on.
-  catching_up_ = false;
+  return false;
+}
+
+void ReplicaLink::Delivered(const v1::Mutations& batch) {
+  sent_.fetch_add(batch.mutations_size(), std::memory_order_relaxed);
+  bytes_.fetch_add(batch.ByteSizeLong(), std::memory_order_relaxed);
   if (failover_ != nullptr) failover_->StandbyInSync(address_);
 }
 

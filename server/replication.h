@@ -2,30 +2,38 @@
 // of the stream a primary shard sends its standby.
 //
 //   ReplicaService  on the standby (tessera-server --standby): the
-//                   Replica.Follow call, which hands each mutation to
-//                   Shard::Follow. Every call must carry the job's token.
-//   ReplicaLink     on the primary: Shard::SetMutationLog's sink. Send()
-//                   returns once the standby holds the mutation (synchronous:
-//                   the call that made the change is answered after), retrying
-//                   an unreachable standby for server.replication_timeout_s;
-//                   past that, or when the standby refuses (it missed a
-//                   mutation or does not fit), the link is cut for good: the
-//                   primary goes on alone and says so once, as an error.
+//                   Replica.Follow call, which hands each mutation of a
+//                   batch to Shard::Follow. Every call must carry the job's
+//                   token.
+//   ReplicaLink     on the primary: Shard::SetMutationLog's log. Append
+//                   queues a mutation; Await returns once the standby holds
+//                   it (synchronous: the call that made the change is
+//                   answered after). Mutations appended while a batch is in
+//                   flight go together in the next (group commit), so calls
+//                   that change the shard wait for the standby side by side,
+//                   not one behind another. An unreachable standby is
+//                   retried for server.replication_timeout_s; past that, or
+//                   when the standby refuses (it missed a mutation or does
+//                   not fit), the link is cut for good: the primary goes on
+//                   alone and says so once, as an error.
 //
 // With failover (cluster.etcd), the link names its standby in sync once it
 // acknowledged a mutation, and must unname it before it goes on alone
 // (server/failover.h): a link that cannot is not cut, the daemon stops.
 //
-//   auto link = std::make_unique<ReplicaLink>(config, shard_index, security);
+//   auto link = std::make_unique<ReplicaLink>(config, shard_index, address, security);
 //   link->SetFailover(failover.get());   // with cluster.etcd, before serving
-//   shard->SetMutationLog([l = link.get()](const v1::Mutation& m) { l->Send(m); });
+//   shard->SetMutationLog(link->Log());
 //
 // Threading: ReplicaService's handler runs on gRPC's callback threads;
-// Shard::Follow applies their calls one at a time. ReplicaLink::Send is called
-// with the shard's log lock held, so one at a time, and blocks the calling
-// thread (a worker call's) until the standby acknowledges or the timeout
-// passes; its counters may be read from any thread, and Abandon called from
-// any (it cancels the call in flight under try_mu_).
+// Shard::Follow applies their calls one at a time. ReplicaLink::Append is
+// called with the shard's log lock held (so in the mutations' order);
+// Await from any thread, without it (a BSP close: with it). Of the threads
+// in Await, one at a time sends (the oldest batch, all that is queued, up
+// to kBatchBytes) and the others wait for it, each wait at most a second
+// before it looks again; a send is bounded by server.replication_timeout_s.
+// Counters may be read from any thread, and Abandon called from any (it
+// cancels the call in flight).
 #ifndef TESSERA_SERVER_REPLICATION_H_
 #define TESSERA_SERVER_REPLICATION_H_
 
@@ -59,7 +67,7 @@ class ReplicaService final : public v1::Replica::CallbackService {
       : shard_(shard), security_(std::move(security)), join_(std::move(join)) {}
 
   grpc::ServerUnaryReactor* Follow(grpc::CallbackServerContext* context,
-                                   const v1::Mutation* request,
+                                   const v1::Mutations* request,
                                    v1::FollowReply* response) override;
   // Streams the state join_ returns, 1 MiB a part, with the shard's term.
   grpc::ServerWriteReactor<v1::SnapshotPart>* Join(grpc::CallbackServerContext* context,
@@ -90,35 +98,42 @@ class ReplicaLink {
   ReplicaLink(const JobConfig& config, uint32_t shard_index, const std::string& address,
               std::shared_ptr<const TransportSecurity> security);
 
-  // Returns once the standby holds `m`, or once the link is cut (at most
-  // server.replication_timeout_s after the first try).
-  void Send(const v1::Mutation& m);
+  // Queues `m`, whose number follows the last one's. Under the shard's log
+  // lock; never blocks on the network.
+  void Append(v1::Mutation m);
+  // Returns once the standby holds mutation `sequence` (appended before),
+  // or once the link is cut: at most server.replication_timeout_s after
+  // the batch that carries it was first tried. Catching up (below): offers
+  // the queue once and returns without waiting.
+  void Await(uint64_t sequence);
+  // Append and Await, as the shard's log.
+  Shard::MutationLog Log();
 
   // With cluster.etcd: the election the standby's standing is written to.
-  // REQUIRES: before the first Send.
+  // REQUIRES: before the first Append.
   void SetFailover(Failover* failover) { failover_ = failover; }
 
   // The link a primary starts with (its standby follows from the first
-  // mutation), not one a joiner asked for. REQUIRES: before the first Send.
+  // mutation), not one a joiner asked for. REQUIRES: before the first Append.
   void SetFromStart() { from_start_ = true; }
 
   // A link to a daemon that joins (ShardServer::Join): that daemon serves
-  // only once it has the state it was sent, so until it acknowledges, Send
-  // does not wait for it: each mutation is queued and the queue offered at
-  // once (one short try, no waiting for a connection); the first complete
-  // delivery names it in sync and ends the catch-up, after which Send waits
-  // as usual. Not named in sync, it holds no change a worker saw answered
-  // that it lacks, so the primary answers meanwhile (rule 2 of
+  // only once it has the state it was sent, so until it acknowledges,
+  // Await does not wait for it: the queue is offered (one short try, no
+  // waiting for a connection) and Await returns; the first complete
+  // delivery names it in sync and ends the catch-up, after which Await
+  // waits as usual. Not named in sync, it holds no change a worker saw
+  // answered that it lacks, so the primary answers meanwhile (rule 2 of
   // docs/DESIGN.md "Failover"). A joiner not caught up within
   // server.replication_timeout_s of the first queued mutation is cut.
   // (Waiting instead held the shard's gRPC threads, which the snapshot's
   // own stream needed: the join stalled for the whole timeout.)
-  // REQUIRES: before the first Send.
-  void SetCatchingUp() { catching_up_ = true; }
+  // REQUIRES: before the first Append.
+  void SetCatchingUp();
   bool from_start() const { return from_start_; }
 
   // Its standby is known to be gone (a new daemon at its address joins):
-  // a Send in progress stops retrying now, and this and every later Send
+  // a send in progress stops retrying now, and this and every later send
   // cuts the link, saying `why`. Any thread.
   void Abandon(const std::string& why);
 
@@ -127,11 +142,20 @@ class ReplicaLink {
   uint64_t sent() const { return sent_.load(); }
   uint64_t bytes() const { return bytes_.load(); }
 
+  // At most this many serialized bytes a batch (one mutation at least).
+  static constexpr uint64_t kBatchBytes = uint64_t{64} << 20;
+
  private:
+  // Sends `batch` until the standby holds it (true) or the link is cut.
+  bool Deliver(const v1::Mutations& batch);
+  // Catching up: one short try; false when it did not land (the link may
+  // be cut: refused, or not caught up within the timeout of `oldest`, when
+  // the batch's first mutation was queued).
+  bool Offer(const v1::Mutations& batch, absl::Time oldest);
+  // The standby holds `batch`: counted, and (with failover) named in sync.
+  void Delivered(const v1::Mutations& batch);
   // Gives up on the standby for good, saying why.
   void Cut(const std::string& why);
-  // Catching up: offers the queue, in order, one short try each.
-  void Offer();
 
   const uint32_t shard_index_;
   const std::string address_;
@@ -140,11 +164,14 @@ class ReplicaLink {
   std::unique_ptr<v1::Replica::Stub> stub_;
   Failover* failover_ = nullptr;
   bool from_start_ = false;
-  // SetCatchingUp: the mutations its joiner has not acknowledged yet, and
-  // when the first of them was queued. Send's thread only (log lock).
-  bool catching_up_ = false;
-  std::deque<v1::Mutation> queue_;
-  absl::Time queued_since_;
+
+  absl::Mutex mu_;
+  absl::CondVar sent_batch_;  // signalled when a send ends
+  std::deque<v1::Mutation> queue_ ABSL_GUARDED_BY(mu_);  // appended, not yet sent
+  uint64_t held_ ABSL_GUARDED_BY(mu_) = 0;     // the last mutation the standby holds
+  bool sending_ ABSL_GUARDED_BY(mu_) = false;  // a thread is sending a batch
+  bool catching_up_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time queued_since_ ABSL_GUARDED_BY(mu_);  // catching up: the oldest queued's
   std::atomic<bool> cut_{false};
   absl::Mutex try_mu_;
   grpc::ClientContext* trying_ ABSL_GUARDED_BY(try_mu_) = nullptr;  // the call in flight

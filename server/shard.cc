@@ -456,7 +456,8 @@ void Shard::RecordServed(uint32_t worker, int64_t clock, const std::vector<Resol
 void Shard::ApplyGradients(uint32_t worker, int64_t clock,
                            const std::vector<absl::Span<const float>>& grads,
                            const std::vector<Resolved>& slices,
-                           const StalenessTracker::Read& read) {
+                           std::optional<int64_t> staleness,
+                           const std::vector<const float*>& reads) {
   if (aggregate_ && !slices.empty()) workers_[worker]->pushed_this_clock.store(true);
   for (size_t i = 0; i < slices.size(); ++i) {
     const Resolved& r = slices[i];
@@ -464,8 +465,7 @@ void Shard::ApplyGradients(uint32_t worker, int64_t clock,
     if (r.dense && aggregate_) {
       r.dense->Accumulate(r.offset, grad);
     } else if (r.dense) {
-      r.dense->Apply(r.offset, grad, 1.0f, worker, clock, read.staleness(),
-                     read.Values(r.dense, r.offset));
+      r.dense->Apply(r.offset, grad, 1.0f, worker, clock, staleness, reads[i]);
     } else if (aggregate_) {
       r.sparse->Accumulate(r.keys, grad);
     } else {
@@ -554,11 +554,16 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
       staleness_tracker_.Observe(read.staleness());
     }
     response->set_staleness(read.staleness().value_or(-1));
+    std::vector<const float*> reads(slices.size(), nullptr);
+    for (size_t i = 0; i < slices.size(); ++i) {
+      if (!aggregate_ && slices[i].dense) reads[i] = read.Values(slices[i].dense, slices[i].offset);
+    }
     Mutation m = Mutation::Of(Mutation::Kind::kPush, worker, clock);
     m.piece_bit = bit;
     m.slices = &slices;
     m.grads = &grads;
-    m.read = &read;
+    m.staleness = read.staleness();
+    m.reads = &reads;
     TESSERA_RETURN_IF_ERROR(Apply(m).status());
     NotePushed(slices, wire_bytes);
   }
@@ -619,14 +624,37 @@ absl::Status Shard::CheckAdvance(uint32_t worker, int64_t finished) const {
 
 absl::StatusOr<Shard::Applied> Shard::Apply(const Mutation& m) {
   // A BSP push only adds to the buffer, which the clock's close sends.
-  if (!logging_.load() || m.kind == Mutation::Kind::kPush) return Make(m);
-  absl::MutexLock lock(&log_mu_);
+  if (!logging_.load() || (aggregate_ && m.kind == Mutation::Kind::kPush)) return Make(m);
+  Logged sent;
+  absl::StatusOr<Applied> out;
+  int64_t publish = -1;
+  {
+    absl::MutexLock lock(&log_mu_);
+    out = LogAndMake(m, &sent);
+    publish = std::exchange(unpublished_, -1);
+  }
+  // The change is answered (and a min_clock it raised published to parked
+  // pulls) once its mutation is safe; meanwhile the next call's change is
+  // made and appended (group commit). Published here, not under the log's
+  // lock: a parked pull served then records what it read (the staleness
+  // tracker's lock), which a push holds while it takes the log's.
+  if (out.ok()) sent.Await();
+  if (publish >= 0) clock_.Publish(publish);
+  return out;
+}
+
+absl::StatusOr<Shard::Applied> Shard::LogAndMake(const Mutation& m, Logged* sent) {
   TESSERA_ASSIGN_OR_RETURN(const Applied out, Make(m));
   v1::Mutation logged;
   switch (m.kind) {
     case Mutation::Kind::kPush:
+      LogPush(m, logged.mutable_push());
+      break;
     case Mutation::Kind::kAdvance:
-      return out;  // the clock's close carries them
+      if (aggregate_) return out;  // the clock's close carries it
+      logged.mutable_advance()->set_worker(m.worker);
+      logged.mutable_advance()->set_clock(m.clock);
+      break;
     case Mutation::Kind::kAdopt:
       logged.mutable_adopt()->set_worker(m.worker);
       logged.mutable_adopt()->set_clock(out.clock);
@@ -646,7 +674,7 @@ absl::StatusOr<Shard::Applied> Shard::Apply(const Mutation& m) {
       logged.mutable_plan()->set_rate(m.rate);
       break;
   }
-  Log(std::move(logged));
+  *sent = Log(std::move(logged));
   return out;
 }
 
@@ -657,7 +685,8 @@ absl::StatusOr<Shard::Applied> Shard::Make(const Mutation& m) {
     case Mutation::Kind::kPush:
       slot.pieces_applied.fetch_or(m.piece_bit);
       // Piece 0 pushes are each an update of their own.
-      ApplyGradients(m.worker, m.piece_bit != 0 ? m.clock : -1, *m.grads, *m.slices, *m.read);
+      ApplyGradients(m.worker, m.piece_bit != 0 ? m.clock : -1, *m.grads, *m.slices, m.staleness,
+                     *m.reads);
       out.clock = m.clock;
       return out;
     case Mutation::Kind::kAdvance: {
@@ -724,6 +753,12 @@ void Shard::OnMinClock(int64_t new_min) {
       absl::MutexLock lock(&aggregate_mu_);  // one cut at a time
       cut_sink_(CopyState(new_min, clock_.clocks(), clock_.finished(), /*clamp=*/true));
     }
+    if (logging_.load()) {
+      // Published by Apply once the standby holds the change.
+      log_mu_.AssertHeld();
+      unpublished_ = std::max(unpublished_, new_min);
+      return;
+    }
     clock_.Publish(new_min);
     return;
   }
@@ -734,9 +769,14 @@ void Shard::OnMinClock(int64_t new_min) {
     // The clock's close, before the buffer is applied and cleared. Every
     // change that raises min_clock comes through Apply, which holds the log.
     log_mu_.AssertHeld();
-    LogClose(new_min, pushers);
+    // Applied here while the standby applies it too; published once it
+    // holds it.
+    const Logged close = LogClose(new_min, pushers);
+    ApplyAggregate(pushers);
+    close.Await();
+  } else {
+    ApplyAggregate(pushers);
   }
-  ApplyAggregate(pushers);
   if (want_cut_ && want_cut_(new_min)) {
     cut_sink_(CopyState(new_min, clock_.clocks(), clock_.finished(), /*clamp=*/true));
   }

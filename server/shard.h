@@ -173,26 +173,39 @@ class Shard {
   size_t EvictSilent(absl::Time now);
 
   // --- Replication (docs/DESIGN.md "Replication") ---
-  // A primary: `log` gets every mutation this shard applies, in the order
-  // it applies them, on the applying thread (while it holds the log's lock:
-  // `log` must not call into this shard). Under BSP with aggregation a
-  // worker's pushes and advances are not sent one by one: each clock's
+  // Where a primary's mutations go. `append` gets every mutation this
+  // shard applies, in the order it applies them, on the applying thread
+  // while it holds the log's lock (it must not call into this shard, nor
+  // wait). `await`, when set, is then called with the mutation's number by
+  // the same thread once it let go of the log's lock (under BSP, a clock's
+  // close is awaited with it held), and returns once the mutation is safe
+  // (a ReplicaLink: the standby holds it); the change is answered or
+  // published only after. So the changes of several calls reach the
+  // standby in one message while each call waits (group commit).
+  struct MutationLog {
+    std::function<void(v1::Mutation)> append;
+    std::function<void(uint64_t)> await;
+  };
+  // A primary: `log` gets every mutation this shard applies. Under BSP with
+  // aggregation a worker's pushes and advances are not sent one by one: each clock's
   // close carries the clock's summed gradients and every worker's clock.
-  // With server.pull_creates_rows, the close also names the rows pulls
-  // created since the last one. FAILED_PRECONDITION for a job this cannot
-  // follow yet: SSP, ASP, BSP without aggregation (so staleness
-  // compensation too).
+  // In every other mode (SSP, ASP, BSP without aggregation) each push is
+  // sent as applied (its checked gradients in float32, and the values read
+  // for staleness compensation) and each advance as made, all in one order
+  // that the pushes take the log's lock for. With server.pull_creates_rows,
+  // the close (or, without aggregation, every mutation) also names the rows
+  // pulls created since the last one. Always OK.
   // REQUIRES: before the shard serves.
-  absl::Status SetMutationLog(std::function<void(const v1::Mutation&)> log);
+  absl::Status SetMutationLog(MutationLog log);
   // A primary that has no standby following it (one that took over, or one
   // whose standby was cut): from now on `log` gets every mutation (replacing
   // any log before), and the returned copy of the state (as Snapshot's)
-  // names in its manifest the last mutation not sent to `log`. Taken with
+  // names in its manifest the last mutation not sent to `log` (and, without
+  // aggregation, the pieces each worker's open clock applied). Taken with
   // every change held, so a standby restored from it that follows `log`
-  // holds this shard's state. FAILED_PRECONDITION as SetMutationLog, or on
-  // a standby. Any thread, while serving.
-  absl::StatusOr<std::unique_ptr<ShardState>> SnapshotAndLog(
-      std::function<void(const v1::Mutation&)> log);
+  // holds this shard's state. FAILED_PRECONDITION on a standby. Any
+  // thread, while serving.
+  absl::StatusOr<std::unique_ptr<ShardState>> SnapshotAndLog(MutationLog log);
   // Makes this shard a standby: every worker's call fails UNAVAILABLE
   // (naming it), and Follow is allowed. REQUIRES: before it serves.
   void SetStandby() { standby_.store(true); }
@@ -359,13 +372,15 @@ class Shard {
     uint32_t worker = 0;
     int64_t clock = 0;
     // kPush: the piece's bit (0: piece 0, an update of its own, never
-    // de-duplicated), and the checked gradients, their slices and the
-    // values they were computed from (delay compensation); the pointers
+    // de-duplicated), and the checked gradients, their slices, and for
+    // staleness compensation the updates published since their values were
+    // read and, by slice, those values (null where not kept); the pointers
     // live for the call.
     uint64_t piece_bit = 0;
     const std::vector<Resolved>* slices = nullptr;
     const std::vector<absl::Span<const float>>* grads = nullptr;
-    const StalenessTracker::Read* read = nullptr;
+    std::optional<int64_t> staleness;
+    const std::vector<const float*>* reads = nullptr;
     // kPlan
     int64_t epoch = 0;
     double rate = 0;
@@ -392,19 +407,36 @@ class Shard {
   absl::StatusOr<Applied> Apply(const Mutation& m);
   // Apply's changes, without the log.
   absl::StatusOr<Applied> Make(const Mutation& m);
+  // A mutation appended to the log: its number, and what awaits it (see
+  // MutationLog).
+  struct Logged {
+    uint64_t sequence = 0;
+    std::function<void(uint64_t)> await;
+    void Await() const {
+      if (await) await(sequence);
+    }
+  };
+  // Make, and the mutation appended to the log (`sent`: what awaits it;
+  // unset for the changes a BSP close carries).
+  absl::StatusOr<Applied> LogAndMake(const Mutation& m, Logged* sent)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_);
   // A plan's epoch within [-1, training.epochs) and its rate a finite number
   // in [0, 1e12] (INVALID_ARGUMENT otherwise).
   absl::Status CheckPlan(int64_t epoch, double rate) const;
   // Follow's change, once the number fits.
   absl::Status FollowNext(const v1::Mutation& m);
-  // FAILED_PRECONDITION for a job the log cannot follow yet (SetMutationLog).
-  absl::Status CheckReplicable() const;
   // Sends the close of clock `new_min` (the aggregation buffers, the rows
   // pulls created, `pushers`, every worker's clock) to the mutation log.
-  void LogClose(int64_t new_min, uint32_t pushers)
+  Logged LogClose(int64_t new_min, uint32_t pushers)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_, aggregate_mu_);
-  // Sends `m` to the mutation log, numbered. REQUIRES: a log is set.
-  void Log(v1::Mutation m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_);
+  // Writes the checked push `m` (kPush) as the standby applies it.
+  void LogPush(const Mutation& m, v1::Mutation::Push* out) const;
+  // A standby's part of Follow for a push (`m`, number `sequence`): checked
+  // in full against this shard, then applied. REQUIRES: follow_mu_ held.
+  absl::Status FollowPush(uint64_t sequence, const v1::Mutation::Push& m);
+  // Appends `m` to the mutation log, numbered; without aggregation, with
+  // the rows pulls created since the last. REQUIRES: a log is set.
+  Logged Log(v1::Mutation m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_);
   // BSP with aggregation: applies the buffered gradients as the mean of
   // `pushers` workers' sums. REQUIRES: aggregate_mu_ held.
   void ApplyAggregate(uint32_t pushers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(aggregate_mu_);
@@ -413,10 +445,11 @@ class Shard {
   absl::Status CheckAdvance(uint32_t worker, int64_t finished) const;
   // Applies (or buffers, under BSP aggregation) validated gradients of
   // `worker`'s update at `clock` (-1: an update of its own, piece 0),
-  // computed from the values `read` describes (staleness compensation).
+  // computed from `reads` (by slice; staleness compensation).
   void ApplyGradients(uint32_t worker, int64_t clock,
                       const std::vector<absl::Span<const float>>& grads,
-                      const std::vector<Resolved>& slices, const StalenessTracker::Read& read);
+                      const std::vector<Resolved>& slices, std::optional<int64_t> staleness,
+                      const std::vector<const float*>& reads);
   // Tells the tracker `worker` was served `slices` at `clock`.
   void RecordServed(uint32_t worker, int64_t clock, const std::vector<Resolved>& slices);
   // A clock-table change's consequences: when min_clock rose, the BSP buffer
@@ -476,9 +509,12 @@ class Shard {
   absl::Mutex aggregate_mu_;
   // Replication: the log (set before serving, then read-only), and the
   // lock that orders its mutations as their changes are ordered. Taken by
-  // Apply only while a log is set, and never for a BSP push.
-  std::function<void(const v1::Mutation&)> mutation_log_;  // written under log_mu_
+  // Apply only while a log is set, and never for a BSP push with aggregation.
+  MutationLog mutation_log_;  // written under log_mu_
   absl::Mutex log_mu_;
+  // Without aggregation, with a log: the min_clock a change under the log's
+  // lock raised, which Apply publishes once it let go of that lock (-1: none).
+  int64_t unpublished_ ABSL_GUARDED_BY(log_mu_) = -1;
   // Whether mutation_log_ is set: written with every worker's mutex and
   // log_mu_ held, so a change made under a worker's mutex sees it fixed.
   std::atomic<bool> logging_{false};

@@ -114,6 +114,8 @@ std::unique_ptr<ShardState> Shard::CopyState(int64_t cut, std::vector<int64_t> c
   for (size_t w = 0; w < clocks.size(); ++w) {
     m.add_worker_clocks(clocks[w]);
     m.add_worker_finished(finished[w]);
+    // Unclamped, the open clock's applied pieces are in the values.
+    if (!clamp) m.add_worker_pieces(workers_[w]->pieces_applied.load());
   }
   m.set_unix_ms(absl::ToUnixMillis(absl::Now()));
   m.set_lost_clocks(lost_before_.load() + lost_here_.load());
@@ -177,6 +179,10 @@ absl::Status Shard::CheckManifest(const v1::CheckpointManifest& m) const {
     return bad("checkpoint holds ", m.tables_size(), " tables and ", m.worker_clocks_size(),
                " worker clocks; this shard has ", layout_.size(), " tables and ", num_workers_,
                " workers");
+  }
+  if (m.worker_pieces_size() != 0 && m.worker_pieces_size() != static_cast<int>(num_workers_)) {
+    return bad("checkpoint holds ", m.worker_pieces_size(), " workers' pieces; this shard has ",
+               num_workers_, " workers");
   }
   auto clock_ok = [](int64_t c) { return c >= 0 && c <= kMaxClock; };
   // An optimizer step counts updates: a clock's worth per worker at most.
@@ -291,6 +297,10 @@ absl::Status Shard::Restore(const ShardState& state) {
   std::vector<int64_t> clocks(m.worker_clocks().begin(), m.worker_clocks().end());
   std::vector<bool> finished(m.worker_finished().begin(), m.worker_finished().end());
   clock_.Restore(clocks, finished, m.clock());
+  for (uint32_t w = 0; w < num_workers_; ++w) {
+    workers_[w]->pieces_applied.store(
+        m.worker_pieces_size() > 0 ? m.worker_pieces(static_cast<int>(w)) : 0);
+  }
   restored_clock_.store(m.clock());
   lost_before_.store(m.lost_clocks());
   // A standby follows on from the last mutation in the state; a primary

@@ -11,7 +11,7 @@
 
 namespace tessera {
 
-void Shard::LogClose(int64_t new_min, uint32_t pushers) {
+Shard::Logged Shard::LogClose(int64_t new_min, uint32_t pushers) {
   v1::Mutation close;
   v1::Mutation::CloseClock* c = close.mutable_close_clock();
   c->set_min_clock(new_min);
@@ -32,18 +32,138 @@ void Shard::LogClose(int64_t new_min, uint32_t pushers) {
   }
   for (int64_t clock : clock_.clocks()) c->add_clocks(clock);
   for (bool finished : clock_.finished()) c->add_finished(finished);
-  Log(std::move(close));
+  return Log(std::move(close));
 }
 
-void Shard::Log(v1::Mutation m) {
-  m.set_sequence(log_sequence_.fetch_add(1) + 1);
+void Shard::LogPush(const Mutation& m, v1::Mutation::Push* out) const {
+  out->set_worker(m.worker);
+  out->set_clock(m.clock);
+  out->set_piece_bit(m.piece_bit);
+  out->set_staleness(m.staleness.value_or(-1));
+  const auto append = [](google::protobuf::RepeatedField<float>* to, const float* from,
+                         uint64_t n) {
+    const int at = to->size();
+    to->Resize(at + static_cast<int>(n), 0.0f);
+    if (n > 0) std::memcpy(to->mutable_data() + at, from, n * sizeof(float));
+  };
+  uint64_t floats = 0;
+  for (const absl::Span<const float>& grad : *m.grads) floats += grad.size();
+  out->mutable_grads()->Reserve(static_cast<int>(floats));
+  for (size_t i = 0; i < m.slices->size(); ++i) {
+    const Resolved& r = (*m.slices)[i];
+    v1::PushedSlice* slice = out->add_slices();
+    slice->set_table(r.index);
+    if (r.dense) {
+      slice->set_offset(r.offset);
+      slice->set_length(r.count);
+    } else {
+      slice->mutable_keys()->Add(r.keys.begin(), r.keys.end());
+    }
+    append(out->mutable_grads(), (*m.grads)[i].data(), (*m.grads)[i].size());
+    if ((*m.reads)[i] != nullptr) {
+      out->add_read_slices(static_cast<uint32_t>(i));
+      append(out->mutable_read(), (*m.reads)[i], r.count);
+    }
+  }
+}
+
+absl::Status Shard::FollowPush(uint64_t sequence, const v1::Mutation::Push& p) {
+  const auto bad = [&](auto&&... what) {
+    return absl::InvalidArgumentError(absl::StrCat("mutation ", sequence, ": a push ", what...));
+  };
+  if (aggregate_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "mutation ", sequence, " is a worker's push, which a shard that aggregates (BSP) takes ",
+        "only in a clock's close"));
+  }
+  if (p.worker() >= num_workers_) return bad("of worker ", p.worker(), " of ", num_workers_);
+  if (p.clock() < 0 || p.clock() > kMaxClock) {
+    return bad("of clock ", p.clock(), ", outside [0, ", kMaxClock, "]");
+  }
+  if (p.piece_bit() & (p.piece_bit() - 1)) {
+    return bad("with piece bits ", p.piece_bit(), ": expected one bit, or none");
+  }
+  if (p.staleness() < -1) return bad("with staleness ", p.staleness());
+  // Each slice resolved as a worker's would be (ranges, key order and owner);
+  // a sparse one's keys stay in `named` while the push is applied.
+  std::vector<v1::Slice> named(p.slices_size());
+  std::vector<Resolved> slices;
+  slices.reserve(p.slices_size());
+  uint64_t floats = 0;
+  for (const v1::PushedSlice& pushed : p.slices()) {
+    if (pushed.table() >= layout_.size()) return bad("to table ", pushed.table());
+    v1::Slice& slice = named[slices.size()];
+    slice.set_table(layout_[pushed.table()].name());
+    slice.set_offset(pushed.offset());
+    slice.set_length(pushed.length());
+    slice.mutable_keys()->assign(reinterpret_cast<const char*>(pushed.keys().data()),
+                                 pushed.keys_size() * sizeof(uint64_t));
+    absl::StatusOr<Resolved> r = Resolve(slice);
+    if (!r.ok()) return bad("that does not fit: ", r.status().message());
+    floats += r->count;
+    slices.push_back(*r);
+  }
+  if (floats != static_cast<uint64_t>(p.grads_size())) {
+    return bad("of ", p.grads_size(), " gradients for slices of ", floats, " floats");
+  }
+  std::vector<absl::Span<const float>> grads;
+  std::vector<const float*> reads(slices.size(), nullptr);
+  const float* next = p.grads().data();
+  for (const Resolved& r : slices) {
+    grads.emplace_back(next, r.count);
+    next += r.count;
+  }
+  const float* read = p.read().data();
+  uint64_t read_floats = 0;
+  for (int i = 0; i < p.read_slices_size(); ++i) {
+    const uint32_t at = p.read_slices(i);
+    if (at >= slices.size() || slices[at].dense == nullptr ||
+        (i > 0 && at <= p.read_slices(i - 1))) {
+      return bad("with read values for slice ", at, " of ", slices.size(),
+                 " (dense ones only, increasing)");
+    }
+    reads[at] = read + read_floats;
+    read_floats += slices[at].count;
+  }
+  if (read_floats != static_cast<uint64_t>(p.read_size())) {
+    return bad("with ", p.read_size(), " read values for slices of ", read_floats, " floats");
+  }
+  absl::ReaderMutexLock lock(&workers_[p.worker()]->mu);
+  if (clock_.WorkerClock(p.worker()) != p.clock()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "mutation ", sequence, ": a push of worker ", p.worker(), " at clock ", p.clock(),
+        ", which is at clock ", clock_.WorkerClock(p.worker()), " here"));
+  }
+  Mutation m = Mutation::Of(Mutation::Kind::kPush, p.worker(), p.clock());
+  m.piece_bit = p.piece_bit();
+  m.slices = &slices;
+  m.grads = &grads;
+  if (p.staleness() >= 0) m.staleness = p.staleness();
+  m.reads = &reads;
+  return Apply(m).status();
+}
+
+Shard::Logged Shard::Log(v1::Mutation m) {
+  if (!aggregate_ && config_.server.pull_creates_rows) {
+    for (const auto& [name, r] : tables_) {
+      if (!r.sparse) continue;
+      v1::TableAggregate created;
+      created.set_table(r.index);
+      r.sparse->ExportCreated(&created);
+      if (created.created_keys_size() > 0) *m.add_created() = std::move(created);
+    }
+  }
+  Logged logged;
+  logged.sequence = log_sequence_.fetch_add(1) + 1;
+  logged.await = mutation_log_.await;
+  m.set_sequence(logged.sequence);
   m.set_term(term_.load());
   logged_bytes_.fetch_add(m.ByteSizeLong(), std::memory_order_relaxed);
-  mutation_log_(m);
+  mutation_log_.append(std::move(m));
+  return logged;
 }
 
-absl::Status Shard::SetMutationLog(std::function<void(const v1::Mutation&)> log) {
-  TESSERA_RETURN_IF_ERROR(CheckReplicable());
+absl::Status Shard::SetMutationLog(MutationLog log) {
   if (config_.server.pull_creates_rows) {
     for (auto& table : sparse_) table->RecordCreatedRows();
   }
@@ -52,9 +172,7 @@ absl::Status Shard::SetMutationLog(std::function<void(const v1::Mutation&)> log)
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<ShardState>> Shard::SnapshotAndLog(
-    std::function<void(const v1::Mutation&)> log) {
-  TESSERA_RETURN_IF_ERROR(CheckReplicable());
+absl::StatusOr<std::unique_ptr<ShardState>> Shard::SnapshotAndLog(MutationLog log) {
   if (standby()) {
     return absl::FailedPreconditionError(
         absl::StrCat("shard ", index_, " here is a standby: a standby joins its primary"));
@@ -71,20 +189,10 @@ absl::StatusOr<std::unique_ptr<ShardState>> Shard::SnapshotAndLog(
   mutation_log_ = std::move(log);
   logging_.store(true);
   absl::MutexLock lock(&aggregate_mu_);
-  const int64_t cut = clock_.published_min();
-  return CopyState(cut, clock_.clocks(), clock_.finished(), /*clamp=*/true);
-}
-
-absl::Status Shard::CheckReplicable() const {
-  std::string cannot;
-  if (config_.consistency.mode != ConsistencyMode::kBsp) {
-    cannot = "only BSP with aggregation is replicated yet (consistency.mode " +
-             std::string(ModeName(config_.consistency.mode)) + ")";
-  } else if (!aggregate_) {
-    cannot = "only BSP with aggregation is replicated yet (consistency.aggregate is off)";
-  }
-  if (!cannot.empty()) return absl::FailedPreconditionError("shard replication: " + cannot);
-  return absl::OkStatus();
+  // As Snapshot: under BSP with aggregation the open clock's pushes are in
+  // the buffer, not the copy; otherwise every applied push is in it.
+  const int64_t cut = aggregate_ ? clock_.published_min() : clock_.min_clock();
+  return CopyState(cut, clock_.clocks(), clock_.finished(), /*clamp=*/aggregate_);
 }
 
 absl::Status Shard::Follow(const v1::Mutation& m) {
@@ -149,8 +257,36 @@ absl::Status Shard::FollowNext(const v1::Mutation& m) {
     }
     return absl::OkStatus();
   };
+  // Rows pulls created before the change (without aggregation).
+  for (const v1::TableAggregate& created : m.created()) {
+    if (created.table() >= layout_.size() ||
+        tables_.at(layout_[created.table()].name()).sparse == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "mutation ", m.sequence(), ": rows created in table ", created.table(),
+          ", which is not a sparse table of this job"));
+    }
+  }
+  for (const v1::TableAggregate& created : m.created()) {
+    TESSERA_RETURN_IF_ERROR(
+        tables_.at(layout_[created.table()].name()).sparse->ImportCreated(created));
+  }
   Mutation change;
   switch (m.change_case()) {
+    case v1::Mutation::kPush:
+      return FollowPush(m.sequence(), m.push());
+    case v1::Mutation::kAdvance: {
+      TESSERA_RETURN_IF_ERROR(worker_of(m.advance().worker()));
+      if (aggregate_) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "mutation ", m.sequence(), " advances a worker's clock, which a shard that ",
+            "aggregates (BSP) takes only in a clock's close"));
+      }
+      absl::MutexLock lock(&workers_[m.advance().worker()]->mu);
+      TESSERA_RETURN_IF_ERROR(CheckAdvance(m.advance().worker(), m.advance().clock()));
+      return Apply(Mutation::Of(Mutation::Kind::kAdvance, m.advance().worker(),
+                                m.advance().clock()))
+          .status();
+    }
     case v1::Mutation::kCloseClock: {
       const v1::Mutation::CloseClock& close = m.close_clock();
       if (!aggregate_) {

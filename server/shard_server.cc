@@ -146,8 +146,7 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
         config, shard_index, config.cluster.standbys[shard_index], security);
     server->replica_link_->SetFromStart();
     server->replica_link_->SetFailover(server->failover_.get());
-    TESSERA_RETURN_IF_ERROR(server->shard_->SetMutationLog(
-        [link = server->replica_link_.get()](const v1::Mutation& m) { link->Send(m); }));
+    TESSERA_RETURN_IF_ERROR(server->shard_->SetMutationLog(server->replica_link_->Log()));
     spdlog::info("shard {} sends every change to its standby at {} before it answers",
                  shard_index, server->replica_link_->address());
   }
@@ -329,13 +328,14 @@ absl::StatusOr<std::unique_ptr<ShardState>> ShardServer::Join(const std::string&
   link->SetCatchingUp();
   TESSERA_ASSIGN_OR_RETURN(
       std::unique_ptr<ShardState> state,
-      shard_->SnapshotAndLog([l = link.get()](const v1::Mutation& m) { l->Send(m); }));
+      shard_->SnapshotAndLog(link->Log()));
   spdlog::info(
       "shard {}: {} joins as its standby, from clock {} (mutation {}); the changes since are "
       "sent as soon as it serves, and once it has them all, every change before it is answered",
       shard_index_, address, state->manifest.clock(), state->manifest.log_sequence());
-  // The old link is no longer called (the log was replaced under its lock);
-  // kept until the server goes, as links are few.
+  // The old link gets no more mutations (the log was replaced under its
+  // lock); kept until the server goes, as links are few and a call may
+  // still await it.
   if (replica_link_) retired_links_.push_back(std::move(replica_link_));
   replica_link_ = std::move(link);
   return state;

@@ -412,7 +412,7 @@ TEST_CASE("worker.compression and emulation: read, per table, and refused with a
   CHECK(gbit->emulation.link_rate_bps == 2'500'000'000);
 }
 
-TEST_CASE("cluster.standbys: one per shard, BSP with aggregation only") {
+TEST_CASE("cluster.standbys: one per shard, in every mode") {
   auto c = ParseJobConfig(kMinimal, {"cluster.standbys=[\"h:1\", \"h:2\"]",
                                      "server.replication_timeout_s=2.5"});
   REQUIRE(c.ok());
@@ -423,12 +423,14 @@ TEST_CASE("cluster.standbys: one per shard, BSP with aggregation only") {
         "config: cluster.standbys lists 1 addresses: expected one per shard (2)");
   CHECK(ErrorOf(kMinimal, {"cluster.standbys=[\"h:1\", \"nohost\"]"}) ==
         "config: cluster.standbys.1 = 'nohost': expected host:port with a port in 1..65535");
-  CHECK(ErrorOf(kMinimal, {"cluster.standbys=[\"h:1\", \"h:2\"]", "consistency.mode=ssp"}) ==
-        "config: cluster.standbys is set under consistency.mode ssp: expected bsp with "
-        "aggregation (the only mode replicated yet)");
-  CHECK(ErrorOf(kMinimal, {"cluster.standbys=[\"h:1\", \"h:2\"]", "consistency.aggregate=false"}) ==
-        "config: cluster.standbys is set under consistency.mode bsp with aggregate: false: "
-        "expected bsp with aggregation (the only mode replicated yet)");
+  // Every mode is replicated.
+  CHECK(ParseJobConfig(kMinimal, {"cluster.standbys=[\"h:1\", \"h:2\"]", "consistency.mode=ssp"})
+            .ok());
+  CHECK(ParseJobConfig(kMinimal, {"cluster.standbys=[\"h:1\", \"h:2\"]", "consistency.mode=asp"})
+            .ok());
+  CHECK(ParseJobConfig(kMinimal,
+                       {"cluster.standbys=[\"h:1\", \"h:2\"]", "consistency.aggregate=false"})
+            .ok());
   CHECK(ErrorOf(kMinimal, {"server.replication_timeout_s=0"}).find(
             "server.replication_timeout_s") != std::string::npos);
 }

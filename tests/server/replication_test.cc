@@ -1,8 +1,10 @@
 // Replication's unit (server/shard.h SetMutationLog, Follow): a standby that
 // follows its primary's mutations, in order, holds the primary's state to the
 // bit: tables, optimizer slots and steps, sparse rows, clocks. Under BSP a
-// clock's pushes travel once, summed, in the clock's close.
+// clock's pushes travel once, summed, in the clock's close; in every other
+// mode each push and advance travels as applied.
 #include <atomic>
+#include <set>
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -31,6 +33,7 @@ State StateOf(Shard& shard) {
   out.text = {"cut " + std::to_string(s->manifest.clock())};
   for (int64_t c : s->manifest.worker_clocks()) out.text.push_back("clock " + std::to_string(c));
   for (bool f : s->manifest.worker_finished()) out.text.push_back(f ? "finished" : "training");
+  for (uint64_t p : s->manifest.worker_pieces()) out.text.push_back("pieces " + std::to_string(p));
   REQUIRE(s->tables.size() == static_cast<size_t>(s->manifest.tables_size()));
   for (size_t i = 0; i < s->tables.size(); ++i) {
     const v1::CheckpointTable& t = s->manifest.tables(static_cast<int>(i));
@@ -87,6 +90,7 @@ PushRequest RandomPush(uint32_t worker, int64_t clock, std::mt19937* rng) {
 struct Pair {
   std::unique_ptr<Shard> primary, standby;
   std::vector<v1::Mutation> log;
+  std::set<uint64_t> awaited;  // the numbers the shard awaited
   size_t followed = 0;
   std::mutex mu;
 };
@@ -102,10 +106,16 @@ std::unique_ptr<Pair> MakePair(const JobConfig& c) {
   pair->standby->SetStandby();
   Pair* raw = pair.get();
   REQUIRE(pair->primary
-              ->SetMutationLog([raw](const v1::Mutation& m) {
+              ->SetMutationLog({[raw](const v1::Mutation& m) {
                 std::lock_guard<std::mutex> lock(raw->mu);
                 raw->log.push_back(m);
-              })
+              },
+                               [raw](uint64_t sequence) {
+                                 // After the mutation was appended, and once.
+                                 std::lock_guard<std::mutex> lock(raw->mu);
+                                 CHECK(sequence <= raw->log.size());
+                                 CHECK(raw->awaited.insert(sequence).second);
+                               }})
               .ok());
   for (uint32_t w = 0; w < c.cluster.workers; ++w) RegisterWorker(*pair->primary, w);
   return pair;
@@ -118,6 +128,17 @@ void FollowAll(Pair& pair) {
     CHECK(pair.log[i].sequence() == i + 1);  // numbered, none missing
     REQUIRE(pair.standby->Follow(pair.log[i]).ok());
   }
+}
+
+// The standby refuses `m` with `code`, and its state is still `before`.
+void CheckRefused(Pair& pair, const State& before, const v1::Mutation& m, absl::StatusCode code) {
+  const uint64_t followed = pair.standby->followed();
+  const absl::Status s = pair.standby->Follow(m);
+  CHECK(s.code() == code);
+  const State now = StateOf(*pair.standby);
+  CHECK(now.text == before.text);
+  CHECK(now.bytes == before.bytes);
+  CHECK(pair.standby->followed() == followed);
 }
 
 TEST_CASE("a standby following a BSP primary holds its state to the bit") {
@@ -149,6 +170,7 @@ TEST_CASE("a standby following a BSP primary holds its state to the bit") {
   // One close a clock carries every push of it: 3 registrations and 20
   // closes, against 60 pushes.
   CHECK(pair->log.size() == workers + kClocks);
+  CHECK(pair->awaited.size() == pair->log.size());
   size_t closes = 0;
   for (const v1::Mutation& m : pair->log) closes += m.has_close_clock();
   CHECK(closes == kClocks);
@@ -233,12 +255,7 @@ TEST_CASE("a mutation that does not fit is refused and changes nothing on the st
   FollowAll(*pair);  // the registrations
   const State before = StateOf(*pair->standby);
   const auto refused = [&](const v1::Mutation& m, absl::StatusCode code) {
-    const absl::Status s = pair->standby->Follow(m);
-    CHECK(s.code() == code);
-    const State now = StateOf(*pair->standby);
-    CHECK(now.text == before.text);
-    CHECK(now.bytes == before.bytes);
-    CHECK(pair->standby->followed() == 2);
+    CheckRefused(*pair, before, m, code);
   };
   refused(v1::Mutation(), absl::StatusCode::kInvalidArgument);  // unnumbered, empty
   v1::Mutation bad = close;
@@ -345,10 +362,10 @@ TEST_CASE("a primary without a standby starts logging for one that joins mid-clo
   push(1, 5);  // one of three has pushed clock 5
   std::vector<v1::Mutation> log;
   std::mutex mu;
-  auto snapshot = primary.SnapshotAndLog([&](const v1::Mutation& m) {
+  auto snapshot = primary.SnapshotAndLog({[&](const v1::Mutation& m) {
     std::lock_guard<std::mutex> lock(mu);
     log.push_back(m);
-  });
+  }});
   REQUIRE(snapshot.ok());
   CHECK((*snapshot)->manifest.clock() == 5);
   CHECK((*snapshot)->manifest.log_sequence() == 0);  // nothing was logged before
@@ -369,7 +386,7 @@ TEST_CASE("a primary without a standby starts logging for one that joins mid-clo
   for (const v1::Mutation& m : log) REQUIRE((*joined)->Follow(m).ok());
   CHECK(Same(primary, **joined));
   // A standby asked for one is refused.
-  CHECK((*joined)->SnapshotAndLog([](const v1::Mutation&) {}).status().code() ==
+  CHECK((*joined)->SnapshotAndLog({[](const v1::Mutation&) {}}).status().code() ==
         absl::StatusCode::kFailedPrecondition);
 }
 
@@ -393,7 +410,7 @@ TEST_CASE("a promoted standby's own standby, joined mid-clock, holds its state t
   for (uint32_t w = 0; w < workers; ++w) push(promoted, w, 4);
   push(promoted, 1, 5);
   std::vector<v1::Mutation> log;
-  auto snapshot = promoted.SnapshotAndLog([&](const v1::Mutation& m) { log.push_back(m); });
+  auto snapshot = promoted.SnapshotAndLog({[&](const v1::Mutation& m) { log.push_back(m); }});
   REQUIRE(snapshot.ok());
   push(promoted, 0, 5);
   for (int64_t clock = 6; clock < 9; ++clock) {
@@ -506,19 +523,257 @@ TEST_CASE("a mutation of a term that is over is refused, and a promoted standby 
   CHECK(resp.lost_clocks() == 0);
 }
 
-TEST_CASE("a job replication cannot follow yet is refused, naming why") {
-  const auto refusal = [](const JobConfig& c) {
-    auto shard = Shard::Create(c, 0);
-    REQUIRE(shard.ok());
-    const absl::Status s = (*shard)->SetMutationLog([](const v1::Mutation&) {});
-    CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
-    return std::string(s.message());
+// Without aggregation (SSP, ASP, BSP with aggregate: false) every push is
+// its own mutation. `values_clock`: the pull the gradients were computed
+// from (staleness compensation).
+PushRequest Piece(uint32_t worker, int64_t clock, uint32_t piece, std::mt19937* rng,
+                  std::optional<int64_t> values_clock) {
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  PushRequest p;
+  if (piece == 1) {
+    std::vector<float> w(8);
+    for (float& x : w) x = g(*rng);
+    p = MakePush(worker, clock, Dense("w", 0, 8), w);
+  } else {
+    std::vector<float> b(2);
+    for (float& x : b) x = g(*rng);
+    p = MakePush(worker, clock, Dense("b", 0, 2), b, /*advance=*/true);
+    std::vector<uint64_t> keys;
+    for (uint64_t k = 0; k < 40; ++k) {
+      if ((*rng)() % 3 == 0) keys.push_back(k * 7919);
+    }
+    std::vector<float> rows(keys.size() * 2);
+    for (float& x : rows) x = g(*rng);
+    if (!keys.empty()) {
+      *p.add_slices() = Sparse("emb", keys);
+      EncodeFloats(rows, p.add_gradients());
+    }
+  }
+  p.set_piece(piece);
+  if (values_clock) p.set_values_clock(*values_clock);
+  return p;
+}
+
+struct Unaggregated {
+  const char* name;
+  JobConfig config;
+};
+
+Unaggregated UnaggregatedJob(int which, uint32_t workers) {
+  switch (which) {
+    case 0: {
+      Unaggregated j{"ssp, staleness 2", AdamJob("ssp", workers)};
+      j.config.consistency.staleness = 2;
+      return j;
+    }
+    case 1: {
+      Unaggregated j{"asp with dc", MakeConfig("asp", 0, workers)};  // sgd
+      j.config.optimizer.staleness_compensation = StalenessCompensation::kDc;
+      j.config.optimizer.dc_lambda = 1.0f;
+      return j;
+    }
+    case 2: {
+      Unaggregated j{"asp with lr_scale", AdamJob("asp", workers)};
+      j.config.optimizer.staleness_compensation = StalenessCompensation::kLrScale;
+      return j;
+    }
+    default: {
+      Unaggregated j{"bsp, aggregate: false", AdamJob("bsp", workers)};
+      j.config.consistency.aggregate = false;
+      return j;
+    }
+  }
+}
+
+TEST_CASE("a standby following an SSP, ASP or unaggregated BSP primary holds its state to the bit") {
+  const uint32_t workers = 3;
+  const Unaggregated job = UnaggregatedJob(GENERATE(0, 1, 2, 3), workers);
+  INFO(job.name);
+  const JobConfig& c = job.config;
+  auto pair = MakePair(c);
+  // How far ahead of min_clock a worker's pull is answered at once.
+  const int64_t ahead = c.consistency.mode == ConsistencyMode::kAsp ? 1 << 20
+                                                                   : c.consistency.staleness;
+  constexpr int64_t kClocks = 25;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  std::mutex pull_mu;  // a pull's answer comes on this thread or an advancing one
+  for (uint32_t w = 0; w < workers; ++w) {
+    threads.emplace_back([&, w] {
+      std::mt19937 rng(200 + w);
+      for (int64_t clock = 0; clock < kClocks; ++clock) {
+        // Waited for here, so that the pull is answered at once.
+        for (int i = 0; i < 200000 && pair->primary->published_min() < clock - ahead; ++i) {
+          std::this_thread::sleep_for(std::chrono::microseconds(50));
+        }
+        // The values the push is computed from (kept for dc), and rows the
+        // pull creates (server.pull_creates_rows).
+        PullRequest pull = MakePull(w, clock, Dense("w", 0, 8));
+        *pull.add_slices() = Dense("b", 0, 2);
+        *pull.add_slices() = Sparse("emb", {5000000 + 100 * clock + w});
+        PullResponse answer;
+        std::optional<absl::Status> pulled;
+        pair->primary->Pull(pull, &answer, absl::Now() + absl::Seconds(30),
+                            [&](absl::Status st) {
+                              std::lock_guard<std::mutex> lock(pull_mu);
+                              pulled = st;
+                            });
+        {
+          std::lock_guard<std::mutex> lock(pull_mu);
+          if (!pulled.has_value() || !pulled->ok()) ++failures;
+        }
+        for (uint32_t piece : {1u, 2u}) {
+          PushResponse r;
+          if (!pair->primary->Push(Piece(w, clock, piece, &rng, clock), &r).ok()) ++failures;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  REQUIRE(failures == 0);
+  FollowAll(*pair);
+  CHECK(Same(*pair->primary, *pair->standby));
+  // Every push and advance is a mutation of its own, after 3 registrations.
+  size_t pushes = 0, advances = 0, created = 0;
+  for (const v1::Mutation& m : pair->log) {
+    pushes += m.has_push();
+    advances += m.has_advance();
+    for (const v1::TableAggregate& t : m.created()) created += t.created_keys_size();
+  }
+  CHECK(pushes == 2 * workers * kClocks);
+  CHECK(advances == workers * kClocks);
+  CHECK(pair->log.size() == workers + pushes + advances);
+  CHECK(pair->awaited.size() == pair->log.size());  // each answered once it was safe
+  CHECK(created >= workers * kClocks);  // each pull created a row
+  if (c.optimizer.staleness_compensation == StalenessCompensation::kDc) {
+    size_t with_values = 0;
+    for (const v1::Mutation& m : pair->log) with_values += m.has_push() && m.push().read_size() > 0;
+    CHECK(with_values == pushes);  // each dense piece was computed from a kept pull
+  }
+}
+
+TEST_CASE("without aggregation, a piece retried on a promoted standby is applied once") {
+  // The standby joins mid-clock (SnapshotAndLog), after worker 0's piece 1
+  // of clock 3 was applied: the copy names the piece, and so do the
+  // mutations after it. A retry of either piece on the promoted standby is
+  // acknowledged, not applied again.
+  const uint32_t workers = 2;
+  const JobConfig c = UnaggregatedJob(GENERATE(0, 2), workers).config;
+  auto created = Shard::Create(c, 0);
+  REQUIRE(created.ok());
+  Shard& primary = **created;
+  for (uint32_t w = 0; w < workers; ++w) RegisterWorker(primary, w);
+  std::mt19937 rng(17);
+  const auto push = [&](Shard& shard, const PushRequest& p) {
+    PushResponse r;
+    REQUIRE(shard.Push(p, &r).ok());
+    return r;
   };
-  CHECK(refusal(MakeConfig("ssp", 2, 2)).find("consistency.mode ssp") != std::string::npos);
-  CHECK(refusal(MakeConfig("asp", 0, 2)).find("consistency.mode asp") != std::string::npos);
-  JobConfig plain = MakeConfig("bsp", 0, 2);
-  plain.consistency.aggregate = false;
-  CHECK(refusal(plain).find("consistency.aggregate is off") != std::string::npos);
+  for (int64_t clock = 0; clock < 3; ++clock) {
+    for (uint32_t w = 0; w < workers; ++w) {
+      push(primary, Piece(w, clock, 1, &rng, std::nullopt));
+      push(primary, Piece(w, clock, 2, &rng, std::nullopt));
+    }
+  }
+  const PushRequest first = Piece(0, 3, 1, &rng, std::nullopt);
+  push(primary, first);
+  std::vector<v1::Mutation> log;
+  auto snapshot = primary.SnapshotAndLog({[&](const v1::Mutation& m) { log.push_back(m); }});
+  REQUIRE(snapshot.ok());
+  REQUIRE((*snapshot)->manifest.worker_pieces_size() == static_cast<int>(workers));
+  CHECK((*snapshot)->manifest.worker_pieces(0) == 1);  // piece 1's bit
+  CHECK((*snapshot)->manifest.worker_clocks(0) == 3);
+  const PushRequest second = Piece(1, 3, 1, &rng, std::nullopt);
+  push(primary, second);
+  auto joined = Shard::Create(c, 0);
+  REQUIRE(joined.ok());
+  Shard& standby = **joined;
+  standby.SetStandby();
+  REQUIRE(standby.Restore(**snapshot).ok());
+  REQUIRE(log.size() == 1);
+  REQUIRE(log[0].has_push());
+  REQUIRE(standby.Follow(log[0]).ok());
+  CHECK(Same(primary, standby));
+  // The primary is lost; the workers' retries reach the promoted standby.
+  REQUIRE(standby.Promote(5).ok());
+  for (uint32_t w = 0; w < workers; ++w) {
+    v1::RegisterRequest reg;
+    reg.set_worker_rank(w);
+    reg.set_session(SessionOf(w));
+    reg.set_resume_clock(3);
+    NameJob(standby, &reg);
+    v1::RegisterResponse resp;
+    REQUIRE(standby.Register(reg, &resp).ok());
+    CHECK(resp.clock() == 3);
+    CHECK(resp.lost_clocks() == 0);
+  }
+  const State before = StateOf(standby);
+  push(standby, first);   // in the copy
+  push(standby, second);  // in the mutation after it
+  const State after = StateOf(standby);
+  CHECK(after.text == before.text);
+  CHECK(after.bytes == before.bytes);
+  // A piece neither had is applied.
+  push(standby, Piece(0, 3, 2, &rng, std::nullopt));
+  CHECK(StateOf(standby).bytes != before.bytes);
+}
+
+TEST_CASE("a push or advance that does not fit is refused and changes nothing on the standby") {
+  const uint32_t workers = 2;
+  auto pair = MakePair(UnaggregatedJob(2, workers).config);
+  std::mt19937 rng(23);
+  for (uint32_t w = 0; w < workers; ++w) {
+    PushResponse r;
+    REQUIRE(pair->primary->Push(Piece(w, 0, 1, &rng, std::nullopt), &r).ok());
+    REQUIRE(pair->primary->Push(Piece(w, 0, 2, &rng, std::nullopt), &r).ok());
+  }
+  // 2 registrations, then worker 0's two pieces and advance, and worker 1's.
+  REQUIRE(pair->log.size() == 8);
+  const std::vector<v1::Mutation> rest(pair->log.begin() + 2, pair->log.end());
+  pair->log.resize(2);
+  FollowAll(*pair);
+  const State before = StateOf(*pair->standby);
+  const auto refused = [&](const v1::Mutation& m, absl::StatusCode code) {
+    CheckRefused(*pair, before, m, code);
+  };
+  const v1::Mutation push = rest[0];
+  REQUIRE(push.has_push());
+  v1::Mutation bad = push;
+  bad.mutable_push()->mutable_grads()->RemoveLast();
+  refused(bad, absl::StatusCode::kInvalidArgument);
+  bad = push;
+  bad.mutable_push()->mutable_slices(0)->set_table(99);
+  refused(bad, absl::StatusCode::kInvalidArgument);
+  bad = push;
+  bad.mutable_push()->mutable_slices(0)->set_offset(4);  // [4, +8) of 8 floats
+  refused(bad, absl::StatusCode::kInvalidArgument);
+  bad = push;
+  bad.mutable_push()->set_worker(2);
+  refused(bad, absl::StatusCode::kInvalidArgument);
+  bad = push;
+  bad.mutable_push()->set_piece_bit(3);
+  refused(bad, absl::StatusCode::kInvalidArgument);
+  bad = push;
+  bad.mutable_push()->add_read_slices(0);  // read values it does not carry
+  refused(bad, absl::StatusCode::kInvalidArgument);
+  bad = push;
+  bad.mutable_push()->set_clock(1);  // worker 0 is at clock 0 here
+  refused(bad, absl::StatusCode::kFailedPrecondition);
+  bad = push;
+  v1::TableAggregate* rows = bad.add_created();
+  rows->set_table(0);  // w is dense
+  rows->add_created_keys(1);
+  refused(bad, absl::StatusCode::kInvalidArgument);
+  // An advance of a clock the worker is not at.
+  REQUIRE(rest[2].has_advance());
+  bad = rest[2];
+  bad.set_sequence(3);
+  bad.mutable_advance()->set_clock(1);  // worker 0 is at clock 0 here
+  refused(bad, absl::StatusCode::kFailedPrecondition);
+  // In order, each applies.
+  pair->log.insert(pair->log.end(), rest.begin(), rest.end());
+  FollowAll(*pair);
+  CHECK(Same(*pair->primary, *pair->standby));
 }
 
 }  // namespace

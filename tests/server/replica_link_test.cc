@@ -1,0 +1,174 @@
+// ReplicaLink over a real socket to a ReplicaService (server/replication.h):
+// calls that change an ASP primary from several threads at once wait for
+// the standby side by side (group commit), each answered only once the
+// standby holds its change, and the standby ends with the primary's state
+// to the bit; a standby that goes away costs each waiting call at most
+// server.replication_timeout_s, after which the primary goes on alone.
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "common/security.h"
+#include "common/transport.h"
+#include "server/replication.h"
+#include "tests/server/shard_fixtures.h"
+#include "zlib.h"
+
+namespace tessera {
+namespace {
+
+// A standby shard serving Replica.Follow on a loopback port of its own.
+struct Standby {
+  std::unique_ptr<Shard> shard;
+  std::unique_ptr<ReplicaService> service;
+  std::unique_ptr<grpc::Server> server;
+  std::string address;
+
+  explicit Standby(const JobConfig& c) {
+    auto created = Shard::Create(c, 0);
+    REQUIRE(created.ok());
+    shard = *std::move(created);
+    shard->SetStandby();
+    service = std::make_unique<ReplicaService>(shard.get(), TransportSecurity::Plaintext());
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    ApplyServerTransport(&builder, c.server.max_message_bytes);
+    builder.RegisterService(service.get());
+    server = builder.BuildAndStart();
+    REQUIRE(server != nullptr);
+    REQUIRE(port > 0);
+    address = "127.0.0.1:" + std::to_string(port);
+  }
+  ~Standby() { Stop(); }
+  void Stop() {
+    if (server) server->Shutdown(std::chrono::system_clock::now());
+    server.reset();
+  }
+};
+
+// Every table's bytes and optimizer steps, as a checkpoint would hold them.
+std::vector<std::string> Tables(Shard& shard) {
+  std::unique_ptr<ShardState> s = shard.Snapshot();
+  std::vector<std::string> out;
+  for (size_t i = 0; i < s->tables.size(); ++i) {
+    const v1::CheckpointTable& t = s->manifest.tables(static_cast<int>(i));
+    std::string line = t.name() + " rows " + std::to_string(t.rows()) + " crc " +
+                       std::to_string(crc32(0, reinterpret_cast<const Bytef*>(s->tables[i].data()),
+                                            static_cast<uInt>(s->tables[i].size())));
+    for (int64_t step : t.chunk_steps()) line += " " + std::to_string(step);
+    out.push_back(line);
+  }
+  for (int64_t c : s->manifest.worker_clocks()) out.push_back("clock " + std::to_string(c));
+  return out;
+}
+
+// A primary shard and its link to a standby of its own.
+struct Linked {
+  Standby standby;
+  std::unique_ptr<Shard> primary;
+  ReplicaLink link;
+
+  explicit Linked(const JobConfig& c)
+      : standby(c), link(c, 0, standby.address, TransportSecurity::Plaintext()) {
+    auto created = Shard::Create(c, 0);
+    REQUIRE(created.ok());
+    primary = *std::move(created);
+    link.SetFromStart();
+  }
+};
+
+JobConfig Job(uint32_t workers) {
+  JobConfig c = MakeConfig("asp", 0, workers);
+  c.optimizer.type = OptimizerType::kAdam;
+  c.optimizer.lr = 0.01f;
+  c.server.replication_timeout_s = 1;
+  return c;
+}
+
+// `workers` threads, each pushing `clocks` clocks of random dense and
+// sparse gradients (one push that advances, a clock), at once. How many
+// pushes failed.
+int PushAtOnce(Shard& primary, uint32_t workers, int64_t from, int64_t clocks) {
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (uint32_t w = 0; w < workers; ++w) {
+    threads.emplace_back([&, w] {
+      std::mt19937 rng(31 + w + static_cast<uint32_t>(from));
+      std::normal_distribution<float> g(0.0f, 1.0f);
+      for (int64_t clock = from; clock < from + clocks; ++clock) {
+        std::vector<float> grad(8);
+        for (float& x : grad) x = g(rng);
+        PushRequest p = MakePush(w, clock, Dense("w", 0, 8), grad, /*advance=*/true);
+        *p.add_slices() = Sparse("emb", {w * 100 + static_cast<uint64_t>(clock) % 7});
+        EncodeFloats({g(rng), g(rng)}, p.add_gradients());
+        p.set_piece(1);
+        PushResponse r;
+        if (!primary.Push(p, &r).ok()) ++failures;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return failures.load();
+}
+
+TEST_CASE("pushes from many threads reach the standby in order, each answered once it holds it") {
+  const uint32_t workers = 6;
+  const JobConfig c = Job(workers);
+  Linked linked(c);
+  Standby& standby = linked.standby;
+  Shard& primary = *linked.primary;
+  ReplicaLink& link = linked.link;
+  // Each call's await: the standby holds its mutation when it returns.
+  std::atomic<int> early{0};
+  Shard::MutationLog log = link.Log();
+  const auto await = log.await;
+  log.await = [&](uint64_t sequence) {
+    await(sequence);
+    if (standby.shard->followed() < sequence) ++early;
+  };
+  REQUIRE(primary.SetMutationLog(log).ok());
+  for (uint32_t w = 0; w < workers; ++w) RegisterWorker(primary, w);
+  constexpr int64_t kClocks = 60;
+  REQUIRE(PushAtOnce(primary, workers, 0, kClocks) == 0);
+  CHECK(early == 0);
+  CHECK(link.connected());
+  // Registrations, then a push and an advance per worker and clock.
+  const uint64_t mutations = workers + 2 * workers * kClocks;
+  CHECK(primary.log_sequence() == mutations);
+  CHECK(link.sent() == mutations);
+  CHECK(standby.shard->followed() == mutations);
+  CHECK(Tables(primary) == Tables(*standby.shard));
+}
+
+TEST_CASE("a standby that goes away: waiting calls are answered within the timeout, then alone") {
+  const uint32_t workers = 4;
+  const JobConfig c = Job(workers);  // server.replication_timeout_s: 1
+  Linked linked(c);
+  Standby& standby = linked.standby;
+  Shard& primary = *linked.primary;
+  ReplicaLink& link = linked.link;
+  REQUIRE(primary.SetMutationLog(link.Log()).ok());
+  for (uint32_t w = 0; w < workers; ++w) RegisterWorker(primary, w);
+  REQUIRE(PushAtOnce(primary, workers, 0, 10) == 0);
+  REQUIRE(link.connected());
+  standby.Stop();
+  const absl::Time start = absl::Now();
+  // The first calls wait out the timeout together, not one after another;
+  // the rest find the link cut and do not wait.
+  REQUIRE(PushAtOnce(primary, workers, 10, 20) == 0);
+  const absl::Duration took = absl::Now() - start;
+  CHECK(!link.connected());
+  CHECK(took < absl::Seconds(5));
+  INFO("took " << absl::FormatDuration(took));
+  CHECK(took >= absl::Milliseconds(900));  // it did wait for the standby
+  CHECK(primary.published_min() == 30);
+}
+
+}  // namespace
+}  // namespace tessera
