@@ -514,6 +514,8 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Bool("exit_when_workers_done", &v.exit_when_workers_done));
     TESSERA_RETURN_IF_ERROR(
         s.Real("replication_timeout_s", &v.replication_timeout_s, 0.1, 3600));
+    TESSERA_RETURN_IF_ERROR(s.Integer("replication_queue_bytes", &v.replication_queue_bytes,
+                                      int64_t{1} << 20, int64_t{1} << 40));
     TESSERA_RETURN_IF_ERROR(s.Integer("lease_ttl_s", &v.lease_ttl_s, 1, 60));
     TESSERA_RETURN_IF_ERROR(s.Integer("health_port", &v.health_port, 0, 65535));
     TESSERA_RETURN_IF_ERROR(s.Integer("metrics_port", &v.metrics_port, 0, 65535));

@@ -119,7 +119,7 @@ struct ClusterConfig {
   // host:port of each shard's standby (docs/DESIGN.md "Replication"), in
   // shard order; empty: none. A shard sends every change to its standby
   // (a tessera-server started with --standby) and answers the call that
-  // made it only once the standby has it. BSP with aggregation only.
+  // made it only once the standby has it. Every consistency mode.
   // Either listed, or generated from standby_pattern for num_servers shards
   // as server_pattern is.
   std::vector<std::string> standbys;
@@ -292,6 +292,10 @@ struct ServerConfig {
   // standby does not acknowledge before it goes on without that standby
   // (logged as an error; the standby must then start again).
   double replication_timeout_s = 10;
+  // Replication: the changes a primary queues for a standby that joined and
+  // is catching up, at most; past that the joiner is cut (it joins again
+  // with a fresh copy). Bounds the primary's memory beyond its tables.
+  int64_t replication_queue_bytes = int64_t{256} << 20;
   // Failover (cluster.etcd): the lease of a primary's term, in seconds. A
   // killed primary's standby takes over after at most this long. 1 needs an
   // etcd whose election timeout is at most 666 ms (etcd grants at least 1.5

@@ -52,7 +52,7 @@ const tessera::Program kProgram{
      {"no-live", "", "run/sweep: print progress lines instead of rewriting one",
       tessera::FlagKind::kSwitch},
      {"max-restarts", "N", "run: restarts allowed per daemon (default 3)"},
-     {"replicas", "N", "run: 1 = a standby per shard and failover through etcd (BSP; default 0)"},
+     {"replicas", "N", "run: 1 = a standby per shard and failover through etcd (default 0)"},
      {"resume", "DIR", "run: continue the stopped job in DIR from its checkpoints"},
      {"emulate-network", "RATE",
       "run/sweep: every daemon on a host of its own, links shaped to RATE each way (100mbit,\n"

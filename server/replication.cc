@@ -181,6 +181,7 @@ ReplicaLink::ReplicaLink(const JobConfig& config, uint32_t shard_index,
     : shard_index_(shard_index),
       address_(address),
       timeout_(absl::Seconds(config.server.replication_timeout_s)),
+      queue_limit_(static_cast<uint64_t>(config.server.replication_queue_bytes)),
       channel_(security->Channel(address_, config.server.max_message_bytes, /*channel_id=*/0)),
       stub_(v1::Replica::NewStub(channel_)) {}
 
@@ -197,11 +198,29 @@ Shard::MutationLog ReplicaLink::Log() {
 void ReplicaLink::Append(v1::Mutation m) {
   if (cut_.load()) return;
   absl::MutexLock lock(&mu_);
+  if (overflowed_) return;
+  const uint64_t bytes = m.ByteSizeLong();
+  if (catching_up_ && queued_bytes_ + bytes > queue_limit_) {
+    overflowed_ = true;
+    queue_.clear();
+    queued_bytes_ = 0;
+    return;
+  }
   if (queue_.empty()) queued_since_ = absl::Now();
+  queued_bytes_ += bytes;
   queue_.push_back(std::move(m));
 }
 
 void ReplicaLink::Await(uint64_t sequence) {
+  bool overflowed = false;
+  {
+    absl::MutexLock lock(&mu_);
+    overflowed = overflowed_ && !cut_.load();
+  }
+  if (overflowed) {
+    Cut(absl::StrCat("it did not catch up before ", queue_limit_ >> 20,
+                     " MiB of changes were queued for it (server.replication_queue_bytes)"));
+  }
   for (;;) {
     v1::Mutations batch;
     bool catching_up = false;
@@ -223,6 +242,7 @@ void ReplicaLink::Await(uint64_t sequence) {
         batch.mutable_mutations()->Add(std::move(queue_.front()));
         queue_.pop_front();
       }
+      queued_bytes_ -= std::min(queued_bytes_, bytes);
     }
     const bool delivered = catching_up ? Offer(batch, oldest) : Deliver(batch);
     // Named in sync before any waiter answers what the standby now holds.
@@ -238,11 +258,15 @@ void ReplicaLink::Await(uint64_t sequence) {
       } else if (catching_up && !cut_.load()) {
         // Offered again with the next mutation, or the next Await.
         for (int i = batch.mutations_size() - 1; i >= 0; --i) {
+          queued_bytes_ += batch.mutations(i).ByteSizeLong();
           queue_.push_front(std::move(*batch.mutable_mutations(i)));
         }
         queued_since_ = oldest;
       }
-      if (cut_.load()) queue_.clear();
+      if (cut_.load()) {
+        queue_.clear();
+        queued_bytes_ = 0;
+      }
       sent_batch_.SignalAll();
     }
     if (catching_up && !caught_up) return;

@@ -125,7 +125,8 @@ class ReplicaLink {
   // waits as usual. Not named in sync, it holds no change a worker saw
   // answered that it lacks, so the primary answers meanwhile (rule 2 of
   // docs/DESIGN.md "Failover"). A joiner not caught up within
-  // server.replication_timeout_s of the first queued mutation is cut.
+  // server.replication_timeout_s of the first queued mutation, or before
+  // server.replication_queue_bytes of mutations are queued for it, is cut.
   // (Waiting instead held the shard's gRPC threads, which the snapshot's
   // own stream needed: the join stalled for the whole timeout.)
   // REQUIRES: before the first Append.
@@ -160,6 +161,7 @@ class ReplicaLink {
   const uint32_t shard_index_;
   const std::string address_;
   const absl::Duration timeout_;
+  const uint64_t queue_limit_;  // server.replication_queue_bytes
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Replica::Stub> stub_;
   Failover* failover_ = nullptr;
@@ -168,6 +170,10 @@ class ReplicaLink {
   absl::Mutex mu_;
   absl::CondVar sent_batch_;  // signalled when a send ends
   std::deque<v1::Mutation> queue_ ABSL_GUARDED_BY(mu_);  // appended, not yet sent
+  uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;       // their serialized bytes
+  // Catching up: the queue outgrew queue_limit_ (Append dropped it; the
+  // next Await cuts the link, outside the shard's log lock).
+  bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t held_ ABSL_GUARDED_BY(mu_) = 0;     // the last mutation the standby holds
   bool sending_ ABSL_GUARDED_BY(mu_) = false;  // a thread is sending a batch
   bool catching_up_ ABSL_GUARDED_BY(mu_) = false;

@@ -40,11 +40,12 @@ void Shard::LogPush(const Mutation& m, v1::Mutation::Push* out) const {
   out->set_clock(m.clock);
   out->set_piece_bit(m.piece_bit);
   out->set_staleness(m.staleness.value_or(-1));
+  // Copied into reserved room (Resize would zero it first: as long as the copy).
   const auto append = [](google::protobuf::RepeatedField<float>* to, const float* from,
                          uint64_t n) {
-    const int at = to->size();
-    to->Resize(at + static_cast<int>(n), 0.0f);
-    if (n > 0) std::memcpy(to->mutable_data() + at, from, n * sizeof(float));
+    if (n == 0) return;
+    to->Reserve(to->size() + static_cast<int>(n));
+    std::memcpy(to->AddNAlreadyReserved(static_cast<int>(n)), from, n * sizeof(float));
   };
   uint64_t floats = 0;
   for (const absl::Span<const float>& grad : *m.grads) floats += grad.size();

@@ -418,6 +418,9 @@ TEST_CASE("cluster.standbys: one per shard, in every mode") {
   REQUIRE(c.ok());
   CHECK(c->cluster.standbys == std::vector<std::string>{"h:1", "h:2"});
   CHECK(c->server.replication_timeout_s == 2.5);
+  CHECK(c->server.replication_queue_bytes == int64_t{256} << 20);
+  CHECK(ErrorOf(kMinimal, {"server.replication_queue_bytes=1000"}).find(
+            "server.replication_queue_bytes") != std::string::npos);
   CHECK(ParseJobConfig(kMinimal, {})->cluster.standbys.empty());
   CHECK(ErrorOf(kMinimal, {"cluster.standbys=[\"h:1\"]"}) ==
         "config: cluster.standbys lists 1 addresses: expected one per shard (2)");

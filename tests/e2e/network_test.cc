@@ -19,6 +19,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -249,12 +250,15 @@ std::vector<std::pair<int64_t, int64_t>> AcceptedTerms(const std::string& dir, i
 }
 
 // One primary at a time, from the terms the workers' pushes were accepted
-// under: each worker's terms only grow; a term's last clock at any worker
-// (the clock the next began at) is at most the first clock of any newer term
-// at any worker (one clock may straddle: a push the old primary took before
-// the cut, sent again to the new one); every worker ends on the newest.
+// under: each worker's terms only grow; every worker ends on the newest;
+// and with `in_step` (BSP: the workers' clocks move together, so a clock is
+// a moment of the whole job) a term's last clock at any worker (the clock
+// the next began at) is at most the first clock of any newer term at any
+// worker (one clock may straddle: a push the old primary took before the
+// cut, sent again to the new one). Under ASP one worker may be clocks ahead
+// of another, so clocks of different workers order nothing.
 // Returns how many terms shard `shard` had.
-size_t CheckOnePrimaryAtATime(const std::string& dir, int workers, int shard) {
+size_t CheckOnePrimaryAtATime(const std::string& dir, int workers, int shard, bool in_step) {
   std::map<int64_t, std::pair<int64_t, int64_t>> span;  // term -> {first clock, last clock}
   int64_t newest = 0;
   std::vector<int64_t> last(workers);
@@ -276,7 +280,7 @@ size_t CheckOnePrimaryAtATime(const std::string& dir, int workers, int shard) {
     last[w] = terms.back().first;
   }
   for (int64_t term : last) CHECK(term == newest);
-  for (auto older = span.begin(); older != span.end(); ++older) {
+  for (auto older = span.begin(); in_step && older != span.end(); ++older) {
     for (auto newer = std::next(older); newer != span.end(); ++newer) {
       INFO("shard " << shard << ": term " << older->first << " accepted clocks up to "
                     << older->second.second << ", term " << newer->first << " from "
@@ -291,11 +295,21 @@ size_t CheckOnePrimaryAtATime(const std::string& dir, int workers, int shard) {
   return span.size();
 }
 
-TEST_CASE("a primary cut off from its job for 5 s: its standby takes over, nothing lost, one primary") {
-  if (!Capable() || EtcdMissing()) return;
-  const std::vector<std::string> sets = {"training.epochs=20", "checkpoint.every_clocks=50"};
-  LaunchOptions base = Options("partition-base", sets);  // loopback, no standbys
-  REQUIRE(RunJob(base) == 0);
+// Shard 0's primary of a 2x2 job under `tessera run --replicas 1` on the
+// emulated network (`mode` its consistency mode) cut off from everyone for
+// 5 s, then healed: the job completes without a lost clock, the standby took
+// over, the old primary stopped and rejoined, and the workers' pushes were
+// accepted by one primary at a time. Under BSP the model is then a run's
+// without the partition, to the bit; otherwise (the pushes' order differs
+// from run to run) each shard's two daemons end with one state.
+void Partition(const std::string& mode) {
+  const std::vector<std::string> sets = {"training.epochs=20", "checkpoint.every_clocks=50",
+                                         "consistency.mode=" + mode};
+  std::optional<LaunchOptions> base;
+  if (mode == "bsp") {
+    base = Options("partition-base", sets);  // loopback, no standbys
+    REQUIRE(RunJob(*base) == 0);
+  }
   LaunchOptions o = Options("partition", sets);
   o.overrides.push_back("emulation.link_rate=unshaped");
   o.replicas = 1;
@@ -322,15 +336,32 @@ TEST_CASE("a primary cut off from its job for 5 s: its standby takes over, nothi
   CHECK(old_primary.find("is over") != std::string::npos);
   CHECK(old_primary.find("joined the primary") != std::string::npos);
   CHECK(summary["restarts"]["server-0"] == 1);
-  CHECK(CheckOnePrimaryAtATime(o.out_dir, 2, 0) == 2);
-  CHECK(CheckOnePrimaryAtATime(o.out_dir, 2, 1) == 1);
-  // No acknowledged update lost: the new primary, the old one that rejoined
-  // it, and shard 1 end with the model of the run without a partition.
-  const std::string reference = base.out_dir + "/checkpoints";
-  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints/standby", 0) == NewestCheckpoint(reference, 0));
-  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 0) == NewestCheckpoint(reference, 0));
-  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) == NewestCheckpoint(reference, 1));
+  CHECK(CheckOnePrimaryAtATime(o.out_dir, 2, 0, base.has_value()) == 2);
+  CHECK(CheckOnePrimaryAtATime(o.out_dir, 2, 1, base.has_value()) == 1);
+  // No acknowledged update lost: the new primary and the old one that
+  // rejoined it hold one state, and so do shard 1's daemons; under BSP it
+  // is the model of the run without a partition.
+  for (int s = 0; s < 2; ++s) {
+    INFO("shard " << s);
+    CHECK(NewestCheckpoint(o.out_dir + "/checkpoints/standby", s) ==
+          NewestCheckpoint(o.out_dir + "/checkpoints", s));
+    if (base) {
+      CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", s) ==
+            NewestCheckpoint(base->out_dir + "/checkpoints", s));
+    }
+  }
   CHECK(OwnNamespaces() == 0);
+}
+
+TEST_CASE("a primary cut off from its job for 5 s: its standby takes over, nothing lost, one primary") {
+  if (!Capable() || EtcdMissing()) return;
+  Partition("bsp");
+}
+
+// Not in CI's time (hidden: run by name, as `MODE=asp bench/partition.sh` does).
+TEST_CASE("a primary cut off for 5 s under ASP: nothing lost, one primary", "[.asp]") {
+  if (!Capable() || EtcdMissing()) return;
+  Partition("asp");
 }
 
 }  // namespace

@@ -170,5 +170,55 @@ TEST_CASE("a standby that goes away: waiting calls are answered within the timeo
   CHECK(primary.published_min() == 30);
 }
 
+// A mutation of about `floats` * 4 bytes, numbered `sequence`.
+v1::Mutation Large(uint64_t sequence, int floats) {
+  v1::Mutation m;
+  m.set_sequence(sequence);
+  v1::Mutation::Push* p = m.mutable_push();
+  p->mutable_grads()->Resize(floats, 1.0f);
+  return m;
+}
+
+TEST_CASE("a joiner catching up: nobody waits for it, and its queue is bounded in bytes") {
+  JobConfig c = Job(1);
+  c.server.replication_queue_bytes = 1 << 20;
+  c.server.replication_timeout_s = 60;  // the bytes cut it, not the time
+  // Nothing listens at port 1 (yet): each offer is refused at once.
+  ReplicaLink link(c, 0, "127.0.0.1:1", TransportSecurity::Plaintext());
+  link.SetCatchingUp();
+  const absl::Time start = absl::Now();
+  link.Append(Large(1, 100000));  // 0.4 MB
+  link.Await(1);
+  link.Append(Large(2, 100000));
+  link.Await(2);
+  CHECK(absl::Now() - start < absl::Seconds(5));  // offered, not waited for
+  CHECK(link.connected());
+  CHECK(link.sent() == 0);
+  // A third would hold 1.2 MB for it: the joiner is cut.
+  link.Append(Large(3, 100000));
+  link.Await(3);
+  CHECK(!link.connected());
+}
+
+TEST_CASE("a joiner catching up is sent everything queued once it serves, then waited for") {
+  const JobConfig c = Job(2);
+  Linked linked(c);
+  Shard& primary = *linked.primary;
+  for (uint32_t w = 0; w < 2; ++w) RegisterWorker(primary, w);
+  // A second standby joins the primary mid-run (ShardServer::Join's path).
+  Standby joiner(c);
+  ReplicaLink link(c, 0, joiner.address, TransportSecurity::Plaintext());
+  link.SetCatchingUp();
+  REQUIRE(PushAtOnce(primary, 2, 0, 5) == 0);
+  auto copy = primary.SnapshotAndLog(link.Log());
+  REQUIRE(copy.ok());
+  REQUIRE(joiner.shard->Restore(**copy).ok());
+  REQUIRE(PushAtOnce(primary, 2, 5, 20) == 0);
+  CHECK(link.connected());
+  CHECK(link.sent() == primary.log_sequence() - (*copy)->manifest.log_sequence());
+  CHECK(joiner.shard->followed() == primary.log_sequence());
+  CHECK(Tables(primary) == Tables(*joiner.shard));
+}
+
 }  // namespace
 }  // namespace tessera
