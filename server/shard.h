@@ -47,6 +47,11 @@
 // this shard are serialized by a per-worker mutex. Parked pulls hold no thread.
 // Snapshot() holds every worker's mutex while it copies (pushes wait); a BSP
 // cut is copied on the thread that raises min_clock, before it publishes.
+// With a mutation log (a standby), every change the log carries is made and
+// appended under one lock (log_mu_), so the standby gets them in the order
+// they were made; a push under BSP with aggregation takes it only at a
+// clock's close. The calling thread then awaits its mutation without that
+// lock (MutationLog), so calls wait for the standby side by side.
 #ifndef TESSERA_SERVER_SHARD_H_
 #define TESSERA_SERVER_SHARD_H_
 
