@@ -4,6 +4,7 @@
 // clock's pushes travel once, summed, in the clock's close; in every other
 // mode each push and advance travels as applied.
 #include <atomic>
+#include <functional>
 #include <set>
 #include <cmath>
 #include <limits>
@@ -91,6 +92,7 @@ struct Pair {
   std::unique_ptr<Shard> primary, standby;
   std::vector<v1::Mutation> log;
   std::set<uint64_t> awaited;  // the numbers the shard awaited
+  std::function<void(uint64_t)> on_await;  // a test's, after each await
   size_t followed = 0;
   std::mutex mu;
 };
@@ -111,10 +113,13 @@ std::unique_ptr<Pair> MakePair(const JobConfig& c) {
                 raw->log.push_back(m);
               },
                                [raw](uint64_t sequence) {
-                                 // After the mutation was appended, and once.
-                                 std::lock_guard<std::mutex> lock(raw->mu);
-                                 CHECK(sequence <= raw->log.size());
-                                 CHECK(raw->awaited.insert(sequence).second);
+                                 {
+                                   // After the mutation was appended, and once.
+                                   std::lock_guard<std::mutex> lock(raw->mu);
+                                   CHECK(sequence <= raw->log.size());
+                                   CHECK(raw->awaited.insert(sequence).second);
+                                 }
+                                 if (raw->on_await) raw->on_await(sequence);
                                }})
               .ok());
   for (uint32_t w = 0; w < c.cluster.workers; ++w) RegisterWorker(*pair->primary, w);
@@ -650,6 +655,30 @@ TEST_CASE("a standby following an SSP, ASP or unaggregated BSP primary holds its
     for (const v1::Mutation& m : pair->log) with_values += m.has_push() && m.push().read_size() > 0;
     CHECK(with_values == pushes);  // each dense piece was computed from a kept pull
   }
+}
+
+TEST_CASE("without aggregation, a parked pull is answered only once the standby holds its clock") {
+  // The advance that opens worker 1's clock is awaited (the standby holds
+  // it) before the pull parked on it is answered.
+  auto pair = MakePair(UnaggregatedJob(GENERATE(0, 3), 2).config);
+  const int64_t staleness = pair->primary->config().consistency.staleness;
+  std::mt19937 rng(29);
+  PushResponse r;
+  // Worker 1 runs ahead until its pull must wait for worker 0.
+  for (int64_t clock = 0; clock <= staleness; ++clock) {
+    REQUIRE(pair->primary->Push(Piece(1, clock, 2, &rng, std::nullopt), &r).ok());
+  }
+  auto pull = StartPull(*pair->primary, 1, staleness + 1, Dense("w", 0, 8));
+  REQUIRE(!pull->status.has_value());  // parked
+  std::optional<bool> answered_at_await;
+  pair->on_await = [&](uint64_t sequence) {
+    if (pair->log[sequence - 1].has_advance()) answered_at_await = pull->status.has_value();
+  };
+  REQUIRE(pair->primary->Push(Piece(0, 0, 2, &rng, std::nullopt), &r).ok());
+  REQUIRE(answered_at_await.has_value());
+  CHECK(!*answered_at_await);
+  REQUIRE(pull->status.has_value());
+  CHECK(pull->status->ok());
 }
 
 TEST_CASE("without aggregation, a piece retried on a promoted standby is applied once") {
