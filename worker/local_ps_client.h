@@ -1,24 +1,25 @@
-// LocalPsClient: the parameter server in this process. Calls Shard objects
-// directly (no network, no copies beyond the shard's own), for unit tests
-// and `tessera-worker --standalone`, the one-process baseline that measures
-// what the PS costs.
+// LocalPsClient: the parameter server in this process: the shared protocol
+// (worker/sharded_ps_client.h) over a LocalShardTransport per shard, which
+// calls Shard objects directly (no network, no copies beyond the shard's
+// own). For unit tests and `tessera-worker --standalone`, the one-process
+// baseline that measures what the PS costs. A shard may have a standby Shard
+// too: the worker then fails over to it as it would over gRPC (tests).
 //
-// Threading: as PsClient: one worker thread; the shards may be shared by
-// several clients on other threads.
+// Threading: as ShardedPsClient: one worker thread; the shards may be
+// shared by several clients on other threads.
 #ifndef TESSERA_WORKER_LOCAL_PS_CLIENT_H_
 #define TESSERA_WORKER_LOCAL_PS_CLIENT_H_
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
-#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/config.h"
-#include "proto/tessera.pb.h"
 #include "server/shard.h"
-#include "worker/ps_client.h"
-#include "worker/shard_requests.h"
+#include "worker/shard_transport.h"
+#include "worker/sharded_ps_client.h"
 
 namespace tessera {
 
@@ -36,44 +37,52 @@ class LocalShards {
   std::vector<std::unique_ptr<Shard>> shards_;
 };
 
-// The PS in this process: calls the given shards directly (no network).
-class LocalPsClient : public PsClient {
+// A ShardTransport to Shard objects in this process: calls run on the
+// caller's thread, except a pull that parks, which the thread that advances
+// the clock answers. One lane; no shared memory (there is nothing to copy).
+// A parked pull is cancelled in the shard (CancelPull).
+class LocalShardTransport : public ShardTransport {
  public:
-  // `shards` (one per configured server) must outlive the client.
-  LocalPsClient(const JobConfig& config, uint32_t rank, std::vector<Shard*> shards);
+  // `daemons`: the shard's primary, then optionally its standby; they must
+  // outlive the transport.
+  explicit LocalShardTransport(std::vector<Shard*> daemons);
 
-  absl::StatusOr<int64_t> Connect(int64_t resume_clock = 0) override;
-  absl::StatusOr<int64_t> PullDense(int64_t clock, ParameterSet* params) override;
-  absl::Status PushDense(int64_t clock, const ParameterSet& grads,
-                         std::optional<int64_t> values_clock) override;
-  // Fused like GrpcPsClient's: each shard answers the pull in the push when
-  // the consistency rule allows it at once.
-  absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(int64_t clock, const ParameterSet& grads,
-                                                          std::optional<int64_t> values_clock,
-                                                          ParameterSet* params) override;
-  PushStaleness push_staleness() const override { return push_staleness_; }
-  absl::StatusOr<std::vector<uint32_t>> PlanEpoch(int64_t epoch,
-                                                  double examples_per_second) override;
-  absl::StatusOr<int64_t> PullRows(int64_t clock, RowSet* rows, RowPull mode) override;
-  absl::Status PushRows(int64_t clock, const RowSet& grads) override;
-  absl::Status Finish() override;
-  WireTraffic traffic() const override { return requests_.encoder->traffic(); }
-  absl::StatusOr<uint32_t> WorkersFinished() override;
+  const std::string& address() const override { return names_[at_]; }
+  bool NextAddress() override;
+  size_t daemons() const override { return daemons_.size(); }
+  size_t lanes() const override { return 1; }
+  bool offers_shared_memory() const override { return false; }
+
+  void Register(size_t lane, ShardCall* call, const v1::RegisterRequest* request,
+                v1::RegisterResponse* response, Done done) override;
+  void Pull(size_t lane, ShardCall* call, const v1::PullRequest* request,
+            v1::PullResponse* response, Done done) override;
+  void Push(size_t lane, ShardCall* call, const v1::PushRequest* request,
+            v1::PushResponse* response, Done done) override;
+  void Clock(size_t lane, ShardCall* call, const v1::ClockRequest* request,
+             v1::ClockResponse* response, Done done) override;
+  void Finish(size_t lane, ShardCall* call, const v1::FinishRequest* request,
+              v1::FinishResponse* response, Done done) override;
+  void Stats(size_t lane, ShardCall* call, const v1::StatsRequest* request,
+             v1::StatsResponse* response, Done done) override;
+  void Plan(size_t lane, ShardCall* call, const v1::PlanRequest* request,
+            v1::PlanResponse* response, Done done) override;
 
  private:
-  // The push of PushDense to every shard; with `pull_into`, fused with a
-  // pull: the values' min_clock when every shard answered, else nullopt.
-  absl::StatusOr<std::optional<int64_t>> Push(int64_t clock, const ParameterSet& grads,
-                                              std::optional<int64_t> values_clock,
-                                              ParameterSet* pull_into);
-  // Sends `request` to shard s as a pull and waits (bounded) for it.
-  absl::Status PullFrom(size_t s, const v1::PullRequest& request, v1::PullResponse* response);
+  Shard* shard() const { return daemons_[at_]; }
 
-  const JobConfig config_;
-  const uint32_t rank_;
-  const std::vector<Shard*> shards_;
-  const ShardRequests requests_;
-  PushStaleness push_staleness_;
+  const std::vector<Shard*> daemons_;
+  std::vector<std::string> names_;  // "shard S in process (primary|standby)"
+  size_t at_ = 0;
+};
+
+class LocalPsClient : public ShardedPsClient {
+ public:
+  // `shards` (one per configured server) must outlive the client.
+  LocalPsClient(const JobConfig& config, uint32_t rank, const std::vector<Shard*>& shards);
+  // With standbys: daemons[s] is shard s's primary, then its standby.
+  LocalPsClient(const JobConfig& config, uint32_t rank,
+                const std::vector<std::vector<Shard*>>& daemons);
 };
 
 }  // namespace tessera

@@ -1,13 +1,13 @@
 // PsClient: how a worker talks to the parameter server — pull every dense
 // table at a clock, push gradients and advance the clock, finish.
 //
-// Implementations: GrpcPsClient (worker/grpc_ps_client.h) talks to real
-// shards over gRPC, fanning every call out to all shards at once;
-// LocalPsClient (worker/local_ps_client.h) calls Shard objects in this
-// process, for unit tests and for the one-process baseline that measures
-// what the PS costs. Both shape their requests with ShardRequests
-// (worker/shard_requests.h). This header is the interface only: code that
-// trains against a PsClient links neither gRPC's client nor the server.
+// The implementation is ShardedPsClient (worker/sharded_ps_client.h), one
+// protocol over a transport per shard: GrpcPsClient (worker/grpc_ps_client.h)
+// talks to real shards over gRPC; LocalPsClient (worker/local_ps_client.h)
+// calls Shard objects in this process, for unit tests and for the one-process
+// baseline that measures what the PS costs. This header is the interface
+// only: code that trains against a PsClient links neither gRPC's client nor
+// the server.
 //
 // Threading: one worker thread uses a client; calls do not overlap.
 #ifndef TESSERA_WORKER_PS_CLIENT_H_

@@ -3,8 +3,8 @@
 // requests built from them (each table's values in its codec on the wire,
 // float32 through shared memory), and sparse rows routed to the shards that
 // own their keys.
-// Shared by both PsClient implementations, so that they split tables
-// identically.
+// Used by ShardedPsClient (worker/sharded_ps_client.h), whichever transport
+// carries the calls.
 //
 // Threading: const after construction; any thread may build pulls, plans
 // and row requests. BuildPush encodes through the client's WireCodecs,
