@@ -21,7 +21,7 @@ fi
 cfg=configs/fashion_mnist_mlp.yaml
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-rate() { grep -o '"samples_per_second": [0-9.]*' "$1" | awk '{print $2}'; }
+rate() { grep -o '"samples_per_second": *[0-9.]*' "$1" | awk -F: '{print $2 + 0}'; }
 for round in $(seq "$rounds"); do
   for mode in ${OVERHEAD_MODES:-bsp:0 ssp:1 asp:0}; do
     set -- ${mode/:/ }
