@@ -16,6 +16,7 @@
 #include "common/secret.h"
 #include "common/status.h"
 #include "spdlog/spdlog.h"
+#include "worker/call_group.h"
 
 namespace tessera {
 namespace {
@@ -26,120 +27,9 @@ constexpr uint64_t kSplitBytes = 1 << 20;
 constexpr int64_t kFailoverTryMs = 1000;
 // How long past its deadline a call may take to answer before the caller
 // gives up on it (a transport answers at its deadline by itself).
-constexpr absl::Duration kAnswerMargin = absl::Seconds(5);
+constexpr absl::Duration kAnswerMargin = CallGroup::kAnswerMargin;
 
 absl::Time DeadlineIn(int64_t ms) { return absl::Now() + absl::Milliseconds(ms); }
-
-// Waits for a set of asynchronous calls; remembers the first error. The first
-// call that fails cancels the others: the group has failed whatever they
-// answer, and one of them may be a pull parked on a clock that only moves
-// once this worker has recovered (a lost shard restored elsewhere waits for
-// this worker to reconnect, while this worker would wait for that pull).
-class CallGroup {
- public:
-  // Returns the callback for one more call; `on_ok` runs on success.
-  ShardTransport::Done Add(size_t shard, ShardCall* call,
-                           std::function<absl::Status()> on_ok = {}) {
-    bool failed;
-    {
-      absl::MutexLock lock(&mu_);
-      ++pending_;
-      pending_hint_.store(pending_, std::memory_order_release);
-      calls_.push_back(call);
-      failed = failed_;
-    }
-    // A call added after the group failed is cancelled when it starts.
-    if (failed) call->Cancel();
-    return [this, shard, on_ok = std::move(on_ok)](absl::Status status) {
-      absl::Status local = status.ok() && on_ok ? on_ok() : absl::OkStatus();
-      std::vector<ShardCall*> cancel;
-      {
-        absl::MutexLock lock(&mu_);
-        if (!status.ok() && !failed_) {
-          failed_ = true;
-          failed_shard_ = shard;
-          error_ = gave_up_ && absl::IsCancelled(status)
-                       ? absl::DeadlineExceededError(
-                             absl::StrCat("no answer by the call's deadline and ",
-                                          absl::FormatDuration(kAnswerMargin), " more"))
-                       : status;
-          cancel = calls_;
-        } else if (!local.ok() && error_.ok()) {
-          error_ = local;
-        }
-      }
-      // Outside the lock (a cancelled call may answer on this thread), and
-      // while this call still counts as pending, so that Wait cannot return
-      // and the calls stay alive.
-      for (ShardCall* call : cancel) call->Cancel();
-      absl::MutexLock lock(&mu_);
-      --pending_;
-      pending_hint_.store(pending_, std::memory_order_release);
-    };
-  }
-  // Blocks until every call has answered. Each call has its own deadline,
-  // after which its transport answers it; should `bound` pass first, the
-  // calls are cancelled (they then answer at once) before this returns, so
-  // no callback can outlive the caller's request and response objects.
-  //
-  // With `spin` > 0 the caller first spins up to that long on an atomic copy
-  // of the count (worker.spin_wait_us): a reply that comes within it finds
-  // this CPU awake instead of halted, which saves a wake-up.
-  void Wait(absl::Duration bound, absl::Duration spin = absl::ZeroDuration()) {
-    if (spin > absl::ZeroDuration()) {
-      const absl::Time until = absl::Now() + spin;
-      while (pending_hint_.load(std::memory_order_acquire) != 0 && absl::Now() < until) {
-#if defined(__x86_64__)
-        __builtin_ia32_pause();
-#endif
-      }
-    }
-    std::vector<ShardCall*> cancel;
-    {
-      absl::MutexLock lock(&mu_);
-      auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_ == 0; };
-      if (mu_.AwaitWithTimeout(absl::Condition(&done), bound)) return;
-      gave_up_ = true;
-      cancel = calls_;
-    }
-    for (ShardCall* call : cancel) call->Cancel();
-    absl::MutexLock lock(&mu_);
-    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_ == 0; };
-    mu_.Await(absl::Condition(&done));
-  }
-  // Whether a call failed (not an on_ok step).
-  bool failed() {
-    absl::MutexLock lock(&mu_);
-    return failed_;
-  }
-  size_t failed_shard() {
-    absl::MutexLock lock(&mu_);
-    return failed_shard_;
-  }
-  // After Wait: the first failed call's status, as `name_shard` words it,
-  // else the first error of an on_ok step, else OK.
-  template <typename NameShard>
-  absl::Status Outcome(NameShard name_shard) {
-    absl::MutexLock lock(&mu_);
-    if (failed_) return name_shard(failed_shard_, error_);
-    return error_;
-  }
-  // The first failed call's status as its transport gave it.
-  absl::Status call_error() {
-    absl::MutexLock lock(&mu_);
-    return failed_ ? error_ : absl::OkStatus();
-  }
-
- private:
-  absl::Mutex mu_;
-  std::atomic<int> pending_hint_{0};  // pending_, readable without mu_ (spinning)
-  int pending_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<ShardCall*> calls_ ABSL_GUARDED_BY(mu_);
-  bool failed_ ABSL_GUARDED_BY(mu_) = false;  // a call failed
-  bool gave_up_ ABSL_GUARDED_BY(mu_) = false;  // Wait's bound passed
-  size_t failed_shard_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
-};
 
 }  // namespace
 
