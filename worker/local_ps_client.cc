@@ -1,11 +1,63 @@
 #include "worker/local_ps_client.h"
 
+#include <algorithm>
+#include <thread>
 #include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 
 namespace tessera {
+
+// Expires the shards' parked pulls: wakes at the next deadline, or every
+// kTick (a pull parked since may have an earlier one), like a server's reaper.
+class LocalShards::Reaper {
+ public:
+  explicit Reaper(std::vector<Shard*> shards)
+      : shards_(std::move(shards)), thread_([this] { Loop(); }) {}
+  ~Reaper() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    thread_.join();
+  }
+
+ private:
+  static constexpr absl::Duration kTick = absl::Milliseconds(20);
+
+  void Loop() {
+    absl::MutexLock lock(&mu_);
+    while (!stopping_) {
+      absl::Time wake = absl::Now() + kTick;
+      for (Shard* shard : shards_) wake = std::min(wake, shard->NextDeadline());
+      mu_.AwaitWithDeadline(absl::Condition(&stopping_), wake);
+      if (stopping_) break;
+      mu_.Unlock();  // a pull's callback may run long (it scatters values)
+      for (Shard* shard : shards_) shard->ExpireDue(absl::Now());
+      mu_.Lock();
+    }
+  }
+
+  const std::vector<Shard*> shards_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // last: starts once the rest is set
+};
+
+LocalShards::LocalShards() = default;
+LocalShards::LocalShards(LocalShards&&) noexcept = default;
+LocalShards& LocalShards::operator=(LocalShards&& other) noexcept {
+  reaper_.reset();  // before the shards it expires go
+  shards_ = std::move(other.shards_);
+  reaper_ = std::move(other.reaper_);
+  return *this;
+}
+LocalShards::~LocalShards() { reaper_.reset(); }
 
 absl::StatusOr<LocalShards> LocalShards::Create(const JobConfig& config) {
   LocalShards local;
@@ -13,6 +65,7 @@ absl::StatusOr<LocalShards> LocalShards::Create(const JobConfig& config) {
     TESSERA_ASSIGN_OR_RETURN(std::unique_ptr<Shard> shard, Shard::Create(config, s));
     local.shards_.push_back(std::move(shard));
   }
+  local.reaper_ = std::make_unique<Reaper>(local.ptrs());
   return local;
 }
 
@@ -46,8 +99,8 @@ void LocalShardTransport::Pull(size_t, ShardCall* call, const v1::PullRequest* r
                                v1::PullResponse* response, Done done) {
   Shard* shard = this->shard();
   response->Clear();
-  // The pull may park until other workers (other threads) advance; the
-  // caller's bound cancels it then (nothing here expires deadlines).
+  // The pull may park until other workers (other threads) advance, or
+  // until LocalShards' reaper expires it.
   std::optional<ClockTable::WaiterId> parked =
       shard->Pull(*request, response, call->deadline(), std::move(done));
   if (parked) call->SetCancel([shard, id = *parked] { shard->CancelPull(id); });

@@ -23,24 +23,35 @@
 
 namespace tessera {
 
-// Every shard of a job, created in this process.
+// Every shard of a job, created in this process, and a thread that answers
+// their parked pulls at their deadlines (DEADLINE_EXCEEDED, as a server's
+// reaper does), so that a pull in this process times out as one over gRPC.
 class LocalShards {
  public:
   // The shards of `config` with initial values; Shard::Create's errors
   // (INVALID_ARGUMENT for a config it refuses).
   static absl::StatusOr<LocalShards> Create(const JobConfig& config);
 
+  LocalShards();
+  LocalShards(LocalShards&&) noexcept;
+  LocalShards& operator=(LocalShards&&) noexcept;
+  ~LocalShards();
+
   std::vector<Shard*> ptrs() const;
   const std::vector<std::unique_ptr<Shard>>& shards() const { return shards_; }
 
  private:
+  class Reaper;
   std::vector<std::unique_ptr<Shard>> shards_;
+  std::unique_ptr<Reaper> reaper_;  // declared after shards_: stops before they go
 };
 
 // A ShardTransport to Shard objects in this process: calls run on the
 // caller's thread, except a pull that parks, which the thread that advances
-// the clock answers. One lane; no shared memory (there is nothing to copy).
-// A parked pull is cancelled in the shard (CancelPull).
+// the clock answers, or the shards' reaper at its deadline (LocalShards;
+// shards made otherwise have none, and the caller's bound cancels it). One
+// lane; no shared memory (there is nothing to copy). A parked pull is
+// cancelled in the shard (CancelPull).
 class LocalShardTransport : public ShardTransport {
  public:
   // `daemons`: the shard's primary, then optionally its standby; they must

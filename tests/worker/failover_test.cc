@@ -5,7 +5,9 @@
 // one GrpcPsClient runs, so these cases check what the e2e kill tests check
 // through real daemons, to the bit and without timing: a primary lost while
 // its clock was open, the standby promoted, and each worker's push of that
-// clock sent again to the standby alone and applied there once.
+// clock sent again to the standby alone and applied there once. Also: a lost
+// shard without a standby is named, and a parked pull in this process times
+// out at its deadline with the shard's reason, as one over gRPC does.
 #include <catch2/catch.hpp>
 #include <memory>
 #include <mutex>
@@ -192,6 +194,22 @@ TEST_CASE("without a standby a lost shard's calls fail and name it") {
   CHECK_THAT(std::string(clock.status().message()),
              Catch::Contains("shard 1 at shard 1 in process (primary) did not answer"));
   CHECK(client.address(1) == "shard 1 in process (primary)");
+}
+
+TEST_CASE("a pull in this process that cannot be answered times out with the shard's reason") {
+  JobConfig c = Job("bsp");
+  c.worker.pull_timeout_ms = 300;
+  Cluster cluster(c);  // LocalShards: its reaper answers parked pulls at their deadline
+  LocalPsClient client(c, 0, cluster.ptrs());
+  REQUIRE(client.Connect().ok());
+  ParameterSet params;
+  REQUIRE(client.PullDense(0, &params).ok());
+  REQUIRE(client.PushDense(0, Gradients(params, 0, 0), 0).ok());
+  // Clock 1 needs worker 1's push of clock 0, which never comes.
+  auto pulled = client.PullDense(1, &params);
+  REQUIRE(absl::IsDeadlineExceeded(pulled.status()));
+  CHECK_THAT(std::string(pulled.status().message()),
+             Catch::Contains("pull waited for min_clock >= 1 until its deadline"));
 }
 
 }  // namespace
