@@ -151,8 +151,8 @@ absl::StatusOr<int64_t> Failover::BecomePrimary() {
   return last;
 }
 
-void Failover::Start() {
-  followed_at_start_ = shard_->followed();
+void Failover::Start(uint64_t followed_before_serving) {
+  followed_at_start_ = followed_before_serving;
   thread_ = std::thread([this] { Run(); });
 }
 

@@ -18,8 +18,8 @@
 //
 //   Primary:  auto f = Failover::Create(config, shard, Role::kPrimary, address, shard_ptr, stop);
 //             TESSERA_ASSIGN_OR_RETURN(int64_t term, f->BecomePrimary());   // before serving
-//             f->Start();                                      // renews the term
-//   Standby:  ... Create(..., Role::kStandby, ...); f->Start(); // watches; takes over
+//             f->Start(followed);                              // renews the term
+//   Standby:  ... Create(..., Role::kStandby, ...); f->Start(followed); // watches; takes over
 //
 // A standby takes over once the primary's lease expired (a killed, paused or
 // cut-off primary), or at once when workers that lost their primary knock on
@@ -33,9 +33,10 @@
 // Threading: BecomePrimary before Start, on the owning thread. Start runs
 // one thread of its own (renewing, or watching and taking over) until the
 // destructor. StandbyInSync and StandbyOutOfSync are called by the
-// primary's ReplicaLink (a worker call's thread, one at a time under the
-// shard's log lock); every etcd call is made under mu_, one request of at
-// most a second each.
+// primary's ReplicaLink (a worker call's thread), and StandbyOutOfSync also
+// by ShardServer::Join when a new daemon replaces the standby (a gRPC
+// thread); every etcd call is made under mu_, one request of at most a
+// second each.
 #ifndef TESSERA_SERVER_FAILOVER_H_
 #define TESSERA_SERVER_FAILOVER_H_
 
@@ -74,8 +75,13 @@ class Failover {
   absl::StatusOr<int64_t> BecomePrimary();
   // Starts the thread: a primary renews its term every TTL / 3 (and stops
   // the daemon once etcd says it is over); a standby polls every 100 ms
-  // and takes over once the primary's term ended.
-  void Start();
+  // and takes over once the primary's term ended. `followed_before_serving`:
+  // the shard's followed() read before it began to serve (its checkpoint's,
+  // or the copy it joined with): a standby campaigns as the one named in
+  // sync only once it has followed more than that. (Read at Start instead,
+  // a mutation that came between serving and Start did not count: a joiner
+  // named in sync by it, whose primary then died, never took over.)
+  void Start(uint64_t followed_before_serving);
   // A daemon that joined the primary as its standby (ShardServer::
   // JoinAsStandby: started as primary and found another, or a standby
   // started while a primary serves), with a copy of the primary's state.

@@ -356,8 +356,15 @@ void ReplicaLink::Abandon(const std::string& why) {
 
 void ReplicaLink::Cut(const std::string& why) {
   if (cut_.load()) return;
+  bool abandoned;
+  {
+    absl::MutexLock lock(&try_mu_);
+    abandoned = !abandoned_.empty();
+  }
   // Unnamed before anything it lacks is answered; else this daemon stops.
-  if (failover_ != nullptr) failover_->StandbyOutOfSync(why);
+  // An abandoned link's standby was unnamed by the Join that abandoned it,
+  // and the daemon that joined may be named again since: left alone.
+  if (failover_ != nullptr && !abandoned) failover_->StandbyOutOfSync(why);
   if (cut_.exchange(true)) return;
   spdlog::error(
       "shard {} goes on without its standby at {}: {}. The standby no longer follows; "

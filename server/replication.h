@@ -135,7 +135,8 @@ class ReplicaLink {
 
   // Its standby is known to be gone (a new daemon at its address joins):
   // a send in progress stops retrying now, and this and every later send
-  // cuts the link, saying `why`. Any thread.
+  // cuts the link, saying `why`, without unnaming the standby in etcd (the
+  // Join unnamed it first, and may name the new daemon later). Any thread.
   void Abandon(const std::string& why);
 
   const std::string& address() const { return address_; }

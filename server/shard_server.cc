@@ -192,6 +192,8 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
     if (bound > 0) quota.Resize(static_cast<size_t>(bound));
     builder.SetResourceQuota(quota);
   }
+  // What this daemon holds before any Follow can reach it (Failover::Start).
+  const uint64_t followed_before_serving = server->shard_->followed();
   server->server_ = builder.BuildAndStart();
   if (!server->server_ || server->port_ == 0) {
     return absl::UnavailableError(
@@ -233,7 +235,7 @@ absl::StatusOr<std::unique_ptr<ShardServer>> ShardServer::Start(const JobConfig&
                  server->metrics_server_->port());
   }
   server->reaper_ = std::thread([s = server.get()] { s->ReaperLoop(); });
-  if (server->failover_) server->failover_->Start();
+  if (server->failover_) server->failover_->Start(followed_before_serving);
   return server;
 }
 
@@ -318,10 +320,15 @@ absl::StatusOr<std::unique_ptr<ShardState>> ShardServer::Join(const std::string&
     }
     // A new daemon at the standby's address: the one the link sends to is
     // gone (restarted), though the link may still be retrying a mutation
-    // (server.replication_timeout_s). Stop that now: the link is cut (the
-    // standby unnamed in etcd first) and releases the log, and the joiner
-    // gets a copy of the state that holds that mutation.
-    replica_link_->Abandon(absl::StrCat("a new daemon at ", address, " joins in its place"));
+    // (server.replication_timeout_s). The standby is unnamed in etcd first,
+    // here: the joiner lacks what is answered while it catches up, and a
+    // link with nothing more to send would never unname it (chaos: the
+    // primary was killed then, and the joiner, still named from its previous
+    // life, was waited for in vain). Then the link stops retrying and is
+    // cut, and the joiner gets a copy of the state that holds its mutation.
+    const std::string why = absl::StrCat("a new daemon at ", address, " joins in its place");
+    if (failover_) failover_->StandbyOutOfSync(why);
+    replica_link_->Abandon(why);
   }
   auto link = std::make_unique<ReplicaLink>(config_, shard_index_, address, security_);
   link->SetFailover(failover_.get());
