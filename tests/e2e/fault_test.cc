@@ -220,12 +220,15 @@ TEST_CASE("a shard lost mid-run past worker.server_lost_timeout_s: workers exit 
   o.overrides.push_back("worker.server_lost_timeout_s=2");
   Job job(o);
   job.WaitForCheckpoint(1, 2 * kEveryClocks);
-  // Shard 1 stops answering (a hung host): a call times out, reconnecting
-  // fails for 2 s, and the workers exit 3, "a restart may help"; the
-  // launcher restarts them (the shard's process is alive: it is not
-  // restarted), they register again once the shard answers and go on.
+  // Shard 1 stops answering (a hung host): a call times out (a push after
+  // 1 s; a parked pull when its keepalive ping goes unanswered, about 3 s),
+  // reconnecting fails for 2 s, and the workers exit 3, "a restart may
+  // help"; the launcher restarts them (the shard's process is alive: it is
+  // not restarted), they register again once the shard answers and go on.
+  // Paused 8 s: past the slowest detection (3 + 2 s) with room for a loaded
+  // machine (at 5 s a worker in a parked pull sometimes outlasted the pause).
   REQUIRE(kill(job.Pid("server-1"), SIGSTOP) == 0);
-  std::this_thread::sleep_for(std::chrono::seconds(5));
+  std::this_thread::sleep_for(std::chrono::seconds(8));
   REQUIRE(kill(job.Pid("server-1"), SIGCONT) == 0);
   REQUIRE(job.Wait() == 0);
   const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
