@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "server/service.h"
 #include "spdlog/spdlog.h"
 
@@ -16,6 +17,8 @@ constexpr absl::Duration kRetryPause = absl::Milliseconds(100);
 // A joiner still catching up is offered its queue with tries this short
 // (its address refuses until it serves, so a try fails at once).
 constexpr absl::Duration kCatchUpTry = absl::Milliseconds(200);
+// A joiner's refused offer is made again this much later.
+constexpr absl::Duration kOfferPause = absl::Milliseconds(20);
 // A joining standby's state travels in parts of this size.
 constexpr uint64_t kPartBytes = 1 << 20;
 // How long a joiner waits for the whole state.
@@ -183,7 +186,28 @@ ReplicaLink::ReplicaLink(const JobConfig& config, uint32_t shard_index,
       timeout_(absl::Seconds(config.server.replication_timeout_s)),
       queue_limit_(static_cast<uint64_t>(config.server.replication_queue_bytes)),
       channel_(security->Channel(address_, config.server.max_message_bytes, /*channel_id=*/0)),
-      stub_(v1::Replica::NewStub(channel_)) {}
+      stub_(v1::Replica::NewStub(channel_)) {
+  sender_ = std::thread([this] { SendLoop(); });
+}
+
+ReplicaLink::~ReplicaLink() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  stopped_.store(true);
+  {
+    absl::MutexLock lock(&try_mu_);
+    if (trying_ != nullptr) trying_->TryCancel();
+  }
+  sender_.join();
+  std::vector<std::pair<uint64_t, std::function<void()>>> left;
+  {
+    absl::MutexLock lock(&mu_);
+    left.swap(waiters_);
+  }
+  for (auto& [sequence, done] : left) done();
+}
 
 void ReplicaLink::SetCatchingUp() {
   absl::MutexLock lock(&mu_);
@@ -192,7 +216,9 @@ void ReplicaLink::SetCatchingUp() {
 
 Shard::MutationLog ReplicaLink::Log() {
   return {[this](v1::Mutation m) { Append(std::move(m)); },
-          [this](uint64_t sequence) { Await(sequence); }};
+          [this](uint64_t sequence, std::function<void()> done) {
+            WhenHeld(sequence, std::move(done));
+          }};
 }
 
 void ReplicaLink::Append(v1::Mutation m) {
@@ -201,7 +227,7 @@ void ReplicaLink::Append(v1::Mutation m) {
   if (overflowed_) return;
   const uint64_t bytes = m.ByteSizeLong();
   if (catching_up_ && queued_bytes_ + bytes > queue_limit_) {
-    overflowed_ = true;
+    overflowed_ = true;  // the sender cuts the link
     queue_.clear();
     queued_bytes_ = 0;
     return;
@@ -211,65 +237,111 @@ void ReplicaLink::Append(v1::Mutation m) {
   queue_.push_back(std::move(m));
 }
 
-void ReplicaLink::Await(uint64_t sequence) {
-  bool overflowed = false;
+void ReplicaLink::WhenHeld(uint64_t sequence, std::function<void()> done) {
   {
     absl::MutexLock lock(&mu_);
-    overflowed = overflowed_ && !cut_.load();
+    // Catching up, nobody waits; cut_ is set before the sender takes mu_
+    // to release every waiter, so a waiter added here is released.
+    if (!cut_.load() && !catching_up_ && held_ < sequence && !stopping_) {
+      waiters_.emplace_back(sequence, std::move(done));
+      return;
+    }
   }
-  if (overflowed) {
-    Cut(absl::StrCat("it did not catch up before ", queue_limit_ >> 20,
-                     " MiB of changes were queued for it (server.replication_queue_bytes)"));
+  done();
+}
+
+void ReplicaLink::Await(uint64_t sequence) {
+  absl::Notification held;
+  WhenHeld(sequence, [&held] { held.Notify(); });
+  if (!held.WaitForNotificationWithTimeout(timeout_ + kTryDeadline + absl::Seconds(10))) {
+    spdlog::error("shard {}: mutation {} was neither acknowledged by the standby at {} nor "
+                  "given up on within server.replication_timeout_s",
+                  shard_index_, sequence, address_);
   }
+}
+
+std::vector<std::function<void()>> ReplicaLink::TakeReady() {
+  std::vector<std::function<void()>> ready;
+  const bool all = cut_.load() || catching_up_;
+  auto keep = waiters_.begin();
+  for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+    if (all || it->first <= held_) {
+      ready.push_back(std::move(it->second));
+    } else {
+      *keep++ = std::move(*it);
+    }
+  }
+  waiters_.erase(keep, waiters_.end());
+  return ready;
+}
+
+bool ReplicaLink::SendReady() const {
+  return stopping_ || (overflowed_ && !cut_.load()) ||
+         (!queue_.empty() && !cut_.load() && absl::Now() >= offer_after_);
+}
+
+void ReplicaLink::SendLoop() {
   for (;;) {
     v1::Mutations batch;
     bool catching_up = false;
+    bool overflowed = false;
+    uint64_t bytes = 0;  // the batch's mutations' serialized bytes
     absl::Time oldest;  // when the first of the batch was queued
     {
       absl::MutexLock lock(&mu_);
-      // Another thread's batch in flight may carry this one, or it goes in
-      // the next. Catching up, nobody waits.
-      while (!cut_.load() && held_ < sequence && sending_ && !catching_up_) {
-        sent_batch_.WaitWithTimeout(&mu_, absl::Seconds(1));
+      // Waits for work (the condition is looked at whenever mu_ is let
+      // go, an Append's included), a second at a time; catching up, a
+      // refused offer is tried again kOfferPause later.
+      while (!SendReady()) {
+        absl::Time deadline = absl::Now() + absl::Seconds(1);
+        if (!queue_.empty()) deadline = std::min(deadline, offer_after_);
+        mu_.AwaitWithDeadline(absl::Condition(this, &ReplicaLink::SendReady), deadline);
       }
-      if (cut_.load() || held_ >= sequence || sending_ || queue_.empty()) return;
-      sending_ = true;
-      catching_up = catching_up_;
-      oldest = queued_since_;
-      uint64_t bytes = 0;
-      while (!queue_.empty() && (batch.mutations_size() == 0 || bytes < kBatchBytes)) {
-        bytes += queue_.front().ByteSizeLong();
-        batch.mutable_mutations()->Add(std::move(queue_.front()));
-        queue_.pop_front();
+      if (stopping_) return;
+      if (overflowed_ && !cut_.load()) {
+        overflowed = true;
+      } else {
+        catching_up = catching_up_;
+        oldest = queued_since_;
+        // Its bytes stay counted in queued_bytes_ until it is delivered.
+        while (!queue_.empty() && (batch.mutations_size() == 0 || bytes < kBatchBytes)) {
+          bytes += queue_.front().ByteSizeLong();
+          batch.mutable_mutations()->Add(std::move(queue_.front()));
+          queue_.pop_front();
+        }
       }
-      queued_bytes_ -= std::min(queued_bytes_, bytes);
     }
-    const bool delivered = catching_up ? Offer(batch, oldest) : Deliver(batch);
-    // Named in sync before any waiter answers what the standby now holds.
-    if (delivered) Delivered(batch);
-    bool caught_up = false;
+    bool delivered = false;
+    if (overflowed) {
+      Cut(absl::StrCat("it did not catch up before ", queue_limit_ >> 20,
+                       " MiB of changes were queued for it (server.replication_queue_bytes)"));
+    } else {
+      delivered = catching_up ? Offer(batch, oldest) : Deliver(batch);
+      // Named in sync before any waiter answers what the standby now holds.
+      if (delivered) Delivered(batch);
+    }
+    std::vector<std::function<void()>> ready;
     {
       absl::MutexLock lock(&mu_);
-      sending_ = false;
       if (delivered) {
+        queued_bytes_ -= std::min(queued_bytes_, bytes);
         held_ = batch.mutations(batch.mutations_size() - 1).sequence();
-        caught_up = catching_up && queue_.empty();
-        if (caught_up) catching_up_ = false;  // waited for from now on
+        if (catching_up && queue_.empty()) catching_up_ = false;  // waited for from now on
       } else if (catching_up && !cut_.load()) {
-        // Offered again with the next mutation, or the next Await.
+        // Offered again kOfferPause later, with what is queued by then.
         for (int i = batch.mutations_size() - 1; i >= 0; --i) {
-          queued_bytes_ += batch.mutations(i).ByteSizeLong();
           queue_.push_front(std::move(*batch.mutable_mutations(i)));
         }
         queued_since_ = oldest;
+        offer_after_ = absl::Now() + kOfferPause;
       }
       if (cut_.load()) {
         queue_.clear();
         queued_bytes_ = 0;
       }
-      sent_batch_.SignalAll();
+      ready = TakeReady();
     }
-    if (catching_up && !caught_up) return;
+    for (auto& done : ready) done();
   }
 }
 
@@ -289,6 +361,7 @@ bool ReplicaLink::Deliver(const v1::Mutations& batch) {
     std::string abandoned;
     {
       absl::MutexLock lock(&try_mu_);
+      if (stopped_.load()) return false;  // the destructor's; it cancels from here on
       abandoned = abandoned_;
       if (abandoned.empty()) trying_ = &context;
     }
@@ -303,6 +376,7 @@ bool ReplicaLink::Deliver(const v1::Mutations& batch) {
       trying_ = nullptr;
     }
     if (status.ok()) return true;
+    if (stopped_.load()) return false;
     const bool retry = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
                        status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
                        status.error_code() == grpc::StatusCode::CANCELLED;  // Abandon: next try cuts

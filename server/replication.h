@@ -6,12 +6,14 @@
 //                   batch to Shard::Follow. Every call must carry the job's
 //                   token.
 //   ReplicaLink     on the primary: Shard::SetMutationLog's log. Append
-//                   queues a mutation; Await returns once the standby holds
-//                   it (synchronous: the call that made the change is
-//                   answered after). Mutations appended while a batch is in
-//                   flight go together in the next (group commit), so calls
-//                   that change the shard wait for the standby side by side,
-//                   not one behind another. An unreachable standby is
+//                   queues a mutation; WhenHeld runs a callback once the
+//                   standby holds it (synchronous replication: the call
+//                   that made the change is answered from there). A sender
+//                   thread of the link's own sends what is queued; the
+//                   mutations appended while a batch is in flight go
+//                   together in the next (group commit), so calls that
+//                   change the shard wait for the standby side by side,
+//                   and none holds a thread meanwhile. An unreachable standby is
 //                   retried for server.replication_timeout_s; past that, or
 //                   when the standby refuses (it missed a mutation or does
 //                   not fit), the link is cut for good: the primary goes on
@@ -28,12 +30,14 @@
 // Threading: ReplicaService's handler runs on gRPC's callback threads;
 // Shard::Follow applies their calls one at a time. ReplicaLink::Append is
 // called with the shard's log lock held (so in the mutations' order);
-// Await from any thread, without it (a BSP close: with it). Of the threads
-// in Await, one at a time sends (the oldest batch, all that is queued, up
-// to kBatchBytes) and the others wait for it, each wait at most a second
-// before it looks again; a send is bounded by server.replication_timeout_s.
-// Counters may be read from any thread, and Abandon called from any (it
-// cancels the call in flight).
+// WhenHeld and Await from any thread without it. The link's sender thread
+// sends one batch at a time (the oldest, all that is queued, up to
+// kBatchBytes), each send bounded by server.replication_timeout_s, and
+// runs the callbacks of what the standby then holds (or of everything,
+// once the link is cut), without the link's lock: a callback must not
+// wait. Counters may be read from any thread, and Abandon called from any
+// (it cancels the call in flight). The destructor stops the sender
+// (cancelling its call) and runs the callbacks still waiting.
 #ifndef TESSERA_SERVER_REPLICATION_H_
 #define TESSERA_SERVER_REPLICATION_H_
 
@@ -44,6 +48,9 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "common/config.h"
@@ -97,16 +104,23 @@ class ReplicaLink {
   // daemon that joined), with the job's credentials.
   ReplicaLink(const JobConfig& config, uint32_t shard_index, const std::string& address,
               std::shared_ptr<const TransportSecurity> security);
+  ~ReplicaLink();
+  ReplicaLink(const ReplicaLink&) = delete;
+  ReplicaLink& operator=(const ReplicaLink&) = delete;
 
-  // Queues `m`, whose number follows the last one's. Under the shard's log
-  // lock; never blocks on the network.
+  // Queues `m`, whose number follows the last one's, for the sender. Under
+  // the shard's log lock; never blocks on the network.
   void Append(v1::Mutation m);
-  // Returns once the standby holds mutation `sequence` (appended before),
-  // or once the link is cut: at most server.replication_timeout_s after
-  // the batch that carries it was first tried. Catching up (below): offers
-  // the queue once and returns without waiting.
+  // Runs `done` once the standby holds mutation `sequence` (appended
+  // before) and every one before it, or once the link is cut: at most
+  // server.replication_timeout_s after the batch that carries it was first
+  // tried. At once (on this thread) when it holds it already, when the link
+  // is cut, or while it catches up (below). Never waits.
+  void WhenHeld(uint64_t sequence, std::function<void()> done);
+  // WhenHeld, waiting on this thread (tests; at most the timeout above,
+  // and a margin).
   void Await(uint64_t sequence);
-  // Append and Await, as the shard's log.
+  // Append and WhenHeld, as the shard's log.
   Shard::MutationLog Log();
 
   // With cluster.etcd: the election the standby's standing is written to.
@@ -119,16 +133,16 @@ class ReplicaLink {
 
   // A link to a daemon that joins (ShardServer::Join): that daemon serves
   // only once it has the state it was sent, so until it acknowledges,
-  // Await does not wait for it: the queue is offered (one short try, no
-  // waiting for a connection) and Await returns; the first complete
-  // delivery names it in sync and ends the catch-up, after which Await
-  // waits as usual. Not named in sync, it holds no change a worker saw
+  // nobody waits for it (WhenHeld runs its callback at once): the sender
+  // offers the queue (short tries, no waiting for a connection, kOfferPause
+  // apart); the first complete delivery names it in sync and ends the
+  // catch-up, after which WhenHeld waits as usual. Not named in sync, it holds no change a worker saw
   // answered that it lacks, so the primary answers meanwhile (rule 2 of
   // docs/DESIGN.md "Failover"). A joiner not caught up within
   // server.replication_timeout_s of the first queued mutation, or before
   // server.replication_queue_bytes of mutations are queued for it, is cut.
-  // (Waiting instead held the shard's gRPC threads, which the snapshot's
-  // own stream needed: the join stalled for the whole timeout.)
+  // (Waiting instead stalled the join for the whole timeout: the joiner
+  // serves only once it has its state.)
   // REQUIRES: before the first Append.
   void SetCatchingUp();
   bool from_start() const { return from_start_; }
@@ -148,6 +162,14 @@ class ReplicaLink {
   static constexpr uint64_t kBatchBytes = uint64_t{64} << 20;
 
  private:
+  // The sender thread: sends what is queued, runs the callbacks of what
+  // the standby holds, until the destructor.
+  void SendLoop();
+  // Whether the sender has something to do (or must stop).
+  bool SendReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Under mu_: the callbacks whose mutations the standby holds (all of
+  // them once the link is cut), taken out of waiters_.
+  std::vector<std::function<void()>> TakeReady() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Sends `batch` until the standby holds it (true) or the link is cut.
   bool Deliver(const v1::Mutations& batch);
   // Catching up: one short try; false when it did not land (the link may
@@ -168,16 +190,21 @@ class ReplicaLink {
   Failover* failover_ = nullptr;
   bool from_start_ = false;
 
-  absl::Mutex mu_;
-  absl::CondVar sent_batch_;  // signalled when a send ends
+  mutable absl::Mutex mu_;
   std::deque<v1::Mutation> queue_ ABSL_GUARDED_BY(mu_);  // appended, not yet sent
-  uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;       // their serialized bytes
+  // Their serialized bytes, and those of the batch in flight.
+  uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Catching up: the queue outgrew queue_limit_ (Append dropped it; the
   // next Await cuts the link, outside the shard's log lock).
   bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t held_ ABSL_GUARDED_BY(mu_) = 0;     // the last mutation the standby holds
-  bool sending_ ABSL_GUARDED_BY(mu_) = false;  // a thread is sending a batch
+  uint64_t held_ ABSL_GUARDED_BY(mu_) = 0;  // the last mutation the standby holds
+  // WhenHeld's callbacks, by the mutation each waits for.
+  std::vector<std::pair<uint64_t, std::function<void()>>> waiters_ ABSL_GUARDED_BY(mu_);
   bool catching_up_ ABSL_GUARDED_BY(mu_) = false;
+  // Catching up: the next offer not before this (a refused one waits).
+  absl::Time offer_after_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // the destructor's
+  std::atomic<bool> stopped_{false};  // the same, for a send in progress
   absl::Time queued_since_ ABSL_GUARDED_BY(mu_);  // catching up: the oldest queued's
   std::atomic<bool> cut_{false};
   absl::Mutex try_mu_;
@@ -186,6 +213,7 @@ class ReplicaLink {
 
   std::atomic<uint64_t> sent_{0};   // mutations the standby acknowledged
   std::atomic<uint64_t> bytes_{0};  // their serialized bytes
+  std::thread sender_;  // SendLoop; last, started once the rest is built
 };
 
 }  // namespace tessera

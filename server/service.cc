@@ -7,14 +7,6 @@
 namespace tessera {
 namespace {
 
-// Finishes at once with the status of a synchronous Shard call.
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 // A pull that may park. OnCancel (the caller gave up or its deadline passed)
 // takes the pull off the clock table, which then finishes it with CANCELLED.
 // Finish runs exactly once, from whichever thread releases the pull.
@@ -81,13 +73,17 @@ grpc::ServerUnaryReactor* ShardService::Refuse(grpc::CallbackServerContext* cont
 
 grpc::ServerUnaryReactor* ShardService::Answer(
     grpc::CallbackServerContext* context, ShardMetrics::Method method, absl::Time start,
-    const absl::Status& status,
+    absl::Status status, Shard::Hold hold,
     const google::protobuf::RepeatedPtrField<v1::Slice>* slices) const {
-  if (metrics_ != nullptr) {
-    metrics_->Record(method, status.code(), absl::ToDoubleSeconds(absl::Now() - start),
-                     status.ok() ? slices : nullptr);
-  }
-  return FinishNow(context, status);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  shard_->WhenHeld(std::move(hold), [this, reactor, method, start, status, slices] {
+    if (metrics_ != nullptr) {
+      metrics_->Record(method, status.code(), absl::ToDoubleSeconds(absl::Now() - start),
+                       status.ok() ? slices : nullptr);
+    }
+    reactor->Finish(ToGrpcStatus(status));
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ShardService::Register(grpc::CallbackServerContext* context,
@@ -95,7 +91,9 @@ grpc::ServerUnaryReactor* ShardService::Register(grpc::CallbackServerContext* co
                                                  v1::RegisterResponse* response) {
   const absl::Time start = absl::Now();
   if (auto* refused = Refuse(context, ShardMetrics::kRegister, start)) return refused;
-  return Answer(context, ShardMetrics::kRegister, start, shard_->Register(*request, response));
+  Shard::Hold hold;
+  absl::Status status = shard_->Register(*request, response, &hold);
+  return Answer(context, ShardMetrics::kRegister, start, std::move(status), std::move(hold));
 }
 
 grpc::ServerUnaryReactor* ShardService::Pull(grpc::CallbackServerContext* context,
@@ -114,7 +112,9 @@ grpc::ServerUnaryReactor* ShardService::Push(grpc::CallbackServerContext* contex
                                              v1::PushResponse* response) {
   const absl::Time start = absl::Now();
   if (auto* refused = Refuse(context, ShardMetrics::kPush, start)) return refused;
-  return Answer(context, ShardMetrics::kPush, start, shard_->Push(*request, response), &request->slices());
+  Shard::Hold hold;
+  absl::Status status = shard_->Push(*request, response, &hold);
+  return Answer(context, ShardMetrics::kPush, start, std::move(status), std::move(hold), &request->slices());
 }
 
 grpc::ServerUnaryReactor* ShardService::Clock(grpc::CallbackServerContext* context,
@@ -122,7 +122,9 @@ grpc::ServerUnaryReactor* ShardService::Clock(grpc::CallbackServerContext* conte
                                               v1::ClockResponse* response) {
   const absl::Time start = absl::Now();
   if (auto* refused = Refuse(context, ShardMetrics::kClock, start)) return refused;
-  return Answer(context, ShardMetrics::kClock, start, shard_->Clock(*request, response));
+  Shard::Hold hold;
+  absl::Status status = shard_->Clock(*request, response, &hold);
+  return Answer(context, ShardMetrics::kClock, start, std::move(status), std::move(hold));
 }
 
 grpc::ServerUnaryReactor* ShardService::Finish(grpc::CallbackServerContext* context,
@@ -130,7 +132,9 @@ grpc::ServerUnaryReactor* ShardService::Finish(grpc::CallbackServerContext* cont
                                                v1::FinishResponse* response) {
   const absl::Time start = absl::Now();
   if (auto* refused = Refuse(context, ShardMetrics::kFinish, start)) return refused;
-  return Answer(context, ShardMetrics::kFinish, start, shard_->Finish(*request, response));
+  Shard::Hold hold;
+  absl::Status status = shard_->Finish(*request, response, &hold);
+  return Answer(context, ShardMetrics::kFinish, start, std::move(status), std::move(hold));
 }
 
 grpc::ServerUnaryReactor* ShardService::Stats(grpc::CallbackServerContext* context,
@@ -147,7 +151,9 @@ grpc::ServerUnaryReactor* ShardService::Plan(grpc::CallbackServerContext* contex
                                              v1::PlanResponse* response) {
   const absl::Time start = absl::Now();
   if (auto* refused = Refuse(context, ShardMetrics::kPlan, start)) return refused;
-  return Answer(context, ShardMetrics::kPlan, start, shard_->Plan(*request, response));
+  Shard::Hold hold;
+  absl::Status status = shard_->Plan(*request, response, &hold);
+  return Answer(context, ShardMetrics::kPlan, start, std::move(status), std::move(hold));
 }
 
 }  // namespace tessera

@@ -1,7 +1,9 @@
 // ShardService: the gRPC face of a Shard (proto/tessera.proto's Shard
 // service) on the callback API. It only translates: requests go to the Shard,
 // absl::Status comes back as grpc::Status with the same code. A pull that must
-// wait is parked inside the Shard as a callback; no gRPC thread waits.
+// wait is parked inside the Shard as a callback, and a change is answered
+// from a callback once its standby holds it (Shard::Hold): no gRPC thread
+// waits.
 //
 // Every call must carry the job's token when one is configured
 // (TransportSecurity::Admits); one that does not fails UNAUTHENTICATED before
@@ -70,10 +72,12 @@ class ShardService final : public v1::Shard::CallbackService {
   // The call's answer when it lacks the job's token; null when admitted.
   grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* context,
                                    ShardMetrics::Method method, absl::Time start) const;
-  // Finishes a synchronous call with `status`, recording it.
+  // Finishes a call with `status`, recording it, once what `hold` names is
+  // safe (Shard::WhenHeld: at once without a standby; else from the
+  // replication link's sender, no thread waiting meanwhile).
   grpc::ServerUnaryReactor* Answer(
       grpc::CallbackServerContext* context, ShardMetrics::Method method, absl::Time start,
-      const absl::Status& status,
+      absl::Status status, Shard::Hold hold = {},
       const google::protobuf::RepeatedPtrField<v1::Slice>* slices = nullptr) const;
 
   Shard* const shard_;

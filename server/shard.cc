@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
 #include "common/denormal.h"
 #include "common/partition.h"
 #include "common/status.h"
@@ -192,11 +193,11 @@ Shard::Shard(const JobConfig& config, uint32_t index)
   }
 }
 
-void Shard::Touch(uint32_t worker) {
+void Shard::Touch(uint32_t worker, Hold* hold) {
   workers_[worker]->last_seen_ms.store(absl::ToUnixMillis(absl::Now()), std::memory_order_relaxed);
   if (config_.consistency.evict_after_s <= 0) return;
   absl::MutexLock lock(&workers_[worker]->mu);
-  absl::StatusOr<Applied> rejoined = Apply(Mutation::Of(Mutation::Kind::kRejoin, worker));
+  absl::StatusOr<Applied> rejoined = Apply(Mutation::Of(Mutation::Kind::kRejoin, worker), hold);
   if (!rejoined.ok() || !rejoined->changed) return;
   spdlog::info("worker {} is back after its eviction; it rejoins the barrier at clock {}", worker,
                clock_.WorkerClock(worker));
@@ -210,8 +211,15 @@ size_t Shard::EvictSilent(absl::Time now) {
     const double silent_s =
         absl::ToDoubleSeconds(now - absl::FromUnixMillis(workers_[w]->last_seen_ms.load()));
     if (silent_s < after_s) continue;
-    absl::MutexLock lock(&workers_[w]->mu);
-    absl::StatusOr<Applied> a = Apply(Mutation::Of(Mutation::Kind::kEvict, w));
+    // The reaper's thread does not wait for the standby: the eviction is
+    // published once it holds it.
+    Hold hold;
+    absl::StatusOr<Applied> a;
+    {
+      absl::MutexLock lock(&workers_[w]->mu);
+      a = Apply(Mutation::Of(Mutation::Kind::kEvict, w), &hold);
+    }
+    WhenHeld(std::move(hold), [] {});
     if (!a.ok()) continue;
     spdlog::warn(
         "evicted worker {} from the barrier: silent for {:.0f} s at clock {} "
@@ -223,7 +231,9 @@ size_t Shard::EvictSilent(absl::Time now) {
   return evicted;
 }
 
-absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterResponse* response) {
+absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterResponse* response,
+                             Hold* given) {
+  CallHold hold(this, given);
   TESSERA_RETURN_IF_ERROR(CheckServing());
   if (request.worker_rank() >= num_workers_) {
     return absl::InvalidArgumentError(absl::StrCat("worker rank ", request.worker_rank(),
@@ -261,14 +271,15 @@ absl::Status Shard::Register(const v1::RegisterRequest& request, v1::RegisterRes
     TESSERA_RETURN_IF_ERROR(TakeRank(request.worker_rank(), request.session(), memory));
     memory.segment = std::move(segment);
   }
-  Touch(request.worker_rank());
+  Touch(request.worker_rank(), hold.get());
   {
     // A worker ahead of the clock held here moves there; its clock changes
     // only under its own mutex, like an advance.
     const uint32_t w = request.worker_rank();
     absl::MutexLock lock(&workers_[w]->mu);
     TESSERA_ASSIGN_OR_RETURN(
-        const Applied a, Apply(Mutation::Of(Mutation::Kind::kAdopt, w, request.resume_clock())));
+        const Applied a,
+        Apply(Mutation::Of(Mutation::Kind::kAdopt, w, request.resume_clock()), hold.get()));
     if (a.lost_clocks > 0) response->set_lost_clocks(a.lost_clocks);
     response->set_clock(a.clock);
   }
@@ -389,7 +400,17 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
                                                 Done done) {
   auto slices = std::make_shared<std::vector<Resolved>>();
   absl::Status status = CheckCaller(request.worker_rank(), request.session());
-  if (status.ok()) Touch(request.worker_rank());
+  if (status.ok()) {
+    // An evicted worker's rejoin: the answer waits for the standby to hold
+    // it (on no thread; usually long done by the time the pull is answered).
+    Hold hold;
+    Touch(request.worker_rank(), &hold);
+    if (hold.sequence != 0 || hold.publish >= 0) {
+      done = [this, hold = std::move(hold), done = std::move(done)](absl::Status s) {
+        WhenHeld(hold, [done, s] { done(s); });
+      };
+    }
+  }
   if (status.ok() && request.clock() < 0) {
     status = absl::InvalidArgumentError(absl::StrCat("pull clock ", request.clock(), " < 0"));
   }
@@ -475,11 +496,13 @@ void Shard::ApplyGradients(uint32_t worker, int64_t clock,
   }
 }
 
-absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* response) {
+absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* response,
+                         Hold* given) {
+  CallHold hold(this, given);
   ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckCaller(worker, request.session()));
-  Touch(worker);
+  Touch(worker, hold.get());
   if (request.piece() > 64) {
     return absl::InvalidArgumentError(absl::StrCat("push piece ", request.piece(), " > 64"));
   }
@@ -540,6 +563,9 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   const bool duplicate = bit != 0 && (workers_[worker]->pieces_applied.load() & bit);
   if (duplicate) {
     duplicate_pushes_.fetch_add(1, std::memory_order_relaxed);
+    // Acknowledged once the first try's mutation is safe, which may still
+    // be on its way to the standby.
+    HoldAll(hold.get());
   } else {
     // Checked here, after the clock and duplicate checks: a refused update
     // marks no piece and advances no clock.
@@ -564,16 +590,19 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     m.grads = &grads;
     m.staleness = read.staleness();
     m.reads = &reads;
-    TESSERA_RETURN_IF_ERROR(Apply(m).status());
+    TESSERA_RETURN_IF_ERROR(Apply(m, hold.get()).status());
     NotePushed(slices, wire_bytes);
   }
   response->set_clock(clock);
   if (advance_clock) {
-    TESSERA_ASSIGN_OR_RETURN(const Applied applied,
-                             Apply(Mutation::Of(Mutation::Kind::kAdvance, worker, clock)));
+    TESSERA_ASSIGN_OR_RETURN(
+        const Applied applied,
+        Apply(Mutation::Of(Mutation::Kind::kAdvance, worker, clock), hold.get()));
     response->set_clock(applied.clock);
   }
-  response->set_min_clock(clock_.published_min());
+  // A min_clock this call raised is published before it is answered (once
+  // the standby holds it), so the answer may name it and carry its values.
+  response->set_min_clock(std::max(clock_.published_min(), hold.get()->publish));
   response->set_term(term_.load());
   // The fused pull, at the worker's clock now, only if it needs no wait.
   if (!pull_slices.empty() && response->min_clock() >= response->clock() - staleness_) {
@@ -596,17 +625,20 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   return absl::OkStatus();
 }
 
-absl::Status Shard::Clock(const v1::ClockRequest& request, v1::ClockResponse* response) {
+absl::Status Shard::Clock(const v1::ClockRequest& request, v1::ClockResponse* response,
+                          Hold* given) {
+  CallHold hold(this, given);
   ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckCaller(worker, request.session()));
-  Touch(worker);
+  Touch(worker, hold.get());
   absl::MutexLock lock(&workers_[worker]->mu);
   TESSERA_RETURN_IF_ERROR(CheckAdvance(worker, request.clock()));
   TESSERA_ASSIGN_OR_RETURN(
-      const Applied applied, Apply(Mutation::Of(Mutation::Kind::kAdvance, worker, request.clock())));
+      const Applied applied,
+      Apply(Mutation::Of(Mutation::Kind::kAdvance, worker, request.clock()), hold.get()));
   response->set_clock(applied.clock);
-  response->set_min_clock(clock_.published_min());
+  response->set_min_clock(std::max(clock_.published_min(), hold.get()->publish));
   return absl::OkStatus();
 }
 
@@ -622,28 +654,63 @@ absl::Status Shard::CheckAdvance(uint32_t worker, int64_t finished) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Shard::Applied> Shard::Apply(const Mutation& m) {
+absl::StatusOr<Shard::Applied> Shard::Apply(const Mutation& m, Hold* hold) {
   // A BSP push only adds to the buffer, which the clock's close sends.
   if (!logging_.load() || (aggregate_ && m.kind == Mutation::Kind::kPush)) return Make(m);
-  Logged sent;
+  if (hold == nullptr) return absl::InternalError("a change to a shard with a log, unheld");
   absl::StatusOr<Applied> out;
-  int64_t publish = -1;
   {
     absl::MutexLock lock(&log_mu_);
-    out = LogAndMake(m, &sent);
-    publish = std::exchange(unpublished_, -1);
+    const uint64_t before = log_sequence_.load();
+    out = LogAndMake(m);
+    // The change is answered (and a min_clock it raised published to
+    // parked pulls) once its mutation is safe; meanwhile the next call's
+    // change is made and appended (group commit). Published by the Hold,
+    // not under the log's lock: a parked pull served then records what it
+    // read (the staleness tracker's lock), which a push holds while it
+    // takes the log's.
+    const int64_t publish = std::exchange(unpublished_, -1);
+    const uint64_t last = log_sequence_.load();
+    if (last != before || publish >= 0) {
+      hold->sequence = std::max(hold->sequence, last);
+      hold->when_held = mutation_log_.when_held;
+    }
+    hold->publish = std::max(hold->publish, publish);
   }
-  // The change is answered (and a min_clock it raised published to parked
-  // pulls) once its mutation is safe; meanwhile the next call's change is
-  // made and appended (group commit). Published here, not under the log's
-  // lock: a parked pull served then records what it read (the staleness
-  // tracker's lock), which a push holds while it takes the log's.
-  if (out.ok()) sent.Await();
-  if (publish >= 0) clock_.Publish(publish);
   return out;
 }
 
-absl::StatusOr<Shard::Applied> Shard::LogAndMake(const Mutation& m, Logged* sent) {
+void Shard::HoldAll(Hold* hold) {
+  if (!logging_.load()) return;
+  absl::MutexLock lock(&log_mu_);
+  hold->sequence = std::max(hold->sequence, log_sequence_.load());
+  hold->when_held = mutation_log_.when_held;
+}
+
+void Shard::WhenHeld(Hold hold, std::function<void()> done) {
+  if (hold.sequence == 0 || !hold.when_held) {
+    if (hold.publish >= 0) clock_.Publish(hold.publish);
+    done();
+    return;
+  }
+  const int64_t publish = hold.publish;
+  hold.when_held(hold.sequence, [this, publish, done = std::move(done)] {
+    if (publish >= 0) clock_.Publish(publish);
+    done();
+  });
+}
+
+Shard::CallHold::~CallHold() {
+  if (given_ != nullptr) return;
+  if (own_.sequence == 0 && own_.publish < 0) return;
+  // The caller waits: bounded by the log (a ReplicaLink answers within
+  // server.replication_timeout_s of a send, or cuts itself).
+  absl::Notification held;
+  shard_->WhenHeld(std::move(own_), [&held] { held.Notify(); });
+  held.WaitForNotification();
+}
+
+absl::StatusOr<Shard::Applied> Shard::LogAndMake(const Mutation& m) {
   TESSERA_ASSIGN_OR_RETURN(const Applied out, Make(m));
   v1::Mutation logged;
   switch (m.kind) {
@@ -674,7 +741,7 @@ absl::StatusOr<Shard::Applied> Shard::LogAndMake(const Mutation& m, Logged* sent
       logged.mutable_plan()->set_rate(m.rate);
       break;
   }
-  *sent = Log(std::move(logged));
+  Log(std::move(logged));
   return out;
 }
 
@@ -769,16 +836,20 @@ void Shard::OnMinClock(int64_t new_min) {
     // The clock's close, before the buffer is applied and cleared. Every
     // change that raises min_clock comes through Apply, which holds the log.
     log_mu_.AssertHeld();
-    // Applied here while the standby applies it too; published once it
-    // holds it.
-    const Logged close = LogClose(new_min, pushers);
+    // Applied here while the standby applies it too; published by the
+    // call's Hold once it holds it.
+    LogClose(new_min, pushers);
     ApplyAggregate(pushers);
-    close.Await();
   } else {
     ApplyAggregate(pushers);
   }
   if (want_cut_ && want_cut_(new_min)) {
     cut_sink_(CopyState(new_min, clock_.clocks(), clock_.finished(), /*clamp=*/true));
+  }
+  if (logging_.load()) {
+    log_mu_.AssertHeld();
+    unpublished_ = std::max(unpublished_, new_min);
+    return;
   }
   clock_.Publish(new_min);
 }
@@ -792,13 +863,15 @@ void Shard::ApplyAggregate(uint32_t pushers) {
   staleness_tracker_.Published(pushers);
 }
 
-absl::Status Shard::Finish(const v1::FinishRequest& request, v1::FinishResponse* response) {
+absl::Status Shard::Finish(const v1::FinishRequest& request, v1::FinishResponse* response,
+                           Hold* given) {
+  CallHold hold(this, given);
   ScopedFlushDenormal flush;  // the optimizer runs here (BSP: when the clock advances)
   const uint32_t worker = request.worker_rank();
   TESSERA_RETURN_IF_ERROR(CheckCaller(worker, request.session()));
   absl::MutexLock lock(&workers_[worker]->mu);
   TESSERA_ASSIGN_OR_RETURN(const Applied applied,
-                           Apply(Mutation::Of(Mutation::Kind::kFinish, worker)));
+                           Apply(Mutation::Of(Mutation::Kind::kFinish, worker), hold.get()));
   response->set_workers_finished(applied.workers_finished);
   return absl::OkStatus();
 }
@@ -821,15 +894,17 @@ absl::Status Shard::CheckPlan(int64_t epoch, double rate) const {
   return absl::OkStatus();
 }
 
-absl::Status Shard::Plan(const v1::PlanRequest& request, v1::PlanResponse* response) {
+absl::Status Shard::Plan(const v1::PlanRequest& request, v1::PlanResponse* response,
+                         Hold* given) {
+  CallHold hold(this, given);
   TESSERA_RETURN_IF_ERROR(CheckCaller(request.worker_rank(), request.session()));
-  Touch(request.worker_rank());
+  Touch(request.worker_rank(), hold.get());
   const double rate = request.examples_per_second();
   TESSERA_RETURN_IF_ERROR(CheckPlan(request.epoch(), rate));
   Mutation m = Mutation::Of(Mutation::Kind::kPlan, request.worker_rank());
   m.epoch = request.epoch();
   m.rate = rate;
-  TESSERA_ASSIGN_OR_RETURN(const Applied applied, Apply(m));
+  TESSERA_ASSIGN_OR_RETURN(const Applied applied, Apply(m, hold.get()));
   for (uint32_t share : applied.shares) response->add_shares(share);
   return absl::OkStatus();
 }

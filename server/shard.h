@@ -50,8 +50,9 @@
 // With a mutation log (a standby), every change the log carries is made and
 // appended under one lock (log_mu_), so the standby gets them in the order
 // they were made; a push under BSP with aggregation takes it only at a
-// clock's close. The calling thread then awaits its mutation without that
-// lock (MutationLog), so calls wait for the standby side by side.
+// clock's close. A call's answer then waits for its mutation without that
+// lock and, given a Hold, without its thread (MutationLog, WhenHeld), so
+// calls wait for the standby side by side and none holds a thread.
 #ifndef TESSERA_SERVER_SHARD_H_
 #define TESSERA_SERVER_SHARD_H_
 
@@ -93,7 +94,32 @@ class Shard {
   static absl::StatusOr<std::unique_ptr<Shard>> Create(const JobConfig& config,
                                                        uint32_t shard_index);
 
-  absl::Status Register(const v1::RegisterRequest& request, v1::RegisterResponse* response);
+  // What the answer of a call that changed this shard waits for, with a
+  // standby (replication): the log holding mutation `sequence` (0: nothing
+  // to wait for), after which min_clock `publish` (-1: none) is published.
+  // A call fills it; WhenHeld releases it.
+  struct Hold {
+    uint64_t sequence = 0;
+    int64_t publish = -1;
+    std::function<void(uint64_t, std::function<void()>)> when_held;  // the log it went to
+  };
+
+  // The calls that change the shard (Register, Push, Clock, Finish, Plan)
+  // take an optional Hold. Without one, the call returns once its change is
+  // safe (the standby holds it): the calling thread waits. With one, it
+  // returns as soon as the change is made, the Hold says what its answer
+  // waits for, and the caller must answer (response and status) only from
+  // WhenHeld(*hold, ...)'s callback, so no thread is held while the standby
+  // acknowledges. (The ShardService does this; in-process callers and tests
+  // pass none.)
+  absl::Status Register(const v1::RegisterRequest& request, v1::RegisterResponse* response,
+                        Hold* hold = nullptr);
+  // Runs `done` once what `hold` names is safe, having published its
+  // min_clock: at once on this thread when nothing is to wait for (no
+  // standby, or nothing changed), else on the thread that learns the
+  // standby holds it (server/replication.h: the link's sender) or that the
+  // link was cut. Any thread.
+  void WhenHeld(Hold hold, std::function<void()> done);
 
   // Answers `request` into *response once the consistency rule allows a pull
   // at request.clock, then calls done exactly once: inline (the rule already
@@ -106,14 +132,18 @@ class Shard {
                                            Done done);
   void CancelPull(ClockTable::WaiterId id) { clock_.Cancel(id); }
 
-  absl::Status Push(const v1::PushRequest& request, v1::PushResponse* response);
-  absl::Status Clock(const v1::ClockRequest& request, v1::ClockResponse* response);
-  absl::Status Finish(const v1::FinishRequest& request, v1::FinishResponse* response);
+  absl::Status Push(const v1::PushRequest& request, v1::PushResponse* response,
+                    Hold* hold = nullptr);
+  absl::Status Clock(const v1::ClockRequest& request, v1::ClockResponse* response,
+                     Hold* hold = nullptr);
+  absl::Status Finish(const v1::FinishRequest& request, v1::FinishResponse* response,
+                      Hold* hold = nullptr);
   void Stats(v1::StatsResponse* response) const;
   // training.balance dynamic: the shares of request.epoch (EpochPlanner).
   // INVALID_ARGUMENT for a negative epoch or a rate that is not a finite
   // number >= 0; workers ask shard 0.
-  absl::Status Plan(const v1::PlanRequest& request, v1::PlanResponse* response);
+  absl::Status Plan(const v1::PlanRequest& request, v1::PlanResponse* response,
+                    Hold* hold = nullptr);
 
   // Fails parked pulls whose deadline has passed; the server's reaper calls it.
   size_t ExpireDue(absl::Time now) { return clock_.ExpireDue(now); }
@@ -181,15 +211,16 @@ class Shard {
   // Where a primary's mutations go. `append` gets every mutation this
   // shard applies, in the order it applies them, on the applying thread
   // while it holds the log's lock (it must not call into this shard, nor
-  // wait). `await`, when set, is then called with the mutation's number by
-  // the same thread once it let go of the log's lock (under BSP, a clock's
-  // close is awaited with it held), and returns once the mutation is safe
-  // (a ReplicaLink: the standby holds it); the change is answered or
-  // published only after. So the changes of several calls reach the
-  // standby in one message while each call waits (group commit).
+  // wait). `when_held`, when set, is then called (without that lock) with
+  // the number of a call's last mutation and a callback, returns without
+  // waiting, and runs the callback once that mutation and every one before
+  // it are safe (a ReplicaLink: the standby holds them, or the link was
+  // cut); the change is answered or published only then. So the changes
+  // of several calls reach the standby in one message while none of their
+  // threads waits (group commit).
   struct MutationLog {
     std::function<void(v1::Mutation)> append;
-    std::function<void(uint64_t)> await;
+    std::function<void(uint64_t, std::function<void()>)> when_held;
   };
   // A primary: `log` gets every mutation this shard applies. Under BSP with
   // aggregation a worker's pushes and advances are not sent one by one: each clock's
@@ -308,7 +339,7 @@ class Shard {
   // A call from `worker` (REQUIRES: worker < num_workers_): it is not
   // silent; an evicted worker rejoins. Takes the worker's mutex only then:
   // call it before taking that mutex.
-  void Touch(uint32_t worker);
+  void Touch(uint32_t worker, Hold* hold);
   absl::StatusOr<Resolved> Resolve(const v1::Slice& slice) const;
   absl::Status ResolveAll(const google::protobuf::RepeatedPtrField<v1::Slice>& slices,
                           std::vector<Resolved>* out) const;
@@ -406,25 +437,36 @@ class Shard {
     uint32_t workers_finished = 0; // kFinish: how many are, with this one
     std::vector<uint32_t> shares;  // kPlan
   };
-  // Makes a checked mutation. REQUIRES: the worker's mutex held, exclusively
-  // for every kind but kPush (shared is enough) and kPlan (none). INTERNAL only if the check and the state disagree,
-  // which the lock rules out.
-  absl::StatusOr<Applied> Apply(const Mutation& m);
+  // Makes a checked mutation; with a log, appends it and adds to *hold
+  // what the call's answer must wait for (null: a standby's Follow, which
+  // has no log). REQUIRES: the worker's mutex
+  // held, exclusively for every kind but kPush (shared is enough) and kPlan
+  // (none). INTERNAL only if the check and the state disagree, which the
+  // lock rules out.
+  absl::StatusOr<Applied> Apply(const Mutation& m, Hold* hold);
   // Apply's changes, without the log.
   absl::StatusOr<Applied> Make(const Mutation& m);
-  // A mutation appended to the log: its number, and what awaits it (see
-  // MutationLog).
-  struct Logged {
-    uint64_t sequence = 0;
-    std::function<void(uint64_t)> await;
-    void Await() const {
-      if (await) await(sequence);
-    }
+  // Make, and the mutation appended to the log (none for the changes a BSP
+  // close carries).
+  absl::StatusOr<Applied> LogAndMake(const Mutation& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_);
+  // A call's Hold: the caller's, or one of its own that it waits for when
+  // it returns (after its locks are let go: declare it first).
+  class CallHold {
+   public:
+    CallHold(Shard* shard, Hold* given) : shard_(shard), given_(given) {}
+    ~CallHold();
+    CallHold(const CallHold&) = delete;
+    CallHold& operator=(const CallHold&) = delete;
+    Hold* get() { return given_ != nullptr ? given_ : &own_; }
+
+   private:
+    Shard* const shard_;
+    Hold* const given_;
+    Hold own_;
   };
-  // Make, and the mutation appended to the log (`sent`: what awaits it;
-  // unset for the changes a BSP close carries).
-  absl::StatusOr<Applied> LogAndMake(const Mutation& m, Logged* sent)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_);
+  // With a log: *hold waits for everything appended so far (a call that
+  // answers about a change another call made, e.g. a retried piece).
+  void HoldAll(Hold* hold);
   // A plan's epoch within [-1, training.epochs) and its rate a finite number
   // in [0, 1e12] (INVALID_ARGUMENT otherwise).
   absl::Status CheckPlan(int64_t epoch, double rate) const;
@@ -432,7 +474,7 @@ class Shard {
   absl::Status FollowNext(const v1::Mutation& m);
   // Sends the close of clock `new_min` (the aggregation buffers, the rows
   // pulls created, `pushers`, every worker's clock) to the mutation log.
-  Logged LogClose(int64_t new_min, uint32_t pushers)
+  void LogClose(int64_t new_min, uint32_t pushers)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_, aggregate_mu_);
   // Writes the checked push `m` (kPush) as the standby applies it.
   void LogPush(const Mutation& m, v1::Mutation::Push* out) const;
@@ -441,7 +483,7 @@ class Shard {
   absl::Status FollowPush(uint64_t sequence, const v1::Mutation::Push& m);
   // Appends `m` to the mutation log, numbered; without aggregation, with
   // the rows pulls created since the last. REQUIRES: a log is set.
-  Logged Log(v1::Mutation m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_);
+  void Log(v1::Mutation m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_mu_);
   // BSP with aggregation: applies the buffered gradients as the mean of
   // `pushers` workers' sums. REQUIRES: aggregate_mu_ held.
   void ApplyAggregate(uint32_t pushers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(aggregate_mu_);
@@ -517,8 +559,8 @@ class Shard {
   // Apply only while a log is set, and never for a BSP push with aggregation.
   MutationLog mutation_log_;  // written under log_mu_
   absl::Mutex log_mu_;
-  // Without aggregation, with a log: the min_clock a change under the log's
-  // lock raised, which Apply publishes once it let go of that lock (-1: none).
+  // With a log: the min_clock a change under the log's lock raised, which
+  // the call's Hold publishes once the standby holds it (-1: none).
   int64_t unpublished_ ABSL_GUARDED_BY(log_mu_) = -1;
   // Whether mutation_log_ is set: written with every worker's mutex and
   // log_mu_ held, so a change made under a worker's mutex sees it fixed.

@@ -167,7 +167,10 @@ std::unique_ptr<ShardState> Shard::Snapshot() {
   // And no mutation is sent meanwhile (a plan's needs no worker's mutex).
   absl::MutexLock log_lock(&log_mu_);
   absl::MutexLock lock(&aggregate_mu_);
-  const int64_t cut = aggregate_ ? clock_.published_min() : clock_.min_clock();
+  // min_clock: with every worker's mutex held, every clock below it is
+  // closed (BSP with aggregation: its buffer applied, and published, or
+  // about to be once the standby holds it).
+  const int64_t cut = clock_.min_clock();
   return CopyState(cut, clock_.clocks(), clock_.finished(), /*clamp=*/aggregate_);
 }
 

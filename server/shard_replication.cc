@@ -11,7 +11,7 @@
 
 namespace tessera {
 
-Shard::Logged Shard::LogClose(int64_t new_min, uint32_t pushers) {
+void Shard::LogClose(int64_t new_min, uint32_t pushers) {
   v1::Mutation close;
   v1::Mutation::CloseClock* c = close.mutable_close_clock();
   c->set_min_clock(new_min);
@@ -32,7 +32,7 @@ Shard::Logged Shard::LogClose(int64_t new_min, uint32_t pushers) {
   }
   for (int64_t clock : clock_.clocks()) c->add_clocks(clock);
   for (bool finished : clock_.finished()) c->add_finished(finished);
-  return Log(std::move(close));
+  Log(std::move(close));
 }
 
 void Shard::LogPush(const Mutation& m, v1::Mutation::Push* out) const {
@@ -141,10 +141,10 @@ absl::Status Shard::FollowPush(uint64_t sequence, const v1::Mutation::Push& p) {
   m.grads = &grads;
   if (p.staleness() >= 0) m.staleness = p.staleness();
   m.reads = &reads;
-  return Apply(m).status();
+  return Apply(m, /*hold=*/nullptr).status();
 }
 
-Shard::Logged Shard::Log(v1::Mutation m) {
+void Shard::Log(v1::Mutation m) {
   if (!aggregate_ && config_.server.pull_creates_rows) {
     for (const auto& [name, r] : tables_) {
       if (!r.sparse) continue;
@@ -154,14 +154,10 @@ Shard::Logged Shard::Log(v1::Mutation m) {
       if (created.created_keys_size() > 0) *m.add_created() = std::move(created);
     }
   }
-  Logged logged;
-  logged.sequence = log_sequence_.fetch_add(1) + 1;
-  logged.await = mutation_log_.await;
-  m.set_sequence(logged.sequence);
+  m.set_sequence(log_sequence_.fetch_add(1) + 1);
   m.set_term(term_.load());
   logged_bytes_.fetch_add(m.ByteSizeLong(), std::memory_order_relaxed);
   mutation_log_.append(std::move(m));
-  return logged;
 }
 
 absl::Status Shard::SetMutationLog(MutationLog log) {
@@ -192,7 +188,7 @@ absl::StatusOr<std::unique_ptr<ShardState>> Shard::SnapshotAndLog(MutationLog lo
   absl::MutexLock lock(&aggregate_mu_);
   // As Snapshot: under BSP with aggregation the open clock's pushes are in
   // the buffer, not the copy; otherwise every applied push is in it.
-  const int64_t cut = aggregate_ ? clock_.published_min() : clock_.min_clock();
+  const int64_t cut = clock_.min_clock();  // as Snapshot's
   return CopyState(cut, clock_.clocks(), clock_.finished(), /*clamp=*/aggregate_);
 }
 
@@ -285,7 +281,8 @@ absl::Status Shard::FollowNext(const v1::Mutation& m) {
       absl::MutexLock lock(&workers_[m.advance().worker()]->mu);
       TESSERA_RETURN_IF_ERROR(CheckAdvance(m.advance().worker(), m.advance().clock()));
       return Apply(Mutation::Of(Mutation::Kind::kAdvance, m.advance().worker(),
-                                m.advance().clock()))
+                                m.advance().clock()),
+                   /*hold=*/nullptr)
           .status();
     }
     case v1::Mutation::kCloseClock: {
@@ -366,9 +363,9 @@ absl::Status Shard::FollowNext(const v1::Mutation& m) {
     case v1::Mutation::CHANGE_NOT_SET:
       return absl::InvalidArgumentError(absl::StrCat("mutation ", m.sequence(), " is empty"));
   }
-  if (change.kind == Mutation::Kind::kPlan) return Apply(change).status();
+  if (change.kind == Mutation::Kind::kPlan) return Apply(change, /*hold=*/nullptr).status();
   absl::MutexLock lock(&workers_[change.worker]->mu);
-  return Apply(change).status();
+  return Apply(change, /*hold=*/nullptr).status();
 }
 
 }  // namespace tessera

@@ -6,7 +6,15 @@
 // server.replication_timeout_s, after which the primary goes on alone.
 #include <grpcpp/grpcpp.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
 #include <catch2/catch.hpp>
 #include <random>
 #include <thread>
@@ -16,6 +24,7 @@
 #include "common/security.h"
 #include "common/transport.h"
 #include "server/replication.h"
+#include "server/shard_server.h"
 #include "tests/server/shard_fixtures.h"
 #include "zlib.h"
 
@@ -124,13 +133,15 @@ TEST_CASE("pushes from many threads reach the standby in order, each answered on
   Standby& standby = linked.standby;
   Shard& primary = *linked.primary;
   ReplicaLink& link = linked.link;
-  // Each call's await: the standby holds its mutation when it returns.
+  // Each call's answer: the standby holds its mutation when it runs.
   std::atomic<int> early{0};
   Shard::MutationLog log = link.Log();
-  const auto await = log.await;
-  log.await = [&](uint64_t sequence) {
-    await(sequence);
-    if (standby.shard->followed() < sequence) ++early;
+  const auto when_held = log.when_held;
+  log.when_held = [&](uint64_t sequence, std::function<void()> done) {
+    when_held(sequence, [&, sequence, done] {
+      if (standby.shard->followed() < sequence) ++early;
+      done();
+    });
   };
   REQUIRE(primary.SetMutationLog(log).ok());
   for (uint32_t w = 0; w < workers; ++w) RegisterWorker(primary, w);
@@ -194,9 +205,12 @@ TEST_CASE("a joiner catching up: nobody waits for it, and its queue is bounded i
   CHECK(absl::Now() - start < absl::Seconds(5));  // offered, not waited for
   CHECK(link.connected());
   CHECK(link.sent() == 0);
-  // A third would hold 1.2 MB for it: the joiner is cut.
+  // A third would hold 1.2 MB for it: the joiner is cut (by the sender).
   link.Append(Large(3, 100000));
   link.Await(3);
+  for (int i = 0; i < 250 && link.connected(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   CHECK(!link.connected());
 }
 
@@ -213,11 +227,141 @@ TEST_CASE("a joiner catching up is sent everything queued once it serves, then w
   auto copy = primary.SnapshotAndLog(link.Log());
   REQUIRE(copy.ok());
   REQUIRE(joiner.shard->Restore(**copy).ok());
+  // Nobody waits while it catches up: the sender sends what is queued.
   REQUIRE(PushAtOnce(primary, 2, 5, 20) == 0);
+  for (int i = 0; i < 500 && link.sent() < primary.log_sequence() - (*copy)->manifest.log_sequence();
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // Caught up, it is waited for: each call answered once it holds the change.
+  REQUIRE(PushAtOnce(primary, 2, 25, 5) == 0);
   CHECK(link.connected());
   CHECK(link.sent() == primary.log_sequence() - (*copy)->manifest.log_sequence());
   CHECK(joiner.shard->followed() == primary.log_sequence());
   CHECK(Tables(primary) == Tables(*joiner.shard));
+}
+
+// The threads of this process now.
+size_t Threads() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+    ++n;
+  }
+  return n;
+}
+
+// A loopback port nothing listens on (bound, then let go).
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0);
+  socklen_t len = sizeof(a);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+TEST_CASE("calls that wait for a standby hold no thread: the shard answers others meanwhile") {
+  // A primary daemon whose standby is not up yet: every registration waits
+  // for it (server.replication_timeout_s is long). The waiting calls are
+  // parked, not threads: the shard answers a stats call at once, and the
+  // process gains no thread per waiting call. Once the standby serves, every
+  // registration is answered, and the standby holds them all.
+  constexpr uint32_t kWorkers = 48;
+  const int standby_port = FreePort();
+  auto config = ParseJobConfig(
+      "cluster: {servers: ['127.0.0.1:1'], standbys: ['127.0.0.1:" + std::to_string(standby_port) +
+          "'], workers: " + std::to_string(kWorkers) + R"(}
+consistency: {mode: asp}
+model:
+  type: tables
+  tables:
+    - {name: w, kind: dense, size: 64}
+server: {replication_timeout_s: 60}
+)",
+      {});
+  REQUIRE(config.ok());
+  auto primary = ShardServer::Start(*config, 0, "127.0.0.1:0");
+  REQUIRE(primary.ok());
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*primary)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = v1::Shard::NewStub(channel);
+  REQUIRE(channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)));
+  // Threads of a warm server and client: one call through first.
+  {
+    grpc::ClientContext ctx;
+    v1::StatsResponse stats;
+    REQUIRE(stub->Stats(&ctx, v1::StatsRequest(), &stats).ok());
+  }
+  const size_t threads_before = Threads();
+
+  struct Call {
+    grpc::ClientContext context;
+    v1::RegisterRequest request;
+    v1::RegisterResponse response;
+  };
+  std::vector<std::unique_ptr<Call>> calls;
+  std::mutex mu;
+  std::condition_variable cv;
+  int answered = 0, ok = 0;
+  for (uint32_t w = 0; w < kWorkers; ++w) {
+    auto call = std::make_unique<Call>();
+    call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    call->request.set_worker_rank(w);
+    call->request.set_session(SessionOf(w));
+    call->request.set_job(config->name);
+    call->request.set_job_layout(config->LayoutText());
+    stub->async()->Register(&call->context, &call->request, &call->response,
+                            [&](grpc::Status status) {
+                              std::lock_guard<std::mutex> lock(mu);
+                              ++answered;
+                              ok += status.ok();
+                              cv.notify_all();
+                            });
+    calls.push_back(std::move(call));
+  }
+  // Every registration reached the shard and waits for the standby.
+  for (int i = 0; i < 200 && (*primary)->shard()->log_sequence() < kWorkers; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  // (A shard whose handlers waited for the standby took 2 of them here, one
+  // per gRPC thread, and no more.)
+  CHECK((*primary)->shard()->log_sequence() == kWorkers);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(answered == 0);
+  }
+  const absl::Time asked = absl::Now();
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::StatsResponse stats;
+    CHECK(stub->Stats(&ctx, v1::StatsRequest(), &stats).ok());
+  }
+  CHECK(absl::Now() - asked < absl::Seconds(2));
+  const size_t threads_waiting = Threads();
+  INFO("threads before " << threads_before << ", with " << kWorkers << " calls waiting "
+                         << threads_waiting);
+  CHECK(threads_waiting < threads_before + kWorkers / 4);
+
+  auto standby = ShardServer::Start(*config, 0, "127.0.0.1:" + std::to_string(standby_port),
+                                    ShardServer::Role::kStandby);
+  CHECK(standby.ok());
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, std::chrono::seconds(30), [&] { return answered == int{kWorkers}; });
+    CHECK(answered == int{kWorkers});
+    CHECK(ok == int{kWorkers});
+  }
+  if (standby.ok()) CHECK((*standby)->shard()->followed() == kWorkers);
+  // No call outlives its context, whatever failed above.
+  for (auto& call : calls) call->context.TryCancel();
+  std::unique_lock<std::mutex> lock(mu);
+  REQUIRE(cv.wait_for(lock, std::chrono::seconds(70), [&] { return answered == int{kWorkers}; }));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // clock's pushes travel once, summed, in the clock's close (every other
 // mode: tests/server/replication_unaggregated_test.cc). Also: resends,
 // refusals, joins mid-clock, promotion and fencing.
+#include <future>
 #include <memory>
 #include <random>
 #include <thread>
@@ -42,7 +43,7 @@ TEST_CASE("a standby following a BSP primary holds its state to the bit") {
   // One close a clock carries every push of it: 3 registrations and 20
   // closes, against 60 pushes.
   CHECK(pair->log.size() == workers + kClocks);
-  CHECK(pair->awaited.size() == pair->log.size());
+  CHECK(*pair->awaited.rbegin() == pair->log.size());  // each answered once it was safe
   size_t closes = 0;
   for (const v1::Mutation& m : pair->log) closes += m.has_close_clock();
   CHECK(closes == kClocks);
@@ -58,6 +59,109 @@ TEST_CASE("a standby following a BSP primary holds its state to the bit") {
   FollowAll(*pair);
   CHECK(pair->standby->AllWorkersFinished());
   CHECK(Same(*pair->primary, *pair->standby));
+}
+
+// A mutation log whose acknowledgements the test gives by hand.
+struct HeldByHand {
+  std::mutex mu;
+  std::vector<v1::Mutation> log;
+  std::vector<std::function<void()>> waiting;
+  Shard::MutationLog Log() {
+    return {[this](v1::Mutation m) {
+              std::lock_guard<std::mutex> lock(mu);
+              log.push_back(std::move(m));
+            },
+            [this](uint64_t, std::function<void()> done) {
+              std::lock_guard<std::mutex> lock(mu);
+              waiting.push_back(std::move(done));
+            }};
+  }
+  size_t Waiting() {
+    std::lock_guard<std::mutex> lock(mu);
+    return waiting.size();
+  }
+  // The standby acknowledges everything so far.
+  void Acknowledge() {
+    std::vector<std::function<void()>> done;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      done.swap(waiting);
+    }
+    for (auto& d : done) d();
+  }
+};
+
+TEST_CASE("a change's answer waits for the standby on no thread, and publishes its clock then") {
+  const uint32_t workers = 2;
+  auto created = Shard::Create(AdamJob("bsp", workers), 0);
+  REQUIRE(created.ok());
+  Shard& primary = **created;
+  HeldByHand standby;
+  REQUIRE(primary.SetMutationLog(standby.Log()).ok());
+  // Registrations: each call returns at once; its answer waits.
+  std::vector<int> answered(workers, 0);
+  for (uint32_t w = 0; w < workers; ++w) {
+    v1::RegisterRequest r;
+    r.set_worker_rank(w);
+    r.set_session(SessionOf(w));
+    NameJob(primary, &r);
+    v1::RegisterResponse resp;
+    Shard::Hold hold;
+    REQUIRE(primary.Register(r, &resp, &hold).ok());
+    primary.WhenHeld(hold, [&answered, w] { ++answered[w]; });
+  }
+  CHECK(answered == std::vector<int>{0, 0});
+  CHECK(standby.Waiting() == 2);
+  standby.Acknowledge();
+  CHECK(answered == std::vector<int>{1, 1});
+
+  // Clock 0: worker 0's push buffers (nothing to send, answered at once);
+  // worker 1's closes the clock, and its answer waits for the close.
+  std::mt19937 rng(3);
+  PushResponse r0, r1;
+  Shard::Hold h0, h1;
+  REQUIRE(primary.Push(RandomPush(0, 0, &rng), &r0, &h0).ok());
+  bool done0 = false, done1 = false;
+  primary.WhenHeld(h0, [&] { done0 = true; });
+  CHECK(done0);
+  PushRequest closing = RandomPush(1, 0, &rng);
+  *closing.add_pull_slices() = Dense("w", 0, 8);  // a fused pull of the new values
+  REQUIRE(primary.Push(closing, &r1, &h1).ok());
+  primary.WhenHeld(h1, [&] { done1 = true; });
+  CHECK(!done1);
+  CHECK(standby.log.back().has_close_clock());
+  // Not published before the standby holds the close: a pull of clock 1 parks.
+  CHECK(primary.published_min() == 0);
+  auto pull = StartPull(primary, 0, 1, Dense("w", 0, 8));
+  CHECK(!pull->status.has_value());
+  // The answer names the clock it publishes and carries its values.
+  CHECK(r1.min_clock() == 1);
+  CHECK(r1.pulled());
+  standby.Acknowledge();
+  CHECK(done1);
+  CHECK(primary.published_min() == 1);
+  REQUIRE(pull->status.has_value());
+  CHECK(pull->status->ok());
+
+  // Without a Hold, the call itself waits, after letting go of its locks.
+  REQUIRE(primary.Push(RandomPush(0, 1, &rng), &r0).ok());
+  auto waiting = std::async(std::launch::async, [&] {
+    PushResponse r;
+    return primary.Push(RandomPush(1, 1, &rng), &r);
+  });
+  CHECK(waiting.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout);
+  // Meanwhile the shard answers others (a stats call takes no worker's lock;
+  // a pull of worker 0 does not wait on worker 1's).
+  v1::StatsResponse stats;
+  primary.Stats(&stats);
+  CHECK(stats.min_clock() == 1);
+  for (int i = 0; i < 100 && standby.Waiting() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  standby.Acknowledge();
+  REQUIRE(waiting.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+  CHECK(waiting.get().ok());
+  CHECK(primary.published_min() == 2);
 }
 
 TEST_CASE("a standby follows a BSP primary whose workers push and advance at once") {

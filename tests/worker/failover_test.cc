@@ -53,16 +53,18 @@ std::vector<std::unique_ptr<Replicated>> MakeReplicated(const JobConfig& c) {
                                     std::lock_guard<std::mutex> lock(raw->mu);
                                     raw->log.push_back(std::move(m));
                                   },
-                                  [raw](uint64_t sequence) {
-                                    std::lock_guard<std::mutex> lock(raw->mu);
-                                    if (raw->cut) return;
-                                    size_t i = 0;
-                                    for (; i < raw->log.size() &&
-                                           raw->log[i].sequence() <= sequence;
-                                         ++i) {
-                                      REQUIRE(raw->standby->Follow(raw->log[i]).ok());
+                                  [raw](uint64_t sequence, std::function<void()> done) {
+                                    {
+                                      std::lock_guard<std::mutex> lock(raw->mu);
+                                      size_t i = 0;
+                                      for (; !raw->cut && i < raw->log.size() &&
+                                             raw->log[i].sequence() <= sequence;
+                                           ++i) {
+                                        REQUIRE(raw->standby->Follow(raw->log[i]).ok());
+                                      }
+                                      raw->log.erase(raw->log.begin(), raw->log.begin() + i);
                                     }
-                                    raw->log.erase(raw->log.begin(), raw->log.begin() + i);
+                                    done();
                                   }})
                 .ok());
     shards.push_back(std::move(r));
