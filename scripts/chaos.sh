@@ -51,6 +51,12 @@ base_acc=$(median "${accs[@]}")
 base_wall=$(median "${walls[@]}")
 hang_after=$(calc "int($base_wall * 5 + 30)")
 echo "uninterrupted median: accuracy $base_acc, $base_wall s; a run is hung after $hang_after s"
+# Kills fall between 1 s and 90% of the uninterrupted time: a job that short
+# is killed only as it starts (raise EPOCHS).
+if [ "$(calc "int(($base_wall * 0.9 - 1) * 1000)")" -lt 1000 ]; then
+  echo "chaos: warning: the kills all fall within the first second of training (the job runs" \
+       "$base_wall s); set EPOCHS so that it runs 3 s or more"
+fi
 
 daemons=(server-0 server-1 worker-0 worker-1)
 run_flags=()
