@@ -195,7 +195,7 @@ class ReplicaLink {
   // Their serialized bytes, and those of the batch in flight.
   uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Catching up: the queue outgrew queue_limit_ (Append dropped it; the
-  // next Await cuts the link, outside the shard's log lock).
+  // sender cuts the link, outside the shard's log lock).
   bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t held_ ABSL_GUARDED_BY(mu_) = 0;  // the last mutation the standby holds
   // WhenHeld's callbacks, by the mutation each waits for.
