@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "server/service.h"
@@ -14,6 +16,9 @@ namespace {
 // One try's deadline, and the pause between tries of an unreachable standby.
 constexpr absl::Duration kTryDeadline = absl::Seconds(2);
 constexpr absl::Duration kRetryPause = absl::Milliseconds(100);
+// A standby that acknowledged before and whose address has refused
+// connections this long is gone: the link is cut before the timeout.
+constexpr absl::Duration kRefusedGrace = absl::Seconds(1);
 // A joiner still catching up is offered its queue with tries this short
 // (its address refuses until it serves, so a try fails at once).
 constexpr absl::Duration kCatchUpTry = absl::Milliseconds(200);
@@ -351,13 +356,20 @@ bool ReplicaLink::Deliver(const v1::Mutations& batch) {
   const std::string which =
       first == last ? absl::StrCat("mutation ", first) : absl::StrCat("mutations ", first, "-", last);
   const absl::Time give_up = absl::Now() + timeout_;
+  // When the standby's address first refused a connection (below).
+  absl::Time refused_since = absl::InfiniteFuture();
   grpc::Status status;
   for (int attempt = 1;; ++attempt) {
     grpc::ClientContext context;
     const absl::Time deadline = std::min(absl::Now() + kTryDeadline, give_up);
     context.set_deadline(absl::ToChronoTime(deadline));
-    // The first call may wait for the standby's channel to come up.
-    context.set_wait_for_ready(true);
+    // A try may wait for the standby's channel to come up (the first
+    // mutations may be sent before the standby serves), except where the
+    // channel failed to connect, after the standby had acknowledged
+    // something: then it fails at once, so that a refusal is seen.
+    const bool failing =
+        sent_.load() > 0 && channel_->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE;
+    context.set_wait_for_ready(!failing);
     std::string abandoned;
     {
       absl::MutexLock lock(&try_mu_);
@@ -383,6 +395,23 @@ bool ReplicaLink::Deliver(const v1::Mutations& batch) {
     if (!retry) {
       Cut(absl::StrCat("it refused ", which, ": ", status.error_message()));
       return false;
+    }
+    // A standby that served and now refuses connections is gone (nothing
+    // listens at its address: its process ended; a paused or cut-off one
+    // stays silent instead, and is waited for). Started again it joins with
+    // a copy of the state whatever this link does, so waiting out the
+    // timeout would only stall this shard's changes: cut after
+    // kRefusedGrace of refusals.
+    if (failing && status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+        absl::StrContains(absl::AsciiStrToLower(status.error_message()), "refused")) {
+      const absl::Time now = absl::Now();
+      refused_since = std::min(refused_since, now);
+      if (now - refused_since >= kRefusedGrace) {
+        Cut(absl::StrCat("its address refuses connections (", attempt, " tries over ",
+                         absl::FormatDuration(now - refused_since),
+                         "): its daemon is gone; the last: ", status.error_message()));
+        return false;
+      }
     }
     if (absl::Now() + kRetryPause >= give_up) {
       Cut(absl::StrCat("it did not acknowledge ", which, " within ",

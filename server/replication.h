@@ -13,11 +13,13 @@
 //                   mutations appended while a batch is in flight go
 //                   together in the next (group commit), so calls that
 //                   change the shard wait for the standby side by side,
-//                   and none holds a thread meanwhile. An unreachable standby is
-//                   retried for server.replication_timeout_s; past that, or
-//                   when the standby refuses (it missed a mutation or does
-//                   not fit), the link is cut for good: the primary goes on
-//                   alone and says so once, as an error.
+//                   and none holds a thread meanwhile. An unreachable standby
+//                   is retried for server.replication_timeout_s; past that,
+//                   when the standby refuses a mutation (it missed one or
+//                   does not fit), or when a standby that served refuses
+//                   connections for a second (its daemon is gone), the link
+//                   is cut for good: the primary goes on alone and says so
+//                   once, as an error.
 //
 // With failover (cluster.etcd), the link names its standby in sync once it
 // acknowledged a mutation, and must unname it before it goes on alone

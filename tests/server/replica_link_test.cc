@@ -181,6 +181,30 @@ TEST_CASE("a standby that goes away: waiting calls are answered within the timeo
   CHECK(primary.published_min() == 30);
 }
 
+TEST_CASE("a standby whose address refuses connections is cut within seconds, not the timeout") {
+  // It served, then its daemon ended (nothing listens at its address): the
+  // primary stops waiting for it after a second of refusals, long before
+  // server.replication_timeout_s (30 s here). A silent standby (paused, cut
+  // off) is waited for: the test above.
+  const uint32_t workers = 2;
+  JobConfig c = Job(workers);
+  c.server.replication_timeout_s = 30;
+  Linked linked(c);
+  Shard& primary = *linked.primary;
+  REQUIRE(primary.SetMutationLog(linked.link.Log()).ok());
+  for (uint32_t w = 0; w < workers; ++w) RegisterWorker(primary, w);
+  REQUIRE(PushAtOnce(primary, workers, 0, 5) == 0);
+  REQUIRE(linked.link.connected());
+  linked.standby.Stop();
+  const absl::Time start = absl::Now();
+  REQUIRE(PushAtOnce(primary, workers, 5, 5) == 0);
+  const absl::Duration took = absl::Now() - start;
+  INFO("took " << absl::FormatDuration(took));
+  CHECK(!linked.link.connected());
+  CHECK(took < absl::Seconds(10));
+  CHECK(primary.published_min() == 10);
+}
+
 // A mutation of about `floats` * 4 bytes, numbered `sequence`.
 v1::Mutation Large(uint64_t sequence, int floats) {
   v1::Mutation m;
