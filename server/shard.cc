@@ -13,7 +13,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/notification.h"
 #include "common/denormal.h"
 #include "common/partition.h"
 #include "common/status.h"
@@ -405,7 +404,7 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
     // it (on no thread; usually long done by the time the pull is answered).
     Hold hold;
     Touch(request.worker_rank(), &hold);
-    if (hold.sequence != 0 || hold.publish >= 0) {
+    if (hold.waits()) {
       done = [this, hold = std::move(hold), done = std::move(done)](absl::Status s) {
         WhenHeld(hold, [done, s] { done(s); });
       };
@@ -678,36 +677,6 @@ absl::StatusOr<Shard::Applied> Shard::Apply(const Mutation& m, Hold* hold) {
     hold->publish = std::max(hold->publish, publish);
   }
   return out;
-}
-
-void Shard::HoldAll(Hold* hold) {
-  if (!logging_.load()) return;
-  absl::MutexLock lock(&log_mu_);
-  hold->sequence = std::max(hold->sequence, log_sequence_.load());
-  hold->when_held = mutation_log_.when_held;
-}
-
-void Shard::WhenHeld(Hold hold, std::function<void()> done) {
-  if (hold.sequence == 0 || !hold.when_held) {
-    if (hold.publish >= 0) clock_.Publish(hold.publish);
-    done();
-    return;
-  }
-  const int64_t publish = hold.publish;
-  hold.when_held(hold.sequence, [this, publish, done = std::move(done)] {
-    if (publish >= 0) clock_.Publish(publish);
-    done();
-  });
-}
-
-Shard::CallHold::~CallHold() {
-  if (given_ != nullptr) return;
-  if (own_.sequence == 0 && own_.publish < 0) return;
-  // The caller waits: bounded by the log (a ReplicaLink answers within
-  // server.replication_timeout_s of a send, or cuts itself).
-  absl::Notification held;
-  shard_->WhenHeld(std::move(own_), [&held] { held.Notify(); });
-  held.WaitForNotification();
 }
 
 absl::StatusOr<Shard::Applied> Shard::LogAndMake(const Mutation& m) {

@@ -102,6 +102,7 @@ class Shard {
     uint64_t sequence = 0;
     int64_t publish = -1;
     std::function<void(uint64_t, std::function<void()>)> when_held;  // the log it went to
+    bool waits() const { return sequence != 0 || publish >= 0; }
   };
 
   // The calls that change the shard (Register, Push, Clock, Finish, Plan)

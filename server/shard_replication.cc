@@ -1,10 +1,11 @@
 // Shard's replication (docs/DESIGN.md "Replication"): the primary's mutation
-// log and the standby's Follow. Split from shard.cc; the changes themselves
-// are made by Shard::Apply there.
+// log, what a call's answer waits for (Hold), and the standby's Follow. Split
+// from shard.cc; the changes themselves are made by Shard::Apply there.
 #include <algorithm>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "common/denormal.h"
 #include "common/status.h"
 #include "server/shard.h"
@@ -158,6 +159,36 @@ void Shard::Log(v1::Mutation m) {
   m.set_term(term_.load());
   logged_bytes_.fetch_add(m.ByteSizeLong(), std::memory_order_relaxed);
   mutation_log_.append(std::move(m));
+}
+
+void Shard::HoldAll(Hold* hold) {
+  if (!logging_.load()) return;
+  absl::MutexLock lock(&log_mu_);
+  hold->sequence = std::max(hold->sequence, log_sequence_.load());
+  hold->when_held = mutation_log_.when_held;
+}
+
+void Shard::WhenHeld(Hold hold, std::function<void()> done) {
+  if (hold.sequence == 0 || !hold.when_held) {
+    if (hold.publish >= 0) clock_.Publish(hold.publish);
+    done();
+    return;
+  }
+  const int64_t publish = hold.publish;
+  hold.when_held(hold.sequence, [this, publish, done = std::move(done)] {
+    if (publish >= 0) clock_.Publish(publish);
+    done();
+  });
+}
+
+Shard::CallHold::~CallHold() {
+  if (given_ != nullptr) return;
+  if (!own_.waits()) return;
+  // The caller waits: bounded by the log (a ReplicaLink answers within
+  // server.replication_timeout_s of a send, or cuts itself).
+  absl::Notification held;
+  shard_->WhenHeld(std::move(own_), [&held] { held.Notify(); });
+  held.WaitForNotification();
 }
 
 absl::Status Shard::SetMutationLog(MutationLog log) {
