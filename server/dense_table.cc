@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/initializer.h"
 #include "common/wire.h"
@@ -318,37 +319,110 @@ absl::Status DenseTable::ImportAccumulated(const v1::TableAggregate& in) {
   return absl::OkStatus();
 }
 
-void DenseTable::Snapshot(char* out, std::vector<int64_t>* chunk_steps) const {
+void DenseTable::Snapshot(char* out, v1::CheckpointTable* meta) const {
   const uint64_t n = range_.size();
-  chunk_steps->assign(num_chunks_, 0);
+  const size_t arrays = SnapshotBytes() / sizeof(float) / std::max<uint64_t>(n, 1);
+  meta->clear_chunk_steps();
+  meta->clear_counted();
+  meta->clear_chunk_compensated();
+  const float* statistic = this->statistic();
   ForEachChunk(0, n, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::ReaderMutexLock lock(&chunk.mu);
-    (*chunk_steps)[lo / kChunkFloats] = chunk.step;
-    for (size_t k = 0; k <= num_slots_; ++k) {
-      const float* from = k == 0 ? values_.data() : slots_.data() + (k - 1) * n;
+    const uint32_t c = static_cast<uint32_t>(lo / kChunkFloats);
+    meta->add_chunk_steps(chunk.step);
+    // Sorted, so that two copies of one state are the same bytes.
+    std::vector<std::pair<uint32_t, int64_t>> counted(chunk.counted.begin(), chunk.counted.end());
+    std::sort(counted.begin(), counted.end());
+    for (const auto& [worker, clock] : counted) {
+      v1::CheckpointTable::Counted* entry = meta->add_counted();
+      entry->set_chunk(c);
+      entry->set_worker(worker);
+      entry->set_clock(clock);
+    }
+    if (statistic != nullptr) {
+      meta->add_chunk_compensated(dc_mean_square_.empty() ? chunk.gap_updates : chunk.dc_updates);
+    }
+    for (size_t k = 0; k < arrays; ++k) {
+      const float* from = k == 0                ? values_.data()
+                          : k <= num_slots_     ? slots_.data() + (k - 1) * n
+                                                : statistic;
       std::memcpy(out + (k * n + lo) * sizeof(float), from + lo, (hi - lo) * sizeof(float));
     }
   });
 }
 
-absl::Status DenseTable::Restore(const char* data, uint64_t bytes,
-                                 const std::vector<int64_t>& chunk_steps) {
-  if (bytes != SnapshotBytes() || chunk_steps.size() != num_chunks_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "table '", name_, "': checkpoint holds ", bytes, " bytes in ", chunk_steps.size(),
-        " chunks; the table needs ", SnapshotBytes(), " in ", num_chunks_));
+absl::Status DenseTable::CheckSnapshot(const v1::CheckpointTable& meta, uint64_t bytes,
+                                       uint32_t num_workers, int64_t max_step,
+                                       int64_t max_clock) const {
+  auto bad = [this](auto&&... what) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint table '", name_, "' ", what...));
+  };
+  // Written before the statistic was kept: no counts, data up to the slots.
+  const uint64_t without_statistic = (1 + num_slots_) * range_.size() * sizeof(float);
+  const bool older = has_statistic() && meta.chunk_compensated_size() == 0 &&
+                     bytes == without_statistic;
+  if ((bytes != SnapshotBytes() && !older) ||
+      meta.chunk_steps_size() != static_cast<int>(num_chunks_)) {
+    return bad("holds ", bytes, " bytes in ", meta.chunk_steps_size(), " chunks; the table needs ",
+               SnapshotBytes(), " in ", num_chunks_);
   }
+  const int expected_counts = has_statistic() && !older ? static_cast<int>(num_chunks_) : 0;
+  if (meta.chunk_compensated_size() != expected_counts) {
+    return bad("holds ", meta.chunk_compensated_size(),
+               " chunks' compensated updates; the table needs ", expected_counts);
+  }
+  for (int64_t step : meta.chunk_steps()) {
+    if (step < 0 || step > max_step) {
+      return bad("chunk step ", step, " is outside [0, ", max_step, "]");
+    }
+  }
+  for (int64_t updates : meta.chunk_compensated()) {
+    if (updates < 0 || updates > max_step) {
+      return bad("compensated updates ", updates, " are outside [0, ", max_step, "]");
+    }
+  }
+  absl::flat_hash_set<std::pair<uint32_t, uint32_t>> seen;
+  for (const v1::CheckpointTable::Counted& c : meta.counted()) {
+    if (c.chunk() >= num_chunks_ || c.worker() >= num_workers || c.clock() < 0 ||
+        c.clock() > max_clock) {
+      return bad("counts chunk ", c.chunk(), " for worker ", c.worker(), " at clock ", c.clock(),
+                 "; the table has ", num_chunks_, " chunks, the job ", num_workers,
+                 " workers, clocks [0, ", max_clock, "]");
+    }
+    if (!seen.insert({c.chunk(), c.worker()}).second) {
+      return bad("counts chunk ", c.chunk(), " for worker ", c.worker(), " twice");
+    }
+  }
+  return absl::OkStatus();
+}
+
+void DenseTable::Restore(const char* data, uint64_t bytes, const v1::CheckpointTable& meta) {
   const uint64_t n = range_.size();
+  const size_t arrays = bytes / sizeof(float) / std::max<uint64_t>(n, 1);
+  float* statistic = this->statistic();
+  std::vector<std::vector<std::pair<uint32_t, int64_t>>> counted(num_chunks_);
+  for (const v1::CheckpointTable::Counted& c : meta.counted()) {
+    counted[c.chunk()].emplace_back(c.worker(), c.clock());
+  }
   ForEachChunk(0, n, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
     absl::MutexLock lock(&chunk.mu);
-    chunk.step = chunk_steps[lo / kChunkFloats];
+    const uint64_t c = lo / kChunkFloats;
+    chunk.step = meta.chunk_steps(static_cast<int>(c));
     chunk.accumulated = false;
-    for (size_t k = 0; k <= num_slots_; ++k) {
-      float* to = k == 0 ? values_.data() : slots_.data() + (k - 1) * n;
+    chunk.counted.clear();
+    for (const auto& [worker, clock] : counted[c]) chunk.counted[worker] = clock;
+    // Only the table's own compensation reads its count.
+    chunk.dc_updates = chunk.gap_updates =
+        meta.chunk_compensated_size() > 0 ? meta.chunk_compensated(static_cast<int>(c)) : 0;
+    // An older checkpoint's data ends at the slots: the statistic starts again.
+    if (statistic != nullptr && arrays == 1 + num_slots_) {
+      std::fill(statistic + lo, statistic + hi, 0.0f);
+    }
+    for (size_t k = 0; k < arrays; ++k) {
+      float* to = k == 0 ? values_.data() : k <= num_slots_ ? slots_.data() + (k - 1) * n : statistic;
       std::memcpy(to + lo, data + (k * n + lo) * sizeof(float), (hi - lo) * sizeof(float));
     }
   });
-  return absl::OkStatus();
 }
 
 }  // namespace tessera

@@ -23,6 +23,7 @@
 #include "common/codec.h"
 #include "common/config.h"
 #include "common/partition.h"
+#include "proto/checkpoint.pb.h"
 #include "proto/replication.pb.h"
 #include "server/optimizer.h"
 
@@ -38,8 +39,7 @@ class DenseTable {
   // `compensation`: the table's optimizer settings for stale pushes
   // (staleness_compensation, dc_lambda, dc_decay, gap_decay); dc allocates a
   // running mean square of the gradient per value, gap_aware a running mean
-  // of each value's |step| (neither is checkpointed: they warm up again in
-  // a few dozen updates after a restore).
+  // of each value's |step| (the table's statistic, checkpointed with it).
   DenseTable(const TableConfig& config, DenseRange range, const Optimizer* optimizer,
              bool aggregate, const OptimizerConfig& compensation = {});
 
@@ -103,15 +103,29 @@ class DenseTable {
   absl::Status CheckAggregate(const v1::TableAggregate& in) const;
   absl::Status ImportAccumulated(const v1::TableAggregate& in);
 
-  // Checkpoints: the values, then each optimizer slot (range().size() floats
-  // each), copied chunk by chunk under the chunks' locks, with each chunk's
-  // count of optimizer updates (Adam's bias correction, the LR schedule).
+  // Checkpoints, and a joining standby's copy: the values, then each
+  // optimizer slot, then the statistic of dc or gap_aware (range().size()
+  // floats each), copied chunk by chunk under the chunks' locks. Into `meta`
+  // (v1::CheckpointTable): each chunk's count of optimizer updates (Adam's
+  // bias correction, the LR schedule), which clock of each worker it counted
+  // last, and its compensated updates: everything Apply reads, so a copy
+  // restored mid-clock applies the clock's later pieces as its source did.
   size_t num_chunks() const { return num_chunks_; }
-  uint64_t SnapshotBytes() const { return (1 + num_slots_) * range_.size() * sizeof(float); }
-  // REQUIRES: out holds SnapshotBytes().
-  void Snapshot(char* out, std::vector<int64_t>* chunk_steps) const;
-  // The inverse. INVALID_ARGUMENT when the sizes do not fit this table.
-  absl::Status Restore(const char* data, uint64_t bytes, const std::vector<int64_t>& chunk_steps);
+  uint64_t SnapshotBytes() const {
+    return (1 + num_slots_ + (has_statistic() ? 1 : 0)) * range_.size() * sizeof(float);
+  }
+  // REQUIRES: out holds SnapshotBytes(). Sets meta's chunk_steps, counted
+  // and chunk_compensated; leaves its other fields alone.
+  void Snapshot(char* out, v1::CheckpointTable* meta) const;
+  // Whether `bytes` of data and `meta` are a snapshot of this table, with
+  // every count in [0, max_step], every worker below num_workers and every
+  // clock in [0, max_clock]. One written before the statistic was kept (no
+  // chunk_compensated, data that ends at the slots) fits too. INVALID_ARGUMENT
+  // naming what does not fit.
+  absl::Status CheckSnapshot(const v1::CheckpointTable& meta, uint64_t bytes, uint32_t num_workers,
+                             int64_t max_step, int64_t max_clock) const;
+  // The inverse of Snapshot. REQUIRES: CheckSnapshot(meta, bytes, ...) is OK.
+  void Restore(const char* data, uint64_t bytes, const v1::CheckpointTable& meta);
 
   uint64_t pushes() const { return pushes_.load(std::memory_order_relaxed); }
   uint64_t pulls() const { return pulls_.load(std::memory_order_relaxed); }
@@ -126,6 +140,15 @@ class DenseTable {
     // worker -> the clock whose update `step` last counted for it.
     absl::flat_hash_map<uint32_t, int64_t> counted ABSL_GUARDED_BY(mu);
   };
+
+  bool has_statistic() const { return !dc_mean_square_.empty() || !gap_step_.empty(); }
+  // The statistic's floats and its chunk's count (dc or gap_aware); nullptr
+  // and unused without one.
+  float* statistic() {
+    return !dc_mean_square_.empty() ? dc_mean_square_.data()
+                                    : gap_step_.empty() ? nullptr : gap_step_.data();
+  }
+  const float* statistic() const { return const_cast<DenseTable*>(this)->statistic(); }
 
   // DC-ASGD's compensated gradient of local values [lo, hi) into out, from
   // scale * grad and the values read; updates the mean square, whose zero

@@ -136,9 +136,7 @@ std::unique_ptr<ShardState> Shard::CopyState(int64_t cut, std::vector<int64_t> c
                          spare->tables[i].size() == r.dense->SnapshotBytes() &&
                          spare->tables[i].writable();
       ByteBuffer bytes = reuse ? std::move(spare->tables[i]) : ByteBuffer(r.dense->SnapshotBytes());
-      std::vector<int64_t> steps;
-      r.dense->Snapshot(bytes.data(), &steps);
-      for (int64_t step : steps) t->add_chunk_steps(step);
+      r.dense->Snapshot(bytes.data(), t);
       state->tables.push_back(std::move(bytes));
     } else {
       ByteBuffer bytes;
@@ -197,18 +195,8 @@ absl::Status Shard::CheckManifest(const v1::CheckpointManifest& m) const {
       return bad("checkpoint table ", i, " is '", t.name(), "', not '", layout_[i].name(), "'");
     }
     if (r.dense) {
-      if (t.bytes() != r.dense->SnapshotBytes() ||
-          t.chunk_steps_size() != static_cast<int>(r.dense->num_chunks())) {
-        return bad("checkpoint table '", t.name(), "' holds ", t.bytes(), " bytes in ",
-                   t.chunk_steps_size(), " chunks; the table needs ", r.dense->SnapshotBytes(),
-                   " in ", r.dense->num_chunks());
-      }
-      for (int64_t step : t.chunk_steps()) {
-        if (step < 0 || step > max_step) {
-          return bad("checkpoint table '", t.name(), "': chunk step ", step, " is outside [0, ",
-                     max_step, "]");
-        }
-      }
+      TESSERA_RETURN_IF_ERROR(
+          r.dense->CheckSnapshot(t, t.bytes(), num_workers_, max_step, kMaxClock));
       continue;
     }
     // Divided, not multiplied: a row count near 2^64 cannot wrap the check.
@@ -290,8 +278,7 @@ absl::Status Shard::Restore(const ShardState& state) {
     const ByteBuffer& bytes = state.tables[i];
     const Resolved& r = tables_.at(layout_[i].name());
     if (r.dense) {
-      std::vector<int64_t> steps(t.chunk_steps().begin(), t.chunk_steps().end());
-      TESSERA_RETURN_IF_ERROR(r.dense->Restore(bytes.data(), bytes.size(), steps));
+      r.dense->Restore(bytes.data(), bytes.size(), t);  // checked by CheckManifest
       continue;
     }
     TESSERA_RETURN_IF_ERROR(r.sparse->Restore(

@@ -222,6 +222,60 @@ int TableIndex(const v1::CheckpointManifest& m, const std::string& name) {
   return -1;
 }
 
+TEST_CASE("dc's and gap_aware's statistics round-trip; a checkpoint written without them restores") {
+  for (StalenessCompensation compensation :
+       {StalenessCompensation::kDc, StalenessCompensation::kGapAware}) {
+    INFO((compensation == StalenessCompensation::kDc ? "dc" : "gap_aware"));
+    JobConfig config = TablesConfig(OptimizerType::kAdam);
+    config.optimizer.staleness_compensation = compensation;
+    auto shard = MakeShard(config);
+    // Pushes computed from pulled values, so that dc compensates them.
+    for (int64_t clock = 0; clock < 3; ++clock) {
+      for (uint32_t w = 0; w < 2; ++w) {
+        REQUIRE(StartPull(*shard, w, clock, Dense("w", 0, 8))->status->ok());
+      }
+      for (uint32_t w = 0; w < 2; ++w) {
+        std::vector<float> g(8);
+        for (size_t j = 0; j < g.size(); ++j) g[j] = 0.1f * (clock + 1) * (j + 1) * (w ? -1.f : 1.f);
+        PushRequest p = MakePush(w, clock, Dense("w", 0, 8), g, /*advance=*/true);
+        p.set_values_clock(clock);
+        PushResponse r;
+        REQUIRE(shard->Push(p, &r).ok());
+      }
+    }
+    std::unique_ptr<ShardState> cut = shard->Snapshot();
+    const int w = TableIndex(cut->manifest, "w");
+    const v1::CheckpointTable& t = cut->manifest.tables(w);
+    REQUIRE(t.chunk_compensated_size() == 1);
+    CHECK(t.chunk_compensated(0) == 6);  // 3 clocks of 2 workers
+    // Values, two Adam slots and the statistic, 8 floats each.
+    REQUIRE(cut->tables[static_cast<size_t>(w)].size() == 4 * 8 * sizeof(float));
+    auto restored = Shard::Create(config, 0);
+    REQUIRE(restored.ok());
+    REQUIRE((*restored)->Restore(*cut).ok());
+    CHECK(StateBytes(**restored) == StateBytes(*shard));
+
+    // As written before the statistic was kept: it starts again at zero.
+    cut->tables[static_cast<size_t>(w)].Shrink(3 * 8 * sizeof(float));
+    cut->manifest.mutable_tables(w)->clear_chunk_compensated();
+    auto older = Shard::Create(config, 0);
+    REQUIRE(older.ok());
+    REQUIRE((*older)->Restore(*cut).ok());
+    std::unique_ptr<ShardState> again = (*older)->Snapshot();
+    const std::string bytes(again->tables[static_cast<size_t>(w)].data(), 4 * 8 * sizeof(float));
+    const std::string expected = std::string(cut->tables[static_cast<size_t>(w)].data(),
+                                             3 * 8 * sizeof(float)) +
+                                 std::string(8 * sizeof(float), '\0');
+    CHECK(bytes == expected);
+    CHECK(again->manifest.tables(w).chunk_compensated(0) == 0);
+    // Cut short otherwise, it is refused.
+    cut->tables[static_cast<size_t>(w)].Shrink(2 * 8 * sizeof(float));
+    auto refused = Shard::Create(config, 0);
+    REQUIRE(refused.ok());
+    CHECK((*refused)->Restore(*cut).code() == absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST_CASE("a crafted checkpoint with valid checksums is skipped for the previous good one") {
   JobConfig config = TablesConfig(OptimizerType::kAdam);
   config.server.max_sparse_rows = 100;
@@ -260,6 +314,28 @@ TEST_CASE("a crafted checkpoint with valid checksums is skipped for the previous
          m.mutable_tables(TableIndex(m, "w"))->set_chunk_steps(0, std::numeric_limits<int64_t>::max());
        },
        "chunk step"},
+      {"a chunk counted for worker 7 of 2",
+       [](v1::CheckpointManifest& m, std::string&) {
+         v1::CheckpointTable::Counted* c = m.mutable_tables(TableIndex(m, "w"))->add_counted();
+         c->set_worker(7);
+         c->set_clock(1);
+       },
+       "for worker 7"},
+      {"a chunk counted twice for one worker",
+       [](v1::CheckpointManifest& m, std::string&) {
+         v1::CheckpointTable* t = m.mutable_tables(TableIndex(m, "w"));
+         for (int64_t clock : {1, 2}) {
+           v1::CheckpointTable::Counted* c = t->add_counted();
+           c->set_worker(1);
+           c->set_clock(clock);
+         }
+       },
+       "twice"},
+      {"compensated updates for a table without compensation",
+       [](v1::CheckpointManifest& m, std::string&) {
+         m.mutable_tables(TableIndex(m, "w"))->add_chunk_compensated(1);
+       },
+       "compensated updates"},
       {"1 MiB past the last table, in the data file and its size",
        [](v1::CheckpointManifest& m, std::string& data) {
          data.append(1 << 20, '\0');

@@ -23,7 +23,8 @@
 namespace tessera {
 
 // What a checkpoint of `shard` would hold now: the cut, every worker's clock
-// and finished flag, and each table's optimizer steps, row count and bytes
+// and finished flag, and each table's optimizer steps (and the clocks they
+// counted, and compensated updates), row count and bytes
 // (as a CRC-32, readable when a check fails; Same() compares the bytes).
 struct State {
   std::vector<std::string> text;
@@ -48,6 +49,11 @@ inline State StateOf(Shard& shard) {
                                             static_cast<uInt>(b.size()))) +
                        ", chunk steps";
     for (int64_t step : t.chunk_steps()) line += " " + std::to_string(step);
+    for (const v1::CheckpointTable::Counted& c : t.counted()) {
+      line += ", chunk " + std::to_string(c.chunk()) + " counted worker " +
+              std::to_string(c.worker()) + " at " + std::to_string(c.clock());
+    }
+    for (int64_t n : t.chunk_compensated()) line += ", compensated " + std::to_string(n);
     out.text.push_back(line);
     out.bytes.emplace_back(b.data(), b.size());
   }
