@@ -352,8 +352,9 @@ struct WorkerConfig {
   // cores of its own this saves waking a halted CPU per reply; on cores it
   // shares with other daemons it takes time from them. 0: block at once.
   // -1 (auto): 3000 when every server is on this host (loopback addresses)
-  // and the job's busy threads fit this machine's cores (one per server, one
-  // per worker, two per worker under overlap_push), else 0.
+  // and the job's busy threads fit this machine's cores (one per server and
+  // per standby on this host, one per worker, two per worker under
+  // overlap_push), else 0.
   int64_t spin_wait_us = -1;
   double progress_interval_s = 5.0;  // seconds between progress lines
   // GET /metrics (Prometheus text format, plain HTTP) on this port: on

@@ -27,12 +27,15 @@ int64_t ResolveSpinWaitUs(const JobConfig& config, unsigned cores) {
   if (config.worker.spin_wait_us >= 0) return config.worker.spin_wait_us;
   const bool local =
       std::all_of(config.cluster.servers.begin(), config.cluster.servers.end(), IsLoopbackAddress);
-  // Threads that run at once: one per server, one per worker, one more per
+  // Threads that run at once: one per server, one per standby on this host
+  // (it applies what its primary applies), one per worker, one more per
   // worker that pushes while it computes, and one more per worker that reads
   // its click log ahead (worker/example_stream.h).
   const uint64_t per_worker = 1 + (config.overlaps_push() ? 1 : 0) + (config.data.ctr() ? 1 : 0);
-  const uint64_t busy =
-      static_cast<uint64_t>(config.num_servers()) + uint64_t{config.cluster.workers} * per_worker;
+  const uint64_t local_standbys = static_cast<uint64_t>(std::count_if(
+      config.cluster.standbys.begin(), config.cluster.standbys.end(), IsLoopbackAddress));
+  const uint64_t busy = static_cast<uint64_t>(config.num_servers()) + local_standbys +
+                        uint64_t{config.cluster.workers} * per_worker;
   return local && busy <= cores ? 3000 : 0;
 }
 

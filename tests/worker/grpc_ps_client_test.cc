@@ -184,6 +184,11 @@ TEST_CASE("worker.spin_wait_us auto spins only with local servers and a core per
   CHECK(ResolveSpinWaitUs(Config({}), 2) == 0);
   CHECK(ResolveSpinWaitUs(Config({"cluster.servers=[localhost:5, '[::1]:6']"}), 16) == 3000);
   CHECK(ResolveSpinWaitUs(Config({"cluster.servers=[10.0.0.2:5, 127.0.0.1:6]"}), 16) == 0);
+  // A standby on this host applies what its primary does: one more each.
+  const std::string standbys = "cluster.standbys=[127.0.0.1:7, 127.0.0.1:8]";
+  CHECK(ResolveSpinWaitUs(Config({standbys}), 4) == 0);
+  CHECK(ResolveSpinWaitUs(Config({standbys}), 5) == 3000);
+  CHECK(ResolveSpinWaitUs(Config({"cluster.standbys=[10.0.0.3:7, 10.0.0.4:8]"}), 3) == 3000);
   // A worker that pushes while it computes keeps two threads busy.
   CHECK(ResolveSpinWaitUs(Config({"consistency.mode=asp"}), 3) == 0);
   CHECK(ResolveSpinWaitUs(Config({"consistency.mode=asp"}), 4) == 3000);
