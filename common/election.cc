@@ -202,6 +202,36 @@ absl::StatusOr<std::optional<std::string>> Election::Get(const std::string& key)
   return std::optional<std::string>(Decode(reply["kvs"][0], "value"));
 }
 
+absl::Status Election::KeepPresent(const std::string& key, const std::string& value) {
+  if (presence_lease_ != 0) {
+    absl::StatusOr<std::string> renewed =
+        Post("/v3/lease/keepalive", json{{"ID", std::to_string(presence_lease_)}}.dump());
+    if (!renewed.ok()) return renewed.status();
+    const json reply = json::parse(*renewed, nullptr, false);
+    // An expired lease is answered without a TTL: its key is gone too.
+    if (reply.is_object() && reply.contains("result") && Int(reply["result"], "TTL") > 0) {
+      return absl::OkStatus();
+    }
+    presence_lease_ = 0;
+  }
+  absl::StatusOr<std::string> granted =
+      Post("/v3/lease/grant", json{{"TTL", std::to_string(ttl_s_)}}.dump());
+  if (!granted.ok()) return granted.status();
+  const int64_t lease = Int(json::parse(*granted, nullptr, false), "ID");
+  if (lease == 0) return absl::UnavailableError("etcd granted no lease: " + *granted);
+  absl::StatusOr<std::string> put =
+      Post("/v3/kv/put", json{{"key", absl::Base64Escape(key)},
+                              {"value", absl::Base64Escape(value)},
+                              {"lease", std::to_string(lease)}}
+                             .dump());
+  if (!put.ok()) {
+    (void)Post("/v3/lease/revoke", json{{"ID", std::to_string(lease)}}.dump());
+    return put.status();
+  }
+  presence_lease_ = lease;
+  return absl::OkStatus();
+}
+
 absl::Status Election::Renew() {
   if (lease_ == 0) return absl::FailedPreconditionError("not primary: no term to renew");
   absl::StatusOr<std::string> renewed =

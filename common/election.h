@@ -26,8 +26,8 @@
 // "Failover"): a standby wins only while the primary says it holds every
 // acknowledged change.
 //
-// Threading: Campaign, Renew, Resign, PutWhileHeld and DeleteWhileHeld from
-// one owning thread (or under the owner's lock); Current, Get and term()
+// Threading: Campaign, Renew, Resign, PutWhileHeld, DeleteWhileHeld and
+// KeepPresent from one owning thread (or under the owner's lock); Current, Get and term()
 // from any thread. Each call is one HTTP request with a deadline of
 // `timeout`; nothing waits longer.
 #ifndef TESSERA_COMMON_ELECTION_H_
@@ -97,6 +97,16 @@ class Election {
   absl::Status EndTerm(const Holder& holder);
   // `key`'s value; nullopt when it is absent.
   absl::StatusOr<std::optional<std::string>> Get(const std::string& key) const;
+  // Presence, for a daemon that must be seen alive without a term (a
+  // standby): writes `key` = `value` under a lease of ttl_s of its own,
+  // granted by the first call and renewed by each later one (granted and
+  // written again once it expired). A daemon that calls this every
+  // ttl_s / 3 is present (Get finds `key`) until ttl_s after the last
+  // renewal etcd took: the key of a daemon that is paused, or cut off from
+  // etcd, goes then. Its key stays while the daemon stays present; the
+  // lease is not revoked when the Election goes (a killed daemon's expires).
+  // UNAVAILABLE when etcd does not answer.
+  absl::Status KeepPresent(const std::string& key, const std::string& value);
   // This candidate's term while primary, else 0.
   int64_t term() const { return term_.load(); }
 
@@ -115,6 +125,7 @@ class Election {
   const int64_t ttl_s_;
   const absl::Duration timeout_;
   int64_t lease_ = 0;  // owner thread only; 0: none
+  int64_t presence_lease_ = 0;  // KeepPresent's; owner thread only; 0: none
   std::atomic<int64_t> term_{0};
 };
 

@@ -80,6 +80,7 @@ Failover::Failover(const JobConfig& config, uint32_t shard_index, Role role, std
     : shard_index_(shard_index),
       address_(std::move(address)),
       in_sync_key_(KeyOf(config, shard_index, "in_sync")),
+      present_prefix_(KeyOf(config, shard_index, "present/")),
       ttl_(absl::Seconds(config.server.lease_ttl_s)),
       shard_(shard),
       stop_(std::move(stop)),
@@ -159,6 +160,7 @@ void Failover::Start(uint64_t followed_before_serving) {
 void Failover::Run() {
   while (!done_.HasBeenNotified()) {
     if (role_.load() == Role::kStandby) {
+      KeepPresent();
       Watch();
       done_.WaitForNotificationWithTimeout(kWatchInterval);
     } else {
@@ -166,6 +168,30 @@ void Failover::Run() {
       done_.WaitForNotificationWithTimeout(ttl_ / 3);
     }
   }
+}
+
+void Failover::KeepPresent() {
+  const absl::Time now = absl::Now();
+  if (now < present_until_) return;
+  absl::Status kept;
+  {
+    absl::MutexLock lock(&mu_);
+    kept = election_->KeepPresent(present_prefix_ + address_, address_);
+  }
+  // Failed, it is tried again at the next look: a primary that reads this
+  // key only gives up on a standby that is also silent to it.
+  present_until_ = kept.ok() ? now + ttl_ / 3 : absl::InfinitePast();
+  if (!kept.ok() && !present_failed_) {
+    spdlog::warn("shard {}: cannot renew this standby's presence in etcd (retried every {}): {}",
+                 shard_index_, absl::FormatDuration(kWatchInterval), std::string(kept.message()));
+  }
+  present_failed_ = !kept.ok();
+}
+
+absl::StatusOr<bool> Failover::StandbyPresent(const std::string& address) const {
+  TESSERA_ASSIGN_OR_RETURN(std::optional<std::string> value,
+                           election_->Get(present_prefix_ + address));
+  return value.has_value();
 }
 
 void Failover::Watch() {

@@ -7,6 +7,12 @@
 //   in_sync   the standby's address while it holds every change the primary
 //             made visible; absent otherwise. Written and deleted by the
 //             primary only while its term holds.
+//   present/ADDRESS  written by the standby at ADDRESS under a lease of its
+//             own, renewed every server.lease_ttl_s / 3 (Election::
+//             KeepPresent): gone within the TTL once that daemon is paused
+//             or cut off from etcd. A primary whose standby has gone
+//             silent reads it to tell a paused or cut-off standby (give up
+//             on it now) from a slow one (wait).
 // A primary writes in_sync once its standby acknowledged a mutation (so it
 // holds all before it), and deletes it before it goes on without the
 // standby; if it cannot (its term is over, or etcd does not answer), it
@@ -31,8 +37,8 @@
 // (its term is over); it must not return (the daemon exits: fail-stop).
 //
 // Threading: BecomePrimary before Start, on the owning thread. Start runs
-// one thread of its own (renewing, or watching and taking over) until the
-// destructor. StandbyInSync and StandbyOutOfSync are called by the
+// one thread of its own (renewing, or watching, taking over and keeping
+// the standby present) until the destructor. StandbyInSync and StandbyOutOfSync are called by the
 // primary's ReplicaLink (a worker call's thread), and StandbyOutOfSync also
 // by ShardServer::Join when a new daemon replaces the standby (a gRPC
 // thread); every etcd call is made under mu_, one request of at most a
@@ -114,6 +120,10 @@ class Failover {
   // At a clean end: stops the thread, unnames the standby (so that it does
   // not take over a finished job) and resigns the term.
   void Resign();
+  // A primary's link whose standby at `address` has gone silent: whether
+  // that daemon is present in etcd (renewing its key, above). UNAVAILABLE
+  // when etcd does not answer (then nothing is known). Any thread.
+  absl::StatusOr<bool> StandbyPresent(const std::string& address) const;
 
   int64_t term() const { return election_->term(); }
   // Standby: when it took over (0: not yet), in ms since the epoch.
@@ -126,12 +136,15 @@ class Failover {
   void Run();
   // A standby's one look: campaigns when the primary's term ended.
   void Watch();
+  // A standby's presence, renewed every ttl / 3 (the thread's).
+  void KeepPresent();
   // A primary's one renewal.
   void Renew();
 
   const uint32_t shard_index_;
   const std::string address_;
   const std::string in_sync_key_;
+  const std::string present_prefix_;  // present/, above
   const absl::Duration ttl_;
   Shard* const shard_;
   const std::function<void(const std::string&)> stop_;
@@ -143,6 +156,8 @@ class Failover {
   bool joined_ = false;             // BecomeStandby, before Start
   std::string last_holder_;         // the thread's: the last primary it saw
   uint64_t refused_seen_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time present_until_ = absl::InfinitePast();  // the thread's: next KeepPresent after
+  bool present_failed_ = false;                      // the thread's: the last one failed
   std::atomic<int64_t> promoted_at_ms_{0};
   absl::Notification done_;
   std::thread thread_;

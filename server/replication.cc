@@ -19,6 +19,8 @@ constexpr absl::Duration kRetryPause = absl::Milliseconds(100);
 // A standby that acknowledged before and whose address has refused
 // connections this long is gone: the link is cut before the timeout.
 constexpr absl::Duration kRefusedGrace = absl::Seconds(1);
+// A silent standby's presence in etcd is read at most this often.
+constexpr absl::Duration kPresenceCheckPause = absl::Milliseconds(500);
 // A joiner still catching up is offered its queue with tries this short
 // (its address refuses until it serves, so a try fails at once).
 constexpr absl::Duration kCatchUpTry = absl::Milliseconds(200);
@@ -355,9 +357,12 @@ bool ReplicaLink::Deliver(const v1::Mutations& batch) {
   const uint64_t last = batch.mutations(batch.mutations_size() - 1).sequence();
   const std::string which =
       first == last ? absl::StrCat("mutation ", first) : absl::StrCat("mutations ", first, "-", last);
-  const absl::Time give_up = absl::Now() + timeout_;
+  const absl::Time started = absl::Now();
+  const absl::Time give_up = started + timeout_;
   // When the standby's address first refused a connection (below).
   absl::Time refused_since = absl::InfiniteFuture();
+  // When its presence in etcd may be read next (below).
+  absl::Time ask_after = started;
   grpc::Status status;
   for (int attempt = 1;; ++attempt) {
     grpc::ClientContext context;
@@ -410,6 +415,22 @@ bool ReplicaLink::Deliver(const v1::Mutations& batch) {
         Cut(absl::StrCat("its address refuses connections (", attempt, " tries over ",
                          absl::FormatDuration(now - refused_since),
                          "): its daemon is gone; the last: ", status.error_message()));
+        return false;
+      }
+    }
+    // A standby that served and has gone silent is slow, paused or cut
+    // off. Its presence in etcd (server/failover.h) tells: a paused daemon,
+    // or one cut off from etcd as well, stops renewing it and loses it
+    // within server.lease_ttl_s, and then waiting out the timeout would
+    // only stall this shard's changes. One that is present is waited for.
+    if (failover_ != nullptr && sent_.load() > 0 && absl::Now() >= ask_after) {
+      ask_after = absl::Now() + kPresenceCheckPause;
+      absl::StatusOr<bool> present = failover_->StandbyPresent(address_);
+      if (present.ok() && !*present) {
+        Cut(absl::StrCat("it has not answered for ", absl::FormatDuration(absl::Now() - started),
+                         " (", attempt, " tries, the last: ", status.error_message(),
+                         ") and its presence in etcd lapsed: it is paused, or cut off from "
+                         "etcd too"));
         return false;
       }
     }

@@ -16,10 +16,12 @@
 //                   and none holds a thread meanwhile. An unreachable standby
 //                   is retried for server.replication_timeout_s; past that,
 //                   when the standby refuses a mutation (it missed one or
-//                   does not fit), or when a standby that served refuses
-//                   connections for a second (its daemon is gone), the link
-//                   is cut for good: the primary goes on alone and says so
-//                   once, as an error.
+//                   does not fit), when a standby that served refuses
+//                   connections for a second (its daemon is gone), or when
+//                   one that served is silent and its presence in etcd has
+//                   lapsed (paused, or cut off from etcd too; with
+//                   failover), the link is cut for good: the primary goes
+//                   on alone and says so once, as an error.
 //
 // With failover (cluster.etcd), the link names its standby in sync once it
 // acknowledged a mutation, and must unname it before it goes on alone

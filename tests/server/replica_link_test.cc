@@ -13,6 +13,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 #include <catch2/catch.hpp>
@@ -25,6 +27,7 @@
 #include "common/transport.h"
 #include "server/replication.h"
 #include "server/shard_server.h"
+#include "tests/etcd.h"
 #include "tests/server/shard_fixtures.h"
 #include "zlib.h"
 
@@ -203,6 +206,87 @@ TEST_CASE("a standby whose address refuses connections is cut within seconds, no
   CHECK(!linked.link.connected());
   CHECK(took < absl::Seconds(10));
   CHECK(primary.published_min() == 10);
+}
+
+// Listens at 127.0.0.1:`port` and never accepts: the kernel completes each
+// connection's handshake and nothing answers, as for a paused daemon.
+struct SilentListener {
+  int fd = -1;
+  explicit SilentListener(int port) {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    REQUIRE(listen(fd, 64) == 0);
+  }
+  ~SilentListener() { close(fd); }
+};
+
+// A failover that must stop the daemon: this test fails (the process ends).
+void Abort(const std::string& why) {
+  std::fprintf(stderr, "failover stopped the daemon: %s\n", why.c_str());
+  std::abort();
+}
+
+TEST_CASE("a silent standby is cut once its presence in etcd lapses, and waited for while present") {
+  // A standby that served falls silent: paused (it renews its presence in
+  // etcd no more: the primary gives up on it within seconds), or slow or
+  // cut off from its primary alone (still present: waited for, up to
+  // server.replication_timeout_s).
+  if (EtcdMissing()) return;
+  const bool present = GENERATE(false, true);
+  INFO((present ? "still present in etcd" : "paused: its presence lapses"));
+  Etcd etcd(/*fast=*/true);
+  etcd.WaitReady();
+  const uint32_t workers = 2;
+  JobConfig c = Job(workers);
+  c.cluster.etcd = etcd.endpoint();
+  c.server.lease_ttl_s = 1;
+  c.server.replication_timeout_s = 6;
+  Linked linked(c);
+  Shard& primary = *linked.primary;
+  auto primary_failover =
+      Failover::Create(c, 0, Failover::Role::kPrimary, "127.0.0.1:9", &primary, Abort);
+  REQUIRE(primary_failover.ok());
+  REQUIRE((*primary_failover)->BecomePrimary().ok());
+  (*primary_failover)->Start(0);
+  linked.link.SetFailover(primary_failover->get());
+  auto standby_failover = Failover::Create(c, 0, Failover::Role::kStandby, linked.standby.address,
+                                           linked.standby.shard.get(), Abort);
+  REQUIRE(standby_failover.ok());
+  (*standby_failover)->Start(linked.standby.shard->followed());
+  REQUIRE(primary.SetMutationLog(linked.link.Log()).ok());
+  for (uint32_t w = 0; w < workers; ++w) RegisterWorker(primary, w);
+  REQUIRE(PushAtOnce(primary, workers, 0, 5) == 0);
+  REQUIRE(linked.link.connected());
+  auto presence = Election::Create(c.cluster.etcd, "/unused", "reader", 1);
+  REQUIRE(presence.ok());
+  const std::string key = "/tessera/" + c.name + "/shard-0/present/" + linked.standby.address;
+  CHECK((*presence)->Get(key).value() == std::optional<std::string>(linked.standby.address));
+
+  const std::string& address = linked.standby.address;
+  const int port = std::stoi(address.substr(address.rfind(':') + 1));
+  // Paused: it renews nothing (and revokes nothing) from here on.
+  if (!present) standby_failover->reset();
+  linked.standby.Stop();
+  SilentListener silent(port);
+  const absl::Time start = absl::Now();
+  REQUIRE(PushAtOnce(primary, workers, 5, 5) == 0);
+  const absl::Duration took = absl::Now() - start;
+  INFO("took " << absl::FormatDuration(took));
+  CHECK(!linked.link.connected());
+  CHECK(primary.published_min() == 10);
+  if (present) {
+    CHECK(took >= absl::Seconds(5));  // the timeout (6 s), less the first try's start
+  } else {
+    CHECK(took < absl::Seconds(4.5));
+    CHECK(!(*presence)->Get(key).value().has_value());
+  }
 }
 
 // A mutation of about `floats` * 4 bytes, numbered `sequence`.
