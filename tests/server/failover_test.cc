@@ -23,12 +23,6 @@ namespace {
 
 constexpr char kStandbyAddress[] = "127.0.0.1:7";
 
-// A failover that must stop the daemon: this test fails (the process ends).
-void Abort(const std::string& why) {
-  std::fprintf(stderr, "failover stopped the daemon: %s\n", why.c_str());
-  std::abort();
-}
-
 TEST_CASE("a standby named in sync takes over only if it followed since it began to serve") {
   if (EtcdMissing()) return;
   const bool followed_since_serving = GENERATE(true, false);
@@ -53,7 +47,7 @@ TEST_CASE("a standby named in sync takes over only if it followed since it began
   FollowAll(*pair);
   REQUIRE(pair->standby->followed() > before_serving);
   auto failover = Failover::Create(c, 0, Failover::Role::kStandby, kStandbyAddress,
-                                   pair->standby.get(), Abort);
+                                   pair->standby.get(), AbortOnFailoverStop);
   REQUIRE(failover.ok());
   (*failover)->Start(followed_since_serving ? before_serving : pair->standby->followed());
 

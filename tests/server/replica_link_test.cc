@@ -227,12 +227,6 @@ struct SilentListener {
   ~SilentListener() { close(fd); }
 };
 
-// A failover that must stop the daemon: this test fails (the process ends).
-void Abort(const std::string& why) {
-  std::fprintf(stderr, "failover stopped the daemon: %s\n", why.c_str());
-  std::abort();
-}
-
 TEST_CASE("a silent standby is cut once its presence in etcd lapses, and waited for while present") {
   // A standby that served falls silent: paused (it renews its presence in
   // etcd no more: the primary gives up on it within seconds), or slow or
@@ -251,13 +245,13 @@ TEST_CASE("a silent standby is cut once its presence in etcd lapses, and waited 
   Linked linked(c);
   Shard& primary = *linked.primary;
   auto primary_failover =
-      Failover::Create(c, 0, Failover::Role::kPrimary, "127.0.0.1:9", &primary, Abort);
+      Failover::Create(c, 0, Failover::Role::kPrimary, "127.0.0.1:9", &primary, AbortOnFailoverStop);
   REQUIRE(primary_failover.ok());
   REQUIRE((*primary_failover)->BecomePrimary().ok());
   (*primary_failover)->Start(0);
   linked.link.SetFailover(primary_failover->get());
   auto standby_failover = Failover::Create(c, 0, Failover::Role::kStandby, linked.standby.address,
-                                           linked.standby.shard.get(), Abort);
+                                           linked.standby.shard.get(), AbortOnFailoverStop);
   REQUIRE(standby_failover.ok());
   (*standby_failover)->Start(linked.standby.shard->followed());
   REQUIRE(primary.SetMutationLog(linked.link.Log()).ok());

@@ -5,6 +5,8 @@
 #define TESSERA_TESTS_SERVER_SHARD_FIXTURES_H_
 
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +25,13 @@ using v1::PushRequest;
 using v1::PushResponse;
 
 inline const absl::Time kFar = absl::InfiniteFuture();
+
+// A Failover's `stop` for tests: a failover that must stop the daemon fails
+// the test (the process ends).
+inline void AbortOnFailoverStop(const std::string& why) {
+  std::fprintf(stderr, "failover stopped the daemon: %s\n", why.c_str());
+  std::abort();
+}
 
 inline JobConfig MakeConfig(const std::string& mode, uint32_t staleness, uint32_t workers,
                      uint32_t servers = 1) {
