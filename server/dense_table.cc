@@ -419,7 +419,9 @@ void DenseTable::Restore(const char* data, uint64_t bytes, const v1::CheckpointT
       std::fill(statistic + lo, statistic + hi, 0.0f);
     }
     for (size_t k = 0; k < arrays; ++k) {
-      float* to = k == 0 ? values_.data() : k <= num_slots_ ? slots_.data() + (k - 1) * n : statistic;
+      float* to = k == 0            ? values_.data()
+                  : k <= num_slots_ ? slots_.data() + (k - 1) * n
+                                    : statistic;
       std::memcpy(to + lo, data + (k * n + lo) * sizeof(float), (hi - lo) * sizeof(float));
     }
   });

@@ -219,7 +219,8 @@ std::optional<HeldPush> HeldPushFile::Load() const {
     rows.table = static_cast<size_t>(table);
   }
   if (!ok || !r.done()) {
-    spdlog::warn("{}: not a whole push of this worker's; ignored", SlotPath(&slot == slots ? 0 : 1));
+    spdlog::warn("{}: not a whole push of this worker's; ignored",
+                 SlotPath(&slot == slots ? 0 : 1));
     return std::nullopt;
   }
   if (has_values_clock) push.values_clock = values_clock;

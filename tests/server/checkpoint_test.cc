@@ -222,7 +222,8 @@ int TableIndex(const v1::CheckpointManifest& m, const std::string& name) {
   return -1;
 }
 
-TEST_CASE("dc's and gap_aware's statistics round-trip; a checkpoint written without them restores") {
+TEST_CASE(
+    "dc's and gap_aware's statistics round-trip; a checkpoint written without them restores") {
   for (StalenessCompensation compensation :
        {StalenessCompensation::kDc, StalenessCompensation::kGapAware}) {
     INFO((compensation == StalenessCompensation::kDc ? "dc" : "gap_aware"));
@@ -236,7 +237,8 @@ TEST_CASE("dc's and gap_aware's statistics round-trip; a checkpoint written with
       }
       for (uint32_t w = 0; w < 2; ++w) {
         std::vector<float> g(8);
-        for (size_t j = 0; j < g.size(); ++j) g[j] = 0.1f * (clock + 1) * (j + 1) * (w ? -1.f : 1.f);
+        for (size_t j = 0; j < g.size(); ++j)
+          g[j] = 0.1f * (clock + 1) * (j + 1) * (w ? -1.f : 1.f);
         PushRequest p = MakePush(w, clock, Dense("w", 0, 8), g, /*advance=*/true);
         p.set_values_clock(clock);
         PushResponse r;

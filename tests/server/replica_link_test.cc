@@ -227,7 +227,8 @@ struct SilentListener {
   ~SilentListener() { close(fd); }
 };
 
-TEST_CASE("a silent standby is cut once its presence in etcd lapses, and waited for while present") {
+TEST_CASE(
+    "a silent standby is cut once its presence in etcd lapses, and waited for while present") {
   // A standby that served falls silent: paused (it renews its presence in
   // etcd no more: the primary gives up on it within seconds), or slow or
   // cut off from its primary alone (still present: waited for, up to
@@ -244,8 +245,8 @@ TEST_CASE("a silent standby is cut once its presence in etcd lapses, and waited 
   c.server.replication_timeout_s = 6;
   Linked linked(c);
   Shard& primary = *linked.primary;
-  auto primary_failover =
-      Failover::Create(c, 0, Failover::Role::kPrimary, "127.0.0.1:9", &primary, AbortOnFailoverStop);
+  auto primary_failover = Failover::Create(c, 0, Failover::Role::kPrimary, "127.0.0.1:9", &primary,
+                                           AbortOnFailoverStop);
   REQUIRE(primary_failover.ok());
   REQUIRE((*primary_failover)->BecomePrimary().ok());
   (*primary_failover)->Start(0);
