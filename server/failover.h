@@ -1,7 +1,7 @@
 // Failover: a replicated shard's part in its election (docs/DESIGN.md
 // "Failover"), decided by etcd (common/election.h), never by the shards.
 //
-// Two keys per shard in etcd, under /tessera/JOB/shard-N/:
+// Keys per shard in etcd, under /tessera/JOB/shard-N/:
 //   primary   held (under a lease of server.lease_ttl_s) by the daemon that
 //             serves workers; its create revision is the term.
 //   in_sync   the standby's address while it holds every change the primary
