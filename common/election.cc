@@ -202,7 +202,8 @@ absl::StatusOr<std::optional<std::string>> Election::Get(const std::string& key)
   return std::optional<std::string>(Decode(reply["kvs"][0], "value"));
 }
 
-absl::Status Election::KeepPresent(const std::string& key, const std::string& value) {
+absl::StatusOr<bool> Election::KeepPresent(const std::string& key, const std::string& value) {
+  const bool held_before = presence_lease_ != 0;
   if (presence_lease_ != 0) {
     absl::StatusOr<std::string> renewed =
         Post("/v3/lease/keepalive", json{{"ID", std::to_string(presence_lease_)}}.dump());
@@ -210,7 +211,7 @@ absl::Status Election::KeepPresent(const std::string& key, const std::string& va
     const json reply = json::parse(*renewed, nullptr, false);
     // An expired lease is answered without a TTL: its key is gone too.
     if (reply.is_object() && reply.contains("result") && Int(reply["result"], "TTL") > 0) {
-      return absl::OkStatus();
+      return false;
     }
     presence_lease_ = 0;
   }
@@ -229,7 +230,7 @@ absl::Status Election::KeepPresent(const std::string& key, const std::string& va
     return put.status();
   }
   presence_lease_ = lease;
-  return absl::OkStatus();
+  return held_before;
 }
 
 absl::Status Election::Renew() {

@@ -105,8 +105,10 @@ class Election {
   // renewal etcd took: the key of a daemon that is paused, or cut off from
   // etcd, goes then. Its key stays while the daemon stays present; the
   // lease is not revoked when the Election goes (a killed daemon's expires).
+  // Whether the presence had lapsed since the last call (its lease expired,
+  // or was revoked, and `key` is written again); false on the first call.
   // UNAVAILABLE when etcd does not answer.
-  absl::Status KeepPresent(const std::string& key, const std::string& value);
+  absl::StatusOr<bool> KeepPresent(const std::string& key, const std::string& value);
   // This candidate's term while primary, else 0.
   int64_t term() const { return term_.load(); }
 

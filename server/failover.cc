@@ -173,19 +173,41 @@ void Failover::Run() {
 void Failover::KeepPresent() {
   const absl::Time now = absl::Now();
   if (now < present_until_) return;
-  absl::Status kept;
+  absl::StatusOr<bool> lapsed;
+  absl::StatusOr<std::optional<std::string>> named;
+  absl::StatusOr<Election::Holder> holder;
   {
     absl::MutexLock lock(&mu_);
-    kept = election_->KeepPresent(present_prefix_ + address_, address_);
+    lapsed = election_->KeepPresent(present_prefix_ + address_, address_);
+    if (lapsed.ok() && *lapsed) {
+      named = election_->Get(in_sync_key_);
+      holder = election_->Current();
+    }
   }
   // Failed, it is tried again at the next look: a primary that reads this
   // key only gives up on a standby that is also silent to it.
-  present_until_ = kept.ok() ? now + ttl_ / 3 : absl::InfinitePast();
-  if (!kept.ok() && !present_failed_) {
+  present_until_ = lapsed.ok() ? now + ttl_ / 3 : absl::InfinitePast();
+  if (!lapsed.ok() && !present_failed_) {
     spdlog::warn("shard {}: cannot renew this standby's presence in etcd (retried every {}): {}",
-                 shard_index_, absl::FormatDuration(kWatchInterval), std::string(kept.message()));
+                 shard_index_, absl::FormatDuration(kWatchInterval),
+                 std::string(lapsed.status().message()));
   }
-  present_failed_ = !kept.ok();
+  present_failed_ = !lapsed.ok();
+  if (!lapsed.ok() || !*lapsed) return;
+  // Its presence lapsed: this daemon was paused, or cut off from etcd, for
+  // a lease. If meanwhile its primary gave up on it (it no longer names it
+  // in sync, and a primary serves), it follows nothing any more and never
+  // may take over: it exits, to be started again and join with a copy. One
+  // still named (its primary went on answering through it, or died while
+  // it was paused) stays: it may be the one that holds every change.
+  const bool has_state = shard_->followed() > followed_at_start_ || joined_;
+  if (has_state && named.ok() && *named != std::optional<std::string>(address_) && holder.ok() &&
+      holder->name != address_) {
+    stop_(absl::StrCat("shard ", shard_index_, ": this standby was silent past its presence lease (",
+                       absl::FormatDuration(ttl_), "), and its primary ", holder->name,
+                       " no longer names it in sync: it follows nothing any more. It exits, to "
+                       "be started again and join that primary with a copy of its state"));
+  }
 }
 
 absl::StatusOr<bool> Failover::StandbyPresent(const std::string& address) const {

@@ -12,7 +12,10 @@
 //             KeepPresent): gone within the TTL once that daemon is paused
 //             or cut off from etcd. A primary whose standby has gone
 //             silent reads it to tell a paused or cut-off standby (give up
-//             on it now) from a slow one (wait).
+//             on it now) from a slow one (wait). A standby whose presence
+//             lapsed, and that its primary no longer names in sync, exits
+//             (`stop`) to be started again and join with a copy: it
+//             follows nothing any more.
 // A primary writes in_sync once its standby acknowledged a mutation (so it
 // holds all before it), and deletes it before it goes on without the
 // standby; if it cannot (its term is over, or etcd does not answer), it
@@ -136,7 +139,8 @@ class Failover {
   void Run();
   // A standby's one look: campaigns when the primary's term ended.
   void Watch();
-  // A standby's presence, renewed every ttl / 3 (the thread's).
+  // A standby's presence, renewed every ttl / 3 (the thread's); stops the
+  // daemon when it lapsed and the primary no longer names it in sync.
   void KeepPresent();
   // A primary's one renewal.
   void Renew();

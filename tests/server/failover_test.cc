@@ -12,6 +12,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "common/election.h"
@@ -62,6 +64,95 @@ TEST_CASE("a standby named in sync takes over only if it followed since it began
   if (promoted) {
     CHECK((*failover)->term() > (*primary)->term());
     CHECK(pair->standby->term() == (*failover)->term());
+  }
+}
+
+TEST_CASE("a standby whose presence lapsed exits once its primary no longer names it in sync") {
+  // Paused past its presence lease (here: the lease revoked from outside),
+  // a standby its primary gave up on follows nothing any more: it exits to
+  // be started again and join with a copy. One still named stays (it may
+  // hold every change), and writes its presence again.
+  if (EtcdMissing()) return;
+  const bool named = GENERATE(true, false);
+  INFO((named ? "still named in sync" : "unnamed by its primary"));
+  Etcd etcd(/*fast=*/true);
+  etcd.WaitReady();
+  JobConfig c = AdamJob("bsp", 2);
+  c.cluster.etcd = etcd.endpoint();
+  c.server.lease_ttl_s = 1;
+  auto pair = MakePair(c);
+  const uint64_t before_serving = pair->standby->followed();
+  const std::string prefix = "/tessera/" + c.name + "/shard-0/";
+  auto primary = Election::Create(c.cluster.etcd, prefix + "primary", "127.0.0.1:9", 1);
+  REQUIRE(primary.ok());
+  REQUIRE((*primary)->Campaign().ok());
+  REQUIRE((*primary)->PutWhileHeld(prefix + "in_sync", kStandbyAddress).ok());
+  // The primary keeps its term (a lease of 1 s) throughout.
+  std::mutex primary_mu;
+  std::atomic<bool> done{false};
+  std::thread renew([&] {
+    while (!done.load()) {
+      {
+        std::lock_guard<std::mutex> lock(primary_mu);
+        (void)(*primary)->Renew();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  });
+  struct StopRenewing {
+    std::atomic<bool>& done;
+    std::thread& renew;
+    ~StopRenewing() {
+      done.store(true);
+      renew.join();
+    }
+  } stop_renewing{done, renew};
+  FollowAll(*pair);
+  std::mutex mu;
+  std::string stopped;
+  auto failover = Failover::Create(c, 0, Failover::Role::kStandby, kStandbyAddress,
+                                   pair->standby.get(), [&](const std::string& why) {
+                                     std::lock_guard<std::mutex> lock(mu);
+                                     stopped = why;
+                                   });
+  REQUIRE(failover.ok());
+  (*failover)->Start(before_serving);
+  // Its presence, read as an election key: the holder is its lease.
+  auto presence = Election::Create(c.cluster.etcd, prefix + "present/" + kStandbyAddress, "x", 1);
+  REQUIRE(presence.ok());
+  absl::StatusOr<Election::Holder> held;
+  for (int i = 0; i < 50; ++i) {
+    held = (*presence)->Current();
+    if (held.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  REQUIRE(held.ok());
+  CHECK(held->name == kStandbyAddress);
+  if (!named) {
+    std::lock_guard<std::mutex> lock(primary_mu);
+    REQUIRE((*primary)->DeleteWhileHeld(prefix + "in_sync").ok());
+  }
+  REQUIRE((*presence)->EndTerm(*held).ok());  // as if it had been paused past the lease
+  // Within 2 s: its next renewal (every third of the lease) finds it lapsed.
+  std::string why;
+  bool written_again = false;
+  for (int i = 0; i < 40 && (named ? !written_again : why.empty()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      why = stopped;
+    }
+    absl::StatusOr<Election::Holder> now = (*presence)->Current();
+    written_again = now.ok() && now->lease != held->lease;
+  }
+  if (named) {
+    CHECK(written_again);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // and it stays
+    std::lock_guard<std::mutex> lock(mu);
+    CHECK(stopped.empty());
+    CHECK(pair->standby->standby());
+  } else {
+    CHECK_THAT(why, Catch::Contains("no longer names it in sync"));
   }
 }
 
