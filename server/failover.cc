@@ -203,7 +203,8 @@ void Failover::KeepPresent() {
   const bool has_state = shard_->followed() > followed_at_start_ || joined_;
   if (has_state && named.ok() && *named != std::optional<std::string>(address_) && holder.ok() &&
       holder->name != address_) {
-    stop_(absl::StrCat("shard ", shard_index_, ": this standby was silent past its presence lease (",
+    stop_(absl::StrCat("shard ", shard_index_,
+                       ": this standby was silent past its presence lease (",
                        absl::FormatDuration(ttl_), "), and its primary ", holder->name,
                        " no longer names it in sync: it follows nothing any more. It exits, to "
                        "be started again and join that primary with a copy of its state"));

@@ -25,24 +25,41 @@ namespace {
 
 constexpr char kStandbyAddress[] = "127.0.0.1:7";
 
+// A real etcd; a primary's term, held by 127.0.0.1:9 with its standby named
+// in sync, as a primary writes them; and a standby that has followed nothing.
+struct Scene {
+  Etcd etcd{/*fast=*/true};
+  JobConfig c;
+  std::unique_ptr<Pair> pair;
+  uint64_t before_serving = 0;
+  std::string prefix;
+  std::unique_ptr<Election> primary;
+
+  Scene() {
+    etcd.WaitReady();
+    c = AdamJob("bsp", 2);
+    c.cluster.etcd = etcd.endpoint();
+    c.server.lease_ttl_s = 1;
+    pair = MakePair(c);  // the standby starts from the same state, nothing followed
+    before_serving = pair->standby->followed();
+    prefix = "/tessera/" + c.name + "/shard-0/";
+    auto election = Election::Create(c.cluster.etcd, prefix + "primary", "127.0.0.1:9", 1);
+    REQUIRE(election.ok());
+    primary = *std::move(election);
+    REQUIRE(primary->Campaign().ok());
+    REQUIRE(primary->PutWhileHeld(prefix + "in_sync", kStandbyAddress).ok());
+  }
+};
+
 TEST_CASE("a standby named in sync takes over only if it followed since it began to serve") {
   if (EtcdMissing()) return;
   const bool followed_since_serving = GENERATE(true, false);
   INFO("followed since serving: " << followed_since_serving);
-  Etcd etcd(/*fast=*/true);
-  etcd.WaitReady();
-  JobConfig c = AdamJob("bsp", 2);
-  c.cluster.etcd = etcd.endpoint();
-  c.server.lease_ttl_s = 1;
-  auto pair = MakePair(c);  // the standby starts from the same state, nothing followed
-  const uint64_t before_serving = pair->standby->followed();
-
-  // The primary's term, and its standby named in sync, as a primary writes them.
-  const std::string prefix = "/tessera/" + c.name + "/shard-0/";
-  auto primary = Election::Create(c.cluster.etcd, prefix + "primary", "127.0.0.1:9", 1);
-  REQUIRE(primary.ok());
-  REQUIRE((*primary)->Campaign().ok());
-  REQUIRE((*primary)->PutWhileHeld(prefix + "in_sync", kStandbyAddress).ok());
+  Scene scene;
+  const JobConfig& c = scene.c;
+  auto& pair = scene.pair;
+  const uint64_t before_serving = scene.before_serving;
+  Election* primary = scene.primary.get();
 
   // The standby serves, and follows the primary's mutations (the workers'
   // registrations) before its watch starts.
@@ -54,7 +71,7 @@ TEST_CASE("a standby named in sync takes over only if it followed since it began
   (*failover)->Start(followed_since_serving ? before_serving : pair->standby->followed());
 
   // The primary's term ends.
-  REQUIRE((*primary)->Resign().ok());
+  REQUIRE(primary->Resign().ok());
   bool promoted = false;
   for (int i = 0; i < 50 && !promoted; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -62,7 +79,7 @@ TEST_CASE("a standby named in sync takes over only if it followed since it began
   }
   CHECK(promoted == followed_since_serving);
   if (promoted) {
-    CHECK((*failover)->term() > (*primary)->term());
+    CHECK((*failover)->term() > primary->term());
     CHECK(pair->standby->term() == (*failover)->term());
   }
 }
@@ -75,18 +92,11 @@ TEST_CASE("a standby whose presence lapsed exits once its primary no longer name
   if (EtcdMissing()) return;
   const bool named = GENERATE(true, false);
   INFO((named ? "still named in sync" : "unnamed by its primary"));
-  Etcd etcd(/*fast=*/true);
-  etcd.WaitReady();
-  JobConfig c = AdamJob("bsp", 2);
-  c.cluster.etcd = etcd.endpoint();
-  c.server.lease_ttl_s = 1;
-  auto pair = MakePair(c);
-  const uint64_t before_serving = pair->standby->followed();
-  const std::string prefix = "/tessera/" + c.name + "/shard-0/";
-  auto primary = Election::Create(c.cluster.etcd, prefix + "primary", "127.0.0.1:9", 1);
-  REQUIRE(primary.ok());
-  REQUIRE((*primary)->Campaign().ok());
-  REQUIRE((*primary)->PutWhileHeld(prefix + "in_sync", kStandbyAddress).ok());
+  Scene scene;
+  const JobConfig& c = scene.c;
+  auto& pair = scene.pair;
+  const std::string& prefix = scene.prefix;
+  Election* primary = scene.primary.get();
   // The primary keeps its term (a lease of 1 s) throughout.
   std::mutex primary_mu;
   std::atomic<bool> done{false};
@@ -94,7 +104,7 @@ TEST_CASE("a standby whose presence lapsed exits once its primary no longer name
     while (!done.load()) {
       {
         std::lock_guard<std::mutex> lock(primary_mu);
-        (void)(*primary)->Renew();
+        (void)primary->Renew();
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
@@ -116,7 +126,7 @@ TEST_CASE("a standby whose presence lapsed exits once its primary no longer name
                                      stopped = why;
                                    });
   REQUIRE(failover.ok());
-  (*failover)->Start(before_serving);
+  (*failover)->Start(scene.before_serving);
   // Its presence, read as an election key: the holder is its lease.
   auto presence = Election::Create(c.cluster.etcd, prefix + "present/" + kStandbyAddress, "x", 1);
   REQUIRE(presence.ok());
@@ -130,7 +140,7 @@ TEST_CASE("a standby whose presence lapsed exits once its primary no longer name
   CHECK(held->name == kStandbyAddress);
   if (!named) {
     std::lock_guard<std::mutex> lock(primary_mu);
-    REQUIRE((*primary)->DeleteWhileHeld(prefix + "in_sync").ok());
+    REQUIRE(primary->DeleteWhileHeld(prefix + "in_sync").ok());
   }
   REQUIRE((*presence)->EndTerm(*held).ok());  // as if it had been paused past the lease
   // Within 2 s: its next renewal (every third of the lease) finds it lapsed.
