@@ -5,6 +5,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 #include "nlohmann/json.hpp"
 
 namespace tessera {
@@ -84,14 +85,32 @@ absl::StatusOr<std::string> Election::Post(const std::string& path, const std::s
   return res->body;
 }
 
-absl::StatusOr<int64_t> Election::Campaign(const std::optional<Condition>& require) {
-  if (term_.load() != 0 && Renew().ok()) return term_.load();
-  term_.store(0);
+absl::StatusOr<int64_t> Election::GrantLease() const {
   absl::StatusOr<std::string> granted =
       Post("/v3/lease/grant", json{{"TTL", std::to_string(ttl_s_)}}.dump());
   if (!granted.ok()) return granted.status();
   const int64_t lease = Int(json::parse(*granted, nullptr, false), "ID");
   if (lease == 0) return absl::UnavailableError("etcd granted no lease: " + *granted);
+  return lease;
+}
+
+absl::StatusOr<bool> Election::KeepAlive(int64_t lease) const {
+  absl::StatusOr<std::string> renewed =
+      Post("/v3/lease/keepalive", json{{"ID", std::to_string(lease)}}.dump());
+  if (!renewed.ok()) return renewed.status();
+  const json reply = json::parse(*renewed, nullptr, false);
+  // An expired lease is answered without a TTL.
+  return reply.is_object() && reply.contains("result") && Int(reply["result"], "TTL") > 0;
+}
+
+void Election::Revoke(int64_t lease) const {
+  (void)Post("/v3/lease/revoke", json{{"ID", std::to_string(lease)}}.dump());
+}
+
+absl::StatusOr<int64_t> Election::Campaign(const std::optional<Condition>& require) {
+  if (term_.load() != 0 && Renew().ok()) return term_.load();
+  term_.store(0);
+  TESSERA_ASSIGN_OR_RETURN(const int64_t lease, GrantLease());
   // Write the key under the lease only if nobody holds it; else read who does.
   json compare = json::array({{{"key", key_}, {"target", "CREATE"}, {"create_revision", "0"}}});
   if (require) {
@@ -114,7 +133,7 @@ absl::StatusOr<int64_t> Election::Campaign(const std::optional<Condition>& requi
   };
   absl::StatusOr<std::string> done = Post("/v3/kv/txn", txn.dump());
   if (!done.ok()) {
-    (void)Post("/v3/lease/revoke", json{{"ID", std::to_string(lease)}}.dump());
+    Revoke(lease);
     return done.status();
   }
   const json reply = json::parse(*done, nullptr, false);
@@ -125,7 +144,7 @@ absl::StatusOr<int64_t> Election::Campaign(const std::optional<Condition>& requi
     term_.store(term);
     return term;
   }
-  (void)Post("/v3/lease/revoke", json{{"ID", std::to_string(lease)}}.dump());
+  Revoke(lease);
   Holder holder;
   if (reply.is_object() && reply.contains("responses") && !reply["responses"].empty()) {
     const json& range = reply["responses"][0]["response_range"];
@@ -205,28 +224,18 @@ absl::StatusOr<std::optional<std::string>> Election::Get(const std::string& key)
 absl::StatusOr<bool> Election::KeepPresent(const std::string& key, const std::string& value) {
   const bool held_before = presence_lease_ != 0;
   if (presence_lease_ != 0) {
-    absl::StatusOr<std::string> renewed =
-        Post("/v3/lease/keepalive", json{{"ID", std::to_string(presence_lease_)}}.dump());
-    if (!renewed.ok()) return renewed.status();
-    const json reply = json::parse(*renewed, nullptr, false);
-    // An expired lease is answered without a TTL: its key is gone too.
-    if (reply.is_object() && reply.contains("result") && Int(reply["result"], "TTL") > 0) {
-      return false;
-    }
-    presence_lease_ = 0;
+    TESSERA_ASSIGN_OR_RETURN(const bool alive, KeepAlive(presence_lease_));
+    if (alive) return false;
+    presence_lease_ = 0;  // expired: its key is gone too
   }
-  absl::StatusOr<std::string> granted =
-      Post("/v3/lease/grant", json{{"TTL", std::to_string(ttl_s_)}}.dump());
-  if (!granted.ok()) return granted.status();
-  const int64_t lease = Int(json::parse(*granted, nullptr, false), "ID");
-  if (lease == 0) return absl::UnavailableError("etcd granted no lease: " + *granted);
+  TESSERA_ASSIGN_OR_RETURN(const int64_t lease, GrantLease());
   absl::StatusOr<std::string> put =
       Post("/v3/kv/put", json{{"key", absl::Base64Escape(key)},
                               {"value", absl::Base64Escape(value)},
                               {"lease", std::to_string(lease)}}
                              .dump());
   if (!put.ok()) {
-    (void)Post("/v3/lease/revoke", json{{"ID", std::to_string(lease)}}.dump());
+    Revoke(lease);
     return put.status();
   }
   presence_lease_ = lease;
@@ -235,12 +244,8 @@ absl::StatusOr<bool> Election::KeepPresent(const std::string& key, const std::st
 
 absl::Status Election::Renew() {
   if (lease_ == 0) return absl::FailedPreconditionError("not primary: no term to renew");
-  absl::StatusOr<std::string> renewed =
-      Post("/v3/lease/keepalive", json{{"ID", std::to_string(lease_)}}.dump());
-  if (!renewed.ok()) return renewed.status();
-  const json reply = json::parse(*renewed, nullptr, false);
-  // An expired lease is answered without a TTL.
-  if (!reply.is_object() || !reply.contains("result") || Int(reply["result"], "TTL") <= 0) {
+  TESSERA_ASSIGN_OR_RETURN(const bool alive, KeepAlive(lease_));
+  if (!alive) {
     const int64_t ended = term_.exchange(0);
     lease_ = 0;
     return absl::FailedPreconditionError(

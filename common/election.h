@@ -117,6 +117,13 @@ class Election {
            absl::Duration timeout);
   // POSTs `body` (JSON) to etcd's `path`; the parsed reply as text.
   absl::StatusOr<std::string> Post(const std::string& path, const std::string& body) const;
+  // A new lease of ttl_s.
+  absl::StatusOr<int64_t> GrantLease() const;
+  // Renews `lease`: whether it was still alive (false: it expired, and its
+  // keys are gone).
+  absl::StatusOr<bool> KeepAlive(int64_t lease) const;
+  // Revokes `lease`, best effort (its keys go; an unanswered one expires).
+  void Revoke(int64_t lease) const;
   // One transaction: `request` (a put or delete, as JSON) if this term holds.
   absl::Status WhileHeld(const std::string& what, const std::string& op, const std::string& request);
 
