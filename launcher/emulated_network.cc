@@ -267,18 +267,36 @@ absl::Status EmulatedNetwork::WriteDescription(const std::string& path) const {
 }
 
 absl::Status EmulatedNetwork::SetLinkOf(const std::string& description_path,
-                                        const std::string& host, bool up) {
+                                        const std::string& host, bool up,
+                                        const std::string& peer) {
   std::ifstream in(description_path);
   if (!in) {
     return absl::NotFoundError(absl::StrCat(
         description_path, ": no such file (a job run with --emulate-network writes it)"));
   }
   nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("hosts") || !j["hosts"].contains(host)) {
-    return absl::NotFoundError(absl::StrCat(description_path, " names no host '", host, "'"));
+  std::vector<std::string> named = {host};
+  if (!peer.empty()) named.push_back(peer);
+  for (const std::string& name : named) {
+    if (!j.is_object() || !j.contains("hosts") || !j["hosts"].contains(name)) {
+      return absl::NotFoundError(absl::StrCat(description_path, " names no host '", name, "'"));
+    }
   }
-  return Run({"ip", "-n", j["bridge_namespace"].get<std::string>(), "link", "set",
-              j["hosts"][host]["bridge_port"].get<std::string>(), up ? "up" : "down"});
+  if (peer.empty()) {
+    return Run({"ip", "-n", j["bridge_namespace"].get<std::string>(), "link", "set",
+                j["hosts"][host]["bridge_port"].get<std::string>(), up ? "up" : "down"});
+  }
+  if (peer == host) return absl::InvalidArgumentError("a host's path to itself cannot be cut");
+  // The path between the two alone: on each, the other's address routed
+  // nowhere ("unreachable": a sender gets EHOSTUNREACH, as from a router
+  // that lost its route; open connections stall and retry).
+  for (const auto& [from, to] : {std::pair(host, peer), std::pair(peer, host)}) {
+    const std::string ns = j["hosts"][from]["namespace"].get<std::string>();
+    const std::string address = j["hosts"][to]["address"].get<std::string>() + "/32";
+    TESSERA_RETURN_IF_ERROR(up ? Run({"ip", "-n", ns, "route", "del", "unreachable", address})
+                               : Run({"ip", "-n", ns, "route", "replace", "unreachable", address}));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace tessera

@@ -67,9 +67,11 @@ class EmulatedNetwork {
   // Writes where everything is, for `tessera net` and tests (JSON: the
   // bridge namespace, and per host its namespace, address and bridge port).
   absl::Status WriteDescription(const std::string& path) const;
-  // SetLink by host name, from a description another process wrote.
+  // SetLink by host name, from a description another process wrote. With
+  // `peer`, only the path between `host` and `peer` goes down or up: the two
+  // cannot reach each other, and every other host still reaches both.
   static absl::Status SetLinkOf(const std::string& description_path, const std::string& host,
-                                bool up);
+                                bool up, const std::string& peer = "");
 
   // Removes namespaces "tessera-PID-*" whose launcher PID no longer runs;
   // returns how many.

@@ -8,8 +8,9 @@
 //       runs the job under every combination, tabulates and plots (launcher/sweep.h)
 //   tessera status --config CONFIG [--set ...] [--watch] [--interval S]
 //       one screen about a running job (launcher/status.h)
-//   tessera net cut|heal DIR HOST
-//       takes one host's link of an emulated job down or up (launcher/emulated_network.h)
+//   tessera net cut|heal DIR HOST [PEER]
+//       takes one host's link of an emulated job down or up, or with PEER only the path
+//       between the two (launcher/emulated_network.h)
 #include <signal.h>
 #include <unistd.h>
 
@@ -31,7 +32,7 @@ namespace {
 const tessera::Program kProgram{
     "tessera",
     "run CONFIG [flags] | sweep CONFIG --grid key=v1,v2 [flags] | status --config CONFIG [--watch]"
-    " | net cut|heal DIR HOST | net up DIR RATE HOST...",
+    " | net cut|heal DIR HOST [PEER] | net up DIR RATE HOST...",
     "subcommands:\n"
     "  run CONFIG      runs a whole job on this machine: its servers and workers, restarted\n"
     "                  when they die, a live progress line, DIR/summary.json at the end\n"
@@ -40,9 +41,10 @@ const tessera::Program kProgram{
     "  status          one screen about a running job, from every shard's Stats and health:\n"
     "                  shards, workers (clock, how far behind, waiting on whom), staleness;\n"
     "                  exit 0 when every shard answers, 1 otherwise\n"
-    "  net cut DIR HOST, net heal DIR HOST\n"
+    "  net cut DIR HOST [PEER], net heal DIR HOST [PEER]\n"
     "                  takes HOST's link (server-0, worker-1, ...) of the emulated job whose\n"
-    "                  output folder is DIR down (a partition) or up again\n"
+    "                  output folder is DIR down (a partition) or up again; with PEER, only\n"
+    "                  the path between HOST and PEER (each still reaches every other host)\n"
     "  net up DIR RATE HOST...\n"
     "                  makes an emulated network of these hosts (links of RATE each way),\n"
     "                  writes DIR/network.json (each host's namespace and address) and holds\n"
@@ -156,11 +158,13 @@ int main(int argc, char** argv) {
   if (args.size() == 1 && args[0] == "status") return Status(*flags);
   if (args.size() >= 5 && args[0] == "net" && args[1] == "up") return NetUp(args);
   if (!args.empty() && args[0] == "net") {
-    if (args.size() != 4 || (args[1] != "cut" && args[1] != "heal")) {
-      return Usage("expected: tessera net cut|heal DIR HOST, or tessera net up DIR RATE HOST...");
+    if (args.size() < 4 || args.size() > 5 || (args[1] != "cut" && args[1] != "heal")) {
+      return Usage(
+          "expected: tessera net cut|heal DIR HOST [PEER], or tessera net up DIR RATE HOST...");
     }
     absl::Status s = EmulatedNetwork::SetLinkOf(args[2] + "/network.json", args[3],
-                                                /*up=*/args[1] == "heal");
+                                                /*up=*/args[1] == "heal",
+                                                args.size() == 5 ? args[4] : "");
     if (!s.ok()) {
       std::fprintf(stderr, "tessera net: %s\n", std::string(s.message()).c_str());
       return 1;

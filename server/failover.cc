@@ -179,7 +179,7 @@ void Failover::KeepPresent() {
   {
     absl::MutexLock lock(&mu_);
     lapsed = election_->KeepPresent(present_prefix_ + address_, address_);
-    if (lapsed.ok() && *lapsed) {
+    if (lapsed.ok()) {
       named = election_->Get(in_sync_key_);
       holder = election_->Current();
     }
@@ -193,22 +193,47 @@ void Failover::KeepPresent() {
                  std::string(lapsed.status().message()));
   }
   present_failed_ = !lapsed.ok();
-  if (!lapsed.ok() || !*lapsed) return;
+  if (!lapsed.ok()) return;
+  // Whether a primary serves that no longer names this standby in sync: it
+  // went on without it (ReplicaLink::Cut), or another daemon joined in its
+  // place. Such a standby follows nothing any more and never may take over.
+  const bool given_up = named.ok() && *named != std::optional<std::string>(address_) &&
+                        holder.ok() && holder->name != address_;
+  const uint64_t followed = shard_->followed();
+  const bool followed_here = followed > followed_at_start_;
   // Its presence lapsed: this daemon was paused, or cut off from etcd, for
-  // a lease. If meanwhile its primary gave up on it (it no longer names it
-  // in sync, and a primary serves), it follows nothing any more and never
-  // may take over: it exits, to be started again and join with a copy. One
-  // still named (its primary went on answering through it, or died while
-  // it was paused) stays: it may be the one that holds every change.
-  const bool has_state = shard_->followed() > followed_at_start_ || joined_;
-  if (has_state && named.ok() && *named != std::optional<std::string>(address_) && holder.ok() &&
-      holder->name != address_) {
+  // a lease, and its primary gave up on it meanwhile. One still named (its
+  // primary went on answering through it, or died while it was paused)
+  // stays: it may be the one that holds every change.
+  if (*lapsed && given_up && (followed_here || joined_)) {
     stop_(absl::StrCat("shard ", shard_index_,
                        ": this standby was silent past its presence lease (",
                        absl::FormatDuration(ttl_), "), and its primary ", holder->name,
                        " no longer names it in sync: it follows nothing any more. It exits, to "
                        "be started again and join that primary with a copy of its state"));
+    return;
   }
+  // Present all along, but given up on all the same: its primary could not
+  // reach it for server.replication_timeout_s (a link cut between the two
+  // alone). It followed in this life, so its primary named it in sync once
+  // (on the first acknowledgement); unnamed at two looks in a row with
+  // nothing followed in between, it is not merely a moment before that
+  // naming. A joiner that followed nothing yet is left alone: unnamed is
+  // what it is until the first change its primary makes.
+  if (!given_up || !followed_here) {
+    given_up_at_ = kNotGivenUp;
+    return;
+  }
+  if (given_up_at_ != followed) {
+    given_up_at_ = followed;
+    return;
+  }
+  stop_(absl::StrCat("shard ", shard_index_, ": its primary ", holder->name,
+                     " no longer names this standby in sync, and nothing reached it since "
+                     "mutation ",
+                     followed, ": the primary went on without it, and it follows nothing any "
+                     "more. It exits, to be started again and join that primary with a copy of "
+                     "its state"));
 }
 
 absl::StatusOr<bool> Failover::StandbyPresent(const std::string& address) const {
@@ -251,8 +276,11 @@ void Failover::Watch() {
     if (holder.ok() && holder->name != address_) last_holder_ = holder->name;
     if (!absl::IsNotFound(holder.status())) return;  // a primary holds it, or etcd is away
     if (followed) term = election_->Campaign(Election::Condition{in_sync_key_, address_});
+    // A primary that ended cleanly (every worker finished: this standby
+    // followed each Finish) unnamed its standby and resigned: the job is
+    // over, and nothing is left to take over.
     if (joined_ && (!followed || absl::IsFailedPrecondition(term.status())) &&
-        !last_holder_.empty() && Refuses(last_holder_)) {
+        !last_holder_.empty() && !shard_->AllWorkersFinished() && Refuses(last_holder_)) {
       // Nobody is named in sync (BecomeStandby says why this one may go on).
       term = election_->Campaign(Election::Condition{in_sync_key_, std::nullopt});
       unnamed_takeover = term.ok();

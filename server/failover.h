@@ -12,8 +12,10 @@
 //             KeepPresent): gone within the TTL once that daemon is paused
 //             or cut off from etcd. A primary whose standby has gone
 //             silent reads it to tell a paused or cut-off standby (give up
-//             on it now) from a slow one (wait). A standby whose presence
-//             lapsed, and that its primary no longer names in sync, exits
+//             on it now) from a slow one (wait: server.
+//             replication_timeout_s). A standby that its primary no longer
+//             names in sync, after its presence lapsed or after it followed
+//             in this life (its link to the primary alone was cut), exits
 //             (`stop`) to be started again and join with a copy: it
 //             follows nothing any more.
 // A primary writes in_sync once its standby acknowledged a mutation (so it
@@ -139,8 +141,10 @@ class Failover {
   void Run();
   // A standby's one look: campaigns when the primary's term ended.
   void Watch();
-  // A standby's presence, renewed every ttl / 3 (the thread's); stops the
-  // daemon when it lapsed and the primary no longer names it in sync.
+  // A standby's presence, renewed every ttl / 3 (the thread's). Stops the
+  // daemon once its primary no longer names it in sync: after its presence
+  // lapsed, or, having followed in this life, at two looks in a row with
+  // nothing followed between them (cut off from its primary alone).
   void KeepPresent();
   // A primary's one renewal.
   void Renew();
@@ -162,6 +166,10 @@ class Failover {
   uint64_t refused_seen_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time present_until_ = absl::InfinitePast();  // the thread's: next KeepPresent after
   bool present_failed_ = false;                      // the thread's: the last one failed
+  // The thread's: followed() at the last look that found this standby given
+  // up on (kNotGivenUp: it was not).
+  static constexpr uint64_t kNotGivenUp = ~uint64_t{0};
+  uint64_t given_up_at_ = kNotGivenUp;
   std::atomic<int64_t> promoted_at_ms_{0};
   absl::Notification done_;
   std::thread thread_;

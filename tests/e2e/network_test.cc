@@ -163,30 +163,43 @@ TEST_CASE("over the hosts' own addresses: TLS checked against a host name, token
 
 TEST_CASE("a host's link cut and healed: nothing crosses it meanwhile, and after the heal it does") {
   if (!Capable()) return;
-  auto net = EmulatedNetwork::Create("tessera-" + std::to_string(getpid()), {"a", "b"},
+  auto net = EmulatedNetwork::Create("tessera-" + std::to_string(getpid()), {"a", "b", "c"},
                                      {100'000'000, 0});
   REQUIRE(net.ok());
-  const std::string a = (*net)->Namespace(0), b = (*net)->Namespace(1);
   const std::string addr = (*net)->Address(1);
+  const std::string description = TempDir("net-cut.json");
+  REQUIRE((*net)->WriteDescription(description).ok());
   int status = 0;
-  // A listener on host b that answers one line per connection, for 20 s at most.
-  Shell("ip netns exec " + b +
-            " timeout 20 python3 -c 'import socket\n"
+  // A listener on host b that answers one line per connection, for 30 s at most.
+  Shell("ip netns exec " + (*net)->Namespace(1) +
+            " timeout 30 python3 -c 'import socket\n"
             "s=socket.socket(); s.bind((\"" + addr + "\", 7100)); s.listen()\n"
             "while True:\n c,_=s.accept(); c.sendall(b\"hello\\n\"); c.close()' "
             "> /dev/null 2>&1 &",
         &status);
-  const std::string dial = "ip netns exec " + a +
-                           " timeout 3 python3 -c 'import socket,time\n"
-                           "for i in range(20):\n"
-                           " try:\n  print(socket.create_connection((\"" + addr +
-                           "\", 7100), timeout=1).recv(6).decode()); break\n"
-                           " except OSError: time.sleep(0.1)' 2>&1";
-  CHECK(Shell(dial, &status).find("hello") != std::string::npos);
+  // Whether host `from` reaches b's listener (within 3 s).
+  auto reaches = [&](size_t from) {
+    const std::string dial = "ip netns exec " + (*net)->Namespace(from) +
+                             " timeout 3 python3 -c 'import socket,time\n"
+                             "for i in range(20):\n"
+                             " try:\n  print(socket.create_connection((\"" + addr +
+                             "\", 7100), timeout=1).recv(6).decode()); break\n"
+                             " except OSError: time.sleep(0.1)' 2>&1";
+    return Shell(dial, &status).find("hello") != std::string::npos;
+  };
+  CHECK(reaches(0));
   REQUIRE((*net)->SetLink(1, /*up=*/false).ok());
-  CHECK(Shell(dial, &status).find("hello") == std::string::npos);
+  CHECK(!reaches(0));
   REQUIRE((*net)->SetLink(1, /*up=*/true).ok());
-  CHECK(Shell(dial, &status).find("hello") != std::string::npos);
+  CHECK(reaches(0));
+  SECTION("and the path between two hosts alone: the others still reach both") {
+    REQUIRE(EmulatedNetwork::SetLinkOf(description, "a", /*up=*/false, "b").ok());
+    CHECK(!reaches(0));
+    CHECK(reaches(2));
+    REQUIRE(EmulatedNetwork::SetLinkOf(description, "b", /*up=*/true, "a").ok());
+    CHECK(reaches(0));
+    CHECK(!EmulatedNetwork::SetLinkOf(description, "a", /*up=*/false, "d").ok());
+  }
   net->reset();
   CHECK(OwnNamespaces() == 0);
 }
@@ -359,6 +372,44 @@ void Partition(const std::string& mode) {
 TEST_CASE("a primary cut off from its job for 5 s: its standby takes over, nothing lost, one primary") {
   if (!Capable() || EtcdMissing()) return;
   Partition("bsp");
+}
+
+// Shard 0's primary and its standby cut off from each other alone for 5 s,
+// each still reaching etcd and the workers: the primary goes on without its
+// standby after server.replication_timeout_s (here 2 s); the standby, present
+// all along but unnamed, exits; started again, it joins the primary once the
+// path is healed and follows it to the end. One primary throughout, nothing
+// lost, and the standby ends with its primary's state.
+TEST_CASE("a standby cut off from its primary alone: the primary goes on, the standby rejoins") {
+  if (!Capable() || EtcdMissing()) return;
+  LaunchOptions o = Options("standby-cut", {"training.epochs=20", "checkpoint.every_clocks=50",
+                                            "server.replication_timeout_s=2",
+                                            "emulation.link_rate=unshaped"});
+  o.replicas = 1;
+  int rc = -1;
+  std::thread job([&] { rc = RunJob(o); });
+  WaitForCheckpoint(o.out_dir + "/checkpoints", 0, 100);
+  const std::string network = o.out_dir + "/network.json";
+  CHECK(EmulatedNetwork::SetLinkOf(network, "server-0", /*up=*/false, "standby-0").ok());
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  CHECK(EmulatedNetwork::SetLinkOf(network, "server-0", /*up=*/true, "standby-0").ok());
+  job.join();
+  REQUIRE(rc == 0);
+  const nlohmann::json summary = Json(Read(o.out_dir + "/summary.json"));
+  CHECK(summary["lost_clocks"] == 0);
+  CHECK(summary["restarts"]["server-0"] == 0);
+  CHECK(summary["restarts"]["standby-0"] == 1);
+  CHECK(Read(o.out_dir + "/server-0.log").find("goes on without its standby") !=
+        std::string::npos);
+  const std::string standby = Read(o.out_dir + "/standby-0.log");
+  const size_t exited = standby.find("no longer names this standby in sync");
+  CHECK(exited != std::string::npos);
+  CHECK(standby.find("joined the primary", exited) != std::string::npos);
+  CHECK(standby.find("is primary now") == std::string::npos);
+  CHECK(CheckOnePrimaryAtATime(o.out_dir, 2, 0, /*in_step=*/true) == 1);
+  CHECK(NewestCheckpoint(o.out_dir + "/checkpoints/standby", 0) ==
+        NewestCheckpoint(o.out_dir + "/checkpoints", 0));
+  CHECK(OwnNamespaces() == 0);
 }
 
 // Not in CI's time (hidden: run by name, as `MODE=asp bench/partition.sh` does).

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <atomic>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "common/election.h"
@@ -49,6 +50,47 @@ struct Scene {
     REQUIRE(primary->Campaign().ok());
     REQUIRE(primary->PutWhileHeld(prefix + "in_sync", kStandbyAddress).ok());
   }
+  ~Scene() {
+    renewing.store(false);
+    if (renew.joinable()) renew.join();
+  }
+
+  // The primary keeps its term (a lease of 1 s) until the scene ends; other
+  // calls on `primary` hold primary_mu meanwhile.
+  void KeepTerm() {
+    renewing.store(true);
+    renew = std::thread([this] {
+      while (renewing.load()) {
+        {
+          std::lock_guard<std::mutex> lock(primary_mu);
+          (void)primary->Renew();
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    });
+  }
+  // The standby's Failover, started as it begins to serve; why it stopped
+  // the daemon (if it did) is Stopped().
+  std::unique_ptr<Failover> StartStandby() {
+    auto f = Failover::Create(c, 0, Failover::Role::kStandby, kStandbyAddress, pair->standby.get(),
+                              [this](const std::string& why) {
+                                std::lock_guard<std::mutex> lock(stop_mu);
+                                stopped = why;
+                              });
+    REQUIRE(f.ok());
+    (*f)->Start(before_serving);
+    return *std::move(f);
+  }
+  std::string Stopped() {
+    std::lock_guard<std::mutex> lock(stop_mu);
+    return stopped;
+  }
+
+  std::mutex primary_mu;
+  std::atomic<bool> renewing{false};
+  std::thread renew;
+  std::mutex stop_mu;
+  std::string stopped;
 };
 
 TEST_CASE("a standby named in sync takes over only if it followed since it began to serve") {
@@ -97,36 +139,9 @@ TEST_CASE("a standby whose presence lapsed exits once its primary no longer name
   auto& pair = scene.pair;
   const std::string& prefix = scene.prefix;
   Election* primary = scene.primary.get();
-  // The primary keeps its term (a lease of 1 s) throughout.
-  std::mutex primary_mu;
-  std::atomic<bool> done{false};
-  std::thread renew([&] {
-    while (!done.load()) {
-      {
-        std::lock_guard<std::mutex> lock(primary_mu);
-        (void)primary->Renew();
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
-  });
-  struct StopRenewing {
-    std::atomic<bool>& done;
-    std::thread& renew;
-    ~StopRenewing() {
-      done.store(true);
-      renew.join();
-    }
-  } stop_renewing{done, renew};
+  scene.KeepTerm();
   FollowAll(*pair);
-  std::mutex mu;
-  std::string stopped;
-  auto failover = Failover::Create(c, 0, Failover::Role::kStandby, kStandbyAddress,
-                                   pair->standby.get(), [&](const std::string& why) {
-                                     std::lock_guard<std::mutex> lock(mu);
-                                     stopped = why;
-                                   });
-  REQUIRE(failover.ok());
-  (*failover)->Start(scene.before_serving);
+  std::unique_ptr<Failover> failover = scene.StartStandby();
   // Its presence, read as an election key: the holder is its lease.
   auto presence = Election::Create(c.cluster.etcd, prefix + "present/" + kStandbyAddress, "x", 1);
   REQUIRE(presence.ok());
@@ -139,7 +154,7 @@ TEST_CASE("a standby whose presence lapsed exits once its primary no longer name
   REQUIRE(held.ok());
   CHECK(held->name == kStandbyAddress);
   if (!named) {
-    std::lock_guard<std::mutex> lock(primary_mu);
+    std::lock_guard<std::mutex> lock(scene.primary_mu);
     REQUIRE(primary->DeleteWhileHeld(prefix + "in_sync").ok());
   }
   REQUIRE((*presence)->EndTerm(*held).ok());  // as if it had been paused past the lease
@@ -148,22 +163,69 @@ TEST_CASE("a standby whose presence lapsed exits once its primary no longer name
   bool written_again = false;
   for (int i = 0; i < 40 && (named ? !written_again : why.empty()); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      why = stopped;
-    }
+    why = scene.Stopped();
     absl::StatusOr<Election::Holder> now = (*presence)->Current();
     written_again = now.ok() && now->lease != held->lease;
   }
   if (named) {
     CHECK(written_again);
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // and it stays
-    std::lock_guard<std::mutex> lock(mu);
-    CHECK(stopped.empty());
+    CHECK(scene.Stopped().empty());
     CHECK(pair->standby->standby());
   } else {
     CHECK_THAT(why, Catch::Contains("no longer names it in sync"));
   }
+}
+
+TEST_CASE("a standby cut off from its primary alone exits once the primary no longer names it") {
+  // Its presence never lapses (it reaches etcd), but its primary went on
+  // without it (ReplicaLink::Cut deletes in_sync): it follows nothing any
+  // more, and exits to be started again and join with a copy. A standby
+  // that still follows, or that followed nothing in this life, stays.
+  if (EtcdMissing()) return;
+  enum Case { kCut, kStillFollowing, kNamed, kFollowedNothing };
+  const Case what = GENERATE(kCut, kStillFollowing, kNamed, kFollowedNothing);
+  const char* names[] = {"cut by its primary", "unnamed but still following",
+                         "named and idle", "unnamed, having followed nothing"};
+  INFO(names[what]);
+  Scene scene;
+  const JobConfig& c = scene.c;
+  auto& pair = scene.pair;
+  Election* primary = scene.primary.get();
+  scene.KeepTerm();
+  if (what != kFollowedNothing) FollowAll(*pair);
+  std::unique_ptr<Failover> failover = scene.StartStandby();
+  if (what != kNamed) {
+    std::lock_guard<std::mutex> lock(scene.primary_mu);
+    REQUIRE(primary->DeleteWhileHeld(scene.prefix + "in_sync").ok());
+  }
+  // Looks every third of the 1 s lease: two in a row find it unnamed
+  // within 1 s. Watched for 2.5 s; a standby still following gets a change
+  // every 100 ms.
+  std::mt19937 rng(7);
+  int64_t clock = 0;
+  std::string why;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+  while (std::chrono::steady_clock::now() < until && why.empty()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (what == kStillFollowing) {
+      for (uint32_t w = 0; w < c.cluster.workers; ++w) {
+        PushResponse r;
+        REQUIRE(pair->primary->Push(RandomPush(w, clock, &rng), &r).ok());
+      }
+      ++clock;
+      FollowAll(*pair);
+    }
+    why = scene.Stopped();
+  }
+  if (what == kCut) {
+    CHECK_THAT(why, Catch::Contains("no longer names this standby in sync") &&
+                        Catch::Contains("127.0.0.1:9"));
+  } else {
+    CHECK(why.empty());
+    CHECK(pair->standby->standby());
+  }
+  if (what == kStillFollowing) CHECK(clock >= 20);
 }
 
 }  // namespace
