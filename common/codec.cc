@@ -149,6 +149,41 @@ class HalfCodec final : public Codec {
 using Bfloat16Codec = HalfCodec<v1::BFLOAT16, ToBfloat16, FromBfloat16>;
 using Float16Codec = HalfCodec<v1::FLOAT16, ToFloat16, FromFloat16>;
 
+// TOPK's positions: each the LEB128 varint (7 bits a byte, low first; the
+// high bit says another byte follows) of its gap from the one before less
+// one (the first's: the position itself). Positions are increasing, so a
+// gap is small where values are dense: about one byte at a ratio of 1%,
+// where a uint32 took four.
+void AppendVarint(uint32_t v, std::string* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+// The positions the last TopkCodec::Encode on this thread chose (what
+// EncodeWithFeedback zeroes, without parsing them back).
+std::vector<uint32_t>& LastChosen() {
+  thread_local std::vector<uint32_t> chosen;
+  return chosen;
+}
+
+void WriteTopk(const std::vector<uint32_t>& chosen, absl::Span<const float> values,
+               v1::Payload* out) {
+  std::string* indices = out->mutable_indices();
+  indices->reserve(chosen.size() + chosen.size() / 4 + 8);
+  std::string* kept = out->mutable_values();
+  kept->resize(chosen.size() * sizeof(float));
+  float* at_value = reinterpret_cast<float*>(kept->data());
+  uint32_t next = 0;  // the smallest position the next may take
+  for (size_t j = 0; j < chosen.size(); ++j) {
+    AppendVarint(chosen[j] - next, indices);
+    next = chosen[j] + 1;
+    at_value[j] = values[chosen[j]];
+  }
+}
+
 class TopkCodec final : public Codec {
  public:
   explicit TopkCodec(double ratio) : ratio_(ratio) {}
@@ -162,48 +197,25 @@ class TopkCodec final : public Codec {
     if (n == 0) return;
     const size_t k =
         std::min(n, std::max<size_t>(1, static_cast<size_t>(std::ceil(ratio_ * n))));
-    thread_local std::vector<uint32_t> chosen;
+    std::vector<uint32_t>& chosen = LastChosen();
     chosen.clear();
     if (n < kSampledFrom || !Sampled(values, k, &chosen)) Exact(values, k, &chosen);
-    std::string* indices = out->mutable_indices();
-    std::string* kept = out->mutable_values();
-    indices->resize(k * sizeof(uint32_t));
-    kept->resize(k * sizeof(float));
-    std::memcpy(indices->data(), chosen.data(), k * sizeof(uint32_t));
-    float* at_value = reinterpret_cast<float*>(kept->data());
-    for (size_t j = 0; j < k; ++j) at_value[j] = values[chosen[j]];
+    WriteTopk(chosen, values, out);
   }
 
   void EncodeWithFeedback(absl::Span<float> x, v1::Payload* out) const override {
     Encode(x, out);
     // The values sent are sent exactly: their positions leave nothing behind.
-    const uint32_t* sent = reinterpret_cast<const uint32_t*>(out->indices().data());
-    for (size_t j = 0; j < out->indices().size() / sizeof(uint32_t); ++j) x[sent[j]] = 0;
+    for (uint32_t position : LastChosen()) x[position] = 0;
   }
 
   absl::Status Decode(const v1::Payload& p, absl::Span<float> out) const override {
-    const size_t k = p.indices().size() / sizeof(uint32_t);
-    if (p.indices().size() % sizeof(uint32_t) != 0 || p.values().size() != k * sizeof(float)) {
-      return Bad(p, absl::StrCat(p.indices().size(), " bytes of positions and ",
-                                 p.values().size(), " of values: expected 4 bytes of each a value"));
-    }
-    if (k > out.size()) {
-      return Bad(p, absl::StrCat(k, " values for a slice of ", out.size()));
-    }
-    if (!p.signs().empty() || p.scale() != 0) return Bad(p, "signs and scale must be unset");
+    thread_local std::vector<uint32_t> positions;
+    TESSERA_RETURN_IF_ERROR(TopkPositions(p, out.size(), &positions));
     std::fill(out.begin(), out.end(), 0.0f);
-    const char* at_index = p.indices().data();
     const char* at_value = p.values().data();
-    int64_t previous = -1;
-    for (size_t j = 0; j < k; ++j) {
-      uint32_t position;
-      std::memcpy(&position, at_index + j * sizeof(uint32_t), sizeof(position));
-      if (static_cast<int64_t>(position) <= previous || position >= out.size()) {
-        return Bad(p, absl::StrCat("position ", position, " (value ", j,
-                                   ") is not increasing or not below ", out.size()));
-      }
-      previous = position;
-      std::memcpy(&out[position], at_value + j * sizeof(float), sizeof(float));
+    for (size_t j = 0; j < positions.size(); ++j) {
+      std::memcpy(&out[positions[j]], at_value + j * sizeof(float), sizeof(float));
     }
     return absl::OkStatus();
   }
@@ -472,6 +484,47 @@ absl::StatusOr<absl::Span<const float>> ViewFloat32(const v1::Payload& payload, 
   return FloatView(payload.values());
 }
 
+absl::Status TopkPositions(const v1::Payload& payload, size_t limit,
+                           std::vector<uint32_t>* positions) {
+  positions->clear();
+  if (payload.codec() != v1::TOPK) return Bad(payload, "expected TOPK");
+  if (!payload.signs().empty() || payload.scale() != 0) {
+    return Bad(payload, "signs and scale must be unset");
+  }
+  if (payload.values().size() % sizeof(float) != 0) {
+    return Bad(payload, absl::StrCat(payload.values().size(),
+                                     " bytes of values: expected 4 bytes a value"));
+  }
+  const size_t k = payload.values().size() / sizeof(float);
+  if (k > limit) return Bad(payload, absl::StrCat(k, " values for a slice of ", limit));
+  positions->reserve(k);
+  const auto* at = reinterpret_cast<const unsigned char*>(payload.indices().data());
+  const auto* end = at + payload.indices().size();
+  uint64_t next = 0;  // the smallest position the next may take
+  for (size_t j = 0; j < k; ++j) {
+    uint64_t gap = 0;
+    for (int shift = 0;; shift += 7) {
+      if (at == end || shift > 28) {
+        return Bad(payload, absl::StrCat("position ", j, " of ", k,
+                                         at == end ? " is cut short" : " takes over 5 bytes"));
+      }
+      gap |= uint64_t{*at & 0x7fu} << shift;
+      if ((*at++ & 0x80) == 0) break;
+    }
+    const uint64_t position = next + gap;
+    if (position >= limit) {
+      return Bad(payload, absl::StrCat("position ", position, " (value ", j,
+                                       ") is not below ", limit));
+    }
+    positions->push_back(static_cast<uint32_t>(position));
+    next = position + 1;
+  }
+  if (at != end) {
+    return Bad(payload, absl::StrCat(end - at, " bytes of positions left after ", k, " values"));
+  }
+  return absl::OkStatus();
+}
+
 std::vector<float> DecodeFloats(const v1::Payload& payload) {
   absl::StatusOr<const Codec*> codec = FindCodec(payload.codec());
   if (!codec.ok()) return {};
@@ -482,10 +535,9 @@ std::vector<float> DecodeFloats(const v1::Payload& payload) {
     count = payload.signs().size() * 8;
   } else {
     // TOPK: up to the last position sent.
-    const size_t k = payload.indices().size() / sizeof(uint32_t);
-    uint32_t last = 0;
-    if (k > 0) std::memcpy(&last, payload.indices().data() + (k - 1) * 4, sizeof(last));
-    count = k > 0 ? size_t{last} + 1 : 0;
+    std::vector<uint32_t> positions;
+    if (!TopkPositions(payload, size_t{1} << 32, &positions).ok()) return {};
+    count = positions.empty() ? 0 : size_t{positions.back()} + 1;
   }
   std::vector<float> out(count);
   if (!(*codec)->Decode(payload, absl::MakeSpan(out)).ok()) return {};

@@ -5,7 +5,8 @@
 //   FLOAT32   raw little-endian floats (lossless)
 //   BFLOAT16  float32's upper half, rounded to nearest even
 //   FLOAT16   IEEE half, nearest even; finite values beyond +-65504 saturate
-//   TOPK      the k = ceil(ratio x n) values of largest magnitude, by position
+//   TOPK      the k = ceil(ratio x n) values of largest magnitude, float32, and
+//             their positions, each a varint of its gap from the one before
 //   ONEBIT    each value's sign, and one scale (the mean magnitude)
 //
 // Lossy codecs lose what they do not send; a worker keeps that in its
@@ -76,6 +77,13 @@ std::unique_ptr<Codec> MakeCodec(CodecKind kind, double topk_ratio);
 // INVALID_ARGUMENT as Decode when it does not fit. The view lives as long
 // as the payload.
 absl::StatusOr<absl::Span<const float>> ViewFloat32(const v1::Payload& payload, size_t count);
+
+// A TOPK payload's positions, increasing and each below `limit`, one for
+// each float32 in payload.values(), in that order. INVALID_ARGUMENT naming
+// what is wrong when they do not fit (another codec, a position cut short,
+// out of range, or bytes left over).
+absl::Status TopkPositions(const v1::Payload& payload, size_t limit,
+                           std::vector<uint32_t>* positions);
 
 // Bytes a payload's fields take on the wire (what the link carries, less
 // the few bytes of protobuf framing).

@@ -52,11 +52,10 @@ void Shard::AnswerDelta(uint32_t worker, const Resolved& r, v1::Payload* out) {
     for (size_t i = 0; i < r.count; ++i) now[i] -= held.values[i];
     MakeCodec(CodecKind::kTopk, r.delta_ratio)->Encode(now, out);
     // Top-k sends its values exactly: the worker adds them where they go.
-    const uint32_t* at = reinterpret_cast<const uint32_t*>(out->indices().data());
+    thread_local std::vector<uint32_t> at;
+    (void)TopkPositions(*out, r.count, &at);  // just encoded: they fit
     const float* change = reinterpret_cast<const float*>(out->values().data());
-    for (size_t j = 0; j < out->indices().size() / sizeof(uint32_t); ++j) {
-      held.values[at[j]] += change[j];
-    }
+    for (size_t j = 0; j < at.size(); ++j) held.values[at[j]] += change[j];
     out->set_delta(true);
   } else {
     r.codec->Encode(now, out);

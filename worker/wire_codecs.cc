@@ -57,19 +57,10 @@ absl::Status WireCodecs::Receive(size_t table, uint64_t offset, const v1::Payloa
     if (payload.codec() != v1::TOPK) return absl::InvalidArgumentError("a delta that is not TOPK");
     // Checked as a decode would (sizes, positions increasing and in range),
     // then each change added where it goes.
-    const size_t k = payload.indices().size() / sizeof(uint32_t);
-    if (payload.indices().size() % sizeof(uint32_t) != 0 ||
-        payload.values().size() != k * sizeof(float) || k > out.size()) {
-      return absl::InvalidArgumentError("a delta whose positions and values do not fit");
-    }
-    const uint32_t* at = reinterpret_cast<const uint32_t*>(payload.indices().data());
+    thread_local std::vector<uint32_t> at;
+    TESSERA_RETURN_IF_ERROR(TopkPositions(payload, out.size(), &at));
     const float* change = reinterpret_cast<const float*>(payload.values().data());
-    for (size_t j = 0; j < k; ++j) {
-      if (at[j] >= out.size() || (j > 0 && at[j] <= at[j - 1])) {
-        return absl::InvalidArgumentError("a delta's positions are not increasing in range");
-      }
-    }
-    for (size_t j = 0; j < k; ++j) held.values[at[j]] += change[j];
+    for (size_t j = 0; j < at.size(); ++j) held.values[at[j]] += change[j];
   }
   held.version = payload.version();
   std::copy(held.values.begin(), held.values.end(), out.begin());

@@ -74,8 +74,9 @@ TEST_CASE("topk keeps the k largest magnitudes, in order, and zeros the rest") {
   v1::Payload p;
   topk->Encode(v, &p);
   CHECK(p.codec() == v1::TOPK);
-  CHECK(p.indices().size() == 2 * sizeof(uint32_t));  // ceil(0.25 x 8)
-  CHECK(PayloadBytes(p) == 16);
+  // ceil(0.25 x 8) = 2 values: positions 1 and 5, as gaps 1 and 3, a byte each.
+  CHECK(p.indices() == std::string("\x01\x03", 2));
+  CHECK(PayloadBytes(p) == 10);
   CHECK(RoundTrip(*topk, v) == std::vector<float>{0, -5, 0, 0, 0, 4, 0, 0});
   // Ties at the threshold fill up to k, first positions first.
   const std::vector<float> ties = {1, 1, 1, 1};
@@ -88,7 +89,12 @@ TEST_CASE("topk on a large slice (sampled threshold) keeps exactly the k largest
     v1::Payload p;
     MakeCodec(CodecKind::kTopk, ratio)->Encode(v, &p);
     const size_t k = static_cast<size_t>(std::ceil(ratio * v.size()));
-    REQUIRE(p.indices().size() == k * sizeof(uint32_t));
+    REQUIRE(p.values().size() == k * sizeof(float));
+    // A gap of g costs 1 + floor(log2(g) / 7) bytes: at most 2 here, about 1
+    // at 1% (a mean gap of 100).
+    CHECK(p.indices().size() >= k);
+    CHECK(p.indices().size() <= 2 * k);
+    if (ratio >= 0.01) CHECK(p.indices().size() < k + k / 2);
     // The exact answer: the k-th largest magnitude bounds every kept one.
     std::vector<float> mags(v.size());
     for (size_t i = 0; i < v.size(); ++i) mags[i] = std::fabs(v[i]);
@@ -123,16 +129,32 @@ TEST_CASE("a payload that does not fit its slice is refused with what is wrong")
   CodecOf(v1::BFLOAT16).Encode(std::vector<float>(3, 1.0f), &p);
   absl::Status s = CodecOf(v1::BFLOAT16).Decode(p, absl::MakeSpan(out));
   CHECK(s.message() == "payload (BFLOAT16): values hold 6 bytes, expected 8 (4 values)");
-  // Positions out of order, or past the slice.
+  // Top-k positions (varint gaps) past the slice, cut short, too long, or
+  // more than the values; and values that are not whole floats.
   v1::Payload topk;
   topk.set_codec(v1::TOPK);
-  const uint32_t positions[2] = {2, 1};
-  topk.set_indices(std::string(reinterpret_cast<const char*>(positions), 8));
   topk.set_values(std::string(8, '\0'));
-  CHECK(!CodecOf(v1::TOPK).Decode(topk, absl::MakeSpan(out)).ok());
-  const uint32_t past[2] = {1, 4};
-  topk.set_indices(std::string(reinterpret_cast<const char*>(past), 8));
-  CHECK(!CodecOf(v1::TOPK).Decode(topk, absl::MakeSpan(out)).ok());
+  auto refused = [&](const std::string& indices) {
+    topk.set_indices(indices);
+    return std::string(CodecOf(v1::TOPK).Decode(topk, absl::MakeSpan(out)).message());
+  };
+  CHECK(refused(std::string("\x01\x01", 2)).empty());  // positions 1 and 3
+  CHECK(refused(std::string("\x01\x02", 2)) ==
+        "payload (TOPK): position 4 (value 1) is not below 4");
+  CHECK(refused(std::string("\x01\x81", 2)) == "payload (TOPK): position 1 of 2 is cut short");
+  CHECK(refused(std::string("\x01", 1)) == "payload (TOPK): position 1 of 2 is cut short");
+  CHECK(refused(std::string("\x00\x80\x80\x80\x80\x80\x00", 7)) ==
+        "payload (TOPK): position 1 of 2 takes over 5 bytes");
+  CHECK(refused(std::string("\x00\x00\x00", 3)) ==
+        "payload (TOPK): 1 bytes of positions left after 2 values");
+  // A gap as large as a uint32 goes past any slice, never wraps around.
+  CHECK(refused(std::string("\x00\xff\xff\xff\xff\x0f", 6)) ==
+        "payload (TOPK): position 4294967296 (value 1) is not below 4");
+  topk.set_values(std::string(7, '\0'));
+  CHECK(refused(std::string("\x01\x01", 2)) ==
+        "payload (TOPK): 7 bytes of values: expected 4 bytes a value");
+  topk.set_values(std::string(20, '\0'));
+  CHECK(refused(std::string(5, '\0')) == "payload (TOPK): 5 values for a slice of 4");
   v1::Payload sign;
   sign.set_codec(v1::ONEBIT);
   sign.set_signs(std::string(1, '\0'));
