@@ -4,6 +4,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -199,7 +200,7 @@ class TopkCodec final : public Codec {
         std::min(n, std::max<size_t>(1, static_cast<size_t>(std::ceil(ratio_ * n))));
     std::vector<uint32_t>& chosen = LastChosen();
     chosen.clear();
-    if (n < kSampledFrom || !Sampled(values, k, &chosen)) Exact(values, k, &chosen);
+    Select(values, k, &chosen);
     WriteTopk(chosen, values, out);
   }
 
@@ -221,77 +222,89 @@ class TopkCodec final : public Codec {
   }
 
  private:
-  // Below this many values the exact selection is cheap enough.
+  // Below this many values every nonzero is a candidate.
   static constexpr size_t kSampledFrom = 16384;
 
-  // The k largest magnitudes exactly: the k-th found by nth_element on a
-  // copy, then one forward pass keeps the values above it and as many equal
-  // to it as k allows (first positions first). Positions come out sorted.
-  static void Exact(absl::Span<const float> values, size_t k, std::vector<uint32_t>* chosen) {
+  // The positions of the k largest magnitudes, increasing; ties at the k-th
+  // magnitude go to the first positions. Zeros are never chosen (a zero sent
+  // decodes as one not sent), so a slice with fewer than k nonzeros sends
+  // them all and no more: a delta pull under lazy Adam, where most values
+  // did not move, or a gradient of inputs that are always 0.
+  //
+  // As DGC does on large slices: a bar from a strided 1/64 sample of the
+  // magnitudes at twice the ratio, so that about 2k values pass it; one pass
+  // collecting the nonzero values that do (in order), and the k-th largest
+  // magnitude among them; then one pass over them keeps what is above it and
+  // as many equal to it as k allows. Where the sample's bar lets fewer than k
+  // through, or the slice is small, every nonzero is a candidate.
+  static void Select(absl::Span<const float> values, size_t k, std::vector<uint32_t>* chosen) {
     const size_t n = values.size();
-    thread_local std::vector<float> mags;
-    mags.resize(n);
-    for (size_t i = 0; i < n; ++i) mags[i] = std::fabs(values[i]);
-    std::nth_element(mags.begin(), mags.begin() + (n - k), mags.end());
-    const float threshold = mags[n - k];
-    size_t above = 0;
-    for (size_t i = 0; i < n; ++i) above += std::fabs(values[i]) > threshold;
-    size_t ties = k - above;
+    float bar = 0;
+    if (n >= kSampledFrom) {
+      thread_local std::vector<float> sample;
+      sample.clear();
+      for (size_t i = kStride / 2; i < n; i += kStride) sample.push_back(std::fabs(values[i]));
+      const size_t m = sample.size();
+      const size_t want = std::min(m, std::max<size_t>(1, (2 * k * m + n - 1) / n));
+      std::nth_element(sample.begin(), sample.begin() + (m - want), sample.end());
+      bar = sample[m - want];
+    }
+    thread_local std::vector<uint32_t> candidates;
+    Collect(values, bar, &candidates);
+    if (candidates.size() < k && bar > 0) Collect(values, 0, &candidates);
     chosen->clear();
-    for (size_t i = 0; i < n; ++i) {
-      const float m = std::fabs(values[i]);
-      if (m > threshold || (m == threshold && ties > 0)) {
-        if (!(m > threshold)) --ties;
-        chosen->push_back(static_cast<uint32_t>(i));
+    if (candidates.size() <= k) {
+      chosen->assign(candidates.begin(), candidates.end());
+      return;
+    }
+    thread_local std::vector<float> mags;
+    mags.resize(candidates.size());
+    for (size_t j = 0; j < candidates.size(); ++j) mags[j] = std::fabs(values[candidates[j]]);
+    std::nth_element(mags.begin(), mags.begin() + (k - 1), mags.end(), std::greater<float>());
+    const float kth = mags[k - 1];
+    size_t above = 0;
+    for (size_t j = 0; j < k; ++j) above += mags[j] > kth;
+    size_t ties = k - above;
+    chosen->reserve(k);
+    for (uint32_t c : candidates) {
+      const float m = std::fabs(values[c]);
+      if (m > kth) {
+        chosen->push_back(c);
+      } else if (m == kth && ties > 0) {
+        --ties;
+        chosen->push_back(c);
       }
     }
   }
 
-  // The same k values found as DGC does on large slices: a threshold from a
-  // strided sample of the magnitudes (at twice the ratio, so that about 2k
-  // values pass it), one pass collecting the candidates above it, and the
-  // exact top k among those. False when fewer than k pass (the caller then
-  // selects exactly): the result is always the k largest magnitudes (ties
-  // in any order), only found with less work.
-  static bool Sampled(absl::Span<const float> values, size_t k, std::vector<uint32_t>* chosen) {
+  // The positions, increasing, of the values whose magnitude is above 0 and
+  // at least `bar`.
+  static void Collect(absl::Span<const float> values, float bar, std::vector<uint32_t>* out) {
     const size_t n = values.size();
-    const size_t stride = 64;
-    thread_local std::vector<float> sample;
-    sample.clear();
-    for (size_t i = stride / 2; i < n; i += stride) sample.push_back(std::fabs(values[i]));
-    const size_t m = sample.size();
-    const size_t want = std::min(m, std::max<size_t>(1, (2 * k * m + n - 1) / n));
-    std::nth_element(sample.begin(), sample.begin() + (m - want), sample.end());
-    const float threshold = sample[m - want];
-    thread_local std::vector<std::pair<float, uint32_t>> candidates;
-    candidates.clear();
+    out->clear();
     size_t i = 0;
 #if defined(__SSE2__)
-    // Four at a time: most groups hold nothing above the threshold.
+    // Four at a time: most groups hold nothing that passes.
     const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
-    const __m128 bar = _mm_set1_ps(threshold);
+    const __m128 at_least = _mm_set1_ps(bar);
+    const __m128 zero = _mm_setzero_ps();
     for (; i + 4 <= n; i += 4) {
       const __m128 mag = _mm_and_ps(_mm_loadu_ps(values.data() + i), magnitude);
-      int hits = _mm_movemask_ps(_mm_cmpge_ps(mag, bar));
+      int hits = _mm_movemask_ps(_mm_and_ps(_mm_cmpge_ps(mag, at_least), _mm_cmpgt_ps(mag, zero)));
       while (hits != 0) {
         const int j = __builtin_ctz(static_cast<unsigned>(hits));
         hits &= hits - 1;
-        candidates.emplace_back(-std::fabs(values[i + j]), static_cast<uint32_t>(i + j));
+        out->push_back(static_cast<uint32_t>(i + j));
       }
     }
 #endif
     for (; i < n; ++i) {
       const float mag = std::fabs(values[i]);
-      if (mag >= threshold) candidates.emplace_back(-mag, static_cast<uint32_t>(i));
+      if (mag >= bar && mag > 0) out->push_back(static_cast<uint32_t>(i));
     }
-    if (candidates.size() < k) return false;
-    std::nth_element(candidates.begin(), candidates.begin() + (k - 1), candidates.end());
-    chosen->clear();
-    for (size_t j = 0; j < k; ++j) chosen->push_back(candidates[j].second);
-    std::sort(chosen->begin(), chosen->end());
-    return true;
   }
 
+  static constexpr size_t kStride = 64;
   const double ratio_;
 };
 

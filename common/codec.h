@@ -5,8 +5,9 @@
 //   FLOAT32   raw little-endian floats (lossless)
 //   BFLOAT16  float32's upper half, rounded to nearest even
 //   FLOAT16   IEEE half, nearest even; finite values beyond +-65504 saturate
-//   TOPK      the k = ceil(ratio x n) values of largest magnitude, float32, and
-//             their positions, each a varint of its gap from the one before
+//   TOPK      the k = ceil(ratio x n) values of largest magnitude (zeros never:
+//             fewer where fewer are nonzero), float32, and their positions,
+//             each a varint of its gap from the one before
 //   ONEBIT    each value's sign, and one scale (the mean magnitude)
 //
 // Lossy codecs lose what they do not send; a worker keeps that in its

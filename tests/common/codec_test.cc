@@ -81,6 +81,39 @@ TEST_CASE("topk keeps the k largest magnitudes, in order, and zeros the rest") {
   // Ties at the threshold fill up to k, first positions first.
   const std::vector<float> ties = {1, 1, 1, 1};
   CHECK(RoundTrip(*MakeCodec(CodecKind::kTopk, 0.5), ties) == std::vector<float>{1, 1, 0, 0});
+  // Zeros are never sent: fewer than k nonzeros go alone.
+  const std::vector<float> sparse = {0, 0, 3, 0, 0, 0, 0, -1};
+  MakeCodec(CodecKind::kTopk, 0.5)->Encode(sparse, &p);
+  CHECK(p.values().size() == 2 * sizeof(float));
+  CHECK(RoundTrip(*MakeCodec(CodecKind::kTopk, 0.5), sparse) == sparse);
+  MakeCodec(CodecKind::kTopk, 0.5)->Encode(std::vector<float>(8, 0.0f), &p);
+  CHECK(p.values().empty());
+  CHECK(p.indices().empty());
+}
+
+TEST_CASE("topk on a large slice that is mostly zeros sends its nonzeros, the largest first") {
+  // A delta pull under lazy Adam: most values did not move since the last
+  // pull. The sampled bar is then 0; the selection must not take zeros.
+  std::vector<float> v(200'000, 0.0f);
+  const std::vector<float> g = Gaussian(v.size(), 5);
+  for (size_t i = 0; i < v.size(); i += 50) v[i] = g[i];  // 2% nonzero
+  v1::Payload p;
+  MakeCodec(CodecKind::kTopk, 0.05)->Encode(v, &p);  // k = 10,000 > 4,000 nonzeros
+  CHECK(p.values().size() == 4000 * sizeof(float));
+  CHECK(RoundTrip(*MakeCodec(CodecKind::kTopk, 0.05), v) == v);
+  // At 1% (k = 2,000) the 2,000 largest of them, exactly.
+  const std::vector<float> out = RoundTrip(*MakeCodec(CodecKind::kTopk, 0.01), v);
+  std::vector<float> mags;
+  for (size_t i = 0; i < v.size(); i += 50) mags.push_back(std::fabs(v[i]));
+  std::sort(mags.begin(), mags.end(), std::greater<float>());
+  size_t kept = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (out[i] == 0) continue;
+    ++kept;
+    CHECK(out[i] == v[i]);
+    CHECK(std::fabs(v[i]) >= mags[1999]);
+  }
+  CHECK(kept == 2000);
 }
 
 TEST_CASE("topk on a large slice (sampled threshold) keeps exactly the k largest magnitudes") {
