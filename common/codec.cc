@@ -171,23 +171,26 @@ std::vector<uint32_t>& LastChosen() {
 }
 
 void WriteTopk(const std::vector<uint32_t>& chosen, absl::Span<const float> values,
-               v1::Payload* out) {
+               const Codec& value_codec, v1::Payload* out) {
   std::string* indices = out->mutable_indices();
   indices->reserve(chosen.size() + chosen.size() / 4 + 8);
-  std::string* kept = out->mutable_values();
-  kept->resize(chosen.size() * sizeof(float));
-  float* at_value = reinterpret_cast<float*>(kept->data());
+  thread_local std::vector<float> kept;
+  kept.resize(chosen.size());
   uint32_t next = 0;  // the smallest position the next may take
   for (size_t j = 0; j < chosen.size(); ++j) {
     AppendVarint(chosen[j] - next, indices);
     next = chosen[j] + 1;
-    at_value[j] = values[chosen[j]];
+    kept[j] = values[chosen[j]];
   }
+  out->mutable_values()->resize(chosen.size() * value_codec.width());
+  value_codec.EncodeTo(kept, out->mutable_values()->data());
+  if (value_codec.id() != v1::FLOAT32) out->set_value_codec(value_codec.id());
 }
 
 class TopkCodec final : public Codec {
  public:
-  explicit TopkCodec(double ratio) : ratio_(ratio) {}
+  // `values`: the fixed-width codec the k values travel in.
+  TopkCodec(double ratio, const Codec& values) : ratio_(ratio), values_(values) {}
   v1::Codec id() const override { return v1::TOPK; }
   size_t width() const override { return 0; }
 
@@ -201,23 +204,30 @@ class TopkCodec final : public Codec {
     std::vector<uint32_t>& chosen = LastChosen();
     chosen.clear();
     Select(values, k, &chosen);
-    WriteTopk(chosen, values, out);
+    WriteTopk(chosen, values, values_, out);
   }
 
   void EncodeWithFeedback(absl::Span<float> x, v1::Payload* out) const override {
     Encode(x, out);
-    // The values sent are sent exactly: their positions leave nothing behind.
-    for (uint32_t position : LastChosen()) x[position] = 0;
+    // What a sent value leaves behind: nothing in float32, its rounding in
+    // a half-width codec.
+    const std::vector<uint32_t>& sent = LastChosen();
+    if (values_.id() == v1::FLOAT32) {
+      for (uint32_t position : sent) x[position] = 0;
+      return;
+    }
+    thread_local std::vector<float> decoded;
+    decoded.resize(sent.size());
+    values_.DecodeFrom(out->values().data(), absl::MakeSpan(decoded));
+    for (size_t j = 0; j < sent.size(); ++j) x[sent[j]] -= decoded[j];
   }
 
   absl::Status Decode(const v1::Payload& p, absl::Span<float> out) const override {
     thread_local std::vector<uint32_t> positions;
-    TESSERA_RETURN_IF_ERROR(TopkPositions(p, out.size(), &positions));
+    thread_local std::vector<float> values;
+    TESSERA_RETURN_IF_ERROR(DecodeTopk(p, out.size(), &positions, &values));
     std::fill(out.begin(), out.end(), 0.0f);
-    const char* at_value = p.values().data();
-    for (size_t j = 0; j < positions.size(); ++j) {
-      std::memcpy(&out[positions[j]], at_value + j * sizeof(float), sizeof(float));
-    }
+    for (size_t j = 0; j < positions.size(); ++j) out[positions[j]] = values[j];
     return absl::OkStatus();
   }
 
@@ -306,6 +316,7 @@ class TopkCodec final : public Codec {
 
   static constexpr size_t kStride = 64;
   const double ratio_;
+  const Codec& values_;
 };
 
 // Scaled signs, eight to a byte (bit j of byte b: value 8b + j is
@@ -450,7 +461,7 @@ const Codec& CodecOf(v1::Codec id) {
   static const Float32Codec f32;
   static const Bfloat16Codec bf16;
   static const Float16Codec f16;
-  static const TopkCodec topk(kDefaultTopkRatio);
+  static const TopkCodec topk(kDefaultTopkRatio, f32);
   static const OnebitCodec onebit;
   switch (id) {
     case v1::BFLOAT16: return bf16;
@@ -480,11 +491,14 @@ v1::Codec CodecId(CodecKind kind) {
   return v1::FLOAT32;
 }
 
-std::unique_ptr<Codec> MakeCodec(CodecKind kind, double topk_ratio) {
+std::unique_ptr<Codec> MakeCodec(CodecKind kind, double topk_ratio, v1::Codec topk_values) {
   switch (kind) {
     case CodecKind::kBf16: return std::make_unique<Bfloat16Codec>();
     case CodecKind::kFp16: return std::make_unique<Float16Codec>();
-    case CodecKind::kTopk: return std::make_unique<TopkCodec>(topk_ratio);
+    case CodecKind::kTopk: {
+      const Codec& values = CodecOf(topk_values);
+      return std::make_unique<TopkCodec>(topk_ratio, values.width() > 0 ? values : CodecOf(v1::FLOAT32));
+    }
     case CodecKind::kOnebit: return std::make_unique<OnebitCodec>();
     case CodecKind::kNone: break;
   }
@@ -497,18 +511,26 @@ absl::StatusOr<absl::Span<const float>> ViewFloat32(const v1::Payload& payload, 
   return FloatView(payload.values());
 }
 
-absl::Status TopkPositions(const v1::Payload& payload, size_t limit,
-                           std::vector<uint32_t>* positions) {
+absl::Status DecodeTopk(const v1::Payload& payload, size_t limit, std::vector<uint32_t>* positions,
+                        std::vector<float>* values) {
   positions->clear();
+  values->clear();
   if (payload.codec() != v1::TOPK) return Bad(payload, "expected TOPK");
   if (!payload.signs().empty() || payload.scale() != 0) {
     return Bad(payload, "signs and scale must be unset");
   }
-  if (payload.values().size() % sizeof(float) != 0) {
-    return Bad(payload, absl::StrCat(payload.values().size(),
-                                     " bytes of values: expected 4 bytes a value"));
+  const v1::Codec value_id = payload.value_codec();
+  if (value_id != v1::FLOAT32 && value_id != v1::BFLOAT16 && value_id != v1::FLOAT16) {
+    return Bad(payload, absl::StrCat("value_codec ", value_id,
+                                     " is not FLOAT32, BFLOAT16 or FLOAT16"));
   }
-  const size_t k = payload.values().size() / sizeof(float);
+  const Codec& value_codec = CodecOf(value_id);
+  const size_t width = value_codec.width();
+  if (payload.values().size() % width != 0) {
+    return Bad(payload, absl::StrCat(payload.values().size(), " bytes of values: expected ",
+                                     width, " bytes a value"));
+  }
+  const size_t k = payload.values().size() / width;
   if (k > limit) return Bad(payload, absl::StrCat(k, " values for a slice of ", limit));
   positions->reserve(k);
   const auto* at = reinterpret_cast<const unsigned char*>(payload.indices().data());
@@ -535,6 +557,8 @@ absl::Status TopkPositions(const v1::Payload& payload, size_t limit,
   if (at != end) {
     return Bad(payload, absl::StrCat(end - at, " bytes of positions left after ", k, " values"));
   }
+  values->resize(k);
+  value_codec.DecodeFrom(payload.values().data(), absl::MakeSpan(*values));
   return absl::OkStatus();
 }
 
@@ -549,7 +573,8 @@ std::vector<float> DecodeFloats(const v1::Payload& payload) {
   } else {
     // TOPK: up to the last position sent.
     std::vector<uint32_t> positions;
-    if (!TopkPositions(payload, size_t{1} << 32, &positions).ok()) return {};
+    std::vector<float> values;
+    if (!DecodeTopk(payload, size_t{1} << 32, &positions, &values).ok()) return {};
     count = positions.empty() ? 0 : size_t{positions.back()} + 1;
   }
   std::vector<float> out(count);

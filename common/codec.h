@@ -6,8 +6,9 @@
 //   BFLOAT16  float32's upper half, rounded to nearest even
 //   FLOAT16   IEEE half, nearest even; finite values beyond +-65504 saturate
 //   TOPK      the k = ceil(ratio x n) values of largest magnitude (zeros never:
-//             fewer where fewer are nonzero), float32, and their positions,
-//             each a varint of its gap from the one before
+//             fewer where fewer are nonzero), in FLOAT32, BFLOAT16 or FLOAT16
+//             (Payload.value_codec), and their positions, each a varint of
+//             its gap from the one before
 //   ONEBIT    each value's sign, and one scale (the mean magnitude)
 //
 // Lossy codecs lose what they do not send; a worker keeps that in its
@@ -71,20 +72,22 @@ absl::StatusOr<const Codec*> FindCodec(int id);
 const Codec& CodecOf(v1::Codec id);
 // The config's word as a codec: none is FLOAT32.
 v1::Codec CodecId(CodecKind kind);
-// An encoder for `kind`; topk keeps ceil(topk_ratio x n) values (at least 1).
-std::unique_ptr<Codec> MakeCodec(CodecKind kind, double topk_ratio);
+// An encoder for `kind`; topk keeps ceil(topk_ratio x n) values (at least 1,
+// none of them 0), sent in `topk_values` (FLOAT32, BFLOAT16 or FLOAT16).
+std::unique_ptr<Codec> MakeCodec(CodecKind kind, double topk_ratio,
+                                 v1::Codec topk_values = v1::FLOAT32);
 
 // A FLOAT32 payload of `count` values viewed in place (no copy);
 // INVALID_ARGUMENT as Decode when it does not fit. The view lives as long
 // as the payload.
 absl::StatusOr<absl::Span<const float>> ViewFloat32(const v1::Payload& payload, size_t count);
 
-// A TOPK payload's positions, increasing and each below `limit`, one for
-// each float32 in payload.values(), in that order. INVALID_ARGUMENT naming
-// what is wrong when they do not fit (another codec, a position cut short,
-// out of range, or bytes left over).
-absl::Status TopkPositions(const v1::Payload& payload, size_t limit,
-                           std::vector<uint32_t>* positions);
+// A TOPK payload's positions, increasing and each below `limit`, and its
+// values decoded to float32, one for each position. INVALID_ARGUMENT naming
+// what is wrong when they do not fit (another codec, a value codec that is
+// not fixed-width, a position cut short, out of range, or bytes left over).
+absl::Status DecodeTopk(const v1::Payload& payload, size_t limit, std::vector<uint32_t>* positions,
+                        std::vector<float>* values);
 
 // Bytes a payload's fields take on the wire (what the link carries, less
 // the few bytes of protobuf framing).

@@ -242,6 +242,11 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
       TESSERA_RETURN_IF_ERROR(z.Real("topk_ratio", &k.topk_ratio, 0, 1, /*min_exclusive=*/true));
       TESSERA_RETURN_IF_ERROR(
           z.Real("pull_topk_ratio", &k.pull_topk_ratio, 0, 1, /*min_exclusive=*/true));
+      TESSERA_RETURN_IF_ERROR(z.Choice("topk_values", &k.topk_values));
+      if (k.topk_values != CodecKind::kNone && k.topk_values != CodecKind::kBf16 &&
+          k.topk_values != CodecKind::kFp16) {
+        return Bad(z.KeyPath("topk_values"), z.Child("topk_values"), "one of none|bf16|fp16");
+      }
       TESSERA_RETURN_IF_ERROR(z.Integer("min_bytes", &k.min_bytes, 0, int64_t{1} << 40));
       TESSERA_RETURN_IF_ERROR(z.Integer("warmup_steps", &k.warmup_steps, 0, 1'000'000'000));
       YAML::Node tables = z.Child("tables");

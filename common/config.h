@@ -327,6 +327,13 @@ struct CompressionConfig {
   // answers, those that changed most since this worker's last answer; the
   // rest of the change is kept on the shard for later pulls.
   double pull_topk_ratio = 0.05;
+  // What top-k's values travel in, pushes and delta pulls: none (float32,
+  // sent exactly), bf16 or fp16 (half the bytes of a value; with top-k's
+  // positions, an entry of about 3 bytes instead of 5). A push's rounding
+  // stays in the worker's residual, a delta pull's in the shard's copy of
+  // what the worker holds; with it, a delta-pulling table's whole answers
+  // travel in the same codec.
+  CodecKind topk_values = CodecKind::kNone;
   // Slices smaller than this (as fp32) travel uncompressed: biases and
   // other small tensors, where a codec's header and cost buy nothing.
   uint64_t min_bytes = 16384;

@@ -50,11 +50,13 @@ void Shard::AnswerDelta(uint32_t worker, const Resolved& r, v1::Payload* out) {
   if (held.version != 0 && held.version == r.delta_base && held.values.size() == r.count) {
     // The change the worker has not seen; what is not sent now stays in it.
     for (size_t i = 0; i < r.count; ++i) now[i] -= held.values[i];
-    MakeCodec(CodecKind::kTopk, r.delta_ratio)->Encode(now, out);
-    // Top-k sends its values exactly: the worker adds them where they go.
+    // The change's values travel in the slice's codec (float32 unless the
+    // worker asked for half width); the worker adds them where they go, as
+    // decoded, and so does this copy.
+    MakeCodec(CodecKind::kTopk, r.delta_ratio, r.codec->id())->Encode(now, out);
     thread_local std::vector<uint32_t> at;
-    (void)TopkPositions(*out, r.count, &at);  // just encoded: they fit
-    const float* change = reinterpret_cast<const float*>(out->values().data());
+    thread_local std::vector<float> change;
+    (void)DecodeTopk(*out, r.count, &at, &change);  // just encoded: they fit
     for (size_t j = 0; j < at.size(); ++j) held.values[at[j]] += change[j];
     out->set_delta(true);
   } else {

@@ -14,9 +14,9 @@ WireCodecs::WireCodecs(const CompressionConfig& config,
   for (size_t t = 0; t < table_names.size(); ++t) {
     const CodecChoice& choice = config.For(table_names[t]);
     Table& table = tables_[t];
-    table.push = MakeCodec(choice.push, config.topk_ratio);
+    table.push = MakeCodec(choice.push, config.topk_ratio, CodecId(config.topk_values));
     table.delta = choice.pull == CodecKind::kTopk;
-    table.pull = table.delta ? v1::FLOAT32 : CodecId(choice.pull);
+    table.pull = table.delta ? CodecId(config.topk_values) : CodecId(choice.pull);
     table.feedback = choice.push == CodecKind::kTopk || choice.push == CodecKind::kOnebit;
     if (table.feedback && dense_sizes[t] > 0) {
       table.residual.assign(dense_sizes[t], 0.0f);
@@ -58,8 +58,8 @@ absl::Status WireCodecs::Receive(size_t table, uint64_t offset, const v1::Payloa
     // Checked as a decode would (sizes, positions increasing and in range),
     // then each change added where it goes.
     thread_local std::vector<uint32_t> at;
-    TESSERA_RETURN_IF_ERROR(TopkPositions(payload, out.size(), &at));
-    const float* change = reinterpret_cast<const float*>(payload.values().data());
+    thread_local std::vector<float> change;
+    TESSERA_RETURN_IF_ERROR(DecodeTopk(payload, out.size(), &at, &change));
     for (size_t j = 0; j < at.size(); ++j) held.values[at[j]] += change[j];
   }
   held.version = payload.version();

@@ -198,9 +198,10 @@ TEST_CASE("a payload that does not fit its slice is refused with what is wrong")
 }
 
 // Error feedback: sent so far + residual now == sum of the gradients.
-void CheckFeedback(CodecKind kind) {
+void CheckFeedback(CodecKind kind, CodecKind topk_values = CodecKind::kNone) {
   CompressionConfig config;
   config.all.push = kind;
+  config.topk_values = topk_values;
   config.topk_ratio = 0.05;
   config.min_bytes = 0;
   const size_t n = 1000;
@@ -236,7 +237,44 @@ void CheckFeedback(CodecKind kind) {
 
 TEST_CASE("topk and onebit with error feedback send the sum of the gradients less the residual") {
   SECTION("topk") { CheckFeedback(CodecKind::kTopk); }
+  // A sent value's rounding stays in the residual.
+  SECTION("topk, values in bf16") { CheckFeedback(CodecKind::kTopk, CodecKind::kBf16); }
+  SECTION("topk, values in fp16") { CheckFeedback(CodecKind::kTopk, CodecKind::kFp16); }
   SECTION("onebit") { CheckFeedback(CodecKind::kOnebit); }
+}
+
+TEST_CASE("topk values in half width: 2 bytes a value, rounded, and what rounding left behind") {
+  std::vector<float> x = Gaussian(1000, 3);
+  const std::vector<float> before = x;
+  v1::Payload p;
+  MakeCodec(CodecKind::kTopk, 0.1, v1::BFLOAT16)->EncodeWithFeedback(absl::MakeSpan(x), &p);
+  CHECK(p.value_codec() == v1::BFLOAT16);
+  CHECK(p.values().size() == 100 * 2);
+  std::vector<float> out(1000);
+  REQUIRE(CodecOf(v1::TOPK).Decode(p, absl::MakeSpan(out)).ok());
+  size_t sent = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i] == 0) {
+      CHECK(x[i] == before[i]);  // not sent: all of it stays
+      continue;
+    }
+    ++sent;
+    CHECK(out[i] == FromBfloat16(ToBfloat16(before[i])));
+    CHECK(out[i] + x[i] == before[i]);  // sent: its rounding stays
+  }
+  CHECK(sent == 100);
+  // A float32 payload does not name its value codec (the default).
+  MakeCodec(CodecKind::kTopk, 0.1)->Encode(before, &p);
+  CHECK(p.value_codec() == v1::FLOAT32);
+  CHECK(p.values().size() == 100 * 4);
+  // A value codec that is not fixed-width, or values that are not whole.
+  p.set_value_codec(v1::TOPK);
+  CHECK(CodecOf(v1::TOPK).Decode(p, absl::MakeSpan(out)).message() ==
+        "payload (TOPK): value_codec 3 is not FLOAT32, BFLOAT16 or FLOAT16");
+  p.set_value_codec(v1::FLOAT16);
+  p.mutable_values()->push_back('\0');
+  CHECK(CodecOf(v1::TOPK).Decode(p, absl::MakeSpan(out)).message() ==
+        "payload (TOPK): 401 bytes of values: expected 2 bytes a value");
 }
 
 TEST_CASE("warm-up clocks and small slices travel as float32") {

@@ -396,6 +396,10 @@ TEST_CASE("worker.compression and emulation: read, per table, and refused with a
         "config: worker.compression.push = 'zip': expected one of none|bf16|fp16|topk|onebit");
   CHECK(ErrorOf(kMinimal, {"worker.compression.pull=onebit"}) ==
         "config: worker.compression.pull = 'onebit': expected one of none|bf16|fp16|topk");
+  CHECK(ErrorOf(kMinimal, {"worker.compression.topk_values=onebit"}) ==
+        "config: worker.compression.topk_values = 'onebit': expected one of none|bf16|fp16");
+  CHECK(ParseJobConfig(kMinimal, {"worker.compression.topk_values=bf16"})
+            ->worker.compression.topk_values == CodecKind::kBf16);
   CHECK(ErrorOf(kMinimal, {"worker.compression.topk_ratio=0"}) ==
         "config: worker.compression.topk_ratio = '0': expected a number > 0 and <= 1");
   CHECK(ErrorOf(kMinimal, {"emulation.link_rate=fast"}) ==
