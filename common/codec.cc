@@ -497,7 +497,8 @@ std::unique_ptr<Codec> MakeCodec(CodecKind kind, double topk_ratio, v1::Codec to
     case CodecKind::kFp16: return std::make_unique<Float16Codec>();
     case CodecKind::kTopk: {
       const Codec& values = CodecOf(topk_values);
-      return std::make_unique<TopkCodec>(topk_ratio, values.width() > 0 ? values : CodecOf(v1::FLOAT32));
+      return std::make_unique<TopkCodec>(topk_ratio,
+                                         values.width() > 0 ? values : CodecOf(v1::FLOAT32));
     }
     case CodecKind::kOnebit: return std::make_unique<OnebitCodec>();
     case CodecKind::kNone: break;
