@@ -36,15 +36,13 @@ done
 # and UndefinedBehaviorSanitizer, gcc, in output folders of their own. The
 # end-to-end runs (real daemons for minutes) and the manifest checks are left
 # out: they run the same code the other tests cover; so are the fuzz smoke
-# tests, whose targets the fuzz stage runs under ASan + UBSan (clang).
-bazel test --config=asan --config=ubsan --build_tests_only --test_tag_filters=-e2e,-deploy,-gpu,-nofuzz //... "$@" ||
+# tests, whose targets the fuzz stage runs under ASan + UBSan (clang). Real
+# daemons run under the sanitizers too: e2e_sanitized_test is one 2x2 job in
+# each mode whose launcher, servers and workers are the ASan + UBSan builds;
+# a report aborts its daemon, and the test fails on any restart.
+bazel test --config=asan --config=ubsan --build_tests_only --test_tag_filters=-e2e,-deploy,-gpu,-nofuzz \
+  //... //tests:e2e/e2e_sanitized_test "$@" ||
   { status=$?; collect_failures "ASan + UBSan"; }
-# Real daemons under the sanitizers too: one 2x2 job in each mode whose
-# launcher, servers and workers are the ASan + UBSan builds. A report aborts
-# its daemon, and the test fails on any restart; a leak fails the exit code.
-bazel test --config=asan --config=ubsan //tests:e2e/e2e_test \
-  --test_arg="a job trains end to end through real daemons in every mode" "$@" ||
-  { status=$?; collect_failures "sanitized daemons"; }
 # Each libFuzzer target for 30 s (clang, ASan + UBSan); scripts/fuzz.sh runs
 # them for hours.
 bazel test --config=fuzz //fuzz:checkpoint_fuzz_run //fuzz:config_fuzz_run //fuzz:shard_fuzz_run "$@" ||
