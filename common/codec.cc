@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -259,9 +260,8 @@ class TopkCodec final : public Codec {
       std::nth_element(sample.begin(), sample.begin() + (m - want), sample.end());
       bar = sample[m - want];
     }
-    thread_local std::vector<uint32_t> candidates;
-    Collect(values, bar, &candidates);
-    if (candidates.size() < k && bar > 0) Collect(values, 0, &candidates);
+    absl::Span<const uint32_t> candidates = Collect(values, bar);
+    if (candidates.size() < k && bar > 0) candidates = Collect(values, 0);
     chosen->clear();
     if (candidates.size() <= k) {
       chosen->assign(candidates.begin(), candidates.end());
@@ -275,44 +275,68 @@ class TopkCodec final : public Codec {
     size_t above = 0;
     for (size_t j = 0; j < k; ++j) above += mags[j] > kth;
     size_t ties = k - above;
-    chosen->reserve(k);
+    // Without branches: which candidate passes is as good as random, and a
+    // mispredicted branch per candidate cost more than the pass itself.
+    chosen->resize(candidates.size());
+    uint32_t* out = chosen->data();
+    size_t taken = 0;
     for (uint32_t c : candidates) {
       const float m = std::fabs(values[c]);
-      if (m > kth) {
-        chosen->push_back(c);
-      } else if (m == kth && ties > 0) {
-        --ties;
-        chosen->push_back(c);
-      }
+      const bool tie = (m == kth) & (ties > 0);
+      ties -= tie;
+      out[taken] = c;
+      taken += (m > kth) | tie;
     }
+    chosen->resize(taken);
   }
 
   // The positions, increasing, of the values whose magnitude is above 0 and
-  // at least `bar`.
-  static void Collect(absl::Span<const float> values, float bar, std::vector<uint32_t>* out) {
+  // at least `bar`, in this thread's buffer (valid until its next call).
+  static absl::Span<const uint32_t> Collect(absl::Span<const float> values, float bar) {
     const size_t n = values.size();
-    out->clear();
+    // Room for every position plus a group's spare writes, never cleared:
+    // each group writes its lanes in place and the count moves by how many
+    // passed, without a branch on which did.
+    thread_local std::unique_ptr<uint32_t[]> buffer;
+    thread_local size_t capacity = 0;
+    if (capacity < n + 4) {
+      capacity = n + 4;
+      buffer.reset(new uint32_t[capacity]);
+    }
+    uint32_t* at = buffer.get();
+    size_t count = 0;
     size_t i = 0;
 #if defined(__SSE2__)
-    // Four at a time: most groups hold nothing that passes.
+    // Four at a time: each group's passing lanes (a 4-bit mask) are written
+    // as their positions from a table, and the count moves by how many.
     const __m128 magnitude = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
     const __m128 at_least = _mm_set1_ps(bar);
     const __m128 zero = _mm_setzero_ps();
     for (; i + 4 <= n; i += 4) {
       const __m128 mag = _mm_and_ps(_mm_loadu_ps(values.data() + i), magnitude);
-      int hits = _mm_movemask_ps(_mm_and_ps(_mm_cmpge_ps(mag, at_least), _mm_cmpgt_ps(mag, zero)));
-      while (hits != 0) {
-        const int j = __builtin_ctz(static_cast<unsigned>(hits));
-        hits &= hits - 1;
-        out->push_back(static_cast<uint32_t>(i + j));
-      }
+      const int hits =
+          _mm_movemask_ps(_mm_and_ps(_mm_cmpge_ps(mag, at_least), _mm_cmpgt_ps(mag, zero)));
+      const __m128i lanes = _mm_load_si128(reinterpret_cast<const __m128i*>(kLanes[hits]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(at + count),
+                       _mm_add_epi32(lanes, _mm_set1_epi32(static_cast<int>(i))));
+      count += kCount[hits];  // a table: without -mpopcnt, popcount is a call
     }
 #endif
     for (; i < n; ++i) {
       const float mag = std::fabs(values[i]);
-      if (mag >= bar && mag > 0) out->push_back(static_cast<uint32_t>(i));
+      at[count] = static_cast<uint32_t>(i);
+      count += (mag >= bar) & (mag > 0);
     }
+    return absl::MakeConstSpan(at, count);
   }
+
+  // For each 4-bit mask, the lanes it sets in increasing order (the rest 0).
+  alignas(16) static constexpr uint32_t kLanes[16][4] = {
+      {0, 0, 0, 0}, {0, 0, 0, 0}, {1, 0, 0, 0}, {0, 1, 0, 0}, {2, 0, 0, 0}, {0, 2, 0, 0},
+      {1, 2, 0, 0}, {0, 1, 2, 0}, {3, 0, 0, 0}, {0, 3, 0, 0}, {1, 3, 0, 0}, {0, 1, 3, 0},
+      {2, 3, 0, 0}, {0, 2, 3, 0}, {1, 2, 3, 0}, {0, 1, 2, 3}};
+  // For each 4-bit mask, how many lanes it sets.
+  static constexpr uint8_t kCount[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
 
   static constexpr size_t kStride = 64;
   const double ratio_;

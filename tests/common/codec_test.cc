@@ -146,6 +146,31 @@ TEST_CASE("topk on a large slice (sampled threshold) keeps exactly the k largest
   }
 }
 
+TEST_CASE("topk matches a sort at every length, with ties and zeros, across the four-wide pass") {
+  // Lengths that end inside a group of four, below and above the sampled
+  // bar's threshold (16,384); values on few levels, so ties are common.
+  for (size_t n : {1, 3, 5, 7, 13, 1'001, 16'385, 20'003}) {
+    const std::vector<float> g = Gaussian(n, 17);
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = std::round(g[i] * 2000.0f) / 4.0f;  // zeros included
+    for (double ratio : {0.01, 0.3}) {
+      const size_t k = std::min(n, std::max<size_t>(1, static_cast<size_t>(std::ceil(ratio * n))));
+      // The reference: nonzeros by magnitude, ties by position, the first k.
+      std::vector<uint32_t> order;
+      for (size_t i = 0; i < n; ++i) {
+        if (v[i] != 0) order.push_back(static_cast<uint32_t>(i));
+      }
+      std::stable_sort(order.begin(), order.end(),
+                       [&](uint32_t a, uint32_t b) { return std::fabs(v[a]) > std::fabs(v[b]); });
+      order.resize(std::min(order.size(), k));
+      std::vector<float> want(n, 0.0f);
+      for (uint32_t i : order) want[i] = v[i];
+      INFO("n = " << n << ", ratio " << ratio);
+      CHECK(RoundTrip(*MakeCodec(CodecKind::kTopk, ratio), v) == want);
+    }
+  }
+}
+
 TEST_CASE("onebit sends signs and the mean magnitude") {
   const std::vector<float> v = {1, -3, 2, -2, 0.5f, 0.5f, -1, 2, 3};  // 9 values: 2 bytes of signs
   v1::Payload p;
