@@ -121,7 +121,7 @@ void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scal
       before.assign(self->values_.begin() + lo, self->values_.begin() + hi);
       ++chunk.gap_updates;
     }
-    optimizer_->Apply(self->values_.data() + lo, g, self->slots_.data() + lo, stride, hi - lo,
+    optimizer_->Apply(self->values_.data() + lo, g, self->SlotsFrom(lo), stride, hi - lo,
                       chunk.step, step_scale, lr_factor);
     if (gap) {
       DampByGap(lo, hi, before.data(), read ? read + (lo - begin) : nullptr, chunk.gap_updates);
@@ -262,7 +262,7 @@ void DenseTable::ApplyAccumulated(float scale) {
     chunk.accumulated = false;
     ++chunk.step;
     float* acc = self->accum_.data() + lo;
-    optimizer_->Apply(self->values_.data() + lo, acc, self->slots_.data() + lo, stride, hi - lo,
+    optimizer_->Apply(self->values_.data() + lo, acc, self->SlotsFrom(lo), stride, hi - lo,
                       chunk.step, scale, 1.0f);
   });
 }

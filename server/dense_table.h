@@ -173,6 +173,11 @@ class DenseTable {
   template <typename Fn>
   void ForEachChunk(uint64_t begin, uint64_t end, Fn fn) const;
 
+  // The optimizer's slots from local element `lo` on; null for an optimizer
+  // without state (SGD), whose slots_ is empty (an offset from a null
+  // pointer is undefined behaviour, and clang's UBSan reports it).
+  float* SlotsFrom(uint64_t lo) { return slots_.empty() ? nullptr : slots_.data() + lo; }
+
   // const after construction
   const std::string name_;
   const uint64_t total_size_;

@@ -99,7 +99,7 @@ TEST_CASE("a standby following an SSP, ASP or unaggregated BSP primary holds its
         // pull creates (server.pull_creates_rows).
         PullRequest pull = MakePull(w, clock, Dense("w", 0, 8));
         *pull.add_slices() = Dense("b", 0, 2);
-        *pull.add_slices() = Sparse("emb", {5000000 + 100 * clock + w});
+        *pull.add_slices() = Sparse("emb", {static_cast<uint64_t>(5000000 + 100 * clock + w)});
         PullResponse answer;
         std::optional<absl::Status> pulled;
         pair->primary->Pull(pull, &answer, absl::Now() + absl::Seconds(30),
