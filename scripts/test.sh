@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command of README.md: installs what is missing, then runs every
-# Catch2 test under Bazel, the tests again under ASan + UBSan (with one
-# end-to-end job of sanitized daemons), and each fuzzer for 30 s. Exit
-# status: 0 when every stage passed. Tests tagged "gpu" pass by skipping
-# where no GPU is usable; the last lines say which.
+# Catch2 test under Bazel, then (one clang build) the tests again under
+# ASan + UBSan, with one end-to-end job of sanitized daemons, and each fuzzer
+# for 30 s. Exit status: 0 when every stage passed. Tests tagged "gpu" pass
+# by skipping where no GPU is usable; the last lines say which.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
@@ -33,20 +33,18 @@ for log in $(find -L bazel-testlogs/ -name test.log 2>/dev/null | sort); do
   fi
 done
 # The unit and integration tests again under AddressSanitizer (leaks included)
-# and UndefinedBehaviorSanitizer, gcc, in output folders of their own. The
-# end-to-end runs (real daemons for minutes) and the manifest checks are left
-# out: they run the same code the other tests cover; so are the fuzz smoke
-# tests, whose targets the fuzz stage runs under ASan + UBSan (clang). Real
-# daemons run under the sanitizers too: e2e_sanitized_test is one 2x2 job in
-# each mode whose launcher, servers and workers are the ASan + UBSan builds;
-# a report aborts its daemon, and the test fails on any restart.
-bazel test --config=asan --config=ubsan --build_tests_only --test_tag_filters=-e2e,-deploy,-gpu,-nofuzz \
-  //... //tests:e2e/e2e_sanitized_test "$@" ||
-  { status=$?; collect_failures "ASan + UBSan"; }
-# Each libFuzzer target for 30 s (clang, ASan + UBSan); scripts/fuzz.sh runs
-# them for hours.
-bazel test --config=fuzz //fuzz:checkpoint_fuzz_run //fuzz:config_fuzz_run //fuzz:shard_fuzz_run "$@" ||
-  { status=$?; collect_failures "fuzz"; }
+# and UndefinedBehaviorSanitizer, and each libFuzzer target for 30 s: one
+# clang build (--config=fuzz) serves both, in an output folder of its own
+# (scripts/fuzz.sh fuzzes for hours). The end-to-end runs (real daemons for
+# minutes) and the manifest checks are left out: they run the same code the
+# other tests cover; so are the fuzz smoke tests, whose targets the fuzzers
+# run. Real daemons run sanitized too: e2e_sanitized_test is one 2x2 job in
+# each mode whose launcher, servers and workers are this build's; a report
+# aborts its daemon, and the test fails on any restart.
+bazel test --config=fuzz --build_tests_only --test_tag_filters=-e2e,-deploy,-gpu,-nofuzz \
+  //... //tests:e2e/e2e_sanitized_test \
+  //fuzz:checkpoint_fuzz_run //fuzz:config_fuzz_run //fuzz:shard_fuzz_run "$@" ||
+  { status=$?; collect_failures "ASan + UBSan, fuzzers"; }
 printf "%s" "$skipped"
 if [ -n "$failures" ]; then printf "\nWhat failed:\n%s" "$failures"; fi
 exit "$status"
