@@ -231,6 +231,17 @@ absl::Status ReadJob(const YAML::Node& root, JobConfig* c) {
     TESSERA_RETURN_IF_ERROR(s.Real("progress_interval_s", &v.progress_interval_s, 0, 1e6, true));
     TESSERA_RETURN_IF_ERROR(s.Integer("metrics_port", &v.metrics_port, 0, 65535));
     TESSERA_RETURN_IF_ERROR(s.Real("metrics_linger_s", &v.metrics_linger_s, 0, 3600));
+    TESSERA_RETURN_IF_ERROR(s.Integer("bsp_parts", &v.bsp_parts, 1, 16));
+    if (v.bsp_parts > 1 &&
+        (c->consistency.mode != ConsistencyMode::kBsp || !c->consistency.aggregate)) {
+      return Bad(s.KeyPath("bsp_parts"), s.Child("bsp_parts"),
+                 "1 unless consistency.mode is bsp with consistency.aggregate (parts are "
+                 "applied as every worker's push of them is in)");
+    }
+    if (v.bsp_parts > 1 && !c->cluster.standbys.empty()) {
+      return Bad(s.KeyPath("bsp_parts"), s.Child("bsp_parts"),
+                 "1 with cluster.standbys (a standby follows whole clocks)");
+    }
     TESSERA_RETURN_IF_ERROR(s.Bool("overlap_push", &v.overlap_push));
     TESSERA_RETURN_IF_ERROR(s.Real("server_lost_timeout_s", &v.server_lost_timeout_s, 0, 1e7));
     TESSERA_RETURN_IF_ERROR(s.Real("wait_for_workers_s", &v.wait_for_workers_s, 0, 1e7));
@@ -481,6 +492,8 @@ std::string JobConfig::LayoutText() const {
                                                 : absl::StrCat(" sparse dim ", t.dim),
                     " ", NameOf(OptimizerFor(t.name).type), ";");
   }
+  // Worker and shard must cut a BSP step into the same parts.
+  if (worker.bsp_parts > 1) absl::StrAppend(&out, " dense values in ", worker.bsp_parts, " parts;");
   return out;
 }
 

@@ -374,6 +374,14 @@ struct WorkerConfig {
   double metrics_linger_s = 0;
   // auto: a GPU when one is usable, else the CPU; cuda: a GPU or fail at start-up.
   DeviceChoice device = DeviceChoice::kAuto;
+  // BSP with aggregation: a step moves each shard's dense values in this many
+  // parts (common/partition.h BspParts), pushed one after another while the
+  // pulls of every part wait on the shard. A shard applies a part as soon as
+  // every worker's push of it is in and answers its pulls then, so the
+  // first parts' values come back while the last ones are still being
+  // pushed (the link carries both directions at once). 1: one push and one
+  // pull a step, applied at the clock's close. At most 16; not with standbys.
+  uint32_t bsp_parts = 1;
   // SSP (s >= 1) and ASP: compute step c+1 while step c's push is in flight
   // (its result serves a later step); BSP always waits.
   bool overlap_push = true;

@@ -12,7 +12,9 @@
 #ifndef TESSERA_COMMON_PARTITION_H_
 #define TESSERA_COMMON_PARTITION_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace tessera {
 
@@ -33,6 +35,35 @@ DenseRange DenseShardRange(uint64_t total, uint32_t shard, uint32_t num_shards);
 
 // The shard that owns the dense index `index`. REQUIRES: index < total.
 uint32_t DenseShardOf(uint64_t index, uint64_t total, uint32_t num_shards);
+
+// A run of one dense table's global indices [offset, offset + length);
+// `table` is the table's place in the job's tables (JobConfig::Tables()).
+struct DensePiece {
+  size_t table = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool operator==(const DensePiece& o) const {
+    return table == o.table && offset == o.offset && length == o.length;
+  }
+};
+
+// worker.bsp_parts: the parts a BSP step moves shard `shard`'s dense values
+// in. Its ranges of every dense table (`dense_sizes[t]` floats, 0 for a
+// sparse table), one after another in table order, are cut at
+// floor(total*k/P) for k = 1..P-1, each cut moved back to a multiple of
+// kBspPartAlign floats into the table range it falls in; cuts that meet
+// are one, so there are at most P parts, none empty, each a list of pieces
+// of one table each. Worker and shard both compute it, so a push or pull of
+// part k names the same values on both sides.
+// REQUIRES: num_shards > 0, shard < num_shards, parts > 0.
+//
+// The alignment keeps a shard's arithmetic the same whatever the parts:
+// a part's values start where a vector register's would in the whole
+// range, and Eigen's vectorized float math (its fast square root) can
+// differ from its scalar path in the last bit.
+inline constexpr uint64_t kBspPartAlign = 16;
+std::vector<std::vector<DensePiece>> BspParts(const std::vector<uint64_t>& dense_sizes,
+                                              uint32_t shard, uint32_t num_shards, uint32_t parts);
 
 // The fixed 64-bit mixer described above.
 // Inline: the server hashes every key of every sparse request.

@@ -190,7 +190,14 @@ void Checkpointer::Final() {
     stopping_ = true;
   }
   if (thread_.joinable()) thread_.join();
-  Write(shard_->Snapshot());
+  std::unique_ptr<ShardState> state = shard_->Snapshot();
+  if (state == nullptr) {
+    spdlog::warn("checkpoint: no final copy: the open clock is partly applied "
+                 "(worker.bsp_parts); the last cut (clock {}) stands",
+                 last_cut_clock_.load());
+    return;
+  }
+  Write(std::move(state));
 }
 
 }  // namespace tessera

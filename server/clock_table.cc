@@ -159,14 +159,41 @@ std::vector<int64_t> ClockTable::clocks() const {
 }
 
 std::optional<ClockTable::WaiterId> ClockTable::WaitFor(int64_t required, absl::Time deadline,
-                                                        Callback callback) {
+                                                        Callback callback, uint32_t part) {
   absl::MutexLock lock(&mu_);
   if (published_ >= required) return std::nullopt;
+  if (part > 0) {
+    auto it = part_published_.find(part);
+    if (it != part_published_.end() && it->second >= required) return std::nullopt;
+  }
   WaiterId id = next_id_++;
-  waiters_.emplace(id, Waiter{required, deadline, std::move(callback)});
+  waiters_.emplace(id, Waiter{required, deadline, std::move(callback), part});
   by_required_.emplace(required, id);
   by_deadline_.emplace(deadline, id);
+  if (part > 0) by_part_.emplace(std::make_pair(part, required), id);
   return id;
+}
+
+void ClockTable::PublishPart(uint32_t part, int64_t min) {
+  std::vector<Callback> ready;
+  {
+    absl::MutexLock lock(&mu_);
+    int64_t& published = part_published_[part];
+    if (min <= published) return;
+    published = min;
+    while (true) {
+      auto it = by_part_.lower_bound({part, std::numeric_limits<int64_t>::min()});
+      if (it == by_part_.end() || it->first.first != part || it->first.second > min) break;
+      ready.push_back(TakeLocked(it->second));
+    }
+  }
+  for (auto& callback : ready) callback(absl::OkStatus());
+}
+
+int64_t ClockTable::part_published(uint32_t part) const {
+  absl::MutexLock lock(&mu_);
+  auto it = part_published_.find(part);
+  return it == part_published_.end() ? published_ : std::max(published_, it->second);
 }
 
 ClockTable::Callback ClockTable::TakeLocked(WaiterId id) {
@@ -176,6 +203,7 @@ ClockTable::Callback ClockTable::TakeLocked(WaiterId id) {
   waiters_.erase(it);
   EraseEntry(by_required_, waiter.required, id);
   EraseEntry(by_deadline_, waiter.deadline, id);
+  if (waiter.part > 0) EraseEntry(by_part_, std::make_pair(waiter.part, waiter.required), id);
   return std::move(waiter.callback);
 }
 
@@ -232,6 +260,7 @@ void ClockTable::FailAll(const absl::Status& status) {
     waiters_.clear();
     by_required_.clear();
     by_deadline_.clear();
+    by_part_.clear();
   }
   for (auto& callback : all) callback(status);
 }

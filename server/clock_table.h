@@ -22,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -95,11 +96,22 @@ class ClockTable {
 
   // Parks `callback` until published_min >= required, unless it already is:
   // then returns nullopt and does not call it (the caller proceeds inline).
-  std::optional<WaiterId> WaitFor(int64_t required, absl::Time deadline, Callback callback);
+  // With `part` > 0 (worker.bsp_parts), part_published(part) >= required
+  // satisfies it too.
+  std::optional<WaiterId> WaitFor(int64_t required, absl::Time deadline, Callback callback,
+                                  uint32_t part = 0);
 
   // Raises published_min to `min` (never lowers it) and runs the callbacks it
   // satisfies, in order of their requirement.
   void Publish(int64_t min);
+
+  // BSP parts: part `part`'s values are those of min_clock `min` (every
+  // worker's push of it up to clock min - 1 is applied) before the clock
+  // closes. Raises part_published(part) to `min` and runs the callbacks
+  // waiting on that part it satisfies.
+  void PublishPart(uint32_t part, int64_t min);
+  // The highest min PublishPart gave `part`, or published_min when higher.
+  int64_t part_published(uint32_t part) const;
 
   // Fails the waiter with CANCELLED if it is still parked; false otherwise.
   bool Cancel(WaiterId id);
@@ -118,6 +130,7 @@ class ClockTable {
     int64_t required;
     absl::Time deadline;
     Callback callback;
+    uint32_t part = 0;  // WaitFor's part (0: none)
   };
 
   int64_t RawMinLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -137,6 +150,9 @@ class ClockTable {
   absl::flat_hash_map<WaiterId, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
   std::multimap<int64_t, WaiterId> by_required_ ABSL_GUARDED_BY(mu_);
   std::multimap<absl::Time, WaiterId> by_deadline_ ABSL_GUARDED_BY(mu_);
+  // Waiters with a part, by (part, required), and each part's published min.
+  std::multimap<std::pair<uint32_t, int64_t>, WaiterId> by_part_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint32_t, int64_t> part_published_ ABSL_GUARDED_BY(mu_);
   uint64_t expired_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -267,6 +267,24 @@ void DenseTable::ApplyAccumulated(float scale) {
   });
 }
 
+void DenseTable::ApplyAccumulatedRange(uint64_t offset, uint64_t length, float scale,
+                                       int64_t clock) {
+  const size_t stride = range_.size();
+  const uint64_t begin = offset - range_.begin;
+  auto* self = this;
+  ForEachChunk(begin, begin + length, [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
+    absl::MutexLock lock(&chunk.mu);
+    if (chunk.range_clock != clock) {
+      chunk.range_clock = clock;
+      ++chunk.step;
+    }
+    float* acc = self->accum_.data() + lo;
+    optimizer_->Apply(self->values_.data() + lo, acc, self->SlotsFrom(lo), stride, hi - lo,
+                      chunk.step, scale, 1.0f);
+    std::fill(acc, acc + (hi - lo), 0.0f);
+  });
+}
+
 void DenseTable::ExportAccumulated(v1::TableAggregate* out) const {
   auto* self = this;
   ForEachChunk(0, range_.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {

@@ -92,6 +92,15 @@ class DenseTable {
   // received gradients since the last call, then clears the buffer.
   void ApplyAccumulated(float scale);
 
+  // BSP parts (worker.bsp_parts): applies the optimizer with scale *
+  // (buffer) on global values [offset, offset + length) alone and zeroes
+  // that part of the buffer. A chunk counts one optimizer step per `clock`
+  // however many parts of it are applied, so a clock applied part by part
+  // leaves every value and slot as one ApplyAccumulated would. A table
+  // applied so is never given ApplyAccumulated (its buffer stays marked).
+  // REQUIRES: constructed with aggregate; range().Contains(offset, length).
+  void ApplyAccumulatedRange(uint64_t offset, uint64_t length, float scale, int64_t clock);
+
   // Replication (BSP with aggregation): the buffer of every chunk that
   // received gradients since the last apply, appended to *out (chunk
   // numbers and their floats); and, on a standby's table, the inverse: the
@@ -137,6 +146,7 @@ class DenseTable {
     bool accumulated ABSL_GUARDED_BY(mu) = false;  // buffer holds gradients
     int64_t dc_updates ABSL_GUARDED_BY(mu) = 0;    // updates delay-compensated
     int64_t gap_updates ABSL_GUARDED_BY(mu) = 0;   // updates into gap_step_
+    int64_t range_clock ABSL_GUARDED_BY(mu) = -1;  // the clock `step` last counted a part of
     // worker -> the clock whose update `step` last counted for it.
     absl::flat_hash_map<uint32_t, int64_t> counted ABSL_GUARDED_BY(mu);
   };

@@ -186,6 +186,22 @@ Shard::Shard(const JobConfig& config, uint32_t index)
   }
   traffic_ = std::make_unique<Traffic[]>(layout_.size());
   SetRowLimits();
+  if (aggregate_ && config.worker.bsp_parts > 1) {
+    std::vector<uint64_t> dense_sizes;
+    std::vector<DenseTable*> by_index;
+    for (const TableConfig& t : config.Tables()) {
+      dense_sizes.push_back(t.kind == TableKind::kDense ? t.size : 0);
+      by_index.push_back(tables_.at(t.name).dense);
+    }
+    std::vector<std::vector<PartBarrier::Range>> parts;
+    for (const auto& pieces : BspParts(dense_sizes, index, num_shards, config.worker.bsp_parts)) {
+      parts.emplace_back();
+      for (const DensePiece& p : pieces) {
+        parts.back().push_back({by_index[p.table], p.offset, p.length});
+      }
+    }
+    parts_ = std::make_unique<PartBarrier>(std::move(parts), num_workers_);
+  }
   for (uint32_t w = 0; w < num_workers_; ++w) {
     workers_.push_back(std::make_unique<WorkerSlot>());
     workers_.back()->last_seen_ms.store(absl::ToUnixMillis(absl::Now()));
@@ -413,12 +429,20 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   if (status.ok() && request.clock() < 0) {
     status = absl::InvalidArgumentError(absl::StrCat("pull clock ", request.clock(), " < 0"));
   }
-  if (status.ok() && request.clock() > clock_.WorkerClock(request.worker_rank())) {
+  // A part's pull may come while the worker still pushes the clock before.
+  const uint32_t part = request.part();
+  if (status.ok() && part > 0 && parts_ == nullptr) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "pull of BSP part ", part, ", but this job moves whole clocks (worker.bsp_parts 1)"));
+  }
+  if (status.ok() &&
+      request.clock() > clock_.WorkerClock(request.worker_rank()) + (part > 0 ? 1 : 0)) {
     status = absl::FailedPreconditionError(
         absl::StrCat("worker ", request.worker_rank(), " pulls at clock ", request.clock(),
                      " but is at clock ", clock_.WorkerClock(request.worker_rank())));
   }
   if (status.ok()) status = ResolveAll(request.slices(), slices.get());
+  if (status.ok() && part > 0) status = CheckPart(part, *slices);
   // An evaluation's pull (read_only) leaves the tables as they were.
   const bool create_rows = config_.server.pull_creates_rows && !request.read_only();
   if (status.ok() && create_rows) status = CheckRowLimit(*slices);
@@ -440,12 +464,13 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
   const uint32_t worker = request.worker_rank();
   workers_[worker]->pulls_in_flight.fetch_add(1);
   const int64_t clock = request.clock();
-  auto serve = [this, worker, clock, slices, response, create_rows, shared, reply,
+  auto serve = [this, worker, clock, part, slices, response, create_rows, shared, reply,
                 done = std::move(done)](absl::Status s) {
     workers_[worker]->pulls_in_flight.fetch_sub(1);
     if (s.ok()) {
       RecordServed(worker, clock, *slices);
-      response->set_min_clock(clock_.published_min());
+      // A part's values are those of the clock its pushes closed.
+      response->set_min_clock(part > 0 ? clock_.part_published(part) : clock_.published_min());
       if (shared) {
         s = ReadSlicesToShared(*slices, create_rows, reply);
         response->set_values_shared(s.ok());
@@ -458,9 +483,20 @@ std::optional<ClockTable::WaiterId> Shard::Pull(const v1::PullRequest& request,
     done(s);
   };
   std::optional<ClockTable::WaiterId> id =
-      clock_.WaitFor(request.clock() - staleness_, deadline, serve);
+      clock_.WaitFor(request.clock() - staleness_, deadline, serve, part);
   if (!id) serve(absl::OkStatus());
   return id;
+}
+
+absl::Status Shard::CheckPart(uint32_t part, const std::vector<Resolved>& slices) const {
+  if (parts_ == nullptr) return absl::OkStatus();
+  bool dense = false;
+  std::vector<PartBarrier::Range> ranges;
+  for (const Resolved& r : slices) {
+    dense |= r.dense != nullptr;
+    ranges.push_back({r.dense, r.offset, r.count});
+  }
+  return dense ? parts_->CheckPart(part, ranges) : absl::OkStatus();
 }
 
 void Shard::RecordServed(uint32_t worker, int64_t clock, const std::vector<Resolved>& slices) {
@@ -507,6 +543,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   }
   std::vector<Resolved> slices, pull_slices;
   TESSERA_RETURN_IF_ERROR(ResolveAll(request.slices(), &slices));
+  TESSERA_RETURN_IF_ERROR(CheckPart(request.piece(), slices));
   // Gradients copied out of shared memory, into this thread's buffer (kept
   // between calls: a fresh one per push would fault its pages in each time).
   thread_local std::string shared_copy;
@@ -560,6 +597,7 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   // Apply never race on the same bit.
   const uint64_t bit = request.piece() == 0 ? 0 : uint64_t{1} << (request.piece() - 1);
   const bool duplicate = bit != 0 && (workers_[worker]->pieces_applied.load() & bit);
+  uint32_t part_applied = 0;
   if (duplicate) {
     duplicate_pushes_.fetch_add(1, std::memory_order_relaxed);
     // Acknowledged once the first try's mutation is safe, which may still
@@ -589,7 +627,8 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
     m.grads = &grads;
     m.staleness = read.staleness();
     m.reads = &reads;
-    TESSERA_RETURN_IF_ERROR(Apply(m, hold.get()).status());
+    TESSERA_ASSIGN_OR_RETURN(const Applied applied, Apply(m, hold.get()));
+    part_applied = applied.part_applied;
     NotePushed(slices, wire_bytes);
   }
   response->set_clock(clock);
@@ -599,6 +638,11 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
         Apply(Mutation::Of(Mutation::Kind::kAdvance, worker, clock), hold.get()));
     response->set_clock(applied.clock);
   }
+  // A BSP part this push completed: its pulls are answered now, once the
+  // staleness tracker's hold on this worker is gone (a pull records there
+  // what it read) and after the advance, so that a worker that has every
+  // part finds the clock closed when it pushes the next.
+  if (part_applied > 0) clock_.PublishPart(part_applied, clock + 1);
   // A min_clock this call raised is published before it is answered (once
   // the standby holds it), so the answer may name it and carry its values.
   response->set_min_clock(std::max(clock_.published_min(), hold.get()->publish));
@@ -720,10 +764,20 @@ absl::StatusOr<Shard::Applied> Shard::Make(const Mutation& m) {
   switch (m.kind) {
     case Mutation::Kind::kPush:
       slot.pieces_applied.fetch_or(m.piece_bit);
+      out.clock = m.clock;
+      if (parts_ != nullptr && m.piece_bit != 0 && !m.slices->empty() &&
+          m.slices->front().dense != nullptr) {
+        // A BSP part (checked: exactly part `piece`'s dense slices).
+        slot.pushed_this_clock.store(true);
+        const uint32_t part = static_cast<uint32_t>(__builtin_ctzll(m.piece_bit)) + 1;
+        if (parts_->Push(part, m.worker, m.clock, *m.grads, [this] { return clock_.Laggards(); })) {
+          out.part_applied = part;
+        }
+        return out;
+      }
       // Piece 0 pushes are each an update of their own.
       ApplyGradients(m.worker, m.piece_bit != 0 ? m.clock : -1, *m.grads, *m.slices, m.staleness,
                      *m.reads);
-      out.clock = m.clock;
       return out;
     case Mutation::Kind::kAdvance: {
       absl::StatusOr<ClockTable::Advance> a = clock_.AdvanceClock(m.worker, m.clock);
@@ -826,7 +880,11 @@ void Shard::OnMinClock(int64_t new_min) {
 void Shard::ApplyAggregate(uint32_t pushers) {
   if (pushers == 0) return;
   const float scale = 1.0f / static_cast<float>(pushers);
-  for (auto& table : dense_) table->ApplyAccumulated(scale);
+  if (parts_ != nullptr) {
+    parts_->Close();  // the dense tables' parts not applied yet
+  } else {
+    for (auto& table : dense_) table->ApplyAccumulated(scale);
+  }
   for (auto& table : sparse_) table->ApplyAccumulated(scale);
   updates_applied_.fetch_add(dense_.size() + sparse_.size(), std::memory_order_relaxed);
   staleness_tracker_.Published(pushers);

@@ -80,6 +80,7 @@
 #include "server/dense_table.h"
 #include "server/epoch_planner.h"
 #include "server/optimizer.h"
+#include "server/part_barrier.h"
 #include "server/sparse_table.h"
 #include "server/staleness_tracker.h"
 
@@ -165,7 +166,9 @@ class Shard {
   // and advances wait while it is taken, so the clocks match the values.
   // The cut is min_clock (BSP with aggregation: the published one; a worker
   // past it is recorded at it, since its buffered gradients are not in the
-  // values and it will push them again).
+  // values and it will push them again). Null under worker.bsp_parts while
+  // the open clock has parts applied (its values mix two clocks until it
+  // closes; BSP checkpoints are cut at closes, this is only a shutdown's).
   std::unique_ptr<ShardState> Snapshot();
   // Whether a checkpoint's manifest fits this shard, before its data is
   // read: every table's byte count exactly what the layout implies (sparse:
@@ -437,6 +440,7 @@ class Shard {
     bool changed = true;           // kRejoin: false when the worker was not evicted
     uint32_t workers_finished = 0; // kFinish: how many are, with this one
     std::vector<uint32_t> shares;  // kPlan
+    uint32_t part_applied = 0;     // kPush of a BSP part (worker.bsp_parts) it completed
   };
   // Makes a checked mutation; with a log, appends it and adds to *hold
   // what the call's answer must wait for (null: a standby's Follow, which
@@ -522,6 +526,12 @@ class Shard {
   // The optimizer table `name` trains with (built on first ask; construction only).
   const Optimizer* OptimizerOf(const std::string& name);
   std::vector<std::unique_ptr<DenseTable>> dense_;
+  // worker.bsp_parts > 1 under BSP with aggregation: the dense tables'
+  // buffers are applied part by part (else null). Set in the constructor.
+  std::unique_ptr<PartBarrier> parts_;
+  // OK unless parts_ is set and `slices` hold a dense slice: then they must
+  // be exactly part `part`'s (INVALID_ARGUMENT otherwise).
+  absl::Status CheckPart(uint32_t part, const std::vector<Resolved>& slices) const;
   std::vector<std::unique_ptr<SparseTable>> sparse_;
   absl::flat_hash_map<std::string, Resolved> tables_;  // name -> table
   std::vector<v1::TableLayout> layout_;

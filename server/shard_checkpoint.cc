@@ -169,6 +169,7 @@ std::unique_ptr<ShardState> Shard::Snapshot() {
   // closed (BSP with aggregation: its buffer applied, and published, or
   // about to be once the standby holds it).
   const int64_t cut = clock_.min_clock();
+  if (parts_ != nullptr && parts_->AppliedBeforeClose(cut)) return nullptr;
   return CopyState(cut, clock_.clocks(), clock_.finished(), /*clamp=*/aggregate_);
 }
 

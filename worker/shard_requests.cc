@@ -22,6 +22,16 @@ ShardRequests ShardRequests::ForDense(const JobConfig& config, uint32_t split,
   for (size_t t = 0; t < tables.size(); ++t) {
     r.table_names.push_back(tables[t].name);
     r.dense_sizes.push_back(tables[t].kind == TableKind::kDense ? tables[t].size : 0);
+  }
+  if (config.worker.bsp_parts > 1) {
+    for (uint32_t s = 0; s < num_shards; ++s) {
+      r.parts.push_back(BspParts(r.dense_sizes, s, num_shards, config.worker.bsp_parts));
+      for (const auto& part : r.parts.back()) {
+        r.pieces[s].insert(r.pieces[s].end(), part.begin(), part.end());
+      }
+    }
+  }
+  for (size_t t = 0; t < tables.size() && r.parts.empty(); ++t) {
     if (tables[t].kind != TableKind::kDense) continue;
     for (uint32_t s = 0; s < num_shards; ++s) {
       DenseRange range = DenseShardRange(tables[t].size, s, num_shards);

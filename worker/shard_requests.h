@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "common/config.h"
+#include "common/partition.h"
 #include "proto/tessera.pb.h"
 #include "worker/parameter_set.h"
 #include "worker/ps_client.h"
@@ -29,12 +30,12 @@ namespace tessera {
 // The requests one call sends, per shard.
 struct ShardRequests {
   // pieces[s]: the dense (table index, offset, length) pieces shard s owns.
-  struct Piece {
-    size_t table;
-    uint64_t offset;
-    uint64_t length;
-  };
+  using Piece = DensePiece;
   std::vector<std::vector<Piece>> pieces;
+  // worker.bsp_parts > 1: parts[s][k], part k + 1 of shard s's pieces
+  // (common/partition.h BspParts, the same cut the shard makes); pieces[s]
+  // then holds them in that order. Empty otherwise.
+  std::vector<std::vector<std::vector<Piece>>> parts;
   // By table index (JobConfig::Tables() order), computed once.
   std::vector<std::string> table_names;
   std::vector<uint64_t> dense_sizes;  // 0 for sparse tables
@@ -50,7 +51,8 @@ struct ShardRequests {
 
   // Splits every dense table of `config` over its shards; a shard's share of
   // a table larger than split_bytes is cut into `split` pieces, so that large
-  // transfers can travel on several channels at once.
+  // transfers can travel on several channels at once. With worker.bsp_parts
+  // > 1 the pieces are the parts' instead.
   static ShardRequests ForDense(const JobConfig& config, uint32_t split, uint64_t split_bytes);
 
   // A plan request of `worker` for `epoch`, reporting its compute rate.

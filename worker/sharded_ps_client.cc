@@ -75,10 +75,14 @@ ShardedPsClient::ShardedPsClient(const JobConfig& config, uint32_t rank,
     const size_t wanted = std::clamp<uint64_t>(total / kSplitBytes, 1, shard.transport->lanes());
     std::vector<uint64_t> load(wanted, 0);
     shard.groups.resize(wanted);
-    for (const auto& piece : requests_.pieces[s]) {
-      const size_t g = std::min_element(load.begin(), load.end()) - load.begin();
-      shard.groups[g].push_back(piece);
-      load[g] += piece.length;
+    if (!requests_.parts.empty()) {
+      shard.groups = requests_.parts[s];  // worker.bsp_parts: a request per part, in order
+    } else {
+      for (const auto& piece : requests_.pieces[s]) {
+        const size_t g = std::min_element(load.begin(), load.end()) - load.begin();
+        shard.groups[g].push_back(piece);
+        load[g] += piece.length;
+      }
     }
     shard.groups.erase(std::remove_if(shard.groups.begin(), shard.groups.end(),
                                       [](const auto& g) { return g.empty(); }),
@@ -330,8 +334,9 @@ absl::StatusOr<int64_t> ShardedPsClient::PullDense(int64_t clock, ParameterSet* 
         shared = shards_[s].pull_area[g];
       }
       v1::PullResponse* response = responses.back().get();
+      // More groups than lanes only with worker.bsp_parts: they share the lanes.
       shards_[s].transport->Pull(
-          g, calls.back().get(), requests.back().get(), response,
+          g % shards_[s].transport->lanes(), calls.back().get(), requests.back().get(), response,
           group.Add(s, calls.back().get(),
                     [this, &pieces, response, params, shared, &min_mu, &min_clock] {
                       absl::MutexLock lock(&min_mu);
@@ -358,6 +363,7 @@ absl::Status ShardedPsClient::PushDense(int64_t clock, const ParameterSet& grads
 absl::StatusOr<std::optional<int64_t>> ShardedPsClient::PushDenseAndPull(
     int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
     ParameterSet* params) {
+  if (!requests_.parts.empty()) return PushPullParts(clock, grads, values_clock, params);
   for (const auto& shard : shards_) {
     if (shard.groups.size() > 1) {
       return PsClient::PushDenseAndPull(clock, grads, values_clock, params);
@@ -455,8 +461,8 @@ absl::Status ShardedPsClient::Push(int64_t clock, const ParameterSet& grads,
           return Scatter(pieces, *response, shared_reply, pull_into);
         };
       }
-      shards_[s].transport->Push(g, calls.back().get(), requests.back().get(),
-                                 responses.back().get(),
+      shards_[s].transport->Push(g % shards_[s].transport->lanes(), calls.back().get(),
+                                 requests.back().get(), responses.back().get(),
                                  group.Add(s, calls.back().get(), std::move(on_ok)));
     }
   }
@@ -488,6 +494,104 @@ absl::Status ShardedPsClient::Push(int64_t clock, const ParameterSet& grads,
   }
   clocks.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + kAnswerMargin);
   return clocks.Outcome(named);
+}
+
+absl::StatusOr<std::optional<int64_t>> ShardedPsClient::PushPullParts(
+    int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
+    ParameterSet* params) {
+  requests_.ShapeParameters(params);
+  // Every request is built (and encoded) first, so the parts leave back to back.
+  struct Call {
+    size_t shard = 0, part = 0;
+    v1::PullRequest pull;
+    v1::PullResponse pulled;
+    v1::PushRequest push;
+    v1::PushResponse pushed;
+    std::unique_ptr<ShardCall> pull_call, push_call;
+    const char* shared_reply = nullptr;
+  };
+  std::vector<std::vector<std::unique_ptr<Call>>> calls(shards_.size());
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    const ShardState& shard = shards_[s];
+    const auto& groups = shard.groups;
+    // A shard with no dense values still gets one (empty) push: its clock advances.
+    for (size_t g = 0; g < std::max<size_t>(groups.size(), 1); ++g) {
+      static const std::vector<ShardRequests::Piece> kNoPieces;
+      const auto& pieces = groups.empty() ? kNoPieces : groups[g];
+      const bool last = g + 1 >= groups.size();
+      auto call = std::make_unique<Call>();
+      call->shard = s;
+      call->part = g;
+      const bool shared = !groups.empty() && shard.memory;
+      if (shared) {
+        const ShardRequests::SharedTarget target{shard.push_area[g], shard.push_at[g]};
+        requests_.BuildPush(pieces, rank_, clock, grads, last, static_cast<uint32_t>(g + 1),
+                            &call->push, &target);
+      } else {
+        requests_.BuildPush(pieces, rank_, clock, grads, last, static_cast<uint32_t>(g + 1),
+                            &call->push);
+      }
+      if (values_clock) call->push.set_values_clock(*values_clock);
+      if (!groups.empty()) {
+        requests_.BuildPull(pieces, rank_, clock + 1, &call->pull, shared);
+        call->pull.set_part(static_cast<uint32_t>(g + 1));
+        if (shared) {
+          call->pull.mutable_reply_shared()->set_offset(shard.pull_at[g]);
+          call->shared_reply = shard.pull_area[g];
+        }
+      }
+      calls[s].push_back(std::move(call));
+    }
+  }
+  // One group for every call: a failed push cancels the parked pulls.
+  CallGroup group;
+  absl::Mutex min_mu;
+  int64_t min_clock = INT64_MAX;
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    for (auto& call : calls[s]) {
+      if (!call->pull.slices_size()) continue;
+      call->pull_call = std::make_unique<ShardCall>(DeadlineIn(config_.worker.pull_timeout_ms));
+      Call* c = call.get();
+      const auto& pieces = shards_[s].groups[c->part];
+      shards_[s].transport->Pull(c->part % shards_[s].transport->lanes(), c->pull_call.get(),
+                                 &c->pull, &c->pulled,
+                                 group.Add(s, c->pull_call.get(), [this, c, &pieces, params,
+                                                                   &min_mu, &min_clock] {
+                                   absl::MutexLock lock(&min_mu);
+                                   min_clock = std::min(min_clock, c->pulled.min_clock());
+                                   return Scatter(pieces, c->pulled, c->shared_reply, params);
+                                 }));
+    }
+  }
+  // Each shard's parts in order, the next once the shard took the last (the
+  // last advances the clock). Parts sent side by side share the link and
+  // all arrive late: two at a time, or all but the last at once, measured
+  // slower at 1 Gbit/s (6,800 and 6,160 samples/s against 7,300).
+  std::function<void(size_t, size_t)> send = [&](size_t s, size_t g) {
+    Call* c = calls[s][g].get();
+    c->push_call = std::make_unique<ShardCall>(DeadlineIn(config_.worker.rpc_timeout_ms));
+    shards_[s].transport->Push(
+        g % shards_[s].transport->lanes(), c->push_call.get(), &c->push, &c->pushed,
+        group.Add(s, c->push_call.get(), [&send, &calls, s, g] {
+          if (g + 1 < calls[s].size()) send(s, g + 1);
+          return absl::OkStatus();
+        }));
+  };
+  for (size_t s = 0; s < shards_.size(); ++s) send(s, 0);
+  group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + kAnswerMargin, spin_);
+  if (group.failed()) DropSharedMemory();
+  TESSERA_RETURN_IF_ERROR(group.Outcome(
+      [this](size_t s, const absl::Status& status) { return ShardError(s, status); }));
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    NoteTerm(s, calls[s].back()->pushed.term(), clock);
+  }
+  if (values_clock) {
+    int64_t staleness = -1;
+    for (const auto& shard : calls) staleness = std::max(staleness, shard.front()->pushed.staleness());
+    push_staleness_.Add(staleness);
+  }
+  if (min_clock == INT64_MAX) return std::nullopt;  // no shard holds dense values
+  return std::optional<int64_t>(min_clock);
 }
 
 const ShardRequests::RowRoute& ShardedPsClient::RouteFor(const RowSet& rows) {

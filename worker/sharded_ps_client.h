@@ -141,6 +141,14 @@ class ShardedPsClient : public PsClient {
                     ParameterSet* pull_into, bool* all_pulled, int64_t* min_clock,
                     const std::vector<size_t>* only = nullptr);
   absl::Status PushRowsTo(int64_t clock, const RowSet& grads, const std::vector<size_t>* only);
+  // worker.bsp_parts: PushDenseAndPull with the dense values in parts. The
+  // pulls of every part of clock + 1 go first and wait on the shards; then
+  // each shard gets part 1, 2, ... of the push, the next once it took the
+  // last (the last advances the clock), so that a part's values come back
+  // while the later parts still travel.
+  absl::StatusOr<std::optional<int64_t>> PushPullParts(int64_t clock, const ParameterSet& grads,
+                                                      std::optional<int64_t> values_clock,
+                                                      ParameterSet* params);
   // Failover: sends the held push again to `behind` (shards that took over
   // without it), which then hold clock held_.clock + 1.
   absl::Status Resend(const std::vector<size_t>& behind);

@@ -159,6 +159,15 @@ TEST_CASE("validation errors name the key, the value and what was expected") {
         "config: worker.device = 'gpu': expected one of auto|cpu|cuda");
   CHECK(ErrorOf(kMinimal, {"worker.gemm_precision=fp16"}) ==
         "config: worker.gemm_precision = 'fp16': expected one of fp32|tf32|bf16");
+  CHECK(ErrorOf(kMinimal, {"worker.bsp_parts=17"}) ==
+        "config: worker.bsp_parts = '17': expected an integer >= 1 and <= 16");
+  CHECK(ErrorOf(kMinimal, {"worker.bsp_parts=4", "consistency.mode=ssp"}) ==
+        "config: worker.bsp_parts = '4': expected 1 unless consistency.mode is bsp with "
+        "consistency.aggregate (parts are applied as every worker's push of them is in)");
+  CHECK(ErrorOf(kMinimal, {"worker.bsp_parts=4", "cluster.standbys=[h:1,h:2]"}) ==
+        "config: worker.bsp_parts = '4': expected 1 with cluster.standbys (a standby "
+        "follows whole clocks)");
+  CHECK(ParseJobConfig(kMinimal, {"worker.bsp_parts=4"})->worker.bsp_parts == 4);
   CHECK(ErrorOf(kMinimal, {"logging.level=loud"}) ==
         "config: logging.level = 'loud': expected one of trace|debug|info|warn|error|off");
   CHECK(ErrorOf(kMinimal, {"cluster.servers.0=nohost"}) ==

@@ -3,7 +3,10 @@
 #include "common/partition.h"
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <set>
+#include <utility>
+#include <vector>
 
 namespace tessera {
 namespace {
@@ -67,6 +70,43 @@ TEST_CASE("SplitMix64 is the documented function and spreads keys evenly") {
   std::vector<int> count(4, 0);
   for (uint64_t k = 0; k < 40000; ++k) ++count[SparseShardOf(k, 4)];
   for (int c : count) CHECK(std::abs(c - 10000) < 500);
+}
+
+TEST_CASE("BspParts cuts a shard's dense ranges into aligned runs in table order") {
+  // Tables: 100 floats, a sparse table, 70 floats; shard 1 of 2 owns
+  // [50, 100) of the first and [35, 70) of the third: 85 floats.
+  const std::vector<uint64_t> sizes = {100, 0, 70};
+  const auto parts = BspParts(sizes, 1, 2, 3);
+  // Cuts at 28 and 56 move back to 16 (16 floats into table 0's range) and
+  // to 50 + 0 (56 falls 6 floats into table 2's range).
+  REQUIRE(parts.size() == 3);
+  CHECK(parts[0] == std::vector<DensePiece>{{0, 50, 16}});
+  CHECK(parts[1] == std::vector<DensePiece>{{0, 66, 34}});
+  CHECK(parts[2] == std::vector<DensePiece>{{2, 35, 35}});
+  // Every float once, in order, each part starting on a multiple of 16
+  // floats into its first table's range, whatever the count.
+  for (uint32_t p = 1; p <= 12; ++p) {
+    const auto cut = BspParts(sizes, 1, 2, p);
+    CHECK(cut.size() <= p);
+    CHECK_FALSE(cut.empty());
+    std::vector<std::pair<size_t, uint64_t>> seen;
+    for (const auto& part : cut) {
+      REQUIRE_FALSE(part.empty());
+      const uint64_t begin = part.front().table == 0 ? 50 : 35;
+      CHECK((part.front().offset - begin) % kBspPartAlign == 0);
+      for (const DensePiece& piece : part) {
+        CHECK(piece.length > 0);
+        for (uint64_t i = 0; i < piece.length; ++i) seen.emplace_back(piece.table, piece.offset + i);
+      }
+    }
+    std::vector<std::pair<size_t, uint64_t>> want;
+    for (uint64_t i = 50; i < 100; ++i) want.emplace_back(0, i);
+    for (uint64_t i = 35; i < 70; ++i) want.emplace_back(2, i);
+    CHECK(seen == want);
+  }
+  CHECK(BspParts(sizes, 1, 2, 4).size() == 4);
+  CHECK(BspParts({0, 0}, 0, 1, 4).empty());  // no dense table: no parts
+  CHECK(BspParts({10}, 0, 1, 4).size() == 1);  // too small to cut on 16 floats
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include "server/clock_table.h"
 
 #include <catch2/catch.hpp>
+#include <string>
 #include <vector>
 
 namespace tessera {
@@ -59,6 +60,40 @@ TEST_CASE("waiters run when the published clock reaches them, in order") {
   CHECK(t.published_min() == 1);
   t.Publish(5);
   CHECK(order == std::vector<int>{1, 2});
+  CHECK(t.parked() == 0);
+}
+
+TEST_CASE("a part's waiters run when that part or the whole clock is published") {
+  ClockTable t(1);
+  std::vector<std::string> order;
+  auto wait = [&](int64_t required, uint32_t part, const std::string& name) {
+    return t.WaitFor(required, kT0 + absl::Hours(1), [&order, name](absl::Status s) {
+      CHECK(s.ok());
+      order.push_back(name);
+    }, part);
+  };
+  REQUIRE(wait(1, 1, "part 1 at 1"));
+  REQUIRE(wait(1, 2, "part 2 at 1"));
+  REQUIRE(wait(2, 1, "part 1 at 2"));
+  REQUIRE(wait(1, 0, "whole at 1"));
+  t.PublishPart(1, 1);
+  CHECK(order == std::vector<std::string>{"part 1 at 1"});
+  CHECK(t.part_published(1) == 1);
+  CHECK(t.part_published(2) == 0);
+  CHECK(t.published_min() == 0);  // the clock itself is not closed
+  CHECK_FALSE(wait(1, 1, "part 1 again").has_value());  // already there: inline
+  t.PublishPart(1, 0);  // never lowers
+  CHECK(t.part_published(1) == 1);
+  t.Publish(1);  // the close answers every waiter at 1, parts or not
+  CHECK(order == std::vector<std::string>{"part 1 at 1", "part 2 at 1", "whole at 1"});
+  CHECK(t.part_published(2) == 1);
+  CHECK(t.parked() == 1);
+  // A cancelled part waiter leaves the part's index too.
+  absl::Status cancelled;
+  t.Cancel(*t.WaitFor(3, kT0 + absl::Hours(1), [&](absl::Status s) { cancelled = s; }, 1));
+  CHECK(absl::IsCancelled(cancelled));
+  t.PublishPart(1, 2);
+  CHECK(order.back() == "part 1 at 2");
   CHECK(t.parked() == 0);
 }
 

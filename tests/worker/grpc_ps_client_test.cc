@@ -124,6 +124,21 @@ TEST_CASE("shared memory and messages give the same parameters through real shar
   CHECK(results[1][1] != std::vector<float>(7, 0.0f));
 }
 
+TEST_CASE("BSP in parts over real sockets and shared memory gives whole clocks' parameters") {
+  const std::string shared = GENERATE("worker.shared_memory=auto", "worker.shared_memory=off");
+  const uint64_t w_size = GENERATE(3001, 1'200'001);
+  INFO(shared << ", w holds " << w_size);
+  ParameterSet results[2];
+  for (int parts = 0; parts < 2; ++parts) {
+    Cluster cluster({shared, parts ? "worker.bsp_parts=5" : "worker.bsp_parts=1"}, w_size);
+    GrpcPsClient client(cluster.worker_config, 0);
+    REQUIRE(client.Connect().ok());
+    results[parts] = Train(client);
+  }
+  CHECK(results[0] == results[1]);
+  CHECK(results[1][1] != std::vector<float>(7, 0.0f));
+}
+
 TEST_CASE("bfloat16 values travel through shared memory too") {
   ParameterSet results[2];
   for (int shared = 0; shared < 2; ++shared) {
