@@ -508,6 +508,9 @@ class Shard {
   // is applied and the new min_clock published to parked pulls.
   void AfterAdvance(const ClockTable::Advance& a);
   void OnMinClock(int64_t new_min);
+  // Publishes new_min to parked pulls, or with a standby leaves it to the
+  // call's Hold (REQUIRES then: log_mu_ held, as Apply holds it).
+  void PublishMin(int64_t new_min);
   // Copies every table into a ShardState whose manifest says `cut`, `clocks`
   // (with `clamp`, none past the cut) and `finished`. Callers hold off
   // whatever would make the copy torn.

@@ -1,5 +1,6 @@
-// Shard's payloads: each slice's values as they travel (common/codec.h),
-// read out of the tables into messages or shared memory, delta pulls
+// Shard's payloads: a request's slices resolved against the tables and a
+// worker's shared memory, each slice's values as they travel
+// (common/codec.h), read out of the tables into messages or shared memory, delta pulls
 // against what a worker holds, a push's gradients decoded and checked, and
 // the bytes counted both ways. Part of Shard (server/shard.h); the locking
 // rules are that header's.
@@ -7,12 +8,116 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/codec.h"
 #include "common/status.h"
 #include "common/wire.h"
 #include "server/shard.h"
 
 namespace tessera {
+
+absl::StatusOr<Shard::SharedRange> Shard::Shared(uint32_t worker, const v1::SharedPayload& at,
+                                                 uint64_t bytes) const {
+  SharedRange range;
+  {
+    const WorkerMemory& memory = workers_[worker]->memory;
+    absl::MutexLock lock(&memory.mu);
+    range.segment = memory.segment;
+  }
+  if (range.segment == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker ", worker, " names shared memory, but none is mapped on shard ",
+                     index_, " for it; register with a segment, or send the bytes in the message"));
+  }
+  TESSERA_RETURN_IF_ERROR(range.segment->Bytes(at.offset(), bytes).status());
+  range.offset = at.offset();
+  range.bytes = bytes;
+  return range;
+}
+
+absl::StatusOr<Shard::Resolved> Shard::Resolve(const v1::Slice& slice) const {
+  auto it = tables_.find(slice.table());
+  if (it == tables_.end()) {
+    std::vector<std::string> names;
+    for (const auto& layout : layout_) names.push_back(layout.name());
+    // A client's string is echoed only in part: an error must fit gRPC's metadata.
+    constexpr size_t kEcho = 64;
+    const std::string shown = slice.table().size() <= kEcho
+                                  ? slice.table()
+                                  : absl::StrCat(slice.table().substr(0, kEcho), "... (",
+                                                 slice.table().size(), " bytes)");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown table '", shown, "'; this job's tables are: ", absl::StrJoin(names, ", ")));
+  }
+  Resolved r = it->second;
+  TESSERA_ASSIGN_OR_RETURN(r.codec, FindCodec(slice.codec()));
+  if (r.codec->width() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "table '", slice.table(), "': slice codec ", v1::Codec_Name(slice.codec()),
+        " is not one values can be answered or packed in: expected FLOAT32, BFLOAT16 or "
+        "FLOAT16"));
+  }
+  if (!(slice.delta_ratio() >= 0 && slice.delta_ratio() <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "table '", slice.table(), "': delta_ratio ", slice.delta_ratio(), " is not in [0, 1]"));
+  }
+  r.delta_ratio = slice.delta_ratio();
+  r.delta_base = slice.delta_base();
+  if (r.delta_ratio > 0 && !r.dense) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("table '", slice.table(), "' is sparse: rows are not delta-pulled"));
+  }
+  if (r.dense) {
+    DenseRange range = r.dense->range();
+    if (!slice.keys().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("table '", slice.table(), "' is dense: send offset and length, not keys"));
+    }
+    if (!range.Contains(slice.offset(), slice.length())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "table '", slice.table(), "': [", slice.offset(), ", +", slice.length(),
+          ") is outside shard ", index_, "'s range [", range.begin, ", ", range.end, ")"));
+    }
+    r.offset = slice.offset();
+    r.count = slice.length();
+    return r;
+  }
+  if (slice.keys().size() % sizeof(uint64_t) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("table '", slice.table(), "': keys hold ",
+                                                   slice.keys().size(),
+                                                   " bytes, not a whole number of uint64"));
+  }
+  if (slice.offset() != 0 || slice.length() != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("table '", slice.table(), "' is sparse: send keys, not offset/length"));
+  }
+  r.keys = KeyView(slice.keys());
+  const uint32_t num_shards = config_.num_servers();
+  for (size_t i = 0; i < r.keys.size(); ++i) {
+    if (i > 0 && r.keys[i] <= r.keys[i - 1]) {
+      return absl::InvalidArgumentError(absl::StrCat("table '", slice.table(),
+                                                     "': keys must be sorted and unique (key ",
+                                                     r.keys[i], " at position ", i, ")"));
+    }
+    if (num_shards > 1 && SparseShardOf(r.keys[i], num_shards) != index_) {
+      return absl::OutOfRangeError(
+          absl::StrCat("table '", slice.table(), "': key ", r.keys[i], " lives on shard ",
+                       SparseShardOf(r.keys[i], num_shards), ", not shard ", index_));
+    }
+  }
+  r.count = r.keys.size() * static_cast<uint64_t>(r.sparse->dim());
+  return r;
+}
+
+absl::Status Shard::ResolveAll(const google::protobuf::RepeatedPtrField<v1::Slice>& slices,
+                               std::vector<Resolved>* out) const {
+  out->reserve(slices.size());
+  for (const auto& slice : slices) {
+    TESSERA_ASSIGN_OR_RETURN(Resolved r, Resolve(slice));
+    out->push_back(r);
+  }
+  return absl::OkStatus();
+}
 
 absl::Status Shard::CheckReplySize(const std::vector<Resolved>& slices) const {
   const uint64_t bytes = PayloadBytes(slices);
