@@ -105,6 +105,29 @@ TEST_CASE("BSP parts: a part is applied and answered once every worker pushed it
   CHECK(PullNow(*shard, Dense("w", 32, 32)) == std::vector<float>(32, -3.0f));
 }
 
+TEST_CASE("BSP parts: a part's push retried after a lost answer counts once") {
+  auto shard = MakeShard(PartsJob(2));
+  PushResponse resp;
+  // Worker 0's part 1 arrives twice (its first answer was lost), with another
+  // gradient the second time (a recomputation would be the same; this shows
+  // which one counts): the first stands, the mean is over two pushes.
+  REQUIRE(shard->Push(PartPush(0, 0, 1, 1.0f, false), &resp).ok());
+  REQUIRE(shard->Push(PartPush(0, 0, 1, 7.0f, false), &resp).ok());
+  auto pull = StartPull(*shard, PartPull(1, 1, 1));
+  CHECK_FALSE(pull->status.has_value());
+  REQUIRE(shard->Push(PartPush(1, 0, 1, 3.0f, false), &resp).ok());
+  REQUIRE(pull->status.has_value());
+  CHECK(DecodeFloats(pull->response.values(0)) == std::vector<float>(32, -1.0f));
+  // And after the part was applied, a retry changes nothing either.
+  REQUIRE(shard->Push(PartPush(1, 0, 1, 3.0f, false), &resp).ok());
+  for (uint32_t w = 0; w < 2; ++w) REQUIRE(shard->Push(PartPush(w, 0, 2, 0.0f, true), &resp).ok());
+  CHECK(PullNow(*shard, Dense("w", 0, 32)) == std::vector<float>(32, -1.0f));
+  CHECK(PullNow(*shard, Dense("w", 32, 32)) == std::vector<float>(32, 1.0f));
+  v1::StatsResponse stats;
+  shard->Stats(&stats);
+  CHECK(stats.duplicate_pushes() == 2);
+}
+
 TEST_CASE("BSP parts: bad part pushes and pulls get the right code and change nothing") {
   auto shard = MakeShard(PartsJob(2));
   PushResponse resp;
