@@ -39,8 +39,8 @@ absl::Status PartBarrier::CheckPart(uint32_t part, const std::vector<Range>& sli
 }
 
 bool PartBarrier::Push(uint32_t part_number, uint32_t worker, int64_t clock,
-                    const std::vector<absl::Span<const float>>& grads,
-                    const std::function<std::vector<uint32_t>()>& laggards) {
+                       const std::vector<absl::Span<const float>>& grads,
+                       const std::function<std::vector<uint32_t>()>& laggards) {
   Part& part = *parts_[part_number - 1];
   absl::MutexLock lock(&part.mu);
   for (size_t i = 0; i < part.ranges.size(); ++i) {

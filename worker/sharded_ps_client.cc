@@ -502,7 +502,7 @@ absl::StatusOr<std::optional<int64_t>> ShardedPsClient::PushPullParts(
   requests_.ShapeParameters(params);
   // Every request is built (and encoded) first, so the parts leave back to back.
   struct Call {
-    size_t shard = 0, part = 0;
+    size_t part = 0;
     v1::PullRequest pull;
     v1::PullResponse pulled;
     v1::PushRequest push;
@@ -520,17 +520,13 @@ absl::StatusOr<std::optional<int64_t>> ShardedPsClient::PushPullParts(
       const auto& pieces = groups.empty() ? kNoPieces : groups[g];
       const bool last = g + 1 >= groups.size();
       auto call = std::make_unique<Call>();
-      call->shard = s;
       call->part = g;
       const bool shared = !groups.empty() && shard.memory;
-      if (shared) {
-        const ShardRequests::SharedTarget target{shard.push_area[g], shard.push_at[g]};
-        requests_.BuildPush(pieces, rank_, clock, grads, last, static_cast<uint32_t>(g + 1),
-                            &call->push, &target);
-      } else {
-        requests_.BuildPush(pieces, rank_, clock, grads, last, static_cast<uint32_t>(g + 1),
-                            &call->push);
-      }
+      const ShardRequests::SharedTarget target =
+          shared ? ShardRequests::SharedTarget{shard.push_area[g], shard.push_at[g]}
+                 : ShardRequests::SharedTarget{};
+      requests_.BuildPush(pieces, rank_, clock, grads, last, static_cast<uint32_t>(g + 1),
+                          &call->push, shared ? &target : nullptr);
       if (values_clock) call->push.set_values_clock(*values_clock);
       if (!groups.empty()) {
         requests_.BuildPull(pieces, rank_, clock + 1, &call->pull, shared);
