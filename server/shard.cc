@@ -515,9 +515,12 @@ absl::Status Shard::Push(const v1::PushRequest& request, v1::PushResponse* respo
   }
   // A BSP part this push completed: its pulls are answered now, once the
   // staleness tracker's hold on this worker is gone (a pull records there
-  // what it read) and after the advance, so that a worker that has every
-  // part finds the clock closed when it pushes the next.
-  if (part_applied > 0) clock_.PublishPart(part_applied, clock + 1);
+  // what it read). Not the last part's: they wait for the clock's close, so
+  // that a worker holding every part finds the clock closed when it pushes
+  // the next, even while another worker's advance is still under way.
+  if (part_applied > 0 && part_applied < parts_->size()) {
+    clock_.PublishPart(part_applied, clock + 1);
+  }
   // A min_clock this call raised is published before it is answered (once
   // the standby holds it), so the answer may name it and carry its values.
   response->set_min_clock(std::max(clock_.published_min(), hold.get()->publish));

@@ -105,6 +105,24 @@ TEST_CASE("BSP parts: a part is applied and answered once every worker pushed it
   CHECK(PullNow(*shard, Dense("w", 32, 32)) == std::vector<float>(32, -3.0f));
 }
 
+TEST_CASE("BSP parts: the last part's pulls wait for the clock's close") {
+  // Both workers' last parts are in, but their advances come apart (another
+  // thread's advance still under way): a worker answered now could push
+  // the next clock before this one closed.
+  auto shard = MakeShard(PartsJob(2));
+  PushResponse resp;
+  for (uint32_t w = 0; w < 2; ++w) REQUIRE(shard->Push(PartPush(w, 0, 1, 1.0f, false), &resp).ok());
+  auto last = StartPull(*shard, PartPull(1, 1, 2));
+  for (uint32_t w = 0; w < 2; ++w) REQUIRE(shard->Push(PartPush(w, 0, 2, 1.0f, false), &resp).ok());
+  Advance(*shard, 1, 0);
+  CHECK_FALSE(last->status.has_value());
+  Advance(*shard, 0, 0);
+  REQUIRE(last->status.has_value());
+  CHECK(last->status->ok());
+  CHECK(shard->published_min() == 1);
+  CHECK(last->response.min_clock() == 1);
+}
+
 TEST_CASE("BSP parts: a part's push retried after a lost answer counts once") {
   auto shard = MakeShard(PartsJob(2));
   PushResponse resp;
