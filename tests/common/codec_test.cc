@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -146,6 +147,20 @@ TEST_CASE("topk on a large slice (sampled threshold) keeps exactly the k largest
   }
 }
 
+// The reference top-k: nonzeros by magnitude, ties by position, the first k.
+std::vector<float> SortedTopk(const std::vector<float>& v, size_t k) {
+  std::vector<uint32_t> order;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] != 0) order.push_back(static_cast<uint32_t>(i));
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](uint32_t a, uint32_t b) { return std::fabs(v[a]) > std::fabs(v[b]); });
+  order.resize(std::min(order.size(), k));
+  std::vector<float> want(v.size(), 0.0f);
+  for (uint32_t i : order) want[i] = v[i];
+  return want;
+}
+
 TEST_CASE("topk matches a sort at every length, with ties and zeros, across the four-wide pass") {
   // Lengths that end inside a group of four, below and above the sampled
   // bar's threshold (16,384); values on few levels, so ties are common.
@@ -153,20 +168,23 @@ TEST_CASE("topk matches a sort at every length, with ties and zeros, across the 
     const std::vector<float> g = Gaussian(n, 17);
     std::vector<float> v(n);
     for (size_t i = 0; i < n; ++i) v[i] = std::round(g[i] * 2000.0f) / 4.0f;  // zeros included
+    // The same with magnitudes from denormals to infinity, so that the k-th
+    // largest differs from its neighbours in any of its bits.
+    std::vector<float> wide(n);
+    for (size_t i = 0; i < n; ++i) {
+      wide[i] = i % 97 == 5   ? std::numeric_limits<float>::denorm_min() * (1 + i % 3)
+                : i % 89 == 7 ? -std::numeric_limits<float>::infinity()
+                              : g[i] * std::pow(10.0f, static_cast<float>(i * 7919 % 61) - 30);
+    }
     for (double ratio : {0.01, 0.3}) {
       const size_t k = std::min(n, std::max<size_t>(1, static_cast<size_t>(std::ceil(ratio * n))));
-      // The reference: nonzeros by magnitude, ties by position, the first k.
-      std::vector<uint32_t> order;
-      for (size_t i = 0; i < n; ++i) {
-        if (v[i] != 0) order.push_back(static_cast<uint32_t>(i));
-      }
-      std::stable_sort(order.begin(), order.end(),
-                       [&](uint32_t a, uint32_t b) { return std::fabs(v[a]) > std::fabs(v[b]); });
-      order.resize(std::min(order.size(), k));
-      std::vector<float> want(n, 0.0f);
-      for (uint32_t i : order) want[i] = v[i];
+      INFO("wide magnitudes, n = " << n << ", ratio " << ratio);
+      CHECK(RoundTrip(*MakeCodec(CodecKind::kTopk, ratio), wide) == SortedTopk(wide, k));
+    }
+    for (double ratio : {0.01, 0.3}) {
+      const size_t k = std::min(n, std::max<size_t>(1, static_cast<size_t>(std::ceil(ratio * n))));
       INFO("n = " << n << ", ratio " << ratio);
-      CHECK(RoundTrip(*MakeCodec(CodecKind::kTopk, ratio), v) == want);
+      CHECK(RoundTrip(*MakeCodec(CodecKind::kTopk, ratio), v) == SortedTopk(v, k));
     }
   }
 }
