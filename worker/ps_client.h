@@ -99,7 +99,10 @@ class PsClient {
   // consistency rule already allows it without waiting. Returns the pulled
   // values' min_clock guarantee when every shard answered (then *params
   // holds them), nullopt otherwise (pull as usual; *params may hold some
-  // newer values already). The default pushes and returns nullopt.
+  // newer values already). A client may instead pull the shards that did
+  // not answer itself, waiting as PullDense would (ShardedPsClient does
+  // where pushes are not overlapped, so that no shard is pulled twice).
+  // The default pushes and returns nullopt.
   virtual absl::StatusOr<std::optional<int64_t>> PushDenseAndPull(
       int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
       ParameterSet* params);

@@ -135,11 +135,16 @@ class ShardedPsClient : public PsClient {
   // Names the shard in an error from it.
   absl::Status ShardError(size_t shard, const absl::Status& status) const;
   // The push of PushDense; with `pull_into`, single-request shards also
-  // answer a fused pull, and *all_pulled / *min_clock tell how it went.
-  // `only`: to these shards alone (else all).
+  // answer a fused pull: *unanswered gets the shards whose answer did not
+  // come (in order), *min_clock the smallest min_clock of those that did
+  // (INT64_MAX if none). `only`: to these shards alone (else all).
   absl::Status Push(int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
-                    ParameterSet* pull_into, bool* all_pulled, int64_t* min_clock,
+                    ParameterSet* pull_into, std::vector<size_t>* unanswered, int64_t* min_clock,
                     const std::vector<size_t>* only = nullptr);
+  // PullDense from `shards` alone; the smallest of their min_clocks. Does not
+  // release the held push (the caller knows whether every shard answered).
+  absl::StatusOr<int64_t> PullFrom(int64_t clock, const std::vector<size_t>& shards,
+                                   ParameterSet* params);
   absl::Status PushRowsTo(int64_t clock, const RowSet& grads, const std::vector<size_t>* only);
   // worker.bsp_parts: PushDenseAndPull with the dense values in parts. The
   // pulls of every part of clock + 1 go first and wait on the shards; then

@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -122,6 +123,70 @@ TEST_CASE("shared memory and messages give the same parameters through real shar
   CHECK(results[0] == results[1]);
   // And the pushes did move the parameters.
   CHECK(results[1][1] != std::vector<float>(7, 0.0f));
+}
+
+TEST_CASE("BSP: shards a fused pull found open are pulled alone, and no shard twice") {
+  // Two workers race through the clocks: whichever pushes last to a shard
+  // closes its clock and gets its values in the push's answer; the shards
+  // that did not answer are pulled then, waiting for the other worker.
+  Cluster cluster({"worker.shared_memory=off", "cluster.workers=2"});
+  constexpr int64_t kClocks = 60;
+  struct Run {
+    ParameterSet params;
+    int unanswered = 0;      // PushDenseAndPull without values (pulled again here, whole)
+    int wrong_clock = 0;     // a guarantee other than clock + 1
+    absl::Status status;
+  };
+  Run runs[2];
+  auto work = [&](uint32_t rank) {
+    Run& run = runs[rank];
+    GrpcPsClient client(cluster.worker_config, rank);
+    run.status = client.Connect().status();
+    if (!run.status.ok()) return;
+    auto first = client.PullDense(0, &run.params);
+    if (!first.ok()) {
+      run.status = first.status();
+      return;
+    }
+    ParameterSet grads = {std::vector<float>(3001), std::vector<float>(7), {}};
+    for (int64_t clock = 0; clock < kClocks; ++clock) {
+      for (auto& g : grads) {
+        for (size_t i = 0; i < g.size(); ++i) g[i] = std::sin(0.37f * i + clock + rank);
+      }
+      auto pulled = client.PushDenseAndPull(clock, grads, clock, &run.params);
+      if (!pulled.ok()) {
+        run.status = pulled.status();
+        return;
+      }
+      if (!pulled->has_value()) {  // as the trainer would: pull every shard
+        ++run.unanswered;
+        auto again = client.PullDense(clock + 1, &run.params);
+        if (!again.ok()) {
+          run.status = again.status();
+          return;
+        }
+        pulled = std::optional<int64_t>(*again);
+      }
+      run.wrong_clock += **pulled != clock + 1;
+    }
+  };
+  std::thread other(work, 1);
+  work(0);
+  other.join();
+  for (const Run& run : runs) {
+    REQUIRE(run.status.ok());
+    CHECK(run.unanswered == 0);
+    CHECK(run.wrong_clock == 0);
+  }
+  CHECK(runs[0].params == runs[1].params);  // both hold the values after the last clock
+  // Every worker pulled every dense value once a clock, and once at the start.
+  uint64_t pulled_bytes = 0;
+  for (auto& server : cluster.servers) {
+    v1::StatsResponse stats;
+    server->shard()->Stats(&stats);
+    for (const v1::TableStats& t : stats.tables()) pulled_bytes += t.pull_raw_bytes();
+  }
+  CHECK(pulled_bytes == 2 * (kClocks + 1) * (3001 + 7) * sizeof(float));
 }
 
 TEST_CASE("BSP in parts over real sockets and shared memory gives whole clocks' parameters") {
