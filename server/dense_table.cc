@@ -85,9 +85,26 @@ void DenseTable::CopyValues(uint64_t offset, absl::Span<float> out) const {
   });
 }
 
+std::optional<uint64_t> DenseTable::QuietWrites() const {
+  // Ended first: if no write was running then and none began until begun is
+  // read, the two are equal (ended never passes begun).
+  const uint64_t ended = writes_ended_.load();
+  const uint64_t begun = writes_begun_.load();
+  if (ended != begun) return std::nullopt;
+  return begun;
+}
+
+std::optional<uint64_t> DenseTable::CopyValuesAt(uint64_t offset, absl::Span<float> out) const {
+  const std::optional<uint64_t> before = QuietWrites();
+  CopyValues(offset, out);
+  if (!before || writes_begun_.load() != *before) return std::nullopt;
+  return before;
+}
+
 void DenseTable::Apply(uint64_t offset, absl::Span<const float> grad, float scale, uint32_t worker,
                        int64_t clock, std::optional<int64_t> staleness, const float* read) {
   pushes_.fetch_add(1, std::memory_order_relaxed);
+  WriteScope write(this);
   const uint64_t begin = offset - range_.begin;
   const size_t stride = range_.size();
   const float lr_factor = compensation_ == StalenessCompensation::kLrScale && staleness
@@ -254,6 +271,7 @@ void DenseTable::Accumulate(uint64_t offset, absl::Span<const float> grad) {
 }
 
 void DenseTable::ApplyAccumulated(float scale) {
+  WriteScope write(this);
   const size_t stride = range_.size();
   auto* self = this;
   ForEachChunk(0, range_.size(), [&](Chunk& chunk, uint64_t lo, uint64_t hi) {
@@ -269,6 +287,7 @@ void DenseTable::ApplyAccumulated(float scale) {
 
 void DenseTable::ApplyAccumulatedRange(uint64_t offset, uint64_t length, float scale,
                                        int64_t clock) {
+  WriteScope write(this);
   const size_t stride = range_.size();
   const uint64_t begin = offset - range_.begin;
   auto* self = this;
@@ -415,6 +434,7 @@ absl::Status DenseTable::CheckSnapshot(const v1::CheckpointTable& meta, uint64_t
 }
 
 void DenseTable::Restore(const char* data, uint64_t bytes, const v1::CheckpointTable& meta) {
+  WriteScope write(this);
   const uint64_t n = range_.size();
   const size_t arrays = bytes / sizeof(float) / std::max<uint64_t>(n, 1);
   float* statistic = this->statistic();

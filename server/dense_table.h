@@ -57,6 +57,12 @@ class DenseTable {
   // Copies values [offset, offset + out.size()) into out (not counted as a pull).
   // REQUIRES: range().Contains(offset, out.size()).
   void CopyValues(uint64_t offset, absl::Span<float> out) const;
+  // The same, and the table's state the copy shows when no write ran during
+  // it: how many writes (Apply, ApplyAccumulated[Range], Restore) came
+  // before. Two copies that return the same count copied the same values.
+  std::optional<uint64_t> CopyValuesAt(uint64_t offset, absl::Span<float> out) const;
+  // That count now, when no write is running.
+  std::optional<uint64_t> QuietWrites() const;
 
   // Applies the optimizer with gradient scale * grad at [offset, offset + grad.size()).
   // Each chunk counts an optimizer step (Adam's bias correction, the LR
@@ -207,6 +213,20 @@ class DenseTable {
   size_t num_chunks_;
 
   std::atomic<uint64_t> pushes_{0};
+  // Writes begun and ended (QuietWrites): equal when none is running.
+  std::atomic<uint64_t> writes_begun_{0};
+  std::atomic<uint64_t> writes_ended_{0};
+  // Counts one write from construction to destruction.
+  class WriteScope {
+   public:
+    explicit WriteScope(DenseTable* table) : table_(table) { table_->writes_begun_.fetch_add(1); }
+    ~WriteScope() { table_->writes_ended_.fetch_add(1); }
+    WriteScope(const WriteScope&) = delete;
+    WriteScope& operator=(const WriteScope&) = delete;
+
+   private:
+    DenseTable* const table_;
+  };
   mutable std::atomic<uint64_t> pulls_{0};
 };
 

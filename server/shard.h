@@ -606,6 +606,29 @@ class Shard {
     absl::flat_hash_map<std::pair<uint32_t, uint64_t>, Held> held ABSL_GUARDED_BY(mu);
   };
   static constexpr size_t kMaxMirrors = 256;
+  // Delta pulls: the last answer made for each slice (keyed as mirrors are),
+  // given again to a worker that pulls from the same version, in the same
+  // codec and ratio, while the table still shows the values it was made
+  // from (DenseTable::QuietWrites). Under BSP every worker pulls the same
+  // values from the same version each clock, so the change is selected and
+  // encoded once a clock, not once a worker, and the workers keep holding
+  // one version. A worker that pulls while the answer is made waits for it
+  // (one top-k of a slice). Memory: a slice's last answer (a whole slice's
+  // bytes at most), at most kMaxMirrors of them.
+  struct DeltaAnswer {
+    absl::Mutex mu;  // lock order: this, then a worker's mirror
+    uint64_t base ABSL_GUARDED_BY(mu) = 0;  // the version it is from (0: whole)
+    std::optional<uint64_t> writes ABSL_GUARDED_BY(mu);  // the values it was made from
+    uint64_t count ABSL_GUARDED_BY(mu) = 0;
+    v1::Codec codec ABSL_GUARDED_BY(mu) = v1::FLOAT32;
+    float ratio ABSL_GUARDED_BY(mu) = 0;
+    v1::Payload payload ABSL_GUARDED_BY(mu);
+  };
+  // The slice's entry, made on first use.
+  std::shared_ptr<DeltaAnswer> LastDeltaAnswer(std::pair<uint32_t, uint64_t> slice);
+  absl::Mutex delta_answers_mu_;
+  absl::flat_hash_map<std::pair<uint32_t, uint64_t>, std::shared_ptr<DeltaAnswer>> delta_answers_
+      ABSL_GUARDED_BY(delta_answers_mu_);
   // Everything this shard keeps about one worker, in one place; each on
   // cache lines of its own, since every call of that worker writes to it.
   struct alignas(64) WorkerSlot {

@@ -143,34 +143,69 @@ void Shard::NotePulled(const std::vector<Resolved>& slices,
   }
 }
 
+std::shared_ptr<Shard::DeltaAnswer> Shard::LastDeltaAnswer(std::pair<uint32_t, uint64_t> slice) {
+  {
+    absl::ReaderMutexLock lock(&delta_answers_mu_);
+    auto it = delta_answers_.find(slice);
+    if (it != delta_answers_.end()) return it->second;
+  }
+  absl::MutexLock lock(&delta_answers_mu_);
+  if (!delta_answers_.contains(slice) && delta_answers_.size() >= kMaxMirrors) {
+    delta_answers_.clear();
+  }
+  std::shared_ptr<DeltaAnswer>& entry = delta_answers_[slice];
+  if (entry == nullptr) entry = std::make_shared<DeltaAnswer>();
+  return entry;
+}
+
 void Shard::AnswerDelta(uint32_t worker, const Resolved& r, v1::Payload* out) {
-  PullMirror& mirror = workers_[worker]->mirror;
-  thread_local std::vector<float> now;
-  now.resize(r.count);
-  r.dense->CopyValues(r.offset, absl::MakeSpan(now));
-  absl::MutexLock lock(&mirror.mu);
   const std::pair<uint32_t, uint64_t> key(r.index, r.offset);
+  const std::shared_ptr<DeltaAnswer> last = LastDeltaAnswer(key);
+  absl::MutexLock answer_lock(&last->mu);
+  PullMirror& mirror = workers_[worker]->mirror;
+  absl::MutexLock lock(&mirror.mu);
   if (!mirror.held.contains(key) && mirror.held.size() >= kMaxMirrors) mirror.held.clear();
   PullMirror::Held& held = mirror.held[key];
-  if (held.version != 0 && held.version == r.delta_base && held.values.size() == r.count) {
-    // The change the worker has not seen; what is not sent now stays in it.
-    for (size_t i = 0; i < r.count; ++i) now[i] -= held.values[i];
-    // The change's values travel in the slice's codec (float32 unless the
-    // worker asked for half width); the worker adds them where they go, as
-    // decoded, and so does this copy.
-    MakeCodec(CodecKind::kTopk, r.delta_ratio, r.codec->id())->Encode(now, out);
+  const bool from_held =
+      held.version != 0 && held.version == r.delta_base && held.values.size() == r.count;
+  const uint64_t base = from_held ? held.version : 0;
+  if (last->writes && last->base == base && last->count == r.count &&
+      last->codec == r.codec->id() && last->ratio == r.delta_ratio &&
+      r.dense->QuietWrites() == last->writes) {
+    *out = last->payload;  // another worker's answer from this version, these values
+  } else {
+    thread_local std::vector<float> now;
+    now.resize(r.count);
+    last->writes = r.dense->CopyValuesAt(r.offset, absl::MakeSpan(now));
+    if (from_held) {
+      // The change the worker has not seen; what is not sent now stays in
+      // it. Its values travel in the slice's codec (float32 unless the
+      // worker asked for half width).
+      for (size_t i = 0; i < r.count; ++i) now[i] -= held.values[i];
+      MakeCodec(CodecKind::kTopk, r.delta_ratio, r.codec->id())->Encode(now, out);
+      out->set_delta(true);
+    } else {
+      r.codec->Encode(now, out);
+    }
+    out->set_version(version_base_ | (versions_.fetch_add(1, std::memory_order_relaxed) + 1));
+    last->base = base;
+    last->count = r.count;
+    last->codec = r.codec->id();
+    last->ratio = r.delta_ratio;
+    last->payload = *out;
+  }
+  // What the worker holds now: the change added where it goes, as decoded
+  // (as the worker adds it), or the whole slice as decoded.
+  if (from_held) {
     thread_local std::vector<uint32_t> at;
     thread_local std::vector<float> change;
-    (void)DecodeTopk(*out, r.count, &at, &change);  // just encoded: they fit
+    (void)DecodeTopk(*out, r.count, &at, &change);  // encoded here: they fit
     for (size_t j = 0; j < at.size(); ++j) held.values[at[j]] += change[j];
-    out->set_delta(true);
   } else {
-    r.codec->Encode(now, out);
     held.values.resize(r.count);
-    (void)r.codec->Decode(*out, absl::MakeSpan(held.values));  // exactly what the worker holds
+    (void)r.codec->Decode(*out, absl::MakeSpan(held.values));
   }
-  held.version = version_base_ | (versions_.fetch_add(1, std::memory_order_relaxed) + 1);
-  out->set_version(held.version);
+  held.version = out->version();
 }
 
 void Shard::NotePushed(const std::vector<Resolved>& slices, const std::vector<uint64_t>& bytes) {
