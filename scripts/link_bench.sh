@@ -2,7 +2,8 @@
 # A dense pull and push through one shard over an emulated link, against the
 # link's own TCP rate (iperf3) measured on the same link in the same sitting:
 #
-#   scripts/link_bench.sh [RATE] [REPEATS]     # RATE as tc writes it: 10gbit (default), 1gbit
+#   scripts/link_bench.sh [RATE] [REPEATS] [PS_BENCH FLAGS...]
+#                                  # RATE as tc writes it: 10gbit (default), 1gbit
 #
 # Two emulated hosts (tessera net up): the shard on one, ps_bench on the
 # other, each host's link shaped to RATE both ways. Prints iperf3's rate each
@@ -12,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-10gbit}
 repeats=${2:-10}
+shift $(( $# >= 2 ? 2 : $# ))
+extra=("$@")  # more ps_bench flags, e.g. --channels 4
 dir=$(mktemp -d)
 bin=bazel-bin
 bazel-bin/launcher/tessera net up "$dir" "$rate" server client > "$dir/hosts" &
@@ -44,4 +47,4 @@ ip netns exec "$server_ns" "$bin/server/tessera-server" --config configs/bench.y
   "${sets[@]}" > "$dir/server.log" 2>&1 &
 server=$!
 ip netns exec "$client_ns" "$bin/bench/ps_bench" --config configs/bench.yaml "${sets[@]}" \
-  --only dense --repeats "$repeats"
+  --only dense --repeats "$repeats" "${extra[@]}"
