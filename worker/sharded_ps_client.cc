@@ -29,9 +29,9 @@ constexpr int64_t kFailoverTryMs = 1000;
 // gives up on it (a transport answers at its deadline by itself).
 constexpr absl::Duration kAnswerMargin = CallGroup::kAnswerMargin;
 
-absl::Time DeadlineIn(int64_t ms) { return absl::Now() + absl::Milliseconds(ms); }
-
 }  // namespace
+
+absl::Time ShardedPsClient::DeadlineIn(int64_t ms) { return absl::Now() + absl::Milliseconds(ms); }
 
 ShardedPsClient::ShardedPsClient(const JobConfig& config, uint32_t rank,
                                  std::vector<std::unique_ptr<ShardTransport>> transports,
@@ -514,207 +514,6 @@ absl::Status ShardedPsClient::Push(int64_t clock, const ParameterSet& grads,
   return clocks.Outcome(named);
 }
 
-absl::StatusOr<std::optional<int64_t>> ShardedPsClient::PushPullParts(
-    int64_t clock, const ParameterSet& grads, std::optional<int64_t> values_clock,
-    ParameterSet* params) {
-  requests_.ShapeParameters(params);
-  // Every request is built (and encoded) first, so the parts leave back to back.
-  struct Call {
-    size_t part = 0;
-    v1::PullRequest pull;
-    v1::PullResponse pulled;
-    v1::PushRequest push;
-    v1::PushResponse pushed;
-    std::unique_ptr<ShardCall> pull_call, push_call;
-    const char* shared_reply = nullptr;
-  };
-  std::vector<std::vector<std::unique_ptr<Call>>> calls(shards_.size());
-  for (size_t s = 0; s < shards_.size(); ++s) {
-    const ShardState& shard = shards_[s];
-    const auto& groups = shard.groups;
-    // A shard with no dense values still gets one (empty) push: its clock advances.
-    for (size_t g = 0; g < std::max<size_t>(groups.size(), 1); ++g) {
-      static const std::vector<ShardRequests::Piece> kNoPieces;
-      const auto& pieces = groups.empty() ? kNoPieces : groups[g];
-      const bool last = g + 1 >= groups.size();
-      auto call = std::make_unique<Call>();
-      call->part = g;
-      const bool shared = !groups.empty() && shard.memory;
-      const ShardRequests::SharedTarget target =
-          shared ? ShardRequests::SharedTarget{shard.push_area[g], shard.push_at[g]}
-                 : ShardRequests::SharedTarget{};
-      requests_.BuildPush(pieces, rank_, clock, grads, last, static_cast<uint32_t>(g + 1),
-                          &call->push, shared ? &target : nullptr);
-      if (values_clock) call->push.set_values_clock(*values_clock);
-      if (!groups.empty()) {
-        requests_.BuildPull(pieces, rank_, clock + 1, &call->pull, shared);
-        call->pull.set_part(static_cast<uint32_t>(g + 1));
-        if (shared) {
-          call->pull.mutable_reply_shared()->set_offset(shard.pull_at[g]);
-          call->shared_reply = shard.pull_area[g];
-        }
-      }
-      calls[s].push_back(std::move(call));
-    }
-  }
-  // One group for every call: a failed push cancels the parked pulls.
-  CallGroup group;
-  absl::Mutex min_mu;
-  int64_t min_clock = INT64_MAX;
-  for (size_t s = 0; s < shards_.size(); ++s) {
-    for (auto& call : calls[s]) {
-      if (!call->pull.slices_size()) continue;
-      call->pull_call = std::make_unique<ShardCall>(DeadlineIn(config_.worker.pull_timeout_ms));
-      Call* c = call.get();
-      const auto& pieces = shards_[s].groups[c->part];
-      shards_[s].transport->Pull(c->part % shards_[s].transport->lanes(), c->pull_call.get(),
-                                 &c->pull, &c->pulled,
-                                 group.Add(s, c->pull_call.get(), [this, c, &pieces, params,
-                                                                   &min_mu, &min_clock] {
-                                   absl::MutexLock lock(&min_mu);
-                                   min_clock = std::min(min_clock, c->pulled.min_clock());
-                                   return Scatter(pieces, c->pulled, c->shared_reply, params);
-                                 }));
-    }
-  }
-  // Each shard's parts in order, the next once the shard took the last (the
-  // last advances the clock). Parts sent side by side share the link and
-  // all arrive late: two at a time, or all but the last at once, measured
-  // slower at 1 Gbit/s (6,800 and 6,160 samples/s against 7,300).
-  std::function<void(size_t, size_t)> send = [&](size_t s, size_t g) {
-    Call* c = calls[s][g].get();
-    c->push_call = std::make_unique<ShardCall>(DeadlineIn(config_.worker.rpc_timeout_ms));
-    shards_[s].transport->Push(
-        g % shards_[s].transport->lanes(), c->push_call.get(), &c->push, &c->pushed,
-        group.Add(s, c->push_call.get(), [&send, &calls, s, g] {
-          if (g + 1 < calls[s].size()) send(s, g + 1);
-          return absl::OkStatus();
-        }));
-  };
-  for (size_t s = 0; s < shards_.size(); ++s) send(s, 0);
-  group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + kAnswerMargin, spin_);
-  if (group.failed()) DropSharedMemory();
-  TESSERA_RETURN_IF_ERROR(group.Outcome(
-      [this](size_t s, const absl::Status& status) { return ShardError(s, status); }));
-  for (size_t s = 0; s < shards_.size(); ++s) {
-    NoteTerm(s, calls[s].back()->pushed.term(), clock);
-  }
-  if (values_clock) {
-    int64_t staleness = -1;
-    for (const auto& shard : calls) staleness = std::max(staleness, shard.front()->pushed.staleness());
-    push_staleness_.Add(staleness);
-  }
-  if (min_clock == INT64_MAX) return std::nullopt;  // no shard holds dense values
-  return std::optional<int64_t>(min_clock);
-}
-
-const ShardRequests::RowRoute& ShardedPsClient::RouteFor(const RowSet& rows) {
-  bool same = rows.size() == routed_keys_.size();
-  for (size_t t = 0; same && t < rows.size(); ++t) same = rows[t].keys == routed_keys_[t];
-  if (!same) {
-    route_ = ShardRequests::RouteRows(rows, static_cast<uint32_t>(shards_.size()));
-    routed_keys_.resize(rows.size());
-    for (size_t t = 0; t < rows.size(); ++t) routed_keys_[t] = rows[t].keys;
-  }
-  return route_;
-}
-
-absl::StatusOr<int64_t> ShardedPsClient::PullRows(int64_t clock, RowSet* rows, RowPull mode) {
-  const ShardRequests::RowRoute& route = RouteFor(*rows);
-  for (SparseRows& r : *rows) r.values.resize(r.keys.size() * size_t{r.dim});
-  std::vector<v1::PullRequest> requests(shards_.size());
-  std::vector<v1::PullResponse> responses(shards_.size());
-  std::vector<std::unique_ptr<ShardCall>> calls(shards_.size());
-  absl::Mutex min_mu;
-  int64_t min_clock = INT64_MAX;
-  CallGroup group;
-  for (size_t s = 0; s < shards_.size(); ++s) {
-    requests_.BuildPull({}, rank_, clock, &requests[s]);
-    requests[s].set_read_only(mode == RowPull::kEvaluate);
-    requests_.AddRowSlices(*rows, route[s], requests[s].mutable_slices());
-    if (requests[s].slices_size() == 0) continue;
-    calls[s] = std::make_unique<ShardCall>(DeadlineIn(config_.worker.pull_timeout_ms));
-    v1::PullResponse* response = &responses[s];
-    const auto* shard_route = &route[s];
-    shards_[s].transport->Pull(
-        0, calls[s].get(), &requests[s], response,
-        group.Add(s, calls[s].get(), [this, response, shard_route, rows, &min_mu, &min_clock] {
-          absl::MutexLock lock(&min_mu);  // rows of different shards: one writer at a time
-          min_clock = std::min(min_clock, response->min_clock());
-          return requests_.ScatterRows(*shard_route, response->values(), rows);
-        }));
-  }
-  group.Wait(absl::Milliseconds(config_.worker.pull_timeout_ms) + kAnswerMargin, spin_);
-  TESSERA_RETURN_IF_ERROR(group.Outcome(
-      [this](size_t s, const absl::Status& status) { return ShardError(s, status); }));
-  return min_clock;
-}
-
-absl::Status ShardedPsClient::PushRows(int64_t clock, const RowSet& grads) {
-  if (failover_) {
-    held_.rows = &grads;
-    held_.rows_clock = clock;
-  }
-  return PushRowsTo(clock, grads, nullptr);
-}
-
-absl::Status ShardedPsClient::PushRowsTo(int64_t clock, const RowSet& grads,
-                                         const std::vector<size_t>* only) {
-  const ShardRequests::RowRoute& route = RouteFor(grads);
-  std::vector<v1::PushRequest> requests(shards_.size());
-  std::vector<v1::PushResponse> responses(shards_.size());
-  std::vector<std::unique_ptr<ShardCall>> calls(shards_.size());
-  std::vector<size_t> sent;
-  CallGroup group;
-  for (size_t s = 0; s < shards_.size(); ++s) {
-    requests_.BuildPush({}, rank_, clock, {}, /*advance=*/false, kRowPiece, &requests[s]);
-    requests_.AddRowSlices(grads, route[s], requests[s].mutable_slices(),
-                           requests[s].mutable_gradients());
-    if (requests[s].slices_size() == 0) continue;
-    if (only != nullptr && std::find(only->begin(), only->end(), s) == only->end()) continue;
-    calls[s] = std::make_unique<ShardCall>(DeadlineIn(config_.worker.rpc_timeout_ms));
-    shards_[s].transport->Push(0, calls[s].get(), &requests[s], &responses[s],
-                               group.Add(s, calls[s].get()));
-    sent.push_back(s);
-  }
-  group.Wait(absl::Milliseconds(config_.worker.rpc_timeout_ms) + kAnswerMargin, spin_);
-  TESSERA_RETURN_IF_ERROR(group.Outcome(
-      [this](size_t s, const absl::Status& status) { return ShardError(s, status); }));
-  for (size_t s : sent) NoteTerm(s, responses[s].term(), clock);
-  return absl::OkStatus();
-}
-
-void ShardedPsClient::NoteTerm(size_t s, int64_t term, int64_t clock) {
-  const int64_t before = shards_[s].term;
-  if (term == before) return;
-  if (term < before) {
-    spdlog::error(
-        "shard {}: a push of clock {} was accepted under term {}, older than term {} which "
-        "accepted this worker's pushes before: two primaries of one shard",
-        s, clock, term, before);
-    return;
-  }
-  shards_[s].term = term;
-  spdlog::info("shard {}: pushes accepted under term {} from clock {} ({})", s, term, clock,
-               address(s));
-}
-
-absl::Status ShardedPsClient::Resend(const std::vector<size_t>& behind) {
-  std::vector<std::string> named;
-  for (size_t s : behind) named.push_back(absl::StrCat(s, " (", address(s), ")"));
-  spdlog::warn(
-      "shard(s) {} took over without this worker's push of clock {} (its primary's alone); "
-      "sending it again",
-      absl::StrJoin(named, ", "), held_.clock);
-  if (held_.rows != nullptr && held_.rows_clock == held_.clock) {
-    TESSERA_RETURN_IF_ERROR(PushRowsTo(held_.clock, *held_.rows, &behind));
-  }
-  std::vector<size_t> unanswered;
-  int64_t min_clock;
-  return Push(held_.clock, *held_.grads, held_.values_clock, nullptr, &unanswered, &min_clock,
-              &behind);
-}
-
 template <typename Response>
 absl::Status ShardedPsClient::Scatter(const std::vector<ShardRequests::Piece>& pieces,
                                       const Response& response, const char* shared,
@@ -725,39 +524,12 @@ absl::Status ShardedPsClient::Scatter(const std::vector<ShardRequests::Piece>& p
   }
   return requests_.ScatterPull(pieces, shared, params);
 }
-
-void ShardedPsClient::ReleaseHeld() {
-  held_ = Held();
-  restored_.reset();
-}
-
-void ShardedPsClient::RestoreHeld() {
-  std::optional<HeldPush> push = held_file_->Load();
-  if (!push) return;
-  // The tables it was saved for must be this job's.
-  ParameterSet shape;
-  requests_.ShapeParameters(&shape);
-  bool fits = push->grads.size() == shape.size();
-  for (size_t t = 0; fits && t < shape.size(); ++t) fits = push->grads[t].size() == shape[t].size();
-  const size_t tables = config_.Tables().size();
-  for (const SparseRows& r : push->rows) fits &= r.table < tables;
-  if (!fits) {
-    spdlog::warn("{}: a push of other tables than this job's; ignored", held_file_->path());
-    return;
-  }
-  restored_ = std::move(push);
-  held_.clock = restored_->clock;
-  held_.grads = &restored_->grads;
-  held_.values_clock = restored_->values_clock;
-  if (!restored_->rows.empty()) {
-    held_.rows = &restored_->rows;
-    held_.rows_clock = restored_->clock;
-  }
-  spdlog::info(
-      "this rank's push of clock {} from before its restart is kept ({}): a shard that took "
-      "over without it gets it again",
-      held_.clock, held_file_->path());
-}
+template absl::Status ShardedPsClient::Scatter(const std::vector<ShardRequests::Piece>&,
+                                               const v1::PullResponse&, const char*,
+                                               ParameterSet*) const;
+template absl::Status ShardedPsClient::Scatter(const std::vector<ShardRequests::Piece>&,
+                                               const v1::PushResponse&, const char*,
+                                               ParameterSet*) const;
 
 absl::Status ShardedPsClient::Finish() {
   if (held_file_ != nullptr) held_file_->Remove();  // nothing is left to send again

@@ -129,11 +129,14 @@ class ShardedPsClient : public PsClient {
   void DropSharedMemory();
   // Copies a pull's values (in the response, or in shared memory at
   // `shared` when the shard put them there) into *params.
+  // (Instantiated for PullResponse and PushResponse.)
   template <typename Response>
   absl::Status Scatter(const std::vector<ShardRequests::Piece>& pieces, const Response& response,
                        const char* shared, ParameterSet* params) const;
   // Names the shard in an error from it.
   absl::Status ShardError(size_t shard, const absl::Status& status) const;
+  // Now plus `ms`, a call's deadline.
+  static absl::Time DeadlineIn(int64_t ms);
   // The push of PushDense; with `pull_into`, single-request shards also
   // answer a fused pull: *unanswered gets the shards whose answer did not
   // come (in order), *min_clock the smallest min_clock of those that did
