@@ -360,6 +360,9 @@ void Failover::StandbyInSync(const std::string& address) {
   } else if (!named.ok()) {
     spdlog::warn("shard {}: could not name its standby in sync yet: {}", shard_index_,
                  std::string(named.message()));
+  } else {
+    spdlog::info("shard {}: its standby at {} has every change: named in sync ({})",
+                 shard_index_, address, in_sync_key_);
   }
 }
 

@@ -222,6 +222,12 @@ LaunchOptions RunWithFault(const Etcd& etcd, const std::string& name,
   fault(spawned, *standbys);
   job.join();
   REQUIRE(rc == 0);
+  // On a failure below: how shard 0's daemons saw it.
+  const auto tail = [&](const std::string& log) {
+    const std::string text = Read(o.out_dir + "/" + log);
+    return log + " ends:\n" + text.substr(text.size() > 3000 ? text.size() - 3000 : 0) + "\n";
+  };
+  INFO(tail("server-0.log") << tail("standby-0.log"));
   CHECK(Json(Read(o.out_dir + "/summary.json"))["lost_clocks"] == 0);
   CHECK(Read(o.out_dir + "/standby-0.log").find("is primary now") != std::string::npos);
   CHECK(Read(o.out_dir + "/standby-1.log").find("is primary now") == std::string::npos);
@@ -268,9 +274,12 @@ TEST_CASE("a primary killed or paused: its standby takes over, no clock lost, th
     const LaunchOptions o = RunWithFault(etcd, "failover-twice", [&](Spawned& spawned,
                                                                       Standbys& s) {
       REQUIRE(kill(spawned.Pid("server-0"), SIGKILL) == 0);
-      // Once the old primary has joined the new one and training went on,
-      // the new one dies too.
+      // Once the old primary has joined the new one, the new one has named
+      // it in sync (before that, killing the new one loses both copies of
+      // what the joiner had not received) and training went on, the new
+      // one dies too.
       REQUIRE(WaitForLine(TempDir("failover-twice/server-0.log"), "joined the primary"));
+      REQUIRE(WaitForLine(TempDir("failover-twice/standby-0.log"), "named in sync"));
       WaitForCheckpoint(TempDir("failover-twice/checkpoints"), 1, 200);
       REQUIRE(kill(s.pids[0], SIGKILL) == 0);
     }, &standbys);
