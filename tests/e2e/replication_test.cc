@@ -396,7 +396,15 @@ TEST_CASE("tessera run --replicas 1: primaries (and a worker) killed lose no clo
       CHECK(kill(spawned.Pid("worker-1"), SIGCONT) == 0);
     });
     CHECK(Json(Read(o.out_dir + "/summary.json"))["restarts"]["worker-0"] == 1);
-    CHECK(Read(o.out_dir + "/worker-0.log").find("sending it again") != std::string::npos);
+    // Worker 1 may be stopped between its two shards: its push of the open
+    // clock reached shard 0, so worker 0's closed it there and the standby
+    // has it, and nothing is sent again. (The model below is checked either
+    // way; the push is kept and sent again in most runs.)
+    if (Read(o.out_dir + "/worker-0.log").find("sending it again") == std::string::npos) {
+      WARN("worker 1 stopped between its shards: shard 0 had closed the clock; nothing resent");
+      CHECK(Read(o.out_dir + "/worker-0.log").find("from before its restart is kept") !=
+            std::string::npos);
+    }
     CHECK(NewestCheckpoint(o.out_dir + "/checkpoints/standby", 0) ==
           NewestCheckpoint(reference, 0));
     CHECK(NewestCheckpoint(o.out_dir + "/checkpoints", 1) == NewestCheckpoint(reference, 1));
