@@ -137,6 +137,8 @@ class ShardedPsClient : public PsClient {
   absl::Status ShardError(size_t shard, const absl::Status& status) const;
   // Now plus `ms`, a call's deadline.
   static absl::Time DeadlineIn(int64_t ms);
+  // 0, 1, ..., shards - 1.
+  std::vector<size_t> AllShards() const;
   // The push of PushDense; with `pull_into`, single-request shards also
   // answer a fused pull: *unanswered gets the shards whose answer did not
   // come (in order), *min_clock the smallest min_clock of those that did
